@@ -1,0 +1,386 @@
+/*
+ * es_index.c - creating the target index when it is missing (see es_index.h).
+ *
+ * Keeps invariant 6 (DESIGN.md): a bad index name or a bad definition file is refused before
+ * anything is sent, so a typo never leaves a half-configured index behind.
+ */
+#include "es_index.h"
+
+#include <bson/bson.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "es_json.h"
+#include "log.h"
+
+/* Index definitions are settings and mappings: kilobytes. A file larger than this is not one. */
+#define MAX_DEFINITION_BYTES (16u * 1024u * 1024u)
+
+bool fts_es_index_name_validate(const char *name, const char *what, fts_error_t *err)
+{
+    if (!name || !*name) {
+        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_MISSING,
+                             "Elasticsearch %s name is empty", what);
+    }
+    size_t len = strlen(name);
+    if (len > FTS_ES_INDEX_NAME_MAX) {
+        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                             "Elasticsearch %s name \"%.40s...\" is %zu bytes long; at most %d "
+                             "are allowed",
+                             what, name, len, FTS_ES_INDEX_NAME_MAX);
+    }
+    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                             "Elasticsearch %s name \"%s\" is not allowed", what, name);
+    }
+    if (name[0] == '-' || name[0] == '_' || name[0] == '+') {
+        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                             "Elasticsearch %s name \"%s\" must not start with '%c'", what, name,
+                             name[0]);
+    }
+    for (const char *p = name; *p; p++) {
+        if (*p >= 'A' && *p <= 'Z') {
+            return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                                 "Elasticsearch %s name \"%s\" must be lower-case", what, name);
+        }
+        /* ':' is allowed by 6.x and older, but 7.x reserves it for cross-cluster names. */
+        if (strchr("\\/*?\"<>|, #:", *p) || (unsigned char)*p < 0x20) {
+            return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                                 "Elasticsearch %s name \"%s\" must not contain '%c' (none of "
+                                 "\\ / * ? \" < > | , # : space)",
+                                 what, name, *p);
+        }
+    }
+    return true;
+}
+
+static bool read_file(const char *path, fts_buffer_t *out, fts_error_t *err)
+{
+    bool ok = false;
+    FILE *file = fopen(path, "rb");
+    if (!file) {
+        return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_IO,
+                             "cannot read index definition %s: %s", path, strerror(errno));
+    }
+    fts_buffer_clear(out);
+    char chunk[8192];
+    size_t got;
+    while ((got = fread(chunk, 1, sizeof chunk, file)) > 0) {
+        if (out->len + got > MAX_DEFINITION_BYTES) {
+            fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                          "index definition %s is larger than %u bytes", path,
+                          MAX_DEFINITION_BYTES);
+            goto cleanup;
+        }
+        fts_buffer_append(out, chunk, got);
+    }
+    if (ferror(file)) {
+        fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_IO,
+                      "cannot read index definition %s: %s", path, strerror(errno));
+        goto cleanup;
+    }
+    ok = true;
+
+cleanup:
+    fclose(file);
+    return ok;
+}
+
+bool fts_es_index_definition_load(const char *path, fts_buffer_t *out, fts_error_t *err)
+{
+    bool ok = false;
+    fts_buffer_t wrapped = {0};
+    bson_t doc;
+    bson_error_t error;
+
+    if (!read_file(path, out, err)) {
+        goto cleanup;
+    }
+    if (out->len == 0) {
+        fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                      "index definition %s is empty; it must be a JSON object with the index's "
+                      "settings and mappings",
+                      path);
+        goto cleanup;
+    }
+    if (!bson_init_from_json(&doc, out->data, (ssize_t)out->len, &error)) {
+        /* libbson rejects top-level scalars with a confusing message ("Incomplete JSON");
+         * parsed as a member of an object they are fine, which tells the two cases apart. */
+        fts_buffer_append_str(&wrapped, "{\"definition\":");
+        fts_buffer_append(&wrapped, out->data, out->len);
+        fts_buffer_append_str(&wrapped, "\n}");
+        bson_t probe;
+        bson_error_t probe_error;
+        if (bson_init_from_json(&probe, wrapped.data, (ssize_t)wrapped.len, &probe_error)) {
+            bson_destroy(&probe);
+            fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                          "index definition %s is not a JSON object (it holds a single value)",
+                          path);
+        } else {
+            fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                          "index definition %s is not valid JSON: %s", path, error.message);
+        }
+        goto cleanup;
+    }
+    bson_destroy(&doc);
+
+    /* libbson accepts a top-level array as a document, and stops after the first value
+     * without complaint; parsing the file as a member of an object catches both. */
+    fts_buffer_append_str(&wrapped, "{\"definition\":");
+    fts_buffer_append(&wrapped, out->data, out->len);
+    fts_buffer_append_str(&wrapped, "\n}");
+    if (!bson_init_from_json(&doc, wrapped.data, (ssize_t)wrapped.len, &error)) {
+        fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                      "index definition %s is not valid JSON: there is more after its first "
+                      "value",
+                      path);
+        goto cleanup;
+    }
+    bson_iter_t iter;
+    bool is_object =
+        bson_iter_init_find(&iter, &doc, "definition") && BSON_ITER_HOLDS_DOCUMENT(&iter);
+    bson_destroy(&doc);
+    if (!is_object) {
+        fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                      "index definition %s is not a JSON object (it is an array)", path);
+        goto cleanup;
+    }
+    ok = true;
+
+cleanup:
+    fts_buffer_destroy(&wrapped);
+    if (!ok) {
+        fts_buffer_clear(out);
+    }
+    return ok;
+}
+
+/* Appends name, percent-encoded for a URL path segment (the rules above still let through
+ * characters such as % & + = ; that mean something in a URL). */
+static bool append_escaped(fts_buffer_t *path, const char *name, fts_error_t *err)
+{
+    char *escaped = curl_easy_escape(NULL, name, 0);
+    if (!escaped) {
+        return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_NO_MEMORY,
+                             "out of memory escaping \"%s\"", name);
+    }
+    fts_buffer_append_str(path, escaped);
+    curl_free(escaped);
+    return true;
+}
+
+/* HEAD path: *exists is true for 200, false for 404; anything else is an error. */
+static bool head_exists(fts_es_client_t *client, const char *path, const char *what, bool *exists,
+                        fts_error_t *err)
+{
+    fts_es_response_t response = {0};
+    bool ok = false;
+    if (!fts_es_request(client, "HEAD", path, NULL, NULL, 0, &response, err)) {
+        goto cleanup;
+    }
+    if (response.status == 200) {
+        *exists = true;
+    } else if (response.status == 404) {
+        *exists = false;
+    } else {
+        /* A HEAD reply has no body to quote; the status says enough (401, 403, 503...). */
+        char context[384];
+        snprintf(context, sizeof context, "checking whether %s exists (HEAD %s)", what, path);
+        fts_es_reply_fail(err, context, response.status, NULL, 0);
+        goto cleanup;
+    }
+    ok = true;
+
+cleanup:
+    fts_es_response_cleanup(&response);
+    return ok;
+}
+
+static bool is_already_exists(long status, const fts_es_response_t *response)
+{
+    fts_es_error_reply_t reply;
+    if (status != 400 ||
+        !fts_es_error_reply_parse(response->body.data, response->body.len, &reply)) {
+        return false;
+    }
+    /* 1.x: IndexAlreadyExistsException; 5.x: index_already_exists_exception; 6.x and later,
+     * OpenSearch: resource_already_exists_exception. */
+    return strcmp(reply.type, "IndexAlreadyExistsException") == 0 ||
+           strcmp(reply.type, "index_already_exists_exception") == 0 ||
+           strcmp(reply.type, "resource_already_exists_exception") == 0;
+}
+
+/* Seconds to wait for a new index's primary shards. ES 1.x acknowledges a creation before they
+ * are started, and requests in the meantime fail with NoShardAvailableActionException; 5.x and
+ * later wait by themselves (wait_for_active_shards), and then this returns at once. */
+#define WAIT_FOR_SHARDS_SECONDS 30
+
+/* Waits until index is at least yellow. Never fails the caller: the index exists either way,
+ * and a cluster that stays red is reported by health checks; here it is only logged. */
+static void wait_for_primaries(fts_es_client_t *client, const char *index, const char *index_path)
+{
+    char path[FTS_ES_INDEX_NAME_MAX * 3 + 128];
+    snprintf(path, sizeof path, "/_cluster/health%s?wait_for_status=yellow&timeout=%ds", index_path,
+             WAIT_FOR_SHARDS_SECONDS);
+    fts_es_response_t response = {0};
+    fts_error_t err = {0};
+    fts_es_health_t health;
+    if (!fts_es_request(client, "GET", path, NULL, NULL, 0, &response, &err)) {
+        fts_log(FTS_LOG_WARN, "es", "cannot tell whether index %s is ready: %s", index,
+                err.message);
+    } else if (response.status != 200 && !(response.status == 408 && response.body.len > 0)) {
+        fts_es_reply_fail(&err, path, response.status, response.body.data, response.body.len);
+        fts_log(FTS_LOG_WARN, "es", "cannot tell whether index %s is ready: %s", index,
+                err.message);
+    } else if (!fts_es_health_parse(response.body.data, response.body.len, &health, &err)) {
+        fts_log(FTS_LOG_WARN, "es", "cannot tell whether index %s is ready: %s", index,
+                err.message);
+    } else if (health.status == FTS_ES_HEALTH_RED) {
+        fts_log(FTS_LOG_WARN, "es",
+                "index %s exists but its primary shards did not start within %d s", index,
+                WAIT_FOR_SHARDS_SECONDS);
+    }
+    fts_es_response_cleanup(&response);
+}
+
+static bool create_index(fts_es_client_t *client, const fts_es_index_spec_t *spec,
+                         const char *index_path, bool *created, fts_error_t *err)
+{
+    bool ok = false;
+    fts_buffer_t definition = {0};
+    fts_es_response_t response = {0};
+
+    if (!spec->definition_path || !*spec->definition_path) {
+        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_MISSING,
+                      "Elasticsearch index %s does not exist and FTSYNC_ES_INDEX_DEFINITION is "
+                      "not set, so ftsync cannot create it: create the index, or set "
+                      "FTSYNC_ES_INDEX_DEFINITION to a JSON file with its settings and mappings",
+                      spec->index);
+        goto cleanup;
+    }
+    if (!fts_es_index_definition_load(spec->definition_path, &definition, err)) {
+        goto cleanup;
+    }
+    if (!fts_es_request(client, "PUT", index_path, "application/json", definition.data,
+                        definition.len, &response, err)) {
+        fts_error_prefix(err, "creating index %s", spec->index);
+        goto cleanup;
+    }
+    if (response.status == 200 || response.status == 201) {
+        *created = true;
+        fts_log(FTS_LOG_INFO, "es", "created index %s from %s", spec->index, spec->definition_path);
+    } else if (is_already_exists(response.status, &response)) {
+        *created = false;
+        fts_log(FTS_LOG_INFO, "es", "index %s was created by another process meanwhile",
+                spec->index);
+    } else {
+        char context[512];
+        snprintf(context, sizeof context, "Elasticsearch refused to create index %s from %s",
+                 spec->index, spec->definition_path);
+        fts_es_reply_fail(err, context, response.status, response.body.data, response.body.len);
+        goto cleanup;
+    }
+    wait_for_primaries(client, spec->index, index_path);
+    ok = true;
+
+cleanup:
+    fts_buffer_destroy(&definition);
+    fts_es_response_cleanup(&response);
+    return ok;
+}
+
+static bool add_alias(fts_es_client_t *client, const char *index, const char *alias,
+                      fts_error_t *err)
+{
+    bool ok = false;
+    fts_buffer_t body = {0};
+    fts_es_response_t response = {0};
+
+    fts_buffer_append_str(&body, "{\"actions\":[{\"add\":{\"index\":\"");
+    fts_buffer_append_json_escaped(&body, index, strlen(index));
+    fts_buffer_append_str(&body, "\",\"alias\":\"");
+    fts_buffer_append_json_escaped(&body, alias, strlen(alias));
+    fts_buffer_append_str(&body, "\"}}]}");
+    if (!fts_es_request(client, "POST", "/_aliases", "application/json", body.data, body.len,
+                        &response, err)) {
+        fts_error_prefix(err, "adding alias %s to index %s", alias, index);
+        goto cleanup;
+    }
+    if (response.status != 200) {
+        char context[600];
+        snprintf(context, sizeof context, "Elasticsearch refused to add alias %s to index %s",
+                 alias, index);
+        fts_es_reply_fail(err, context, response.status, response.body.data, response.body.len);
+        goto cleanup;
+    }
+    fts_log(FTS_LOG_INFO, "es", "added alias %s to index %s", alias, index);
+    ok = true;
+
+cleanup:
+    fts_buffer_destroy(&body);
+    fts_es_response_cleanup(&response);
+    return ok;
+}
+
+bool fts_es_index_ensure(fts_es_client_t *client, const fts_es_index_spec_t *spec, bool *created,
+                         fts_error_t *err)
+{
+    bool ok = false;
+    bool made = false;
+    bool has_alias = spec->alias && *spec->alias;
+    fts_buffer_t index_path = {0};
+    fts_buffer_t alias_path = {0};
+    char what[300];
+
+    if (!fts_es_index_name_validate(spec->index, "index", err)) {
+        goto cleanup;
+    }
+    if (has_alias && !fts_es_index_name_validate(spec->alias, "alias", err)) {
+        goto cleanup;
+    }
+    fts_buffer_append_char(&index_path, '/');
+    if (!append_escaped(&index_path, spec->index, err)) {
+        goto cleanup;
+    }
+
+    if (has_alias) {
+        fts_buffer_append_str(&alias_path, "/_alias/");
+        if (!append_escaped(&alias_path, spec->alias, err)) {
+            goto cleanup;
+        }
+        bool alias_exists = false;
+        snprintf(what, sizeof what, "alias %s", spec->alias);
+        if (!head_exists(client, alias_path.data, what, &alias_exists, err)) {
+            goto cleanup;
+        }
+        if (alias_exists) {
+            fts_log(FTS_LOG_DEBUG, "es", "alias %s exists; leaving its index alone", spec->alias);
+            ok = true;
+            goto cleanup;
+        }
+    }
+
+    bool index_exists = false;
+    snprintf(what, sizeof what, "index %s", spec->index);
+    if (!head_exists(client, index_path.data, what, &index_exists, err)) {
+        goto cleanup;
+    }
+    if (!index_exists && !create_index(client, spec, index_path.data, &made, err)) {
+        goto cleanup;
+    }
+    if (has_alias && !add_alias(client, spec->index, spec->alias, err)) {
+        goto cleanup;
+    }
+    ok = true;
+
+cleanup:
+    if (ok && created) {
+        *created = made;
+    }
+    fts_buffer_destroy(&index_path);
+    fts_buffer_destroy(&alias_path);
+    return ok;
+}
