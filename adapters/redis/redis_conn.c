@@ -1,0 +1,528 @@
+/*
+ * redis_conn.c - the synchronous Redis connection (see redis_conn.h).
+ *
+ * A connection is either open (context != NULL and usable) or broken (context == NULL). Every
+ * failure of a command that may have reached the server - I/O error, timeout, protocol error -
+ * frees the hiredis context at once: hiredis refuses any further use of a context with an
+ * error, and a late reply must never be read as the answer to the next command. The next
+ * command then reconnects before it is sent; nothing is ever resent here.
+ *
+ * Before sending on an open connection, a zero-timeout poll checks whether the server closed
+ * it while idle (a restart, a `timeout` setting): then reconnecting first is safe, because
+ * nothing has been sent, and it spares the caller an avoidable error.
+ */
+#include "redis_conn.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "backoff.h"
+#include "log.h"
+#include "redis_url.h"
+#include "signals.h"
+
+/* The component tag of every log line from this file. */
+#define LOG_COMPONENT "redis"
+
+/* Failure kinds for "log once per kind": bit `code` for the error codes (all below 15), bit 15
+ * for "the server is loading its data set", and the same again 16 bits up for failed
+ * reconnect attempts, so that a command's timeout and the timeouts of the reconnects after it
+ * are each logged once. */
+#define KIND_LOADING         15
+#define KIND_RECONNECT_SHIFT 16
+
+struct fts_redis {
+    fts_redis_url_t *url; /* owned */
+    fts_redis_options_t options;
+    redisContext *context; /* owned; NULL while broken: the next command reconnects */
+    fts_backoff_t backoff;
+    char address[300];     /* "host:port" or "[v6]:port", for messages */
+    uint64_t connections;  /* successful connects, see fts_redis_connection_count */
+    unsigned logged_kinds; /* failure kinds already logged since the last success */
+};
+
+void fts_redis_options_init(fts_redis_options_t *options)
+{
+    options->connect_timeout_ms = FTS_REDIS_DEFAULT_CONNECT_TIMEOUT_MS;
+    options->command_timeout_ms = FTS_REDIS_DEFAULT_COMMAND_TIMEOUT_MS;
+    options->reconnect_base_ms = FTS_REDIS_DEFAULT_RECONNECT_BASE_MS;
+    options->reconnect_cap_ms = FTS_REDIS_DEFAULT_RECONNECT_CAP_MS;
+    options->reconnect_max_wait_ms = FTS_REDIS_DEFAULT_RECONNECT_MAX_WAIT_MS;
+}
+
+static uint64_t monotonic_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
+}
+
+static struct timeval to_timeval(long ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    return tv;
+}
+
+static unsigned failure_kind(const fts_error_t *error, bool reconnecting);
+
+/* Logs a warning the first time a kind of failure shows up in an outage; later ones of the
+ * same kind would only repeat it. Two call sites, because the logger rate-limits per call
+ * site and a dropped connection must not hide the first failed reconnect. */
+static void log_failure_once(fts_redis_t *redis, const fts_error_t *error, bool reconnecting)
+{
+    unsigned kind = failure_kind(error, reconnecting);
+    if (redis->logged_kinds & kind) {
+        return;
+    }
+    redis->logged_kinds |= kind;
+    if (reconnecting) {
+        fts_log(FTS_LOG_WARN, LOG_COMPONENT,
+                "cannot reconnect to %s (retrying for up to %llu ms): %s", redis->url->masked,
+                (unsigned long long)redis->options.reconnect_max_wait_ms, error->message);
+    } else {
+        fts_log(FTS_LOG_WARN, LOG_COMPONENT, "dropping the connection to %s: %s",
+                redis->url->masked, error->message);
+    }
+}
+
+static unsigned failure_kind(const fts_error_t *error, bool reconnecting)
+{
+    unsigned bit = (unsigned)error->code < KIND_LOADING ? (unsigned)error->code : 0;
+    if (error->code == FTS_ERROR_CODE_SERVER && strstr(error->message, "LOADING")) {
+        bit = KIND_LOADING;
+    }
+    return 1u << (bit + (reconnecting ? KIND_RECONNECT_SHIFT : 0));
+}
+
+static void drop_connection(fts_redis_t *redis)
+{
+    if (redis->context) {
+        redisFree(redis->context);
+        redis->context = NULL;
+    }
+}
+
+/* Error replies that mean "who you are" rather than "what you asked": wrong or missing
+ * credentials, or an ACL user lacking a permission. */
+static bool is_auth_error(const char *message)
+{
+    return strncmp(message, "NOAUTH", 6) == 0 || strncmp(message, "WRONGPASS", 9) == 0 ||
+           strncmp(message, "NOPERM", 6) == 0;
+}
+
+/* Turns an error reply into err, with the server's text as sent (scrubbed of secrets in case a
+ * server ever echoes one). code is the code unless the text says it is about credentials. */
+static bool set_reply_error(fts_redis_t *redis, const redisReply *reply, const char *command,
+                            int code, fts_error_t *err)
+{
+    char text[FTS_ERROR_MESSAGE_SIZE];
+    char scrubbed[FTS_ERROR_MESSAGE_SIZE];
+    size_t len = reply->str ? reply->len : 0;
+    snprintf(text, sizeof text, "%.*s", (int)(len < sizeof text ? len : sizeof text - 1),
+             reply->str ? reply->str : "");
+    fts_log_redact(text, scrubbed, sizeof scrubbed);
+    if (is_auth_error(scrubbed)) {
+        code = FTS_ERROR_CODE_AUTH;
+    }
+    return fts_error_set(err, FTS_ERROR_REDIS, code, "Redis at %s refused %s: %s", redis->address,
+                         command, scrubbed);
+}
+
+/* Turns a failed hiredis call (context->err set) into err. saved_errno is errno right after
+ * the call: hiredis reports a socket timeout as an I/O error with EAGAIN. A caller's command
+ * gets a warning that it may have taken effect; our own set-up commands need none. */
+static bool set_context_error(fts_redis_t *redis, redisContext *context, int saved_errno,
+                              const char *command, bool callers, fts_error_t *err)
+{
+    const char *reason = context->errstr[0] ? context->errstr : "unknown error";
+    bool timed_out =
+        context->err == REDIS_ERR_IO && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK ||
+                                         strcmp(reason, strerror(EAGAIN)) == 0);
+    if (timed_out) {
+        return fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_TIMEOUT,
+                             "Redis at %s did not answer %s within %ld ms%s", redis->address,
+                             command, redis->options.command_timeout_ms,
+                             callers ? "; the command is not resent (it may still take effect)"
+                                     : "");
+    }
+    int code = FTS_ERROR_CODE_IO;
+    if (context->err == REDIS_ERR_PROTOCOL) {
+        code = FTS_ERROR_CODE_PROTOCOL;
+    } else if (context->err == REDIS_ERR_OOM) {
+        code = FTS_ERROR_CODE_NO_MEMORY;
+    }
+    const char *consequence = "";
+    if (callers) {
+        consequence = "; the command is not resent (it may have taken effect)";
+    } else if (code == FTS_ERROR_CODE_PROTOCOL) {
+        /* Nonsense on a fresh connection usually means another service owns the port. */
+        consequence = " (is a Redis server listening there?)";
+    }
+    return fts_error_set(err, FTS_ERROR_REDIS, code,
+                         "connection to Redis at %s failed during %s: %s%s", redis->address,
+                         command, reason, consequence);
+}
+
+/* Sends one command on a fresh context during connection set-up. *retryable tells whether
+ * trying again later may help (a timeout, a server still loading) or not (wrong password). */
+static bool setup_command(fts_redis_t *redis, redisContext *context, int argc, const char **argv,
+                          const char *shown, const char *expect_status, bool *retryable,
+                          fts_error_t *err)
+{
+    bool ok = false;
+    redisReply *reply = redisCommandArgv(context, argc, argv, NULL);
+    if (!reply) {
+        set_context_error(redis, context, errno, shown, false, err);
+        *retryable = true;
+        goto cleanup;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        bool is_auth = strcmp(argv[0], "AUTH") == 0;
+        set_reply_error(redis, reply, shown, is_auth ? FTS_ERROR_CODE_AUTH : FTS_ERROR_CODE_SERVER,
+                        err);
+        /* LOADING: restarted and reading its AOF; BUSY: a script runs; MASTERDOWN: a replica
+         * lost its master. All pass; a wrong password or db index does not. */
+        *retryable = reply->str && (strncmp(reply->str, "LOADING", 7) == 0 ||
+                                    strncmp(reply->str, "BUSY", 4) == 0 ||
+                                    strncmp(reply->str, "MASTERDOWN", 10) == 0);
+        goto cleanup;
+    }
+    if (expect_status &&
+        (reply->type != REDIS_REPLY_STATUS || !reply->str || strcmp(reply->str, expect_status))) {
+        fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL,
+                      "Redis at %s answered %s with something other than %s", redis->address, shown,
+                      expect_status);
+        *retryable = true;
+        goto cleanup;
+    }
+    ok = true;
+
+cleanup:
+    if (reply) {
+        freeReplyObject(reply);
+    }
+    return ok;
+}
+
+/* One attempt: connect, AUTH, SELECT, PING. On success the context is installed. */
+static bool open_connection(fts_redis_t *redis, bool *retryable, fts_error_t *err)
+{
+    bool ok = false;
+    char db[16];
+    *retryable = true;
+    redisContext *context = redisConnectWithTimeout(redis->url->host, redis->url->port,
+                                                    to_timeval(redis->options.connect_timeout_ms));
+    if (!context) {
+        fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_NO_MEMORY,
+                      "out of memory connecting to Redis at %s", redis->address);
+        goto cleanup;
+    }
+    if (context->err) {
+        fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_CONNECT,
+                      "cannot connect to Redis at %s: %s", redis->address, context->errstr);
+        goto cleanup;
+    }
+    if (redisSetTimeout(context, to_timeval(redis->options.command_timeout_ms)) != REDIS_OK) {
+        fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_CONNECT,
+                      "cannot set the command timeout on the connection to Redis at %s: %s",
+                      redis->address, context->errstr);
+        goto cleanup;
+    }
+    if (redis->url->password) {
+        /* Redis 6+ takes "AUTH user password" for ACL users; "AUTH password" is the default
+         * user and is what older servers understand. */
+        const char *with_user[] = {"AUTH", redis->url->user, redis->url->password};
+        const char *alone[] = {"AUTH", redis->url->password};
+        bool authed =
+            redis->url->user
+                ? setup_command(redis, context, 3, with_user, "AUTH", NULL, retryable, err)
+                : setup_command(redis, context, 2, alone, "AUTH", NULL, retryable, err);
+        if (!authed) {
+            goto cleanup;
+        }
+    }
+    if (redis->url->db != 0) {
+        snprintf(db, sizeof db, "%d", redis->url->db);
+        const char *select[] = {"SELECT", db};
+        if (!setup_command(redis, context, 2, select, "SELECT", "OK", retryable, err)) {
+            goto cleanup;
+        }
+    }
+    const char *ping[] = {"PING"};
+    if (!setup_command(redis, context, 1, ping, "PING", "PONG", retryable, err)) {
+        goto cleanup;
+    }
+    drop_connection(redis);
+    redis->context = context;
+    context = NULL;
+    redis->connections++;
+    ok = true;
+
+cleanup:
+    if (context) {
+        redisFree(context);
+    }
+    return ok;
+}
+
+/* True when the server closed the idle connection, or sent something nobody asked for (which
+ * would be read as the reply to the next command). */
+static bool closed_while_idle(redisContext *context)
+{
+    struct pollfd idle = {.fd = context->fd, .events = POLLIN | POLLRDHUP};
+    int ready = poll(&idle, 1, 0);
+    if (ready <= 0) {
+        return false;
+    }
+    if (idle.revents & (POLLERR | POLLHUP | POLLRDHUP | POLLNVAL)) {
+        return true;
+    }
+    char byte;
+    ssize_t peeked = recv(context->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return peeked >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* Reconnects with backoff until it works, a failure that waiting cannot cure, the stop
+ * request, or reconnect_max_wait_ms. */
+static bool reconnect(fts_redis_t *redis, fts_error_t *err)
+{
+    uint64_t started = monotonic_ms();
+    uint64_t max_wait = redis->options.reconnect_max_wait_ms;
+    unsigned attempts = 0;
+    fts_error_t attempt_err;
+    fts_error_clear(&attempt_err);
+
+    for (;;) {
+        if (fts_signals_stop_requested()) {
+            return fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_CONNECT,
+                                 "reconnecting to Redis at %s abandoned: stop requested%s%s",
+                                 redis->address, attempts ? "; last error: " : "",
+                                 attempts ? attempt_err.message : "");
+        }
+        attempts++;
+        bool retryable;
+        if (open_connection(redis, &retryable, &attempt_err)) {
+            fts_backoff_reset(&redis->backoff);
+            fts_log(FTS_LOG_INFO, LOG_COMPONENT, "reconnected to %s after %u attempt%s in %llu ms",
+                    redis->url->masked, attempts, attempts == 1 ? "" : "s",
+                    (unsigned long long)(monotonic_ms() - started));
+            redis->logged_kinds = 0;
+            return true;
+        }
+        log_failure_once(redis, &attempt_err, true);
+        uint64_t elapsed = monotonic_ms() - started;
+        if (!retryable || elapsed >= max_wait) {
+            if (err) {
+                *err = attempt_err;
+            }
+            if (retryable) {
+                fts_error_prefix(err, "gave up reconnecting after %llu ms and %u attempts",
+                                 (unsigned long long)elapsed, attempts);
+            }
+            return false;
+        }
+        uint64_t delay = fts_backoff_next_ms(&redis->backoff);
+        if (delay > max_wait - elapsed) {
+            delay = max_wait - elapsed;
+        }
+        fts_signals_sleep_ms((unsigned long)delay);
+    }
+}
+
+/* Makes sure an open connection is there before a command is sent. */
+static bool ensure_connected(fts_redis_t *redis, fts_error_t *err)
+{
+    if (redis->context && !closed_while_idle(redis->context)) {
+        return true;
+    }
+    if (redis->context) {
+        fts_log(FTS_LOG_INFO, LOG_COMPONENT, "%s closed the idle connection; reconnecting",
+                redis->url->masked);
+        drop_connection(redis);
+    }
+    return reconnect(redis, err);
+}
+
+/* Judges what a hiredis call returned: a reply to hand over, or an error, after which a
+ * failed connection is dropped. */
+static redisReply *finish_command(fts_redis_t *redis, redisReply *reply, int saved_errno,
+                                  const char *command, fts_error_t *err)
+{
+    if (!reply) {
+        fts_error_t failure;
+        set_context_error(redis, redis->context, saved_errno, command, true, &failure);
+        drop_connection(redis);
+        log_failure_once(redis, &failure, false);
+        if (err) {
+            *err = failure;
+        }
+        return NULL;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        set_reply_error(redis, reply, command, FTS_ERROR_CODE_SERVER, err);
+        freeReplyObject(reply);
+        return NULL;
+    }
+    return reply;
+}
+
+/* The command's name for messages: the format's first word, unless that is a placeholder. */
+static void name_from_format(const char *format, char *name, size_t size)
+{
+    size_t len = strcspn(format, " ");
+    if (len == 0 || memchr(format, '%', len) || len >= size) {
+        snprintf(name, size, "a command");
+        return;
+    }
+    memcpy(name, format, len);
+    name[len] = '\0';
+}
+
+static void name_from_argv(int argc, const char **argv, const size_t *argvlen, char *name,
+                           size_t size)
+{
+    if (argc < 1 || !argv[0]) {
+        snprintf(name, size, "a command");
+        return;
+    }
+    size_t len = argvlen ? argvlen[0] : strlen(argv[0]);
+    /* Only the printable start: argv[0] is binary-safe and could be anything. */
+    size_t shown = 0;
+    while (shown < len && shown + 1 < size && argv[0][shown] > ' ' && argv[0][shown] < 127) {
+        shown++;
+    }
+    if (shown == 0) {
+        snprintf(name, size, "a command");
+        return;
+    }
+    memcpy(name, argv[0], shown);
+    name[shown] = '\0';
+}
+
+fts_redis_t *fts_redis_new(const char *url, const fts_redis_options_t *options, fts_error_t *err)
+{
+    fts_redis_t *redis = calloc(1, sizeof *redis);
+    if (!redis) {
+        fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_NO_MEMORY,
+                      "out of memory creating a Redis connection");
+        goto cleanup;
+    }
+    redis->url = fts_redis_url_parse(url, err);
+    if (!redis->url) {
+        goto cleanup;
+    }
+    /* Registered before anything can fail with the server in the loop. */
+    fts_log_add_secret(redis->url->password);
+
+    fts_redis_options_init(&redis->options);
+    if (options) {
+        if (options->connect_timeout_ms > 0) {
+            redis->options.connect_timeout_ms = options->connect_timeout_ms;
+        }
+        if (options->command_timeout_ms > 0) {
+            redis->options.command_timeout_ms = options->command_timeout_ms;
+        }
+        if (options->reconnect_base_ms > 0) {
+            redis->options.reconnect_base_ms = options->reconnect_base_ms;
+        }
+        if (options->reconnect_cap_ms > 0) {
+            redis->options.reconnect_cap_ms = options->reconnect_cap_ms;
+        }
+        if (options->reconnect_max_wait_ms > 0) {
+            redis->options.reconnect_max_wait_ms = options->reconnect_max_wait_ms;
+        }
+    }
+    fts_backoff_init(&redis->backoff, redis->options.reconnect_base_ms,
+                     redis->options.reconnect_cap_ms, 0);
+    snprintf(redis->address, sizeof redis->address,
+             strchr(redis->url->host, ':') ? "[%s]:%d" : "%s:%d", redis->url->host,
+             redis->url->port);
+
+    bool retryable;
+    if (!open_connection(redis, &retryable, err)) {
+        goto cleanup;
+    }
+    fts_log(FTS_LOG_DEBUG, LOG_COMPONENT, "connected to %s", redis->url->masked);
+    return redis;
+
+cleanup:
+    fts_redis_destroy(redis);
+    return NULL;
+}
+
+redisReply *fts_redis_command(fts_redis_t *redis, fts_error_t *err, const char *format, ...)
+{
+    char name[32];
+    name_from_format(format, name, sizeof name);
+    if (!ensure_connected(redis, err)) {
+        return NULL;
+    }
+    va_list args;
+    va_start(args, format);
+    errno = 0;
+    redisReply *reply = redisvCommand(redis->context, format, args);
+    int saved_errno = errno;
+    va_end(args);
+    return finish_command(redis, reply, saved_errno, name, err);
+}
+
+redisReply *fts_redis_command_argv(fts_redis_t *redis, int argc, const char **argv,
+                                   const size_t *argvlen, fts_error_t *err)
+{
+    char name[32];
+    name_from_argv(argc, argv, argvlen, name, sizeof name);
+    if (argc < 1) {
+        fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
+                      "a Redis command needs at least one argument");
+        return NULL;
+    }
+    if (!ensure_connected(redis, err)) {
+        return NULL;
+    }
+    errno = 0;
+    redisReply *reply = redisCommandArgv(redis->context, argc, argv, argvlen);
+    int saved_errno = errno;
+    return finish_command(redis, reply, saved_errno, name, err);
+}
+
+bool fts_redis_ping(fts_redis_t *redis, fts_error_t *err)
+{
+    redisReply *reply = fts_redis_command(redis, err, "PING");
+    if (!reply) {
+        return false;
+    }
+    bool pong = reply->type == REDIS_REPLY_STATUS && reply->str && strcmp(reply->str, "PONG") == 0;
+    freeReplyObject(reply);
+    if (!pong) {
+        return fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL,
+                             "Redis at %s answered PING with something other than PONG",
+                             redis->address);
+    }
+    return true;
+}
+
+const char *fts_redis_masked_url(const fts_redis_t *redis)
+{
+    return redis->url->masked;
+}
+
+uint64_t fts_redis_connection_count(const fts_redis_t *redis)
+{
+    return redis->connections;
+}
+
+void fts_redis_destroy(fts_redis_t *redis)
+{
+    if (!redis) {
+        return;
+    }
+    drop_connection(redis);
+    fts_redis_url_destroy(redis->url);
+    free(redis);
+}

@@ -1,0 +1,87 @@
+/*
+ * redis_conn.h - a synchronous (blocking) Redis connection that re-establishes itself.
+ *
+ * Built on hiredis 0.14. A connection is opened from a redis:// URL (see redis_url.h): connect,
+ * AUTH (password alone, or ACL user and password), SELECT the db, PING. When a command finds
+ * the connection broken - an earlier I/O error or timeout, or the server having closed it - it
+ * first reconnects, retrying with capped full-jitter backoff for up to reconnect_max_wait_ms
+ * (cut short by a stop request), and only then sends the command.
+ *
+ * Invariants:
+ *   - a command is sent at most once: one that fails with an I/O error or a timeout after it
+ *     may have reached the server is never resent here (XADD and INCR are not idempotent). It
+ *     returns the error and the next command reconnects; the caller decides about retrying;
+ *   - after a failed or timed-out command the connection is dropped, so a late reply can never
+ *     be taken as the answer to a later command;
+ *   - the password never appears in an error or a log line (it is registered with
+ *     fts_log_add_secret).
+ *
+ * Errors use domain FTS_ERROR_REDIS and the codes: CONNECT (cannot reach host:port, or gave up
+ * reconnecting), AUTH (AUTH refused, NOAUTH, NOPERM), TIMEOUT (no answer within
+ * command_timeout_ms), IO (connection lost mid-command), SERVER (an error reply, message as the
+ * server sent it, e.g. "WRONGTYPE Operation against a key..."), PROTOCOL, NO_MEMORY.
+ * Not thread-safe: one connection belongs to one thread (ftsync runs one loop per process).
+ * The process must ignore SIGPIPE (fts_signals_install() does): hiredis 0.14 writes with
+ * write(2), and a write to a connection the server just closed would otherwise kill it.
+ */
+#ifndef FTS_REDIS_CONN_H
+#define FTS_REDIS_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+#include "error.h"
+
+/* Defaults for the fields of fts_redis_options_t left 0. */
+#define FTS_REDIS_DEFAULT_CONNECT_TIMEOUT_MS    5000
+#define FTS_REDIS_DEFAULT_COMMAND_TIMEOUT_MS    10000
+#define FTS_REDIS_DEFAULT_RECONNECT_BASE_MS     100
+#define FTS_REDIS_DEFAULT_RECONNECT_CAP_MS      5000
+#define FTS_REDIS_DEFAULT_RECONNECT_MAX_WAIT_MS 30000
+
+typedef struct {
+    long connect_timeout_ms;        /* TCP connect; 0 = default */
+    long command_timeout_ms;        /* each reply, including AUTH/SELECT/PING; 0 = default.
+                                     * Must exceed any BLOCK/timeout a command asks the server
+                                     * for (XREADGROUP BLOCK, BLPOP), or it fails as TIMEOUT */
+    uint64_t reconnect_base_ms;     /* first backoff ceiling; 0 = default */
+    uint64_t reconnect_cap_ms;      /* largest backoff ceiling; 0 = default */
+    uint64_t reconnect_max_wait_ms; /* give up reconnecting after this long; 0 = default */
+} fts_redis_options_t;
+
+typedef struct fts_redis fts_redis_t;
+
+/* Fills options with the defaults, for callers that change one or two fields. */
+void fts_redis_options_init(fts_redis_options_t *options);
+
+/* Connects to url (copied), AUTH, SELECT db, PING: one attempt, no retry, so that a wrong
+ * setting at start-up fails at once with a clear error. options NULL = defaults (copied). */
+fts_redis_t *fts_redis_new(const char *url, const fts_redis_options_t *options, fts_error_t *err);
+
+/* Sends one command (hiredis format: %s for a C string, %b for pointer + size_t length) and
+ * returns its reply, which the caller frees with freeReplyObject(). NULL on failure, with err
+ * filled; an error reply at the top level is a failure carrying the server's message. Error
+ * replies nested in an array (EXEC, pipelines) are returned as they are, for the caller. */
+redisReply *fts_redis_command(fts_redis_t *redis, fts_error_t *err, const char *format, ...);
+
+/* As fts_redis_command, with the arguments as binary-safe strings; argvlen NULL means each
+ * argv[i] is NUL-terminated. */
+redisReply *fts_redis_command_argv(fts_redis_t *redis, int argc, const char **argv,
+                                   const size_t *argvlen, fts_error_t *err);
+
+/* PING; true when the server answered PONG. Reconnects first if needed, like any command. */
+bool fts_redis_ping(fts_redis_t *redis, fts_error_t *err);
+
+/* The URL with the password masked, for log lines; borrowed until fts_redis_destroy(). */
+const char *fts_redis_masked_url(const fts_redis_t *redis);
+
+/* How many times the connection was established: 1 after fts_redis_new(), one more per
+ * successful reconnect. For /metrics and tests. */
+uint64_t fts_redis_connection_count(const fts_redis_t *redis);
+
+void fts_redis_destroy(fts_redis_t *redis);
+
+#endif
