@@ -32,9 +32,11 @@ bool fts_error_prefix(fts_error_t *err, const char *format, ...)
     vsnprintf(prefix, sizeof prefix, format, args);
     va_end(args);
 
-    char combined[FTS_ERROR_MESSAGE_SIZE];
+    /* Room for both parts, so the compiler can see nothing is cut until the final copy. */
+    char combined[2 * FTS_ERROR_MESSAGE_SIZE + 2];
     snprintf(combined, sizeof combined, "%s: %s", prefix, err->message);
-    memcpy(err->message, combined, sizeof err->message);
+    memcpy(err->message, combined, sizeof err->message - 1);
+    err->message[sizeof err->message - 1] = '\0';
     return false;
 }
 

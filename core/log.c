@@ -244,7 +244,9 @@ static bool admit_repeat(fts_log_level_t level, const char *component, const cha
     if (slot->format == format && slot->component == component) {
         if (now - slot->window_start_ms < logger.repeat_interval_ms) {
             slot->suppressed++;
-            snprintf(slot->last_message, sizeof slot->last_message, "%s", message);
+            size_t keep = strnlen(message, sizeof slot->last_message - 1);
+            memcpy(slot->last_message, message, keep);
+            slot->last_message[keep] = '\0';
             return false;
         }
         *suppressed = slot->suppressed;

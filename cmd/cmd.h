@@ -1,0 +1,39 @@
+/*
+ * cmd.h - the subcommands of the ftsync binary and what they share.
+ *
+ * Exit statuses, the same for every subcommand so that scripts and Kubernetes can tell a
+ * mistake in the set-up from a server that is down:
+ *   0  done
+ *   1  a server could not be reached or refused (worth retrying later)
+ *   2  bad usage or bad configuration (retrying will not help until it is fixed)
+ */
+#ifndef FTS_CMD_H
+#define FTS_CMD_H
+
+#include <stdbool.h>
+
+#include "config.h"
+#include "es_client.h"
+
+#define FTS_EXIT_OK 0
+#define FTS_EXIT_FAILURE 1
+#define FTS_EXIT_USAGE 2
+
+int fts_cmd_config(int argc, char **argv);
+int fts_cmd_init_index(int argc, char **argv);
+int fts_cmd_check(int argc, char **argv);
+
+/* The adapters' URL checkers, for fts_config_load and fts_config_print. */
+extern const fts_config_checks_t fts_cmd_config_checks;
+
+/* Loads the configuration for the given roles, applies its log settings, and on failure
+ * prints every problem to stderr. Returns false when the command must exit with status 2. */
+bool fts_cmd_load_config(fts_config_t *config, unsigned roles);
+
+/* Parses a --role value (extract, load, all) into fts_role_t bits; false if unknown. */
+bool fts_cmd_parse_role(const char *text, unsigned *roles);
+
+/* Builds the Elasticsearch client the configuration describes. */
+fts_es_client_t *fts_cmd_es_client_new(const fts_config_t *config, fts_error_t *err);
+
+#endif

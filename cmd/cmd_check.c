@@ -1,0 +1,134 @@
+/*
+ * cmd_check.c - `ftsync check`: a preflight an operator (or a readiness script) runs to learn
+ * whether every server ftsync needs answers: the state and queue Redis, the Elasticsearch
+ * cluster and its health, and the index. One line per check; exit 1 if any failed.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "redis_conn.h"
+#include "redis_url.h"
+
+static void report(bool ok, const char *what, const char *detail)
+{
+    printf("%-5s %-18s %s\n", ok ? "ok" : "FAIL", what, detail);
+}
+
+static bool check_redis(const char *what, const char *url, const fts_config_t *config)
+{
+    fts_error_t err;
+    fts_redis_options_t options = {
+        .connect_timeout_ms = (long)config->redis_connect_timeout_ms,
+        .command_timeout_ms = (long)config->redis_command_timeout_ms,
+        .reconnect_base_ms = 100,
+        .reconnect_cap_ms = 1000,
+        .reconnect_max_wait_ms = 0,
+    };
+    char *masked = fts_redis_url_mask(url);
+    fts_redis_t *redis = fts_redis_new(url, &options, &err);
+    bool ok = redis && fts_redis_ping(redis, &err);
+    if (ok) {
+        report(true, what, masked ? masked : "");
+    } else {
+        char detail[FTS_ERROR_MESSAGE_SIZE + 64];
+        snprintf(detail, sizeof detail, "%s", err.message);
+        report(false, what, detail);
+    }
+    fts_redis_destroy(redis);
+    free(masked);
+    return ok;
+}
+
+static bool check_elasticsearch(const fts_config_t *config)
+{
+    fts_error_t err;
+    fts_es_client_t *client = fts_cmd_es_client_new(config, &err);
+    if (!client) {
+        report(false, "elasticsearch", err.message);
+        return false;
+    }
+    bool ok = false;
+    char detail[FTS_ERROR_MESSAGE_SIZE + 128];
+    fts_es_server_info_t info;
+    fts_es_health_t health;
+    fts_es_response_t response;
+    fts_es_response_init(&response);
+    if (!fts_es_server_info(client, &info, &err)) {
+        report(false, "elasticsearch", err.message);
+        goto cleanup;
+    }
+    snprintf(detail, sizeof detail, "%s %s at %s", fts_es_distribution_name(info.distribution),
+             info.version, fts_es_client_current_url(client));
+    report(true, "elasticsearch", detail);
+
+    if (!fts_es_cluster_health(client, &health, &err)) {
+        report(false, "cluster health", err.message);
+        goto cleanup;
+    }
+    snprintf(detail, sizeof detail, "%s, %d node(s)", fts_es_health_status_name(health.status),
+             health.number_of_nodes);
+    report(health.status != FTS_ES_HEALTH_RED, "cluster health", detail);
+    if (health.status == FTS_ES_HEALTH_RED) {
+        goto cleanup;
+    }
+
+    char path[512];
+    snprintf(path, sizeof path, "/%s", config->es_alias ? config->es_alias : config->es_index);
+    if (!fts_es_request(client, "HEAD", path, NULL, NULL, 0, &response, &err)) {
+        report(false, "index", err.message);
+        goto cleanup;
+    }
+    if (response.status == 200) {
+        report(true, "index", path + 1);
+        ok = true;
+    } else if (response.status == 404) {
+        snprintf(detail, sizeof detail, "%s does not exist (ftsync init-index creates it)",
+                 path + 1);
+        report(false, "index", detail);
+    } else {
+        snprintf(detail, sizeof detail, "%s: unexpected HTTP status %ld", path + 1,
+                 response.status);
+        report(false, "index", detail);
+    }
+cleanup:
+    fts_es_response_cleanup(&response);
+    fts_es_client_destroy(client);
+    return ok;
+}
+
+int fts_cmd_check(int argc, char **argv)
+{
+    static const struct option options[] = {{"help", no_argument, NULL, 'h'}, {0}};
+    int option;
+    optind = 1;
+    while ((option = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+        if (option == 'h') {
+            printf("usage: ftsync check\n\n"
+                   "Checks that the state and queue Redis answer PING, that Elasticsearch\n"
+                   "answers with a cluster that is not red, and that the index (or alias)\n"
+                   "exists. Exit status: 0 all good, 1 a check failed, 2 bad configuration.\n");
+            return FTS_EXIT_OK;
+        }
+        fprintf(stderr, "usage: ftsync check [--help]\n");
+        return FTS_EXIT_USAGE;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ftsync check: unexpected argument \"%s\"\n", argv[optind]);
+        return FTS_EXIT_USAGE;
+    }
+    fts_config_t config;
+    if (!fts_cmd_load_config(&config, FTS_ROLE_LOAD)) {
+        fts_config_cleanup(&config);
+        return FTS_EXIT_USAGE;
+    }
+    bool ok = check_redis("state redis", config.state_redis_url, &config);
+    if (strcmp(config.queue_redis_url, config.state_redis_url) != 0) {
+        ok = check_redis("queue redis", config.queue_redis_url, &config) && ok;
+    }
+    ok = check_elasticsearch(&config) && ok;
+    fts_config_cleanup(&config);
+    return ok ? FTS_EXIT_OK : FTS_EXIT_FAILURE;
+}

@@ -1,0 +1,67 @@
+/*
+ * cmd_init_index.c - `ftsync init-index`: creates the index (and its alias) from the index
+ * definition file when absent, and leaves an existing one alone. `ftsync load` does the same
+ * at start; this command lets an operator do it ahead of time, e.g. from a Kubernetes Job.
+ */
+#include <getopt.h>
+#include <stdio.h>
+
+#include "cmd.h"
+#include "es_index.h"
+#include "log.h"
+
+int fts_cmd_init_index(int argc, char **argv)
+{
+    static const struct option options[] = {{"help", no_argument, NULL, 'h'}, {0}};
+    int option;
+    optind = 1;
+    while ((option = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+        if (option == 'h') {
+            printf("usage: ftsync init-index\n\n"
+                   "Creates FTSYNC_ES_INDEX from FTSYNC_ES_INDEX_DEFINITION (and the alias\n"
+                   "FTSYNC_ES_ALIAS, if set) unless it exists. Exit status: 0 done, 1 the\n"
+                   "cluster refused or could not be reached, 2 bad configuration.\n");
+            return FTS_EXIT_OK;
+        }
+        fprintf(stderr, "usage: ftsync init-index [--help]\n");
+        return FTS_EXIT_USAGE;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ftsync init-index: unexpected argument \"%s\"\n", argv[optind]);
+        return FTS_EXIT_USAGE;
+    }
+
+    int status = FTS_EXIT_FAILURE;
+    fts_es_client_t *client = NULL;
+    fts_error_t err;
+    fts_config_t config;
+    if (!fts_cmd_load_config(&config, FTS_ROLE_LOAD)) {
+        status = FTS_EXIT_USAGE;
+        goto cleanup;
+    }
+    client = fts_cmd_es_client_new(&config, &err);
+    if (!client) {
+        fts_log(FTS_LOG_ERROR, "es", "%s", err.message);
+        status = err.domain == FTS_ERROR_CONFIG ? FTS_EXIT_USAGE : FTS_EXIT_FAILURE;
+        goto cleanup;
+    }
+    fts_es_index_spec_t spec = {.index = config.es_index,
+                                .alias = config.es_alias,
+                                .definition_path = config.es_index_definition};
+    bool created = false;
+    if (!fts_es_index_ensure(client, &spec, &created, &err)) {
+        fts_log(FTS_LOG_ERROR, "es", "cannot ensure index %s: %s", config.es_index, err.message);
+        /* A definition file that is not JSON, or an invalid index name, will not fix itself. */
+        status = err.domain == FTS_ERROR_CONFIG || err.domain == FTS_ERROR_INPUT
+                     ? FTS_EXIT_USAGE
+                     : FTS_EXIT_FAILURE;
+        goto cleanup;
+    }
+    fts_log(FTS_LOG_INFO, "es", "index %s %s", config.es_index,
+            created ? "created" : "already exists; left as it is");
+    status = FTS_EXIT_OK;
+cleanup:
+    fts_es_client_destroy(client);
+    fts_config_cleanup(&config);
+    return status;
+}

@@ -1,0 +1,92 @@
+/*
+ * common.c - what the subcommands share: loading the configuration with the adapters' URL
+ * checkers, and building clients from it.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "es_client.h"
+#include "log.h"
+#include "mongo_uri.h"
+#include "redis_url.h"
+
+static bool check_redis_url(const char *value, char **masked, fts_error_t *err)
+{
+    fts_redis_url_t *url = fts_redis_url_parse(value, err);
+    if (!url) {
+        return false;
+    }
+    if (url->password) {
+        fts_log_add_secret(url->password);
+    }
+    if (masked) {
+        *masked = strdup(url->masked);
+    }
+    fts_redis_url_destroy(url);
+    return true;
+}
+
+const fts_config_checks_t fts_cmd_config_checks = {
+    .mongo_uri = fts_mongo_uri_check,
+    .redis_url = check_redis_url,
+    .es_url = fts_es_url_check,
+};
+
+bool fts_cmd_parse_role(const char *text, unsigned *roles)
+{
+    if (strcmp(text, "extract") == 0) {
+        *roles = FTS_ROLE_EXTRACT;
+    } else if (strcmp(text, "load") == 0) {
+        *roles = FTS_ROLE_LOAD;
+    } else if (strcmp(text, "all") == 0 || strcmp(text, "run") == 0) {
+        *roles = FTS_ROLE_ALL;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+bool fts_cmd_load_config(fts_config_t *config, unsigned roles)
+{
+    fts_buffer_t problems = {0};
+    fts_error_t err;
+    fts_config_source_t source = {.roles = roles, .checks = &fts_cmd_config_checks};
+    bool ok = fts_config_load(config, &source, &problems, &err);
+    if (ok) {
+        fts_log_set_level(config->log_level);
+        fts_log_set_format(config->log_format);
+    } else {
+        /* Problems go out as plain lines: this is a person reading a terminal or a pod log. */
+        char line[FTS_LOG_MAX_MESSAGE];
+        fprintf(stderr, "ftsync: configuration is not valid:\n");
+        for (char *cursor = problems.data; cursor && *cursor;) {
+            char *end = strchr(cursor, '\n');
+            size_t len = end ? (size_t)(end - cursor) : strlen(cursor);
+            snprintf(line, sizeof line, "%.*s", (int)len, cursor);
+            char redacted[FTS_LOG_MAX_MESSAGE];
+            fts_log_redact(line, redacted, sizeof redacted);
+            fprintf(stderr, "  %s\n", redacted);
+            cursor = end ? end + 1 : NULL;
+        }
+        fprintf(stderr, "(ftsync config --help lists every setting)\n");
+    }
+    fts_buffer_destroy(&problems);
+    return ok;
+}
+
+fts_es_client_t *fts_cmd_es_client_new(const fts_config_t *config, fts_error_t *err)
+{
+    fts_es_options_t options = {
+        .urls = (const char *const *)config->es_urls.items,
+        .url_count = config->es_urls.count,
+        .user = config->es_user,
+        .password = config->es_password,
+        .api_key = config->es_api_key,
+        .ca_file = config->es_ca_file,
+        .connect_timeout_ms = (long)config->es_connect_timeout_ms,
+        .request_timeout_ms = (long)config->es_request_timeout_ms,
+        .gzip_requests = config->es_gzip,
+    };
+    return fts_es_client_new(&options, err);
+}

@@ -1,0 +1,1046 @@
+/*
+ * config.c - the settings table and the code that reads, validates and prints it (config.h).
+ *
+ * Keeps invariant 6: a bad value is refused with a message naming the variable and the problem,
+ * before any server is contacted, and secrets never reach the output.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef enum {
+    TYPE_STRING,      /* any non-empty text */
+    TYPE_NAME,        /* [A-Za-z0-9_.-]+, safe inside Redis key names and logs */
+    TYPE_INT,         /* decimal integer within [min, max] */
+    TYPE_SIZE,        /* bytes, with an optional k/m/g suffix */
+    TYPE_BOOL,        /* true/false, yes/no, on/off, 1/0 */
+    TYPE_LOG_LEVEL,   /* debug, info, warn, error */
+    TYPE_LOG_FORMAT,  /* logfmt, json */
+    TYPE_FILE,        /* path of a file that must be readable */
+    TYPE_LIST,        /* comma-separated names */
+    TYPE_ADDRESS,     /* host:port to listen on */
+    TYPE_MONGO_URI,   /* checked by checks->mongo_uri */
+    TYPE_REDIS_URL,   /* checked by checks->redis_url */
+    TYPE_ES_URL_LIST, /* comma-separated, each checked by checks->es_url */
+} setting_type_t;
+
+/* Flags of a row. */
+#define SETTING_SECRET 1u /* printed as *** and registered with the logger */
+
+typedef struct {
+    const char *name;
+    setting_type_t type;
+    const char *default_value; /* NULL: no default */
+    const char *default_from;  /* no default of its own: copies this other setting */
+    size_t offset;
+    unsigned flags;
+    unsigned required_by; /* fts_role_t bits; 0 = optional */
+    int64_t min, max;     /* TYPE_INT and TYPE_SIZE */
+    const char *description;
+} setting_t;
+
+#define FIELD(member) offsetof(fts_config_t, member)
+
+static const setting_t settings[] = {
+    {"FTSYNC_MONGO_URI", TYPE_MONGO_URI, NULL, NULL, FIELD(mongo_uri), 0, FTS_ROLE_EXTRACT, 0, 0,
+     "MongoDB connection string of the replica set to follow"},
+    {"FTSYNC_MONGO_DB", TYPE_STRING, NULL, NULL, FIELD(mongo_db), 0, FTS_ROLE_EXTRACT, 0, 0,
+     "database holding the collection"},
+    {"FTSYNC_MONGO_COLLECTION", TYPE_STRING, NULL, NULL, FIELD(mongo_collection), 0,
+     FTS_ROLE_EXTRACT, 0, 0, "collection whose documents are indexed"},
+    {"FTSYNC_BATCH_SIZE", TYPE_INT, "500", NULL, FIELD(batch_size), 0, 0, 1, 100000,
+     "change events or snapshot documents read and queued per batch"},
+
+    {"FTSYNC_STATE_REDIS_URL", TYPE_REDIS_URL, "redis://127.0.0.1:6379/0", NULL,
+     FIELD(state_redis_url), 0, 0, 0, 0,
+     "Redis holding the resume token and the extractor lease (redis://[user:password@]host:port/db)"},
+    {"FTSYNC_QUEUE_REDIS_URL", TYPE_REDIS_URL, NULL, "FTSYNC_STATE_REDIS_URL",
+     FIELD(queue_redis_url), 0, 0, 0, 0, "Redis holding the action stream and dead-letter stream"},
+    {"FTSYNC_REDIS_CONNECT_TIMEOUT_MS", TYPE_INT, "2000", NULL, FIELD(redis_connect_timeout_ms),
+     0, 0, 10, 600000, "how long to wait for a Redis connection"},
+    {"FTSYNC_REDIS_COMMAND_TIMEOUT_MS", TYPE_INT, "5000", NULL, FIELD(redis_command_timeout_ms),
+     0, 0, 10, 600000, "how long to wait for a Redis reply"},
+
+    {"FTSYNC_ES_URL", TYPE_ES_URL_LIST, "http://127.0.0.1:9200", NULL, FIELD(es_urls), 0, 0, 0, 0,
+     "Elasticsearch or OpenSearch base URL(s), comma-separated; the next is tried when one is "
+     "unreachable"},
+    {"FTSYNC_ES_INDEX", TYPE_STRING, NULL, NULL, FIELD(es_index), 0, FTS_ROLE_LOAD, 0, 0,
+     "index written to; created from the index definition when absent"},
+    {"FTSYNC_ES_ALIAS", TYPE_STRING, NULL, NULL, FIELD(es_alias), 0, 0, 0, 0,
+     "optional alias pointing at FTSYNC_ES_INDEX, created with it; searches can use the alias"},
+    {"FTSYNC_ES_INDEX_DEFINITION", TYPE_FILE, NULL, NULL, FIELD(es_index_definition), 0, 0, 0, 0,
+     "JSON file with the index settings and mappings used to create the index"},
+    {"FTSYNC_ES_USER", TYPE_STRING, NULL, NULL, FIELD(es_user), 0, 0, 0, 0,
+     "user for HTTP basic authentication"},
+    {"FTSYNC_ES_PASSWORD", TYPE_STRING, NULL, NULL, FIELD(es_password), SETTING_SECRET, 0, 0, 0,
+     "password for HTTP basic authentication"},
+    {"FTSYNC_ES_API_KEY", TYPE_STRING, NULL, NULL, FIELD(es_api_key), SETTING_SECRET, 0, 0, 0,
+     "API key (the base64 id:key form), instead of user and password"},
+    {"FTSYNC_ES_CA_FILE", TYPE_FILE, NULL, NULL, FIELD(es_ca_file), 0, 0, 0, 0,
+     "PEM file of the certificate authority that signed the cluster's certificate"},
+    {"FTSYNC_ES_DOC_TYPE", TYPE_NAME, NULL, NULL, FIELD(es_doc_type), 0, 0, 0, 0,
+     "document type for clusters older than 7.0 (e.g. doc); unset for typeless clusters"},
+    {"FTSYNC_ES_GZIP", TYPE_BOOL, "false", NULL, FIELD(es_gzip), 0, 0, 0, 0,
+     "gzip request bodies"},
+    {"FTSYNC_ES_CONNECT_TIMEOUT_MS", TYPE_INT, "5000", NULL, FIELD(es_connect_timeout_ms), 0, 0,
+     10, 600000, "how long to wait for an Elasticsearch connection"},
+    {"FTSYNC_ES_REQUEST_TIMEOUT_MS", TYPE_INT, "60000", NULL, FIELD(es_request_timeout_ms), 0, 0,
+     10, 3600000, "how long to wait for an Elasticsearch reply"},
+    {"FTSYNC_BULK_MAX_ACTIONS", TYPE_INT, "1000", NULL, FIELD(bulk_max_actions), 0, 0, 1, 100000,
+     "most actions in one bulk request"},
+    {"FTSYNC_BULK_MAX_BYTES", TYPE_SIZE, "5m", NULL, FIELD(bulk_max_bytes), 0, 0, 1024,
+     1024 * 1024 * 1024, "largest bulk request body (k, m, g suffixes are binary units)"},
+    {"FTSYNC_BULK_MAX_WAIT_MS", TYPE_INT, "200", NULL, FIELD(bulk_max_wait_ms), 0, 0, 0, 60000,
+     "longest time a partial bulk request waits for more actions"},
+    {"FTSYNC_BULK_MAX_IN_FLIGHT", TYPE_INT, "2", NULL, FIELD(bulk_max_in_flight), 0, 0, 1, 64,
+     "bulk requests in flight at once per loader"},
+
+    {"FTSYNC_ID_FIELD", TYPE_STRING, "_id", NULL, FIELD(id_field), 0, 0, 0, 0,
+     "document field whose value becomes the index _id"},
+    {"FTSYNC_FIELDS", TYPE_LIST, NULL, NULL, FIELD(fields), 0, 0, 0, 0,
+     "comma-separated fields copied into the index; unset copies the whole document"},
+
+    {"FTSYNC_PIPELINE", TYPE_NAME, "default", NULL, FIELD(pipeline), 0, 0, 0, 0,
+     "name of this pipeline; its Redis keys are ftsync:{<pipeline>}:*"},
+    {"FTSYNC_ADMIN_ADDR", TYPE_ADDRESS, "0.0.0.0:8080", NULL, FIELD(admin_addr), 0, 0, 0, 0,
+     "host:port of the admin HTTP endpoint (/healthz, /readyz, /metrics); 'off' disables it"},
+    {"FTSYNC_LOG_LEVEL", TYPE_LOG_LEVEL, "info", NULL, FIELD(log_level), 0, 0, 0, 0,
+     "least severe level logged: debug, info, warn or error"},
+    {"FTSYNC_LOG_FORMAT", TYPE_LOG_FORMAT, "logfmt", NULL, FIELD(log_format), 0, 0, 0, 0,
+     "log line format: logfmt or json"},
+    {"FTSYNC_DEV_MODE", TYPE_BOOL, "false", NULL, FIELD(dev_mode), 0, 0, 0, 0,
+     "development mode: accepts the CHANGE-ME placeholder secrets of the examples"},
+};
+
+#define SETTING_COUNT (sizeof settings / sizeof settings[0])
+_Static_assert(sizeof settings / sizeof settings[0] <= FTS_CONFIG_MAX_SETTINGS,
+               "raise FTS_CONFIG_MAX_SETTINGS");
+
+/* Variables with the FTSYNC_ prefix that are not settings but are expected. */
+static const char *const known_non_settings[] = {"FTSYNC_ENV_FILE", "FTSYNC_DEPS_DIR",
+                                                 "FTSYNC_TESTBED_DIR"};
+
+/* Secret files and .env files are small; anything bigger is a mistake worth naming. */
+#define MAX_VALUE_FILE_BYTES (64 * 1024)
+
+/* ---------------------------------------------------------------------------------------- */
+/* The .env file                                                                            */
+
+typedef struct {
+    char **names;
+    char **values;
+    size_t count;
+} dotenv_t;
+
+static void dotenv_cleanup(dotenv_t *dotenv)
+{
+    for (size_t i = 0; i < dotenv->count; i++) {
+        free(dotenv->names[i]);
+        free(dotenv->values[i]);
+    }
+    free(dotenv->names);
+    free(dotenv->values);
+    memset(dotenv, 0, sizeof *dotenv);
+}
+
+static const char *dotenv_get(const dotenv_t *dotenv, const char *name)
+{
+    /* The last assignment wins, as in a shell. */
+    for (size_t i = dotenv->count; i > 0; i--) {
+        if (strcmp(dotenv->names[i - 1], name) == 0) {
+            return dotenv->values[i - 1];
+        }
+    }
+    return NULL;
+}
+
+static char *trim(char *text)
+{
+    while (isspace((unsigned char)*text)) {
+        text++;
+    }
+    size_t len = strlen(text);
+    while (len > 0 && isspace((unsigned char)text[len - 1])) {
+        text[--len] = '\0';
+    }
+    return text;
+}
+
+static bool read_small_file(const char *path, char **contents, fts_error_t *err)
+{
+    bool ok = false;
+    fts_buffer_t data = {0};
+    FILE *file = fopen(path, "rb");
+    if (!file) {
+        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_IO, "cannot read %s: %s", path,
+                      strerror(errno));
+        goto cleanup;
+    }
+    char chunk[4096];
+    size_t got;
+    while ((got = fread(chunk, 1, sizeof chunk, file)) > 0) {
+        fts_buffer_append(&data, chunk, got);
+        if (data.len > MAX_VALUE_FILE_BYTES) {
+            fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                          "%s is larger than %d bytes", path, MAX_VALUE_FILE_BYTES);
+            goto cleanup;
+        }
+    }
+    if (ferror(file)) {
+        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_IO, "cannot read %s: %s", path,
+                      strerror(errno));
+        goto cleanup;
+    }
+    *contents = fts_buffer_steal(&data);
+    ok = true;
+cleanup:
+    if (file) {
+        fclose(file);
+    }
+    fts_buffer_destroy(&data);
+    return ok;
+}
+
+/* Parses KEY=VALUE lines: blank lines and # comments skipped, an optional "export " prefix,
+ * values optionally in single or double quotes. */
+static bool dotenv_parse(const char *path, const char *text, dotenv_t *dotenv, fts_error_t *err)
+{
+    bool ok = false;
+    char *copy = strdup(text);
+    if (!copy) {
+        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
+    }
+    int line_number = 0;
+    char *next_line = copy;
+    while (next_line) {
+        char *line = next_line;
+        char *newline = strchr(line, '\n');
+        next_line = newline ? newline + 1 : NULL;
+        if (newline) {
+            *newline = '\0';
+        }
+        line_number++;
+        line = trim(line);
+        if (*line == '\0' || *line == '#') {
+            continue;
+        }
+        if (strncmp(line, "export ", 7) == 0) {
+            line = trim(line + 7);
+        }
+        char *equals = strchr(line, '=');
+        if (!equals || equals == line) {
+            fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                          "%s line %d: expected NAME=value", path, line_number);
+            goto cleanup;
+        }
+        *equals = '\0';
+        char *name = trim(line);
+        char *value = trim(equals + 1);
+        size_t value_len = strlen(value);
+        if (value_len >= 2 && (value[0] == '"' || value[0] == '\'') &&
+            value[value_len - 1] == value[0]) {
+            value[value_len - 1] = '\0';
+            value++;
+        }
+        char **names = realloc(dotenv->names, (dotenv->count + 1) * sizeof *names);
+        if (names) {
+            dotenv->names = names;
+        }
+        char **values = realloc(dotenv->values, (dotenv->count + 1) * sizeof *values);
+        if (values) {
+            dotenv->values = values;
+        }
+        if (!names || !values) {
+            fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
+            goto cleanup;
+        }
+        dotenv->names[dotenv->count] = strdup(name);
+        dotenv->values[dotenv->count] = strdup(value);
+        dotenv->count++;
+    }
+    ok = true;
+cleanup:
+    free(copy);
+    return ok;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Parsing of single values                                                                 */
+
+bool fts_string_list_parse(const char *text, fts_string_list_t *list, fts_error_t *err)
+{
+    bool ok = false;
+    char *copy = strdup(text);
+    fts_string_list_t parsed = {0};
+    if (!copy) {
+        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
+    }
+    char *cursor = copy;
+    for (;;) {
+        char *comma = strchr(cursor, ',');
+        if (comma) {
+            *comma = '\0';
+        }
+        char *item = trim(cursor);
+        if (*item == '\0') {
+            fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                          "empty item in comma-separated list");
+            goto cleanup;
+        }
+        for (size_t i = 0; i < parsed.count; i++) {
+            if (strcmp(parsed.items[i], item) == 0) {
+                fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                              "\"%s\" is listed twice", item);
+                goto cleanup;
+            }
+        }
+        char **items = realloc(parsed.items, (parsed.count + 1) * sizeof *items);
+        if (!items) {
+            fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
+            goto cleanup;
+        }
+        parsed.items = items;
+        parsed.items[parsed.count++] = strdup(item);
+        if (!comma) {
+            break;
+        }
+        cursor = comma + 1;
+    }
+    *list = parsed;
+    memset(&parsed, 0, sizeof parsed);
+    ok = true;
+cleanup:
+    fts_string_list_cleanup(&parsed);
+    free(copy);
+    return ok;
+}
+
+void fts_string_list_cleanup(fts_string_list_t *list)
+{
+    if (!list) {
+        return;
+    }
+    for (size_t i = 0; i < list->count; i++) {
+        free(list->items[i]);
+    }
+    free(list->items);
+    list->items = NULL;
+    list->count = 0;
+}
+
+static bool parse_int(const char *text, int64_t *value, fts_error_t *err)
+{
+    errno = 0;
+    char *end = NULL;
+    long long parsed = strtoll(text, &end, 10);
+    if (end == text || *end != '\0' || isspace((unsigned char)*text)) {
+        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                             "\"%s\" is not a whole number", text);
+    }
+    if (errno == ERANGE) {
+        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                             "\"%s\" is out of range", text);
+    }
+    *value = parsed;
+    return true;
+}
+
+bool fts_config_parse_size(const char *text, int64_t *bytes, fts_error_t *err)
+{
+    errno = 0;
+    char *end = NULL;
+    long long number = strtoll(text, &end, 10);
+    if (end == text || number < 0 || isspace((unsigned char)*text) || *text == '-') {
+        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                             "\"%s\" is not a size (e.g. 512, 64k, 5m, 1g)", text);
+    }
+    int shift = 0;
+    switch (tolower((unsigned char)*end)) {
+    case '\0':
+        break;
+    case 'k':
+        shift = 10;
+        break;
+    case 'm':
+        shift = 20;
+        break;
+    case 'g':
+        shift = 30;
+        break;
+    default:
+        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                             "\"%s\" is not a size (e.g. 512, 64k, 5m, 1g)", text);
+    }
+    if (shift) {
+        const char *unit = end + 1;
+        /* Accept k, kb, kib (any case): all binary units, said once in the help. */
+        if (*unit != '\0' && strcasecmp(unit, "b") != 0 && strcasecmp(unit, "ib") != 0) {
+            return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                                 "\"%s\" is not a size (e.g. 512, 64k, 5m, 1g)", text);
+        }
+    }
+    if (errno == ERANGE || number > (INT64_MAX >> shift)) {
+        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                             "\"%s\" is out of range", text);
+    }
+    *bytes = (int64_t)number << shift;
+    return true;
+}
+
+static bool parse_bool(const char *text, bool *value, fts_error_t *err)
+{
+    static const char *const truthy[] = {"true", "yes", "on", "1"};
+    static const char *const falsy[] = {"false", "no", "off", "0"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(text, truthy[i]) == 0) {
+            *value = true;
+            return true;
+        }
+        if (strcasecmp(text, falsy[i]) == 0) {
+            *value = false;
+            return true;
+        }
+    }
+    return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                         "\"%s\" is not a boolean (true/false, yes/no, on/off, 1/0)", text);
+}
+
+static bool check_name(const char *text, fts_error_t *err)
+{
+    for (const char *p = text; *p; p++) {
+        if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.') {
+            return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                                 "\"%s\" may hold only letters, digits, '_', '-' and '.'", text);
+        }
+    }
+    return true;
+}
+
+static bool check_address(const char *text, fts_error_t *err)
+{
+    if (strcmp(text, "off") == 0) {
+        return true;
+    }
+    const char *colon = strrchr(text, ':');
+    if (!colon || colon == text) {
+        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                             "\"%s\" is not host:port (e.g. 0.0.0.0:8080, [::]:8080) or off",
+                             text);
+    }
+    int64_t port;
+    fts_error_t port_err;
+    if (!parse_int(colon + 1, &port, &port_err) || port < 0 || port > 65535) {
+        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                             "\"%s\" has no valid port (0-65535) after the last ':'", text);
+    }
+    if (text[0] == '[' && colon[-1] != ']') {
+        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                             "\"%s\": an IPv6 host must be written [addr]:port", text);
+    }
+    return true;
+}
+
+static bool check_file(const char *path, fts_error_t *err)
+{
+    FILE *file = fopen(path, "rb");
+    if (!file) {
+        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_IO, "cannot read %s: %s",
+                             path, strerror(errno));
+    }
+    fclose(file);
+    return true;
+}
+
+static bool run_check(fts_config_check_fn check, const char *kind, const char *value,
+                      fts_error_t *err)
+{
+    if (!check) {
+        return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_UNSUPPORTED,
+                             "no %s checker was given to the configuration", kind);
+    }
+    char *masked = NULL;
+    bool ok = check(value, &masked, err);
+    free(masked);
+    return ok;
+}
+
+/* Parses text into the row's field of config. */
+static bool store_value(fts_config_t *config, const setting_t *row, const char *text,
+                        const fts_config_checks_t *checks, fts_error_t *err)
+{
+    void *field = (char *)config + row->offset;
+    switch (row->type) {
+    case TYPE_INT:
+    case TYPE_SIZE: {
+        int64_t number;
+        bool parsed = row->type == TYPE_INT ? parse_int(text, &number, err)
+                                            : fts_config_parse_size(text, &number, err);
+        if (!parsed) {
+            return false;
+        }
+        if (number < row->min || number > row->max) {
+            return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                                 "%s is outside %" PRId64 "..%" PRId64, text, row->min,
+                                 row->max);
+        }
+        *(int64_t *)field = number;
+        return true;
+    }
+    case TYPE_BOOL:
+        return parse_bool(text, (bool *)field, err);
+    case TYPE_LOG_LEVEL:
+        if (!fts_log_level_parse(text, (fts_log_level_t *)field)) {
+            return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                                 "unknown log level \"%s\" (debug, info, warn, error)", text);
+        }
+        return true;
+    case TYPE_LOG_FORMAT:
+        if (!fts_log_format_parse(text, (fts_log_format_t *)field)) {
+            return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                                 "unknown log format \"%s\" (logfmt, json)", text);
+        }
+        return true;
+    case TYPE_LIST:
+        return fts_string_list_parse(text, (fts_string_list_t *)field, err);
+    case TYPE_ES_URL_LIST: {
+        fts_string_list_t urls = {0};
+        if (!fts_string_list_parse(text, &urls, err)) {
+            return false;
+        }
+        for (size_t i = 0; i < urls.count; i++) {
+            if (!run_check(checks ? checks->es_url : NULL, "URL", urls.items[i], err)) {
+                fts_string_list_cleanup(&urls);
+                return false;
+            }
+        }
+        *(fts_string_list_t *)field = urls;
+        return true;
+    }
+    case TYPE_NAME:
+        if (!check_name(text, err)) {
+            return false;
+        }
+        break;
+    case TYPE_ADDRESS:
+        if (!check_address(text, err)) {
+            return false;
+        }
+        break;
+    case TYPE_FILE:
+        if (!check_file(text, err)) {
+            return false;
+        }
+        break;
+    case TYPE_MONGO_URI:
+        if (!run_check(checks ? checks->mongo_uri : NULL, "MongoDB URI", text, err)) {
+            return false;
+        }
+        break;
+    case TYPE_REDIS_URL:
+        if (!run_check(checks ? checks->redis_url : NULL, "Redis URL", text, err)) {
+            return false;
+        }
+        break;
+    case TYPE_STRING:
+        break;
+    }
+    char *copy = strdup(text);
+    if (!copy) {
+        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
+    }
+    *(char **)field = copy;
+    return true;
+}
+
+static bool row_has_value(const fts_config_t *config, size_t row)
+{
+    return config->origins[row] != FTS_ORIGIN_UNSET;
+}
+
+static const setting_t *find_setting(const char *name, size_t *row)
+{
+    for (size_t i = 0; i < SETTING_COUNT; i++) {
+        if (strcmp(settings[i].name, name) == 0) {
+            if (row) {
+                *row = i;
+            }
+            return &settings[i];
+        }
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Loading                                                                                  */
+
+typedef struct {
+    const fts_config_source_t *source;
+    const dotenv_t *dotenv;
+    fts_buffer_t *problems;
+    fts_error_t *first;
+    size_t problem_count;
+} loader_t;
+
+static const char *lookup_env(const loader_t *loader, const char *name)
+{
+    const fts_config_source_t *source = loader->source;
+    const char *value = source->getenv_fn ? source->getenv_fn(name, source->getenv_context)
+                                          : getenv(name);
+    return value;
+}
+
+static void add_problem(loader_t *loader, const char *name, const fts_error_t *problem)
+{
+    if (loader->problem_count == 0) {
+        fts_error_set(loader->first, FTS_ERROR_CONFIG, problem->code, "%s: %s", name,
+                      problem->message);
+    }
+    loader->problem_count++;
+    if (loader->problems) {
+        fts_buffer_appendf(loader->problems, "%s: %s\n", name, problem->message);
+    }
+}
+
+/* Finds the raw text for one setting, following the precedence in config.h. Returns false on
+ * a problem (already recorded); *text is NULL when nothing set it. *owned is a copy to free. */
+static bool find_raw_value(loader_t *loader, const setting_t *row, const char **text,
+                           char **owned, fts_origin_t *origin)
+{
+    char file_name[128];
+    snprintf(file_name, sizeof file_name, "%s_FILE", row->name);
+    *text = NULL;
+    *owned = NULL;
+    *origin = FTS_ORIGIN_UNSET;
+
+    const char *direct = lookup_env(loader, row->name);
+    const char *via_file = lookup_env(loader, file_name);
+    fts_origin_t direct_origin = FTS_ORIGIN_ENVIRONMENT;
+    fts_origin_t file_origin = FTS_ORIGIN_ENVIRONMENT_FILE;
+    if (!direct && !via_file && loader->dotenv) {
+        direct = dotenv_get(loader->dotenv, row->name);
+        via_file = dotenv_get(loader->dotenv, file_name);
+        direct_origin = FTS_ORIGIN_DOTENV;
+        file_origin = FTS_ORIGIN_DOTENV_FILE;
+    }
+    fts_error_t problem;
+    if (direct && via_file) {
+        fts_error_set(&problem, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                      "set either %s or %s, not both", row->name, file_name);
+        add_problem(loader, row->name, &problem);
+        return false;
+    }
+    if (via_file) {
+        if (!read_small_file(via_file, owned, &problem)) {
+            fts_error_prefix(&problem, "%s", file_name);
+            add_problem(loader, row->name, &problem);
+            return false;
+        }
+        /* Files written by editors and `echo` end in a newline that is not part of a secret. */
+        size_t len = strlen(*owned);
+        while (len > 0 && ((*owned)[len - 1] == '\n' || (*owned)[len - 1] == '\r')) {
+            (*owned)[--len] = '\0';
+        }
+        *text = *owned;
+        *origin = file_origin;
+        return true;
+    }
+    if (direct) {
+        *text = direct;
+        *origin = direct_origin;
+    }
+    return true;
+}
+
+static void load_row(loader_t *loader, fts_config_t *config, size_t index)
+{
+    const setting_t *row = &settings[index];
+    const char *text;
+    char *owned;
+    fts_origin_t origin;
+    if (!find_raw_value(loader, row, &text, &owned, &origin)) {
+        return;
+    }
+    fts_error_t problem;
+    if (text && *text == '\0') {
+        /* An empty variable reads as unset: that is what `FOO=` in a .env file means. */
+        text = NULL;
+    }
+    if (text && strstr(text, FTS_CONFIG_PLACEHOLDER) && !config->dev_mode) {
+        fts_error_set(&problem, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                      "still holds the placeholder %s; set a real value (or FTSYNC_DEV_MODE=true "
+                      "for local experiments)",
+                      FTS_CONFIG_PLACEHOLDER);
+        add_problem(loader, row->name, &problem);
+        goto cleanup;
+    }
+    if (!text && row->default_value) {
+        text = row->default_value;
+        origin = FTS_ORIGIN_DEFAULT;
+    }
+    if (!text && row->default_from) {
+        size_t from;
+        if (find_setting(row->default_from, &from) && row_has_value(config, from)) {
+            const setting_t *source_row = &settings[from];
+            text = *(char **)((char *)config + source_row->offset);
+            origin = FTS_ORIGIN_DEFAULT;
+        }
+    }
+    if (!text) {
+        if (row->required_by & loader->source->roles) {
+            fts_error_set(&problem, FTS_ERROR_CONFIG, FTS_ERROR_CODE_MISSING,
+                          "required but not set (%s)", row->description);
+            add_problem(loader, row->name, &problem);
+        }
+        goto cleanup;
+    }
+    if (!store_value(config, row, text, loader->source->checks, &problem)) {
+        add_problem(loader, row->name, &problem);
+        goto cleanup;
+    }
+    config->origins[index] = origin;
+    if ((row->flags & SETTING_SECRET) && origin != FTS_ORIGIN_DEFAULT) {
+        fts_log_add_secret(text);
+    }
+cleanup:
+    free(owned);
+}
+
+static bool is_kubernetes_service_variable(const char *name)
+{
+    /* A Service named "ftsync" makes Kubernetes inject FTSYNC_PORT, FTSYNC_SERVICE_HOST... */
+    return strcmp(name, "FTSYNC_PORT") == 0 || strncmp(name, "FTSYNC_PORT_", 12) == 0 ||
+           strncmp(name, "FTSYNC_SERVICE_", 15) == 0;
+}
+
+static bool is_known_variable(const char *name)
+{
+    size_t name_len = strlen(name);
+    if (name_len > 5 && strcmp(name + name_len - 5, "_FILE") == 0) {
+        char base[128];
+        if (name_len - 5 >= sizeof base) {
+            return false;
+        }
+        memcpy(base, name, name_len - 5);
+        base[name_len - 5] = '\0';
+        return find_setting(base, NULL) != NULL;
+    }
+    if (find_setting(name, NULL) || is_kubernetes_service_variable(name) ||
+        strncmp(name, "FTSYNC_TEST_", 12) == 0) {
+        return true;
+    }
+    for (size_t i = 0; i < sizeof known_non_settings / sizeof known_non_settings[0]; i++) {
+        if (strcmp(name, known_non_settings[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+extern char **environ;
+
+static void warn_about_unknown_variables(const loader_t *loader)
+{
+    /* Only the real environment can be listed; a test's lookup function cannot. */
+    if (!loader->source->getenv_fn) {
+        for (char **entry = environ; entry && *entry; entry++) {
+            if (strncmp(*entry, "FTSYNC_", 7) != 0) {
+                continue;
+            }
+            char name[128];
+            size_t len = strcspn(*entry, "=");
+            if (len >= sizeof name) {
+                len = sizeof name - 1;
+            }
+            memcpy(name, *entry, len);
+            name[len] = '\0';
+            if (!is_known_variable(name)) {
+                fts_log(FTS_LOG_WARN, "config",
+                        "%s is not a setting ftsync knows and is ignored (a typo?)", name);
+            }
+        }
+    }
+    if (loader->dotenv) {
+        for (size_t i = 0; i < loader->dotenv->count; i++) {
+            const char *name = loader->dotenv->names[i];
+            if (!is_known_variable(name)) {
+                fts_log(FTS_LOG_WARN, "config",
+                        "%s in the .env file is not a setting ftsync knows and is ignored", name);
+            }
+        }
+    }
+}
+
+static bool load_dotenv(loader_t *loader, fts_config_t *config, dotenv_t *dotenv)
+{
+    const char *named = lookup_env(loader, "FTSYNC_ENV_FILE");
+    const char *path = named && *named ? named : ".env";
+    char *text = NULL;
+    fts_error_t problem;
+    if (!named || !*named) {
+        FILE *probe = fopen(path, "rb");
+        if (!probe) {
+            return true; /* no .env file in the working directory: nothing to read */
+        }
+        fclose(probe);
+    }
+    if (!read_small_file(path, &text, &problem) || !dotenv_parse(path, text, dotenv, &problem)) {
+        add_problem(loader, "FTSYNC_ENV_FILE", &problem);
+        free(text);
+        return false;
+    }
+    free(text);
+    config->dotenv_path = strdup(path);
+    return true;
+}
+
+bool fts_config_load(fts_config_t *config, const fts_config_source_t *source,
+                     fts_buffer_t *problems, fts_error_t *err)
+{
+    memset(config, 0, sizeof *config);
+    dotenv_t dotenv = {0};
+    loader_t loader = {source, NULL, problems, err, 0};
+    if (load_dotenv(&loader, config, &dotenv) && dotenv.count) {
+        loader.dotenv = &dotenv;
+    }
+
+    /* Development mode decides whether placeholders pass, so it is read before the rest. */
+    size_t dev_row;
+    find_setting("FTSYNC_DEV_MODE", &dev_row);
+    load_row(&loader, config, dev_row);
+    for (size_t i = 0; i < SETTING_COUNT; i++) {
+        if (i != dev_row) {
+            load_row(&loader, config, i);
+        }
+    }
+
+    if (config->es_user && !config->es_password) {
+        fts_error_t problem;
+        fts_error_set(&problem, FTS_ERROR_CONFIG, FTS_ERROR_CODE_MISSING,
+                      "FTSYNC_ES_USER is set, so a password is needed too");
+        add_problem(&loader, "FTSYNC_ES_PASSWORD", &problem);
+    }
+    if (config->es_api_key && (config->es_user || config->es_password)) {
+        fts_error_t problem;
+        fts_error_set(&problem, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                      "set either an API key or a user and password, not both");
+        add_problem(&loader, "FTSYNC_ES_API_KEY", &problem);
+    }
+
+    warn_about_unknown_variables(&loader);
+    dotenv_cleanup(&dotenv);
+    if (loader.problem_count > 1) {
+        char more[64];
+        snprintf(more, sizeof more, " (and %zu more problems)", loader.problem_count - 1);
+        size_t len = strlen(err->message);
+        snprintf(err->message + len, sizeof err->message - len, "%s", more);
+    }
+    return loader.problem_count == 0;
+}
+
+void fts_config_cleanup(fts_config_t *config)
+{
+    if (!config) {
+        return;
+    }
+    for (size_t i = 0; i < SETTING_COUNT; i++) {
+        void *field = (char *)config + settings[i].offset;
+        switch (settings[i].type) {
+        case TYPE_LIST:
+        case TYPE_ES_URL_LIST:
+            fts_string_list_cleanup((fts_string_list_t *)field);
+            break;
+        case TYPE_INT:
+        case TYPE_SIZE:
+        case TYPE_BOOL:
+        case TYPE_LOG_LEVEL:
+        case TYPE_LOG_FORMAT:
+            break;
+        default:
+            free(*(char **)field);
+            *(char **)field = NULL;
+        }
+    }
+    free(config->dotenv_path);
+    config->dotenv_path = NULL;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Printing                                                                                 */
+
+static const char *origin_name(fts_origin_t origin)
+{
+    switch (origin) {
+    case FTS_ORIGIN_UNSET:
+        return "unset";
+    case FTS_ORIGIN_DEFAULT:
+        return "default";
+    case FTS_ORIGIN_ENVIRONMENT:
+        return "environment";
+    case FTS_ORIGIN_ENVIRONMENT_FILE:
+        return "file named by _FILE";
+    case FTS_ORIGIN_DOTENV:
+        return ".env file";
+    case FTS_ORIGIN_DOTENV_FILE:
+        return "file named by _FILE in the .env file";
+    }
+    return "unknown";
+}
+
+static void append_masked_url(fts_buffer_t *out, fts_config_check_fn check, const char *url)
+{
+    char *masked = NULL;
+    fts_error_t ignored;
+    if (check && check(url, &masked, &ignored) && masked) {
+        fts_buffer_append_str(out, masked);
+    } else if (check) {
+        fts_buffer_append_str(out, url);
+    } else {
+        fts_buffer_append_str(out, "(hidden: no URL checker)");
+    }
+    free(masked);
+}
+
+static void append_value(fts_buffer_t *out, const fts_config_t *config, const setting_t *row,
+                         const fts_config_checks_t *checks)
+{
+    const void *field = (const char *)config + row->offset;
+    if (row->flags & SETTING_SECRET) {
+        fts_buffer_append_str(out, "***");
+        return;
+    }
+    switch (row->type) {
+    case TYPE_INT:
+    case TYPE_SIZE:
+        fts_buffer_appendf(out, "%" PRId64, *(const int64_t *)field);
+        break;
+    case TYPE_BOOL:
+        fts_buffer_append_str(out, *(const bool *)field ? "true" : "false");
+        break;
+    case TYPE_LOG_LEVEL:
+        fts_buffer_append_str(out, fts_log_level_name(*(const fts_log_level_t *)field));
+        break;
+    case TYPE_LOG_FORMAT:
+        fts_buffer_append_str(out, *(const fts_log_format_t *)field == FTS_LOG_FORMAT_JSON
+                                       ? "json"
+                                       : "logfmt");
+        break;
+    case TYPE_LIST:
+    case TYPE_ES_URL_LIST: {
+        const fts_string_list_t *list = field;
+        for (size_t i = 0; i < list->count; i++) {
+            if (i) {
+                fts_buffer_append_char(out, ',');
+            }
+            if (row->type == TYPE_ES_URL_LIST) {
+                append_masked_url(out, checks ? checks->es_url : NULL, list->items[i]);
+            } else {
+                fts_buffer_append_str(out, list->items[i]);
+            }
+        }
+        break;
+    }
+    case TYPE_MONGO_URI:
+        append_masked_url(out, checks ? checks->mongo_uri : NULL, *(char *const *)field);
+        break;
+    case TYPE_REDIS_URL:
+        append_masked_url(out, checks ? checks->redis_url : NULL, *(char *const *)field);
+        break;
+    default:
+        fts_buffer_append_str(out, *(char *const *)field);
+    }
+}
+
+void fts_config_print(const fts_config_t *config, const fts_config_checks_t *checks,
+                      fts_buffer_t *out)
+{
+    if (config->dotenv_path) {
+        fts_buffer_appendf(out, "# .env file read: %s\n", config->dotenv_path);
+    }
+    for (size_t i = 0; i < SETTING_COUNT; i++) {
+        const setting_t *row = &settings[i];
+        size_t line_start = out->len;
+        fts_buffer_appendf(out, "%s=", row->name);
+        if (row_has_value(config, i)) {
+            append_value(out, config, row, checks);
+        }
+        /* Line the comments up so the column of origins can be scanned by eye. */
+        size_t width = out->len - line_start;
+        fts_buffer_appendf(out, "%*s # %s\n", width < 56 ? (int)(56 - width) : 0, "",
+                           origin_name(config->origins[i]));
+    }
+}
+
+static const char *type_name(const setting_t *row)
+{
+    switch (row->type) {
+    case TYPE_STRING:
+        return "text";
+    case TYPE_NAME:
+        return "name";
+    case TYPE_INT:
+        return "integer";
+    case TYPE_SIZE:
+        return "size";
+    case TYPE_BOOL:
+        return "boolean";
+    case TYPE_LOG_LEVEL:
+        return "debug|info|warn|error";
+    case TYPE_LOG_FORMAT:
+        return "logfmt|json";
+    case TYPE_FILE:
+        return "file path";
+    case TYPE_LIST:
+        return "list";
+    case TYPE_ADDRESS:
+        return "host:port|off";
+    case TYPE_MONGO_URI:
+        return "mongodb URI";
+    case TYPE_REDIS_URL:
+        return "redis URL";
+    case TYPE_ES_URL_LIST:
+        return "URL list";
+    }
+    return "value";
+}
+
+void fts_config_print_help(fts_buffer_t *out)
+{
+    fts_buffer_append_str(
+        out,
+        "Settings are read from environment variables, from <NAME>_FILE (a file holding the\n"
+        "value, e.g. a mounted Kubernetes secret), and from a .env file (FTSYNC_ENV_FILE, or\n"
+        "./.env when present), in that order of precedence.\n\n");
+    for (size_t i = 0; i < SETTING_COUNT; i++) {
+        const setting_t *row = &settings[i];
+        fts_buffer_appendf(out, "%s (%s", row->name, type_name(row));
+        if (row->type == TYPE_INT || row->type == TYPE_SIZE) {
+            fts_buffer_appendf(out, ", %" PRId64 "..%" PRId64, row->min, row->max);
+        }
+        if (row->flags & SETTING_SECRET) {
+            fts_buffer_append_str(out, ", secret");
+        }
+        fts_buffer_append_str(out, ")\n    ");
+        fts_buffer_append_str(out, row->description);
+        fts_buffer_append_str(out, "\n    ");
+        if (row->default_value) {
+            fts_buffer_appendf(out, "default: %s", row->default_value);
+        } else if (row->default_from) {
+            fts_buffer_appendf(out, "default: the value of %s", row->default_from);
+        } else if (row->required_by) {
+            fts_buffer_appendf(out, "required by: %s%s%s",
+                               (row->required_by & FTS_ROLE_EXTRACT) ? "extract" : "",
+                               row->required_by == FTS_ROLE_ALL ? ", " : "",
+                               (row->required_by & FTS_ROLE_LOAD) ? "load" : "");
+        } else {
+            fts_buffer_append_str(out, "default: unset");
+        }
+        fts_buffer_append_str(out, "\n");
+    }
+}

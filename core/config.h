@@ -1,0 +1,146 @@
+/*
+ * config.h - ftsync's settings: one declarative table, read from the environment.
+ *
+ * Every setting is a row of the table in config.c (name, type, default, bounds, description),
+ * and that one table drives reading, validation, `ftsync config` and `ftsync config --help`.
+ * Values come from, in order of precedence:
+ *   1. the environment variable itself (FTSYNC_ES_PASSWORD=...),
+ *   2. a file named by <NAME>_FILE in the environment (how Kubernetes mounts secrets),
+ *   3. the .env file (FTSYNC_ENV_FILE, or ./.env when present), which may hold NAME or NAME_FILE,
+ *   4. the table's default.
+ * A bad value never starts the service: loading collects every problem, each naming the
+ * variable and what is wrong, and the commands exit with status 2 (invariant 6).
+ *
+ * Core depends on libbson only, so URL syntax is checked by functions the adapters supply
+ * (fts_config_checks_t): libmongoc for MongoDB URIs, libcurl's URL API for the others.
+ */
+#ifndef FTS_CONFIG_H
+#define FTS_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buffer.h"
+#include "error.h"
+#include "log.h"
+
+/* Upper bound on rows in the settings table; config.c asserts it at compile time. */
+#define FTS_CONFIG_MAX_SETTINGS 64
+
+/* The value every shipped example uses for a secret; refused outside development mode. */
+#define FTS_CONFIG_PLACEHOLDER "CHANGE-ME"
+
+typedef struct {
+    char **items;
+    size_t count;
+} fts_string_list_t;
+
+/* Which part of ftsync needs a setting; a required setting is only required of its roles. */
+typedef enum {
+    FTS_ROLE_EXTRACT = 1u << 0,
+    FTS_ROLE_LOAD = 1u << 1,
+    FTS_ROLE_ALL = FTS_ROLE_EXTRACT | FTS_ROLE_LOAD
+} fts_role_t;
+
+typedef enum {
+    FTS_ORIGIN_UNSET = 0,
+    FTS_ORIGIN_DEFAULT,
+    FTS_ORIGIN_ENVIRONMENT,
+    FTS_ORIGIN_ENVIRONMENT_FILE, /* <NAME>_FILE named in the environment */
+    FTS_ORIGIN_DOTENV,
+    FTS_ORIGIN_DOTENV_FILE /* <NAME>_FILE named in the .env file */
+} fts_origin_t;
+
+typedef struct {
+    /* MongoDB source */
+    char *mongo_uri;
+    char *mongo_db;
+    char *mongo_collection;
+    int64_t batch_size;
+
+    /* Redis: state store (token, lease) and queue (streams) */
+    char *state_redis_url;
+    char *queue_redis_url;
+    int64_t redis_connect_timeout_ms;
+    int64_t redis_command_timeout_ms;
+
+    /* Elasticsearch sink */
+    fts_string_list_t es_urls;
+    char *es_index;
+    char *es_alias;
+    char *es_index_definition;
+    char *es_user;
+    char *es_password;
+    char *es_api_key;
+    char *es_ca_file;
+    char *es_doc_type;
+    bool es_gzip;
+    int64_t es_connect_timeout_ms;
+    int64_t es_request_timeout_ms;
+    int64_t bulk_max_actions;
+    int64_t bulk_max_bytes;
+    int64_t bulk_max_wait_ms;
+    int64_t bulk_max_in_flight;
+
+    /* Projection of documents */
+    char *id_field;
+    fts_string_list_t fields;
+
+    /* Operation */
+    char *pipeline;
+    char *admin_addr;
+    fts_log_level_t log_level;
+    fts_log_format_t log_format;
+    bool dev_mode;
+
+    /* Where each row of the table got its value (index = row). */
+    fts_origin_t origins[FTS_CONFIG_MAX_SETTINGS];
+    /* The .env file that was read, if any. */
+    char *dotenv_path;
+} fts_config_t;
+
+/* Validates a URL-like value; on success may set *masked to a malloc'd copy with any password
+ * replaced by "***" (for printing), or leave it NULL when there is nothing to hide. */
+typedef bool (*fts_config_check_fn)(const char *value, char **masked, fts_error_t *err);
+
+typedef struct {
+    fts_config_check_fn mongo_uri;
+    fts_config_check_fn redis_url;
+    fts_config_check_fn es_url;
+} fts_config_checks_t;
+
+typedef struct {
+    /* Which roles' required settings must be present. */
+    unsigned roles;
+    /* Looks up environment variables; NULL means getenv. Tests pass their own. */
+    const char *(*getenv_fn)(const char *name, void *context);
+    void *getenv_context;
+    const fts_config_checks_t *checks;
+} fts_config_source_t;
+
+/* Reads and validates every setting. On failure returns false, fills err with the first
+ * problem, and (when problems is not NULL) appends every problem, one per line. config is
+ * always left safe to pass to fts_config_cleanup. Unknown FTSYNC_* variables are logged as
+ * warnings, not refused: Kubernetes itself injects some (FTSYNC_SERVICE_HOST...). */
+bool fts_config_load(fts_config_t *config, const fts_config_source_t *source,
+                     fts_buffer_t *problems, fts_error_t *err);
+
+void fts_config_cleanup(fts_config_t *config);
+
+/* Writes the effective configuration as NAME=value lines, secrets and URL passwords masked,
+ * each with a comment saying where the value came from. */
+void fts_config_print(const fts_config_t *config, const fts_config_checks_t *checks,
+                      fts_buffer_t *out);
+
+/* Writes the table: every setting with its type, default, roles and description. */
+void fts_config_print_help(fts_buffer_t *out);
+
+/* Splits "a, b,c" into trimmed items; refuses empty items and duplicates. */
+bool fts_string_list_parse(const char *text, fts_string_list_t *list, fts_error_t *err);
+void fts_string_list_cleanup(fts_string_list_t *list);
+
+/* Parses "512", "64k", "5MiB", "1g" into bytes (binary units). */
+bool fts_config_parse_size(const char *text, int64_t *bytes, fts_error_t *err);
+
+#endif
