@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# run-all.sh - the whole test suite from a fresh clone, as README.md and .ci/run call it:
+# installs every dependency (deploy/local/install-deps.sh), checks formatting, builds with
+# -Werror and AddressSanitizer + UndefinedBehaviorSanitizer, and runs every CTest test. The
+# integration tests start their own redis-server and Elasticsearch (the `testbed` fixture) on
+# free loopback ports and stop them afterwards.
+#
+# Environment:
+#   FTSYNC_BUILD_DIR   build directory (default: build-test in the repository)
+#   CTEST_ARGS         extra ctest arguments, e.g. "-L unit" or "-R config"
+set -Eeuo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${FTSYNC_BUILD_DIR:-$root/build-test}"
+
+bash "$root/deploy/local/install-deps.sh"
+
+echo "== formatting (.clang-format)"
+mapfile -t sources < <(cd "$root" && find cmd core adapters test -name '*.[ch]' | sort)
+(cd "$root" && clang-format --dry-run --Werror "${sources[@]}")
+
+echo "== build with sanitizers in $build"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Debug -DFTSYNC_SANITIZE=ON -DFTSYNC_WERROR=ON \
+    >/dev/null
+cmake --build "$build" -j "$(nproc)"
+
+# Whatever happens to ctest, no test server may outlive the run.
+trap 'bash "$root/test/tools/testbed.sh" stop "$build/testbed" >/dev/null 2>&1 || true' EXIT
+
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+echo "== tests"
+cd "$build"
+# shellcheck disable=SC2086 # CTEST_ARGS is a list of words on purpose
+ctest --output-on-failure --timeout 600 ${CTEST_ARGS:-}
