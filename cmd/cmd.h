@@ -15,9 +15,9 @@
 #include "config.h"
 #include "es_client.h"
 
-#define FTS_EXIT_OK 0
+#define FTS_EXIT_OK      0
 #define FTS_EXIT_FAILURE 1
-#define FTS_EXIT_USAGE 2
+#define FTS_EXIT_USAGE   2
 
 int fts_cmd_config(int argc, char **argv);
 int fts_cmd_init_index(int argc, char **argv);

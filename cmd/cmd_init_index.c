@@ -52,9 +52,8 @@ int fts_cmd_init_index(int argc, char **argv)
     if (!fts_es_index_ensure(client, &spec, &created, &err)) {
         fts_log(FTS_LOG_ERROR, "es", "cannot ensure index %s: %s", config.es_index, err.message);
         /* A definition file that is not JSON, or an invalid index name, will not fix itself. */
-        status = err.domain == FTS_ERROR_CONFIG || err.domain == FTS_ERROR_INPUT
-                     ? FTS_EXIT_USAGE
-                     : FTS_EXIT_FAILURE;
+        status = err.domain == FTS_ERROR_CONFIG || err.domain == FTS_ERROR_INPUT ? FTS_EXIT_USAGE
+                                                                                 : FTS_EXIT_FAILURE;
         goto cleanup;
     }
     fts_log(FTS_LOG_INFO, "es", "index %s %s", config.es_index,

@@ -15,7 +15,8 @@ typedef struct {
 
 static const command_t commands[] = {
     {"config", fts_cmd_config, "print the effective configuration (--help lists every setting)"},
-    {"init-index", fts_cmd_init_index, "create the index (and alias) from its definition if absent"},
+    {"init-index", fts_cmd_init_index,
+     "create the index (and alias) from its definition if absent"},
     {"check", fts_cmd_check, "check that Redis and Elasticsearch answer and the index exists"},
 };
 

@@ -11,8 +11,8 @@ void fts_backoff_init(fts_backoff_t *backoff, uint64_t base_ms, uint64_t cap_ms,
     if (seed == 0) {
         struct timeval now;
         gettimeofday(&now, NULL);
-        seed = ((uint64_t)now.tv_sec * 1000003u) ^ (uint64_t)now.tv_usec ^
-               ((uint64_t)getpid() << 32);
+        seed =
+            ((uint64_t)now.tv_sec * 1000003u) ^ (uint64_t)now.tv_usec ^ ((uint64_t)getpid() << 32);
     }
     backoff->base_ms = base_ms ? base_ms : 1;
     backoff->cap_ms = cap_ms < backoff->base_ms ? backoff->base_ms : cap_ms;

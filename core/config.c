@@ -60,13 +60,14 @@ static const setting_t settings[] = {
 
     {"FTSYNC_STATE_REDIS_URL", TYPE_REDIS_URL, "redis://127.0.0.1:6379/0", NULL,
      FIELD(state_redis_url), 0, 0, 0, 0,
-     "Redis holding the resume token and the extractor lease (redis://[user:password@]host:port/db)"},
+     "Redis holding the resume token and the extractor lease "
+     "(redis://[user:password@]host:port/db)"},
     {"FTSYNC_QUEUE_REDIS_URL", TYPE_REDIS_URL, NULL, "FTSYNC_STATE_REDIS_URL",
      FIELD(queue_redis_url), 0, 0, 0, 0, "Redis holding the action stream and dead-letter stream"},
-    {"FTSYNC_REDIS_CONNECT_TIMEOUT_MS", TYPE_INT, "2000", NULL, FIELD(redis_connect_timeout_ms),
-     0, 0, 10, 600000, "how long to wait for a Redis connection"},
-    {"FTSYNC_REDIS_COMMAND_TIMEOUT_MS", TYPE_INT, "5000", NULL, FIELD(redis_command_timeout_ms),
-     0, 0, 10, 600000, "how long to wait for a Redis reply"},
+    {"FTSYNC_REDIS_CONNECT_TIMEOUT_MS", TYPE_INT, "2000", NULL, FIELD(redis_connect_timeout_ms), 0,
+     0, 10, 600000, "how long to wait for a Redis connection"},
+    {"FTSYNC_REDIS_COMMAND_TIMEOUT_MS", TYPE_INT, "5000", NULL, FIELD(redis_command_timeout_ms), 0,
+     0, 10, 600000, "how long to wait for a Redis reply"},
 
     {"FTSYNC_ES_URL", TYPE_ES_URL_LIST, "http://127.0.0.1:9200", NULL, FIELD(es_urls), 0, 0, 0, 0,
      "Elasticsearch or OpenSearch base URL(s), comma-separated; the next is tried when one is "
@@ -87,10 +88,9 @@ static const setting_t settings[] = {
      "PEM file of the certificate authority that signed the cluster's certificate"},
     {"FTSYNC_ES_DOC_TYPE", TYPE_NAME, NULL, NULL, FIELD(es_doc_type), 0, 0, 0, 0,
      "document type for clusters older than 7.0 (e.g. doc); unset for typeless clusters"},
-    {"FTSYNC_ES_GZIP", TYPE_BOOL, "false", NULL, FIELD(es_gzip), 0, 0, 0, 0,
-     "gzip request bodies"},
-    {"FTSYNC_ES_CONNECT_TIMEOUT_MS", TYPE_INT, "5000", NULL, FIELD(es_connect_timeout_ms), 0, 0,
-     10, 600000, "how long to wait for an Elasticsearch connection"},
+    {"FTSYNC_ES_GZIP", TYPE_BOOL, "false", NULL, FIELD(es_gzip), 0, 0, 0, 0, "gzip request bodies"},
+    {"FTSYNC_ES_CONNECT_TIMEOUT_MS", TYPE_INT, "5000", NULL, FIELD(es_connect_timeout_ms), 0, 0, 10,
+     600000, "how long to wait for an Elasticsearch connection"},
     {"FTSYNC_ES_REQUEST_TIMEOUT_MS", TYPE_INT, "60000", NULL, FIELD(es_request_timeout_ms), 0, 0,
      10, 3600000, "how long to wait for an Elasticsearch reply"},
     {"FTSYNC_BULK_MAX_ACTIONS", TYPE_INT, "1000", NULL, FIELD(bulk_max_actions), 0, 0, 1, 100000,
@@ -431,8 +431,7 @@ static bool check_address(const char *text, fts_error_t *err)
     const char *colon = strrchr(text, ':');
     if (!colon || colon == text) {
         return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
-                             "\"%s\" is not host:port (e.g. 0.0.0.0:8080, [::]:8080) or off",
-                             text);
+                             "\"%s\" is not host:port (e.g. 0.0.0.0:8080, [::]:8080) or off", text);
     }
     int64_t port;
     fts_error_t port_err;
@@ -451,8 +450,8 @@ static bool check_file(const char *path, fts_error_t *err)
 {
     FILE *file = fopen(path, "rb");
     if (!file) {
-        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_IO, "cannot read %s: %s",
-                             path, strerror(errno));
+        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_IO, "cannot read %s: %s", path,
+                             strerror(errno));
     }
     fclose(file);
     return true;
@@ -487,8 +486,7 @@ static bool store_value(fts_config_t *config, const setting_t *row, const char *
         }
         if (number < row->min || number > row->max) {
             return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
-                                 "%s is outside %" PRId64 "..%" PRId64, text, row->min,
-                                 row->max);
+                                 "%s is outside %" PRId64 "..%" PRId64, text, row->min, row->max);
         }
         *(int64_t *)field = number;
         return true;
@@ -591,8 +589,8 @@ typedef struct {
 static const char *lookup_env(const loader_t *loader, const char *name)
 {
     const fts_config_source_t *source = loader->source;
-    const char *value = source->getenv_fn ? source->getenv_fn(name, source->getenv_context)
-                                          : getenv(name);
+    const char *value =
+        source->getenv_fn ? source->getenv_fn(name, source->getenv_context) : getenv(name);
     return value;
 }
 
@@ -610,8 +608,8 @@ static void add_problem(loader_t *loader, const char *name, const fts_error_t *p
 
 /* Finds the raw text for one setting, following the precedence in config.h. Returns false on
  * a problem (already recorded); *text is NULL when nothing set it. *owned is a copy to free. */
-static bool find_raw_value(loader_t *loader, const setting_t *row, const char **text,
-                           char **owned, fts_origin_t *origin)
+static bool find_raw_value(loader_t *loader, const setting_t *row, const char **text, char **owned,
+                           fts_origin_t *origin)
 {
     char file_name[128];
     snprintf(file_name, sizeof file_name, "%s_FILE", row->name);
@@ -927,9 +925,8 @@ static void append_value(fts_buffer_t *out, const fts_config_t *config, const se
         fts_buffer_append_str(out, fts_log_level_name(*(const fts_log_level_t *)field));
         break;
     case TYPE_LOG_FORMAT:
-        fts_buffer_append_str(out, *(const fts_log_format_t *)field == FTS_LOG_FORMAT_JSON
-                                       ? "json"
-                                       : "logfmt");
+        fts_buffer_append_str(
+            out, *(const fts_log_format_t *)field == FTS_LOG_FORMAT_JSON ? "json" : "logfmt");
         break;
     case TYPE_LIST:
     case TYPE_ES_URL_LIST: {
@@ -1013,10 +1010,9 @@ static const char *type_name(const setting_t *row)
 void fts_config_print_help(fts_buffer_t *out)
 {
     fts_buffer_append_str(
-        out,
-        "Settings are read from environment variables, from <NAME>_FILE (a file holding the\n"
-        "value, e.g. a mounted Kubernetes secret), and from a .env file (FTSYNC_ENV_FILE, or\n"
-        "./.env when present), in that order of precedence.\n\n");
+        out, "Settings are read from environment variables, from <NAME>_FILE (a file holding the\n"
+             "value, e.g. a mounted Kubernetes secret), and from a .env file (FTSYNC_ENV_FILE, or\n"
+             "./.env when present), in that order of precedence.\n\n");
     for (size_t i = 0; i < SETTING_COUNT; i++) {
         const setting_t *row = &settings[i];
         fts_buffer_appendf(out, "%s (%s", row->name, type_name(row));

@@ -34,8 +34,9 @@ static struct {
     char *secrets[MAX_SECRETS];
     size_t secret_count;
     repeat_slot_t repeats[REPEAT_SLOTS];
-} logger = {FTS_LOG_INFO, FTS_LOG_FORMAT_LOGFMT, NULL, FTS_LOG_DEFAULT_REPEAT_INTERVAL_MS, NULL,
-            {0},          0,                     {{0}}};
+} logger = {
+    FTS_LOG_INFO, FTS_LOG_FORMAT_LOGFMT, NULL, FTS_LOG_DEFAULT_REPEAT_INTERVAL_MS, NULL, {0}, 0,
+    {{0}}};
 
 static uint64_t real_now_ms(void)
 {

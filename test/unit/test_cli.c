@@ -99,8 +99,8 @@ static void cleanup(run_result_t *result)
     fts_buffer_destroy(&result->err);
 }
 
-#define VALID_ENV                                                                              \
-    "FTSYNC_MONGO_URI=mongodb://127.0.0.1:27017/?replicaSet=rs0", "FTSYNC_MONGO_DB=steam",     \
+#define VALID_ENV                                                                                  \
+    "FTSYNC_MONGO_URI=mongodb://127.0.0.1:27017/?replicaSet=rs0", "FTSYNC_MONGO_DB=steam",         \
         "FTSYNC_MONGO_COLLECTION=apps", "FTSYNC_ES_INDEX=apps"
 
 /* Expects `ftsync config` with env to exit 2 and name variable and text on stderr. */
@@ -146,10 +146,9 @@ static void test_config_help(void **state)
 static void test_config_prints_masked(void **state)
 {
     (void)state;
-    const char *const env[] = {VALID_ENV, "FTSYNC_ES_USER=elastic",
-                               "FTSYNC_ES_PASSWORD=very-secret-pw",
-                               "FTSYNC_STATE_REDIS_URL=redis://:redis-secret@127.0.0.1:6379/0",
-                               NULL};
+    const char *const env[] = {
+        VALID_ENV, "FTSYNC_ES_USER=elastic", "FTSYNC_ES_PASSWORD=very-secret-pw",
+        "FTSYNC_STATE_REDIS_URL=redis://:redis-secret@127.0.0.1:6379/0", NULL};
     run_result_t result;
     const char *const args[] = {"config", NULL};
     run(&result, args, env);
@@ -186,8 +185,8 @@ static void test_config_bad_values_exit_2(void **state)
                                       "FTSYNC_ES_INDEX_DEFINITION=/nonexistent/apps.json", NULL};
     expect_config_refused(unreadable, "FTSYNC_ES_INDEX_DEFINITION", "cannot read");
 
-    const char *const unreadable_secret[] = {
-        VALID_ENV, "FTSYNC_ES_API_KEY_FILE=/nonexistent/key", NULL};
+    const char *const unreadable_secret[] = {VALID_ENV, "FTSYNC_ES_API_KEY_FILE=/nonexistent/key",
+                                             NULL};
     expect_config_refused(unreadable_secret, "FTSYNC_ES_API_KEY", "cannot read");
 
     const char *const placeholder[] = {VALID_ENV, "FTSYNC_ES_API_KEY=CHANGE-ME", NULL};

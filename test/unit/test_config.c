@@ -105,8 +105,7 @@ static void expect_problem(fake_env_t *env, const char *variable, const char *te
     assert_int_equal(result.err.domain, FTS_ERROR_CONFIG);
     if (strncmp(result.err.message, variable, strlen(variable)) != 0 ||
         !strstr(result.err.message, text)) {
-        fail_msg("message \"%s\" does not name %s with \"%s\"", result.err.message, variable,
-                 text);
+        fail_msg("message \"%s\" does not name %s with \"%s\"", result.err.message, variable, text);
     }
     assert_non_null(strstr(result.problems.data, variable));
     unload(&result);
@@ -444,15 +443,17 @@ static void test_help_lists_every_setting(void **state)
     (void)state;
     fts_buffer_t help = {0};
     fts_config_print_help(&help);
-    static const char *const expected[] = {
-        "FTSYNC_MONGO_URI",         "FTSYNC_MONGO_DB",           "FTSYNC_MONGO_COLLECTION",
-        "FTSYNC_STATE_REDIS_URL",   "FTSYNC_QUEUE_REDIS_URL",    "FTSYNC_ES_URL",
-        "FTSYNC_ES_INDEX",          "FTSYNC_ES_INDEX_DEFINITION", "FTSYNC_ES_USER",
-        "FTSYNC_ES_PASSWORD",       "FTSYNC_ES_API_KEY",         "FTSYNC_ES_CA_FILE",
-        "FTSYNC_ES_DOC_TYPE",       "FTSYNC_PIPELINE",           "FTSYNC_ADMIN_ADDR",
-        "FTSYNC_LOG_LEVEL",         "FTSYNC_LOG_FORMAT",         "FTSYNC_ID_FIELD",
-        "FTSYNC_FIELDS",            "FTSYNC_BULK_MAX_ACTIONS",   "FTSYNC_BULK_MAX_BYTES",
-        "FTSYNC_DEV_MODE"};
+    static const char *const expected[] = {"FTSYNC_MONGO_URI",        "FTSYNC_MONGO_DB",
+                                           "FTSYNC_MONGO_COLLECTION", "FTSYNC_STATE_REDIS_URL",
+                                           "FTSYNC_QUEUE_REDIS_URL",  "FTSYNC_ES_URL",
+                                           "FTSYNC_ES_INDEX",         "FTSYNC_ES_INDEX_DEFINITION",
+                                           "FTSYNC_ES_USER",          "FTSYNC_ES_PASSWORD",
+                                           "FTSYNC_ES_API_KEY",       "FTSYNC_ES_CA_FILE",
+                                           "FTSYNC_ES_DOC_TYPE",      "FTSYNC_PIPELINE",
+                                           "FTSYNC_ADMIN_ADDR",       "FTSYNC_LOG_LEVEL",
+                                           "FTSYNC_LOG_FORMAT",       "FTSYNC_ID_FIELD",
+                                           "FTSYNC_FIELDS",           "FTSYNC_BULK_MAX_ACTIONS",
+                                           "FTSYNC_BULK_MAX_BYTES",   "FTSYNC_DEV_MODE"};
     for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++) {
         if (!strstr(help.data, expected[i])) {
             fail_msg("%s missing from the help", expected[i]);

@@ -133,9 +133,12 @@ static void test_signals_request_stop(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_error_set_and_prefix), cmocka_unit_test(test_buffer_grows_and_steals),
-        cmocka_unit_test(test_buffer_json_escape),   cmocka_unit_test(test_backoff_bounds),
-        cmocka_unit_test(test_backoff_jitter_spreads), cmocka_unit_test(test_signals_request_stop),
+        cmocka_unit_test(test_error_set_and_prefix),
+        cmocka_unit_test(test_buffer_grows_and_steals),
+        cmocka_unit_test(test_buffer_json_escape),
+        cmocka_unit_test(test_backoff_bounds),
+        cmocka_unit_test(test_backoff_jitter_spreads),
+        cmocka_unit_test(test_signals_request_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
