@@ -56,8 +56,11 @@ int fts_cmd_init_index(int argc, char **argv)
                                                                                  : FTS_EXIT_FAILURE;
         goto cleanup;
     }
-    fts_log(FTS_LOG_INFO, "es", "index %s %s", config.es_index,
-            created ? "created" : "already exists; left as it is");
+    if (!created) {
+        /* The adapter logs a creation itself; say so when nothing was done, too. */
+        fts_log(FTS_LOG_INFO, "es", "index %s already exists; left as it is",
+                config.es_alias ? config.es_alias : config.es_index);
+    }
     status = FTS_EXIT_OK;
 cleanup:
     fts_es_client_destroy(client);
