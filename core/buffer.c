@@ -3,6 +3,7 @@
  */
 #include "buffer.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +116,37 @@ void fts_buffer_append_json_escaped(fts_buffer_t *buf, const char *text, size_t 
             }
         }
     }
+}
+
+bool fts_buffer_read_file(fts_buffer_t *buf, const char *path, size_t max_bytes, fts_error_t *err)
+{
+    bool ok = false;
+    fts_buffer_clear(buf);
+    FILE *file = fopen(path, "rb");
+    if (!file) {
+        return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_IO, "cannot read %s: %s", path,
+                             strerror(errno));
+    }
+    char chunk[8192];
+    size_t got;
+    while ((got = fread(chunk, 1, sizeof chunk, file)) > 0) {
+        if (buf->len + got > max_bytes) {
+            fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                          "%s is larger than %zu bytes", path, max_bytes);
+            goto cleanup;
+        }
+        fts_buffer_append(buf, chunk, got);
+    }
+    if (ferror(file)) {
+        fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_IO, "cannot read %s: %s", path,
+                      strerror(errno));
+        goto cleanup;
+    }
+    fts_buffer_append(buf, "", 0); /* an empty file still reads as "" */
+    ok = true;
+cleanup:
+    fclose(file);
+    return ok;
 }
 
 void fts_buffer_clear(fts_buffer_t *buf)

@@ -8,7 +8,10 @@
 #define FTS_BUFFER_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
+
+#include "error.h"
 
 typedef struct {
     char *data; /* owned; NUL-terminated at data[len] once anything was written */
@@ -32,6 +35,10 @@ void fts_buffer_vappendf(fts_buffer_t *buf, const char *format, va_list args);
 
 /* Appends text as the inside of a JSON string (quotes not included), escaping as RFC 8259 asks. */
 void fts_buffer_append_json_escaped(fts_buffer_t *buf, const char *text, size_t len);
+
+/* Replaces the buffer's contents with the file at path. Refuses (FTS_ERROR_INPUT) a file that
+ * cannot be read or is larger than max_bytes, with a message naming the path. */
+bool fts_buffer_read_file(fts_buffer_t *buf, const char *path, size_t max_bytes, fts_error_t *err);
 
 /* Empties the buffer and keeps its memory for reuse. */
 void fts_buffer_clear(fts_buffer_t *buf);

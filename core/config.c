@@ -175,37 +175,13 @@ static char *trim(char *text)
 
 static bool read_small_file(const char *path, char **contents, fts_error_t *err)
 {
-    bool ok = false;
     fts_buffer_t data = {0};
-    FILE *file = fopen(path, "rb");
-    if (!file) {
-        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_IO, "cannot read %s: %s", path,
-                      strerror(errno));
-        goto cleanup;
-    }
-    char chunk[4096];
-    size_t got;
-    while ((got = fread(chunk, 1, sizeof chunk, file)) > 0) {
-        fts_buffer_append(&data, chunk, got);
-        if (data.len > MAX_VALUE_FILE_BYTES) {
-            fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
-                          "%s is larger than %d bytes", path, MAX_VALUE_FILE_BYTES);
-            goto cleanup;
-        }
-    }
-    if (ferror(file)) {
-        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_IO, "cannot read %s: %s", path,
-                      strerror(errno));
-        goto cleanup;
+    if (!fts_buffer_read_file(&data, path, MAX_VALUE_FILE_BYTES, err)) {
+        fts_buffer_destroy(&data);
+        return false;
     }
     *contents = fts_buffer_steal(&data);
-    ok = true;
-cleanup:
-    if (file) {
-        fclose(file);
-    }
-    fts_buffer_destroy(&data);
-    return ok;
+    return true;
 }
 
 /* Parses KEY=VALUE lines: blank lines and # comments skipped, an optional "export " prefix,

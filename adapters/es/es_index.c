@@ -57,38 +57,6 @@ bool fts_es_index_name_validate(const char *name, const char *what, fts_error_t 
     return true;
 }
 
-static bool read_file(const char *path, fts_buffer_t *out, fts_error_t *err)
-{
-    bool ok = false;
-    FILE *file = fopen(path, "rb");
-    if (!file) {
-        return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_IO,
-                             "cannot read index definition %s: %s", path, strerror(errno));
-    }
-    fts_buffer_clear(out);
-    char chunk[8192];
-    size_t got;
-    while ((got = fread(chunk, 1, sizeof chunk, file)) > 0) {
-        if (out->len + got > MAX_DEFINITION_BYTES) {
-            fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
-                          "index definition %s is larger than %u bytes", path,
-                          MAX_DEFINITION_BYTES);
-            goto cleanup;
-        }
-        fts_buffer_append(out, chunk, got);
-    }
-    if (ferror(file)) {
-        fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_IO,
-                      "cannot read index definition %s: %s", path, strerror(errno));
-        goto cleanup;
-    }
-    ok = true;
-
-cleanup:
-    fclose(file);
-    return ok;
-}
-
 bool fts_es_index_definition_load(const char *path, fts_buffer_t *out, fts_error_t *err)
 {
     bool ok = false;
@@ -96,7 +64,8 @@ bool fts_es_index_definition_load(const char *path, fts_buffer_t *out, fts_error
     bson_t doc;
     bson_error_t error;
 
-    if (!read_file(path, out, err)) {
+    if (!fts_buffer_read_file(out, path, MAX_DEFINITION_BYTES, err)) {
+        fts_error_prefix(err, "index definition");
         goto cleanup;
     }
     if (out->len == 0) {

@@ -20,6 +20,8 @@
 #include <bson/bson.h>
 #include <cmocka.h>
 
+#include "assertions.h"
+
 #include "es_client.h"
 #include "es_index.h"
 #include "log.h"
@@ -70,13 +72,6 @@ static int teardown_client(void **state)
     client = NULL;
     fts_log_reset();
     return 0;
-}
-
-static void assert_contains(const char *haystack, const char *needle)
-{
-    if (!strstr(haystack, needle)) {
-        fail_msg("expected \"%s\" in \"%s\"", needle, haystack);
-    }
 }
 
 /* GET path, requiring 200, parsed into doc. */

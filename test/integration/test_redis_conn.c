@@ -20,6 +20,8 @@
 
 #include <cmocka.h>
 
+#include "assertions.h"
+
 #include "log.h"
 #include "redis_conn.h"
 #include "redis_server.h"
@@ -44,20 +46,6 @@ static uint64_t now_ms(void)
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
-}
-
-static void assert_contains(const char *haystack, const char *needle)
-{
-    if (!strstr(haystack, needle)) {
-        fail_msg("\"%s\" does not contain \"%s\"", haystack, needle);
-    }
-}
-
-static void assert_not_contains(const char *haystack, const char *needle)
-{
-    if (strstr(haystack, needle)) {
-        fail_msg("\"%s\" contains \"%s\"", haystack, needle);
-    }
 }
 
 static fts_test_redis_server_t *start_server(const char *const *extra_args)

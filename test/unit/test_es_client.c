@@ -15,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include "assertions.h"
+
 #include "es_client.h"
 #include "es_index.h"
 #include "es_json.h"
@@ -144,20 +146,6 @@ static fts_es_client_t *client_for(const char *url, fts_error_t *err)
     const char *urls[] = {url};
     fts_es_options_t options = {.urls = urls, .url_count = 1};
     return fts_es_client_new(&options, err);
-}
-
-static void assert_contains(const char *haystack, const char *needle)
-{
-    if (!strstr(haystack, needle)) {
-        fail_msg("expected \"%s\" in \"%s\"", needle, haystack);
-    }
-}
-
-static void assert_not_contains(const char *haystack, const char *needle)
-{
-    if (strstr(haystack, needle)) {
-        fail_msg("did not expect \"%s\" in \"%s\"", needle, haystack);
-    }
 }
 
 /* ---- URLs and options ----------------------------------------------------------------------- */

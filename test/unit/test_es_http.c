@@ -20,6 +20,8 @@
 
 #include <cmocka.h>
 
+#include "assertions.h"
+
 #include "es_client.h"
 #include "es_index.h"
 #include "http_capture.h"
@@ -53,20 +55,6 @@ static fts_es_client_t *client_with(fts_es_options_t options)
         fail_msg("client: %s", err.message);
     }
     return client;
-}
-
-static void assert_contains(const char *haystack, const char *needle)
-{
-    if (!haystack || !strstr(haystack, needle)) {
-        fail_msg("expected \"%s\" in \"%s\"", needle, haystack ? haystack : "(null)");
-    }
-}
-
-static void assert_not_contains(const char *haystack, const char *needle)
-{
-    if (haystack && strstr(haystack, needle)) {
-        fail_msg("did not expect \"%s\" in \"%s\"", needle, haystack);
-    }
 }
 
 /* A loopback port nothing listens on: bound, then released. */

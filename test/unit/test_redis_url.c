@@ -15,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include "assertions.h"
+
 #include "redis_url.h"
 
 /* Parses text, failing the test with the error message if it does not parse. */
@@ -42,20 +44,6 @@ static fts_error_t parse_fails(const char *text, int code)
     assert_int_equal(err.domain, FTS_ERROR_CONFIG);
     assert_int_equal(err.code, code);
     return err;
-}
-
-static void assert_contains(const char *haystack, const char *needle)
-{
-    if (!strstr(haystack, needle)) {
-        fail_msg("\"%s\" does not contain \"%s\"", haystack, needle);
-    }
-}
-
-static void assert_not_contains(const char *haystack, const char *needle)
-{
-    if (strstr(haystack, needle)) {
-        fail_msg("\"%s\" contains \"%s\"", haystack, needle);
-    }
 }
 
 static void test_host_port_db(void **state)
