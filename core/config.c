@@ -785,7 +785,7 @@ bool fts_config_load(fts_config_t *config, const fts_config_source_t *source,
     }
 
     /* Development mode decides whether placeholders pass, so it is read before the rest. */
-    size_t dev_row;
+    size_t dev_row = 0; /* found below; the table always has FTSYNC_DEV_MODE */
     find_setting("FTSYNC_DEV_MODE", &dev_row);
     load_row(&loader, config, dev_row);
     for (size_t i = 0; i < SETTING_COUNT; i++) {

@@ -1,0 +1,94 @@
+/*
+ * transform.h - one change event (or one snapshot document) in, zero or one action out.
+ *
+ * The transform worker calls this for every event the extract parent frames to it; the
+ * actions it returns are queued in the Redis stream (action.h). The event is the document
+ * libmongoc's change stream returns ({_id, operationType, clusterTime, ns, documentKey,
+ * fullDocument, fullDocumentBeforeChange, ...}).
+ *
+ *   operationType            action
+ *   insert, replace          index the projected fullDocument (missing fullDocument: error)
+ *   update + fullDocument    index the projected fullDocument
+ *   update, fullDocument     delete: with updateLookup a null post-image means the document
+ *     null or absent         was deleted after the update (its own delete event follows)
+ *   delete                   delete
+ *   drop                     on_drop delete: a drop action for the namespace; ignore: none
+ *   invalidate               none (the caller reopens the stream with startAfter)
+ *   rename, dropDatabase,    error FTS_TRANSFORM_UNSUPPORTED_EVENT naming the event: the
+ *     anything else          caller enters a clear error state instead of guessing
+ * A snapshot document becomes an index action with origin "snapshot" and the snapshot's time.
+ *
+ * Versions (invariant 3) come from the event's clusterTime (fts_version_from_timestamp); the
+ * namespace from its ns. The id of a delete must be computed exactly like the id of an index
+ * (projection.h), or the delete would miss the document:
+ *   - the id field is looked up in documentKey first: it always has _id, and on a sharded
+ *     collection also the shard key;
+ *   - otherwise in fullDocumentBeforeChange, the pre-image;
+ *   - otherwise the event fails with FTS_TRANSFORM_NEEDS_PRE_IMAGE. So with an id field other
+ *     than _id (and not in the shard key), deletes need pre-images: enable
+ *     changeStreamPreAndPostImages on the collection and open the stream with
+ *     fullDocumentBeforeChange. A lookup at delete time could not work: the document is gone.
+ *
+ * A transform plugin (ftsync_plugin.h), when configured, sees every document about to be
+ * indexed, before the projection; the id always comes from the original document. A plugin's
+ * DROP becomes a delete of that id; its errors fail the event with FTS_PLUGIN_FAILED.
+ *
+ * Errors are FTS_ERROR_INPUT and start with the event's type, namespace and cluster time.
+ * Their codes tell the worker what to do: FTS_TRANSFORM_UNSUPPORTED_EVENT and
+ * FTS_TRANSFORM_NEEDS_PRE_IMAGE are states only an operator can resolve (stop with a clear
+ * error); any other code concerns this one event (dead-letter it with the message and go on).
+ */
+#ifndef FTS_TRANSFORM_H
+#define FTS_TRANSFORM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <bson/bson.h>
+
+#include "action.h"
+#include "config.h"
+#include "error.h"
+#include "plugin.h"
+
+/* An event ftsync cannot follow (rename, dropDatabase, an unknown operationType). */
+#define FTS_TRANSFORM_UNSUPPORTED_EVENT 1201
+/* A delete whose id cannot be computed without the pre-image, and the event has none. */
+#define FTS_TRANSFORM_NEEDS_PRE_IMAGE 1202
+
+typedef enum {
+    FTS_ON_DROP_DELETE = 0, /* remove the collection's documents from the index */
+    FTS_ON_DROP_IGNORE      /* leave the index as it is */
+} fts_on_drop_t;
+
+typedef struct {
+    const char *id_field;            /* NULL: "_id" */
+    const fts_string_list_t *fields; /* NULL or empty: the whole document */
+    fts_on_drop_t on_drop;
+    const char *plugin_path; /* NULL or "": no plugin */
+} fts_transform_options_t;
+
+typedef struct fts_transform fts_transform_t;
+
+/* "delete" / "ignore". */
+bool fts_on_drop_parse(const char *text, fts_on_drop_t *on_drop);
+const char *fts_on_drop_name(fts_on_drop_t on_drop);
+
+/* Builds the projection and loads the plugin. Options are copied. Fails (FTS_ERROR_CONFIG)
+ * on a bad field list or a plugin that cannot be loaded. */
+fts_transform_t *fts_transform_new(const fts_transform_options_t *options, fts_error_t *err);
+void fts_transform_destroy(fts_transform_t *transform);
+
+/* Turns a change event into an action. On success *produced says whether action was filled
+ * (the caller cleans it up); on failure action is left empty. action must have been
+ * initialised (fts_action_init); whatever it held is released first. */
+bool fts_transform_event(fts_transform_t *transform, const bson_t *event, fts_action_t *action,
+                         bool *produced, fts_error_t *err);
+
+/* Turns a document read by the snapshot of ns ("db.collection"), started at cluster time
+ * (seconds, increment), into an index action (or, when the plugin drops it, a delete). */
+bool fts_transform_snapshot(fts_transform_t *transform, const bson_t *document, const char *ns,
+                            uint32_t seconds, uint32_t increment, fts_action_t *action,
+                            bool *produced, fts_error_t *err);
+
+#endif
