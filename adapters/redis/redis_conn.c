@@ -10,6 +10,11 @@
  * Before sending on an open connection, a zero-timeout poll checks whether the server closed
  * it while idle (a restart, a `timeout` setting): then reconnecting first is safe, because
  * nothing has been sent, and it spares the caller an avoidable error.
+ *
+ * A pipeline appends every command to hiredis's output buffer first and only then lets the
+ * first redisGetReply() write them all. Should appending fail (out of memory), the half-filled
+ * buffer is thrown away with the connection, so that no partial pipeline leaks into the next
+ * command.
  */
 #include "redis_conn.h"
 
@@ -19,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -118,7 +124,7 @@ static bool is_auth_error(const char *message)
 
 /* Turns an error reply into err, with the server's text as sent (scrubbed of secrets in case a
  * server ever echoes one). code is the code unless the text says it is about credentials. */
-static bool set_reply_error(fts_redis_t *redis, const redisReply *reply, const char *command,
+static bool set_reply_error(const fts_redis_t *redis, const redisReply *reply, const char *command,
                             int code, fts_error_t *err)
 {
     char text[FTS_ERROR_MESSAGE_SIZE];
@@ -136,9 +142,10 @@ static bool set_reply_error(fts_redis_t *redis, const redisReply *reply, const c
 
 /* Turns a failed hiredis call (context->err set) into err. saved_errno is errno right after
  * the call: hiredis reports a socket timeout as an I/O error with EAGAIN. A caller's command
- * gets a warning that it may have taken effect; our own set-up commands need none. */
-static bool set_context_error(fts_redis_t *redis, redisContext *context, int saved_errno,
-                              const char *command, bool callers, fts_error_t *err)
+ * gets a warning that it may have taken effect (plural: the commands of a pipeline); our own
+ * set-up commands need none. */
+static bool set_context_error_n(fts_redis_t *redis, redisContext *context, int saved_errno,
+                                const char *command, bool callers, bool plural, fts_error_t *err)
 {
     const char *reason = context->errstr[0] ? context->errstr : "unknown error";
     bool timed_out =
@@ -148,8 +155,9 @@ static bool set_context_error(fts_redis_t *redis, redisContext *context, int sav
         return fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_TIMEOUT,
                              "Redis at %s did not answer %s within %ld ms%s", redis->address,
                              command, redis->options.command_timeout_ms,
-                             callers ? "; the command is not resent (it may still take effect)"
-                                     : "");
+                             !callers ? ""
+                             : plural ? "; the commands are not resent (they may still take effect)"
+                                      : "; the command is not resent (it may still take effect)");
     }
     int code = FTS_ERROR_CODE_IO;
     if (context->err == REDIS_ERR_PROTOCOL) {
@@ -159,7 +167,8 @@ static bool set_context_error(fts_redis_t *redis, redisContext *context, int sav
     }
     const char *consequence = "";
     if (callers) {
-        consequence = "; the command is not resent (it may have taken effect)";
+        consequence = plural ? "; the commands are not resent (they may have taken effect)"
+                             : "; the command is not resent (it may have taken effect)";
     } else if (code == FTS_ERROR_CODE_PROTOCOL) {
         /* Nonsense on a fresh connection usually means another service owns the port. */
         consequence = " (is a Redis server listening there?)";
@@ -167,6 +176,12 @@ static bool set_context_error(fts_redis_t *redis, redisContext *context, int sav
     return fts_error_set(err, FTS_ERROR_REDIS, code,
                          "connection to Redis at %s failed during %s: %s%s", redis->address,
                          command, reason, consequence);
+}
+
+static bool set_context_error(fts_redis_t *redis, redisContext *context, int saved_errno,
+                              const char *command, bool callers, fts_error_t *err)
+{
+    return set_context_error_n(redis, context, saved_errno, command, callers, false, err);
 }
 
 /* Sends one command on a fresh context during connection set-up. *retryable tells whether
@@ -489,6 +504,94 @@ redisReply *fts_redis_command_argv(fts_redis_t *redis, int argc, const char **ar
     redisReply *reply = redisCommandArgv(redis->context, argc, argv, argvlen);
     int saved_errno = errno;
     return finish_command(redis, reply, saved_errno, name, err);
+}
+
+bool fts_redis_pipeline(fts_redis_t *redis, const fts_redis_cmd_t *commands, size_t count,
+                        redisReply **replies, fts_error_t *err)
+{
+    char name[32];
+    char what[96];
+    size_t received = 0;
+    for (size_t i = 0; i < count; i++) {
+        replies[i] = NULL;
+    }
+    if (count == 0) {
+        return true;
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (commands[i].argc < 1 || !commands[i].argv) {
+            return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
+                                 "command %zu of a Redis pipeline has no arguments", i + 1);
+        }
+    }
+    name_from_argv(commands[0].argc, commands[0].argv, commands[0].argvlen, name, sizeof name);
+    snprintf(what, sizeof what, "a pipeline of %zu commands starting with %s", count, name);
+    if (!ensure_connected(redis, err)) {
+        return false;
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (redisAppendCommandArgv(redis->context, commands[i].argc, commands[i].argv,
+                                   commands[i].argvlen) != REDIS_OK) {
+            /* Nothing was written yet: dropping the buffer with the connection is enough. */
+            drop_connection(redis);
+            return fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_NO_MEMORY,
+                                 "out of memory preparing %s for Redis at %s; nothing was sent",
+                                 what, redis->address);
+        }
+    }
+    for (; received < count; received++) {
+        void *reply = NULL;
+        errno = 0;
+        if (redisGetReply(redis->context, &reply) != REDIS_OK || !reply) {
+            int saved_errno = errno;
+            fts_error_t failure;
+            set_context_error_n(redis, redis->context, saved_errno, what, true, true, &failure);
+            fts_error_prefix(&failure, "after %zu of %zu replies", received, count);
+            drop_connection(redis);
+            log_failure_once(redis, &failure, false);
+            fts_redis_replies_free(replies, received);
+            if (err) {
+                *err = failure;
+            }
+            return false;
+        }
+        replies[received] = reply;
+    }
+    return true;
+}
+
+void fts_redis_replies_free(redisReply **replies, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (replies[i]) {
+            freeReplyObject(replies[i]);
+            replies[i] = NULL;
+        }
+    }
+}
+
+bool fts_redis_reply_check(const fts_redis_t *redis, const redisReply *reply, const char *what,
+                           fts_error_t *err)
+{
+    if (!reply) {
+        return fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL,
+                             "Redis at %s sent no reply to %s", redis->address, what);
+    }
+    if (reply->type != REDIS_REPLY_ERROR) {
+        return true;
+    }
+    return set_reply_error(redis, reply, what, FTS_ERROR_CODE_SERVER, err);
+}
+
+bool fts_redis_same_server(const fts_redis_t *a, const fts_redis_t *b)
+{
+    if (a == b) {
+        return true;
+    }
+    const fts_redis_url_t *x = a->url;
+    const fts_redis_url_t *y = b->url;
+    bool same_user = (!x->user && !y->user) || (x->user && y->user && !strcmp(x->user, y->user));
+    return strcasecmp(x->host, y->host) == 0 && x->port == y->port && x->db == y->db && same_user;
 }
 
 bool fts_redis_ping(fts_redis_t *redis, fts_error_t *err)

@@ -16,6 +16,13 @@
  *   - the password never appears in an error or a log line (it is registered with
  *     fts_log_add_secret).
  *
+ * Pipelines (fts_redis_pipeline) keep the same promises: the commands go out in one write and
+ * their replies are read in order; a connection that fails part-way is dropped and nothing is
+ * resent, so the caller learns "these may or may not have run" and decides (for XADD: re-send
+ * the batch, duplicates being harmless; see redis_queue.h). Error replies of single commands
+ * inside a pipeline are not failures of the pipeline: each is handed back for the caller to
+ * judge (fts_redis_reply_check).
+ *
  * Errors use domain FTS_ERROR_REDIS and the codes: CONNECT (cannot reach host:port, or gave up
  * reconnecting), AUTH (AUTH refused, NOAUTH, NOPERM), TIMEOUT (no answer within
  * command_timeout_ms), IO (connection lost mid-command), SERVER (an error reply, message as the
@@ -71,6 +78,44 @@ redisReply *fts_redis_command(fts_redis_t *redis, fts_error_t *err, const char *
  * argv[i] is NUL-terminated. */
 redisReply *fts_redis_command_argv(fts_redis_t *redis, int argc, const char **argv,
                                    const size_t *argvlen, fts_error_t *err);
+
+/* One command of a pipeline: argc binary-safe arguments, borrowed until the pipeline call
+ * returns. argvlen NULL means each argv[i] is NUL-terminated. */
+typedef struct {
+    int argc;
+    const char **argv;
+    const size_t *argvlen;
+} fts_redis_cmd_t;
+
+/* Sends count commands in one go (redisAppendCommandArgv for each, then a single write) and
+ * reads count replies into replies[0..count), which the caller frees with
+ * fts_redis_replies_free(). Reconnects first if needed, like any command.
+ *
+ * Returns true when every reply arrived. A reply may be an error reply (REDIS_REPLY_ERROR, e.g.
+ * WRONGTYPE for one command, EXECABORT for an EXEC): that is that command's result, not a
+ * failure of the pipeline; fts_redis_reply_check() turns one into an error message.
+ *
+ * Returns false with err filled, and every replies[i] NULL, when the commands could not all be
+ * sent and answered: an I/O error, a timeout or a protocol error part-way. Then the connection
+ * is dropped (the next command reconnects) and nothing is resent: any prefix of the commands
+ * may have run. The message says how many replies had arrived. count 0 returns true at once. */
+bool fts_redis_pipeline(fts_redis_t *redis, const fts_redis_cmd_t *commands, size_t count,
+                        redisReply **replies, fts_error_t *err);
+
+/* Frees replies[0..count) (NULL entries are skipped) and sets them to NULL. */
+void fts_redis_replies_free(redisReply **replies, size_t count);
+
+/* True when reply is not an error reply. Otherwise fills err (code SERVER, or AUTH for
+ * NOAUTH/NOPERM...) with "Redis at host:port refused <what>: <server's message>" and returns
+ * false. For replies a pipeline or an EXEC returned; what names the command for the message. */
+bool fts_redis_reply_check(const fts_redis_t *redis, const redisReply *reply, const char *what,
+                           fts_error_t *err);
+
+/* True when a and b talk to the same Redis database: the same host (compared as written,
+ * ignoring case; "localhost" and "127.0.0.1" count as different), port, db and ACL user.
+ * Commands for both may then share one MULTI/EXEC on either connection. A false "different"
+ * is always safe; it only costs the atomicity of one transaction (see redis_queue.h). */
+bool fts_redis_same_server(const fts_redis_t *a, const fts_redis_t *b);
 
 /* PING; true when the server answered PONG. Reconnects first if needed, like any command. */
 bool fts_redis_ping(fts_redis_t *redis, fts_error_t *err);

@@ -1,0 +1,1011 @@
+/*
+ * redis_queue.c - the action stream, dead letters, saved position, backlog and trimming of one
+ * pipeline (see redis_queue.h for the keys and the promises).
+ *
+ * Every write goes out as one pipeline of commands. When stream and state share a server it
+ * is one transaction, MULTI; XADD...; HSET <position>; DEL <other position>; EXEC, so the
+ * entries and the checkpoint become visible (and reach the AOF) together or not at all: a
+ * connection lost before EXEC was read discards the transaction on the server, and one lost
+ * after EXEC ran leaves both written (the caller re-sends; duplicates are harmless). When they
+ * are two servers, the XADDs go first and the checkpoint transaction is sent only after every
+ * XADD was answered with an entry ID (invariant 1).
+ *
+ * MULTI/EXEC does not roll back: a command that fails while EXEC runs does not stop the others.
+ * For "XADD <stream> * field value..." the failures that can happen then are WRONGTYPE (someone
+ * stored something else under the stream key) and an exhausted ID space; malformed arguments
+ * are refused before sending (fts_redis_action_argv_check), so that Redis never gets an XADD it
+ * would refuse at run time. ensure_group refuses a stream key of the wrong type at start-up.
+ * Should an XADD still fail inside EXEC, the checkpoint beside it was written: the error then
+ * says so loudly instead of pretending nothing happened (see the report of this change).
+ */
+#include "redis_queue.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "log.h"
+
+/* The component tag of every log line from this file. */
+#define LOG_COMPONENT "queue"
+
+/* Commands a checkpoint needs at most: DEL <self> (a snapshot started afresh), HSET <self>,
+ * DEL <other>. */
+#define CHECKPOINT_COMMANDS_MAX 3
+
+/* Arguments of a checkpoint's HSET: HSET key and four field/value pairs. */
+#define CHECKPOINT_HSET_ARGS_MAX 10
+
+/* Arguments a dead letter adds to the original fields: XADD key * and three pairs. */
+#define DEAD_LETTER_EXTRA_ARGS 9
+
+/* Trims the stream down to what every consumer group acknowledged; KEYS[1] is the stream.
+ * Returns {removed, threshold}, or {-1, ""} when there is no stream or no group.
+ *
+ * For each group the first entry it may still need is its smallest pending ID (delivered, not
+ * acknowledged) or, with nothing pending, the entry after its last-delivered ID; the threshold
+ * is the smallest of these over all groups, and XTRIM MINID removes the entries below it: each
+ * of them was delivered to every group (it is not above any last-delivered ID) and is pending
+ * in none (it is below every smallest pending ID), so every group acknowledged it.
+ *
+ * Why nothing running concurrently can make this remove an unacknowledged entry:
+ *   - the script is atomic: no XREADGROUP, XACK, XCLAIM/XAUTOCLAIM, XGROUP CREATE or SETID of
+ *     another client runs between reading the groups and trimming, so the threshold is
+ *     computed from the state the trim applies to (a version in C that read first and trimmed
+ *     later would miss a group created in between from ID 0, and trim what it never read);
+ *   - after the trim, a reader can only need entries at or above the threshold: XREADGROUP >
+ *     delivers only IDs above the group's last-delivered ID (>= threshold - 1), re-reading a
+ *     consumer's history (XREADGROUP 0) and XCLAIM/XAUTOCLAIM only return entries of the
+ *     pending list (each >= threshold), and XACK only shrinks the pending list, which can only
+ *     raise the next threshold;
+ *   - only deliberate operator actions reach below it: XGROUP SETID to an older ID, or
+ *     XCLAIM ... FORCE of an ID that was acknowledged.
+ * IDs are compared as (milliseconds, sequence) decimal strings by length, then text, so that
+ * 64-bit parts never pass through Lua's doubles; "last-delivered + 1" adds 1 to sequences of
+ * at most 15 digits (exact in a double) and otherwise keeps the last-delivered ID itself, which
+ * only keeps one acknowledged entry more. */
+#define TRIM_SCRIPT                                                                                \
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end\n"                             \
+    "local groups = redis.call('XINFO', 'GROUPS', KEYS[1])\n"                                      \
+    "if #groups == 0 then return {-1, ''} end\n"                                                   \
+    "local function split(id)\n"                                                                   \
+    "  local ms, seq = string.match(id, '^(%d+)-(%d+)$')\n"                                        \
+    "  if not ms then error('unexpected stream ID ' .. tostring(id)) end\n"                        \
+    "  return {ms, seq}\n"                                                                         \
+    "end\n"                                                                                        \
+    "local function less(a, b)\n"                                                                  \
+    "  if #a[1] ~= #b[1] then return #a[1] < #b[1] end\n"                                          \
+    "  if a[1] ~= b[1] then return a[1] < b[1] end\n"                                              \
+    "  if #a[2] ~= #b[2] then return #a[2] < #b[2] end\n"                                          \
+    "  return a[2] < b[2]\n"                                                                       \
+    "end\n"                                                                                        \
+    "local function after(id)\n"                                                                   \
+    "  if #id[2] <= 15 then return {id[1], string.format('%.0f', tonumber(id[2]) + 1)} end\n"      \
+    "  return id\n"                                                                                \
+    "end\n"                                                                                        \
+    "local threshold = nil\n"                                                                      \
+    "for _, g in ipairs(groups) do\n"                                                              \
+    "  local f = {}\n"                                                                             \
+    "  for i = 1, #g, 2 do f[g[i]] = g[i + 1] end\n"                                               \
+    "  local candidate = after(split(f['last-delivered-id']))\n"                                   \
+    "  if f['pending'] > 0 then\n"                                                                 \
+    "    local summary = redis.call('XPENDING', KEYS[1], f['name'])\n"                             \
+    "    local smallest = split(summary[2])\n"                                                     \
+    "    if less(smallest, candidate) then candidate = smallest end\n"                             \
+    "  end\n"                                                                                      \
+    "  if not threshold or less(candidate, threshold) then threshold = candidate end\n"            \
+    "end\n"                                                                                        \
+    "local id = threshold[1] .. '-' .. threshold[2]\n"                                             \
+    "return {redis.call('XTRIM', KEYS[1], 'MINID', id), id}\n"
+
+struct fts_redis_queue {
+    fts_redis_t *state; /* borrowed: token and snapshot hashes */
+    fts_redis_t *queue; /* borrowed: the streams; == state when there is one connection */
+    bool atomic;        /* one server: entries and checkpoint share a MULTI/EXEC */
+    fts_redis_keys_t keys;
+};
+
+/* The commands of one checkpoint, with the text they point to. Must not be copied once built. */
+typedef struct {
+    fts_redis_cmd_t cmds[CHECKPOINT_COMMANDS_MAX];
+    size_t count;
+    const char *del_self[2];
+    const char *hset[CHECKPOINT_HSET_ARGS_MAX];
+    const char *del_other[2];
+    char time_text[24];
+    char queued_text[24];
+    char updated_text[24];
+} checkpoint_cmds_t;
+
+static uint64_t wall_clock_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
+}
+
+/* ---- Pure parts ---- */
+
+bool fts_redis_keys_init(fts_redis_keys_t *keys, const char *pipeline, fts_error_t *err)
+{
+    memset(keys, 0, sizeof *keys);
+    size_t len = pipeline ? strlen(pipeline) : 0;
+    if (len == 0 || len > FTS_REDIS_PIPELINE_NAME_MAX) {
+        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                             "pipeline name must be 1 to %d characters long, not %zu",
+                             FTS_REDIS_PIPELINE_NAME_MAX, len);
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)pipeline[i];
+        if (!isalnum(c) && c != '_' && c != '-' && c != '.') {
+            return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                                 "pipeline name \"%s\" may hold only letters, digits, '_', '-' "
+                                 "and '.' (it is the hash tag of its Redis keys)",
+                                 pipeline);
+        }
+    }
+    snprintf(keys->stream, sizeof keys->stream, "ftsync:{%s}:stream", pipeline);
+    snprintf(keys->dead, sizeof keys->dead, "ftsync:{%s}:dead", pipeline);
+    snprintf(keys->token, sizeof keys->token, "ftsync:{%s}:token", pipeline);
+    snprintf(keys->snapshot, sizeof keys->snapshot, "ftsync:{%s}:snapshot", pipeline);
+    snprintf(keys->lease, sizeof keys->lease, "ftsync:{%s}:lease", pipeline);
+    return true;
+}
+
+void fts_redis_cluster_time_format(uint32_t seconds, uint32_t increment, char *text, size_t size)
+{
+    snprintf(text, size, "%" PRIu32 ".%" PRIu32, seconds, increment);
+}
+
+/* Parses a decimal number of len bytes, digits only, at most max. */
+static bool parse_decimal(const char *text, size_t len, uint64_t max, uint64_t *value)
+{
+    if (len == 0 || len > 20) {
+        return false;
+    }
+    uint64_t result = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] < '0' || text[i] > '9') {
+            return false;
+        }
+        unsigned digit = (unsigned)(text[i] - '0');
+        if (result > (max - digit) / 10) {
+            return false;
+        }
+        result = result * 10 + digit;
+    }
+    *value = result;
+    return true;
+}
+
+bool fts_redis_cluster_time_parse(const char *text, uint32_t *seconds, uint32_t *increment)
+{
+    const char *dot = text ? strchr(text, '.') : NULL;
+    uint64_t s;
+    uint64_t i;
+    if (!dot || !parse_decimal(text, (size_t)(dot - text), UINT32_MAX, &s) ||
+        !parse_decimal(dot + 1, strlen(dot + 1), UINT32_MAX, &i)) {
+        return false;
+    }
+    *seconds = (uint32_t)s;
+    *increment = (uint32_t)i;
+    return true;
+}
+
+const char *fts_redis_token_kind_name(fts_redis_token_kind_t kind)
+{
+    switch (kind) {
+    case FTS_REDIS_TOKEN_RESUME:
+        return "resume";
+    case FTS_REDIS_TOKEN_START_AFTER:
+        return "start_after";
+    }
+    return "?";
+}
+
+bool fts_redis_token_kind_parse(const char *text, fts_redis_token_kind_t *kind)
+{
+    if (text && strcmp(text, "resume") == 0) {
+        *kind = FTS_REDIS_TOKEN_RESUME;
+        return true;
+    }
+    if (text && strcmp(text, "start_after") == 0) {
+        *kind = FTS_REDIS_TOKEN_START_AFTER;
+        return true;
+    }
+    return false;
+}
+
+bool fts_redis_checkpoint_validate(const fts_redis_checkpoint_t *checkpoint, fts_error_t *err)
+{
+    switch (checkpoint->kind) {
+    case FTS_REDIS_CHECKPOINT_TOKEN:
+        if (!checkpoint->token || !checkpoint->token[0]) {
+            return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
+                                 "checkpoint: the resume token is empty");
+        }
+        if (checkpoint->token_kind != FTS_REDIS_TOKEN_RESUME &&
+            checkpoint->token_kind != FTS_REDIS_TOKEN_START_AFTER) {
+            return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
+                                 "checkpoint: unknown token kind %d", (int)checkpoint->token_kind);
+        }
+        return true;
+    case FTS_REDIS_CHECKPOINT_SNAPSHOT:
+        if (checkpoint->started_seconds == 0) {
+            return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
+                                 "checkpoint: the snapshot's start time (started_at) is not set");
+        }
+        if (checkpoint->last_id && !checkpoint->last_id[0]) {
+            return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
+                                 "checkpoint: the snapshot's last_id is empty (NULL means none)");
+        }
+        return true;
+    }
+    return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
+                         "checkpoint: unknown kind %d", (int)checkpoint->kind);
+}
+
+/* Builds the commands that save checkpoint: HSET of its hash, DEL of the other (and first a
+ * DEL of its own hash when a snapshot starts afresh, so no last_id of an earlier run stays). */
+static void checkpoint_build(const fts_redis_keys_t *keys, const fts_redis_checkpoint_t *checkpoint,
+                             uint64_t now_ms, checkpoint_cmds_t *out)
+{
+    int argc = 0;
+    const char *self;
+    const char *other;
+    snprintf(out->updated_text, sizeof out->updated_text, "%" PRIu64, now_ms);
+    out->count = 0;
+    if (checkpoint->kind == FTS_REDIS_CHECKPOINT_TOKEN) {
+        self = keys->token;
+        other = keys->snapshot;
+        fts_redis_cluster_time_format(checkpoint->cluster_seconds, checkpoint->cluster_increment,
+                                      out->time_text, sizeof out->time_text);
+        out->hset[argc++] = "HSET";
+        out->hset[argc++] = self;
+        out->hset[argc++] = "token";
+        out->hset[argc++] = checkpoint->token;
+        out->hset[argc++] = "kind";
+        out->hset[argc++] = fts_redis_token_kind_name(checkpoint->token_kind);
+        out->hset[argc++] = "cluster_time";
+        out->hset[argc++] = out->time_text;
+    } else {
+        self = keys->snapshot;
+        other = keys->token;
+        fts_redis_cluster_time_format(checkpoint->started_seconds, checkpoint->started_increment,
+                                      out->time_text, sizeof out->time_text);
+        snprintf(out->queued_text, sizeof out->queued_text, "%" PRIu64, checkpoint->queued);
+        if (!checkpoint->last_id) {
+            out->del_self[0] = "DEL";
+            out->del_self[1] = self;
+            out->cmds[out->count++] = (fts_redis_cmd_t){2, out->del_self, NULL};
+        }
+        out->hset[argc++] = "HSET";
+        out->hset[argc++] = self;
+        out->hset[argc++] = "started_at";
+        out->hset[argc++] = out->time_text;
+        if (checkpoint->last_id) {
+            out->hset[argc++] = "last_id";
+            out->hset[argc++] = checkpoint->last_id;
+        }
+        out->hset[argc++] = "queued";
+        out->hset[argc++] = out->queued_text;
+    }
+    out->hset[argc++] = "updated_at";
+    out->hset[argc++] = out->updated_text;
+    out->cmds[out->count++] = (fts_redis_cmd_t){argc, out->hset, NULL};
+    out->del_other[0] = "DEL";
+    out->del_other[1] = other;
+    out->cmds[out->count++] = (fts_redis_cmd_t){2, out->del_other, NULL};
+}
+
+bool fts_redis_action_argv_check(const fts_action_argv_t *action, const char *stream_key,
+                                 fts_error_t *err)
+{
+    int argc = action->argc;
+    if (argc < 5 || argc > FTS_ACTION_ARGV_MAX || (argc - 3) % 2 != 0) {
+        return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
+                             "an action has %d XADD arguments; expected XADD, key, \"*\" and "
+                             "field/value pairs",
+                             argc);
+    }
+    for (int i = 0; i < argc; i++) {
+        if (!action->argv[i]) {
+            return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
+                                 "argument %d of an action's XADD is missing", i);
+        }
+    }
+    size_t key_len = strlen(stream_key);
+    if (action->argvlen[0] != 4 || strncasecmp(action->argv[0], "XADD", 4) != 0) {
+        return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
+                             "an action is not an XADD command");
+    }
+    if (action->argvlen[1] != key_len || memcmp(action->argv[1], stream_key, key_len) != 0) {
+        return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
+                             "an action is addressed to \"%.*s\", not to this pipeline's %s",
+                             (int)(action->argvlen[1] < 200 ? action->argvlen[1] : 200),
+                             action->argv[1], stream_key);
+    }
+    /* "*" right after the key: no MAXLEN/MINID/NOMKSTREAM option can come before the fields
+     * (invariant 4), and Redis picks the ID. */
+    if (action->argvlen[2] != 1 || action->argv[2][0] != '*') {
+        return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
+                             "an action's XADD must have \"*\" right after the key (no MAXLEN, "
+                             "no explicit ID)");
+    }
+    return true;
+}
+
+/* The text of a string reply, for messages and comparisons. */
+static bool reply_is_text(const redisReply *reply)
+{
+    return reply && (reply->type == REDIS_REPLY_STRING || reply->type == REDIS_REPLY_STATUS) &&
+           reply->str;
+}
+
+/* Finds field in a flat field/value array reply; NULL when absent. */
+static const redisReply *hash_field(const redisReply *hash, const char *field)
+{
+    size_t len = strlen(field);
+    for (size_t i = 0; i + 1 < hash->elements; i += 2) {
+        const redisReply *name = hash->element[i];
+        if (reply_is_text(name) && name->len == len && memcmp(name->str, field, len) == 0) {
+            return hash->element[i + 1];
+        }
+    }
+    return NULL;
+}
+
+/* A text field of a hash: *text points into the reply (not NUL-terminated, *len bytes), NULL
+ * when absent and not required. Empty values and values holding a NUL byte are refused. */
+static bool hash_text(const char *key, const redisReply *hash, const char *field, bool required,
+                      const char **text, size_t *len, fts_error_t *err)
+{
+    const redisReply *value = hash_field(hash, field);
+    *text = NULL;
+    *len = 0;
+    if (!value) {
+        if (required) {
+            return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_MISSING,
+                                 "saved position %s has no field \"%s\"", key, field);
+        }
+        return true;
+    }
+    if (!reply_is_text(value) || value->len == 0 || memchr(value->str, '\0', value->len)) {
+        return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                             "saved position %s: field \"%s\" is empty or not text", key, field);
+    }
+    *text = value->str;
+    *len = value->len;
+    return true;
+}
+
+static bool hash_number(const char *key, const redisReply *hash, const char *field, bool required,
+                        uint64_t *number, fts_error_t *err)
+{
+    const char *text;
+    size_t len;
+    *number = 0;
+    if (!hash_text(key, hash, field, required, &text, &len, err)) {
+        return false;
+    }
+    if (text && !parse_decimal(text, len, UINT64_MAX, number)) {
+        return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                             "saved position %s: field \"%s\" is \"%.*s\", not a whole number", key,
+                             field, (int)(len < 64 ? len : 64), text);
+    }
+    return true;
+}
+
+static bool hash_time(const char *key, const redisReply *hash, const char *field, bool required,
+                      uint32_t *seconds, uint32_t *increment, fts_error_t *err)
+{
+    const char *text;
+    size_t len;
+    char copy[48];
+    *seconds = 0;
+    *increment = 0;
+    if (!hash_text(key, hash, field, required, &text, &len, err)) {
+        return false;
+    }
+    if (!text) {
+        return true;
+    }
+    snprintf(copy, sizeof copy, "%.*s", (int)(len < sizeof copy ? len : sizeof copy - 1), text);
+    if (len >= sizeof copy || !fts_redis_cluster_time_parse(copy, seconds, increment)) {
+        return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                             "saved position %s: field \"%s\" is \"%s\", not "
+                             "<seconds>.<increment>",
+                             key, field, copy);
+    }
+    return true;
+}
+
+static char *copy_text(const char *text, size_t len)
+{
+    char *copy = malloc(len + 1);
+    if (copy) {
+        memcpy(copy, text, len);
+        copy[len] = '\0';
+    }
+    return copy;
+}
+
+static bool parse_token_hash(const char *key, const redisReply *hash,
+                             fts_redis_position_t *position, fts_error_t *err)
+{
+    const char *text;
+    size_t len;
+    if (!hash_text(key, hash, "kind", true, &text, &len, err)) {
+        return false;
+    }
+    char kind[16];
+    snprintf(kind, sizeof kind, "%.*s", (int)(len < sizeof kind ? len : sizeof kind - 1), text);
+    if (len >= sizeof kind || !fts_redis_token_kind_parse(kind, &position->token_kind)) {
+        return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                             "saved position %s: field \"kind\" is \"%.*s\", not resume or "
+                             "start_after",
+                             key, (int)(len < 64 ? len : 64), text);
+    }
+    if (!hash_time(key, hash, "cluster_time", false, &position->cluster_seconds,
+                   &position->cluster_increment, err) ||
+        !hash_number(key, hash, "updated_at", false, &position->token_updated_at_ms, err) ||
+        !hash_text(key, hash, "token", true, &text, &len, err)) {
+        return false;
+    }
+    position->token = copy_text(text, len);
+    if (!position->token) {
+        return fts_error_set(err, FTS_ERROR_SYSTEM, ENOMEM, "out of memory reading %s", key);
+    }
+    position->has_token = true;
+    return true;
+}
+
+static bool parse_snapshot_hash(const char *key, const redisReply *hash,
+                                fts_redis_position_t *position, fts_error_t *err)
+{
+    const char *text;
+    size_t len;
+    if (!hash_time(key, hash, "started_at", true, &position->started_seconds,
+                   &position->started_increment, err) ||
+        !hash_number(key, hash, "queued", true, &position->queued, err) ||
+        !hash_number(key, hash, "updated_at", false, &position->snapshot_updated_at_ms, err) ||
+        !hash_text(key, hash, "last_id", false, &text, &len, err)) {
+        return false;
+    }
+    if (position->started_seconds == 0) {
+        return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                             "saved position %s: field \"started_at\" is 0.x, not a cluster time",
+                             key);
+    }
+    if (text) {
+        position->last_id = copy_text(text, len);
+        if (!position->last_id) {
+            return fts_error_set(err, FTS_ERROR_SYSTEM, ENOMEM, "out of memory reading %s", key);
+        }
+    }
+    position->has_snapshot = true;
+    return true;
+}
+
+bool fts_redis_position_parse(const fts_redis_keys_t *keys, const redisReply *token_hash,
+                              const redisReply *snapshot_hash, fts_redis_position_t *position,
+                              fts_error_t *err)
+{
+    memset(position, 0, sizeof *position);
+    const redisReply *hashes[2] = {token_hash, snapshot_hash};
+    const char *names[2] = {keys->token, keys->snapshot};
+    for (int i = 0; i < 2; i++) {
+        const redisReply *hash = hashes[i];
+        if (!hash || hash->type != REDIS_REPLY_ARRAY || hash->elements % 2 != 0) {
+            return fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL,
+                                 "HGETALL %s did not return field/value pairs%s", names[i],
+                                 hash && hash->type == REDIS_REPLY_ERROR ? " (an error)" : "");
+        }
+    }
+    bool ok =
+        (token_hash->elements == 0 || parse_token_hash(keys->token, token_hash, position, err)) &&
+        (snapshot_hash->elements == 0 ||
+         parse_snapshot_hash(keys->snapshot, snapshot_hash, position, err));
+    if (!ok) {
+        fts_redis_position_cleanup(position);
+    }
+    return ok;
+}
+
+void fts_redis_position_cleanup(fts_redis_position_t *position)
+{
+    if (!position) {
+        return;
+    }
+    free(position->token);
+    free(position->last_id);
+    memset(position, 0, sizeof *position);
+}
+
+bool fts_redis_backlog_parse(const redisReply *xlen, const redisReply *groups,
+                             fts_redis_backlog_t *backlog, fts_error_t *err)
+{
+    memset(backlog, 0, sizeof *backlog);
+    backlog->exact = true;
+    if (!xlen || xlen->type != REDIS_REPLY_INTEGER || xlen->integer < 0) {
+        return fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL,
+                             "XLEN did not return a length");
+    }
+    backlog->length = (uint64_t)xlen->integer;
+    backlog->entries = backlog->length;
+    if (groups && groups->type == REDIS_REPLY_ERROR && groups->str &&
+        strstr(groups->str, "no such key")) {
+        return true; /* no stream yet: nothing queued */
+    }
+    if (!groups || groups->type != REDIS_REPLY_ARRAY) {
+        return fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL,
+                             "XINFO GROUPS did not return a list of groups");
+    }
+    for (size_t i = 0; i < groups->elements; i++) {
+        const redisReply *group = groups->element[i];
+        if (!group || group->type != REDIS_REPLY_ARRAY || group->elements % 2 != 0) {
+            return fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL,
+                                 "XINFO GROUPS returned a group that is not field/value pairs");
+        }
+        const redisReply *name = hash_field(group, "name");
+        if (!reply_is_text(name) || strcmp(name->str, FTS_LOAD_GROUP) != 0) {
+            continue;
+        }
+        const redisReply *pending = hash_field(group, "pending");
+        const redisReply *lag = hash_field(group, "lag");
+        if (!pending || pending->type != REDIS_REPLY_INTEGER || pending->integer < 0) {
+            return fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL,
+                                 "XINFO GROUPS gave group %s no pending count", FTS_LOAD_GROUP);
+        }
+        backlog->group_exists = true;
+        backlog->pending = (uint64_t)pending->integer;
+        if (lag && lag->type == REDIS_REPLY_INTEGER && lag->integer >= 0) {
+            backlog->lag_known = true;
+            backlog->lag = (uint64_t)lag->integer;
+            backlog->entries = backlog->pending + backlog->lag;
+        } else {
+            /* Unknown lag: every unacknowledged entry is still in the stream (trimming keeps
+             * them), so the stream's length bounds them from above. */
+            backlog->exact = false;
+            backlog->entries = backlog->length;
+        }
+        return true;
+    }
+    return true; /* no loader group yet: nothing is acknowledged, all of XLEN is backlog */
+}
+
+/* ---- The queue ---- */
+
+fts_redis_queue_t *fts_redis_queue_new(fts_redis_t *state, fts_redis_t *queue, const char *pipeline,
+                                       fts_error_t *err)
+{
+    fts_redis_queue_t *result = NULL;
+    if (!state) {
+        fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
+                      "a queue needs a state store connection");
+        return NULL;
+    }
+    result = calloc(1, sizeof *result);
+    if (!result) {
+        fts_error_set(err, FTS_ERROR_SYSTEM, ENOMEM, "out of memory creating the Redis queue");
+        return NULL;
+    }
+    if (!fts_redis_keys_init(&result->keys, pipeline, err)) {
+        free(result);
+        return NULL;
+    }
+    result->state = state;
+    result->queue = queue ? queue : state;
+    result->atomic = fts_redis_same_server(result->state, result->queue);
+    fts_log(FTS_LOG_DEBUG, LOG_COMPONENT, "pipeline %s: stream on %s, state on %s (%s)", pipeline,
+            fts_redis_masked_url(result->queue), fts_redis_masked_url(result->state),
+            result->atomic ? "one server: entries and checkpoints in one transaction"
+                           : "two servers: checkpoint after the entries");
+    return result;
+}
+
+void fts_redis_queue_destroy(fts_redis_queue_t *queue)
+{
+    free(queue);
+}
+
+const fts_redis_keys_t *fts_redis_queue_keys(const fts_redis_queue_t *queue)
+{
+    return &queue->keys;
+}
+
+bool fts_redis_queue_is_atomic(const fts_redis_queue_t *queue)
+{
+    return queue->atomic;
+}
+
+bool fts_redis_queue_ensure_group(fts_redis_queue_t *queue, fts_error_t *err)
+{
+    const char *argv[] = {"XGROUP", "CREATE", queue->keys.stream, FTS_LOAD_GROUP, "0", "MKSTREAM"};
+    fts_redis_cmd_t command = {6, argv, NULL};
+    redisReply *reply = NULL;
+    if (!fts_redis_pipeline(queue->queue, &command, 1, &reply, err)) {
+        return fts_error_prefix(err, "cannot create consumer group %s on %s", FTS_LOAD_GROUP,
+                                queue->keys.stream);
+    }
+    bool ok = true;
+    if (reply->type == REDIS_REPLY_ERROR &&
+        !(reply->str && strncmp(reply->str, "BUSYGROUP", 9) == 0)) {
+        fts_redis_reply_check(queue->queue, reply, "XGROUP CREATE", err);
+        fts_error_prefix(err, "cannot create consumer group %s on %s", FTS_LOAD_GROUP,
+                         queue->keys.stream);
+        ok = false;
+    }
+    freeReplyObject(reply);
+    return ok;
+}
+
+/* Checks the replies of a MULTI ... EXEC pipeline of count commands (MULTI and EXEC
+ * included): every command queued, and EXEC answered with one result per queued command.
+ * Returns EXEC's result array (owned by replies) or NULL with err filled. */
+static const redisReply *exec_results(fts_redis_t *redis, redisReply **replies, size_t count,
+                                      fts_error_t *err)
+{
+    if (!fts_redis_reply_check(redis, replies[0], "MULTI", err)) {
+        return NULL;
+    }
+    /* A command refused while queueing (its error is the useful one) makes EXEC abort. */
+    for (size_t i = 1; i + 1 < count; i++) {
+        if (!fts_redis_reply_check(redis, replies[i], "a command of the transaction", err)) {
+            fts_error_prefix(err, "the transaction was aborted, nothing was written");
+            return NULL;
+        }
+    }
+    const redisReply *exec = replies[count - 1];
+    if (!fts_redis_reply_check(redis, exec, "EXEC", err)) {
+        return NULL;
+    }
+    if (exec->type != REDIS_REPLY_ARRAY || exec->elements != count - 2) {
+        fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL,
+                      "EXEC did not return %zu results (the transaction did not run)", count - 2);
+        return NULL;
+    }
+    return exec;
+}
+
+/* Checks the results of a checkpoint's commands inside EXEC or as plain replies. */
+static bool checkpoint_results(fts_redis_t *redis, redisReply *const *results, size_t count,
+                               fts_error_t *err)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (!fts_redis_reply_check(redis, results[i], "the checkpoint", err)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Writes the XADD commands xadds[0..count) and then the checkpoint (may be NULL), following
+ * invariant 1 (see the top of this file). what names the operation for messages. */
+static bool write_entries(fts_redis_queue_t *queue, const fts_redis_cmd_t *xadds, size_t count,
+                          const fts_redis_checkpoint_t *checkpoint, const char *what,
+                          fts_error_t *err)
+{
+    bool ok = false;
+    checkpoint_cmds_t saved;
+    fts_redis_cmd_t *cmds = NULL;
+    redisReply **replies = NULL;
+    size_t ncmds = 0;
+    const char *multi[] = {"MULTI"};
+    const char *exec[] = {"EXEC"};
+    saved.count = 0;
+
+    if (checkpoint) {
+        if (!fts_redis_checkpoint_validate(checkpoint, err)) {
+            goto cleanup;
+        }
+        checkpoint_build(&queue->keys, checkpoint, wall_clock_ms(), &saved);
+    }
+    if (count == 0 && saved.count == 0) {
+        ok = true;
+        goto cleanup;
+    }
+    cmds = calloc(count + saved.count + 2, sizeof *cmds);
+    replies = calloc(count + saved.count + 2, sizeof *replies);
+    if (!cmds || !replies) {
+        fts_error_set(err, FTS_ERROR_SYSTEM, ENOMEM, "out of memory building %s", what);
+        goto cleanup;
+    }
+
+    if (queue->atomic || count == 0) {
+        /* One transaction on one server: entries (if any) and checkpoint together. */
+        fts_redis_t *redis = count > 0 ? queue->queue : queue->state;
+        cmds[ncmds++] = (fts_redis_cmd_t){1, multi, NULL};
+        for (size_t i = 0; i < count; i++) {
+            cmds[ncmds++] = xadds[i];
+        }
+        for (size_t i = 0; i < saved.count; i++) {
+            cmds[ncmds++] = saved.cmds[i];
+        }
+        cmds[ncmds++] = (fts_redis_cmd_t){1, exec, NULL};
+        if (!fts_redis_pipeline(redis, cmds, ncmds, replies, err)) {
+            goto cleanup;
+        }
+        const redisReply *results = exec_results(redis, replies, ncmds, err);
+        if (!results) {
+            goto cleanup;
+        }
+        for (size_t i = 0; i < count; i++) {
+            if (!fts_redis_reply_check(redis, results->element[i], "XADD", err)) {
+                /* EXEC does not roll back: the checkpoint beside it was written. */
+                if (saved.count) {
+                    fts_error_prefix(err,
+                                     "entry %zu of %zu was NOT queued although the checkpoint in "
+                                     "the same transaction was written; the saved position may "
+                                     "be past it: fix the key, then run reset-token --clear",
+                                     i + 1, count);
+                    fts_log(FTS_LOG_ERROR, LOG_COMPONENT, "%s: %s", what, err->message);
+                }
+                goto cleanup;
+            }
+        }
+        if (!checkpoint_results(redis, results->element + count, saved.count, err)) {
+            fts_error_prefix(err, "the entries are queued, the checkpoint was not saved");
+            goto cleanup;
+        }
+        ok = true;
+        goto cleanup;
+    }
+
+    /* Two servers: every XADD answered with an ID first, then the checkpoint. */
+    if (!fts_redis_pipeline(queue->queue, xadds, count, replies, err)) {
+        fts_error_prefix(err, "the checkpoint was not saved");
+        goto cleanup;
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (!fts_redis_reply_check(queue->queue, replies[i], "XADD", err)) {
+            fts_error_prefix(err, "entry %zu of %zu; the checkpoint was not saved", i + 1, count);
+            goto cleanup;
+        }
+    }
+    fts_redis_replies_free(replies, count);
+    if (saved.count == 0) {
+        ok = true;
+        goto cleanup;
+    }
+    cmds[ncmds++] = (fts_redis_cmd_t){1, multi, NULL};
+    for (size_t i = 0; i < saved.count; i++) {
+        cmds[ncmds++] = saved.cmds[i];
+    }
+    cmds[ncmds++] = (fts_redis_cmd_t){1, exec, NULL};
+    if (!fts_redis_pipeline(queue->state, cmds, ncmds, replies, err)) {
+        fts_error_prefix(err, "the entries are queued, the checkpoint was not saved");
+        goto cleanup;
+    }
+    const redisReply *results = exec_results(queue->state, replies, ncmds, err);
+    if (!results || !checkpoint_results(queue->state, results->element, saved.count, err)) {
+        fts_error_prefix(err, "the entries are queued, the checkpoint was not saved");
+        goto cleanup;
+    }
+    ok = true;
+
+cleanup:
+    if (replies) {
+        fts_redis_replies_free(replies, count + saved.count + 2);
+    }
+    free(replies);
+    free(cmds);
+    if (!ok) {
+        fts_error_prefix(err, "%s", what);
+    }
+    return ok;
+}
+
+bool fts_redis_queue_append(fts_redis_queue_t *queue, const fts_action_argv_t *actions,
+                            size_t count, const fts_redis_checkpoint_t *checkpoint,
+                            fts_error_t *err)
+{
+    char what[FTS_REDIS_KEY_SIZE + 64];
+    snprintf(what, sizeof what, "cannot append %zu action%s to %s", count, count == 1 ? "" : "s",
+             queue->keys.stream);
+    fts_redis_cmd_t *xadds = count ? calloc(count, sizeof *xadds) : NULL;
+    if (count && !xadds) {
+        return fts_error_set(err, FTS_ERROR_SYSTEM, ENOMEM, "%s: out of memory", what);
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (!fts_redis_action_argv_check(&actions[i], queue->keys.stream, err)) {
+            free(xadds);
+            return fts_error_prefix(err, "%s (action %zu; nothing was sent)", what, i + 1);
+        }
+        xadds[i] =
+            (fts_redis_cmd_t){actions[i].argc, (const char **)actions[i].argv, actions[i].argvlen};
+    }
+    bool ok = write_entries(queue, xadds, count, checkpoint, what, err);
+    free(xadds);
+    return ok;
+}
+
+bool fts_redis_queue_checkpoint(fts_redis_queue_t *queue, const fts_redis_checkpoint_t *checkpoint,
+                                fts_error_t *err)
+{
+    char what[FTS_REDIS_KEY_SIZE + 64];
+    if (!checkpoint) {
+        return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
+                             "a checkpoint call without a checkpoint");
+    }
+    snprintf(what, sizeof what, "cannot save the position in %s",
+             checkpoint->kind == FTS_REDIS_CHECKPOINT_SNAPSHOT ? queue->keys.snapshot
+                                                               : queue->keys.token);
+    return write_entries(queue, NULL, 0, checkpoint, what, err);
+}
+
+bool fts_redis_queue_dead_letter(fts_redis_queue_t *queue, const fts_redis_dead_letter_t *dead,
+                                 const fts_redis_checkpoint_t *checkpoint, fts_error_t *err)
+{
+    bool ok = false;
+    char what[FTS_REDIS_KEY_SIZE + 64];
+    char failed_at[24];
+    const char **argv = NULL;
+    size_t *argvlen = NULL;
+    snprintf(what, sizeof what, "cannot dead-letter an entry to %s", queue->keys.dead);
+    if (dead->count % 2 != 0 || (dead->count && !dead->items) || !dead->reason ||
+        !dead->reason[0] || !dead->stage || !dead->stage[0]) {
+        return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
+                             "%s: it needs field/value pairs, a reason and a stage", what);
+    }
+    size_t argc = dead->count + DEAD_LETTER_EXTRA_ARGS;
+    argv = calloc(argc, sizeof *argv);
+    argvlen = calloc(argc, sizeof *argvlen);
+    if (!argv || !argvlen) {
+        fts_error_set(err, FTS_ERROR_SYSTEM, ENOMEM, "%s: out of memory", what);
+        goto cleanup;
+    }
+    snprintf(failed_at, sizeof failed_at, "%" PRIu64, wall_clock_ms());
+    size_t n = 0;
+    argv[n++] = "XADD";
+    argv[n++] = queue->keys.dead;
+    argv[n++] = "*";
+    for (size_t i = 0; i < dead->count; i++) {
+        argv[n] = dead->items[i];
+        argvlen[n] = dead->lens ? dead->lens[i] : strlen(dead->items[i]);
+        n++;
+    }
+    argv[n++] = "reason";
+    argv[n++] = dead->reason;
+    argv[n++] = "stage";
+    argv[n++] = dead->stage;
+    argv[n++] = "failed_at";
+    argv[n++] = failed_at;
+    for (size_t i = 0; i < n; i++) {
+        if (i < 3 || i >= 3 + dead->count) {
+            argvlen[i] = strlen(argv[i]);
+        }
+    }
+    fts_redis_cmd_t xadd = {(int)n, argv, argvlen};
+    ok = write_entries(queue, &xadd, 1, checkpoint, what, err);
+    if (ok) {
+        fts_log(FTS_LOG_WARN, LOG_COMPONENT, "dead-lettered an entry to %s (stage %s): %s",
+                queue->keys.dead, dead->stage, dead->reason);
+    }
+
+cleanup:
+    free(argv);
+    free(argvlen);
+    return ok;
+}
+
+bool fts_redis_queue_read_position(fts_redis_queue_t *queue, fts_redis_position_t *position,
+                                   fts_error_t *err)
+{
+    const char *multi[] = {"MULTI"};
+    const char *token[] = {"HGETALL", queue->keys.token};
+    const char *snapshot[] = {"HGETALL", queue->keys.snapshot};
+    const char *exec[] = {"EXEC"};
+    fts_redis_cmd_t cmds[] = {
+        {1, multi, NULL}, {2, token, NULL}, {2, snapshot, NULL}, {1, exec, NULL}};
+    redisReply *replies[4] = {NULL};
+    bool ok = false;
+    memset(position, 0, sizeof *position);
+    if (!fts_redis_pipeline(queue->state, cmds, 4, replies, err)) {
+        goto cleanup;
+    }
+    const redisReply *results = exec_results(queue->state, replies, 4, err);
+    if (!results || !checkpoint_results(queue->state, results->element, 2, err)) {
+        goto cleanup;
+    }
+    ok = fts_redis_position_parse(&queue->keys, results->element[0], results->element[1], position,
+                                  err);
+
+cleanup:
+    fts_redis_replies_free(replies, 4);
+    if (!ok) {
+        fts_error_prefix(err, "cannot read the saved position of %s", queue->keys.stream);
+    }
+    return ok;
+}
+
+bool fts_redis_queue_clear_position(fts_redis_queue_t *queue, fts_error_t *err)
+{
+    const char *argv[] = {"DEL", queue->keys.token, queue->keys.snapshot};
+    redisReply *reply = fts_redis_command_argv(queue->state, 3, argv, NULL, err);
+    if (!reply) {
+        return fts_error_prefix(err, "cannot clear the saved position (%s, %s)", queue->keys.token,
+                                queue->keys.snapshot);
+    }
+    fts_log(FTS_LOG_INFO, LOG_COMPONENT, "cleared the saved position (%s, %s)", queue->keys.token,
+            queue->keys.snapshot);
+    freeReplyObject(reply);
+    return true;
+}
+
+bool fts_redis_queue_backlog(fts_redis_queue_t *queue, fts_redis_backlog_t *backlog,
+                             fts_error_t *err)
+{
+    const char *multi[] = {"MULTI"};
+    const char *xlen[] = {"XLEN", queue->keys.stream};
+    const char *groups[] = {"XINFO", "GROUPS", queue->keys.stream};
+    const char *exec[] = {"EXEC"};
+    fts_redis_cmd_t cmds[] = {
+        {1, multi, NULL}, {2, xlen, NULL}, {3, groups, NULL}, {1, exec, NULL}};
+    redisReply *replies[4] = {NULL};
+    bool ok = false;
+    memset(backlog, 0, sizeof *backlog);
+    if (!fts_redis_pipeline(queue->queue, cmds, 4, replies, err)) {
+        goto cleanup;
+    }
+    const redisReply *results = exec_results(queue->queue, replies, 4, err);
+    if (!results || !fts_redis_reply_check(queue->queue, results->element[0], "XLEN", err)) {
+        goto cleanup;
+    }
+    ok = fts_redis_backlog_parse(results->element[0], results->element[1], backlog, err);
+
+cleanup:
+    fts_redis_replies_free(replies, 4);
+    if (!ok) {
+        fts_error_prefix(err, "cannot measure the backlog of %s", queue->keys.stream);
+    }
+    return ok;
+}
+
+bool fts_redis_queue_trim(fts_redis_queue_t *queue, fts_redis_trim_t *result, fts_error_t *err)
+{
+    fts_redis_trim_t ignored;
+    const char *argv[] = {"EVAL", TRIM_SCRIPT, "1", queue->keys.stream};
+    bool ok = false;
+    if (!result) {
+        result = &ignored;
+    }
+    memset(result, 0, sizeof *result);
+    redisReply *reply = fts_redis_command_argv(queue->queue, 4, argv, NULL, err);
+    if (!reply) {
+        goto cleanup;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_INTEGER || !reply_is_text(reply->element[1]) ||
+        reply->element[1]->len >= sizeof result->threshold) {
+        fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL,
+                      "the trim script returned something other than {removed, threshold}");
+        goto cleanup;
+    }
+    if (reply->element[0]->integer >= 0) {
+        result->trimmed = true;
+        result->removed = (uint64_t)reply->element[0]->integer;
+        memcpy(result->threshold, reply->element[1]->str, reply->element[1]->len);
+        result->threshold[reply->element[1]->len] = '\0';
+        if (result->removed) {
+            fts_log(FTS_LOG_DEBUG, LOG_COMPONENT,
+                    "trimmed %" PRIu64 " acknowledged entries below %s from %s", result->removed,
+                    result->threshold, queue->keys.stream);
+        }
+    }
+    ok = true;
+
+cleanup:
+    if (reply) {
+        freeReplyObject(reply);
+    }
+    if (!ok) {
+        fts_error_prefix(err, "cannot trim %s", queue->keys.stream);
+    }
+    return ok;
+}

@@ -1,0 +1,273 @@
+/*
+ * redis_queue.h - the Redis side of `ftsync extract`: the action stream, the dead-letter
+ * stream, the saved position (resume token or snapshot progress), the loaders' backlog and
+ * trimming.
+ *
+ * Keys of pipeline P (one hash tag, so one Redis Cluster slot, so one MULTI can span them):
+ *   ftsync:{P}:stream    stream of actions (fields: see core/action.h); consumer group
+ *                        FTS_LOAD_GROUP reads it
+ *   ftsync:{P}:dead      stream of dead letters: the original fields, then reason, stage,
+ *                        failed_at (ms since the epoch)
+ *   ftsync:{P}:token     hash: token (resume token, canonical extended JSON), kind (resume |
+ *                        start_after), cluster_time ("<seconds>.<increment>"), updated_at (ms)
+ *   ftsync:{P}:snapshot  hash, only while an initial snapshot runs: started_at
+ *                        ("<seconds>.<increment>", noted before the scan), last_id (canonical
+ *                        extended JSON of the last _id queued; absent before the first batch),
+ *                        queued (documents queued so far), updated_at (ms)
+ *   ftsync:{P}:lease     the extractor lease (redis_lease.h)
+ * The streams live on the queue server, the hashes and the lease on the state server; they
+ * may be one server (the default).
+ *
+ * The saved position is exactly one of: nothing (start with a snapshot), a snapshot in
+ * progress, or a token. Every checkpoint writes one of the two hashes and deletes the other in
+ * the same MULTI/EXEC on the state server, so the position moves from "snapshot at T after
+ * _id X" to "resume after token" in one step: the first change-stream checkpoint is also the
+ * end of the snapshot. Deleting the snapshot hash as a step of its own would leave, before
+ * the token exists, a moment with no position (a crash then re-snapshots: safe, but the whole
+ * collection again), or, after it, a moment with two.
+ *
+ * Invariants kept here:
+ *   1. a checkpoint is written only after every stream entry given with it is in the stream:
+ *      in the same MULTI/EXEC when stream and state share a server, otherwise only after every
+ *      XADD was answered with an entry ID. A failed append leaves the checkpoint as it was,
+ *      except when the connection broke after the server had run the checkpoint (EXEC or the
+ *      second step), whose reply was lost: then it may have advanced to this batch, which is
+ *      then queued too. Either way the caller re-sends from its last checkpoint;
+ *   3. duplicates are what a re-sent batch produces, and they are harmless (external
+ *      versions), so nothing here ever tries to "undo" a partly written batch;
+ *   4. no MAXLEN/MINID on XADD, ever (every XADD is built here or checked to be "XADD <stream>
+ *      * field value..."); trimming removes only entries every consumer group acknowledged;
+ *   5. every failure comes back as an error naming the server and the command; nothing is
+ *      dropped silently;
+ *   6. a saved position that does not parse is an error naming the key and the field, never
+ *      a guess (and never a silent fresh start).
+ *
+ * Durability note for separate servers: the token is only as durable as the entries it
+ * follows. With `appendfsync everysec` a crash of the queue *machine* can lose the last second
+ * of entries while the state server kept a token past them; run the queue server with
+ * `appendfsync always` when it is a separate server (on one server, stream and token share one
+ * AOF, in order, so they are lost or kept together).
+ *
+ * Not thread-safe; the queue borrows its connections.
+ */
+#ifndef FTS_REDIS_QUEUE_H
+#define FTS_REDIS_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+#include "action.h"
+#include "error.h"
+#include "redis_conn.h"
+
+/* The consumer group of `ftsync load`. Created (from the stream's first entry) by whoever
+ * comes first, extract or load, so that entries are kept for the loaders from the first one. */
+#define FTS_LOAD_GROUP "loaders"
+
+/* The longest pipeline name accepted; its characters are those of core/config.c's names. */
+#define FTS_REDIS_PIPELINE_NAME_MAX 100
+
+/* Room for "ftsync:{<name>}:snapshot" and a NUL. */
+#define FTS_REDIS_KEY_SIZE (FTS_REDIS_PIPELINE_NAME_MAX + 24)
+
+/* Room for a stream entry ID, "<ms>-<seq>" (two 20-digit numbers, a dash, a NUL). */
+#define FTS_REDIS_STREAM_ID_SIZE 48
+
+/* The keys of one pipeline. */
+typedef struct {
+    char stream[FTS_REDIS_KEY_SIZE];
+    char dead[FTS_REDIS_KEY_SIZE];
+    char token[FTS_REDIS_KEY_SIZE];
+    char snapshot[FTS_REDIS_KEY_SIZE];
+    char lease[FTS_REDIS_KEY_SIZE];
+} fts_redis_keys_t;
+
+typedef enum {
+    FTS_REDIS_CHECKPOINT_TOKEN = 1, /* a change-stream resume token: writes the token hash */
+    FTS_REDIS_CHECKPOINT_SNAPSHOT   /* snapshot progress: writes the snapshot hash */
+} fts_redis_checkpoint_kind_t;
+
+typedef enum {
+    FTS_REDIS_TOKEN_RESUME = 1, /* reopen with resumeAfter */
+    FTS_REDIS_TOKEN_START_AFTER /* the token is an invalidate's: reopen with startAfter */
+} fts_redis_token_kind_t;
+
+/* A position to save. Everything is borrowed for the duration of the call. */
+typedef struct {
+    fts_redis_checkpoint_kind_t kind;
+
+    /* FTS_REDIS_CHECKPOINT_TOKEN */
+    const char *token; /* canonical extended JSON, NUL-terminated, not empty */
+    fts_redis_token_kind_t token_kind;
+    uint32_t cluster_seconds; /* cluster time of the last change covered; 0.0 if unknown */
+    uint32_t cluster_increment;
+
+    /* FTS_REDIS_CHECKPOINT_SNAPSHOT */
+    uint32_t started_seconds; /* cluster time noted before the scan; seconds > 0 */
+    uint32_t started_increment;
+    const char *last_id; /* canonical extended JSON of the last _id queued; NULL before the first
+                          * document: then the snapshot hash is started afresh */
+    uint64_t queued;     /* documents queued so far (absolute, so a re-sent batch is harmless) */
+} fts_redis_checkpoint_t;
+
+/* A stream entry to dead-letter. Borrowed for the duration of the call. */
+typedef struct {
+    const char **items; /* the original entry: field, value, field, value... (may be none) */
+    const size_t *lens; /* lengths of items; NULL: each item is NUL-terminated */
+    size_t count;       /* number of items; even */
+    const char *reason; /* why, e.g. "the transform worker crashed 3 times (signal 11)" */
+    const char *stage;  /* where: "transform", "extract", "load" */
+} fts_redis_dead_letter_t;
+
+/* The saved position as read back. Strings are owned (fts_redis_position_cleanup). */
+typedef struct {
+    bool has_token;
+    char *token;
+    fts_redis_token_kind_t token_kind;
+    uint32_t cluster_seconds;
+    uint32_t cluster_increment;
+    uint64_t token_updated_at_ms;
+
+    bool has_snapshot;
+    uint32_t started_seconds;
+    uint32_t started_increment;
+    char *last_id; /* NULL: no document queued yet */
+    uint64_t queued;
+    uint64_t snapshot_updated_at_ms;
+} fts_redis_position_t;
+
+/* How far the loaders are behind. */
+typedef struct {
+    uint64_t entries;  /* not yet acknowledged by FTS_LOAD_GROUP (or an upper bound, see exact);
+                        * what backpressure compares with its maximum */
+    bool exact;        /* false: entries is XLEN, an upper bound (the group's lag is unknown) */
+    bool group_exists; /* false: no loader group yet; entries is XLEN (nothing acknowledged) */
+    uint64_t length;   /* XLEN */
+    uint64_t pending;  /* delivered to a loader, not acknowledged */
+    uint64_t lag;      /* not yet delivered; valid when lag_known */
+    bool lag_known;
+} fts_redis_backlog_t;
+
+/* What a trim did. */
+typedef struct {
+    bool trimmed;     /* false: no stream, or no consumer group (nothing is known acknowledged) */
+    uint64_t removed; /* entries removed */
+    char threshold[FTS_REDIS_STREAM_ID_SIZE]; /* entries below this ID were removed */
+} fts_redis_trim_t;
+
+typedef struct fts_redis_queue fts_redis_queue_t;
+
+/* Creates the queue of pipeline over the state and queue connections (borrowed; they must
+ * outlive it; queue NULL or equal to state: one connection for both). Whether both reach the
+ * same database is decided once, by fts_redis_same_server(). No command is sent. */
+fts_redis_queue_t *fts_redis_queue_new(fts_redis_t *state, fts_redis_t *queue, const char *pipeline,
+                                       fts_error_t *err);
+
+void fts_redis_queue_destroy(fts_redis_queue_t *queue);
+
+/* Borrowed until destroy. The stream key is what fts_action_encode() must be given. */
+const fts_redis_keys_t *fts_redis_queue_keys(const fts_redis_queue_t *queue);
+
+/* True when one MULTI/EXEC covers entries and checkpoint (one server). */
+bool fts_redis_queue_is_atomic(const fts_redis_queue_t *queue);
+
+/* XGROUP CREATE <stream> loaders 0 MKSTREAM; an existing group (BUSYGROUP) is fine. Call before
+ * the first append, so that every entry is kept for the loaders. Fails (WRONGTYPE) when the
+ * stream key holds something else. */
+bool fts_redis_queue_ensure_group(fts_redis_queue_t *queue, fts_error_t *err);
+
+/* Appends count actions (each "XADD <stream> * field value...", as fts_action_encode builds
+ * them with fts_redis_queue_keys()->stream) and then, if checkpoint is not NULL, saves it:
+ *   - one server: MULTI; XADD...; HSET <position>; DEL <other position>; EXEC, pipelined;
+ *   - two servers: the XADDs pipelined on the queue server; only when every one returned an
+ *     entry ID, MULTI; HSET; DEL; EXEC on the state server.
+ * On failure returns false and the checkpoint is left as it was (see invariant 1 above); the
+ * caller re-sends the batch from its last checkpoint. Actions are checked before anything is
+ * sent (key, "*", an even number of field/value items): a malformed one fails the whole call
+ * with nothing sent. count 0 with a checkpoint is fts_redis_queue_checkpoint(). */
+bool fts_redis_queue_append(fts_redis_queue_t *queue, const fts_action_argv_t *actions,
+                            size_t count, const fts_redis_checkpoint_t *checkpoint,
+                            fts_error_t *err);
+
+/* Saves a position with no entries: a post-batch resume token that advanced while no event
+ * arrived, the start of a snapshot, or an operator's `reset-token`. One MULTI on the state
+ * server. The caller guarantees invariant 1 by ordering: it calls this only once every action
+ * before the position is queued (an append returned true for it), which in a single-threaded
+ * extract is every append made so far. */
+bool fts_redis_queue_checkpoint(fts_redis_queue_t *queue, const fts_redis_checkpoint_t *checkpoint,
+                                fts_error_t *err);
+
+/* XADD to the dead-letter stream (the original fields, then reason, stage, failed_at) and
+ * then, if checkpoint is not NULL, the checkpoint past it, atomically as in append. The same
+ * ordering promise as fts_redis_queue_checkpoint: every action before the dead event is
+ * already queued. The extra fields come last, so a reader that takes the last occurrence of a
+ * field name reads ours even when the original entry had a field of the same name. */
+bool fts_redis_queue_dead_letter(fts_redis_queue_t *queue, const fts_redis_dead_letter_t *dead,
+                                 const fts_redis_checkpoint_t *checkpoint, fts_error_t *err);
+
+/* Reads the token and snapshot hashes in one MULTI. Neither: has_token and has_snapshot false.
+ * A hash that is there but malformed (a missing or unparsable field, an unknown kind) is an
+ * error naming key and field, with position left empty. Fields this version does not know are
+ * ignored. Both hashes can only exist together if someone wrote them by hand; the caller then
+ * gets both. */
+bool fts_redis_queue_read_position(fts_redis_queue_t *queue, fts_redis_position_t *position,
+                                   fts_error_t *err);
+
+/* Deletes token and snapshot hashes in one command (`reset-token --clear`): the next start
+ * snapshots the collection again. */
+bool fts_redis_queue_clear_position(fts_redis_queue_t *queue, fts_error_t *err);
+
+void fts_redis_position_cleanup(fts_redis_position_t *position);
+
+/* The loaders' backlog, from one MULTI of XLEN and XINFO GROUPS. No stream: all zero. With
+ * the group: pending + lag (Redis 7 reports lag); when Redis cannot tell the lag (nil after
+ * an XDEL past the group's last-delivered entry, or a server before 7.0) entries is XLEN, a
+ * safe upper bound because trimming keeps every unacknowledged entry in the stream. */
+bool fts_redis_queue_backlog(fts_redis_queue_t *queue, fts_redis_backlog_t *backlog,
+                             fts_error_t *err);
+
+/* Removes the entries every consumer group acknowledged: XTRIM MINID <threshold>, threshold =
+ * the smallest, over all groups, of (the group's smallest pending ID if it has pending
+ * entries, else its last-delivered ID + 1). No group: nothing is removed. Runs as one Lua
+ * script, so no other command interleaves (see redis_queue.c). result may be NULL. */
+bool fts_redis_queue_trim(fts_redis_queue_t *queue, fts_redis_trim_t *result, fts_error_t *err);
+
+/* ---- Pure parts, exposed for unit tests and for the other Redis code. ---- */
+
+/* Fills keys for pipeline, which must be 1..FTS_REDIS_PIPELINE_NAME_MAX characters of
+ * [A-Za-z0-9_.-] (no braces: it is the hash tag). FTS_ERROR_CONFIG otherwise. */
+bool fts_redis_keys_init(fts_redis_keys_t *keys, const char *pipeline, fts_error_t *err);
+
+/* Checks a checkpoint before anything is sent: known kinds, a non-empty token, a snapshot
+ * start time with seconds > 0, no empty last_id. FTS_ERROR_INTERNAL naming the field. */
+bool fts_redis_checkpoint_validate(const fts_redis_checkpoint_t *checkpoint, fts_error_t *err);
+
+/* "<seconds>.<increment>" into text (at least 24 bytes). */
+void fts_redis_cluster_time_format(uint32_t seconds, uint32_t increment, char *text, size_t size);
+
+/* Parses "<seconds>.<increment>" (two decimal uint32 without sign or spaces). */
+bool fts_redis_cluster_time_parse(const char *text, uint32_t *seconds, uint32_t *increment);
+
+/* "resume" / "start_after"; parse returns false for anything else. */
+const char *fts_redis_token_kind_name(fts_redis_token_kind_t kind);
+bool fts_redis_token_kind_parse(const char *text, fts_redis_token_kind_t *kind);
+
+/* Reads the replies of HGETALL token and HGETALL snapshot (either may be an empty array) into
+ * position, as fts_redis_queue_read_position does. keys names the hashes in messages. */
+bool fts_redis_position_parse(const fts_redis_keys_t *keys, const redisReply *token_hash,
+                              const redisReply *snapshot_hash, fts_redis_position_t *position,
+                              fts_error_t *err);
+
+/* Reads the replies of XLEN and XINFO GROUPS (an array of per-group field/value arrays; nil
+ * lag as a nil reply) into backlog, as fts_redis_queue_backlog does. */
+bool fts_redis_backlog_parse(const redisReply *xlen, const redisReply *groups,
+                             fts_redis_backlog_t *backlog, fts_error_t *err);
+
+/* Checks that an action's argv is "XADD <stream_key> * field value [field value...]". */
+bool fts_redis_action_argv_check(const fts_action_argv_t *action, const char *stream_key,
+                                 fts_error_t *err);
+
+#endif
