@@ -24,6 +24,13 @@ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Debug -DFTSYNC_SANITIZE=ON -DFTS
     >/dev/null
 cmake --build "$build" -j "$(nproc)"
 
+# Speed is measured, never asserted: the benchmarks print figures from an optimised build
+# (sanitizers slow the double several times over) and fail only when they cannot run.
+echo "== benchmarks (release build in $build-bench)"
+cmake -S "$root" -B "$build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build-bench" -j "$(nproc)" --target bench-double
+(cd "$build-bench" && ctest -L bench --output-on-failure --verbose | grep -E '^[0-9]+: ' | sed 's/^[0-9]*: //')
+
 # Whatever happens to ctest, no test server may outlive the run.
 trap 'bash "$root/test/tools/testbed.sh" stop "$build/testbed" >/dev/null 2>&1 || true' EXIT
 
@@ -32,4 +39,4 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 echo "== tests"
 cd "$build"
 # shellcheck disable=SC2086 # CTEST_ARGS is a list of words on purpose
-ctest --output-on-failure --timeout 600 ${CTEST_ARGS:-}
+ctest --output-on-failure --timeout 600 --label-exclude bench ${CTEST_ARGS:-}

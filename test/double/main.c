@@ -1,0 +1,343 @@
+/*
+ * main.c - ftsync-mongo-double: an in-memory stand-in for a one-member MongoDB 6.0 replica set,
+ * for ftsync's tests.
+ *
+ * WHAT IT IS
+ *   Test infrastructure, not a database. No MongoDB server can be installed on the machines
+ *   ftsync is developed and tested on, yet the whole extract side is about change streams. This
+ *   program speaks MongoDB's wire protocol well enough that the real libmongoc (and pymongo)
+ *   take it for replica set "rs0" with one primary, for everything ftsync and its tests do.
+ *   Behaviour follows MongoDB's documentation (and mongod's error codes and labels), because
+ *   every test of the extract side trusts it; where it knowingly differs, the list below says
+ *   so. Every integration test can also run against a real replica set (FTSYNC_TEST_MONGO_URI).
+ *   Everything lives in memory, in one thread, one libevent loop: no persistence, no
+ *   authentication (libmongoc only authenticates when the URI has credentials), no TLS.
+ *   For speed (it must never be what a benchmark of ftsync measures) documents are shared,
+ *   reference-counted BSON, collections are AVL trees keyed by _id, the event log is a ring
+ *   buffer, and after each request the loop polls briefly without sleeping (server.h,
+ *   FTS_DOUBLE_SPIN_US) so that a client in a tight loop does not pay a cross-CPU wake-up per
+ *   round trip; an idle double sleeps.
+ *
+ * COMMAND LINE
+ *   ftsync-mongo-double [--port N] [--bind ADDR] [--history-events N] [--history-bytes N]
+ *                       [--seed FILE] [--verbose]
+ *     --port N            TCP port; 0 (the default) picks a free one
+ *     --bind ADDR         IPv4 address to listen on (default 127.0.0.1); hello reports
+ *                         ADDR:PORT as the member's name (127.0.0.1 for 0.0.0.0)
+ *     --history-events N  change events kept for resuming (default 100000; 0 = no limit)
+ *     --history-bytes N   bytes of change events kept (default 0 = no limit)
+ *     --seed FILE         extended JSON lines {"ns": "db.coll", "doc": {...}} loaded at start,
+ *                         WITHOUT change events: they are the state before history begins
+ *     --verbose           log every command (truncated) and connection to stderr
+ *   When it listens it prints exactly one line to stdout, `ftsync-mongo-double ready port=N`,
+ *   and flushes it. SIGTERM or SIGINT stops it cleanly (exit status 0); a bad argument or a
+ *   port in use exits with status 2 and a message on stderr.
+ *
+ * WHAT IT IMPLEMENTS
+ *   - Wire protocol: OP_MSG (with document sequences) for everything; OP_QUERY for the opening
+ *     hello/isMaster only (wire.h). No compression is advertised.
+ *   - Topology: hello/isMaster as primary of rs0, maxWireVersion 17, topologyVersion and
+ *     awaitable hello (streaming SDAM), $clusterTime/operationTime on every reply; ping,
+ *     buildInfo (6.0.0), endSessions and friends, serverStatus, getParameter, whatsmyuri,
+ *     connectionStatus, dbStats, replSetGetStatus (replset.h, cmd_admin.c).
+ *   - CRUD: insert, update ($set $unset $inc $mul $min $max $rename $setOnInsert $currentDate
+ *     $push $addToSet $pop $pull $pullAll, replacement, upsert, multi), delete, findAndModify,
+ *     find (filters, sort, skip, limit, batchSize, singleBatch, projection), getMore,
+ *     killCursors, count, distinct, aggregate ($match $sort $skip $limit $project $unset $count
+ *     $group $collStats-count); duplicate _id is write error 11000 (cmd_crud.c, cmd_read.c,
+ *     query.h, update.h, pipeline.h).
+ *   - Catalog: create (changeStreamPreAndPostImages), collMod, drop, dropDatabase,
+ *     renameCollection (dropTarget), listCollections, listDatabases, listIndexes, createIndexes,
+ *     dropIndexes (cmd_catalog.c).
+ *   - Change streams on a collection, a database and the cluster, with resumeAfter, startAfter,
+ *     startAtOperationTime, fullDocument, fullDocumentBeforeChange, showExpandedEvents, $match,
+ *     $project, $unset, invalidation, a bounded history (286 when a resume point fell off),
+ *     postBatchResumeToken in every batch and getMore waiting up to maxTimeMS without holding up
+ *     other clients (changestream.h, eventlog.h).
+ *   - Faults: configureFailPoint failCommand (alwaysOn, times, skip, off; errorCode,
+ *     errorLabels, closeConnection, blockConnection/blockTimeMS, writeConcernError, appName)
+ *     and replSetStepDown / replSetStepUp (failpoint.h, replset.h).
+ *   - Unknown commands: CommandNotFound (59).
+ *
+ * WHERE IT KNOWINGLY DIFFERS FROM MONGOD
+ *   - Resume tokens are the double's own hex layout (eventlog.h), not mongod's KeyString; they
+ *     sort like mongod's and are opaque to drivers either way. Bad tokens fail with mongod's
+ *     codes (_data missing 40647, empty 40649, not hex 9 FailedToParse, hex that is no token
+ *     50811); a genuine mongod token is "no token" here (50811), where mongod would say 280 or
+ *     286; a token from an earlier run of the double is history lost (286).
+ *   - replSetStepDown succeeds without force: true and without electable secondaries (a real
+ *     one-member set needs force: true); tests meant to run against both should pass force.
+ *     Like mongod 4.2+, it closes no connection and a change-stream getMore in progress goes on
+ *     waiting; new reads with a primary read preference fail with 13435, writes with 10107,
+ *     each carrying the member's topologyVersion as mongod 4.4+ does.
+ *   - No transactions, no retryable-write deduplication (a retried write runs again; failCommand
+ *     closeConnection acts before the command, so a retry is still applied once), no sessions
+ *     state, no auth, no TLS, no compression, no exhaust (awaitable hello is answered without
+ *     moreToCome), no collation, no hint, no explain, no $expr/$where/$text/geo, no positional
+ *     update operators, no arrayFilters, no pipeline updates, no views, no capped collections,
+ *     no secondary indexes beyond recording their specification (unique ones are refused).
+ *   - Unknown fields in known commands are ignored, where mongod often refuses them (40415).
+ *   - Find cursors are snapshots of the matching documents when the query ran.
+ *   - $regex uses POSIX extended syntax (with \d \w \s), not PCRE.
+ *   - updateDescription follows the modifier log for the supported operators (updatedFields at
+ *     the first created level, "array.N" for appended elements, the whole array after $pop,
+ *     $pull, $pullAll); truncatedArrays is always empty, disambiguatedPaths is never given.
+ *   - showExpandedEvents adds create events and collectionUUID, not modify/createIndexes/
+ *     dropIndexes events. A rename onto an existing collection logs a drop of the target first.
+ *   - Cross-database renames keep the collection (mongod copies it).
+ *   - A change-stream getMore whose connection closes kills its cursor.
+ *   - listDatabases lists only databases that have collections (no admin/config/local).
+ */
+#include "changestream.h"
+#include "conn.h"
+#include "cursor.h"
+#include "replset.h"
+#include "seed.h"
+#include "server.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static bool log_enabled = false;
+
+void fts_double_log(fts_double_server_t *srv, const char *format, ...)
+{
+    (void)srv;
+    if (!log_enabled) {
+        return;
+    }
+    char line[2048];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(line, sizeof line, format, args);
+    va_end(args);
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    fprintf(stderr, "%ld.%03ld ftsync-mongo-double: %s\n", (long)tv.tv_sec,
+            (long)(tv.tv_usec / 1000), line);
+}
+
+int64_t fts_double_now_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+int64_t fts_double_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* The event loop, polling without sleeping for a moment after each request (FTS_DOUBLE_SPIN_US)
+ * and blocking otherwise. */
+static void run_loop(fts_double_server_t *srv)
+{
+    while (!event_base_got_exit(srv->base) && !event_base_got_break(srv->base)) {
+        bool spin = fts_double_mono_us() < srv->spin_until_us;
+        if (spin) {
+            /* Hands the CPU to the client if it runs on the same one; free otherwise. */
+            sched_yield();
+        }
+        if (event_base_loop(srv->base, spin ? EVLOOP_NONBLOCK : EVLOOP_ONCE) < 0) {
+            break;
+        }
+    }
+}
+
+typedef struct {
+    int port;
+    const char *bind;
+    size_t history_events;
+    size_t history_bytes;
+    const char *seed;
+    bool verbose;
+} options_t;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: ftsync-mongo-double [--port N] [--bind ADDR] [--history-events N]\n"
+            "                           [--history-bytes N] [--seed FILE] [--verbose]\n"
+            "An in-memory MongoDB 6.0 replica-set double (set rs0) for ftsync's tests.\n"
+            "  --port N            TCP port, 0 = any free port (default 0)\n"
+            "  --bind ADDR         IPv4 address to listen on (default 127.0.0.1)\n"
+            "  --history-events N  change events kept for resuming (default 100000, 0 = all)\n"
+            "  --history-bytes N   bytes of change events kept (default 0 = no limit)\n"
+            "  --seed FILE         extended JSON lines {\"ns\": \"db.coll\", \"doc\": {...}},\n"
+            "                      loaded before start without change events\n"
+            "  --verbose           log every command to stderr\n"
+            "Prints \"ftsync-mongo-double ready port=N\" when listening; stops on SIGTERM.\n");
+}
+
+static bool parse_size(const char *text, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno || end == text || *end || text[0] == '-') {
+        return false;
+    }
+    *out = (size_t)v;
+    return true;
+}
+
+/* Accepts "--name value" and "--name=value". */
+static const char *option_value(int argc, char **argv, int *i, const char *name)
+{
+    size_t len = strlen(name);
+    if (strncmp(argv[*i], name, len) != 0) {
+        return NULL;
+    }
+    if (argv[*i][len] == '=') {
+        return argv[*i] + len + 1;
+    }
+    if (argv[*i][len] == '\0' && *i + 1 < argc) {
+        return argv[++*i];
+    }
+    return NULL;
+}
+
+static bool parse_options(int argc, char **argv, options_t *opts)
+{
+    opts->port = 0;
+    opts->bind = "127.0.0.1";
+    opts->history_events = 100000;
+    opts->history_bytes = 0;
+    opts->seed = NULL;
+    opts->verbose = false;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        size_t n;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            exit(0);
+        } else if (strcmp(argv[i], "--verbose") == 0 || strcmp(argv[i], "-v") == 0) {
+            opts->verbose = true;
+        } else if ((v = option_value(argc, argv, &i, "--port"))) {
+            if (!parse_size(v, &n) || n > 65535) {
+                fprintf(stderr, "ftsync-mongo-double: --port %s is not a port number\n", v);
+                return false;
+            }
+            opts->port = (int)n;
+        } else if ((v = option_value(argc, argv, &i, "--bind"))) {
+            opts->bind = v;
+        } else if ((v = option_value(argc, argv, &i, "--history-events"))) {
+            if (!parse_size(v, &opts->history_events)) {
+                fprintf(stderr, "ftsync-mongo-double: --history-events %s is not a count\n", v);
+                return false;
+            }
+        } else if ((v = option_value(argc, argv, &i, "--history-bytes"))) {
+            if (!parse_size(v, &opts->history_bytes)) {
+                fprintf(stderr, "ftsync-mongo-double: --history-bytes %s is not a size\n", v);
+                return false;
+            }
+        } else if ((v = option_value(argc, argv, &i, "--seed"))) {
+            opts->seed = v;
+        } else {
+            fprintf(stderr, "ftsync-mongo-double: unknown or incomplete argument '%s'\n", argv[i]);
+            usage(stderr);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    fts_double_server_t *srv = arg;
+    fts_double_log(srv, "signal %d: stopping", (int)sig);
+    event_base_loopexit(srv->base, NULL);
+}
+
+static void on_expire(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    fts_double_cursors_expire(arg);
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    fts_double_stream_wake(arg);
+}
+
+int main(int argc, char **argv)
+{
+    options_t opts;
+    if (!parse_options(argc, argv, &opts)) {
+        return 2;
+    }
+    log_enabled = opts.verbose;
+    signal(SIGPIPE, SIG_IGN);
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    srand((unsigned)(now.tv_sec ^ now.tv_usec ^ ((unsigned)getpid() << 8)));
+
+    fts_double_server_t srv;
+    memset(&srv, 0, sizeof srv);
+    srv.verbose = opts.verbose;
+    srv.start_ms = fts_double_now_ms();
+    srv.base = event_base_new();
+    if (!srv.base) {
+        fprintf(stderr, "ftsync-mongo-double: cannot create the event loop\n");
+        return 2;
+    }
+    srv.store = fts_double_store_new();
+    fts_double_eventlog_init(&srv.log, opts.history_events, opts.history_bytes);
+    fts_double_failpoint_init(&srv.failpoint);
+    fts_double_replset_init(&srv);
+    srv.cursors.next_id = ((int64_t)rand() << 16) + 1;
+    srv.wake_ev = event_new(srv.base, -1, 0, on_wake, &srv);
+    struct event *sig_term = evsignal_new(srv.base, SIGTERM, on_stop_signal, &srv);
+    struct event *sig_int = evsignal_new(srv.base, SIGINT, on_stop_signal, &srv);
+    event_add(sig_term, NULL);
+    event_add(sig_int, NULL);
+    struct event *expire = event_new(srv.base, -1, EV_PERSIST, on_expire, &srv);
+    struct timeval every_minute = {60, 0};
+    event_add(expire, &every_minute);
+
+    int status = 0;
+    char message[1024];
+    if (opts.seed && !fts_double_seed_load(&srv, opts.seed, message, sizeof message)) {
+        fprintf(stderr, "ftsync-mongo-double: --seed: %s\n", message);
+        status = 2;
+    } else if (!fts_double_listen(&srv, opts.bind, opts.port)) {
+        status = 2;
+    } else {
+        fts_double_eventlog_mark_start(&srv.log);
+        printf("ftsync-mongo-double ready port=%d\n", srv.port);
+        fflush(stdout);
+        fts_double_log(&srv, "listening on %s (history: %zu events, %zu bytes)", srv.host,
+                       opts.history_events, opts.history_bytes);
+        run_loop(&srv);
+    }
+
+    /* Connections first (their parked requests reference cursors), then everything else. */
+    fts_double_conns_shutdown(&srv);
+    fts_double_cursors_destroy(&srv);
+    fts_double_replset_destroy(&srv);
+    fts_double_failpoint_destroy(&srv.failpoint);
+    fts_double_eventlog_destroy(&srv.log);
+    fts_double_store_destroy(srv.store);
+    event_free(srv.wake_ev);
+    event_free(expire);
+    event_free(sig_term);
+    event_free(sig_int);
+    event_base_free(srv.base);
+    return status;
+}
