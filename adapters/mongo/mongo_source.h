@@ -1,0 +1,215 @@
+/*
+ * mongo_source.h - the MongoDB side of `ftsync extract`: one change stream (on a collection, or
+ * on a database with a collection filter) read through libmongoc, the cluster time "now", and
+ * the `_id`-ordered snapshot scan that precedes the first stream.
+ *
+ * What the caller keeps, and why the source hands out what it does:
+ *   - the position to save is the driver's resume token (mongoc_change_stream_get_resume_token),
+ *     never a document `_id`. It advances with every event and, while the stream is idle, with
+ *     the server's post-batch resume token, so a quiet collection does not pin an old position
+ *     (invariant 1 is the caller's: it saves a token only once what came before it is queued);
+ *   - after an invalidate event (drop or rename of the watched collection, dropDatabase) the
+ *     token is the invalidate's own `_id`, which only `startAfter` accepts (resumeAfter: 260).
+ *     fts_mongo_source_token_needs_start_after() says so, so the caller saves it with that
+ *     kind. It also says so after opening with startAfter until the first event: until then
+ *     the server may hand the start token back as its post-batch token (libmongoc keeps
+ *     using startAfter in that window for the same reason). startAfter accepts any token, so
+ *     saving a plain one with that kind is harmless;
+ *   - libmongoc resumes a stream by itself once after a resumable error (network error,
+ *     ResumableChangeStreamError label, CursorNotFound); those resumes are invisible except
+ *     for a log line and fts_mongo_source_resume_count(). An error it gives up on comes out
+ *     of fts_mongo_source_next() classified by err->code:
+ *       FTS_MONGO_HISTORY_LOST  the position is gone from the server's history (286
+ *                               ChangeStreamHistoryLost, 136 CappedPositionLost, 280
+ *                               ChangeStreamFatalError "resume token was not found", 260
+ *                               InvalidResumeToken while a token was in play), or the saved
+ *                               token is no resume token (no string _data; or the server
+ *                               cannot parse it: 260 from the double, FailedToParse or a
+ *                               resume-token location code from mongod): resync;
+ *       FTS_MONGO_RETRYABLE     anything else: reopen from the last checkpoint after a capped
+ *                               backoff (invariant 5: retried, and logged by the caller).
+ *     The message names the namespace, the server's code and codeName and its message;
+ *     fts_mongo_source_server_code() gives the code as a number;
+ *   - libmongoc's own log lines go through fts_log (component "mongo", its debug and trace
+ *     levels dropped), so they share the format and the secret scrubbing; the URI's password
+ *     is registered as a secret when the source is made.
+ *
+ * Fork hygiene: a source owns one mongoc_client_t, created by fts_mongo_source_new(). A process
+ * that forks (the extract parent and its transform worker) forks before making its source; a
+ * child must never use a client made by its parent. Not thread-safe: one source per thread.
+ */
+#ifndef FTS_MONGO_SOURCE_H
+#define FTS_MONGO_SOURCE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <bson/bson.h>
+
+#include "error.h"
+
+/* err->code of FTS_ERROR_MONGO errors from opening or reading a stream: see the top. */
+#define FTS_MONGO_HISTORY_LOST 1101
+#define FTS_MONGO_RETRYABLE    1102
+
+/* Defaults for the options left 0. */
+#define FTS_MONGO_DEFAULT_MAX_AWAIT_TIME_MS 1000
+#define FTS_MONGO_DEFAULT_SCAN_BATCH_SIZE   1000
+
+typedef enum {
+    FTS_MONGO_SCOPE_COLLECTION = 0, /* one collection; its drop or rename invalidates */
+    FTS_MONGO_SCOPE_DATABASE        /* a database, filtered to some collections */
+} fts_mongo_scope_t;
+
+/* The post-image of update events. There is no "default" (none): the transform would take an
+ * update without a document for one deleted after the update. */
+typedef enum {
+    FTS_MONGO_FULL_DOCUMENT_UPDATE_LOOKUP = 0, /* the document as it is when the event is read */
+    FTS_MONGO_FULL_DOCUMENT_WHEN_AVAILABLE,    /* the recorded post-image, if the collection has
+                                                * changeStreamPreAndPostImages; else null */
+    FTS_MONGO_FULL_DOCUMENT_REQUIRED           /* the recorded post-image, or the stream fails */
+} fts_mongo_full_document_t;
+
+/* The pre-image of update, replace and delete events (fullDocumentBeforeChange). */
+typedef enum {
+    FTS_MONGO_BEFORE_CHANGE_OFF = 0,
+    FTS_MONGO_BEFORE_CHANGE_WHEN_AVAILABLE,
+    FTS_MONGO_BEFORE_CHANGE_REQUIRED
+} fts_mongo_before_change_t;
+
+typedef struct {
+    fts_mongo_scope_t scope;
+    /* FTS_MONGO_SCOPE_DATABASE: the collections to follow, NULL-terminated (copied); NULL or
+     * empty follows every collection. The stream gets a $match on ns.coll (and on to.coll, so
+     * a rename onto a followed collection is seen); dropDatabase and invalidate always pass. */
+    const char *const *collections;
+    fts_mongo_full_document_t full_document;
+    fts_mongo_before_change_t full_document_before_change;
+    int32_t batch_size;        /* events per change-stream batch; 0 = the server's default */
+    int64_t max_await_time_ms; /* how long next waits for an event; 0 = default (1000) */
+    int32_t scan_batch_size;   /* documents per snapshot-scan batch; 0 = default (1000) */
+} fts_mongo_source_options_t;
+
+/* A cluster time: a BSON timestamp. */
+typedef struct {
+    uint32_t seconds;
+    uint32_t increment;
+} fts_mongo_timestamp_t;
+
+/* Where a change stream starts. */
+typedef enum {
+    FTS_MONGO_FROM_NOW = 0, /* changes from now on */
+    FTS_MONGO_RESUME_AFTER, /* after token, a saved resume token */
+    FTS_MONGO_START_AFTER,  /* after token, which may belong to an invalidate */
+    FTS_MONGO_START_AT_TIME /* changes at or after time (startAtOperationTime) */
+} fts_mongo_from_t;
+
+typedef struct {
+    fts_mongo_from_t from;
+    const bson_t *token;        /* RESUME_AFTER, START_AFTER: the token document; borrowed */
+    fts_mongo_timestamp_t time; /* START_AT_TIME */
+} fts_mongo_position_t;
+
+/* What fts_mongo_source_next() found. */
+typedef enum {
+    FTS_MONGO_NEXT_EVENT = 0,  /* an event (an invalidate too: it is handed out like any) */
+    FTS_MONGO_NEXT_IDLE,       /* no event within max_await_time_ms; the token may have moved */
+    FTS_MONGO_NEXT_INVALIDATED /* the stream ended after an invalidate event; reopen with
+                                * FTS_MONGO_START_AFTER the current token */
+} fts_mongo_next_t;
+
+typedef struct fts_mongo_source fts_mongo_source_t;
+typedef struct fts_mongo_scan fts_mongo_scan_t;
+
+/* Sets up libmongoc for this process, once: mongoc_init and the log handler. Called by
+ * fts_mongo_source_new(); callable earlier, so that libmongoc's start-up messages are routed. */
+void fts_mongo_init(void);
+
+void fts_mongo_source_options_init(fts_mongo_source_options_t *options);
+
+/* Makes a source for database.collection (collection scope; collection must be NULL in
+ * database scope) on the deployment at uri, and its client. Nothing is sent to the server yet.
+ * uri, database, collection and options are copied; options NULL = defaults. Errors:
+ * FTS_ERROR_CONFIG (a bad URI, name or option value, named in the message). */
+fts_mongo_source_t *fts_mongo_source_new(const char *uri, const char *database,
+                                         const char *collection,
+                                         const fts_mongo_source_options_t *options,
+                                         fts_error_t *err);
+
+/* Closes the stream and the client. Scans made from the source must be destroyed first.
+ * Accepts NULL. */
+void fts_mongo_source_destroy(fts_mongo_source_t *source);
+
+/* Opens the change stream at position (closing any open one first). The aggregate is sent
+ * now, so a position the server cannot resume from fails here: FTS_MONGO_HISTORY_LOST or
+ * FTS_MONGO_RETRYABLE as for next. */
+bool fts_mongo_source_open(fts_mongo_source_t *source, const fts_mongo_position_t *position,
+                           fts_error_t *err);
+
+/* Closes the change stream (kills its cursor); the source can be opened again. */
+void fts_mongo_source_close(fts_mongo_source_t *source);
+
+/* Reads the next event, waiting up to max_await_time_ms. On FTS_MONGO_NEXT_EVENT *event is
+ * the event document, borrowed until the next call of next, open, close or destroy;
+ * otherwise *event is NULL. After an error the stream stays failed: reopen it. */
+bool fts_mongo_source_next(fts_mongo_source_t *source, fts_mongo_next_t *what, const bson_t **event,
+                           fts_error_t *err);
+
+/* The current resume token (the last event's _id, or the post-batch token when idle), NULL
+ * before the server gave one. Borrowed until the next call of next, open, close or destroy. */
+const bson_t *fts_mongo_source_resume_token(fts_mongo_source_t *source);
+
+/* The same as canonical extended JSON, to be freed with bson_free(); NULL when there is none. */
+char *fts_mongo_source_resume_token_json(fts_mongo_source_t *source);
+
+/* True when the current token is, or may be, the _id of an invalidate event (see the top):
+ * save it to be used with FTS_MONGO_START_AFTER, as resumeAfter refuses an invalidate's. */
+bool fts_mongo_source_token_needs_start_after(const fts_mongo_source_t *source);
+
+/* Times libmongoc resumed a stream of this source by itself after a resumable error, since the
+ * source was made (a metric; each resume is also logged as a warning). */
+uint64_t fts_mongo_source_resume_count(const fts_mongo_source_t *source);
+
+/* The server's error code behind the last error of open, next or a scan (e.g. 286), 0 when
+ * that error came from the client side (network, server selection) or there was none. */
+int fts_mongo_source_server_code(const fts_mongo_source_t *source);
+
+/* The deployment's cluster time now: the operationTime of a one-document majority read (a
+ * `find` with limit 1 on the source's collection), i.e. the majority-committed point, which
+ * unlike a ping's last-applied time never runs ahead of a write still in flight. Noted before
+ * a snapshot scan, it is where the stream that follows the scan starts
+ * (FTS_MONGO_START_AT_TIME): every write at or before it is visible to the scan, every later
+ * one is in the stream, so nothing changed during the scan is missed (a write at exactly that
+ * time may come twice: replays are harmless). Errors are FTS_MONGO_RETRYABLE; a reply without
+ * operationTime (not a replica set) is FTS_ERROR_CODE_UNSUPPORTED. */
+bool fts_mongo_source_cluster_time(fts_mongo_source_t *source, fts_mongo_timestamp_t *now,
+                                   fts_error_t *err);
+
+/* Parses a token saved as extended JSON (what fts_mongo_source_resume_token_json() gave); the
+ * caller frees it with bson_destroy(). A text that is not a JSON object fails (NULL) with
+ * FTS_ERROR_INPUT. Whether it is a resume token the server accepts is for open to find out. */
+bson_t *fts_mongo_token_from_json(const char *json, fts_error_t *err);
+
+/* Starts a snapshot scan of collection (NULL = the source's collection; required in database
+ * scope) in ascending _id order, after_id excluded (NULL = from the first document), in
+ * batches of scan_batch_size. A resumed scan also returns documents whose _id is of a BSON
+ * type that sorts after after_id's (mixed _id types are allowed). Nothing is sent until the
+ * first next. The scan borrows the source's client until fts_mongo_scan_destroy(). */
+fts_mongo_scan_t *fts_mongo_scan_new(fts_mongo_source_t *source, const char *collection,
+                                     const bson_value_t *after_id, fts_error_t *err);
+
+/* The next document: true with *doc set (borrowed until the next call or destroy), true with
+ * *doc NULL at the end, false on an error (FTS_MONGO_RETRYABLE: start a new scan after the last
+ * _id the caller secured). */
+bool fts_mongo_scan_next(fts_mongo_scan_t *scan, const bson_t **doc, fts_error_t *err);
+
+/* Documents returned so far. */
+uint64_t fts_mongo_scan_count(const fts_mongo_scan_t *scan);
+
+/* Ends the scan (kills its cursor). Accepts NULL. */
+void fts_mongo_scan_destroy(fts_mongo_scan_t *scan);
+
+/* Whether err says the position is gone and only a resync can follow (FTS_MONGO_HISTORY_LOST). */
+bool fts_mongo_error_is_history_lost(const fts_error_t *err);
+
+#endif
