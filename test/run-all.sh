@@ -29,7 +29,7 @@ cmake --build "$build" -j "$(nproc)"
 echo "== benchmarks (release build in $build-bench)"
 cmake -S "$root" -B "$build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build-bench" -j "$(nproc)" --target bench-double
-(cd "$build-bench" && ctest -L bench --output-on-failure --verbose | grep -E '^[0-9]+: ' | sed 's/^[0-9]*: //')
+(cd "$build-bench" && ctest -L bench --output-on-failure --verbose)
 
 # Whatever happens to ctest, no test server may outlive the run.
 trap 'bash "$root/test/tools/testbed.sh" stop "$build/testbed" >/dev/null 2>&1 || true' EXIT
