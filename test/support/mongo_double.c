@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log_tail.h"
 #include "testbed.h"
 
 #ifndef FTSYNC_MONGO_DOUBLE
@@ -116,52 +117,12 @@ char *fts_test_mongo_unique_name(const char *prefix, char *out, size_t size)
     return out;
 }
 
-/* The whole log (tests keep it small), or NULL. */
-static char *read_log(const fts_test_mongo_double_t *server, long *size)
-{
-    char *text = NULL;
-    FILE *file = fopen(server->log_path, "r");
-    if (!file) {
-        return NULL;
-    }
-    if (fseek(file, 0, SEEK_END) != 0 || (*size = ftell(file)) < 0 ||
-        fseek(file, 0, SEEK_SET) != 0) {
-        goto cleanup;
-    }
-    text = malloc((size_t)*size + 1);
-    if (!text) {
-        goto cleanup;
-    }
-    *size = (long)fread(text, 1, (size_t)*size, file);
-    text[*size] = '\0';
-
-cleanup:
-    fclose(file);
-    return text;
-}
-
 void fts_test_mongo_double_print_log_tail(const fts_test_mongo_double_t *server, unsigned lines)
 {
     if (!server || server->external) {
         return;
     }
-    long size = 0;
-    char *text = read_log(server, &size);
-    if (!text) {
-        fprintf(stderr, "mongo_double: no log at %s\n", server->log_path);
-        return;
-    }
-    const char *start = text + size;
-    if (start > text && start[-1] == '\n') {
-        start--; /* the last line's own newline does not start another line */
-    }
-    unsigned seen = 0;
-    while (start > text && !(start[-1] == '\n' && ++seen == lines)) {
-        start--;
-    }
-    fprintf(stderr, "---- last lines of %s ----\n%s%s---- end of log ----\n", server->log_path,
-            start, (size > 0 && text[size - 1] != '\n') ? "\n" : "");
-    free(text);
+    fts_test_print_log_tail("mongo_double", server->log_path, lines);
 }
 
 static bool fail_with_log(const fts_test_mongo_double_t *server, fts_error_t *err,

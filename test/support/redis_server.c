@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buffer.h"
+#include "log_tail.h"
 #include "testbed.h"
 
 /* Servers alive at once in one test program; tests use one or two. */
@@ -137,30 +139,6 @@ cleanup:
     return port;
 }
 
-/* The whole log (it stays small), or NULL. */
-static char *read_log(const fts_test_redis_server_t *server, long *size)
-{
-    char *text = NULL;
-    FILE *file = fopen(server->log_path, "r");
-    if (!file) {
-        return NULL;
-    }
-    if (fseek(file, 0, SEEK_END) != 0 || (*size = ftell(file)) < 0 ||
-        fseek(file, 0, SEEK_SET) != 0) {
-        goto cleanup;
-    }
-    text = malloc((size_t)*size + 1);
-    if (!text) {
-        goto cleanup;
-    }
-    *size = (long)fread(text, 1, (size_t)*size, file);
-    text[*size] = '\0';
-
-cleanup:
-    fclose(file);
-    return text;
-}
-
 static long log_size(const fts_test_redis_server_t *server)
 {
     struct stat info;
@@ -170,32 +148,17 @@ static long log_size(const fts_test_redis_server_t *server)
 /* True when the log, from byte `from` on (this run's part), contains needle. */
 static bool log_contains(const fts_test_redis_server_t *server, long from, const char *needle)
 {
-    long size = 0;
-    char *text = read_log(server, &size);
-    bool found = text && from <= size && strstr(text + from, needle) != NULL;
-    free(text);
+    fts_buffer_t text = {0};
+    fts_error_t ignored;
+    bool found = fts_buffer_read_file(&text, server->log_path, 64u * 1024u * 1024u, &ignored) &&
+                 (size_t)from <= text.len && strstr(text.data + from, needle) != NULL;
+    fts_buffer_destroy(&text);
     return found;
 }
 
 void fts_test_redis_server_print_log_tail(const fts_test_redis_server_t *server, unsigned lines)
 {
-    long size = 0;
-    char *text = read_log(server, &size);
-    if (!text) {
-        fprintf(stderr, "redis_server: no log at %s\n", server->log_path);
-        return;
-    }
-    const char *start = text + size;
-    if (start > text && start[-1] == '\n') {
-        start--; /* the last line's own newline does not start another line */
-    }
-    unsigned seen = 0;
-    while (start > text && !(start[-1] == '\n' && ++seen == lines)) {
-        start--;
-    }
-    fprintf(stderr, "---- last lines of %s ----\n%s---- end of log ----\n", server->log_path,
-            start);
-    free(text);
+    fts_test_print_log_tail("redis_server", server->log_path, lines);
 }
 
 static bool fail_with_log(const fts_test_redis_server_t *server, fts_error_t *err,
