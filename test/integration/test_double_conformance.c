@@ -39,6 +39,7 @@
 #include <mongoc/mongoc.h>
 
 #include "mongo_double.h"
+#include "test_time.h"
 
 /* Temporary documents a test builds; all freed by the teardown. */
 #define MAX_TMP 4096
@@ -628,12 +629,6 @@ static uint64_t now_ms(void)
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec pause = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-    nanosleep(&pause, NULL);
 }
 
 /* ---- change streams ----------------------------------------------------------------------------
@@ -2106,7 +2101,7 @@ typedef struct {
 static void *delayed_insert(void *arg)
 {
     delayed_insert_t *job = arg;
-    sleep_ms(job->delay_ms);
+    fts_test_sleep_ms(job->delay_ms);
     mongoc_client_t *client = mongoc_client_new(job->uri);
     mongoc_collection_t *coll = mongoc_client_get_collection(client, job->db, "apps");
     bson_t doc = BSON_INITIALIZER;
@@ -2433,7 +2428,7 @@ static void test_step_down(void **state)
     /* Primary again after the step-down period. */
     bool primary = false;
     while (!primary && now_ms() - stepped < 40000) {
-        sleep_ms(200);
+        fts_test_sleep_ms(200);
         hello = COMMAND_OK(direct, "admin", "{'hello': 1}");
         primary = BOOL(hello, "isWritablePrimary");
     }

@@ -28,6 +28,7 @@
 #include "backoff.h"
 #include "log.h"
 #include "mongo_double.h"
+#include "test_time.h"
 #include "mongo_source.h"
 
 /* The await time the tests use: short, so idle reads are quick. */
@@ -54,13 +55,6 @@ static uint64_t now_ms(void)
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(uint64_t ms)
-{
-    struct timespec pause = {.tv_sec = (time_t)(ms / 1000),
-                             .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&pause, NULL);
 }
 
 static fts_test_mongo_double_t *start_double(const char *const *extra_args)
@@ -903,7 +897,7 @@ static void reopen_with_backoff(fts_mongo_source_t *source, const bson_t *checkp
         if (now_ms() > deadline) {
             fail_msg("could not reopen within 30 s: %s", err.message);
         }
-        sleep_ms(fts_backoff_next_ms(&backoff));
+        fts_test_sleep_ms(fts_backoff_next_ms(&backoff));
     }
 }
 
@@ -955,7 +949,7 @@ static void insert_when_writable(fixture_t *f, int64_t id)
         if (now_ms() > deadline) {
             fail_msg("insert of %lld never succeeded: %s", (long long)id, error.message);
         }
-        sleep_ms(100);
+        fts_test_sleep_ms(100);
     }
     bson_destroy(doc);
 }

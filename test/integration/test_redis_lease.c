@@ -23,6 +23,7 @@
 #include "redis_conn.h"
 #include "redis_lease.h"
 #include "redis_server.h"
+#include "test_time.h"
 
 static fts_test_redis_server_t *server;
 
@@ -113,12 +114,6 @@ static char *lease_value(fts_redis_t *redis, const char *key, long long *pttl)
     return value;
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec pause = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-    nanosleep(&pause, NULL);
-}
-
 static void test_acquire_contend_renew_release(void **state)
 {
     (void)state;
@@ -164,7 +159,7 @@ static void test_acquire_contend_renew_release(void **state)
     free(value);
 
     /* A renews: the server's TTL starts again; acquiring again renews too. */
-    sleep_ms(300);
+    fts_test_sleep_ms(300);
     value = lease_value(redis_a, key, &pttl);
     assert_true(pttl < 4800);
     free(value);
@@ -205,7 +200,7 @@ static void test_expire_and_takeover(void **state)
     assert_int_equal(acquire(b).state, FTS_REDIS_LEASE_HELD);
 
     /* A stops renewing (hung, partitioned): its own deadline runs out no later than the key. */
-    sleep_ms(350);
+    fts_test_sleep_ms(350);
     assert_int_equal(fts_redis_lease_remaining_ms(a), 0);
     fts_redis_lease_status_t status = acquire(b);
     assert_int_equal(status.state, FTS_REDIS_LEASE_ACQUIRED);
@@ -229,7 +224,7 @@ static void test_expire_and_takeover(void **state)
     assert_string_equal(status.holder, "extractor-b");
 
     /* Nobody renews: the lease is gone, and a renewal says it expired (no holder). */
-    sleep_ms(350);
+    fts_test_sleep_ms(350);
     status = renew(b);
     assert_int_equal(status.state, FTS_REDIS_LEASE_LOST);
     assert_string_equal(status.holder, "");
@@ -267,7 +262,7 @@ static void test_redis_down_lets_the_lease_run_out(void **state)
     assert_false(fts_redis_lease_renew(lease, &status, &err));
     assert_contains(err.message, "cannot renew the lease");
     assert_true(fts_redis_lease_remaining_ms(lease) <= before);
-    sleep_ms(1100);
+    fts_test_sleep_ms(1100);
     assert_int_equal(fts_redis_lease_remaining_ms(lease), 0);
     assert_false(fts_redis_lease_acquire(lease, &status, &err));
     assert_contains(err.message, "cannot acquire the lease");

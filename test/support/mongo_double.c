@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "log_tail.h"
+#include "test_time.h"
 #include "testbed.h"
 
 #ifndef FTSYNC_MONGO_DOUBLE
@@ -90,20 +91,6 @@ static void registry_remove(fts_test_mongo_double_t *server)
         if (registry[i] == server) {
             registry[i] = NULL;
         }
-    }
-}
-
-static uint64_t monotonic_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec pause = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-    while (nanosleep(&pause, &pause) != 0 && errno == EINTR) {
     }
 }
 
@@ -185,9 +172,9 @@ static int wait_for_ready_line(fts_test_mongo_double_t *server, char *problem, s
 {
     char line[READY_LINE_MAX + 1];
     size_t length = 0;
-    uint64_t deadline = monotonic_ms() + FTS_TEST_MONGO_DOUBLE_READY_TIMEOUT_MS;
+    uint64_t deadline = fts_test_monotonic_ms() + FTS_TEST_MONGO_DOUBLE_READY_TIMEOUT_MS;
     for (;;) {
-        uint64_t now = monotonic_ms();
+        uint64_t now = fts_test_monotonic_ms();
         if (now >= deadline) {
             snprintf(problem, size, "no ready line within %d ms",
                      FTS_TEST_MONGO_DOUBLE_READY_TIMEOUT_MS);
@@ -388,10 +375,10 @@ bool fts_test_mongo_double_stop(fts_test_mongo_double_t *server, fts_error_t *er
         return fail_with_log(server, err, problem);
     }
     kill(pid, SIGTERM);
-    uint64_t deadline = monotonic_ms() + FTS_TEST_MONGO_DOUBLE_STOP_TIMEOUT_MS;
+    uint64_t deadline = fts_test_monotonic_ms() + FTS_TEST_MONGO_DOUBLE_STOP_TIMEOUT_MS;
     pid_t ended = 0;
-    while ((ended = waitpid(pid, &status, WNOHANG)) == 0 && monotonic_ms() < deadline) {
-        sleep_ms(5);
+    while ((ended = waitpid(pid, &status, WNOHANG)) == 0 && fts_test_monotonic_ms() < deadline) {
+        fts_test_sleep_ms(5);
     }
     server->pid = 0;
     registry_remove(server);

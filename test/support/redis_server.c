@@ -27,6 +27,7 @@
 
 #include "buffer.h"
 #include "log_tail.h"
+#include "test_time.h"
 #include "testbed.h"
 
 /* Servers alive at once in one test program; tests use one or two. */
@@ -99,20 +100,6 @@ static void registry_remove(fts_test_redis_server_t *server)
         if (registry[i] == server) {
             registry[i] = NULL;
         }
-    }
-}
-
-static uint64_t monotonic_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec pause = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-    while (nanosleep(&pause, &pause) != 0 && errno == EINTR) {
     }
 }
 
@@ -272,8 +259,8 @@ static bool spawn_and_wait(fts_test_redis_server_t *server, bool *port_taken, ft
     }
     server->pid = pid;
 
-    uint64_t deadline = monotonic_ms() + FTS_TEST_REDIS_SERVER_READY_TIMEOUT_MS;
-    while (monotonic_ms() < deadline) {
+    uint64_t deadline = fts_test_monotonic_ms() + FTS_TEST_REDIS_SERVER_READY_TIMEOUT_MS;
+    while (fts_test_monotonic_ms() < deadline) {
         int status;
         if (waitpid(pid, &status, WNOHANG) == pid) {
             server->pid = 0;
@@ -290,7 +277,7 @@ static bool spawn_and_wait(fts_test_redis_server_t *server, bool *port_taken, ft
             answers_ping(server->port)) {
             return true;
         }
-        sleep_ms(20);
+        fts_test_sleep_ms(20);
     }
     fts_test_redis_server_stop(server, NULL);
     return fail_with_log(server, err, "not ready within 10 s");
@@ -361,11 +348,11 @@ bool fts_test_redis_server_stop(fts_test_redis_server_t *server, fts_error_t *er
     }
     pid_t pid = server->pid;
     kill(pid, SIGTERM);
-    uint64_t deadline = monotonic_ms() + 10000;
+    uint64_t deadline = fts_test_monotonic_ms() + 10000;
     int status = 0;
     pid_t ended = 0;
-    while ((ended = waitpid(pid, &status, WNOHANG)) == 0 && monotonic_ms() < deadline) {
-        sleep_ms(10);
+    while ((ended = waitpid(pid, &status, WNOHANG)) == 0 && fts_test_monotonic_ms() < deadline) {
+        fts_test_sleep_ms(10);
     }
     server->pid = 0;
     if (ended == pid) {
