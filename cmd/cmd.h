@@ -6,6 +6,8 @@
  *   0  done
  *   1  a server could not be reached or refused (worth retrying later)
  *   2  bad usage or bad configuration (retrying will not help until it is fixed)
+ *   3  stopped in a clear error state that needs an operator (extract: an event it cannot
+ *      follow, or history lost with FTSYNC_ON_HISTORY_LOST=stop); the log says what to do
  */
 #ifndef FTS_CMD_H
 #define FTS_CMD_H
@@ -18,10 +20,13 @@
 #define FTS_EXIT_OK      0
 #define FTS_EXIT_FAILURE 1
 #define FTS_EXIT_USAGE   2
+#define FTS_EXIT_STOPPED 3
 
 int fts_cmd_config(int argc, char **argv);
 int fts_cmd_init_index(int argc, char **argv);
 int fts_cmd_check(int argc, char **argv);
+int fts_cmd_extract(int argc, char **argv);
+int fts_cmd_reset_token(int argc, char **argv);
 
 /* The adapters' URL checkers, for fts_config_load and fts_config_print. */
 extern const fts_config_checks_t fts_cmd_config_checks;

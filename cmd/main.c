@@ -18,6 +18,10 @@ static const command_t commands[] = {
     {"init-index", fts_cmd_init_index,
      "create the index (and alias) from its definition if absent"},
     {"check", fts_cmd_check, "check that Redis and Elasticsearch answer and the index exists"},
+    {"extract", fts_cmd_extract,
+     "follow the MongoDB collection and queue its changes in the Redis stream"},
+    {"reset-token", fts_cmd_reset_token,
+     "show (--show) or clear (--clear) the saved change-stream position"},
 };
 
 static void print_usage(FILE *out)

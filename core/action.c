@@ -51,6 +51,8 @@ const char *fts_action_op_name(fts_action_op_t op)
         return "delete";
     case FTS_ACTION_DROP:
         return "drop";
+    case FTS_ACTION_SWEEP:
+        return "sweep";
     }
     return "?";
 }
@@ -102,7 +104,7 @@ static bool body_is_object(const char *body, size_t len)
 bool fts_action_validate(const fts_action_t *action, fts_error_t *err)
 {
     if (action->op != FTS_ACTION_INDEX && action->op != FTS_ACTION_DELETE &&
-        action->op != FTS_ACTION_DROP) {
+        action->op != FTS_ACTION_DROP && action->op != FTS_ACTION_SWEEP) {
         return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
                              "field \"op\": unknown operation %d", (int)action->op);
     }
@@ -110,10 +112,14 @@ bool fts_action_validate(const fts_action_t *action, fts_error_t *err)
         return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
                              "field \"origin\": unknown origin %d", (int)action->origin);
     }
-    if (action->op == FTS_ACTION_DROP) {
+    if (action->op == FTS_ACTION_DROP || action->op == FTS_ACTION_SWEEP) {
         if (action->id) {
-            return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
-                                 "field \"id\": a drop removes a whole collection and has none");
+            return fts_error_set(
+                err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                action->op == FTS_ACTION_DROP
+                    ? "field \"id\": a drop removes a whole collection and has none"
+                    : "field \"id\": a sweep concerns a whole collection and has "
+                      "none");
         }
     } else if (!action->id) {
         return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_MISSING,
@@ -180,7 +186,7 @@ bool fts_action_encode(const fts_action_t *action, const char *stream_key, fts_a
     push_str(argv, "*"); /* the server assigns the entry id; never MAXLEN (invariant 4) */
     push_str(argv, "op");
     push_str(argv, fts_action_op_name(action->op));
-    if (action->op != FTS_ACTION_DROP) {
+    if (action->op != FTS_ACTION_DROP && action->op != FTS_ACTION_SWEEP) {
         push_str(argv, "id");
         push(argv, action->id, action->id_len);
     }
@@ -279,10 +285,13 @@ bool fts_action_decode(const fts_bytes_t *items, size_t count, fts_action_t *act
         action->op = FTS_ACTION_DELETE;
     } else if (bytes_equal(op, "drop")) {
         action->op = FTS_ACTION_DROP;
+    } else if (bytes_equal(op, "sweep")) {
+        action->op = FTS_ACTION_SWEEP;
     } else {
         quote_value(op->data, op->len, quoted, sizeof quoted);
         return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
-                             "field \"op\": unknown operation %s (index, delete or drop)", quoted);
+                             "field \"op\": unknown operation %s (index, delete, drop or sweep)",
+                             quoted);
     }
 
     const fts_bytes_t *version = values[F_VERSION];

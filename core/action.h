@@ -5,8 +5,8 @@
  * are flat field/value pairs, all text except the body, so that `redis-cli XRANGE` shows an
  * operator what is queued:
  *
- *   1) "op"       "index" | "delete" | "drop"
- *   2) "id"       the Elasticsearch document id (index, delete; absent on drop)
+ *   1) "op"       "index" | "delete" | "drop" | "sweep"
+ *   2) "id"       the Elasticsearch document id (index, delete; absent on drop and sweep)
  *   3) "version"  decimal, 1 .. 2^63-1 (the external version, see fts_version_from_timestamp)
  *   4) "ns"       "db.collection" the change came from
  *   5) "ts"       "<seconds>.<increment>", the source cluster time
@@ -37,7 +37,11 @@
 typedef enum {
     FTS_ACTION_INDEX = 1, /* create or replace the document with body */
     FTS_ACTION_DELETE,    /* remove the document with id */
-    FTS_ACTION_DROP       /* remove every document that came from ns */
+    FTS_ACTION_DROP,      /* remove every document that came from ns */
+    FTS_ACTION_SWEEP      /* remove every document of ns whose version is below version: queued
+                           * after a resync snapshot (history lost) taken at that version, it
+                           * removes what was deleted while the history was lost, since every
+                           * document still there was re-indexed at >= version */
 } fts_action_op_t;
 
 typedef enum {

@@ -18,6 +18,7 @@
 typedef enum {
     TYPE_STRING,      /* any non-empty text */
     TYPE_NAME,        /* [A-Za-z0-9_.-]+, safe inside Redis key names and logs */
+    TYPE_CHOICE,      /* one of the row's choices ("a|b|c"), exactly as written */
     TYPE_INT,         /* decimal integer within [min, max] */
     TYPE_SIZE,        /* bytes, with an optional k/m/g suffix */
     TYPE_BOOL,        /* true/false, yes/no, on/off, 1/0 */
@@ -57,6 +58,30 @@ static const setting_t settings[] = {
      FTS_ROLE_EXTRACT, 0, 0, "collection whose documents are indexed"},
     {"FTSYNC_BATCH_SIZE", TYPE_INT, "500", NULL, FIELD(batch_size), 0, 0, 1, 100000,
      "change events or snapshot documents read and queued per batch"},
+    {"FTSYNC_MONGO_SCOPE", TYPE_CHOICE, "collection", NULL, FIELD(mongo_scope), 0, 0, 0, 0,
+     "what the change stream watches: collection, or database (a database-wide stream "
+     "filtered to FTSYNC_MONGO_COLLECTION)"},
+    {"FTSYNC_MONGO_FULL_DOCUMENT", TYPE_CHOICE, "updateLookup", NULL, FIELD(mongo_full_document), 0,
+     0, 0, 0,
+     "post-image of updates: updateLookup, whenAvailable or required (the last two need "
+     "changeStreamPreAndPostImages)"},
+    {"FTSYNC_MONGO_MAX_AWAIT_MS", TYPE_INT, "1000", NULL, FIELD(mongo_max_await_ms), 0, 0, 10,
+     60000, "how long one change-stream read waits for an event (maxAwaitTimeMS)"},
+    {"FTSYNC_ON_DROP", TYPE_CHOICE, "delete", NULL, FIELD(on_drop), 0, 0, 0, 0,
+     "when the collection is dropped: delete its documents from the index, or ignore"},
+    {"FTSYNC_TRANSFORM_PLUGIN", TYPE_FILE, NULL, NULL, FIELD(transform_plugin), 0, 0, 0, 0,
+     "shared library with a transform plugin (ftsync_plugin.h), run in the transform worker"},
+    {"FTSYNC_BACKLOG_MAX", TYPE_INT, "100000", NULL, FIELD(backlog_max), 0, 0, 1, 1000000000,
+     "stream entries not yet acknowledged by the loaders above which extract pauses"},
+    {"FTSYNC_TRIM_INTERVAL_MS", TYPE_INT, "10000", NULL, FIELD(trim_interval_ms), 0, 0, 100,
+     3600000, "how often extract trims the entries every consumer group acknowledged"},
+    {"FTSYNC_LEASE_TTL_MS", TYPE_INT, "10000", NULL, FIELD(lease_ttl_ms), 0, 0, 300, 600000,
+     "time to live of the extractor lease; renewed every third of it, a standby takes over "
+     "within about this long"},
+    {"FTSYNC_ON_HISTORY_LOST", TYPE_CHOICE, "resync", NULL, FIELD(on_history_lost), 0, 0, 0, 0,
+     "when the saved position is gone from the oplog: resync (snapshot again) or stop"},
+    {"FTSYNC_WORKER_CRASH_LIMIT", TYPE_INT, "3", NULL, FIELD(worker_crash_limit), 0, 0, 1, 100,
+     "crashes of the transform worker on one event before that event is dead-lettered"},
 
     {"FTSYNC_STATE_REDIS_URL", TYPE_REDIS_URL, "redis://127.0.0.1:6379/0", NULL,
      FIELD(state_redis_url), 0, 0, 0, 0,
@@ -122,6 +147,28 @@ static const setting_t settings[] = {
 #define SETTING_COUNT (sizeof settings / sizeof settings[0])
 _Static_assert(sizeof settings / sizeof settings[0] <= FTS_CONFIG_MAX_SETTINGS,
                "raise FTS_CONFIG_MAX_SETTINGS");
+
+/* The accepted values of each TYPE_CHOICE row ("a|b|c"), kept beside the table so that its
+ * rows keep one shape. */
+static const struct {
+    const char *name;
+    const char *choices;
+} setting_choices[] = {
+    {"FTSYNC_MONGO_SCOPE", "collection|database"},
+    {"FTSYNC_MONGO_FULL_DOCUMENT", "updateLookup|whenAvailable|required"},
+    {"FTSYNC_ON_DROP", "delete|ignore"},
+    {"FTSYNC_ON_HISTORY_LOST", "resync|stop"},
+};
+
+static const char *choices_of(const setting_t *row)
+{
+    for (size_t i = 0; i < sizeof setting_choices / sizeof setting_choices[0]; i++) {
+        if (strcmp(setting_choices[i].name, row->name) == 0) {
+            return setting_choices[i].choices;
+        }
+    }
+    return "";
+}
 
 /* Variables with the FTSYNC_ prefix that are not settings but are expected. */
 static const char *const known_non_settings[] = {"FTSYNC_ENV_FILE", "FTSYNC_DEPS_DIR",
@@ -502,6 +549,21 @@ static bool store_value(fts_config_t *config, const setting_t *row, const char *
             return false;
         }
         break;
+    case TYPE_CHOICE: {
+        size_t len = strlen(text);
+        bool found = false;
+        for (const char *c = choices_of(row); c && *c && !found;) {
+            const char *bar = strchr(c, '|');
+            size_t clen = bar ? (size_t)(bar - c) : strlen(c);
+            found = clen == len && strncmp(c, text, len) == 0;
+            c = bar ? bar + 1 : NULL;
+        }
+        if (!found) {
+            return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                                 "\"%s\" is not one of %s", text, choices_of(row));
+        }
+        break;
+    }
     case TYPE_ADDRESS:
         if (!check_address(text, err)) {
             return false;
@@ -695,6 +757,15 @@ static bool is_kubernetes_service_variable(const char *name)
 
 static bool is_known_variable(const char *name)
 {
+    for (size_t i = 0; i < sizeof known_non_settings / sizeof known_non_settings[0]; i++) {
+        if (strcmp(name, known_non_settings[i]) == 0) {
+            return true;
+        }
+    }
+    if (find_setting(name, NULL) || is_kubernetes_service_variable(name) ||
+        strncmp(name, "FTSYNC_TEST_", 12) == 0) {
+        return true;
+    }
     size_t name_len = strlen(name);
     if (name_len > 5 && strcmp(name + name_len - 5, "_FILE") == 0) {
         char base[128];
@@ -704,15 +775,6 @@ static bool is_known_variable(const char *name)
         memcpy(base, name, name_len - 5);
         base[name_len - 5] = '\0';
         return find_setting(base, NULL) != NULL;
-    }
-    if (find_setting(name, NULL) || is_kubernetes_service_variable(name) ||
-        strncmp(name, "FTSYNC_TEST_", 12) == 0) {
-        return true;
-    }
-    for (size_t i = 0; i < sizeof known_non_settings / sizeof known_non_settings[0]; i++) {
-        if (strcmp(name, known_non_settings[i]) == 0) {
-            return true;
-        }
     }
     return false;
 }
@@ -957,6 +1019,8 @@ static const char *type_name(const setting_t *row)
         return "text";
     case TYPE_NAME:
         return "name";
+    case TYPE_CHOICE:
+        return choices_of(row);
     case TYPE_INT:
         return "integer";
     case TYPE_SIZE:

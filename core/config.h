@@ -58,6 +58,18 @@ typedef struct {
     char *mongo_db;
     char *mongo_collection;
     int64_t batch_size;
+    char *mongo_scope;         /* "collection" | "database" (TYPE_CHOICE: checked on load) */
+    char *mongo_full_document; /* "updateLookup" | "whenAvailable" | "required" */
+    int64_t mongo_max_await_ms;
+
+    /* Extract */
+    char *on_drop;          /* "delete" | "ignore" */
+    char *transform_plugin; /* shared library path, NULL: none */
+    int64_t backlog_max;
+    int64_t trim_interval_ms;
+    int64_t lease_ttl_ms;
+    char *on_history_lost; /* "resync" | "stop" */
+    int64_t worker_crash_limit;
 
     /* Redis: state store (token, lease) and queue (streams) */
     char *state_redis_url;

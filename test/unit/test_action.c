@@ -257,6 +257,14 @@ static void test_round_trips(void **state)
     round_trip(&action);
     fts_action_cleanup(&action);
 
+    /* A sweep, like a drop, names a collection and carries the version below which to remove. */
+    make_action(&action, FTS_ACTION_SWEEP, NULL, NULL);
+    round_trip(&action);
+    fts_action_cleanup(&action);
+    make_action(&action, FTS_ACTION_SWEEP, "1", NULL);
+    assert_false(fts_action_validate(&action, NULL));
+    fts_action_cleanup(&action);
+
     char longest[FTS_ACTION_ID_MAX + 1];
     memset(longest, 'x', FTS_ACTION_ID_MAX);
     longest[FTS_ACTION_ID_MAX] = '\0';
@@ -531,6 +539,7 @@ static void test_names(void **state)
     assert_string_equal(fts_action_op_name(FTS_ACTION_INDEX), "index");
     assert_string_equal(fts_action_op_name(FTS_ACTION_DELETE), "delete");
     assert_string_equal(fts_action_op_name(FTS_ACTION_DROP), "drop");
+    assert_string_equal(fts_action_op_name(FTS_ACTION_SWEEP), "sweep");
     assert_string_equal(fts_action_op_name(0), "?");
     assert_string_equal(fts_action_origin_name(FTS_ACTION_FROM_CHANGE), "change");
     assert_string_equal(fts_action_origin_name(FTS_ACTION_FROM_SNAPSHOT), "snapshot");

@@ -245,7 +245,8 @@ static void test_unknown_variable_warned(void **state)
 {
     (void)state;
     const char *const env[] = {VALID_ENV, "FTSYNC_ES_UR=http://typo:9200",
-                               "FTSYNC_SERVICE_HOST=10.0.0.1", NULL};
+                               "FTSYNC_SERVICE_HOST=10.0.0.1", "FTSYNC_ES_PASSWORD_FILE=/dev/null",
+                               NULL};
     run_result_t result;
     const char *const args[] = {"config", NULL};
     run(&result, args, env);
@@ -253,6 +254,9 @@ static void test_unknown_variable_warned(void **state)
     assert_non_null(strstr(result.err.data, "FTSYNC_ES_UR is not a setting"));
     /* Kubernetes' own service variables are not typos. */
     assert_null(strstr(result.err.data, "FTSYNC_SERVICE_HOST"));
+    /* Nor are FTSYNC_ENV_FILE (set by run()) and a setting's _FILE twin. */
+    assert_null(strstr(result.err.data, "FTSYNC_ENV_FILE"));
+    assert_null(strstr(result.err.data, "FTSYNC_ES_PASSWORD_FILE"));
     cleanup(&result);
 }
 

@@ -131,6 +131,16 @@ static void test_defaults_apply(void **state)
     assert_int_equal(result.config.fields.count, 0);
     assert_string_equal(result.config.pipeline, "default");
     assert_false(result.config.dev_mode);
+    /* Extract's settings. */
+    assert_string_equal(result.config.mongo_scope, "collection");
+    assert_string_equal(result.config.mongo_full_document, "updateLookup");
+    assert_string_equal(result.config.on_drop, "delete");
+    assert_string_equal(result.config.on_history_lost, "resync");
+    assert_null(result.config.transform_plugin);
+    assert_int_equal(result.config.backlog_max, 100000);
+    assert_int_equal(result.config.trim_interval_ms, 10000);
+    assert_int_equal(result.config.lease_ttl_ms, 10000);
+    assert_int_equal(result.config.worker_crash_limit, 3);
     unload(&result);
 }
 
@@ -250,6 +260,14 @@ static void test_bad_enums_and_names(void **state)
     fake_minimal(&env);
     fake_set(&env, "FTSYNC_FIELDS", "name,name");
     expect_problem(&env, "FTSYNC_FIELDS", "listed twice");
+
+    /* Choices are matched exactly: a prefix or another case is refused, naming them all. */
+    fake_minimal(&env);
+    fake_set(&env, "FTSYNC_ON_HISTORY_LOST", "resyn");
+    expect_problem(&env, "FTSYNC_ON_HISTORY_LOST", "\"resyn\" is not one of resync|stop");
+    fake_minimal(&env);
+    fake_set(&env, "FTSYNC_MONGO_FULL_DOCUMENT", "updatelookup");
+    expect_problem(&env, "FTSYNC_MONGO_FULL_DOCUMENT", "updateLookup|whenAvailable|required");
 }
 
 static void test_missing_required(void **state)
