@@ -1,0 +1,702 @@
+/*
+ * test_extract_pipeline.c - `ftsync extract` end to end, against the MongoDB replica-set double
+ * (or FTSYNC_TEST_MONGO_URI) and a private redis-server: what it queues is right, in order,
+ * resumable, and survives what the server throws at it.
+ *
+ * What is pinned (issue 4, "Tests"):
+ *   - inserts, updates, replaces and deletes from ftsync-workload appear as index/delete
+ *     actions, one per change, in the change stream's order, with increasing versions equal to
+ *     the cluster times; insert and replace bodies are the projected documents; the token
+ *     advances (invariant 1 seen from outside: it never gets ahead of the stream);
+ *   - a snapshot of 50,000 documents with concurrent writes, killed (SIGKILL) mid-scan and
+ *     restarted, continues where it was (not from the beginning) and the stream reproduces the
+ *     collection (invariant 3);
+ *   - fail points (closeConnection on getMore, a ResumableChangeStreamError, a step-down):
+ *     the same extract process goes on, no change lost, nothing dead-lettered;
+ *   - history lost (the double keeps only 200 events; the extractor stopped while 1,500
+ *     writes and some deletes happen): the resync path runs (a snapshot and then a sweep are
+ *     queued) and the stream again reproduces the collection, deletions included.
+ * "Reproduces the collection" is the replay model of extract_harness.h compared document by
+ * document with the collection, projected as extract projects it.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "assertions.h"
+
+#include <inttypes.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <mongoc/mongoc.h>
+
+#include "extract_harness.h"
+#include "mongo_double.h"
+#include "redis_server.h"
+
+#ifndef FTSYNC_BINARY
+#define FTSYNC_BINARY "ftsync"
+#endif
+#ifndef FTSYNC_WORKLOAD
+#define FTSYNC_WORKLOAD "ftsync-workload"
+#endif
+
+/* How long a test waits for an entry it expects (an ASan build under load is slow). */
+#define ENTRY_WAIT_MS 60000
+/* How long a clean stop may take. */
+#define STOP_WAIT_MS 15000
+/* Documents of the snapshot test, and how many must be queued before it is killed. */
+#define SNAPSHOT_DOCS    50000
+#define SNAPSHOT_KILL_AT 15000
+/* Markers: _id values the workload never uses (its ids are 10, 20, 30... from --id-start). */
+#define MARKER_START  1
+#define MARKER_MIDDLE 3
+#define MARKER_END    5
+
+typedef struct {
+    fts_test_mongo_double_t *mongo;
+    fts_test_redis_server_t *redis;
+} group_t;
+
+static group_t group;
+
+typedef struct {
+    fts_test_pipeline_t p;
+    fts_test_extract_t *extract;
+    fts_test_mongo_double_t *own_mongo; /* a test's own double (history lost) */
+} fixture_t;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    fts_error_t err;
+    fts_error_clear(&err);
+    mongoc_init();
+    group.redis = fts_test_redis_server_start(NULL, &err);
+    if (!group.redis) {
+        fprintf(stderr, "cannot start redis-server: %s\n", err.message);
+        return -1;
+    }
+    group.mongo = fts_test_mongo_double_start(NULL, &err);
+    if (!group.mongo) {
+        fprintf(stderr, "cannot start the MongoDB double: %s\n", err.message);
+        return -1;
+    }
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    fts_test_mongo_double_destroy(group.mongo);
+    fts_test_redis_server_destroy(group.redis);
+    mongoc_cleanup();
+    return 0;
+}
+
+static fixture_t *fixture_new(const char *mongo_uri, const char *prefix)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    fts_error_t err;
+    fts_error_clear(&err);
+    if (!fts_test_pipeline_init(&f->p, FTSYNC_BINARY, FTSYNC_WORKLOAD, mongo_uri,
+                                fts_test_redis_server_url(group.redis), prefix, &err)) {
+        fail_msg("cannot set the pipeline up: %s", err.message);
+    }
+    return f;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    if (f) {
+        fts_test_extract_destroy(f->extract);
+        fts_test_pipeline_cleanup(&f->p);
+        fts_test_mongo_double_destroy(f->own_mongo);
+        free(f);
+    }
+    return 0;
+}
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static void start_extract(fixture_t *f)
+{
+    fts_error_t err;
+    fts_error_clear(&err);
+    f->extract = fts_test_pipeline_start(&f->p, &err);
+    if (!f->extract) {
+        fail_msg("cannot start ftsync extract: %s", err.message);
+    }
+}
+
+static void stop_extract_clean(fixture_t *f)
+{
+    int status = 0;
+    bool exited = fts_test_extract_stop(f->extract, STOP_WAIT_MS, &status);
+    if (!exited || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fts_test_extract_print_log_tail(f->extract, 40);
+        fail_msg("ftsync extract did not exit 0 on SIGTERM (exited %d, status 0x%x)", exited,
+                 status);
+    }
+    fts_test_extract_destroy(f->extract);
+    f->extract = NULL;
+}
+
+static void insert_marker(fixture_t *f, int32_t id)
+{
+    fts_error_t err;
+    fts_error_clear(&err);
+    if (!fts_test_pipeline_insert(&f->p, id, "marker", 30000, &err)) {
+        fail_msg("%s", err.message);
+    }
+}
+
+/* Waits for an entry of id (op, origin: 0 = any); returns its index in f->p.entries. */
+static size_t wait_entry(fixture_t *f, const char *id, int op, int origin)
+{
+    long found = fts_test_stream_wait_for(f->p.redis, f->p.stream_key, &f->p.entries, id, op,
+                                          origin, ENTRY_WAIT_MS);
+    if (found < 0) {
+        if (f->extract) {
+            fts_test_extract_print_log_tail(f->extract, 40);
+        }
+        fail_msg("no %s entry for id %s (origin %d) in %s within %d ms (%zu entries read)",
+                 op ? fts_action_op_name((fts_action_op_t)op) : "any", id, origin, f->p.stream_key,
+                 ENTRY_WAIT_MS, f->p.entries.count);
+    }
+    return (size_t)found;
+}
+
+static void workload(fixture_t *f, const char *count, const char *seed, const char *id_start,
+                     const char *mix)
+{
+    const char *args[] = {"--count", count,   "--seed", seed, "--id-start",
+                          id_start,  "--mix", mix,      NULL};
+    int status = fts_test_pipeline_workload_run(&f->p, args, 120000);
+    if (status != 0) {
+        fail_msg("ftsync-workload exited %d", status);
+    }
+}
+
+static void assert_final_state(fixture_t *f, const char *label)
+{
+    size_t differ = fts_test_pipeline_check_final(&f->p, label);
+    if (differ != 0) {
+        fail_msg("%s: replaying the stream does not give the collection (%zd documents differ)",
+                 label, (ssize_t)differ);
+    }
+}
+
+/* The cluster time saved with the token, as a version ("s.i" or a decimal version). */
+static uint64_t token_cluster_time(fixture_t *f)
+{
+    char *text = fts_test_redis_hget(f->p.redis, f->p.token_key, "cluster_time");
+    uint64_t value = 0;
+    if (text) {
+        uint32_t seconds = 0;
+        uint32_t increment = 0;
+        if (sscanf(text, "%" SCNu32 ".%" SCNu32, &seconds, &increment) == 2) {
+            value = fts_version_from_timestamp(seconds, increment);
+        } else {
+            value = strtoull(text, NULL, 10);
+        }
+    }
+    free(text);
+    return value;
+}
+
+static void assert_dead_letters_empty(fixture_t *f)
+{
+    long long dead = fts_test_redis_xlen(f->p.redis, f->p.dead_key);
+    if (dead != 0) {
+        fail_msg("%lld entries in the dead-letter stream %s, expected none", dead, f->p.dead_key);
+    }
+}
+
+/* Reads every change event from the snapshot time of the start marker up to the end marker,
+ * checks each is in the stream. Returns the changes (caller cleans up). */
+static fts_test_changes_t collect_changes(fixture_t *f, const fts_test_entry_t *start_marker)
+{
+    fts_test_changes_t changes = {0};
+    fts_error_t err;
+    fts_error_clear(&err);
+    if (!fts_test_collect_changes(
+            f->p.client, f->p.db, f->p.collection, start_marker->action.ts_seconds,
+            start_marker->action.ts_increment, MARKER_END, 30000, &changes, &err)) {
+        fail_msg("collecting the change events: %s", err.message);
+    }
+    return changes;
+}
+
+/* ---- tests -------------------------------------------------------------------------------- */
+
+static void test_workload_actions_in_order(void **state)
+{
+    fixture_t *f = *state = fixture_new(fts_test_mongo_double_uri(group.mongo), "xorder");
+    char id_text[32];
+
+    insert_marker(f, MARKER_START);
+    start_extract(f);
+    snprintf(id_text, sizeof id_text, "%d", MARKER_START);
+    size_t first = wait_entry(f, id_text, FTS_ACTION_INDEX, FTS_ACTION_FROM_SNAPSHOT);
+    assert_int_equal(first, 0);
+    fts_test_entry_t start_marker = f->p.entries.items[first];
+    assert_int_equal(start_marker.action.version,
+                     fts_version_from_timestamp(start_marker.action.ts_seconds,
+                                                start_marker.action.ts_increment));
+
+    workload(f, "400", "11", "10", "insert=40,update=30,replace=15,delete=15");
+    insert_marker(f, MARKER_MIDDLE);
+    snprintf(id_text, sizeof id_text, "%d", MARKER_MIDDLE);
+    size_t middle = wait_entry(f, id_text, FTS_ACTION_INDEX, FTS_ACTION_FROM_CHANGE);
+    /* The checkpoint follows the queue: give it a moment to cover the middle marker. */
+    uint64_t middle_version = f->p.entries.items[middle].action.version;
+    uint64_t deadline = fts_test_monotonic_ms() + 10000;
+    uint64_t token_time_1 = token_cluster_time(f);
+    while (token_time_1 < middle_version && fts_test_monotonic_ms() < deadline) {
+        fts_test_sleep_ms(50);
+        token_time_1 = token_cluster_time(f);
+    }
+    char *token_1 = fts_test_redis_hget(f->p.redis, f->p.token_key, "token");
+    assert_non_null(token_1);
+    assert_true(token_time_1 >= middle_version);
+
+    workload(f, "400", "12", "100000", "insert=40,update=30,replace=15,delete=15");
+    insert_marker(f, MARKER_END);
+    snprintf(id_text, sizeof id_text, "%d", MARKER_END);
+    size_t end = wait_entry(f, id_text, FTS_ACTION_INDEX, FTS_ACTION_FROM_CHANGE);
+    uint64_t end_version = f->p.entries.items[end].action.version;
+    deadline = fts_test_monotonic_ms() + 10000;
+    uint64_t token_time_2 = token_cluster_time(f);
+    while (token_time_2 < end_version && fts_test_monotonic_ms() < deadline) {
+        fts_test_sleep_ms(50);
+        token_time_2 = token_cluster_time(f);
+    }
+    char *token_2 = fts_test_redis_hget(f->p.redis, f->p.token_key, "token");
+    assert_non_null(token_2);
+    assert_true(token_time_2 >= end_version);
+    assert_true(token_time_2 > token_time_1);
+    assert_string_not_equal(token_1, token_2);
+    free(token_1);
+    free(token_2);
+
+    /* One change entry per change event, in the same order, same id, same version. */
+    fts_test_changes_t changes = collect_changes(f, &start_marker);
+    size_t next = first + 1;
+    uint64_t last_version = start_marker.action.version;
+    /* Changes at or before the snapshot time (the start marker's own insert) are covered by
+     * the snapshot; the change stream opened at that time (inclusive) may repeat them. */
+    while (next < f->p.entries.count &&
+           f->p.entries.items[next].action.version <= start_marker.action.version) {
+        next++;
+    }
+    for (size_t i = 0; i < changes.count; i++) {
+        const fts_test_change_t *change = &changes.items[i];
+        if (change->version <= start_marker.action.version) {
+            continue;
+        }
+        if (next >= f->p.entries.count) {
+            fail_msg("change %zu (%s of %s) has no entry: the stream ended", i, change->op,
+                     change->id);
+        }
+        const fts_test_entry_t *entry = &f->p.entries.items[next++];
+        if (entry->sweep || entry->action.origin != FTS_ACTION_FROM_CHANGE ||
+            strcmp(fts_test_entry_id(entry), change->id) != 0 ||
+            entry->action.version != change->version) {
+            fail_msg("change %zu (%s of %s, version %" PRIu64 ") but entry %s is %s of %s, "
+                     "version %" PRIu64 ", origin %s",
+                     i, change->op, change->id, change->version, entry->stream_id,
+                     fts_action_op_name(entry->action.op), fts_test_entry_id(entry),
+                     entry->action.version, fts_action_origin_name(entry->action.origin));
+        }
+        assert_true(entry->action.version > last_version);
+        last_version = entry->action.version;
+        if (strcmp(change->op, "delete") == 0) {
+            assert_int_equal(entry->action.op, FTS_ACTION_DELETE);
+        } else if (strcmp(change->op, "insert") == 0 || strcmp(change->op, "replace") == 0) {
+            assert_int_equal(entry->action.op, FTS_ACTION_INDEX);
+            assert_non_null(change->body);
+            assert_string_equal(entry->action.body, change->body);
+        } else {
+            assert_string_equal(change->op, "update");
+            /* index of the looked-up document, or delete when it was gone by then */
+            assert_true(entry->action.op == FTS_ACTION_INDEX ||
+                        entry->action.op == FTS_ACTION_DELETE);
+        }
+        char expected_ns[256];
+        snprintf(expected_ns, sizeof expected_ns, "%s.%s", f->p.db, f->p.collection);
+        assert_string_equal(entry->action.ns, expected_ns);
+    }
+    assert_int_equal(next, end + 1);
+    fprintf(stderr, "(%zu changes, each queued once, in order)\n", changes.count);
+    fts_test_changes_cleanup(&changes);
+
+    assert_final_state(f, "actions in order");
+    assert_dead_letters_empty(f);
+    stop_extract_clean(f);
+}
+
+/* Bulk-inserts SNAPSHOT_DOCS documents {_id: 2i, name, n, tags} before extract starts. */
+static void seed_snapshot_collection(fixture_t *f)
+{
+    bson_error_t error;
+    for (int32_t base = 0; base < SNAPSHOT_DOCS; base += 1000) {
+        mongoc_bulk_operation_t *bulk =
+            mongoc_collection_create_bulk_operation_with_opts(f->p.coll, NULL);
+        for (int32_t i = base; i < base + 1000; i++) {
+            char name[64];
+            snprintf(name, sizeof name, "seeded app %d – Café №%d", i, i % 97);
+            bson_t *doc = BCON_NEW("_id", BCON_INT32(2 * i), "name", BCON_UTF8(name), "n",
+                                   BCON_INT32(i), "tags", "[", BCON_UTF8("a"), BCON_UTF8("ü"), "]");
+            mongoc_bulk_operation_insert(bulk, doc);
+            bson_destroy(doc);
+        }
+        bson_t reply;
+        bool ok = mongoc_bulk_operation_execute(bulk, &reply, &error);
+        bson_destroy(&reply);
+        mongoc_bulk_operation_destroy(bulk);
+        if (!ok) {
+            fail_msg("seeding the collection: %s", error.message);
+        }
+    }
+}
+
+/* The test's own writes to seeded documents during the scan: updates and deletes among
+ * _id in [2*from, 2*to). */
+static void touch_seeded(fixture_t *f, int32_t from, int32_t to, int32_t step, bool delete_them)
+{
+    bson_error_t error;
+    for (int32_t i = from; i < to; i += step) {
+        bson_t *filter = BCON_NEW("_id", BCON_INT32(2 * i));
+        bool ok;
+        if (delete_them) {
+            ok = mongoc_collection_delete_one(f->p.coll, filter, NULL, NULL, &error);
+        } else {
+            bson_t *update = BCON_NEW("$set", "{", "touched", BCON_BOOL(true), "}", "$inc", "{",
+                                      "n", BCON_INT32(1), "}");
+            ok = mongoc_collection_update_one(f->p.coll, filter, update, NULL, NULL, &error);
+            bson_destroy(update);
+        }
+        bson_destroy(filter);
+        if (!ok) {
+            fail_msg("writing _id %d: %s", 2 * i, error.message);
+        }
+    }
+}
+
+static size_t count_snapshot_entries(const fts_test_entries_t *entries, size_t from, size_t to)
+{
+    size_t count = 0;
+    for (size_t i = from; i < to; i++) {
+        if (!entries->items[i].sweep &&
+            entries->items[i].action.origin == FTS_ACTION_FROM_SNAPSHOT) {
+            count++;
+        }
+    }
+    return count;
+}
+
+static void test_snapshot_killed_mid_scan(void **state)
+{
+    fixture_t *f = *state = fixture_new(fts_test_mongo_double_uri(group.mongo), "xsnap");
+    fts_test_pipeline_set(&f->p, "FTSYNC_BATCH_SIZE", "500");
+    seed_snapshot_collection(f);
+
+    start_extract(f);
+    /* Concurrent writes of the workload's own documents (ids from 1,000,000 up) for ~4 s. */
+    const char *args[] = {"--count", "4000",   "--seed", "31", "--id-start",
+                          "1000000", "--rate", "1000",   NULL};
+    pid_t writer = fts_test_pipeline_workload_spawn(&f->p, args);
+    assert_true(writer > 0);
+    touch_seeded(f, 0, 500, 5, false);
+
+    /* Kill -9 once SNAPSHOT_KILL_AT snapshot entries are queued, the scan not finished. */
+    uint64_t deadline = fts_test_monotonic_ms() + 120000;
+    size_t queued = 0;
+    fts_error_t err;
+    fts_error_clear(&err);
+    while (queued < SNAPSHOT_KILL_AT) {
+        if (fts_test_monotonic_ms() > deadline || !fts_test_extract_running(f->extract)) {
+            fts_test_extract_print_log_tail(f->extract, 40);
+            fail_msg("the snapshot did not queue %d documents (%zu queued)", SNAPSHOT_KILL_AT,
+                     queued);
+        }
+        fts_test_sleep_ms(10);
+        if (!fts_test_stream_follow(f->p.redis, f->p.stream_key, &f->p.entries, &err)) {
+            fail_msg("%s", err.message);
+        }
+        queued = count_snapshot_entries(&f->p.entries, 0, f->p.entries.count);
+    }
+    char *last_id = fts_test_redis_hget(f->p.redis, f->p.snapshot_key, "last_id");
+    assert_true(fts_test_extract_kill(f->extract, SIGKILL));
+    fts_test_extract_destroy(f->extract);
+    f->extract = NULL;
+    if (!fts_test_stream_follow(f->p.redis, f->p.stream_key, &f->p.entries, &err)) {
+        fail_msg("%s", err.message);
+    }
+    size_t before_kill = f->p.entries.count;
+    size_t snapshot_before = count_snapshot_entries(&f->p.entries, 0, before_kill);
+    assert_true(snapshot_before < SNAPSHOT_DOCS);
+    char *started_at = fts_test_redis_hget(f->p.redis, f->p.snapshot_key, "started_at");
+    if (!started_at) {
+        fail_msg("no snapshot position in %s after a kill mid-scan", f->p.snapshot_key);
+    }
+    fprintf(stderr, "(killed mid-scan: %zu snapshot entries queued, last_id %s)\n", snapshot_before,
+            last_id ? last_id : "(none)");
+    free(last_id);
+    free(started_at);
+
+    /* While it is down: deletes ahead of the scan, updates behind and ahead of it. */
+    touch_seeded(f, SNAPSHOT_DOCS - 2000, SNAPSHOT_DOCS, 10, true);
+    touch_seeded(f, 0, 2000, 7, false);
+    touch_seeded(f, SNAPSHOT_DOCS - 5000, SNAPSHOT_DOCS - 2000, 11, false);
+
+    start_extract(f);
+    touch_seeded(f, 20000, 30000, 13, false);
+    touch_seeded(f, 30000, 31000, 9, true);
+    int status = fts_test_wait_pid(writer, 120000);
+    if (status != 0) {
+        fail_msg("ftsync-workload exited %d", status);
+    }
+    insert_marker(f, MARKER_END);
+    char id_text[32];
+    snprintf(id_text, sizeof id_text, "%d", MARKER_END);
+    /* _id 5 is below the scan's position after the restart: it can only come as a change. */
+    wait_entry(f, id_text, FTS_ACTION_INDEX, FTS_ACTION_FROM_CHANGE);
+    /* The scan must have finished (the change stream follows it). */
+
+    /* Resumed, not restarted: documents queued before the kill are read again at most once
+     * more for the last unconfirmed batches. */
+    fts_test_docs_t *seen_before = fts_test_docs_new();
+    for (size_t i = 0; i < before_kill; i++) {
+        const fts_test_entry_t *entry = &f->p.entries.items[i];
+        if (!entry->sweep && entry->action.origin == FTS_ACTION_FROM_SNAPSHOT) {
+            fts_test_replay_apply(seen_before, entry);
+        }
+    }
+    size_t again = 0;
+    size_t snapshot_after = 0;
+    for (size_t i = before_kill; i < f->p.entries.count; i++) {
+        const fts_test_entry_t *entry = &f->p.entries.items[i];
+        if (!entry->sweep && entry->action.origin == FTS_ACTION_FROM_SNAPSHOT) {
+            snapshot_after++;
+            if (fts_test_docs_version(seen_before, fts_test_entry_id(entry)) != 0) {
+                again++;
+            }
+        }
+    }
+    fts_test_docs_destroy(seen_before);
+    fprintf(stderr, "(after the restart: %zu snapshot entries, %zu of them read again)\n",
+            snapshot_after, again);
+    assert_true(snapshot_after > 0);
+    /* A restart from the beginning would read all SNAPSHOT_KILL_AT or more again. */
+    assert_true(again <= SNAPSHOT_KILL_AT / 3);
+
+    assert_final_state(f, "snapshot killed mid-scan");
+    assert_dead_letters_empty(f);
+    stop_extract_clean(f);
+}
+
+/* Runs an admin command; returns the reply's "count" (configureFailPoint: how often the fail
+ * point fired since it was last set, as mongod reports it), or -1 when there is none. */
+static int64_t run_admin(fixture_t *f, bson_t *command)
+{
+    bson_error_t error;
+    bson_t reply;
+    bool ok = mongoc_client_command_simple(f->p.client, "admin", command, NULL, &reply, &error);
+    int64_t count = -1;
+    bson_iter_t iter;
+    if (ok && bson_iter_init_find(&iter, &reply, "count") && BSON_ITER_HOLDS_NUMBER(&iter)) {
+        count = bson_iter_as_int64(&iter);
+    }
+    bson_destroy(&reply);
+    bson_destroy(command);
+    if (!ok) {
+        fail_msg("admin command failed: %s", error.message);
+    }
+    return count;
+}
+
+/* Inserts a marker and waits until it is queued as a change: the extract read past whatever
+ * happened before it. */
+static void marker_queued(fixture_t *f, int32_t id)
+{
+    char id_text[32];
+    insert_marker(f, id);
+    snprintf(id_text, sizeof id_text, "%d", (int)id);
+    wait_entry(f, id_text, FTS_ACTION_INDEX, FTS_ACTION_FROM_CHANGE);
+}
+
+static void test_fail_points(void **state)
+{
+    fixture_t *f = *state = fixture_new(fts_test_mongo_double_uri(group.mongo), "xfail");
+    if (fts_test_mongo_double_is_external(group.mongo)) {
+        /* A real server has failCommand only with enableTestCommands; the double always. */
+        fprintf(stderr, "(external deployment: it must run with enableTestCommands=1)\n");
+    }
+    insert_marker(f, MARKER_START);
+    start_extract(f);
+    pid_t pid = fts_test_extract_pid(f->extract);
+    char id_text[32];
+    snprintf(id_text, sizeof id_text, "%d", MARKER_START);
+    size_t first = wait_entry(f, id_text, FTS_ACTION_INDEX, FTS_ACTION_FROM_SNAPSHOT);
+    fts_test_entry_t start_marker = f->p.entries.items[first];
+
+    workload(f, "200", "41", "10", "insert=50,update=30,replace=10,delete=10");
+
+    /* 1. the connection closed on the next getMore of the change stream */
+    run_admin(f, BCON_NEW("configureFailPoint", "failCommand", "mode", "{", "times", BCON_INT32(1),
+                          "}", "data", "{", "failCommands", "[", BCON_UTF8("getMore"), "]",
+                          "closeConnection", BCON_BOOL(true), "appName", BCON_UTF8("ftsync"), "}"));
+    workload(f, "200", "42", "100000", "insert=50,update=30,replace=10,delete=10");
+    marker_queued(f, 7);
+
+    /* 2. an error labelled ResumableChangeStreamError on getMore (the reply of setting it
+     *    tells that the first one fired) */
+    int64_t fired = run_admin(
+        f, BCON_NEW("configureFailPoint", "failCommand", "mode", "{", "times", BCON_INT32(1), "}",
+                    "data", "{", "failCommands", "[", BCON_UTF8("getMore"), "]", "errorCode",
+                    BCON_INT32(2), "errorLabels", "[", BCON_UTF8("ResumableChangeStreamError"), "]",
+                    "appName", BCON_UTF8("ftsync"), "}"));
+    assert_int_equal(fired, 1);
+    workload(f, "200", "43", "200000", "insert=50,update=30,replace=10,delete=10");
+    marker_queued(f, 9);
+    fired = run_admin(f, BCON_NEW("configureFailPoint", "failCommand", "mode", "off"));
+    assert_int_equal(fired, 1);
+
+    /* 3. a step-down (forced: the double, like a one-member set, has no other member) */
+    run_admin(f, BCON_NEW("replSetStepDown", BCON_INT32(2), "secondaryCatchUpPeriodSecs",
+                          BCON_INT32(1), "force", BCON_BOOL(true)));
+    insert_marker(f, MARKER_MIDDLE); /* retried until the server takes writes again */
+    workload(f, "200", "44", "300000", "insert=50,update=30,replace=10,delete=10");
+
+    insert_marker(f, MARKER_END);
+    snprintf(id_text, sizeof id_text, "%d", MARKER_END);
+    wait_entry(f, id_text, FTS_ACTION_INDEX, FTS_ACTION_FROM_CHANGE);
+
+    /* No manual action: the same process throughout. */
+    assert_true(fts_test_extract_running(f->extract));
+    assert_int_equal(fts_test_extract_pid(f->extract), pid);
+
+    fts_test_changes_t changes = collect_changes(f, &start_marker);
+    size_t missing = fts_test_changes_missing(&changes, &f->p.entries, "fail points");
+    fprintf(stderr, "(%zu changes through three failures)\n", changes.count);
+    fts_test_changes_cleanup(&changes);
+    assert_int_equal(missing, 0);
+    assert_final_state(f, "fail points");
+    assert_dead_letters_empty(f);
+    stop_extract_clean(f);
+}
+
+static void test_history_lost_resyncs(void **state)
+{
+    fts_error_t err;
+    fts_error_clear(&err);
+    const char *args[] = {"--history-events", "200", NULL};
+    fts_test_mongo_double_t *own = fts_test_mongo_double_start(args, &err);
+    if (!own) {
+        fail_msg("cannot start the MongoDB double: %s", err.message);
+    }
+    fixture_t *f = *state = fixture_new(fts_test_mongo_double_uri(own), "xhist");
+    f->own_mongo = own;
+    fts_test_pipeline_set(&f->p, "FTSYNC_ON_HISTORY_LOST", "resync");
+
+    insert_marker(f, MARKER_START);
+    start_extract(f);
+    char id_text[32];
+    snprintf(id_text, sizeof id_text, "%d", MARKER_START);
+    wait_entry(f, id_text, FTS_ACTION_INDEX, FTS_ACTION_FROM_SNAPSHOT);
+    workload(f, "150", "51", "10", "insert=80,update=20");
+    insert_marker(f, MARKER_MIDDLE);
+    snprintf(id_text, sizeof id_text, "%d", MARKER_MIDDLE);
+    wait_entry(f, id_text, FTS_ACTION_INDEX, FTS_ACTION_FROM_CHANGE);
+    /* let the checkpoint cover it, then stop */
+    fts_test_sleep_ms(1000);
+    stop_extract_clean(f);
+    if (!fts_test_stream_follow(f->p.redis, f->p.stream_key, &f->p.entries, &err)) {
+        fail_msg("%s", err.message);
+    }
+    size_t before_restart = f->p.entries.count;
+
+    /* While it is stopped: deletes and updates of indexed documents, then far more writes
+     * than the double keeps history for. */
+    bson_error_t error;
+    for (int32_t id = 10; id <= 400; id += 30) {
+        bson_t *filter = BCON_NEW("_id", BCON_INT32(id));
+        mongoc_collection_delete_one(f->p.coll, filter, NULL, NULL, &error);
+        bson_destroy(filter);
+    }
+    bson_t *filter = BCON_NEW("_id", "{", "$gte", BCON_INT32(500), "$lt", BCON_INT32(900), "}");
+    bson_t *update = BCON_NEW("$set", "{", "while_stopped", BCON_BOOL(true), "}");
+    if (!mongoc_collection_update_many(f->p.coll, filter, update, NULL, NULL, &error)) {
+        fail_msg("update_many: %s", error.message);
+    }
+    bson_destroy(filter);
+    bson_destroy(update);
+    workload(f, "1500", "52", "500000", "insert=50,update=25,replace=10,delete=15");
+
+    start_extract(f);
+    /* The resync: a snapshot, then a sweep at the snapshot's version. */
+    uint64_t deadline = fts_test_monotonic_ms() + ENTRY_WAIT_MS;
+    long sweep = -1;
+    while (sweep < 0) {
+        if (fts_test_monotonic_ms() > deadline) {
+            fts_test_extract_print_log_tail(f->extract, 40);
+            fail_msg("no sweep entry after the history was lost");
+        }
+        fts_test_sleep_ms(100);
+        if (!fts_test_stream_follow(f->p.redis, f->p.stream_key, &f->p.entries, &err)) {
+            fail_msg("%s", err.message);
+        }
+        for (size_t i = before_restart; i < f->p.entries.count && sweep < 0; i++) {
+            if (f->p.entries.items[i].sweep) {
+                sweep = (long)i;
+            }
+        }
+    }
+    const fts_test_entry_t *sweep_entry = &f->p.entries.items[sweep];
+    char expected_ns[256];
+    snprintf(expected_ns, sizeof expected_ns, "%s.%s", f->p.db, f->p.collection);
+    assert_string_equal(sweep_entry->action.ns, expected_ns);
+    size_t resnapshot = count_snapshot_entries(&f->p.entries, before_restart, (size_t)sweep);
+    fprintf(stderr, "(resync: %zu snapshot entries, then a sweep below version %" PRIu64 ")\n",
+            resnapshot, sweep_entry->action.version);
+    assert_true(resnapshot > 0);
+    for (size_t i = before_restart; i < (size_t)sweep; i++) {
+        const fts_test_entry_t *entry = &f->p.entries.items[i];
+        if (entry->action.origin == FTS_ACTION_FROM_SNAPSHOT) {
+            /* every re-read document survives the sweep */
+            assert_true(entry->action.version >= sweep_entry->action.version);
+        }
+    }
+    char *log = fts_test_extract_log(f->extract);
+    /* a log line says it happened ("history_lost_total=" alone, on every stop, does not) */
+    assert_contains(log, "history lost");
+    free(log);
+
+    insert_marker(f, MARKER_END);
+    snprintf(id_text, sizeof id_text, "%d", MARKER_END);
+    wait_entry(f, id_text, FTS_ACTION_INDEX, 0);
+    assert_final_state(f, "history lost");
+    assert_dead_letters_empty(f);
+    stop_extract_clean(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_workload_actions_in_order, teardown),
+        cmocka_unit_test_teardown(test_snapshot_killed_mid_scan, teardown),
+        cmocka_unit_test_teardown(test_fail_points, teardown),
+        cmocka_unit_test_teardown(test_history_lost_resyncs, teardown),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
