@@ -205,8 +205,7 @@ bool fts_action_encode(const fts_action_t *action, const char *stream_key, fts_a
     return true;
 }
 
-/* Strict unsigned decimal: digits only, no sign, blanks or base prefix, at most max. */
-static bool parse_decimal(const char *text, size_t len, uint64_t max, uint64_t *value)
+bool fts_decimal_parse(const char *text, size_t len, uint64_t max, uint64_t *value)
 {
     if (len == 0 || len > 20) {
         return false;
@@ -295,7 +294,7 @@ bool fts_action_decode(const fts_bytes_t *items, size_t count, fts_action_t *act
     }
 
     const fts_bytes_t *version = values[F_VERSION];
-    if (!parse_decimal(version->data, version->len, VERSION_MAX, &action->version) ||
+    if (!fts_decimal_parse(version->data, version->len, VERSION_MAX, &action->version) ||
         action->version == 0) {
         quote_value(version->data, version->len, quoted, sizeof quoted);
         fts_action_cleanup(action);
@@ -307,8 +306,9 @@ bool fts_action_decode(const fts_bytes_t *items, size_t count, fts_action_t *act
     const char *dot = memchr(ts->data, '.', ts->len);
     uint64_t seconds = 0;
     uint64_t increment = 0;
-    if (!dot || !parse_decimal(ts->data, (size_t)(dot - ts->data), UINT32_MAX, &seconds) ||
-        !parse_decimal(dot + 1, ts->len - (size_t)(dot - ts->data) - 1, UINT32_MAX, &increment)) {
+    if (!dot || !fts_decimal_parse(ts->data, (size_t)(dot - ts->data), UINT32_MAX, &seconds) ||
+        !fts_decimal_parse(dot + 1, ts->len - (size_t)(dot - ts->data) - 1, UINT32_MAX,
+                           &increment)) {
         quote_value(ts->data, ts->len, quoted, sizeof quoted);
         fts_action_cleanup(action);
         return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,

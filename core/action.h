@@ -84,6 +84,10 @@ typedef struct {
  * increment, so versions grow with the oplog order. Elasticsearch versions are signed 64-bit,
  * so this is valid until seconds reach 2^31, in January 2038; fts_action_validate refuses
  * versions past that instead of letting them wrap negative. */
+/* Strict unsigned decimal of len bytes: digits only, no sign, blanks or base prefix, at most
+ * max. How every number in a stream entry or checkpoint hash is read back. */
+bool fts_decimal_parse(const char *text, size_t len, uint64_t max, uint64_t *value);
+
 uint64_t fts_version_from_timestamp(uint32_t seconds, uint32_t increment);
 
 void fts_action_init(fts_action_t *action);

@@ -162,34 +162,13 @@ void fts_redis_cluster_time_format(uint32_t seconds, uint32_t increment, char *t
     snprintf(text, size, "%" PRIu32 ".%" PRIu32, seconds, increment);
 }
 
-/* Parses a decimal number of len bytes, digits only, at most max. */
-static bool parse_decimal(const char *text, size_t len, uint64_t max, uint64_t *value)
-{
-    if (len == 0 || len > 20) {
-        return false;
-    }
-    uint64_t result = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (text[i] < '0' || text[i] > '9') {
-            return false;
-        }
-        unsigned digit = (unsigned)(text[i] - '0');
-        if (result > (max - digit) / 10) {
-            return false;
-        }
-        result = result * 10 + digit;
-    }
-    *value = result;
-    return true;
-}
-
 bool fts_redis_cluster_time_parse(const char *text, uint32_t *seconds, uint32_t *increment)
 {
     const char *dot = text ? strchr(text, '.') : NULL;
     uint64_t s;
     uint64_t i;
-    if (!dot || !parse_decimal(text, (size_t)(dot - text), UINT32_MAX, &s) ||
-        !parse_decimal(dot + 1, strlen(dot + 1), UINT32_MAX, &i)) {
+    if (!dot || !fts_decimal_parse(text, (size_t)(dot - text), UINT32_MAX, &s) ||
+        !fts_decimal_parse(dot + 1, strlen(dot + 1), UINT32_MAX, &i)) {
         return false;
     }
     *seconds = (uint32_t)s;
@@ -393,7 +372,7 @@ static bool hash_number(const char *key, const redisReply *hash, const char *fie
     if (!hash_text(key, hash, field, required, &text, &len, err)) {
         return false;
     }
-    if (text && !parse_decimal(text, len, UINT64_MAX, number)) {
+    if (text && !fts_decimal_parse(text, len, UINT64_MAX, number)) {
         return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
                              "saved position %s: field \"%s\" is \"%.*s\", not a whole number", key,
                              field, (int)(len < 64 ? len : 64), text);
