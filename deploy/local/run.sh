@@ -4,8 +4,11 @@
 # $FTSYNC_LOCAL_DIR), and runs ftsync against them.
 #
 # What ftsync can do today (README.md says the same): print its effective configuration,
-# create the index from its definition, and check that Redis and Elasticsearch answer. The
-# pipeline itself (extract, load, run) is not built yet; this script grows with it.
+# create the index from its definition, check that Redis and Elasticsearch answer, and extract:
+# against the MongoDB replica-set double (no MongoDB server can be installed here) filled by the
+# workload generator, `ftsync extract` snapshots the collection and follows its change stream
+# into the Redis stream. Loading into Elasticsearch (load, run) is not built yet; this script
+# grows with it.
 #
 # Environment:
 #   FTSYNC_LOCAL_DIR   where the local servers keep data and logs (default /tmp/ftsync-local)
@@ -21,16 +24,37 @@ build="$root/build"
 bash "$root/deploy/local/install-deps.sh"
 
 echo "== build ($build)"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFTSYNC_BUILD_TESTS=OFF >/dev/null
-cmake --build "$build" -j "$(nproc)"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$build" -j "$(nproc)" --target ftsync ftsync-mongo-double ftsync-workload
 ftsync="$build/cmd/ftsync"
+double="$build/test/double/ftsync-mongo-double"
+workload="$build/test/tools/ftsync-workload"
 
 echo "== local servers ($local_dir)"
 bash "$root/test/tools/testbed.sh" stop "$local_dir" >/dev/null 2>&1 || true
 bash "$root/test/tools/testbed.sh" start "$local_dir"
 if [[ "${FTSYNC_KEEP_SERVERS:-0}" != 1 ]]; then
-    trap 'bash "$root/test/tools/testbed.sh" stop "$local_dir" >/dev/null' EXIT
+    trap 'bash "$root/test/tools/testbed.sh" stop "$local_dir" >/dev/null; stop_double' EXIT
+else
+    trap 'stop_double' EXIT
 fi
+double_pid=""
+extract_pid=""
+stop_double() {
+    [[ -z "$extract_pid" ]] || kill "$extract_pid" 2>/dev/null || true
+    [[ -z "$double_pid" ]] || kill "$double_pid" 2>/dev/null || true
+}
+
+# The MongoDB replica-set double, on a free port it reports in its one ready line.
+"$double" --port 0 >"$local_dir/double.out" 2>"$local_dir/double.log" &
+double_pid=$!
+for _ in $(seq 100); do
+    grep -q 'ready port=' "$local_dir/double.out" 2>/dev/null && break
+    sleep 0.1
+done
+mongo_port=$(sed -n 's/.*ready port=\([0-9]*\).*/\1/p' "$local_dir/double.out")
+[[ -n "$mongo_port" ]] || { tail -20 "$local_dir/double.log"; echo "the MongoDB double did not start" >&2; exit 1; }
+echo "MongoDB double (test infrastructure) on 127.0.0.1:$mongo_port"
 # shellcheck disable=SC1091 # written by testbed.sh at run time
 source "$local_dir/testbed.env"
 
@@ -41,10 +65,12 @@ export FTSYNC_ES_URL="${FTSYNC_ES_URL:-$FTSYNC_TEST_ES_URL}"
 export FTSYNC_ES_INDEX="${FTSYNC_ES_INDEX:-apps}"
 export FTSYNC_ES_DOC_TYPE="${FTSYNC_ES_DOC_TYPE:-doc}"
 export FTSYNC_ES_INDEX_DEFINITION="${FTSYNC_ES_INDEX_DEFINITION:-$root/test/fixtures/apps-index-es1.json}"
-export FTSYNC_MONGO_URI="${FTSYNC_MONGO_URI:-mongodb://127.0.0.1:27017/?replicaSet=rs0}"
+export FTSYNC_MONGO_URI="${FTSYNC_MONGO_URI:-mongodb://127.0.0.1:$mongo_port/?replicaSet=rs0}"
 export FTSYNC_MONGO_DB="${FTSYNC_MONGO_DB:-steam}"
 export FTSYNC_MONGO_COLLECTION="${FTSYNC_MONGO_COLLECTION:-apps}"
-export FTSYNC_ID_FIELD="${FTSYNC_ID_FIELD:-id}"
+# The workload's documents carry the Steam appid both as `id` and as `_id`, so the index ids are
+# the original service's; `_id` (unlike `id`) is in every delete event, pre-images or not.
+export FTSYNC_ID_FIELD="${FTSYNC_ID_FIELD:-_id}"
 export FTSYNC_FIELDS="${FTSYNC_FIELDS:-name,short_description,developers,publishers,updated_at}"
 
 echo "== ftsync config"
@@ -53,4 +79,22 @@ echo "== ftsync init-index"
 "$ftsync" init-index
 echo "== ftsync check"
 "$ftsync" check
-echo "== done: configuration valid, index ready, servers answer (the pipeline is not built yet)"
+echo "== ftsync-workload: 2000 Steam-shaped documents into $FTSYNC_MONGO_DB.$FTSYNC_MONGO_COLLECTION"
+"$workload" --uri "$FTSYNC_MONGO_URI" --db "$FTSYNC_MONGO_DB" --collection "$FTSYNC_MONGO_COLLECTION" \
+    --count 2000 --mix insert=100 --seed 1
+echo "== ftsync extract (snapshot, then the change stream; stopped after a few seconds)"
+FTSYNC_ADMIN_ADDR=off "$ftsync" extract &
+extract_pid=$!
+"$workload" --uri "$FTSYNC_MONGO_URI" --db "$FTSYNC_MONGO_DB" --collection "$FTSYNC_MONGO_COLLECTION" \
+    --count 1000 --mix insert=40,update=30,replace=10,delete=20 --seed 2 --id-start 100000
+sleep 5
+kill -TERM "$extract_pid"
+wait "$extract_pid"
+extract_pid=""
+stream="ftsync:{${FTSYNC_PIPELINE:-default}}:stream"
+redis_port=${FTSYNC_STATE_REDIS_URL##*:}
+redis_port=${redis_port%%/*}
+echo "== the Redis stream $stream: $(redis-cli -p "$redis_port" XLEN "$stream") entries; the last one:"
+redis-cli -p "$redis_port" XREVRANGE "$stream" + - COUNT 1
+"$ftsync" reset-token --show
+echo "== done: extract queued the collection and its changes; loading into Elasticsearch is not built yet"
