@@ -1,0 +1,961 @@
+/*
+ * extract.c - the parent of `ftsync extract` (extract.h): reads the source (snapshot, then the
+ * change stream) and frames every event to the transform worker (extract_worker.c), which
+ * queues the actions and checkpoints the position. Everything outside goes through ports.
+ *
+ * Process shape and fork hygiene: the first worker is spawned (by the caller) before a MongoDB
+ * client exists. A crashed worker is spawned again later through the worker port, from a
+ * parent that has a client; that child never uses it (cmd/extract_ports.c).
+ *
+ * Invariants kept here:
+ *   1. the parent never writes a position itself while the worker may still queue what comes
+ *      before it: positions travel in the frames and the worker saves them with the actions;
+ *      the only exceptions (dead-lettering a poison event, clearing for a resync) happen while
+ *      no worker holds unqueued frames (it is dead, or was drained first);
+ *   4. backpressure: above FTSYNC_BACKLOG_MAX unacknowledged entries reading stops (the lease
+ *      is still renewed and trimming goes on); nothing is dropped;
+ *   5. every failure is retried (source errors, worker restarts, with capped backoff),
+ *      dead-lettered (a poison event after FTSYNC_WORKER_CRASH_LIMIT crashes), or ends the
+ *      process with status 3 and an error line naming the problem (an unsupported event,
+ *      history lost with FTSYNC_ON_HISTORY_LOST=stop);
+ *   one active extractor: reading happens only while the lease is ours; a renewal that finds
+ *      it lost (or a local deadline that runs out) stops reading at once and kills the worker.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include <bson/bson.h>
+
+#include "backoff.h"
+#include "extract.h"
+#include "extract_worker.h"
+#include "log.h"
+#include "ports.h"
+#include "signals.h"
+
+#define COMPONENT "extract"
+
+/* How often the backlog is read for backpressure. */
+#define BACKLOG_CHECK_MS 1000
+/* While paused or waiting, how long one sleep lasts between lease renewals and checks. */
+#define IDLE_SLICE_MS 100
+/* Restart backoff of the worker and reopen backoff of the source. */
+#define RETRY_BASE_MS 200
+#define RETRY_CAP_MS  10000
+/* A worker that ran this long before it ended starts the restart backoff afresh. */
+#define WORKER_HEALTHY_MS 10000
+
+/* What a session (the time the lease is ours) ended with. */
+typedef enum {
+    SESSION_STOP = 0,   /* SIGTERM/SIGINT: stop cleanly */
+    SESSION_LEASE_LOST, /* go back to standby */
+    SESSION_FATAL       /* exit with ex->exit_status */
+} session_end_t;
+
+/* Where reading is: what the parent last handed to the worker (or read back from Redis). */
+typedef enum {
+    POS_NONE = 0, /* nothing saved: snapshot */
+    POS_SNAPSHOT, /* snapshot started at snap_time, after last_id (if any) */
+    POS_TOKEN,    /* after token */
+    POS_TIME      /* stream from snap_time (just after a snapshot) */
+} pos_kind_t;
+
+typedef struct {
+    const fts_config_t *config;
+    char ns[512];
+
+    const fts_source_port_t *source;
+    const fts_queue_port_t *queue;
+    const fts_lease_port_t *lease;
+    const fts_worker_port_t *worker;
+    void *scan; /* of the source port; NULL: none */
+
+    uint64_t worker_started_ms;
+    fts_backoff_t worker_backoff;
+    fts_backoff_t source_backoff;
+
+    /* The position after the last frame sent. */
+    pos_kind_t pos;
+    char *token; /* POS_TOKEN: canonical extended JSON */
+    fts_token_kind_t token_kind;
+    fts_timestamp_t snap_time;
+    bson_value_t last_id; /* POS_SNAPSHOT; value_type 0 (EOD) before the first document */
+    uint64_t snap_queued;
+    bool resync; /* this snapshot follows a lost history: queue a sweep at its end */
+    fts_timestamp_t cluster_time; /* of the last event sent */
+    bool streaming;               /* the change stream is open (else the scan, if any) */
+
+    /* Poison handling. */
+    char *crash_key;       /* the saved position at the last crash */
+    unsigned crash_count;  /* crashes in a row at crash_key */
+    char *careful_until;   /* send careful frames until this key was sent again */
+    bool careful_session;  /* the current worker was started in careful mode */
+    char *last_sent_key;   /* the key of the last event or document sent */
+    bool dead_letter_next; /* the next event read goes to the dead-letter stream */
+    int crash_signal;
+
+    /* Timers (monotonic ms). */
+    uint64_t next_renew_ms;
+    uint64_t next_backlog_ms;
+    uint64_t next_trim_ms;
+    bool paused;
+    uint64_t backlog;          /* as last read */
+    uint64_t sent_since_check; /* frames sent since: the backlog may have grown by as many */
+
+    bool reload_position; /* the next open must read the saved position first */
+
+    uint64_t history_lost_count;
+    int exit_status;
+} extract_t;
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The worker                                                                               */
+
+static bool spawn_worker(extract_t *ex, fts_error_t *err)
+{
+    if (!ex->worker->spawn(ex->worker->context, err)) {
+        return false;
+    }
+    ex->worker_started_ms = now_ms();
+    return true;
+}
+
+/* Describes a wait status into text. */
+static void describe_status(int status, char *text, size_t size)
+{
+    if (WIFEXITED(status)) {
+        snprintf(text, size, "exit status %d", WEXITSTATUS(status));
+    } else if (WIFSIGNALED(status)) {
+        snprintf(text, size, "signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    } else {
+        snprintf(text, size, "status %d", status);
+    }
+}
+
+/* Closes the channel (the worker queues what it has and exits) and waits for it. Returns the
+ * wait status, or -1 when there was no worker. */
+static int drain_worker(extract_t *ex)
+{
+    ex->worker->close(ex->worker->context);
+    if (!ex->worker->running(ex->worker->context)) {
+        return -1;
+    }
+    int status = 0;
+    if (!ex->worker->reap(ex->worker->context, true, &status)) {
+        status = -1;
+    }
+    return status;
+}
+
+static void kill_worker(extract_t *ex)
+{
+    ex->worker->kill(ex->worker->context);
+    drain_worker(ex);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Positions                                                                                */
+
+static void clear_pos(extract_t *ex)
+{
+    free(ex->token);
+    ex->token = NULL;
+    if (ex->last_id.value_type != 0) {
+        bson_value_destroy(&ex->last_id);
+    }
+    memset(&ex->last_id, 0, sizeof ex->last_id);
+    ex->pos = POS_NONE;
+    ex->snap_queued = 0;
+}
+
+/* Canonical extended JSON of one value, e.g. {"$oid":"..."} or {"$numberInt":"7"}. */
+static char *value_json(const bson_value_t *value)
+{
+    bson_t doc = BSON_INITIALIZER;
+    bson_append_value(&doc, "v", 1, value);
+    size_t len = 0;
+    char *json = bson_as_canonical_extended_json(&doc, &len);
+    bson_destroy(&doc);
+    if (!json) {
+        return NULL;
+    }
+    /* "{ "v" : <value> }" -> "<value>" */
+    const char *start = strchr(json, ':');
+    char *end = strrchr(json, '}');
+    char *out = NULL;
+    if (start && end && end > start) {
+        start++;
+        while (*start == ' ') {
+            start++;
+        }
+        while (end > start && (end[-1] == ' ')) {
+            end--;
+        }
+        out = bson_strndup(start, (size_t)(end - start));
+    }
+    bson_free(json);
+    return out;
+}
+
+/* The reverse of value_json, into a value the caller destroys. */
+static bool value_from_json(const char *json, bson_value_t *value, fts_error_t *err)
+{
+    char *wrapped = bson_strdup_printf("{\"v\": %s}", json);
+    bson_error_t error;
+    bson_t *doc = bson_new_from_json((const uint8_t *)wrapped, -1, &error);
+    bson_free(wrapped);
+    bson_iter_t iter;
+    if (!doc || !bson_iter_init_find(&iter, doc, "v")) {
+        bson_destroy(doc);
+        return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                             "the saved snapshot last_id %s is not extended JSON", json);
+    }
+    bson_value_copy(bson_iter_value(&iter), value);
+    bson_destroy(doc);
+    return true;
+}
+
+/* A key naming a saved or sent position, to recognise the same one again. */
+static char *position_key(const fts_position_t *saved)
+{
+    if (saved->has_token) {
+        return bson_strdup_printf("token:%s", saved->token);
+    }
+    if (saved->has_snapshot) {
+        return bson_strdup_printf("snap:%s", saved->last_id ? saved->last_id : "");
+    }
+    return bson_strdup("none");
+}
+
+/* Reads the saved position into ex (the worker must not be holding frames). */
+static bool load_position(extract_t *ex, char **key, fts_error_t *err)
+{
+    fts_position_t saved;
+    memset(&saved, 0, sizeof saved);
+    if (!ex->queue->read_position(ex->queue->context, &saved, err)) {
+        return false;
+    }
+    clear_pos(ex);
+    /* A resync snapshot restarted by a crash still ends with its sweep. */
+    ex->resync = ex->resync && !saved.has_token;
+    bool ok = true;
+    if (saved.has_token) {
+        ex->pos = POS_TOKEN;
+        ex->token = strdup(saved.token);
+        ex->token_kind = saved.token_kind;
+        ex->cluster_time = saved.cluster_time;
+    } else if (saved.has_snapshot) {
+        ex->pos = POS_SNAPSHOT;
+        ex->snap_time = saved.started;
+        ex->snap_queued = saved.queued;
+        if (saved.last_id) {
+            ok = value_from_json(saved.last_id, &ex->last_id, err);
+        }
+    }
+    if (ok && key) {
+        *key = position_key(&saved);
+    }
+    fts_position_cleanup(&saved);
+    return ok;
+}
+
+/* Opens the scan or the stream at ex's position. Source errors come back as from the
+ * port (FTS_SOURCE_HISTORY_LOST, or anything else to retry). */
+static bool open_source(extract_t *ex, fts_error_t *err)
+{
+    ex->source->scan_destroy(ex->source->context, ex->scan);
+    ex->scan = NULL;
+    ex->source->close(ex->source->context);
+    ex->streaming = false;
+    const char *scan_collection =
+        strcmp(ex->config->mongo_scope, "database") == 0 ? ex->config->mongo_collection : NULL;
+
+    if (ex->pos == POS_NONE) {
+        /* A snapshot: note the time first, so that the stream that follows misses nothing. */
+        if (!ex->source->cluster_time(ex->source->context, &ex->snap_time, err)) {
+            return false;
+        }
+        ex->pos = POS_SNAPSHOT;
+        ex->snap_queued = 0;
+        fts_log(FTS_LOG_INFO, COMPONENT,
+                "no saved position: snapshot of the collection ns=%s started_at=%u.%u", ex->ns,
+                ex->snap_time.seconds, ex->snap_time.increment);
+    }
+    if (ex->pos == POS_SNAPSHOT) {
+        ex->scan = ex->source->scan_new(ex->source->context, scan_collection,
+                                        ex->last_id.value_type != 0 ? &ex->last_id : NULL, err);
+        return ex->scan != NULL;
+    }
+    fts_source_position_t position = {.from = FTS_SOURCE_START_AT_TIME, .time = ex->snap_time};
+    if (ex->pos == POS_TOKEN) {
+        /* A saved token that is not JSON fails with FTS_SOURCE_HISTORY_LOST: no resume is
+         * possible, resync (invariant 6: named, not guessed). */
+        position.from = ex->token_kind == FTS_TOKEN_START_AFTER ? FTS_SOURCE_START_AFTER
+                                                                : FTS_SOURCE_RESUME_AFTER;
+        position.token = ex->token;
+    }
+    bool ok = ex->source->open(ex->source->context, &position, err);
+    ex->streaming = ok;
+    return ok;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Frames                                                                                   */
+
+/* Sends a frame; false means the worker is gone (the caller reaps and restarts it). */
+static bool send_frame(extract_t *ex, const bson_t *frame)
+{
+    fts_error_t err;
+    if (!ex->worker->send(ex->worker->context, frame, &err)) {
+        return false;
+    }
+    ex->sent_since_check++;
+    return true;
+}
+
+/* Whether a frame with this key is to be careful, and the end of careful mode. */
+static bool careful_for(extract_t *ex, const char *key)
+{
+    free(ex->last_sent_key);
+    ex->last_sent_key = strdup(key);
+    if (!ex->careful_until) {
+        return false;
+    }
+    if (strcmp(ex->careful_until, key) == 0) {
+        free(ex->careful_until);
+        ex->careful_until = NULL;
+    }
+    return true;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Lease, backlog, trim: done between reads and while waiting                               */
+
+/* Renews the lease when due, reads the backlog, trims. false: the lease is lost. */
+static bool maintain(extract_t *ex)
+{
+    uint64_t now = now_ms();
+    fts_error_t err;
+    uint64_t ttl = (uint64_t)ex->config->lease_ttl_ms;
+    if (now >= ex->next_renew_ms) {
+        fts_lease_status_t status;
+        if (ex->lease->renew(ex->lease->context, &status, &err)) {
+            if (status.state == FTS_LEASE_LOST) {
+                fts_log(FTS_LOG_ERROR, COMPONENT,
+                        "extractor lease lost: stopping reading (holder %s)", status.holder);
+                return false;
+            }
+            ex->next_renew_ms = now + ttl / 3;
+        } else {
+            fts_log(FTS_LOG_WARN, COMPONENT, "lease renewal failed: %s", err.message);
+            ex->next_renew_ms = now + IDLE_SLICE_MS * 5;
+        }
+    }
+    if (ex->lease->remaining_ms(ex->lease->context) == 0) {
+        fts_log(FTS_LOG_ERROR, COMPONENT,
+                "extractor lease expired before it could be renewed: stopping reading");
+        return false;
+    }
+    /* Read the backlog every second, and sooner when what was sent since could have taken it
+     * past the maximum, so the stream stops near the maximum, not a second of reading later. */
+    if (now >= ex->next_backlog_ms ||
+        ex->backlog + ex->sent_since_check > (uint64_t)ex->config->backlog_max) {
+        ex->next_backlog_ms = now + BACKLOG_CHECK_MS;
+        ex->sent_since_check = 0;
+        fts_backlog_t backlog;
+        if (ex->queue->backlog(ex->queue->context, &backlog, &err)) {
+            bool over = backlog.entries > (uint64_t)ex->config->backlog_max;
+            if (over && !ex->paused) {
+                fts_log(FTS_LOG_WARN, COMPONENT, "paused: backlog %llu > max %lld",
+                        (unsigned long long)backlog.entries, (long long)ex->config->backlog_max);
+            } else if (!over && ex->paused) {
+                fts_log(FTS_LOG_INFO, COMPONENT, "resumed: backlog %llu <= max %lld",
+                        (unsigned long long)backlog.entries, (long long)ex->config->backlog_max);
+            }
+            ex->paused = over;
+            ex->backlog = backlog.entries;
+        } else {
+            fts_log(FTS_LOG_WARN, COMPONENT, "reading the backlog failed: %s", err.message);
+        }
+    }
+    if (now >= ex->next_trim_ms) {
+        ex->next_trim_ms = now + (uint64_t)ex->config->trim_interval_ms;
+        fts_trim_result_t trim;
+        if (ex->queue->trim(ex->queue->context, &trim, &err)) {
+            if (trim.removed > 0) {
+                fts_log(FTS_LOG_INFO, COMPONENT,
+                        "trimmed acknowledged entries "
+                        "removed=%llu below=%s",
+                        (unsigned long long)trim.removed, trim.threshold);
+            }
+        } else {
+            fts_log(FTS_LOG_WARN, COMPONENT, "trimming failed: %s", err.message);
+        }
+    }
+    return true;
+}
+
+/* Waits ms while keeping the lease. false: lease lost or a stop was requested. */
+static bool wait_maintaining(extract_t *ex, uint64_t ms)
+{
+    uint64_t until = now_ms() + ms;
+    while (!fts_signals_stop_requested()) {
+        if (!maintain(ex)) {
+            return false;
+        }
+        uint64_t now = now_ms();
+        if (now >= until) {
+            return true;
+        }
+        uint64_t slice = until - now < IDLE_SLICE_MS ? until - now : IDLE_SLICE_MS;
+        fts_signals_sleep_ms((unsigned long)slice);
+    }
+    return false;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Failures                                                                                 */
+
+typedef enum { STEP_OK = 0, STEP_REOPEN, STEP_END } step_t;
+
+/* The worker ended (status from waitpid). Decides what follows: a fatal stop (STEP_END with
+ * ex->exit_status), or a restart and a reopen from the saved position (STEP_REOPEN). */
+static step_t worker_ended(extract_t *ex, int status, session_end_t *end)
+{
+    char text[128];
+    describe_status(status, text, sizeof text);
+    ex->worker->close(ex->worker->context); /* reaped already: a no-op */
+    if (WIFEXITED(status) && WEXITSTATUS(status) == FTS_WORKER_EXIT_UNSUPPORTED) {
+        fts_log(FTS_LOG_ERROR, COMPONENT,
+                "stopped: the change stream has an event ftsync cannot follow (see the "
+                "worker's error above); the saved position is before it state=error");
+        ex->exit_status = FTS_EXTRACT_EXIT_STOPPED;
+        *end = SESSION_FATAL;
+        return STEP_END;
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == FTS_WORKER_EXIT_CONFIG) {
+        fts_log(FTS_LOG_ERROR, COMPONENT, "stopped: the transform cannot be set up");
+        ex->exit_status = FTS_EXTRACT_EXIT_USAGE;
+        *end = SESSION_FATAL;
+        return STEP_END;
+    }
+    if (now_ms() - ex->worker_started_ms > WORKER_HEALTHY_MS) {
+        fts_backoff_reset(&ex->worker_backoff);
+    }
+    fts_error_t err;
+    char *key = NULL;
+    /* What was sent last, to know when careful mode can end. */
+    char *last_sent = ex->last_sent_key;
+    ex->last_sent_key = NULL;
+    bool was_careful = ex->careful_session;
+    if (!load_position(ex, &key, &err)) {
+        fts_log(FTS_LOG_ERROR, COMPONENT, "cannot read the saved position: %s", err.message);
+        /* Read it again before reopening, once Redis is back: reopening from what was sent
+         * would skip what the dead worker never queued. */
+        ex->reload_position = true;
+        key = NULL;
+    }
+    if (WIFSIGNALED(status)) {
+        /* Only a crash of a careful worker (which checkpoints after every event) pins the
+         * event right after the saved position as the one it dies on. */
+        if (was_careful && key && ex->crash_key && strcmp(key, ex->crash_key) == 0) {
+            ex->crash_count++;
+        } else {
+            bson_free(ex->crash_key);
+            ex->crash_key = key ? bson_strdup(key) : NULL;
+            ex->crash_count = 1;
+        }
+        ex->crash_signal = WTERMSIG(status);
+        fts_log(FTS_LOG_ERROR, COMPONENT,
+                "transform worker crashed; restarting it from the saved position in "
+                "careful mode (%s) crashes_here=%u limit=%lld",
+                text, ex->crash_count, (long long)ex->config->worker_crash_limit);
+        if (ex->crash_count >= (unsigned)ex->config->worker_crash_limit) {
+            ex->dead_letter_next = true;
+        }
+        free(ex->careful_until);
+        ex->careful_until = last_sent ? strdup(last_sent) : NULL;
+        ex->careful_session = ex->careful_until != NULL;
+    } else {
+        ex->careful_session = false;
+        fts_log(FTS_LOG_WARN, COMPONENT, "transform worker ended; restarting it (%s)", text);
+    }
+    free(last_sent);
+    bson_free(key);
+    uint64_t delay = fts_backoff_next_ms(&ex->worker_backoff);
+    if (!wait_maintaining(ex, delay)) {
+        *end = fts_signals_stop_requested() ? SESSION_STOP : SESSION_LEASE_LOST;
+        return STEP_END;
+    }
+    if (!spawn_worker(ex, &err)) {
+        fts_log(FTS_LOG_ERROR, COMPONENT, "cannot start the worker: %s", err.message);
+        ex->exit_status = FTS_EXTRACT_EXIT_FAILURE;
+        *end = SESSION_FATAL;
+        return STEP_END;
+    }
+    return STEP_REOPEN;
+}
+
+/* Checks (without blocking) whether the worker ended. */
+static step_t check_worker(extract_t *ex, session_end_t *end)
+{
+    if (!ex->worker->running(ex->worker->context)) {
+        return STEP_OK;
+    }
+    int status = 0;
+    if (ex->worker->reap(ex->worker->context, false, &status)) {
+        return worker_ended(ex, status, end);
+    }
+    return STEP_OK;
+}
+
+/* A frame could not be written: the worker is gone or going; reap it. */
+static step_t worker_gone(extract_t *ex, session_end_t *end)
+{
+    int status = 0;
+    ex->worker->close(ex->worker->context);
+    if (ex->worker->running(ex->worker->context) &&
+        !ex->worker->reap(ex->worker->context, true, &status)) {
+        status = 0;
+    }
+    return worker_ended(ex, status, end);
+}
+
+/* A source error. History lost: resync or stop. Anything else: back off and reopen. */
+static step_t source_failed(extract_t *ex, const fts_error_t *err, session_end_t *end)
+{
+    if (err->code == FTS_SOURCE_HISTORY_LOST) {
+        ex->history_lost_count++;
+        if (strcmp(ex->config->on_history_lost, "stop") == 0) {
+            fts_log(FTS_LOG_ERROR, COMPONENT,
+                    "stopped: change stream history lost: the saved position is no "
+                    "longer in the oplog; run `ftsync reset-token --clear` to snapshot the "
+                    "collection again: %s history_lost_total=%llu state=error",
+                    err->message, (unsigned long long)ex->history_lost_count);
+            ex->exit_status = FTS_EXTRACT_EXIT_STOPPED;
+            *end = SESSION_FATAL;
+            return STEP_END;
+        }
+        fts_log(FTS_LOG_ERROR, COMPONENT,
+                "change stream history lost: resyncing (a new snapshot, then a sweep of "
+                "documents deleted meanwhile): %s history_lost_total=%llu",
+                err->message, (unsigned long long)ex->history_lost_count);
+        /* Let the worker queue and checkpoint what it has, so nothing re-creates the old
+         * position after it is cleared; then clear it. */
+        int status = drain_worker(ex);
+        if (status != -1 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+            return worker_ended(ex, status, end);
+        }
+        fts_error_t clear_err;
+        while (!ex->queue->clear_position(ex->queue->context, &clear_err)) {
+            fts_log(FTS_LOG_ERROR, COMPONENT, "cannot clear the position: %s", clear_err.message);
+            if (!wait_maintaining(ex, fts_backoff_next_ms(&ex->source_backoff))) {
+                *end = fts_signals_stop_requested() ? SESSION_STOP : SESSION_LEASE_LOST;
+                return STEP_END;
+            }
+        }
+        clear_pos(ex);
+        ex->resync = true;
+        if (!spawn_worker(ex, &clear_err)) {
+            ex->exit_status = FTS_EXTRACT_EXIT_FAILURE;
+            *end = SESSION_FATAL;
+            return STEP_END;
+        }
+        return STEP_REOPEN;
+    }
+    fts_log(FTS_LOG_WARN, COMPONENT, "MongoDB failed; reopening from the last position: %s",
+            err->message);
+    if (!wait_maintaining(ex, fts_backoff_next_ms(&ex->source_backoff))) {
+        *end = fts_signals_stop_requested() ? SESSION_STOP : SESSION_LEASE_LOST;
+        return STEP_END;
+    }
+    return STEP_REOPEN;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Reading                                                                                  */
+
+/* Writes one event (or snapshot document) to the dead-letter stream with the position after
+ * it: the worker is fresh and holds nothing, so every action before it is queued. */
+static bool dead_letter_here(extract_t *ex, const bson_t *payload,
+                             const fts_checkpoint_t *checkpoint, fts_error_t *err)
+{
+    char reason[256];
+    snprintf(reason, sizeof reason,
+             "the transform worker crashed %u times on this event (signal "
+             "%d, %s)",
+             ex->crash_count, ex->crash_signal, strsignal(ex->crash_signal));
+    char *json = bson_as_relaxed_extended_json(payload, NULL);
+    const char *items[] = {"event", json ? json : "(not representable as JSON)"};
+    fts_dead_letter_t dead = {.items = items, .count = 2, .reason = reason, .stage = "transform"};
+    bool ok = ex->queue->dead_letter(ex->queue->context, &dead, checkpoint, err);
+    bson_free(json);
+    if (ok) {
+        fts_log(FTS_LOG_ERROR, COMPONENT, "poison event dead-lettered: %s", reason);
+        ex->dead_letter_next = false;
+        ex->crash_count = 0;
+        bson_free(ex->crash_key);
+        ex->crash_key = NULL;
+        free(ex->careful_until);
+        ex->careful_until = NULL;
+    }
+    return ok;
+}
+
+/* One snapshot document or the end of the scan. */
+static step_t scan_step(extract_t *ex, session_end_t *end)
+{
+    fts_error_t err;
+    const bson_t *doc = NULL;
+    if (!ex->source->scan_next(ex->source->context, ex->scan, &doc, &err)) {
+        return source_failed(ex, &err, end);
+    }
+    if (!doc) {
+        ex->source->scan_destroy(ex->source->context, ex->scan);
+        ex->scan = NULL;
+        if (ex->resync) {
+            bson_t frame = BSON_INITIALIZER;
+            BSON_APPEND_UTF8(&frame, "t", "sweep");
+            BSON_APPEND_UTF8(&frame, "ns", ex->ns);
+            BSON_APPEND_TIMESTAMP(&frame, "started", ex->snap_time.seconds,
+                                  ex->snap_time.increment);
+            bool sent = send_frame(ex, &frame);
+            bson_destroy(&frame);
+            if (!sent) {
+                return worker_gone(ex, end);
+            }
+            /* resync stays set until a token is saved (load_position): a worker crash before
+             * then resumes the snapshot, which ends with the sweep again (harmless). */
+        }
+        fts_log(FTS_LOG_INFO, COMPONENT,
+                "snapshot read; following the change stream "
+                "documents=%llu from=%u.%u",
+                (unsigned long long)ex->snap_queued, ex->snap_time.seconds,
+                ex->snap_time.increment);
+        clear_pos(ex);
+        ex->pos = POS_TIME;
+        if (!open_source(ex, &err)) {
+            return source_failed(ex, &err, end);
+        }
+        return STEP_OK;
+    }
+    bson_iter_t iter;
+    if (!bson_iter_init_find(&iter, doc, "_id")) {
+        return STEP_OK; /* every stored document has one */
+    }
+    char *id_json = value_json(bson_iter_value(&iter));
+    if (!id_json) {
+        return STEP_OK;
+    }
+    if (ex->last_id.value_type != 0) {
+        bson_value_destroy(&ex->last_id);
+    }
+    bson_value_copy(bson_iter_value(&iter), &ex->last_id);
+    ex->snap_queued++;
+
+    if (ex->dead_letter_next) {
+        fts_checkpoint_t checkpoint = {
+            .kind = FTS_CHECKPOINT_SNAPSHOT,
+            .started = ex->snap_time,
+            .last_id = id_json,
+            .queued = ex->snap_queued,
+        };
+        bool ok = dead_letter_here(ex, doc, &checkpoint, &err);
+        bson_free(id_json);
+        if (!ok) {
+            return source_failed(ex, &err, end);
+        }
+        return STEP_OK;
+    }
+    char *key = bson_strdup_printf("snap:%s", id_json);
+    bson_t frame = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&frame, "t", "snap");
+    BSON_APPEND_DOCUMENT(&frame, "doc", doc);
+    BSON_APPEND_UTF8(&frame, "ns", ex->ns);
+    BSON_APPEND_TIMESTAMP(&frame, "started", ex->snap_time.seconds, ex->snap_time.increment);
+    BSON_APPEND_UTF8(&frame, "last_id", id_json);
+    BSON_APPEND_INT64(&frame, "queued", (int64_t)ex->snap_queued);
+    BSON_APPEND_BOOL(&frame, "careful", careful_for(ex, key));
+    bool sent = send_frame(ex, &frame);
+    bson_destroy(&frame);
+    bson_free(key);
+    bson_free(id_json);
+    return sent ? STEP_OK : worker_gone(ex, end);
+}
+
+/* One change-stream read. */
+static step_t stream_step(extract_t *ex, session_end_t *end)
+{
+    fts_error_t err;
+    fts_source_next_t what;
+    const bson_t *event = NULL;
+    if (!ex->source->next(ex->source->context, &what, &event, &err)) {
+        return source_failed(ex, &err, end);
+    }
+    char *token = ex->source->resume_token_json(ex->source->context);
+    if (!token) {
+        return STEP_OK; /* no token yet: nothing to save */
+    }
+    fts_token_kind_t kind = ex->source->token_needs_start_after(ex->source->context)
+                                ? FTS_TOKEN_START_AFTER
+                                : FTS_TOKEN_RESUME;
+    bool changed = ex->pos != POS_TOKEN || !ex->token || strcmp(ex->token, token) != 0 ||
+                   ex->token_kind != kind;
+    step_t result = STEP_OK;
+    if (what == FTS_SOURCE_NEXT_EVENT) {
+        bson_iter_t iter;
+        if (bson_iter_init_find(&iter, event, "clusterTime") && BSON_ITER_HOLDS_TIMESTAMP(&iter)) {
+            bson_iter_timestamp(&iter, &ex->cluster_time.seconds, &ex->cluster_time.increment);
+        }
+        if (ex->dead_letter_next) {
+            fts_checkpoint_t checkpoint = {
+                .kind = FTS_CHECKPOINT_TOKEN,
+                .token = token,
+                .token_kind = kind,
+                .cluster_time = ex->cluster_time,
+            };
+            if (!dead_letter_here(ex, event, &checkpoint, &err)) {
+                bson_free(token);
+                return source_failed(ex, &err, end);
+            }
+        } else {
+            char *key = bson_strdup_printf("token:%s", token);
+            bson_t frame = BSON_INITIALIZER;
+            BSON_APPEND_UTF8(&frame, "t", "event");
+            BSON_APPEND_DOCUMENT(&frame, "ev", event);
+            BSON_APPEND_UTF8(&frame, "tok", token);
+            BSON_APPEND_UTF8(&frame, "kind", fts_token_kind_name(kind));
+            BSON_APPEND_BOOL(&frame, "careful", careful_for(ex, key));
+            bool sent = send_frame(ex, &frame);
+            bson_destroy(&frame);
+            bson_free(key);
+            if (!sent) {
+                bson_free(token);
+                return worker_gone(ex, end);
+            }
+        }
+    } else if (changed) {
+        /* Idle or invalidated: the token moved without an event to queue. */
+        bson_t frame = BSON_INITIALIZER;
+        BSON_APPEND_UTF8(&frame, "t", "token");
+        BSON_APPEND_UTF8(&frame, "tok", token);
+        BSON_APPEND_UTF8(&frame, "kind", fts_token_kind_name(kind));
+        BSON_APPEND_TIMESTAMP(&frame, "ct", ex->cluster_time.seconds, ex->cluster_time.increment);
+        bool sent = send_frame(ex, &frame);
+        bson_destroy(&frame);
+        if (!sent) {
+            bson_free(token);
+            return worker_gone(ex, end);
+        }
+    }
+    clear_pos(ex);
+    ex->pos = POS_TOKEN;
+    ex->token = strdup(token);
+    ex->token_kind = kind;
+    bson_free(token);
+    if (what == FTS_SOURCE_NEXT_INVALIDATED) {
+        fts_log(FTS_LOG_WARN, COMPONENT,
+                "change stream invalidated (collection dropped "
+                "or renamed); reopening with startAfter ns=%s",
+                ex->ns);
+        ex->token_kind = FTS_TOKEN_START_AFTER;
+        result = STEP_REOPEN;
+    }
+    fts_backoff_reset(&ex->source_backoff);
+    return result;
+}
+
+/* The lease is ours: read until a stop, a lost lease or a fatal error. */
+static session_end_t run_session(extract_t *ex)
+{
+    fts_error_t err;
+    session_end_t end = SESSION_STOP;
+    uint64_t now = now_ms();
+    ex->next_renew_ms = now + (uint64_t)ex->config->lease_ttl_ms / 3;
+    ex->next_backlog_ms = now;
+    ex->next_trim_ms = now + (uint64_t)ex->config->trim_interval_ms;
+    ex->paused = false;
+
+    while (!ex->queue->ensure_group(ex->queue->context, &err)) {
+        fts_log(FTS_LOG_ERROR, COMPONENT, "cannot create the loaders' group: %s", err.message);
+        if (!wait_maintaining(ex, fts_backoff_next_ms(&ex->source_backoff))) {
+            return fts_signals_stop_requested() ? SESSION_STOP : SESSION_LEASE_LOST;
+        }
+    }
+    if (!ex->worker->running(ex->worker->context) && !spawn_worker(ex, &err)) {
+        fts_log(FTS_LOG_ERROR, COMPONENT, "cannot start the worker: %s", err.message);
+        ex->exit_status = FTS_EXTRACT_EXIT_FAILURE;
+        return SESSION_FATAL;
+    }
+    bool reload = true; /* read the saved position before opening */
+    bool need_open = true;
+    for (;;) {
+        if (fts_signals_stop_requested()) {
+            return SESSION_STOP;
+        }
+        if (!maintain(ex)) {
+            return SESSION_LEASE_LOST;
+        }
+        step_t step = check_worker(ex, &end);
+        if (step == STEP_END) {
+            return end;
+        }
+        if (step == STEP_REOPEN) {
+            /* worker_ended read the saved position back (or asks for it to be read). */
+            need_open = true;
+            reload = ex->reload_position;
+            continue;
+        }
+        if (need_open) {
+            if (reload && !load_position(ex, NULL, &err)) {
+                fts_log(FTS_LOG_ERROR, COMPONENT, "cannot read the saved position: %s",
+                        err.message);
+                if (!wait_maintaining(ex, fts_backoff_next_ms(&ex->source_backoff))) {
+                    return fts_signals_stop_requested() ? SESSION_STOP : SESSION_LEASE_LOST;
+                }
+                continue;
+            }
+            reload = false;
+            ex->reload_position = false;
+            if (!open_source(ex, &err)) {
+                step = source_failed(ex, &err, &end);
+                if (step == STEP_END) {
+                    return end;
+                }
+                continue; /* reopen from ex's position (cleared after a resync) */
+            }
+            need_open = false;
+            fts_log(FTS_LOG_INFO, COMPONENT, "reading ns=%s from=%s", ex->ns,
+                    ex->scan               ? "snapshot"
+                    : ex->pos == POS_TOKEN ? "token"
+                                           : "snapshot time");
+        }
+        if (ex->paused) {
+            if (!wait_maintaining(ex, IDLE_SLICE_MS * 2)) {
+                return fts_signals_stop_requested() ? SESSION_STOP : SESSION_LEASE_LOST;
+            }
+            continue;
+        }
+        step = ex->scan ? scan_step(ex, &end) : stream_step(ex, &end);
+        if (step == STEP_END) {
+            return end;
+        }
+        if (step == STEP_REOPEN) {
+            need_open = true;
+            reload = ex->reload_position;
+        }
+    }
+}
+
+/* Waits as standby until the lease is ours. false: a stop was requested. */
+static bool acquire_lease(extract_t *ex)
+{
+    fts_error_t err;
+    char last_holder[FTS_LEASE_HOLDER_SIZE] = "";
+    uint64_t interval = (uint64_t)ex->config->lease_ttl_ms / 3;
+    while (!fts_signals_stop_requested()) {
+        fts_lease_status_t status;
+        if (ex->lease->acquire(ex->lease->context, &status, &err)) {
+            if (status.state == FTS_LEASE_ACQUIRED) {
+                fts_log(FTS_LOG_INFO, COMPONENT,
+                        "extractor lease acquired: active "
+                        "(owner %s)",
+                        ex->lease->owner(ex->lease->context));
+                return true;
+            }
+            if (strcmp(last_holder, status.holder) != 0) {
+                fts_log(FTS_LOG_INFO, COMPONENT,
+                        "standby: the extractor lease is held "
+                        "(holder %s, expires in %lld ms)",
+                        status.holder, (long long)status.holder_ttl_ms);
+                snprintf(last_holder, sizeof last_holder, "%s", status.holder);
+            }
+        } else {
+            fts_log(FTS_LOG_WARN, COMPONENT, "cannot reach the lease: %s", err.message);
+        }
+        fts_signals_sleep_ms((unsigned long)interval);
+    }
+    return false;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The run                                                                                  */
+
+int fts_extract_run(const fts_config_t *config, const fts_extract_ports_t *ports)
+{
+    extract_t ex;
+    memset(&ex, 0, sizeof ex);
+    ex.config = config;
+    ex.source = ports->source;
+    ex.queue = ports->queue;
+    ex.lease = ports->lease;
+    ex.worker = ports->worker;
+    ex.exit_status = FTS_EXTRACT_EXIT_OK;
+    snprintf(ex.ns, sizeof ex.ns, "%s.%s", config->mongo_db, config->mongo_collection);
+    fts_backoff_init(&ex.worker_backoff, RETRY_BASE_MS, RETRY_CAP_MS, 0);
+    fts_backoff_init(&ex.source_backoff, RETRY_BASE_MS, RETRY_CAP_MS, 0);
+    if (ex.worker->running(ex.worker->context)) {
+        ex.worker_started_ms = now_ms();
+    }
+    fts_error_t err;
+    int status = FTS_EXTRACT_EXIT_FAILURE;
+
+    for (;;) {
+        if (!acquire_lease(&ex)) {
+            status = FTS_EXTRACT_EXIT_OK; /* stopped while standby */
+            break;
+        }
+        session_end_t end = run_session(&ex);
+        ex.source->scan_destroy(ex.source->context, ex.scan);
+        ex.scan = NULL;
+        ex.source->close(ex.source->context);
+        if (end == SESSION_LEASE_LOST) {
+            /* Someone else may be active: stop this worker at once, whatever it holds (the
+             * new holder re-reads from the saved position; replays are harmless). */
+            kill_worker(&ex);
+            clear_pos(&ex);
+            continue;
+        }
+        if (end == SESSION_STOP) {
+            /* Clean stop: the worker queues and checkpoints every frame it got, then exits. */
+            int ws = drain_worker(&ex);
+            char text[128];
+            describe_status(ws, text, sizeof text);
+            status = (ws == -1 || (WIFEXITED(ws) && WEXITSTATUS(ws) == 0))
+                         ? FTS_EXTRACT_EXIT_OK
+                         : FTS_EXTRACT_EXIT_FAILURE;
+            fts_log(status == FTS_EXTRACT_EXIT_OK ? FTS_LOG_INFO : FTS_LOG_ERROR, COMPONENT,
+                    "stopping: the worker queued what it had (worker: %s)",
+                    ws == -1 ? "none" : text);
+        } else {
+            status = ex.exit_status;
+        }
+        fts_lease_status_t lease_status;
+        if (!ex.lease->release(ex.lease->context, &lease_status, &err)) {
+            fts_log(FTS_LOG_WARN, COMPONENT,
+                    "cannot release the lease (it expires by "
+                    "itself): %s",
+                    err.message);
+        }
+        break;
+    }
+    fts_log(FTS_LOG_INFO, COMPONENT, "stopped exit_status=%d history_lost_total=%llu", status,
+            (unsigned long long)ex.history_lost_count);
+
+    clear_pos(&ex);
+    bson_free(ex.crash_key);
+    free(ex.careful_until);
+    free(ex.last_sent_key);
+    ex.source->scan_destroy(ex.source->context, ex.scan);
+    return status;
+}

@@ -1,0 +1,240 @@
+/*
+ * ports.h - the ports of `ftsync extract`: what the core's extract loops (extract.h,
+ * extract_worker.h) need from the outside world, as structs of function pointers plus the
+ * context they are called with. Adapters (MongoDB, Redis, a forked process, or fakes in unit
+ * tests) fill them; cmd/ wires one to the other.
+ *
+ * Everything that crosses a port is a core type (bson_t, fts_action_argv_t, fts_error_t and the
+ * types below), so core/ never sees libmongoc or hiredis. The promises each port makes are the
+ * ones the loops rely on for the invariants of DESIGN.md:
+ *   1. fts_queue_port_t.append saves a checkpoint only once every action given with it is in
+ *      the queue; dead_letter likewise for its entry;
+ *   4. backlog reports what the loaders have not acknowledged; trim removes only what every
+ *      consumer acknowledged;
+ *   one active extractor: fts_lease_port_t.remaining_ms is a conservative local deadline.
+ * Ports are borrowed by the loops for as long as they run, and used from one thread.
+ */
+#ifndef FTS_PORTS_H
+#define FTS_PORTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <bson/bson.h>
+
+#include "action.h"
+#include "error.h"
+#include "frame.h"
+
+/* A cluster time: a BSON timestamp. */
+typedef struct {
+    uint32_t seconds;
+    uint32_t increment;
+} fts_timestamp_t;
+
+/* ---- Source port: the change stream and the snapshot scan ---- */
+
+/* err->code of a source error saying the position is gone from the server's history and only
+ * a resync can follow (any domain). Every other source error is retried after a backoff. */
+#define FTS_SOURCE_HISTORY_LOST 1101
+
+/* Where a change stream starts. */
+typedef enum {
+    FTS_SOURCE_RESUME_AFTER = 1, /* after token, a saved resume token */
+    FTS_SOURCE_START_AFTER,      /* after token, which may belong to an invalidate */
+    FTS_SOURCE_START_AT_TIME     /* changes at or after time */
+} fts_source_from_t;
+
+typedef struct {
+    fts_source_from_t from;
+    const char *token;    /* RESUME_AFTER, START_AFTER: canonical extended JSON; borrowed */
+    fts_timestamp_t time; /* START_AT_TIME */
+} fts_source_position_t;
+
+/* What next found. */
+typedef enum {
+    FTS_SOURCE_NEXT_EVENT = 0,  /* an event */
+    FTS_SOURCE_NEXT_IDLE,       /* no event for a while; the token may have moved */
+    FTS_SOURCE_NEXT_INVALIDATED /* the stream ended after an invalidate: reopen with
+                                 * START_AFTER the current token */
+} fts_source_next_t;
+
+typedef struct {
+    void *context;
+    /* Opens the change stream at position, closing any open one. A token that is no resume
+     * token, or a position gone from the history, fails with FTS_SOURCE_HISTORY_LOST. */
+    bool (*open)(void *context, const fts_source_position_t *position, fts_error_t *err);
+    /* Closes the change stream (and nothing else); the source can be opened again. */
+    void (*close)(void *context);
+    /* The next event: *event borrowed until the next call of next, open or close. */
+    bool (*next)(void *context, fts_source_next_t *what, const bson_t **event, fts_error_t *err);
+    /* The current resume token as canonical extended JSON (bson_free it), NULL if none yet. */
+    char *(*resume_token_json)(void *context);
+    /* Whether the current token must be resumed from with START_AFTER. */
+    bool (*token_needs_start_after)(void *context);
+    /* The deployment's majority-committed cluster time now. */
+    bool (*cluster_time)(void *context, fts_timestamp_t *now, fts_error_t *err);
+    /* A snapshot scan of collection (NULL = the source's own) in _id order after after_id
+     * (NULL = from the start). Returns a scan handle for scan_next/scan_destroy, NULL on
+     * error. */
+    void *(*scan_new)(void *context, const char *collection, const bson_value_t *after_id,
+                      fts_error_t *err);
+    /* The next document (borrowed until the next call), *doc NULL at the end. */
+    bool (*scan_next)(void *context, void *scan, const bson_t **doc, fts_error_t *err);
+    /* Ends a scan; accepts NULL. */
+    void (*scan_destroy)(void *context, void *scan);
+} fts_source_port_t;
+
+/* ---- Queue port: the action stream, the dead letters, the saved position ---- */
+
+typedef enum {
+    FTS_TOKEN_RESUME = 1, /* reopen with resumeAfter */
+    FTS_TOKEN_START_AFTER /* the token is an invalidate's: reopen with startAfter */
+} fts_token_kind_t;
+
+typedef enum {
+    FTS_CHECKPOINT_TOKEN = 1, /* a change-stream resume token */
+    FTS_CHECKPOINT_SNAPSHOT   /* snapshot progress */
+} fts_checkpoint_kind_t;
+
+/* A position to save. Everything is borrowed for the duration of the call. */
+typedef struct {
+    fts_checkpoint_kind_t kind;
+    /* FTS_CHECKPOINT_TOKEN */
+    const char *token; /* canonical extended JSON, not empty */
+    fts_token_kind_t token_kind;
+    fts_timestamp_t cluster_time; /* of the last change covered; 0.0 if unknown */
+    /* FTS_CHECKPOINT_SNAPSHOT */
+    fts_timestamp_t started; /* noted before the scan; seconds > 0 */
+    const char *last_id;     /* canonical extended JSON of the last _id queued; NULL before
+                              * the first document */
+    uint64_t queued;         /* documents queued so far */
+} fts_checkpoint_t;
+
+/* The saved position as read back: nothing, a snapshot in progress, or a token. Strings owned
+ * (fts_position_cleanup). */
+typedef struct {
+    bool has_token;
+    char *token;
+    fts_token_kind_t token_kind;
+    fts_timestamp_t cluster_time;
+    bool has_snapshot;
+    fts_timestamp_t started;
+    char *last_id; /* NULL: no document queued yet */
+    uint64_t queued;
+} fts_position_t;
+
+/* An entry to dead-letter. Borrowed for the duration of the call. */
+typedef struct {
+    const char **items; /* field, value, field, value... */
+    const size_t *lens; /* NULL: each item is NUL-terminated */
+    size_t count;       /* even */
+    const char *reason;
+    const char *stage; /* "transform", "extract", "load" */
+} fts_dead_letter_t;
+
+/* How far the loaders are behind: entries not yet acknowledged (or an upper bound). */
+typedef struct {
+    uint64_t entries;
+} fts_backlog_t;
+
+/* What a trim did. */
+typedef struct {
+    uint64_t removed;
+    char threshold[48]; /* entries below this ID were removed */
+} fts_trim_result_t;
+
+typedef struct {
+    void *context;
+    /* The key fts_action_encode() must be given; borrowed for the port's life. */
+    const char *(*stream_key)(void *context);
+    /* Creates the loaders' group if missing. */
+    bool (*ensure_group)(void *context, fts_error_t *err);
+    /* Appends count actions, then (checkpoint not NULL) saves the checkpoint, never before
+     * every action is in (invariant 1). On failure the checkpoint stays where it was. */
+    bool (*append)(void *context, const fts_action_argv_t *actions, size_t count,
+                   const fts_checkpoint_t *checkpoint, fts_error_t *err);
+    /* Saves a position with no entries; the caller has queued everything before it. */
+    bool (*checkpoint)(void *context, const fts_checkpoint_t *checkpoint, fts_error_t *err);
+    /* Writes a dead letter and then (not NULL) the checkpoint past it. */
+    bool (*dead_letter)(void *context, const fts_dead_letter_t *dead,
+                        const fts_checkpoint_t *checkpoint, fts_error_t *err);
+    /* Reads the saved position (owned strings: fts_position_cleanup). */
+    bool (*read_position)(void *context, fts_position_t *position, fts_error_t *err);
+    /* Forgets the saved position: the next start snapshots again. */
+    bool (*clear_position)(void *context, fts_error_t *err);
+    bool (*backlog)(void *context, fts_backlog_t *backlog, fts_error_t *err);
+    /* Removes what every consumer group acknowledged. */
+    bool (*trim)(void *context, fts_trim_result_t *result, fts_error_t *err);
+} fts_queue_port_t;
+
+/* Frees what position owns and empties it. */
+void fts_position_cleanup(fts_position_t *position);
+
+/* "resume" / "start_after"; parse returns false for anything else. */
+const char *fts_token_kind_name(fts_token_kind_t kind);
+bool fts_token_kind_parse(const char *text, fts_token_kind_t *kind);
+
+/* ---- Lease port: one active extractor ---- */
+
+typedef enum {
+    FTS_LEASE_ACQUIRED = 1, /* ours */
+    FTS_LEASE_HELD,         /* someone else's (acquire) */
+    FTS_LEASE_LOST,         /* no longer ours (renew, release) */
+    FTS_LEASE_RELEASED      /* was ours and is deleted (release) */
+} fts_lease_state_t;
+
+/* Room for an owner id. */
+#define FTS_LEASE_HOLDER_SIZE 300
+
+typedef struct {
+    fts_lease_state_t state;
+    char holder[FTS_LEASE_HOLDER_SIZE]; /* HELD, LOST: the current holder, "" if none */
+    int64_t holder_ttl_ms;              /* HELD, LOST: its remaining time to live */
+} fts_lease_status_t;
+
+typedef struct {
+    void *context;
+    bool (*acquire)(void *context, fts_lease_status_t *status, fts_error_t *err);
+    bool (*renew)(void *context, fts_lease_status_t *status, fts_error_t *err);
+    bool (*release)(void *context, fts_lease_status_t *status, fts_error_t *err);
+    /* How much longer the lease is surely ours; 0 when not held. */
+    uint64_t (*remaining_ms)(void *context);
+    /* Our owner id; borrowed for the port's life. */
+    const char *(*owner)(void *context);
+} fts_lease_port_t;
+
+/* ---- Channel port: frames from the extract parent to its transform worker ---- */
+
+typedef struct {
+    void *context;
+    /* Parent side: sends one frame whole; false: the worker is gone (or going). */
+    bool (*send)(void *context, const bson_t *frame, fts_error_t *err);
+    /* Worker side: the next frame (READY, *frame borrowed until the next call), AGAIN when
+     * none is complete yet, END when the parent closed the channel, ERROR when it broke. */
+    fts_frame_status_t (*receive)(void *context, bson_t *frame, fts_error_t *err);
+    /* Worker side: blocks until receive may have more (or EINTR). false on an error. */
+    bool (*wait)(void *context);
+} fts_channel_port_t;
+
+/* ---- Worker port: the parent's side of its transform worker process ---- */
+
+typedef struct {
+    void *context;
+    /* Starts a worker (e.g. a forked child running fts_extract_worker_loop over a channel). */
+    bool (*spawn)(void *context, fts_error_t *err);
+    /* Whether a worker was spawned and not yet reaped. */
+    bool (*running)(void *context);
+    /* Sends a frame to the running worker; false: no worker, or it is gone. */
+    bool (*send)(void *context, const bson_t *frame, fts_error_t *err);
+    /* Checks whether the worker ended: without blocking (block false) or waiting for it. true
+     * with *status (a waitpid status) once it is reaped; the channel is closed then. */
+    bool (*reap)(void *context, bool block, int *status);
+    /* Closes the channel (the worker queues what it has and exits), without waiting. */
+    void (*close)(void *context);
+    /* Sends SIGKILL to the worker, if any (reap it afterwards). */
+    void (*kill)(void *context);
+} fts_worker_port_t;
+
+#endif

@@ -1,0 +1,908 @@
+/*
+ * test_extract_core.c - the extract loops of core/ (extract_worker.c, extract.c) driven through
+ * fake ports in memory, no services: the worker's batching and checkpoints (a batch ends in one
+ * append whose checkpoint is its last frame's position; a refused event is dead-lettered with
+ * the position after it; a token-only frame checkpoints; a careful frame is queued on its own),
+ * and the parent's decisions (backpressure stops reading; history lost with resync clears the
+ * position, snapshots again and queues a sweep after the snapshot).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <bson/bson.h>
+
+#include "assertions.h"
+#include "extract.h"
+#include "extract_worker.h"
+#include "ports.h"
+#include "signals.h"
+
+/* ---------------------------------------------------------------------------------------- */
+/* A queue in memory                                                                        */
+
+#define MAX_RECORDS 64
+#define MAX_ACTIONS 16
+
+typedef struct {
+    size_t count;
+    char ops[MAX_ACTIONS][16];
+    char ids[MAX_ACTIONS][64];
+    bool has_checkpoint;
+    fts_checkpoint_kind_t kind;
+    char token[128];
+    fts_token_kind_t token_kind;
+    fts_timestamp_t cluster_time;
+    fts_timestamp_t started;
+    char last_id[64];
+    uint64_t queued;
+    char reason[256]; /* dead letters */
+} record_t;
+
+typedef struct {
+    record_t appends[MAX_RECORDS];
+    size_t append_count;
+    record_t dead[MAX_RECORDS];
+    size_t dead_count;
+    fts_position_t saved; /* what read_position returns (copied) */
+    unsigned clears;
+    unsigned reads;
+    uint64_t backlog;
+    unsigned backlog_calls;
+    unsigned backlog_calls_until_stop; /* 0: never */
+    unsigned trims;
+} fake_queue_t;
+
+static void record_checkpoint(record_t *record, const fts_checkpoint_t *checkpoint)
+{
+    record->has_checkpoint = checkpoint != NULL;
+    if (!checkpoint) {
+        return;
+    }
+    record->kind = checkpoint->kind;
+    snprintf(record->token, sizeof record->token, "%s", checkpoint->token ? checkpoint->token : "");
+    record->token_kind = checkpoint->token_kind;
+    record->cluster_time = checkpoint->cluster_time;
+    record->started = checkpoint->started;
+    snprintf(record->last_id, sizeof record->last_id, "%s",
+             checkpoint->last_id ? checkpoint->last_id : "");
+    record->queued = checkpoint->queued;
+}
+
+static const char *fq_stream_key(void *context)
+{
+    (void)context;
+    return "ftsync:{t}:stream";
+}
+
+static bool fq_ensure_group(void *context, fts_error_t *err)
+{
+    (void)context;
+    (void)err;
+    return true;
+}
+
+static bool fq_append(void *context, const fts_action_argv_t *actions, size_t count,
+                      const fts_checkpoint_t *checkpoint, fts_error_t *err)
+{
+    (void)err;
+    fake_queue_t *queue = context;
+    assert_true(queue->append_count < MAX_RECORDS);
+    record_t *record = &queue->appends[queue->append_count++];
+    memset(record, 0, sizeof *record);
+    assert_true(count <= MAX_ACTIONS);
+    record->count = count;
+    for (size_t i = 0; i < count; i++) {
+        /* XADD key * op <op> id <id> ... */
+        assert_string_equal(actions[i].argv[0], "XADD");
+        assert_string_equal(actions[i].argv[1], "ftsync:{t}:stream");
+        snprintf(record->ops[i], sizeof record->ops[i], "%.*s", (int)actions[i].argvlen[4],
+                 actions[i].argv[4]);
+        if (strcmp(actions[i].argv[5], "id") == 0) {
+            snprintf(record->ids[i], sizeof record->ids[i], "%.*s", (int)actions[i].argvlen[6],
+                     actions[i].argv[6]);
+        }
+    }
+    record_checkpoint(record, checkpoint);
+    return true;
+}
+
+static bool fq_checkpoint(void *context, const fts_checkpoint_t *checkpoint, fts_error_t *err)
+{
+    return fq_append(context, NULL, 0, checkpoint, err);
+}
+
+static bool fq_dead_letter(void *context, const fts_dead_letter_t *dead,
+                           const fts_checkpoint_t *checkpoint, fts_error_t *err)
+{
+    (void)err;
+    fake_queue_t *queue = context;
+    assert_true(queue->dead_count < MAX_RECORDS);
+    record_t *record = &queue->dead[queue->dead_count++];
+    memset(record, 0, sizeof *record);
+    snprintf(record->reason, sizeof record->reason, "%s", dead->reason);
+    record_checkpoint(record, checkpoint);
+    return true;
+}
+
+static bool fq_read_position(void *context, fts_position_t *position, fts_error_t *err)
+{
+    (void)err;
+    fake_queue_t *queue = context;
+    queue->reads++;
+    *position = queue->saved;
+    position->token = queue->saved.token ? strdup(queue->saved.token) : NULL;
+    position->last_id = queue->saved.last_id ? strdup(queue->saved.last_id) : NULL;
+    return true;
+}
+
+static bool fq_clear_position(void *context, fts_error_t *err)
+{
+    (void)err;
+    fake_queue_t *queue = context;
+    queue->clears++;
+    fts_position_cleanup(&queue->saved);
+    return true;
+}
+
+static bool fq_backlog(void *context, fts_backlog_t *backlog, fts_error_t *err)
+{
+    (void)err;
+    fake_queue_t *queue = context;
+    queue->backlog_calls++;
+    backlog->entries = queue->backlog;
+    if (queue->backlog_calls_until_stop &&
+        queue->backlog_calls >= queue->backlog_calls_until_stop) {
+        fts_signals_request_stop();
+    }
+    return true;
+}
+
+static bool fq_trim(void *context, fts_trim_result_t *result, fts_error_t *err)
+{
+    (void)err;
+    fake_queue_t *queue = context;
+    queue->trims++;
+    if (result) {
+        memset(result, 0, sizeof *result);
+    }
+    return true;
+}
+
+static fts_queue_port_t queue_port(fake_queue_t *queue)
+{
+    fts_queue_port_t port = {
+        .context = queue,
+        .stream_key = fq_stream_key,
+        .ensure_group = fq_ensure_group,
+        .append = fq_append,
+        .checkpoint = fq_checkpoint,
+        .dead_letter = fq_dead_letter,
+        .read_position = fq_read_position,
+        .clear_position = fq_clear_position,
+        .backlog = fq_backlog,
+        .trim = fq_trim,
+    };
+    return port;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* A channel in memory: frames in bursts; between bursts receive says AGAIN                  */
+
+#define MAX_FRAMES 64
+
+typedef struct {
+    bson_t *frames[MAX_FRAMES];
+    bool burst_end[MAX_FRAMES]; /* AGAIN after this frame */
+    size_t count;
+    size_t next;
+    bool again_given;
+    unsigned waits;
+} fake_channel_t;
+
+static void channel_add(fake_channel_t *channel, bson_t *frame, bool burst_end)
+{
+    assert_true(channel->count < MAX_FRAMES);
+    channel->frames[channel->count] = frame;
+    channel->burst_end[channel->count] = burst_end;
+    channel->count++;
+}
+
+static fts_frame_status_t fc_receive(void *context, bson_t *frame, fts_error_t *err)
+{
+    (void)err;
+    fake_channel_t *channel = context;
+    if (channel->next > 0 && channel->burst_end[channel->next - 1] && !channel->again_given) {
+        channel->again_given = true;
+        return FTS_FRAME_AGAIN;
+    }
+    if (channel->next == channel->count) {
+        return FTS_FRAME_END;
+    }
+    channel->again_given = false;
+    bson_t *next = channel->frames[channel->next++];
+    assert_true(bson_init_static(frame, bson_get_data(next), next->len));
+    return FTS_FRAME_READY;
+}
+
+static bool fc_wait(void *context)
+{
+    fake_channel_t *channel = context;
+    channel->waits++;
+    return true;
+}
+
+static void channel_cleanup(fake_channel_t *channel)
+{
+    for (size_t i = 0; i < channel->count; i++) {
+        bson_destroy(channel->frames[i]);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Frames                                                                                   */
+
+static bson_t *insert_event(int32_t id, uint32_t increment, bool with_time)
+{
+    bson_t *event = bson_new();
+    BSON_APPEND_UTF8(event, "operationType", "insert");
+    if (with_time) {
+        BSON_APPEND_TIMESTAMP(event, "clusterTime", 1700000000u, increment);
+    }
+    bson_t ns;
+    BSON_APPEND_DOCUMENT_BEGIN(event, "ns", &ns);
+    BSON_APPEND_UTF8(&ns, "db", "d");
+    BSON_APPEND_UTF8(&ns, "coll", "c");
+    bson_append_document_end(event, &ns);
+    bson_t key;
+    BSON_APPEND_DOCUMENT_BEGIN(event, "documentKey", &key);
+    BSON_APPEND_INT32(&key, "_id", id);
+    bson_append_document_end(event, &key);
+    bson_t doc;
+    BSON_APPEND_DOCUMENT_BEGIN(event, "fullDocument", &doc);
+    BSON_APPEND_INT32(&doc, "_id", id);
+    BSON_APPEND_UTF8(&doc, "name", "app");
+    bson_append_document_end(event, &doc);
+    return event;
+}
+
+static bson_t *event_frame(int32_t id, uint32_t increment, bool with_time, const char *token,
+                           bool careful)
+{
+    bson_t *event = insert_event(id, increment, with_time);
+    bson_t *frame = bson_new();
+    BSON_APPEND_UTF8(frame, "t", "event");
+    BSON_APPEND_DOCUMENT(frame, "ev", event);
+    BSON_APPEND_UTF8(frame, "tok", token);
+    BSON_APPEND_UTF8(frame, "kind", "resume");
+    BSON_APPEND_BOOL(frame, "careful", careful);
+    bson_destroy(event);
+    return frame;
+}
+
+static bson_t *token_frame(const char *token, const char *kind, uint32_t increment)
+{
+    bson_t *frame = bson_new();
+    BSON_APPEND_UTF8(frame, "t", "token");
+    BSON_APPEND_UTF8(frame, "tok", token);
+    BSON_APPEND_UTF8(frame, "kind", kind);
+    BSON_APPEND_TIMESTAMP(frame, "ct", 1700000000u, increment);
+    return frame;
+}
+
+/* Runs the worker loop over the frames with a default transform. */
+static int run_worker(fake_queue_t *queue, fake_channel_t *channel, size_t batch_size)
+{
+    fts_string_list_t fields = {0};
+    fts_transform_options_t options = {.fields = &fields, .on_drop = FTS_ON_DROP_DELETE};
+    fts_error_t err;
+    fts_transform_t *transform = fts_transform_new(&options, &err);
+    if (!transform) {
+        fail_msg("transform: %s", err.message);
+    }
+    fts_queue_port_t qport = queue_port(queue);
+    fts_channel_port_t cport = {.context = channel, .receive = fc_receive, .wait = fc_wait};
+    int status = fts_extract_worker_loop(transform, batch_size, &qport, &cport);
+    fts_transform_destroy(transform);
+    return status;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The worker                                                                               */
+
+static void test_worker_batch_one_append(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    channel_add(&channel, event_frame(1, 1, true, "{\"_data\":\"01\"}", false), false);
+    channel_add(&channel, event_frame(2, 2, true, "{\"_data\":\"02\"}", false), false);
+    channel_add(&channel, event_frame(3, 3, true, "{\"_data\":\"03\"}", false), true);
+    assert_int_equal(run_worker(&queue, &channel, 100), FTS_WORKER_EXIT_OK);
+
+    assert_int_equal(queue.append_count, 1);
+    record_t *append = &queue.appends[0];
+    assert_int_equal(append->count, 3);
+    assert_string_equal(append->ops[0], "index");
+    assert_string_equal(append->ids[0], "1");
+    assert_string_equal(append->ids[2], "3");
+    assert_true(append->has_checkpoint);
+    assert_int_equal(append->kind, FTS_CHECKPOINT_TOKEN);
+    assert_string_equal(append->token, "{\"_data\":\"03\"}");
+    assert_int_equal(append->token_kind, FTS_TOKEN_RESUME);
+    assert_int_equal(append->cluster_time.increment, 3);
+    assert_int_equal(queue.dead_count, 0);
+    assert_int_equal(channel.waits, 1);
+    channel_cleanup(&channel);
+}
+
+static void test_worker_batch_capacity_splits(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    channel_add(&channel, event_frame(1, 1, true, "{\"_data\":\"01\"}", false), false);
+    channel_add(&channel, event_frame(2, 2, true, "{\"_data\":\"02\"}", false), false);
+    channel_add(&channel, event_frame(3, 3, true, "{\"_data\":\"03\"}", false), false);
+    assert_int_equal(run_worker(&queue, &channel, 2), FTS_WORKER_EXIT_OK);
+    /* A full batch is appended with the position of its own last frame. */
+    assert_int_equal(queue.append_count, 2);
+    assert_int_equal(queue.appends[0].count, 2);
+    assert_string_equal(queue.appends[0].token, "{\"_data\":\"02\"}");
+    assert_int_equal(queue.appends[1].count, 1);
+    assert_string_equal(queue.appends[1].token, "{\"_data\":\"03\"}");
+    channel_cleanup(&channel);
+}
+
+static void test_worker_refused_event_dead_lettered(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    channel_add(&channel, event_frame(1, 1, true, "{\"_data\":\"01\"}", false), false);
+    /* No clusterTime: the transform refuses it (no version). */
+    channel_add(&channel, event_frame(2, 2, false, "{\"_data\":\"02\"}", false), false);
+    channel_add(&channel, event_frame(3, 3, true, "{\"_data\":\"03\"}", false), false);
+    assert_int_equal(run_worker(&queue, &channel, 100), FTS_WORKER_EXIT_OK);
+
+    /* The batch before it goes first, without a checkpoint (the frame taken last is the
+     * refused one)... */
+    assert_int_equal(queue.append_count, 2);
+    assert_int_equal(queue.appends[0].count, 1);
+    assert_string_equal(queue.appends[0].ids[0], "1");
+    assert_false(queue.appends[0].has_checkpoint);
+    /* ...then the dead letter with the position after it, which covers both... */
+    assert_int_equal(queue.dead_count, 1);
+    assert_contains(queue.dead[0].reason, "transform failed");
+    assert_contains(queue.dead[0].reason, "clusterTime");
+    assert_true(queue.dead[0].has_checkpoint);
+    assert_string_equal(queue.dead[0].token, "{\"_data\":\"02\"}");
+    /* ...and the pipeline goes on. */
+    assert_int_equal(queue.appends[1].count, 1);
+    assert_string_equal(queue.appends[1].ids[0], "3");
+    assert_string_equal(queue.appends[1].token, "{\"_data\":\"03\"}");
+    channel_cleanup(&channel);
+}
+
+static void test_worker_token_frame_checkpoints(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    channel_add(&channel, token_frame("{\"_data\":\"07\"}", "start_after", 7), true);
+    assert_int_equal(run_worker(&queue, &channel, 100), FTS_WORKER_EXIT_OK);
+    assert_int_equal(queue.append_count, 1);
+    assert_int_equal(queue.appends[0].count, 0);
+    assert_true(queue.appends[0].has_checkpoint);
+    assert_string_equal(queue.appends[0].token, "{\"_data\":\"07\"}");
+    assert_int_equal(queue.appends[0].token_kind, FTS_TOKEN_START_AFTER);
+    assert_int_equal(queue.appends[0].cluster_time.increment, 7);
+    channel_cleanup(&channel);
+}
+
+static void test_worker_careful_frame_alone(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    channel_add(&channel, event_frame(1, 1, true, "{\"_data\":\"01\"}", true), false);
+    channel_add(&channel, event_frame(2, 2, true, "{\"_data\":\"02\"}", true), false);
+    assert_int_equal(run_worker(&queue, &channel, 100), FTS_WORKER_EXIT_OK);
+    assert_int_equal(queue.append_count, 2);
+    assert_int_equal(queue.appends[0].count, 1);
+    assert_string_equal(queue.appends[0].token, "{\"_data\":\"01\"}");
+    assert_int_equal(queue.appends[1].count, 1);
+    assert_string_equal(queue.appends[1].token, "{\"_data\":\"02\"}");
+    channel_cleanup(&channel);
+}
+
+static void test_worker_bad_frame_retry(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    bson_t *frame = bson_new();
+    BSON_APPEND_UTF8(frame, "t", "nonsense");
+    channel_add(&channel, frame, false);
+    assert_int_equal(run_worker(&queue, &channel, 100), FTS_WORKER_EXIT_RETRY);
+    assert_int_equal(queue.append_count, 0);
+    channel_cleanup(&channel);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The parent: fake source, lease and worker                                                */
+
+typedef struct {
+    /* open */
+    unsigned opens;
+    fts_source_position_t last_open;
+    char last_open_token[128];
+    unsigned history_lost_opens; /* fail this many opens with history lost */
+    /* next */
+    unsigned nexts;
+    unsigned nexts_until_stop; /* 0: never */
+    char token[128];
+    bool poison_event; /* after each open, next hands out one event first */
+    bool event_given;
+    bson_t *event;
+    /* cluster time and scan */
+    fts_timestamp_t now;
+    unsigned scans;
+    int scan_docs; /* documents each scan returns */
+    int scan_pos;
+    int scan_handle;
+} fake_source_t;
+
+static bool fs_open(void *context, const fts_source_position_t *position, fts_error_t *err)
+{
+    fake_source_t *source = context;
+    source->opens++;
+    source->last_open = *position;
+    snprintf(source->last_open_token, sizeof source->last_open_token, "%s",
+             position->token ? position->token : "");
+    source->last_open.token = NULL;
+    source->event_given = false;
+    if (source->history_lost_opens > 0) {
+        source->history_lost_opens--;
+        return fts_error_set(err, FTS_ERROR_MONGO, FTS_SOURCE_HISTORY_LOST,
+                             "ChangeStreamHistoryLost (286)");
+    }
+    return true;
+}
+
+static void fs_close(void *context)
+{
+    (void)context;
+}
+
+static bool fs_next(void *context, fts_source_next_t *what, const bson_t **event, fts_error_t *err)
+{
+    (void)err;
+    fake_source_t *source = context;
+    source->nexts++;
+    if (source->poison_event && !source->event_given) {
+        source->event_given = true;
+        if (!source->event) {
+            source->event = insert_event(13, 13, true);
+        }
+        snprintf(source->token, sizeof source->token, "{\"_data\":\"POISON\"}");
+        *what = FTS_SOURCE_NEXT_EVENT;
+        *event = source->event;
+        return true;
+    }
+    snprintf(source->token, sizeof source->token, "{\"_data\":\"%04u\"}", source->nexts);
+    *what = FTS_SOURCE_NEXT_IDLE;
+    *event = NULL;
+    if (source->nexts_until_stop && source->nexts >= source->nexts_until_stop) {
+        fts_signals_request_stop();
+    }
+    return true;
+}
+
+static char *fs_resume_token_json(void *context)
+{
+    fake_source_t *source = context;
+    return source->token[0] ? bson_strdup(source->token) : NULL;
+}
+
+static bool fs_token_needs_start_after(void *context)
+{
+    (void)context;
+    return false;
+}
+
+static bool fs_cluster_time(void *context, fts_timestamp_t *now, fts_error_t *err)
+{
+    (void)err;
+    fake_source_t *source = context;
+    *now = source->now;
+    return true;
+}
+
+static void *fs_scan_new(void *context, const char *collection, const bson_value_t *after_id,
+                         fts_error_t *err)
+{
+    (void)collection;
+    (void)after_id;
+    (void)err;
+    fake_source_t *source = context;
+    source->scans++;
+    source->scan_pos = 0;
+    return &source->scan_handle;
+}
+
+static bool fs_scan_next(void *context, void *scan, const bson_t **doc, fts_error_t *err)
+{
+    (void)err;
+    fake_source_t *source = context;
+    assert_ptr_equal(scan, &source->scan_handle);
+    static bson_t current;
+    static bool have_current;
+    if (have_current) {
+        bson_destroy(&current);
+        have_current = false;
+    }
+    if (source->scan_pos >= source->scan_docs) {
+        *doc = NULL;
+        return true;
+    }
+    source->scan_pos++;
+    bson_init(&current);
+    BSON_APPEND_INT32(&current, "_id", source->scan_pos);
+    have_current = true;
+    *doc = &current;
+    return true;
+}
+
+static void fs_scan_destroy(void *context, void *scan)
+{
+    (void)context;
+    (void)scan;
+}
+
+static fts_source_port_t source_port(fake_source_t *source)
+{
+    fts_source_port_t port = {
+        .context = source,
+        .open = fs_open,
+        .close = fs_close,
+        .next = fs_next,
+        .resume_token_json = fs_resume_token_json,
+        .token_needs_start_after = fs_token_needs_start_after,
+        .cluster_time = fs_cluster_time,
+        .scan_new = fs_scan_new,
+        .scan_next = fs_scan_next,
+        .scan_destroy = fs_scan_destroy,
+    };
+    return port;
+}
+
+static bool fl_acquire(void *context, fts_lease_status_t *status, fts_error_t *err)
+{
+    (void)context;
+    (void)err;
+    memset(status, 0, sizeof *status);
+    status->state = FTS_LEASE_ACQUIRED;
+    return true;
+}
+
+static bool fl_release(void *context, fts_lease_status_t *status, fts_error_t *err)
+{
+    (void)context;
+    (void)err;
+    memset(status, 0, sizeof *status);
+    status->state = FTS_LEASE_RELEASED;
+    return true;
+}
+
+static uint64_t fl_remaining_ms(void *context)
+{
+    (void)context;
+    return 60000;
+}
+
+static const char *fl_owner(void *context)
+{
+    (void)context;
+    return "test:1:0";
+}
+
+static const fts_lease_port_t fake_lease = {
+    .acquire = fl_acquire,
+    .renew = fl_acquire,
+    .release = fl_release,
+    .remaining_ms = fl_remaining_ms,
+    .owner = fl_owner,
+};
+
+static const char *frame_type(const bson_t *frame)
+{
+    bson_iter_t iter;
+    assert_true(bson_iter_init_find(&iter, frame, "t"));
+    return bson_iter_utf8(&iter, NULL);
+}
+
+/* A worker that records the frames sent to it and ends cleanly when drained. */
+typedef struct {
+    bool running;
+    bool crash_on_events; /* an event frame kills the worker (SIGSEGV) */
+    bool crashed;
+    unsigned spawns;
+    bson_t *frames[256];
+    size_t count;
+} fake_worker_t;
+
+static bool fw_spawn(void *context, fts_error_t *err)
+{
+    (void)err;
+    fake_worker_t *worker = context;
+    worker->running = true;
+    worker->spawns++;
+    return true;
+}
+
+static bool fw_running(void *context)
+{
+    return ((fake_worker_t *)context)->running;
+}
+
+static bool fw_send(void *context, const bson_t *frame, fts_error_t *err)
+{
+    (void)err;
+    fake_worker_t *worker = context;
+    assert_true(worker->running);
+    assert_true(worker->count < 256);
+    worker->frames[worker->count++] = bson_copy(frame);
+    if (worker->crash_on_events && strcmp(frame_type(frame), "event") == 0) {
+        worker->crashed = true;
+    }
+    return true;
+}
+
+static bool fw_reap(void *context, bool block, int *status)
+{
+    fake_worker_t *worker = context;
+    if (worker->running && worker->crashed) {
+        worker->running = false;
+        worker->crashed = false;
+        *status = SIGSEGV; /* a wait status: killed by SIGSEGV */
+        return true;
+    }
+    if (!block || !worker->running) {
+        return false;
+    }
+    worker->running = false;
+    *status = 0; /* exited 0 */
+    return true;
+}
+
+static void fw_nothing(void *context)
+{
+    (void)context;
+}
+
+static fts_worker_port_t worker_port(fake_worker_t *worker)
+{
+    fts_worker_port_t port = {
+        .context = worker,
+        .spawn = fw_spawn,
+        .running = fw_running,
+        .send = fw_send,
+        .reap = fw_reap,
+        .close = fw_nothing,
+        .kill = fw_nothing,
+    };
+    return port;
+}
+
+static void worker_cleanup(fake_worker_t *worker)
+{
+    for (size_t i = 0; i < worker->count; i++) {
+        bson_destroy(worker->frames[i]);
+    }
+}
+
+static fts_config_t test_config(void)
+{
+    fts_config_t config;
+    memset(&config, 0, sizeof config);
+    config.mongo_db = (char *)"d";
+    config.mongo_collection = (char *)"c";
+    config.mongo_scope = (char *)"collection";
+    config.on_history_lost = (char *)"resync";
+    config.lease_ttl_ms = 30000;
+    config.backlog_max = 5;
+    config.trim_interval_ms = 60000;
+    config.worker_crash_limit = 3;
+    config.batch_size = 100;
+    return config;
+}
+
+static int run_parent(const fts_config_t *config, fake_source_t *source, fake_queue_t *queue,
+                      fake_worker_t *worker)
+{
+    fts_signals_reset();
+    fts_source_port_t sport = source_port(source);
+    fts_queue_port_t qport = queue_port(queue);
+    fts_worker_port_t wport = worker_port(worker);
+    fts_extract_ports_t ports = {
+        .source = &sport, .queue = &qport, .lease = &fake_lease, .worker = &wport};
+    int status = fts_extract_run(config, &ports);
+    fts_signals_reset();
+    return status;
+}
+
+static void test_parent_backpressure_stops_reading(void **state)
+{
+    (void)state;
+    fts_config_t config = test_config();
+    fake_source_t source = {0};
+    fake_queue_t queue = {0};
+    fake_worker_t worker = {0};
+    queue.saved.has_token = true;
+    queue.saved.token = strdup("{\"_data\":\"AA\"}");
+    queue.saved.token_kind = FTS_TOKEN_RESUME;
+    queue.backlog = 6; /* > backlog_max 5 */
+    queue.backlog_calls_until_stop = 3;
+
+    assert_int_equal(run_parent(&config, &source, &queue, &worker), FTS_EXTRACT_EXIT_OK);
+    /* The stream was opened from the saved token, but never read while over the maximum. */
+    assert_int_equal(source.opens, 1);
+    assert_int_equal(source.last_open.from, FTS_SOURCE_RESUME_AFTER);
+    assert_string_equal(source.last_open_token, "{\"_data\":\"AA\"}");
+    assert_int_equal(source.nexts, 0);
+    assert_true(queue.backlog_calls >= 3);
+    assert_int_equal(worker.count, 0);
+    assert_int_equal(worker.spawns, 1);
+    fts_position_cleanup(&queue.saved);
+    worker_cleanup(&worker);
+}
+
+static void test_parent_reads_below_max(void **state)
+{
+    (void)state;
+    fts_config_t config = test_config();
+    fake_source_t source = {0};
+    fake_queue_t queue = {0};
+    fake_worker_t worker = {0};
+    queue.saved.has_token = true;
+    queue.saved.token = strdup("{\"_data\":\"AA\"}");
+    queue.backlog = 0;
+    source.nexts_until_stop = 3;
+
+    assert_int_equal(run_parent(&config, &source, &queue, &worker), FTS_EXTRACT_EXIT_OK);
+    assert_int_equal(source.nexts, 3);
+    /* Idle reads that moved the token become token frames, which the worker checkpoints. */
+    assert_int_equal(worker.count, 3);
+    for (size_t i = 0; i < worker.count; i++) {
+        assert_string_equal(frame_type(worker.frames[i]), "token");
+    }
+    fts_position_cleanup(&queue.saved);
+    worker_cleanup(&worker);
+}
+
+static void test_parent_history_lost_resyncs(void **state)
+{
+    (void)state;
+    fts_config_t config = test_config();
+    fake_source_t source = {0};
+    fake_queue_t queue = {0};
+    fake_worker_t worker = {0};
+    queue.saved.has_token = true;
+    queue.saved.token = strdup("{\"_data\":\"OLD\"}");
+    source.history_lost_opens = 1;
+    source.now = (fts_timestamp_t){1700000100u, 4};
+    source.scan_docs = 2;
+    source.nexts_until_stop = 1;
+
+    assert_int_equal(run_parent(&config, &source, &queue, &worker), FTS_EXTRACT_EXIT_OK);
+    /* The position was cleared once the worker was drained, and a new worker started. */
+    assert_int_equal(queue.clears, 1);
+    assert_int_equal(worker.spawns, 2);
+    assert_int_equal(source.scans, 1);
+    /* snap, snap, sweep, then the stream from the snapshot's time. */
+    assert_true(worker.count >= 3);
+    assert_string_equal(frame_type(worker.frames[0]), "snap");
+    assert_string_equal(frame_type(worker.frames[1]), "snap");
+    assert_string_equal(frame_type(worker.frames[2]), "sweep");
+    bson_iter_t iter;
+    assert_true(bson_iter_init_find(&iter, worker.frames[2], "started"));
+    uint32_t seconds = 0, increment = 0;
+    bson_iter_timestamp(&iter, &seconds, &increment);
+    assert_int_equal(seconds, 1700000100u);
+    assert_int_equal(increment, 4);
+    assert_true(bson_iter_init_find(&iter, worker.frames[1], "queued"));
+    assert_int_equal(bson_iter_int64(&iter), 2);
+    assert_int_equal(source.opens, 2);
+    assert_int_equal(source.last_open.from, FTS_SOURCE_START_AT_TIME);
+    assert_int_equal(source.last_open.time.seconds, 1700000100u);
+    assert_int_equal(source.last_open.time.increment, 4);
+    fts_position_cleanup(&queue.saved);
+    worker_cleanup(&worker);
+}
+
+static void test_parent_history_lost_stop(void **state)
+{
+    (void)state;
+    fts_config_t config = test_config();
+    config.on_history_lost = (char *)"stop";
+    fake_source_t source = {0};
+    fake_queue_t queue = {0};
+    fake_worker_t worker = {0};
+    queue.saved.has_token = true;
+    queue.saved.token = strdup("{\"_data\":\"OLD\"}");
+    source.history_lost_opens = 1;
+
+    assert_int_equal(run_parent(&config, &source, &queue, &worker), FTS_EXTRACT_EXIT_STOPPED);
+    assert_int_equal(queue.clears, 0);
+    assert_int_equal(source.scans, 0);
+    fts_position_cleanup(&queue.saved);
+    worker_cleanup(&worker);
+}
+
+static bool frame_careful(const bson_t *frame)
+{
+    bson_iter_t iter;
+    return bson_iter_init_find(&iter, frame, "careful") && bson_iter_bool(&iter);
+}
+
+static void test_parent_poison_dead_lettered(void **state)
+{
+    (void)state;
+    fts_config_t config = test_config();
+    fake_source_t source = {0};
+    fake_queue_t queue = {0};
+    fake_worker_t worker = {0};
+    queue.saved.has_token = true;
+    queue.saved.token = strdup("{\"_data\":\"T0\"}");
+    source.poison_event = true;
+    source.nexts_until_stop = 6;
+    worker.crash_on_events = true;
+
+    assert_int_equal(run_parent(&config, &source, &queue, &worker), FTS_EXTRACT_EXIT_OK);
+    /* Three crashes on the event after the same saved position: restarts in careful mode,
+     * then the event goes to the dead-letter stream with the position after it. */
+    assert_int_equal(worker.spawns, 4);
+    size_t events = 0;
+    for (size_t i = 0; i < worker.count; i++) {
+        if (strcmp(frame_type(worker.frames[i]), "event") == 0) {
+            assert_true(frame_careful(worker.frames[i]) == (events > 0));
+            events++;
+        }
+    }
+    assert_int_equal(events, 3);
+    assert_int_equal(queue.dead_count, 1);
+    assert_contains(queue.dead[0].reason, "crashed 3 times");
+    assert_true(queue.dead[0].has_checkpoint);
+    assert_string_equal(queue.dead[0].token, "{\"_data\":\"POISON\"}");
+    /* Reading went on after it. */
+    assert_true(source.nexts > 4);
+    bson_destroy(source.event);
+    fts_position_cleanup(&queue.saved);
+    worker_cleanup(&worker);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_worker_batch_one_append),
+        cmocka_unit_test(test_worker_batch_capacity_splits),
+        cmocka_unit_test(test_worker_refused_event_dead_lettered),
+        cmocka_unit_test(test_worker_token_frame_checkpoints),
+        cmocka_unit_test(test_worker_careful_frame_alone),
+        cmocka_unit_test(test_worker_bad_frame_retry),
+        cmocka_unit_test(test_parent_backpressure_stops_reading),
+        cmocka_unit_test(test_parent_reads_below_max),
+        cmocka_unit_test(test_parent_history_lost_resyncs),
+        cmocka_unit_test(test_parent_history_lost_stop),
+        cmocka_unit_test(test_parent_poison_dead_lettered),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
