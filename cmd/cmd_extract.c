@@ -112,6 +112,11 @@ int fts_cmd_extract(int argc, char **argv)
                             : strcmp(config.mongo_full_document, "required") == 0
                                 ? FTS_MONGO_FULL_DOCUMENT_REQUIRED
                                 : FTS_MONGO_FULL_DOCUMENT_UPDATE_LOOKUP;
+    options.full_document_before_change = strcmp(config.mongo_pre_images, "whenAvailable") == 0
+                                              ? FTS_MONGO_BEFORE_CHANGE_WHEN_AVAILABLE
+                                          : strcmp(config.mongo_pre_images, "required") == 0
+                                              ? FTS_MONGO_BEFORE_CHANGE_REQUIRED
+                                              : FTS_MONGO_BEFORE_CHANGE_OFF;
     options.batch_size = (int32_t)config.batch_size;
     options.max_await_time_ms = config.mongo_max_await_ms;
     options.scan_batch_size = (int32_t)config.batch_size;

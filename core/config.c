@@ -65,6 +65,10 @@ static const setting_t settings[] = {
      0, 0, 0,
      "post-image of updates: updateLookup, whenAvailable or required (the last two need "
      "changeStreamPreAndPostImages)"},
+    {"FTSYNC_MONGO_PRE_IMAGES", TYPE_CHOICE, "off", NULL, FIELD(mongo_pre_images), 0, 0, 0, 0,
+     "pre-images of changes (fullDocumentBeforeChange): off, whenAvailable or required; needed "
+     "for deletes when FTSYNC_ID_FIELD is not _id (the collection needs "
+     "changeStreamPreAndPostImages)"},
     {"FTSYNC_MONGO_MAX_AWAIT_MS", TYPE_INT, "1000", NULL, FIELD(mongo_max_await_ms), 0, 0, 10,
      60000, "how long one change-stream read waits for an event (maxAwaitTimeMS)"},
     {"FTSYNC_ON_DROP", TYPE_CHOICE, "delete", NULL, FIELD(on_drop), 0, 0, 0, 0,
@@ -156,6 +160,7 @@ static const struct {
 } setting_choices[] = {
     {"FTSYNC_MONGO_SCOPE", "collection|database"},
     {"FTSYNC_MONGO_FULL_DOCUMENT", "updateLookup|whenAvailable|required"},
+    {"FTSYNC_MONGO_PRE_IMAGES", "off|whenAvailable|required"},
     {"FTSYNC_ON_DROP", "delete|ignore"},
     {"FTSYNC_ON_HISTORY_LOST", "resync|stop"},
 };

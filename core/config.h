@@ -60,6 +60,7 @@ typedef struct {
     int64_t batch_size;
     char *mongo_scope;         /* "collection" | "database" (TYPE_CHOICE: checked on load) */
     char *mongo_full_document; /* "updateLookup" | "whenAvailable" | "required" */
+    char *mongo_pre_images;    /* "off" | "whenAvailable" | "required" */
     int64_t mongo_max_await_ms;
 
     /* Extract */

@@ -690,6 +690,80 @@ static void test_history_lost_resyncs(void **state)
     stop_extract_clean(f);
 }
 
+/* With an id field other than _id, a delete event carries only documentKey {_id}: extract needs
+ * the pre-image to name the index document. With FTSYNC_MONGO_PRE_IMAGES it gets it; without,
+ * it stops with a clear error (exit 3) instead of guessing, and the token stays before the
+ * delete (invariant 1). */
+static void test_custom_id_field_needs_pre_images(void **state)
+{
+    fixture_t *f = fixture_new(fts_test_mongo_double_uri(group.mongo), "preimages");
+    *state = f;
+    bson_error_t error;
+    bson_t *create = BCON_NEW("create", BCON_UTF8(f->p.collection), "changeStreamPreAndPostImages",
+                              "{", "enabled", BCON_BOOL(true), "}");
+    mongoc_database_t *database = mongoc_client_get_database(f->p.client, f->p.db);
+    if (!mongoc_database_command_simple(database, create, NULL, NULL, &error)) {
+        fail_msg("create with pre-images: %s", error.message);
+    }
+    bson_destroy(create);
+    mongoc_database_destroy(database);
+
+    fts_test_pipeline_set(&f->p, "FTSYNC_ID_FIELD", "id");
+    fts_test_pipeline_set(&f->p, "FTSYNC_FIELDS", "name");
+    fts_test_pipeline_set(&f->p, "FTSYNC_MONGO_PRE_IMAGES", "required");
+    start_extract(f);
+    for (int32_t i = 1; i <= 3; i++) {
+        bson_t *doc =
+            BCON_NEW("_id", BCON_INT32(1000 + i), "id", BCON_INT32(i), "name", BCON_UTF8("app"));
+        if (!mongoc_collection_insert_one(f->p.coll, doc, NULL, NULL, &error)) {
+            fail_msg("insert: %s", error.message);
+        }
+        bson_destroy(doc);
+    }
+    bson_t *selector = BCON_NEW("_id", BCON_INT32(1002));
+    if (!mongoc_collection_delete_one(f->p.coll, selector, NULL, NULL, &error)) {
+        fail_msg("delete: %s", error.message);
+    }
+    bson_destroy(selector);
+
+    /* The delete names the document by its id field, taken from the pre-image. */
+    size_t deleted = wait_entry(f, "2", FTS_ACTION_DELETE, FTS_ACTION_FROM_CHANGE);
+    assert_string_equal(f->p.entries.items[deleted].action.id, "2");
+    stop_extract_clean(f);
+    assert_final_state(f, "custom id field with pre-images");
+
+    /* Without pre-images the same delete is an error an operator must resolve. */
+    fts_test_pipeline_set(&f->p, "FTSYNC_MONGO_PRE_IMAGES", "off");
+    start_extract(f);
+    selector = BCON_NEW("_id", BCON_INT32(1003));
+    if (!mongoc_collection_delete_one(f->p.coll, selector, NULL, NULL, &error)) {
+        fail_msg("delete: %s", error.message);
+    }
+    bson_destroy(selector);
+    /* Wait for it to stop on its own; WNOWAIT leaves the status for fts_test_extract_stop. */
+    int status = 0;
+    bool exited = false;
+    pid_t pid = fts_test_extract_pid(f->extract);
+    for (int waited = 0; waited < ENTRY_WAIT_MS && !exited; waited += 100) {
+        siginfo_t info = {0};
+        exited =
+            waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid;
+        if (!exited) {
+            fts_test_sleep_ms(100);
+        }
+    }
+    exited = exited && fts_test_extract_stop(f->extract, STOP_WAIT_MS, &status);
+    char *log = fts_test_extract_log(f->extract);
+    if (!exited || !WIFEXITED(status) || WEXITSTATUS(status) != 3) {
+        fts_test_extract_print_log_tail(f->extract, 40);
+        fail_msg("expected ftsync extract to stop with status 3 at a delete it cannot name");
+    }
+    assert_contains(log, "pre-image");
+    free(log);
+    fts_test_extract_destroy(f->extract);
+    f->extract = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -697,6 +771,7 @@ int main(void)
         cmocka_unit_test_teardown(test_snapshot_killed_mid_scan, teardown),
         cmocka_unit_test_teardown(test_fail_points, teardown),
         cmocka_unit_test_teardown(test_history_lost_resyncs, teardown),
+        cmocka_unit_test_teardown(test_custom_id_field_needs_pre_images, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
