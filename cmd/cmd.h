@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "es_client.h"
+#include "redis_conn.h"
 
 #define FTS_EXIT_OK      0
 #define FTS_EXIT_FAILURE 1
@@ -37,6 +38,10 @@ bool fts_cmd_load_config(fts_config_t *config, unsigned roles);
 
 /* Parses a --role value (extract, load, all) into fts_role_t bits; false if unknown. */
 bool fts_cmd_parse_role(const char *text, unsigned *roles);
+
+/* Connects to the Redis at url with the configuration's timeouts (adapters/redis defaults for
+ * reconnecting). */
+fts_redis_t *fts_cmd_redis_connect(const fts_config_t *config, const char *url, fts_error_t *err);
 
 /* Builds the Elasticsearch client the configuration describes. */
 fts_es_client_t *fts_cmd_es_client_new(const fts_config_t *config, fts_error_t *err);

@@ -30,15 +30,6 @@ _Static_assert(FTS_EXTRACT_EXIT_OK == FTS_EXIT_OK && FTS_EXTRACT_EXIT_FAILURE ==
                    FTS_EXTRACT_EXIT_STOPPED == FTS_EXIT_STOPPED,
                "the core's exit statuses are the command's");
 
-static fts_redis_t *connect_redis(const fts_config_t *config, const char *url, fts_error_t *err)
-{
-    fts_redis_options_t options;
-    fts_redis_options_init(&options);
-    options.connect_timeout_ms = (long)config->redis_connect_timeout_ms;
-    options.command_timeout_ms = (long)config->redis_command_timeout_ms;
-    return fts_redis_new(url, &options, err);
-}
-
 int fts_cmd_extract(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
@@ -81,9 +72,9 @@ int fts_cmd_extract(int argc, char **argv)
         fts_log(FTS_LOG_ERROR, COMPONENT, "cannot start the worker: %s", err.message);
         goto cleanup;
     }
-    state = connect_redis(&config, config.state_redis_url, &err);
+    state = fts_cmd_redis_connect(&config, config.state_redis_url, &err);
     if (state && strcmp(config.queue_redis_url, config.state_redis_url) != 0) {
-        queue_conn = connect_redis(&config, config.queue_redis_url, &err);
+        queue_conn = fts_cmd_redis_connect(&config, config.queue_redis_url, &err);
     }
     if (!state || (strcmp(config.queue_redis_url, config.state_redis_url) != 0 && !queue_conn)) {
         fts_log(FTS_LOG_ERROR, COMPONENT, "cannot connect to Redis: %s", err.message);

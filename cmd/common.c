@@ -9,6 +9,7 @@
 #include "es_client.h"
 #include "log.h"
 #include "mongo_uri.h"
+#include "redis_conn.h"
 #include "redis_url.h"
 
 static bool check_redis_url(const char *value, char **masked, fts_error_t *err)
@@ -89,4 +90,13 @@ fts_es_client_t *fts_cmd_es_client_new(const fts_config_t *config, fts_error_t *
         .gzip_requests = config->es_gzip,
     };
     return fts_es_client_new(&options, err);
+}
+
+fts_redis_t *fts_cmd_redis_connect(const fts_config_t *config, const char *url, fts_error_t *err)
+{
+    fts_redis_options_t options;
+    fts_redis_options_init(&options);
+    options.connect_timeout_ms = (long)config->redis_connect_timeout_ms;
+    options.command_timeout_ms = (long)config->redis_command_timeout_ms;
+    return fts_redis_new(url, &options, err);
 }

@@ -11,21 +11,13 @@
 
 #include "channel.h"
 #include "extract_ports.h"
+#include "cmd.h"
 #include "extract_proto.h"
 #include "log.h"
 #include "redis_conn.h"
 #include "redis_queue.h"
 
 #define COMPONENT "worker"
-
-static fts_redis_t *connect_redis(const fts_config_t *config, const char *url, fts_error_t *err)
-{
-    fts_redis_options_t options;
-    fts_redis_options_init(&options);
-    options.connect_timeout_ms = (long)config->redis_connect_timeout_ms;
-    options.command_timeout_ms = (long)config->redis_command_timeout_ms;
-    return fts_redis_new(url, &options, err);
-}
 
 int fts_extract_worker_main(const fts_config_t *config, int fd)
 {
@@ -44,9 +36,9 @@ int fts_extract_worker_main(const fts_config_t *config, int fd)
         status = FTS_WORKER_EXIT_CONFIG;
         goto cleanup;
     }
-    state = connect_redis(config, config->state_redis_url, &err);
+    state = fts_cmd_redis_connect(config, config->state_redis_url, &err);
     if (state && strcmp(config->queue_redis_url, config->state_redis_url) != 0) {
-        queue_conn = connect_redis(config, config->queue_redis_url, &err);
+        queue_conn = fts_cmd_redis_connect(config, config->queue_redis_url, &err);
         if (!queue_conn) {
             fts_redis_destroy(state);
             state = NULL;

@@ -164,6 +164,22 @@ static bool dead_letter(worker_t *worker, const bson_t *payload, const char *rea
     return ok;
 }
 
+/* Queues the batch gathered so far (without this frame's position, which the dead letter
+ * writes), then dead-letters this frame's event. False (logged) when the queue failed. */
+static bool dead_letter_after_batch(worker_t *worker, const bson_t *payload, const char *reason)
+{
+    fts_error_t err;
+    pending_position_t mine = worker->position;
+    memset(&worker->position, 0, sizeof worker->position);
+    bool ok = flush(worker, &err);
+    worker->position = mine;
+    if (!ok || !dead_letter(worker, payload, reason, &err)) {
+        fts_log(FTS_LOG_ERROR, COMPONENT, "queueing failed: %s", err.message);
+        return false;
+    }
+    return true;
+}
+
 /* Handles one frame. Returns an FTS_WORKER_EXIT_* status to end with, or -1 to go on. */
 static int handle_frame(worker_t *worker, const bson_t *frame)
 {
@@ -251,16 +267,9 @@ static int handle_frame(worker_t *worker, const bson_t *frame)
 
     if (!transformed) {
         /* Bad input concerning this one event: dead-letter it, move past it (invariant 5). */
-        fts_error_t flush_err;
         char reason[FTS_ERROR_MESSAGE_SIZE + 32];
         snprintf(reason, sizeof reason, "transform failed: %s", err.message);
-        /* The batch first (without this frame's position, which dead_letter writes). */
-        pending_position_t mine = worker->position;
-        memset(&worker->position, 0, sizeof worker->position);
-        bool ok = flush(worker, &flush_err);
-        worker->position = mine;
-        if (!ok || !dead_letter(worker, &payload, reason, &flush_err)) {
-            fts_log(FTS_LOG_ERROR, COMPONENT, "queueing failed: %s", flush_err.message);
+        if (!dead_letter_after_batch(worker, &payload, reason)) {
             return FTS_WORKER_EXIT_RETRY;
         }
         fts_log(FTS_LOG_WARN, COMPONENT, "event dead-lettered: %s", reason);
@@ -271,15 +280,9 @@ static int handle_frame(worker_t *worker, const bson_t *frame)
                                &worker->argv[worker->count], &err)) {
             /* validate refused what the transform made: treat it as a bad event. */
             fts_action_cleanup(action);
-            fts_error_t flush_err;
             char reason[FTS_ERROR_MESSAGE_SIZE + 32];
             snprintf(reason, sizeof reason, "action refused: %s", err.message);
-            pending_position_t mine = worker->position;
-            memset(&worker->position, 0, sizeof worker->position);
-            bool ok = flush(worker, &flush_err);
-            worker->position = mine;
-            if (!ok || !dead_letter(worker, &payload, reason, &flush_err)) {
-                fts_log(FTS_LOG_ERROR, COMPONENT, "queueing failed: %s", flush_err.message);
+            if (!dead_letter_after_batch(worker, &payload, reason)) {
                 return FTS_WORKER_EXIT_RETRY;
             }
             return -1;
