@@ -39,6 +39,7 @@
 #include <mongoc/mongoc.h>
 
 #include "mongo_double.h"
+#include "sorted_bson.h"
 #include "test_time.h"
 
 /* Temporary documents a test builds; all freed by the teardown. */
@@ -118,72 +119,11 @@ static int compare_keys(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Appends in's fields to out, documents with their keys sorted (recursively), arrays in their
- * own order: MongoDB keeps field order, but which order an update leaves new fields in is not
- * what these tests are about. */
-static void append_sorted(bson_t *out, const bson_t *in, bool is_array)
-{
-    size_t count = bson_count_keys(in);
-    const char **keys = bson_malloc0((count + 1) * sizeof *keys);
-    bson_iter_t iter;
-    size_t n = 0;
-    if (bson_iter_init(&iter, in)) {
-        while (bson_iter_next(&iter) && n < count) {
-            keys[n++] = bson_iter_key(&iter);
-        }
-    }
-    if (!is_array) {
-        qsort(keys, n, sizeof *keys, compare_keys);
-    }
-    for (size_t i = 0; i < n; i++) {
-        bson_iter_t field;
-        if (!bson_iter_init_find(&field, in, keys[i])) {
-            continue;
-        }
-        if (BSON_ITER_HOLDS_DOCUMENT(&field) || BSON_ITER_HOLDS_ARRAY(&field)) {
-            uint32_t length;
-            const uint8_t *data;
-            bool array = BSON_ITER_HOLDS_ARRAY(&field);
-            if (array) {
-                bson_iter_array(&field, &length, &data);
-            } else {
-                bson_iter_document(&field, &length, &data);
-            }
-            bson_t child_in, child_out;
-            bson_init_static(&child_in, data, length);
-            if (array) {
-                bson_append_array_begin(out, keys[i], -1, &child_out);
-            } else {
-                bson_append_document_begin(out, keys[i], -1, &child_out);
-            }
-            append_sorted(&child_out, &child_in, array);
-            if (array) {
-                bson_append_array_end(out, &child_out);
-            } else {
-                bson_append_document_end(out, &child_out);
-            }
-        } else {
-            bson_append_iter(out, keys[i], -1, &field);
-        }
-    }
-    bson_free(keys);
-}
-
-/* Canonical extended JSON with keys sorted; bson_free it. */
-static char *sorted_json(const bson_t *doc)
-{
-    bson_t sorted = BSON_INITIALIZER;
-    append_sorted(&sorted, doc, false);
-    char *text = bson_as_canonical_extended_json(&sorted, NULL);
-    bson_destroy(&sorted);
-    return text;
-}
-
 static void assert_same_doc(const char *file, int line, const bson_t *actual,
                             const bson_t *expected)
 {
-    char *a = sorted_json(actual);
-    char *e = sorted_json(expected);
+    char *a = fts_test_bson_sorted_json(actual);
+    char *e = fts_test_bson_sorted_json(expected);
     if (strcmp(a, e) != 0) {
         fail_msg("%s:%d: documents differ\n  actual:   %s\n  expected: %s", file, line, msg(a),
                  msg(e));
@@ -565,7 +505,7 @@ static char *find_json(mongoc_collection_t *coll, const bson_t *filter, const bs
     const bson_t *doc;
     bool first = true;
     while (mongoc_cursor_next(cursor, &doc)) {
-        char *text = sorted_json(doc);
+        char *text = fts_test_bson_sorted_json(doc);
         bson_string_append_printf(out, "%s%s", first ? "" : ", ", text);
         bson_free(text);
         first = false;
@@ -1105,7 +1045,7 @@ static void test_find_equality_and_dotted(void **state)
         tmp_bson("{'_id': 2, 'id': 2, 'name': 'app-02', 'type': 'game', 'is_free': false, "
                  "'score': 4, 'prices': {'us': {'currency': 'USD', 'final': 200}}, "
                  "'developers': ['Studio 2']}");
-    char *expected_text = sorted_json(expected);
+    char *expected_text = fts_test_bson_sorted_json(expected);
     char *wrapped = bson_strdup_printf("[%s]", expected_text);
     assert_string_equal(found, wrapped);
     bson_free(found);
@@ -1264,7 +1204,7 @@ static void test_update_set_unset_inc(void **state)
     assert_int_equal(INT(&reply, "upsertedCount"), 0);
     bson_destroy(&reply);
     char *found = find_json(f->coll, tmp_bson("{'_id': 1}"), NULL);
-    char *expected = sorted_json(
+    char *expected = fts_test_bson_sorted_json(
         tmp_bson("{'_id': 1, 'name': 'Half-Life 2', 'recommendations': {'total': 15}, "
                  "'prices': {'us': {'final': 499}, 'eu': {'final': 599}}, 'is_free': false, "
                  "'views': 3}"));

@@ -25,6 +25,7 @@
 #include <mongoc/mongoc.h>
 
 #include "mongo_double.h"
+#include "sorted_bson.h"
 #include "testbed.h"
 
 #ifndef FTSYNC_WORKLOAD
@@ -146,58 +147,6 @@ static char *read_file(const char *path)
     return bson_string_free(text, false);
 }
 
-static int compare_keys(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* Appends in to out with the keys of every document sorted; arrays keep their order. */
-static void append_sorted(bson_t *out, const bson_t *in, bool is_array)
-{
-    size_t count = bson_count_keys(in);
-    const char **keys = bson_malloc0((count + 1) * sizeof *keys);
-    bson_iter_t iter;
-    size_t n = 0;
-    if (bson_iter_init(&iter, in)) {
-        while (bson_iter_next(&iter) && n < count) {
-            keys[n++] = bson_iter_key(&iter);
-        }
-    }
-    if (!is_array) {
-        qsort(keys, n, sizeof *keys, compare_keys);
-    }
-    for (size_t i = 0; i < n; i++) {
-        bson_iter_t field;
-        if (!bson_iter_init_find(&field, in, keys[i])) {
-            continue;
-        }
-        bool array = BSON_ITER_HOLDS_ARRAY(&field);
-        if (array || BSON_ITER_HOLDS_DOCUMENT(&field)) {
-            uint32_t length;
-            const uint8_t *data;
-            if (array) {
-                bson_iter_array(&field, &length, &data);
-            } else {
-                bson_iter_document(&field, &length, &data);
-            }
-            bson_t child_in, child_out;
-            bson_init_static(&child_in, data, length);
-            if (array) {
-                bson_append_array_begin(out, keys[i], -1, &child_out);
-                append_sorted(&child_out, &child_in, true);
-                bson_append_array_end(out, &child_out);
-            } else {
-                bson_append_document_begin(out, keys[i], -1, &child_out);
-                append_sorted(&child_out, &child_in, false);
-                bson_append_document_end(out, &child_out);
-            }
-        } else {
-            bson_append_iter(out, keys[i], -1, &field);
-        }
-    }
-    bson_free(keys);
-}
-
 /* What the collection holds, in the report's form: canonical extended JSON lines, keys sorted,
  * ascending _id. bson_free it. */
 static char *collection_as_report(fixture_t *f, const char *db, const char *collection)
@@ -213,12 +162,9 @@ static char *collection_as_report(fixture_t *f, const char *db, const char *coll
     bson_string_t *text = bson_string_new("");
     const bson_t *doc;
     while (mongoc_cursor_next(cursor, &doc)) {
-        bson_t sorted = BSON_INITIALIZER;
-        append_sorted(&sorted, doc, false);
-        char *json = bson_as_canonical_extended_json(&sorted, NULL);
+        char *json = fts_test_bson_sorted_json(doc);
         bson_string_append_printf(text, "%s\n", json);
         bson_free(json);
-        bson_destroy(&sorted);
     }
     bson_error_t error;
     if (mongoc_cursor_error(cursor, &error)) {
