@@ -20,22 +20,13 @@ static void report(bool ok, const char *what, const char *detail)
 static bool check_redis(const char *what, const char *url, const fts_config_t *config)
 {
     fts_error_t err;
-    fts_redis_options_t options = {
-        .connect_timeout_ms = (long)config->redis_connect_timeout_ms,
-        .command_timeout_ms = (long)config->redis_command_timeout_ms,
-        .reconnect_base_ms = 100,
-        .reconnect_cap_ms = 1000,
-        .reconnect_max_wait_ms = 0,
-    };
     char *masked = fts_redis_url_mask(url);
-    fts_redis_t *redis = fts_redis_new(url, &options, &err);
+    fts_redis_t *redis = fts_cmd_redis_connect(config, url, &err);
     bool ok = redis && fts_redis_ping(redis, &err);
     if (ok) {
         report(true, what, masked ? masked : "");
     } else {
-        char detail[FTS_ERROR_MESSAGE_SIZE + 64];
-        snprintf(detail, sizeof detail, "%s", err.message);
-        report(false, what, detail);
+        report(false, what, err.message);
     }
     fts_redis_destroy(redis);
     free(masked);
