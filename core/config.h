@@ -96,6 +96,16 @@ typedef struct {
     int64_t bulk_max_wait_ms;
     int64_t bulk_max_in_flight;
 
+    /* Load: the consumer group */
+    char *consumer_name; /* NULL: derived (fts_load_consumer_name) */
+    int64_t read_block_ms;
+    int64_t claim_idle_ms;
+    int64_t claim_interval_ms;
+    int64_t max_deliveries;
+    int64_t retry_base_ms;
+    int64_t retry_max_ms;
+    int64_t stop_timeout_ms;
+
     /* Projection of documents */
     char *id_field;
     fts_string_list_t fields;

@@ -1,0 +1,39 @@
+/*
+ * bulk_body.h - the NDJSON body of an Elasticsearch _bulk request, built from queued actions.
+ *
+ * Pure and unit-tested (golden NDJSON). Every action carries the external version of its
+ * change (invariant 3), so that a replayed or late action never overwrites a newer one:
+ *
+ *   {"index":{"_index":"apps","_id":"42","version":7,"version_type":"external"}}
+ *   {"name":"..."}
+ *   {"delete":{"_index":"apps","_id":"43","version":9,"version_type":"external"}}
+ *
+ * With a document type configured (clusters before 7.x), "_type":"<type>" follows "_index".
+ * The body line is the entry's JSON with any raw CR or LF replaced by a space: in valid JSON
+ * they can only be whitespace between tokens, and one would otherwise split the line and
+ * break the framing of every action after it.
+ */
+#ifndef FTS_BULK_BODY_H
+#define FTS_BULK_BODY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "action.h"
+#include "buffer.h"
+#include "error.h"
+
+typedef struct {
+    const char *index;    /* the _index of every action (an alias works too) */
+    const char *doc_type; /* NULL: typeless (Elasticsearch 7+, OpenSearch); else the _type */
+} fts_bulk_target_t;
+
+/* Appends the lines of one index or delete action to out. Any other op (drop, sweep) is not
+ * a bulk action: FTS_ERROR_INPUT naming it, and out is left unchanged. */
+bool fts_bulk_append_action(fts_buffer_t *out, const fts_bulk_target_t *target,
+                            const fts_action_t *action, fts_error_t *err);
+
+/* The bytes fts_bulk_append_action would append (exactly), for the batch size limit. */
+size_t fts_bulk_action_size(const fts_bulk_target_t *target, const fts_action_t *action);
+
+#endif
