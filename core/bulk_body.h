@@ -29,11 +29,14 @@ typedef struct {
 } fts_bulk_target_t;
 
 /* Appends the lines of one index or delete action to out. Any other op (drop, sweep) is not
- * a bulk action: FTS_ERROR_INPUT naming it, and out is left unchanged. */
+ * a bulk action: FTS_ERROR_INPUT naming it, and out is left unchanged. So is an action that
+ * cannot be framed: no id, or an index without a body (fts_action_validate refuses those
+ * before they are queued; this guards against a caller that skipped it). */
 bool fts_bulk_append_action(fts_buffer_t *out, const fts_bulk_target_t *target,
                             const fts_action_t *action, fts_error_t *err);
 
-/* The bytes fts_bulk_append_action would append (exactly), for the batch size limit. */
+/* The bytes fts_bulk_append_action would append (exactly), for the batch size limit: 0 for
+ * an action it refuses. */
 size_t fts_bulk_action_size(const fts_bulk_target_t *target, const fts_action_t *action);
 
 #endif
