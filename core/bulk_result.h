@@ -19,8 +19,10 @@
  *   the batch again in halves; a single action is rejected (its reason says why);
  *   anything else (429, 5xx, other statuses, malformed or truncated JSON, wrong item count or
  *   op, no status) -> RETRY the whole request: nothing is known, so nothing is acknowledged.
- * The reason of a rejected item is "<type>: <reason>" from a modern error object (with its
- * caused_by), or the error string of Elasticsearch 1.x, truncated to fit.
+ * The reason of a rejected or retried item is "<type>: <reason>" from a modern error object
+ * (then "; caused by <type>: <reason>" for each level of its caused_by), or the error string
+ * of Elasticsearch 1.x, as one printable line, truncated to fit. A body that holds more than
+ * one JSON value is malformed too (libbson alone would read the first and ignore the rest).
  */
 #ifndef FTS_BULK_RESULT_H
 #define FTS_BULK_RESULT_H
