@@ -78,6 +78,9 @@ typedef struct {
     void (*wake_after)(void *context, uint64_t delay_ms);
     /* A monotonic clock in milliseconds. */
     uint64_t (*now_ms)(void *context);
+    /* The loader has stopped (after fts_loader_stop): nothing of it is in flight any more, or
+     * the stop timeout passed. The driver ends its loop. */
+    void (*finished)(void *context);
 } fts_load_ports_t;
 
 #endif

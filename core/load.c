@@ -1,0 +1,1070 @@
+/*
+ * load.c - the loader's state machine (see load.h for what it promises).
+ *
+ * Every entry taken from the stream is held in memory, found by its stream ID, from the moment
+ * it is read until Redis confirmed its settlement. While held it is in exactly one place:
+ *   ready list   waiting to be sent (a retried item waits there until its not_before);
+ *   a batch      in a bulk request in flight;
+ *   settle list  judged (acknowledge, or dead-letter with its reason), waiting for a settle;
+ *   the settle   in the one MULTI/EXEC in flight.
+ * Only a confirmed settle frees an entry, which is how invariant 2 is kept: an entry leaves
+ * memory acknowledged, or it stays pending in Redis (after a crash, a stop, or a lost reply)
+ * and is delivered again. Nothing here blocks; every step is started from run(), which the
+ * driver reaches through the fts_loader_*_done functions and the one timer.
+ */
+#include "load.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backoff.h"
+#include "bulk_result.h"
+#include "log.h"
+
+#define LOG_COMPONENT "load"
+
+/* Most entries in one settle (one MULTI/EXEC): bounds the command's size. */
+#define SETTLE_MAX_ENTRIES 4096
+
+/* The history cursor that means "from the first pending entry". */
+#define HISTORY_START "0"
+
+typedef enum {
+    ENTRY_READY = 1, /* in the ready list */
+    ENTRY_SENT,      /* in a batch in flight */
+    ENTRY_JUDGED,    /* in the settle list */
+    ENTRY_SETTLING   /* in the settle in flight */
+} entry_state_t;
+
+typedef struct entry {
+    char id[FTS_STREAM_ID_SIZE];
+    uint64_t hash;
+    struct entry *hash_next;
+    struct entry *next; /* ready list or settle list */
+    entry_state_t state;
+    fts_action_t action; /* decoded; empty when the entry could not be */
+    fts_bytes_t *items;  /* a copy of the entry's fields, for its dead letter; NULL when the
+                          * entry was deleted from the stream */
+    size_t count;
+    uint64_t deliveries;
+    unsigned attempts;    /* item retries so far */
+    uint64_t not_before;  /* a retried item waits until then */
+    uint64_t ready_since; /* when it (first) became ready: the batch wait runs from here */
+    size_t bulk_size;     /* its bytes in a bulk body */
+    char *dead_reason;    /* judged: NULL acknowledges, else dead-letters with this reason */
+} entry_t;
+
+typedef struct {
+    entry_t *head;
+    entry_t *tail;
+} entry_list_t;
+
+typedef struct {
+    bool in_use;
+    entry_t **entries;
+    fts_action_op_t *ops;
+    fts_bulk_item_result_t *results;
+    size_t count;
+    fts_buffer_t body;
+} batch_t;
+
+typedef struct {
+    entry_t **entries;
+    size_t count;
+    const char **ids;
+    fts_stream_entry_t *views;
+    fts_load_dead_t *dead;
+} settle_t;
+
+struct fts_loader {
+    fts_load_options_t options;
+    fts_load_ports_t ports;
+    fts_load_stats_t stats;
+
+    /* held entries by stream ID */
+    entry_t **buckets;
+    size_t bucket_mask;
+    size_t held;
+    size_t max_held;
+
+    entry_list_t ready;
+    entry_list_t judged;
+
+    batch_t *batches;
+    size_t in_flight;
+    size_t batch_cap; /* actions per request now: halved by SPLIT, regrown by successes */
+
+    settle_t settle;
+    bool settle_outstanding;
+    uint64_t settle_retry_at;
+    fts_backoff_t settle_backoff;
+
+    bool group_ready;
+    bool group_outstanding;
+    uint64_t group_retry_at;
+    fts_backoff_t group_backoff;
+
+    bool read_outstanding;
+    bool reading_history;
+    char history_cursor[FTS_STREAM_ID_SIZE];
+    uint64_t read_retry_at;
+    fts_backoff_t read_backoff;
+
+    bool claim_outstanding;
+    bool touch_outstanding;
+    char claim_cursor[FTS_STREAM_ID_SIZE];
+    uint64_t next_claim_at;
+
+    uint64_t es_retry_at;
+    fts_backoff_t es_backoff;
+    uint64_t rng;
+
+    uint64_t next_progress_at;
+    uint64_t progress_acked;
+
+    bool started;
+    bool stopping;
+    bool finished;
+    uint64_t stop_deadline;
+};
+
+static void run(fts_loader_t *loader);
+
+static uint64_t now_ms(fts_loader_t *loader)
+{
+    return loader->ports.now_ms(loader->ports.context);
+}
+
+static uint64_t id_hash(const char *id)
+{
+    /* FNV-1a: stream IDs are short and spread well enough for a chained table. */
+    uint64_t hash = 1469598103934665603ULL;
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++) {
+        hash = (hash ^ *p) * 1099511628211ULL;
+    }
+    return hash;
+}
+
+static entry_t *held_find(fts_loader_t *loader, const char *id, uint64_t hash)
+{
+    for (entry_t *e = loader->buckets[hash & loader->bucket_mask]; e; e = e->hash_next) {
+        if (e->hash == hash && strcmp(e->id, id) == 0) {
+            return e;
+        }
+    }
+    return NULL;
+}
+
+static void held_insert(fts_loader_t *loader, entry_t *entry)
+{
+    entry_t **bucket = &loader->buckets[entry->hash & loader->bucket_mask];
+    entry->hash_next = *bucket;
+    *bucket = entry;
+    loader->held++;
+}
+
+static void held_remove(fts_loader_t *loader, entry_t *entry)
+{
+    for (entry_t **p = &loader->buckets[entry->hash & loader->bucket_mask]; *p;
+         p = &(*p)->hash_next) {
+        if (*p == entry) {
+            *p = entry->hash_next;
+            loader->held--;
+            return;
+        }
+    }
+}
+
+static void entry_free(entry_t *entry)
+{
+    if (entry) {
+        fts_action_cleanup(&entry->action);
+        free(entry->items);
+        free(entry->dead_reason);
+        free(entry);
+    }
+}
+
+static void list_push_back(entry_list_t *list, entry_t *entry)
+{
+    entry->next = NULL;
+    if (list->tail) {
+        list->tail->next = entry;
+    } else {
+        list->head = entry;
+    }
+    list->tail = entry;
+}
+
+static void list_push_front(entry_list_t *list, entry_t *entry)
+{
+    entry->next = list->head;
+    list->head = entry;
+    if (!list->tail) {
+        list->tail = entry;
+    }
+}
+
+static entry_t *list_pop_front(entry_list_t *list)
+{
+    entry_t *entry = list->head;
+    if (entry) {
+        list->head = entry->next;
+        if (!list->head) {
+            list->tail = NULL;
+        }
+        entry->next = NULL;
+    }
+    return entry;
+}
+
+/* Copies an entry's fields into one allocation: the array of (pointer, length) pairs, then
+ * the bytes, each NUL-terminated for logging. */
+static fts_bytes_t *copy_items(const fts_bytes_t *items, size_t count)
+{
+    size_t total = count * sizeof(fts_bytes_t);
+    for (size_t i = 0; i < count; i++) {
+        total += items[i].len + 1;
+    }
+    fts_bytes_t *copy = malloc(total ? total : 1);
+    if (!copy) {
+        abort(); /* as libbson does: ftsync does not run on without memory */
+    }
+    char *bytes = (char *)(copy + count);
+    for (size_t i = 0; i < count; i++) {
+        if (items[i].len) {
+            memcpy(bytes, items[i].data, items[i].len);
+        }
+        bytes[items[i].len] = '\0';
+        copy[i].data = bytes;
+        copy[i].len = items[i].len;
+        bytes += items[i].len + 1;
+    }
+    return copy;
+}
+
+static char *format_reason(const char *format, ...) __attribute__((format(printf, 1, 2)));
+static char *format_reason(const char *format, ...)
+{
+    fts_buffer_t text;
+    fts_buffer_init(&text);
+    va_list args;
+    va_start(args, format);
+    fts_buffer_vappendf(&text, format, args);
+    va_end(args);
+    return fts_buffer_steal(&text);
+}
+
+/* Judged: to be acknowledged (reason NULL) or dead-lettered with reason (taken). */
+static void judge(fts_loader_t *loader, entry_t *entry, char *reason)
+{
+    free(entry->dead_reason);
+    entry->dead_reason = reason;
+    entry->state = ENTRY_JUDGED;
+    list_push_back(&loader->judged, entry);
+}
+
+static void make_ready(fts_loader_t *loader, entry_t *entry, bool front)
+{
+    entry->state = ENTRY_READY;
+    if (front) {
+        list_push_front(&loader->ready, entry);
+    } else {
+        list_push_back(&loader->ready, entry);
+    }
+}
+
+/* Takes one entry as read or claimed: held from now on, unless it is held already. */
+static void take_entry(fts_loader_t *loader, const fts_stream_entry_t *source, bool claimed,
+                       uint64_t now)
+{
+    uint64_t hash = id_hash(source->id);
+    if (held_find(loader, source->id, hash)) {
+        loader->stats.duplicates++;
+        return;
+    }
+    entry_t *entry = calloc(1, sizeof *entry);
+    if (!entry) {
+        abort();
+    }
+    snprintf(entry->id, sizeof entry->id, "%s", source->id);
+    entry->hash = hash;
+    entry->deliveries = source->deliveries;
+    entry->ready_since = now;
+    fts_action_init(&entry->action);
+    held_insert(loader, entry);
+    loader->stats.read++;
+    if (claimed) {
+        loader->stats.claimed++;
+    }
+
+    if (!source->items) {
+        /* Deleted from the stream while pending (an operator's XDEL): there is nothing left
+         * to load, and keeping it pending would block nothing but clutter XPENDING. */
+        loader->stats.vanished++;
+        fts_log(FTS_LOG_WARN, LOG_COMPONENT,
+                "pending entry %s was deleted from the stream before it was loaded; "
+                "acknowledging it (vanished=%" PRIu64 ")",
+                entry->id, loader->stats.vanished);
+        judge(loader, entry, NULL);
+        return;
+    }
+    entry->items = copy_items(source->items, source->count);
+    entry->count = source->count;
+
+    if (loader->options.max_deliveries && source->deliveries > loader->options.max_deliveries) {
+        judge(loader, entry,
+              format_reason("delivered %" PRIu64 " times, more than FTSYNC_MAX_DELIVERIES=%" PRIu64
+                            ": loaders holding it died or stalled that often",
+                            source->deliveries, loader->options.max_deliveries));
+        return;
+    }
+    fts_error_t err = {0};
+    if (!fts_action_decode(entry->items, entry->count, &entry->action, &err)) {
+        judge(loader, entry, format_reason("cannot decode the entry: %s", err.message));
+        return;
+    }
+    if (entry->action.op != FTS_ACTION_INDEX && entry->action.op != FTS_ACTION_DELETE) {
+        judge(loader, entry,
+              format_reason("op %s (ns %s, version %" PRIu64
+                            ") is not applied by this version of ftsync load: remove the "
+                            "affected documents of that ns from the index by hand",
+                            fts_action_op_name(entry->action.op), entry->action.ns,
+                            entry->action.version));
+        return;
+    }
+    entry->bulk_size = fts_bulk_action_size(&loader->options.target, &entry->action);
+    make_ready(loader, entry, false);
+}
+
+/* ---- reading, claiming, touching ---- */
+
+static void maybe_read(fts_loader_t *loader, uint64_t now)
+{
+    if (loader->read_outstanding || now < loader->read_retry_at ||
+        loader->held >= loader->max_held) {
+        return;
+    }
+    size_t room = loader->max_held - loader->held;
+    size_t count =
+        room < loader->options.bulk_max_actions ? room : loader->options.bulk_max_actions;
+    loader->read_outstanding = true;
+    loader->ports.read(loader->ports.context,
+                       loader->reading_history ? loader->history_cursor : ">", count);
+}
+
+static void maybe_claim(fts_loader_t *loader, uint64_t now)
+{
+    if (now < loader->next_claim_at) {
+        return;
+    }
+    loader->next_claim_at = now + loader->options.claim_interval_ms;
+    if (!loader->touch_outstanding && loader->held > 0) {
+        /* Refresh the idle time of everything held, so that other loaders do not claim live
+         * work (and so that a long Elasticsearch outage does not count deliveries). */
+        const char **ids = malloc(loader->held * sizeof *ids);
+        if (!ids) {
+            abort();
+        }
+        size_t n = 0;
+        for (size_t b = 0; b <= loader->bucket_mask; b++) {
+            for (entry_t *e = loader->buckets[b]; e; e = e->hash_next) {
+                ids[n++] = e->id;
+            }
+        }
+        loader->touch_outstanding = true;
+        loader->ports.touch(loader->ports.context, ids, n);
+        free(ids);
+    }
+    if (!loader->claim_outstanding && loader->held < loader->max_held) {
+        size_t room = loader->max_held - loader->held;
+        size_t count =
+            room < loader->options.bulk_max_actions ? room : loader->options.bulk_max_actions;
+        loader->claim_outstanding = true;
+        loader->ports.claim(loader->ports.context, loader->claim_cursor, count);
+    }
+}
+
+/* ---- batching ---- */
+
+static void batch_reset(batch_t *batch)
+{
+    batch->in_use = false;
+    batch->count = 0;
+    fts_buffer_clear(&batch->body);
+}
+
+static batch_t *free_batch(fts_loader_t *loader)
+{
+    for (size_t i = 0; i < loader->options.bulk_max_in_flight; i++) {
+        if (!loader->batches[i].in_use) {
+            return &loader->batches[i];
+        }
+    }
+    return NULL;
+}
+
+/* Sends batches while there is room in flight and a full batch, or one that waited long
+ * enough. Returns the time the oldest partial batch will be due (0: none waiting). */
+static uint64_t pump_batches(fts_loader_t *loader, uint64_t now)
+{
+    while (loader->in_flight < loader->options.bulk_max_in_flight && now >= loader->es_retry_at) {
+        size_t eligible = 0;
+        size_t bytes = 0;
+        uint64_t oldest = UINT64_MAX;
+        for (entry_t *e = loader->ready.head; e; e = e->next) {
+            if (e->not_before <= now) {
+                eligible++;
+                bytes += e->bulk_size;
+                if (e->ready_since < oldest) {
+                    oldest = e->ready_since;
+                }
+            }
+        }
+        if (eligible == 0) {
+            return 0;
+        }
+        bool full = eligible >= loader->batch_cap || bytes >= loader->options.bulk_max_bytes;
+        uint64_t due = oldest + loader->options.bulk_max_wait_ms;
+        if (!full && now < due) {
+            return due;
+        }
+        batch_t *batch = free_batch(loader);
+        size_t batch_bytes = 0;
+        entry_t *prev = NULL;
+        entry_t *e = loader->ready.head;
+        while (e && batch->count < loader->batch_cap) {
+            entry_t *next = e->next;
+            if (e->not_before > now) {
+                prev = e;
+                e = next;
+                continue;
+            }
+            if (batch->count > 0 && batch_bytes + e->bulk_size > loader->options.bulk_max_bytes) {
+                break;
+            }
+            {
+                if (prev) {
+                    prev->next = next;
+                } else {
+                    loader->ready.head = next;
+                }
+                if (loader->ready.tail == e) {
+                    loader->ready.tail = prev;
+                }
+                e->next = NULL;
+                e->state = ENTRY_SENT;
+                fts_error_t err = {0};
+                if (!fts_bulk_append_action(&batch->body, &loader->options.target, &e->action,
+                                            &err)) {
+                    /* take_entry only makes index and delete actions ready. */
+                    judge(loader, e,
+                          format_reason("cannot build the bulk action: %s", err.message));
+                } else {
+                    batch->entries[batch->count] = e;
+                    batch->ops[batch->count] = e->action.op;
+                    batch->count++;
+                    batch_bytes += e->bulk_size;
+                }
+            }
+            e = next;
+        }
+        if (batch->count == 0) {
+            continue;
+        }
+        batch->in_use = true;
+        loader->in_flight++;
+        loader->ports.bulk(loader->ports.context, batch->body.data, batch->body.len, batch);
+    }
+    return 0;
+}
+
+static uint64_t item_retry_delay(fts_loader_t *loader, unsigned attempts)
+{
+    uint64_t ceiling = loader->options.retry_base_ms;
+    for (unsigned i = 1; i < attempts && ceiling < loader->options.retry_max_ms; i++) {
+        ceiling *= 2;
+    }
+    if (ceiling > loader->options.retry_max_ms) {
+        ceiling = loader->options.retry_max_ms;
+    }
+    /* xorshift64: full jitter, so that items throttled together do not return together. */
+    loader->rng ^= loader->rng << 13;
+    loader->rng ^= loader->rng >> 7;
+    loader->rng ^= loader->rng << 17;
+    return ceiling ? loader->rng % (ceiling + 1) : 0;
+}
+
+/* Puts every entry of a batch back at the front of the ready list, in its order. */
+static void requeue_batch(fts_loader_t *loader, batch_t *batch)
+{
+    for (size_t i = batch->count; i-- > 0;) {
+        make_ready(loader, batch->entries[i], true);
+    }
+}
+
+/* ---- settling ---- */
+
+static void maybe_settle(fts_loader_t *loader, uint64_t now)
+{
+    if (loader->settle_outstanding || !loader->judged.head || now < loader->settle_retry_at) {
+        return;
+    }
+    settle_t *settle = &loader->settle;
+    settle->count = 0;
+    size_t dead = 0;
+    while (settle->count < SETTLE_MAX_ENTRIES && loader->judged.head) {
+        entry_t *e = list_pop_front(&loader->judged);
+        e->state = ENTRY_SETTLING;
+        settle->entries[settle->count] = e;
+        settle->ids[settle->count] = e->id;
+        if (e->dead_reason) {
+            fts_stream_entry_t *view = &settle->views[dead];
+            memcpy(view->id, e->id, sizeof view->id);
+            view->items = e->items;
+            view->count = e->count;
+            view->deliveries = e->deliveries;
+            settle->dead[dead].entry = view;
+            settle->dead[dead].reason = e->dead_reason;
+            settle->dead[dead].deliveries = e->deliveries;
+            dead++;
+        }
+        settle->count++;
+    }
+    fts_settlement_t settlement = {
+        .ack_ids = settle->ids,
+        .ack_count = settle->count,
+        .dead = settle->dead,
+        .dead_count = dead,
+    };
+    loader->settle_outstanding = true;
+    loader->ports.settle(loader->ports.context, &settlement, settle);
+}
+
+/* ---- the driver of it all ---- */
+
+static void finish(fts_loader_t *loader)
+{
+    size_t abandoned = loader->held;
+    loader->finished = true;
+    fts_log(FTS_LOG_INFO, LOG_COMPONENT,
+            "stopped: acked=%" PRIu64 " dead=%" PRIu64 " abandoned=%zu (left pending in the "
+            "group, delivered again later)",
+            loader->stats.acked, loader->stats.dead, abandoned);
+    loader->ports.finished(loader->ports.context);
+}
+
+static void log_progress(fts_loader_t *loader, uint64_t now)
+{
+    if (!loader->options.progress_interval_ms || now < loader->next_progress_at) {
+        return;
+    }
+    loader->next_progress_at = now + loader->options.progress_interval_ms;
+    if (loader->stats.acked == loader->progress_acked && loader->held == 0) {
+        return;
+    }
+    loader->progress_acked = loader->stats.acked;
+    const fts_load_stats_t *s = &loader->stats;
+    fts_log(FTS_LOG_INFO, LOG_COMPONENT,
+            "progress read=%" PRIu64 " indexed=%" PRIu64 " deleted=%" PRIu64 " conflicts=%" PRIu64
+            " dead=%" PRIu64 " acked=%" PRIu64 " claimed=%" PRIu64 " held=%zu in_flight=%zu",
+            s->read, s->indexed, s->deleted, s->conflicts, s->dead, s->acked, s->claimed,
+            loader->held, loader->in_flight);
+}
+
+static void arm_timer(fts_loader_t *loader, uint64_t now, uint64_t batch_due)
+{
+    uint64_t next = UINT64_MAX;
+#define CONSIDER(t)                                                                                \
+    do {                                                                                           \
+        if ((t) < next) {                                                                          \
+            next = (t);                                                                            \
+        }                                                                                          \
+    } while (0)
+    if (loader->stopping) {
+        CONSIDER(loader->stop_deadline);
+    } else {
+        if (batch_due) {
+            CONSIDER(batch_due);
+        }
+        if (loader->ready.head) {
+            if (loader->es_retry_at > now) {
+                CONSIDER(loader->es_retry_at);
+            }
+            for (entry_t *e = loader->ready.head; e; e = e->next) {
+                if (e->not_before > now) {
+                    CONSIDER(e->not_before);
+                }
+            }
+        }
+        if (!loader->group_ready) {
+            if (!loader->group_outstanding) {
+                CONSIDER(loader->group_retry_at);
+            }
+        } else {
+            CONSIDER(loader->next_claim_at);
+            if (!loader->read_outstanding && loader->read_retry_at > now) {
+                CONSIDER(loader->read_retry_at);
+            }
+        }
+        if (loader->options.progress_interval_ms) {
+            CONSIDER(loader->next_progress_at);
+        }
+    }
+    if (loader->judged.head && !loader->settle_outstanding) {
+        CONSIDER(loader->settle_retry_at);
+    }
+#undef CONSIDER
+    if (next != UINT64_MAX) {
+        loader->ports.wake_after(loader->ports.context, next > now ? next - now : 0);
+    }
+}
+
+static void run(fts_loader_t *loader)
+{
+    if (loader->finished || !loader->started) {
+        return;
+    }
+    uint64_t now = now_ms(loader);
+    uint64_t batch_due = 0;
+    if (loader->stopping) {
+        maybe_settle(loader, now);
+        bool idle = loader->in_flight == 0 && !loader->settle_outstanding && !loader->judged.head;
+        if (idle || now >= loader->stop_deadline) {
+            finish(loader);
+            return;
+        }
+    } else {
+        if (!loader->group_ready) {
+            if (!loader->group_outstanding && now >= loader->group_retry_at) {
+                loader->group_outstanding = true;
+                loader->ports.ensure_group(loader->ports.context);
+            }
+        } else {
+            maybe_read(loader, now);
+            maybe_claim(loader, now);
+        }
+        batch_due = pump_batches(loader, now);
+        maybe_settle(loader, now);
+        log_progress(loader, now);
+    }
+    arm_timer(loader, now, batch_due);
+}
+
+/* ---- public ---- */
+
+fts_loader_t *fts_loader_new(const fts_load_options_t *options, const fts_load_ports_t *ports)
+{
+    fts_loader_t *loader = calloc(1, sizeof *loader);
+    if (!loader) {
+        return NULL;
+    }
+    loader->options = *options;
+    loader->ports = *ports;
+    if (loader->options.bulk_max_actions == 0) {
+        loader->options.bulk_max_actions = 1;
+    }
+    if (loader->options.bulk_max_in_flight == 0) {
+        loader->options.bulk_max_in_flight = 1;
+    }
+    loader->batch_cap = loader->options.bulk_max_actions;
+    loader->max_held = loader->options.bulk_max_actions * (loader->options.bulk_max_in_flight + 2);
+    size_t buckets = 64;
+    while (buckets < loader->max_held * 2) {
+        buckets *= 2;
+    }
+    loader->buckets = calloc(buckets, sizeof *loader->buckets);
+    loader->bucket_mask = buckets - 1;
+    loader->batches = calloc(loader->options.bulk_max_in_flight, sizeof *loader->batches);
+    loader->settle.entries = calloc(SETTLE_MAX_ENTRIES, sizeof *loader->settle.entries);
+    loader->settle.ids = calloc(SETTLE_MAX_ENTRIES, sizeof *loader->settle.ids);
+    loader->settle.views = calloc(SETTLE_MAX_ENTRIES, sizeof *loader->settle.views);
+    loader->settle.dead = calloc(SETTLE_MAX_ENTRIES, sizeof *loader->settle.dead);
+    if (!loader->buckets || !loader->batches || !loader->settle.entries || !loader->settle.ids ||
+        !loader->settle.views || !loader->settle.dead) {
+        fts_loader_destroy(loader);
+        return NULL;
+    }
+    for (size_t i = 0; i < loader->options.bulk_max_in_flight; i++) {
+        batch_t *batch = &loader->batches[i];
+        batch->entries = calloc(loader->options.bulk_max_actions, sizeof *batch->entries);
+        batch->ops = calloc(loader->options.bulk_max_actions, sizeof *batch->ops);
+        batch->results = calloc(loader->options.bulk_max_actions, sizeof *batch->results);
+        fts_buffer_init(&batch->body);
+        if (!batch->entries || !batch->ops || !batch->results) {
+            fts_loader_destroy(loader);
+            return NULL;
+        }
+    }
+    uint64_t base = loader->options.retry_base_ms;
+    uint64_t cap = loader->options.retry_max_ms;
+    fts_backoff_init(&loader->settle_backoff, base, cap, 0);
+    fts_backoff_init(&loader->group_backoff, base, cap, 0);
+    fts_backoff_init(&loader->read_backoff, base, cap, 0);
+    fts_backoff_init(&loader->es_backoff, base, cap, 0);
+    loader->rng = 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)loader;
+    loader->reading_history = true;
+    snprintf(loader->history_cursor, sizeof loader->history_cursor, "%s", HISTORY_START);
+    snprintf(loader->claim_cursor, sizeof loader->claim_cursor, "0-0");
+    return loader;
+}
+
+void fts_loader_destroy(fts_loader_t *loader)
+{
+    if (!loader) {
+        return;
+    }
+    if (loader->buckets) {
+        for (size_t b = 0; b <= loader->bucket_mask; b++) {
+            entry_t *e = loader->buckets[b];
+            while (e) {
+                entry_t *next = e->hash_next;
+                entry_free(e);
+                e = next;
+            }
+        }
+    }
+    free(loader->buckets);
+    if (loader->batches) {
+        for (size_t i = 0; i < loader->options.bulk_max_in_flight; i++) {
+            free(loader->batches[i].entries);
+            free(loader->batches[i].ops);
+            free(loader->batches[i].results);
+            fts_buffer_destroy(&loader->batches[i].body);
+        }
+    }
+    free(loader->batches);
+    free(loader->settle.entries);
+    free(loader->settle.ids);
+    free(loader->settle.views);
+    free(loader->settle.dead);
+    free(loader);
+}
+
+void fts_loader_start(fts_loader_t *loader)
+{
+    if (loader->started) {
+        return;
+    }
+    loader->started = true;
+    uint64_t now = now_ms(loader);
+    loader->next_claim_at = now + loader->options.claim_interval_ms;
+    loader->next_progress_at = now + loader->options.progress_interval_ms;
+    run(loader);
+}
+
+void fts_loader_stop(fts_loader_t *loader)
+{
+    if (loader->stopping || loader->finished) {
+        return;
+    }
+    loader->stopping = true;
+    loader->stop_deadline = now_ms(loader) + loader->options.stop_timeout_ms;
+    fts_log(FTS_LOG_INFO, LOG_COMPONENT,
+            "stopping: %zu bulk requests in flight, %zu entries held; waiting up to %" PRIu64 " ms",
+            loader->in_flight, loader->held, loader->options.stop_timeout_ms);
+    if (!loader->started) {
+        loader->started = true;
+    }
+    run(loader);
+}
+
+void fts_loader_group_done(fts_loader_t *loader, const fts_error_t *err)
+{
+    loader->group_outstanding = false;
+    if (err && err->domain != FTS_ERROR_NONE) {
+        loader->stats.redis_errors++;
+        uint64_t delay = fts_backoff_next_ms(&loader->group_backoff);
+        loader->group_retry_at = now_ms(loader) + delay;
+        fts_log(FTS_LOG_WARN, LOG_COMPONENT,
+                "cannot create the consumer group, retrying in %" PRIu64 " ms: %s", delay,
+                err->message);
+    } else {
+        loader->group_ready = true;
+        fts_backoff_reset(&loader->group_backoff);
+    }
+    run(loader);
+}
+
+void fts_loader_read_done(fts_loader_t *loader, const fts_stream_entry_t *entries, size_t count,
+                          const fts_error_t *err)
+{
+    loader->read_outstanding = false;
+    if (loader->stopping || loader->finished) {
+        /* Delivered to us but not taken: they stay pending and come back later. */
+        run(loader);
+        return;
+    }
+    uint64_t now = now_ms(loader);
+    if (err && err->domain != FTS_ERROR_NONE) {
+        loader->stats.redis_errors++;
+        uint64_t delay = fts_backoff_next_ms(&loader->read_backoff);
+        loader->read_retry_at = now + delay;
+        /* The reply may have been lost after Redis delivered entries to us: read our own
+         * history again before anything new. */
+        loader->reading_history = true;
+        snprintf(loader->history_cursor, sizeof loader->history_cursor, "%s", HISTORY_START);
+        fts_log(FTS_LOG_WARN, LOG_COMPONENT,
+                "reading the stream failed (redis_errors=%" PRIu64 "), retrying in %" PRIu64
+                " ms: %s",
+                loader->stats.redis_errors, delay, err->message);
+        run(loader);
+        return;
+    }
+    fts_backoff_reset(&loader->read_backoff);
+    if (loader->reading_history) {
+        if (count == 0) {
+            loader->reading_history = false;
+        } else {
+            snprintf(loader->history_cursor, sizeof loader->history_cursor, "%s",
+                     entries[count - 1].id);
+        }
+    }
+    for (size_t i = 0; i < count; i++) {
+        take_entry(loader, &entries[i], false, now);
+    }
+    run(loader);
+}
+
+void fts_loader_claim_done(fts_loader_t *loader, const fts_stream_entry_t *entries, size_t count,
+                           const char *next_cursor, uint64_t deleted, const fts_error_t *err)
+{
+    loader->claim_outstanding = false;
+    if (loader->stopping || loader->finished) {
+        run(loader);
+        return;
+    }
+    if (err && err->domain != FTS_ERROR_NONE) {
+        loader->stats.redis_errors++;
+        fts_log(FTS_LOG_WARN, LOG_COMPONENT,
+                "claiming idle entries failed (redis_errors=%" PRIu64 "): %s",
+                loader->stats.redis_errors, err->message);
+        run(loader);
+        return;
+    }
+    uint64_t now = now_ms(loader);
+    uint64_t claimed_before = loader->stats.claimed;
+    for (size_t i = 0; i < count; i++) {
+        take_entry(loader, &entries[i], true, now);
+    }
+    if (next_cursor && strlen(next_cursor) < sizeof loader->claim_cursor) {
+        snprintf(loader->claim_cursor, sizeof loader->claim_cursor, "%s", next_cursor);
+    }
+    if (loader->stats.claimed > claimed_before) {
+        fts_log(FTS_LOG_INFO, LOG_COMPONENT,
+                "claimed %" PRIu64 " entries idle in other consumers (a loader died or stalled)",
+                loader->stats.claimed - claimed_before);
+    }
+    if (deleted) {
+        loader->stats.vanished += deleted;
+        fts_log(FTS_LOG_WARN, LOG_COMPONENT,
+                "%" PRIu64 " pending entries were deleted from the stream before they were "
+                "loaded; Redis dropped them from the pending list",
+                deleted);
+    }
+    run(loader);
+}
+
+void fts_loader_touch_done(fts_loader_t *loader, const fts_error_t *err)
+{
+    loader->touch_outstanding = false;
+    if (err && err->domain != FTS_ERROR_NONE && !loader->finished) {
+        loader->stats.redis_errors++;
+        fts_log(FTS_LOG_WARN, LOG_COMPONENT,
+                "refreshing the idle time of held entries failed (others may claim them; "
+                "harmless, versions keep replays safe): %s",
+                err->message);
+    }
+    run(loader);
+}
+
+void fts_loader_settle_done(fts_loader_t *loader, void *token, const fts_error_t *err)
+{
+    settle_t *settle = token;
+    loader->settle_outstanding = false;
+    if (loader->finished) {
+        return;
+    }
+    if (err && err->domain != FTS_ERROR_NONE) {
+        /* Maybe done, maybe not: settle the same entries again (XACK is idempotent; a dead
+         * letter may be written twice, never lost). */
+        loader->stats.redis_errors++;
+        uint64_t delay = fts_backoff_next_ms(&loader->settle_backoff);
+        loader->settle_retry_at = now_ms(loader) + delay;
+        for (size_t i = settle->count; i-- > 0;) {
+            entry_t *e = settle->entries[i];
+            e->state = ENTRY_JUDGED;
+            list_push_front(&loader->judged, e);
+        }
+        fts_log(FTS_LOG_WARN, LOG_COMPONENT,
+                "acknowledging %zu entries failed (redis_errors=%" PRIu64 "), retrying in %" PRIu64
+                " ms: %s",
+                settle->count, loader->stats.redis_errors, delay, err->message);
+        settle->count = 0;
+        run(loader);
+        return;
+    }
+    fts_backoff_reset(&loader->settle_backoff);
+    size_t dead = 0;
+    const entry_t *first_dead = NULL;
+    for (size_t i = 0; i < settle->count; i++) {
+        entry_t *e = settle->entries[i];
+        if (e->dead_reason) {
+            dead++;
+            if (!first_dead) {
+                first_dead = e;
+            }
+        }
+    }
+    if (dead) {
+        loader->stats.dead += dead;
+        fts_log(FTS_LOG_WARN, LOG_COMPONENT,
+                "dead-lettered %zu entries (dead=%" PRIu64 "); first: entry=%s reason=\"%s\"", dead,
+                loader->stats.dead, first_dead->id, first_dead->dead_reason);
+    }
+    for (size_t i = 0; i < settle->count; i++) {
+        entry_t *e = settle->entries[i];
+        held_remove(loader, e);
+        entry_free(e);
+    }
+    loader->stats.acked += settle->count;
+    settle->count = 0;
+    run(loader);
+}
+
+void fts_loader_bulk_done(fts_loader_t *loader, void *token, long status, const char *body,
+                          size_t body_len, const fts_error_t *err)
+{
+    batch_t *batch = token;
+    loader->in_flight--;
+    if (loader->finished) {
+        batch_reset(batch);
+        return;
+    }
+    uint64_t now = now_ms(loader);
+    char reason[FTS_BULK_REASON_SIZE];
+    fts_bulk_response_verdict_t verdict;
+    if (err && err->domain != FTS_ERROR_NONE) {
+        verdict = FTS_BULK_RESPONSE_RETRY;
+        snprintf(reason, sizeof reason, "%s", err->message);
+    } else {
+        verdict = fts_bulk_response_judge(status, body, body_len, batch->ops, batch->count,
+                                          batch->results, reason, sizeof reason);
+    }
+
+    if (verdict == FTS_BULK_RESPONSE_RETRY) {
+        loader->stats.es_errors++;
+        loader->stats.request_retries++;
+        uint64_t delay = fts_backoff_next_ms(&loader->es_backoff);
+        loader->es_retry_at = now + delay;
+        requeue_batch(loader, batch);
+        fts_log(FTS_LOG_WARN, LOG_COMPONENT,
+                "bulk request of %zu actions failed, nothing acknowledged; retrying in %" PRIu64
+                " ms (es_errors=%" PRIu64 "): %s",
+                batch->count, delay, loader->stats.es_errors, reason);
+    } else if (verdict == FTS_BULK_RESPONSE_SPLIT) {
+        loader->stats.splits++;
+        if (batch->count > 1) {
+            loader->batch_cap = batch->count / 2;
+            requeue_batch(loader, batch);
+            fts_log(FTS_LOG_WARN, LOG_COMPONENT,
+                    "bulk request of %zu actions refused as a whole, sending it in halves: %s",
+                    batch->count, reason);
+        } else {
+            judge(loader, batch->entries[0],
+                  format_reason("Elasticsearch refused a bulk request of this action alone: %s",
+                                reason));
+        }
+    } else {
+        fts_backoff_reset(&loader->es_backoff);
+        loader->es_retry_at = 0;
+        if (loader->batch_cap < loader->options.bulk_max_actions) {
+            loader->batch_cap *= 2;
+            if (loader->batch_cap > loader->options.bulk_max_actions) {
+                loader->batch_cap = loader->options.bulk_max_actions;
+            }
+        }
+        size_t kinds[FTS_BULK_KIND_COUNT] = {0};
+        const char *first_reason[FTS_BULK_KIND_COUNT] = {0};
+        for (size_t i = 0; i < batch->count; i++) {
+            entry_t *e = batch->entries[i];
+            const fts_bulk_item_result_t *result = &batch->results[i];
+            kinds[result->kind]++;
+            if (!first_reason[result->kind]) {
+                first_reason[result->kind] = result->reason;
+            }
+            switch (result->verdict) {
+            case FTS_BULK_ITEM_ACK:
+                if (result->kind == FTS_BULK_KIND_CONFLICT) {
+                    loader->stats.conflicts++;
+                } else if (e->action.op == FTS_ACTION_DELETE) {
+                    loader->stats.deleted++;
+                } else {
+                    loader->stats.indexed++;
+                }
+                judge(loader, e, NULL);
+                break;
+            case FTS_BULK_ITEM_RETRY:
+                loader->stats.item_retries++;
+                e->attempts++;
+                e->not_before = now + item_retry_delay(loader, e->attempts);
+                make_ready(loader, e, false);
+                break;
+            case FTS_BULK_ITEM_REJECT:
+            default:
+                judge(loader, e,
+                      format_reason("Elasticsearch rejected the action (HTTP %d): %s",
+                                    result->status, result->reason));
+                break;
+            }
+        }
+        /* One line per kind of failure per answer; the logger holds back repeats from each
+         * call site for a second and reports how many it held. */
+        if (kinds[FTS_BULK_KIND_THROTTLED]) {
+            fts_log(FTS_LOG_WARN, LOG_COMPONENT,
+                    "%zu items throttled (429), retrying them with backoff: %s",
+                    kinds[FTS_BULK_KIND_THROTTLED], first_reason[FTS_BULK_KIND_THROTTLED]);
+        }
+        if (kinds[FTS_BULK_KIND_SERVER_ERROR]) {
+            fts_log(FTS_LOG_WARN, LOG_COMPONENT,
+                    "%zu items failed on the server (5xx), retrying them with backoff: %s",
+                    kinds[FTS_BULK_KIND_SERVER_ERROR], first_reason[FTS_BULK_KIND_SERVER_ERROR]);
+        }
+        if (kinds[FTS_BULK_KIND_BLOCKED]) {
+            fts_log(FTS_LOG_WARN, LOG_COMPONENT,
+                    "%zu items refused for now (index missing, blocked or unauthorised), "
+                    "retrying them with backoff: %s",
+                    kinds[FTS_BULK_KIND_BLOCKED], first_reason[FTS_BULK_KIND_BLOCKED]);
+        }
+        if (kinds[FTS_BULK_KIND_REJECTED]) {
+            fts_log(FTS_LOG_WARN, LOG_COMPONENT,
+                    "%zu items rejected by Elasticsearch, dead-lettering them: %s",
+                    kinds[FTS_BULK_KIND_REJECTED], first_reason[FTS_BULK_KIND_REJECTED]);
+        }
+    }
+    batch_reset(batch);
+    run(loader);
+}
+
+void fts_loader_wake(fts_loader_t *loader)
+{
+    run(loader);
+}
+
+const fts_load_stats_t *fts_loader_stats(const fts_loader_t *loader)
+{
+    return &loader->stats;
+}
+
+size_t fts_loader_held(const fts_loader_t *loader)
+{
+    return loader->held;
+}
+
+bool fts_loader_stopping(const fts_loader_t *loader)
+{
+    return loader->stopping;
+}
