@@ -13,6 +13,7 @@
 #define FTS_CMD_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "config.h"
 #include "es_client.h"
@@ -28,6 +29,8 @@ int fts_cmd_init_index(int argc, char **argv);
 int fts_cmd_check(int argc, char **argv);
 int fts_cmd_extract(int argc, char **argv);
 int fts_cmd_reset_token(int argc, char **argv);
+int fts_cmd_load(int argc, char **argv);
+int fts_cmd_run(int argc, char **argv);
 
 /* The adapters' URL checkers, for fts_config_load and fts_config_print. */
 extern const fts_config_checks_t fts_cmd_config_checks;
@@ -42,6 +45,13 @@ bool fts_cmd_parse_role(const char *text, unsigned *roles);
 /* Connects to the Redis at url with the configuration's timeouts (adapters/redis defaults for
  * reconnecting). */
 fts_redis_t *fts_cmd_redis_connect(const fts_config_t *config, const char *url, fts_error_t *err);
+
+/* The Elasticsearch client options the configuration describes (strings borrowed from it). */
+void fts_cmd_es_options(const fts_config_t *config, fts_es_options_t *options);
+
+/* This loader's consumer name: FTSYNC_CONSUMER_NAME, else the pod name inside Kubernetes
+ * ($HOSTNAME), else <host>-<pid>. */
+void fts_cmd_consumer_name(const fts_config_t *config, char *name, size_t size);
 
 /* Builds the Elasticsearch client the configuration describes. */
 fts_es_client_t *fts_cmd_es_client_new(const fts_config_t *config, fts_error_t *err);

@@ -76,9 +76,9 @@ bool fts_cmd_load_config(fts_config_t *config, unsigned roles)
     return ok;
 }
 
-fts_es_client_t *fts_cmd_es_client_new(const fts_config_t *config, fts_error_t *err)
+void fts_cmd_es_options(const fts_config_t *config, fts_es_options_t *options)
 {
-    fts_es_options_t options = {
+    *options = (fts_es_options_t){
         .urls = (const char *const *)config->es_urls.items,
         .url_count = config->es_urls.count,
         .user = config->es_user,
@@ -89,6 +89,12 @@ fts_es_client_t *fts_cmd_es_client_new(const fts_config_t *config, fts_error_t *
         .request_timeout_ms = (long)config->es_request_timeout_ms,
         .gzip_requests = config->es_gzip,
     };
+}
+
+fts_es_client_t *fts_cmd_es_client_new(const fts_config_t *config, fts_error_t *err)
+{
+    fts_es_options_t options;
+    fts_cmd_es_options(config, &options);
     return fts_es_client_new(&options, err);
 }
 

@@ -20,6 +20,9 @@ static const command_t commands[] = {
     {"check", fts_cmd_check, "check that Redis and Elasticsearch answer and the index exists"},
     {"extract", fts_cmd_extract,
      "follow the MongoDB collection and queue its changes in the Redis stream"},
+    {"load", fts_cmd_load,
+     "bulk-index the queued actions into Elasticsearch (one consumer of the group)"},
+    {"run", fts_cmd_run, "extract and load together, supervised, on one machine"},
     {"reset-token", fts_cmd_reset_token,
      "show (--show) or clear (--clear) the saved change-stream position"},
 };

@@ -16,10 +16,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include <event2/event.h>
-
 #include "error.h"
 #include "es_client.h"
+
+/* libevent's loop, forward-declared so that cmd/ need not include libevent. */
+struct event_base;
 
 typedef struct fts_es_async fts_es_async_t;
 

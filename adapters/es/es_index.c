@@ -353,3 +353,102 @@ cleanup:
     fts_buffer_destroy(&alias_path);
     return ok;
 }
+
+bool fts_es_time_value_parse(const char *text, uint64_t *ms)
+{
+    static const struct {
+        const char *suffix;
+        uint64_t factor;
+    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
+    if (!text || !*text) {
+        return false;
+    }
+    char *end = NULL;
+    errno = 0;
+    unsigned long long value = strtoull(text, &end, 10);
+    if (end == text || errno != 0 || text[0] == '-' || text[0] == '+') {
+        return false;
+    }
+    if (*end == '\0') {
+        *ms = value; /* a bare number is milliseconds */
+        return true;
+    }
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (strcmp(end, units[i].suffix) == 0) {
+            if (value > UINT64_MAX / units[i].factor) {
+                return false;
+            }
+            *ms = value * units[i].factor;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool fts_es_index_gc_deletes_ms(fts_es_client_t *client, const char *name, uint64_t *ms,
+                                fts_error_t *err)
+{
+    bool ok = false;
+    bson_t reply;
+    bool have_reply = false;
+    fts_buffer_t path;
+    fts_buffer_init(&path);
+    fts_es_response_t response;
+    fts_es_response_init(&response);
+    fts_buffer_append_char(&path, '/');
+    if (!append_escaped(&path, name, err)) {
+        goto cleanup;
+    }
+    fts_buffer_append_str(&path, "/_settings?flat_settings=true");
+    if (!fts_es_request(client, "GET", path.data, NULL, NULL, 0, &response, err)) {
+        goto cleanup;
+    }
+    if (response.status != 200) {
+        fts_es_reply_fail(err, "reading the index settings", response.status, response.body.data,
+                          response.body.len);
+        goto cleanup;
+    }
+    bson_error_t parse_error;
+    if (!response.body.data || !bson_init_from_json(&reply, response.body.data,
+                                                    (ssize_t)response.body.len, &parse_error)) {
+        fts_error_set(err, FTS_ERROR_ES, FTS_ERROR_CODE_PROTOCOL,
+                      "the index settings of %s are not JSON", name);
+        goto cleanup;
+    }
+    have_reply = true;
+    /* {"<index>":{"settings":{"index.gc_deletes":"1h",...}}}; behind an alias there may be
+     * several indices: the shortest setting is the one that matters. */
+    uint64_t shortest = UINT64_MAX;
+    bson_iter_t index_iter;
+    bson_iter_init(&index_iter, &reply);
+    while (bson_iter_next(&index_iter)) {
+        uint64_t value = FTS_ES_DEFAULT_GC_DELETES_MS;
+        bson_iter_t index_doc;
+        bson_iter_t settings;
+        if (BSON_ITER_HOLDS_DOCUMENT(&index_iter) && bson_iter_recurse(&index_iter, &index_doc) &&
+            bson_iter_find(&index_doc, "settings") && BSON_ITER_HOLDS_DOCUMENT(&index_doc) &&
+            bson_iter_recurse(&index_doc, &settings) &&
+            bson_iter_find(&settings, "index.gc_deletes")) {
+            const char *text =
+                BSON_ITER_HOLDS_UTF8(&settings) ? bson_iter_utf8(&settings, NULL) : NULL;
+            if (!fts_es_time_value_parse(text, &value)) {
+                fts_error_set(err, FTS_ERROR_ES, FTS_ERROR_CODE_PROTOCOL,
+                              "index.gc_deletes of %s is not a time value: \"%s\"",
+                              bson_iter_key(&index_iter), text ? text : "(not a string)");
+                goto cleanup;
+            }
+        }
+        if (value < shortest) {
+            shortest = value;
+        }
+    }
+    *ms = shortest == UINT64_MAX ? FTS_ES_DEFAULT_GC_DELETES_MS : shortest;
+    ok = true;
+cleanup:
+    if (have_reply) {
+        bson_destroy(&reply);
+    }
+    fts_es_response_cleanup(&response);
+    fts_buffer_destroy(&path);
+    return ok;
+}

@@ -29,10 +29,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <event2/event.h>
-
 #include "error.h"
 #include "load_ports.h"
+
+/* libevent's loop, forward-declared so that cmd/ need not include libevent. */
+struct event_base;
 
 typedef struct fts_redis_group fts_redis_group_t;
 
@@ -52,16 +53,15 @@ typedef struct {
  * only, how many pending entries Redis found deleted from the stream and dropped from the
  * pending list (Redis 7), for a warning. */
 typedef void (*fts_redis_group_entries_fn)(void *arg, const fts_stream_entry_t *entries,
-                                           size_t count, const char *next_cursor,
-                                           uint64_t deleted, const fts_error_t *err);
+                                           size_t count, const char *next_cursor, uint64_t deleted,
+                                           const fts_error_t *err);
 typedef void (*fts_redis_group_done_fn)(void *arg, const fts_error_t *err);
 
 /* Parses url, copies options, and starts connecting (both connections) on base. NULL with err
  * (FTS_ERROR_CONFIG) only for a bad URL or options; an unreachable server is not an error
  * here: commands fail until it answers. */
 fts_redis_group_t *fts_redis_group_new(struct event_base *base, const char *url,
-                                       const fts_redis_group_options_t *options,
-                                       fts_error_t *err);
+                                       const fts_redis_group_options_t *options, fts_error_t *err);
 void fts_redis_group_destroy(fts_redis_group_t *group);
 
 /* XGROUP CREATE <stream> <group> 0 MKSTREAM; BUSYGROUP is success. */

@@ -1,0 +1,238 @@
+/*
+ * cmd_run.c - `ftsync run`: extract and load together on one machine, as one process tree.
+ *
+ * The supervisor starts `ftsync extract` and `ftsync load` as child processes (this same
+ * binary, exec'd afresh, so that neither inherits a client or an event loop across fork) and
+ * watches them:
+ *   - a child that fails in a way worth retrying (exit 1, or killed by a signal) is started
+ *     again after a capped jittered backoff, reset once it has run for a minute;
+ *   - a child that exits 2 (bad configuration) or 3 (stopped, needs an operator) stops the
+ *     other and `run` exits with that status: restarting would only repeat it;
+ *   - on SIGTERM or SIGINT both get SIGTERM and up to FTSYNC_STOP_TIMEOUT_MS plus a grace
+ *     period to stop (then SIGKILL); `run` exits 0.
+ * Nothing here touches the data: every invariant is kept by the two children, which are the
+ * same programs Kubernetes runs on their own.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backoff.h"
+#include "cmd.h"
+#include "log.h"
+#include "signals.h"
+
+#define LOG_COMPONENT "run"
+
+/* A child that ran this long is healthy again: its next failure backs off from the start. */
+#define HEALTHY_AFTER_MS 60000
+/* Beyond the stop timeout, what a child gets to exit before SIGKILL. */
+#define STOP_GRACE_MS 5000
+/* How often the supervisor looks at its children. */
+#define POLL_MS 100
+
+typedef struct {
+    const char *command; /* "extract" or "load" */
+    pid_t pid;           /* 0: not running */
+    uint64_t started_at;
+    uint64_t restart_at; /* 0: not waiting to restart */
+    fts_backoff_t backoff;
+} child_t;
+
+static uint64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static bool child_start(child_t *child)
+{
+    pid_t pid = fork();
+    if (pid < 0) {
+        fts_log(FTS_LOG_ERROR, LOG_COMPONENT, "cannot start %s: fork: %s", child->command,
+                strerror(errno));
+        return false;
+    }
+    if (pid == 0) {
+        fts_signals_reset();
+        /* Should the supervisor die, its children must not run on unsupervised. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        char *const args[] = {"ftsync", (char *)child->command, NULL};
+        execv("/proc/self/exe", args);
+        fprintf(stderr, "ftsync run: cannot exec %s: %s\n", child->command, strerror(errno));
+        _exit(FTS_EXIT_FAILURE);
+    }
+    child->pid = pid;
+    child->started_at = monotonic_ms();
+    child->restart_at = 0;
+    fts_log(FTS_LOG_INFO, LOG_COMPONENT, "started %s (pid %ld)", child->command, (long)pid);
+    return true;
+}
+
+static void describe_status(int status, char *text, size_t size)
+{
+    if (WIFEXITED(status)) {
+        snprintf(text, size, "exit status %d", WEXITSTATUS(status));
+    } else if (WIFSIGNALED(status)) {
+        snprintf(text, size, "signal %d", WTERMSIG(status));
+    } else {
+        snprintf(text, size, "status %d", status);
+    }
+}
+
+static void stop_children(child_t *children, size_t count, uint64_t timeout_ms)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (children[i].pid > 0) {
+            kill(children[i].pid, SIGTERM);
+        }
+    }
+    uint64_t deadline = monotonic_ms() + timeout_ms;
+    for (;;) {
+        bool running = false;
+        for (size_t i = 0; i < count; i++) {
+            if (children[i].pid > 0) {
+                int status;
+                pid_t done = waitpid(children[i].pid, &status, WNOHANG);
+                if (done == children[i].pid || (done < 0 && errno == ECHILD)) {
+                    char text[64];
+                    describe_status(status, text, sizeof text);
+                    fts_log(FTS_LOG_INFO, LOG_COMPONENT, "%s stopped (%s)", children[i].command,
+                            done < 0 ? "gone" : text);
+                    children[i].pid = 0;
+                } else {
+                    running = true;
+                }
+            }
+        }
+        if (!running) {
+            return;
+        }
+        if (monotonic_ms() >= deadline) {
+            break;
+        }
+        struct timespec pause = {0, POLL_MS * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (children[i].pid > 0) {
+            fts_log(FTS_LOG_WARN, LOG_COMPONENT, "%s did not stop in time: killing it",
+                    children[i].command);
+            kill(children[i].pid, SIGKILL);
+            waitpid(children[i].pid, NULL, 0);
+            children[i].pid = 0;
+        }
+    }
+}
+
+static void print_help(FILE *out)
+{
+    fprintf(out,
+            "usage: ftsync run\n\n"
+            "Runs `ftsync extract` and `ftsync load` as supervised child processes: a child\n"
+            "that fails is restarted with backoff; exit 2 or 3 of a child (bad settings,\n"
+            "or a state only an operator can clear) stops both and is run's exit status.\n"
+            "SIGTERM or SIGINT stops both cleanly (exit 0). Settings: ftsync config --help.\n");
+}
+
+int fts_cmd_run(int argc, char **argv)
+{
+    static const struct option options[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    optind = 1;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+        if (opt == 'h') {
+            print_help(stdout);
+            return FTS_EXIT_OK;
+        }
+        print_help(stderr);
+        return FTS_EXIT_USAGE;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ftsync run: unexpected argument \"%s\"\n", argv[optind]);
+        return FTS_EXIT_USAGE;
+    }
+    fts_config_t config;
+    /* Every problem of both roles at once, before anything starts. */
+    if (!fts_cmd_load_config(&config, FTS_ROLE_ALL)) {
+        fts_config_cleanup(&config);
+        return FTS_EXIT_USAGE;
+    }
+    uint64_t stop_timeout_ms = (uint64_t)config.stop_timeout_ms + STOP_GRACE_MS;
+    uint64_t retry_base_ms = (uint64_t)config.retry_base_ms;
+    uint64_t retry_max_ms = (uint64_t)config.retry_max_ms;
+    fts_config_cleanup(&config);
+
+    fts_error_t err;
+    if (!fts_signals_install(&err)) {
+        fts_log(FTS_LOG_ERROR, LOG_COMPONENT, "%s", err.message);
+        return FTS_EXIT_FAILURE;
+    }
+    child_t children[2] = {{.command = "extract"}, {.command = "load"}};
+    const size_t count = sizeof children / sizeof children[0];
+    int result = FTS_EXIT_OK;
+    for (size_t i = 0; i < count; i++) {
+        /* Restarts back off from at least a second: a child failing at once must not spin. */
+        fts_backoff_init(&children[i].backoff, retry_base_ms < 1000 ? 1000 : retry_base_ms,
+                         retry_max_ms < 1000 ? 1000 : retry_max_ms, 0);
+        if (!child_start(&children[i])) {
+            children[i].restart_at = monotonic_ms() + fts_backoff_next_ms(&children[i].backoff);
+        }
+    }
+    while (!fts_signals_stop_requested()) {
+        int status;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        uint64_t now = monotonic_ms();
+        if (pid > 0) {
+            for (size_t i = 0; i < count; i++) {
+                child_t *child = &children[i];
+                if (child->pid != pid) {
+                    continue;
+                }
+                child->pid = 0;
+                char text[64];
+                describe_status(status, text, sizeof text);
+                int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+                if (code == FTS_EXIT_USAGE || code == FTS_EXIT_STOPPED || code == FTS_EXIT_OK) {
+                    fts_log(code == FTS_EXIT_OK ? FTS_LOG_WARN : FTS_LOG_ERROR, LOG_COMPONENT,
+                            "%s ended (%s); stopping everything: its log says why", child->command,
+                            text);
+                    result = code == FTS_EXIT_OK ? FTS_EXIT_FAILURE : code;
+                    goto stop;
+                }
+                if (now - child->started_at >= HEALTHY_AFTER_MS) {
+                    fts_backoff_reset(&child->backoff);
+                }
+                uint64_t delay = fts_backoff_next_ms(&child->backoff);
+                child->restart_at = now + delay;
+                fts_log(FTS_LOG_WARN, LOG_COMPONENT,
+                        "%s failed (%s); restarting it in %" PRIu64 " ms", child->command, text,
+                        delay);
+            }
+            continue;
+        }
+        for (size_t i = 0; i < count; i++) {
+            child_t *child = &children[i];
+            if (child->pid == 0 && child->restart_at && now >= child->restart_at) {
+                if (!child_start(child)) {
+                    child->restart_at = now + fts_backoff_next_ms(&child->backoff);
+                }
+            }
+        }
+        fts_signals_sleep_ms(POLL_MS);
+    }
+    fts_log(FTS_LOG_INFO, LOG_COMPONENT, "signal %d: stopping extract and load",
+            fts_signals_stop_signal());
+stop:
+    stop_children(children, count, stop_timeout_ms);
+    return result;
+}
