@@ -5,6 +5,14 @@
 #
 #   testbed.sh start DIR   start both, wait until they answer, write DIR/testbed.env
 #   testbed.sh stop DIR    stop both (TERM, then KILL after 20 s); fine if already stopped
+#   testbed.sh es-start DIR PORT
+#                          start only an Elasticsearch, HTTP on 127.0.0.1:PORT, data in DIR/es,
+#                          and wait until it answers. A node started before from DIR (and
+#                          stopped) comes back with its data: the cluster name, which names the
+#                          data directory, is kept in DIR/es/cluster.name, and the log is appended
+#                          to. For tests that take Elasticsearch away and bring it back
+#                          (test/support/es_server.c)
+#   testbed.sh es-stop DIR stop that Elasticsearch (TERM, then KILL after 20 s); its data stays
 #
 # CTest runs these as the `testbed` fixture (test/CMakeLists.txt); test/support/testbed.c
 # reads DIR/testbed.env, whose lines are:
@@ -21,6 +29,9 @@
 #   FTSYNC_TESTBED_JAVA           java binary to use (default: OpenJDK 17 from Debian)
 #   FTSYNC_TESTBED_ES_JAVA_OPTS   extra JVM options for Elasticsearch (debugging)
 #   FTSYNC_TESTBED_TIMEOUT        seconds to wait for the servers to be ready (120)
+#   FTSYNC_TESTBED_ES_OWNER       es-start only: a pid; a watchdog kills the Elasticsearch once
+#                                 that process is gone (a test killed by CTest's timeout leaves
+#                                 no node behind)
 set -euo pipefail
 
 readonly DEPS_DIR="${FTSYNC_DEPS_DIR:-/opt/ftsync-deps}"
@@ -46,6 +57,8 @@ ES_HTTP_PORT=""
 ES_TRANSPORT_PORT=""
 ES_CLUSTER_NAME=""
 START_COMPLETE=0
+# es-start: keep the cluster name and the log of an earlier node started from the same DIR.
+ES_KEEP_STATE=0
 
 say() { printf 'testbed: %s\n' "$*" >&2; }
 
@@ -55,7 +68,7 @@ die() {
 }
 
 usage() {
-    printf 'usage: %s start|stop DIR\n' "${0##*/}" >&2
+    printf 'usage: %s start|stop DIR | es-start DIR PORT | es-stop DIR\n' "${0##*/}" >&2
     exit 2
 }
 
@@ -65,6 +78,7 @@ redis_log() { echo "$TESTBED_DIR/redis/redis.log"; }
 es_dir() { echo "$TESTBED_DIR/es"; }
 es_pid_file() { echo "$TESTBED_DIR/es/es.pid"; }
 es_log() { echo "$TESTBED_DIR/es/es.log"; }
+es_cluster_name_file() { echo "$TESTBED_DIR/es/cluster.name"; }
 env_file() { echo "$TESTBED_DIR/testbed.env"; }
 
 # The Java 17 that Elasticsearch runs on: Debian's OpenJDK 17 if present, else `java`.
@@ -184,9 +198,13 @@ launch_elasticsearch() {
     dir="$(es_dir)"
     log="$(es_log)"
     java="$(find_java)"
-    ES_CLUSTER_NAME="ftsync-testbed-$(hostname -s 2>/dev/null || echo host)-$$-$RANDOM"
+    if [[ $ES_KEEP_STATE -eq 0 || -z $ES_CLUSTER_NAME ]]; then
+        ES_CLUSTER_NAME="ftsync-testbed-$(hostname -s 2>/dev/null || echo host)-$$-$RANDOM"
+    fi
     mkdir -p "$dir/data" "$dir/logs" "$dir/work" "$dir/tmp"
-    : >"$log"
+    if [[ $ES_KEEP_STATE -eq 0 ]]; then
+        : >"$log"
+    fi
 
     local java_options=(
         -Xms1g -Xmx1g
@@ -428,10 +446,98 @@ stop_all() {
     return "$failed"
 }
 
+# es-start: stops the node again when the start failed or was interrupted.
+on_es_start_exit() {
+    if [[ $START_COMPLETE -eq 0 && -n $TESTBED_DIR ]]; then
+        stop_service elasticsearch "$(es_pid_file)" "$ES_MAIN_CLASS" >/dev/null 2>&1 || true
+    fi
+}
+
+# Kills the node (pid $2) once the process $1 is gone; ends by itself when the node does.
+# setsid: it outlives this script and is not hit by signals sent to the caller's group.
+start_es_watchdog() {
+    local owner=$1 node=$2
+    [[ $owner =~ ^[0-9]+$ ]] || die "FTSYNC_TESTBED_ES_OWNER is not a pid: $owner"
+    setsid bash -c '
+        owner=$1 node=$2 marker=$3
+        alive() { [[ -r /proc/$1/cmdline ]] && tr "\0" " " <"/proc/$1/cmdline" | grep -qF -- "$2"; }
+        while kill -0 "$owner" 2>/dev/null && alive "$node" "$marker"; do sleep 1; done
+        alive "$node" "$marker" && kill -KILL "$node" 2>/dev/null
+        exit 0' es-watchdog "$owner" "$node" "$ES_MAIN_CLASS" </dev/null >/dev/null 2>&1 &
+}
+
+# es-start DIR PORT: one Elasticsearch on a given port, its data kept across stops.
+es_start_only() {
+    local port=$1 pid status started
+    [[ $port =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) || die "es-start: bad port '$port'"
+    require_dependencies
+    mkdir -p "$(es_dir)"
+    if [[ -f $(es_pid_file) ]]; then
+        pid="$(cat "$(es_pid_file)" 2>/dev/null || true)"
+        if is_our_process "$pid" "$ES_MAIN_CLASS"; then
+            die "an Elasticsearch (pid $pid) already runs from $(es_dir)"
+        fi
+        rm -f "$(es_pid_file)"
+    fi
+    if is_port_listening "$port"; then
+        die "es-start: something already listens on port $port"
+    fi
+    ES_KEEP_STATE=1
+    if [[ -s $(es_cluster_name_file) ]]; then
+        ES_CLUSTER_NAME="$(cat "$(es_cluster_name_file)")"
+    fi
+    ES_HTTP_PORT=$port
+    ES_TRANSPORT_PORT="$(pick_free_port "$port")"
+
+    trap on_es_start_exit EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    started=$EPOCHREALTIME
+    launch_elasticsearch
+    echo "$ES_CLUSTER_NAME" >"$(es_cluster_name_file)"
+    status=0
+    wait_until_ready "$(es_pid_file)" "$ES_MAIN_CLASS" es_answers || status=$?
+    if [[ $status -ne 0 ]]; then
+        stop_service elasticsearch "$(es_pid_file)" "$ES_MAIN_CLASS" >/dev/null 2>&1 || true
+        if handle_start_failure elasticsearch "$(es_log)" "$status"; then
+            print_log_tail elasticsearch "$(es_log)"
+            die "elasticsearch: port $port (or transport port $ES_TRANSPORT_PORT) was taken"
+        fi
+        exit 1
+    fi
+    if [[ -n "${FTSYNC_TESTBED_ES_OWNER:-}" ]]; then
+        start_es_watchdog "$FTSYNC_TESTBED_ES_OWNER" "$(cat "$(es_pid_file)")"
+    fi
+    START_COMPLETE=1
+    say "elasticsearch ready on 127.0.0.1:$ES_HTTP_PORT after $(seconds_since "$started") s (pid $(cat "$(es_pid_file)"), data in $(es_dir))"
+}
+
 main() {
-    [[ $# -eq 2 ]] || usage
+    [[ $# -ge 2 ]] || usage
     local command=$1
     [[ -n $2 ]] || usage
+    case "$command" in
+        es-start)
+            [[ $# -eq 3 ]] || usage
+            mkdir -p "$2" || die "cannot create directory $2"
+            TESTBED_DIR="$(cd "$2" && pwd)"
+            es_start_only "$3"
+            return 0
+            ;;
+        es-stop)
+            [[ $# -eq 2 ]] || usage
+            if [[ ! -d $2 ]]; then
+                say "$2 does not exist: nothing to stop"
+                return 0
+            fi
+            TESTBED_DIR="$(cd "$2" && pwd)"
+            stop_service elasticsearch "$(es_pid_file)" "$ES_MAIN_CLASS" \
+                || die "elasticsearch in $TESTBED_DIR could not be stopped"
+            return 0
+            ;;
+        start | stop) [[ $# -eq 2 ]] || usage ;;
+        *) usage ;;
+    esac
 
     case "$command" in
         start)
