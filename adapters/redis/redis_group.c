@@ -52,13 +52,9 @@
 #define WATCHDOG_MAX_TICK_MS 200
 #define WATCHDOG_MIN_TICK_MS 10
 
-/* Fixed fields of a dead letter after the original ones: entry_id, deliveries, reason, stage,
- * consumer, failed_at, as name/value pairs. */
-#define DEAD_EXTRA_ITEMS 12
-
-/* Contexts dropped from inside a hiredis callback and waiting for the reap event. Two is
- * already more than happens in practice (a drop, then a reconnect that fails within the same
- * loop iteration); beyond that redisAsyncDisconnect is the fallback. */
+/* Contexts dropped from inside a hiredis callback and waiting for the reap event. More than
+ * one happens only when a reconnect fails within the loop iteration of a drop; beyond this
+ * many, redisAsyncDisconnect is the fallback. */
 #define MAX_DOOMED 4
 
 typedef struct op op_t;
@@ -88,7 +84,6 @@ typedef struct {
     struct event *reap;
     op_list_t waiting;  /* submitted while connecting */
     op_list_t inflight; /* sent, in the order sent */
-    bool ever_up;
     bool have_error;
     fts_error_t last_error; /* why the connection is (or last went) down */
 } conn_t;
@@ -572,7 +567,6 @@ static void conn_up(conn_t *conn)
                 conn->group->url->masked);
     }
     conn->have_error = false;
-    conn->ever_up = true;
     while (conn->waiting.head) {
         op_t *op = conn->waiting.head;
         list_remove(op);
@@ -1210,8 +1204,12 @@ static void op_send(op_t *op)
             op_set_error(op, &err);
             if (i > 0) {
                 /* Half a pipeline went out (maybe an open MULTI): the connection must not
-                 * carry anything else. Its callbacks complete op. */
+                 * carry anything else. Its callbacks complete op - from the loop: counted as
+                 * inside a callback, the drop is deferred, since op_send may run inside the
+                 * caller's call. */
+                op->group->callback_depth++;
                 conn_drop(conn, &err);
+                op->group->callback_depth--;
             }
             break;
         }
