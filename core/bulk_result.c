@@ -297,7 +297,12 @@ static void judge_item(int status, fts_action_op_t op, const bson_iter_t *inner,
         result->kind = FTS_BULK_KIND_CONFLICT;
         return;
     }
-    if (status == 404 && op == FTS_ACTION_DELETE) {
+    bson_iter_t probe;
+    bool has_error = bson_iter_recurse(inner, &probe) && bson_iter_find(&probe, "error");
+    if (status == 404 && op == FTS_ACTION_DELETE && !has_error) {
+        /* A plain "not_found" delete. A 404 that carries an error (index_not_found_exception,
+         * 1.x IndexMissingException) says the index is missing, not the document: acknowledging
+         * that would let a misconfigured index swallow every delete. It waits below. */
         result->verdict = FTS_BULK_ITEM_ACK;
         result->kind = FTS_BULK_KIND_NOT_FOUND;
         return;

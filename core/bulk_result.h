@@ -7,7 +7,8 @@
  *
  *   2xx                               -> ACK
  *   409 (version conflict: under external versions a newer version is already there) -> ACK
- *   404 on a delete (already gone)    -> ACK
+ *   404 on a delete (already gone; without an error, which would say the index is missing)
+ *                                     -> ACK
  *   429, 5xx, 408, 401/403 (including a read-only index block), 404 on an index action
  *   (index missing), any status not listed -> RETRY that item later
  *   400, 413, 422 (mapping or parse errors, a document too large) -> REJECT: dead-letter it
