@@ -138,7 +138,7 @@ struct op {
     unsigned awaiting; /* callbacks hiredis still owes us */
     uint64_t sent_ms;
     bool history;     /* read: start_id other than ">" */
-    bool acks;        /* settle: the transaction ends with an XACK */
+    bool acks;        /* settle: the scripted form (dead letters, then XACK) */
     bool lookup_sent; /* the XPENDING batch went out */
     bool failed;
     fts_error_t err;
@@ -1006,39 +1006,19 @@ static void take_pending_reply(op_t *op, const redisReply *reply)
     }
 }
 
-/* MULTI, QUEUED..., then EXEC's array, every element of which must not be an error. */
+/* One reply: XACK's count, or the script's. An error means the script stopped at a failed
+ * XADD before its XACK (or the XACK failed): nothing of this settlement is acknowledged. */
 static void take_settle_reply(op_t *op, const redisReply *reply, size_t index)
 {
-    bool last = index + 1 == op->batch_size;
-    if (!last) {
-        const char *expected = index == 0 ? "OK" : "QUEUED";
-        const char *command = index == 0 ? "MULTI" : "a command inside MULTI";
-        if (reply->type == REDIS_REPLY_ERROR) {
-            op_server_error(op, reply, command);
-        } else if (reply->type != REDIS_REPLY_STATUS || !reply->str ||
-                   strcmp(reply->str, expected) != 0) {
-            op_protocol_error(op, command, "not the expected status");
-        }
-        return;
-    }
+    (void)index;
     if (reply->type == REDIS_REPLY_ERROR) {
-        op_server_error(op, reply, "EXEC");
+        op_server_error_on(
+            op, reply, op->acks ? "the settlement script (XADD dead letters, then XACK)" : "XACK",
+            op->acks ? op->group->dead_key : op->group->stream_key);
         return;
     }
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements + 2 != op->batch_size) {
-        op_protocol_error(op, "EXEC",
-                          reply->type == REDIS_REPLY_NIL ? "the transaction was aborted"
-                                                         : "not one result per queued command");
-        return;
-    }
-    for (size_t i = 0; i < reply->elements; i++) {
-        if (reply->element[i]->type == REDIS_REPLY_ERROR) {
-            /* The dead letters are queued before the single XACK. */
-            bool ack = op->acks && i + 1 == reply->elements;
-            op_server_error_on(op, reply->element[i], ack ? "XACK" : "XADD",
-                               ack ? op->group->stream_key : op->group->dead_key);
-            return;
-        }
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        op_protocol_error(op, op->acks ? "the settlement script" : "XACK", "not an integer");
     }
 }
 
@@ -1451,18 +1431,38 @@ void fts_redis_group_touch(fts_redis_group_t *group, const char *const *ids, siz
     op_send(op);
 }
 
-/* XADD <dead> * <original fields...> entry_id .. deliveries .. reason .. stage load consumer ..
- * failed_at .. */
-static bool build_dead_letter(op_t *op, const fts_load_dead_t *dead, uint64_t failed_at)
+/* Writes the dead letters, then acknowledges, in one script: redis.call raises on the first
+ * failure (a dead-letter key of the wrong type), so the XACK is only reached once every dead
+ * letter is in. A MULTI/EXEC would not do: Redis runs the rest of a transaction after a command
+ * in it failed, and would acknowledge entries whose dead letters were never written.
+ * ARGV: group, number of dead letters, then per dead letter its field count and fields, then
+ * the IDs to acknowledge. */
+static const char settle_script[] =
+    "local i = 3\n"
+    "for d = 1, tonumber(ARGV[2]) do\n"
+    "  local n = tonumber(ARGV[i])\n"
+    "  redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + n))\n"
+    "  i = i + n + 1\n"
+    "end\n"
+    "if i <= #ARGV then\n"
+    "  return redis.call('XACK', KEYS[2], ARGV[1], unpack(ARGV, i, #ARGV))\n"
+    "end\n"
+    "return 0\n";
+
+/* Pushes one dead letter's fields, counted: <original fields...> entry_id .. deliveries ..
+ * reason .. stage load consumer .. failed_at .. */
+static bool push_dead_letter(command_t *command, const fts_redis_group_t *group,
+                             const fts_load_dead_t *dead, uint64_t failed_at)
 {
-    fts_redis_group_t *group = op->group;
-    command_t *command = op_add_command(op);
-    const char *head[] = {"XADD", group->dead_key, "*", NULL};
-    if (!command || !dead->entry || !command_push_all(command, head)) {
+    const fts_stream_entry_t *entry = dead->entry;
+    if (!entry) {
         return false;
     }
-    const fts_stream_entry_t *entry = dead->entry;
-    for (size_t i = 0; entry->items && i < entry->count; i++) {
+    size_t original = entry->items ? entry->count : 0;
+    if (!command_push_u64(command, (uint64_t)(original + 12))) {
+        return false;
+    }
+    for (size_t i = 0; i < original; i++) {
         if (!command_push(command, entry->items[i].data, entry->items[i].len)) {
             return false;
         }
@@ -1479,8 +1479,7 @@ static bool build_dead_letter(op_t *op, const fts_load_dead_t *dead, uint64_t fa
 void fts_redis_group_settle(fts_redis_group_t *group, const fts_settlement_t *settlement,
                             fts_redis_group_done_fn done, void *arg)
 {
-    op_t *op = op_new(group, &group->commands, OP_SETTLE, "the settlement (MULTI/EXEC)",
-                      group->stream_key);
+    op_t *op = op_new(group, &group->commands, OP_SETTLE, "the settlement", group->stream_key);
     if (!op) {
         log_no_op("a settlement");
         return;
@@ -1491,26 +1490,26 @@ void fts_redis_group_settle(fts_redis_group_t *group, const fts_settlement_t *se
         op_complete_later(op); /* nothing to write: settled */
         return;
     }
-    uint64_t failed_at = unix_ms();
     command_t *command = op_add_command(op);
-    const char *multi[] = {"MULTI", NULL};
-    bool ok = command && command_push_all(command, multi);
-    for (size_t i = 0; ok && i < settlement->dead_count; i++) {
-        ok = build_dead_letter(op, &settlement->dead[i], failed_at);
-    }
-    if (ok && settlement->ack_count > 0) {
-        op->acks = true;
-        command = op_add_command(op);
+    bool ok = command != NULL;
+    if (ok && settlement->dead_count == 0) {
+        /* Nothing to dead-letter: a plain XACK. */
         const char *head[] = {"XACK", group->stream_key, group->group_name, NULL};
-        ok = command && command_push_all(command, head);
-        for (size_t i = 0; ok && i < settlement->ack_count; i++) {
-            ok = settlement->ack_ids[i] && command_push_str(command, settlement->ack_ids[i]);
+        ok = command_push_all(command, head);
+    } else if (ok) {
+        op->acks = true; /* marks the scripted form */
+        const char *head[] = {
+            "EVAL", settle_script, "2", group->dead_key, group->stream_key, group->group_name,
+            NULL};
+        ok = command_push_all(command, head) &&
+             command_push_u64(command, (uint64_t)settlement->dead_count);
+        uint64_t failed_at = unix_ms();
+        for (size_t i = 0; ok && i < settlement->dead_count; i++) {
+            ok = push_dead_letter(command, group, &settlement->dead[i], failed_at);
         }
     }
-    const char *exec[] = {"EXEC", NULL};
-    if (ok) {
-        command = op_add_command(op);
-        ok = command && command_push_all(command, exec);
+    for (size_t i = 0; ok && i < settlement->ack_count; i++) {
+        ok = settlement->ack_ids[i] && command_push_str(command, settlement->ack_ids[i]);
     }
     if (!ok) {
         op_refuse(op, FTS_ERROR_CODE_NO_MEMORY, "out of memory or an entry or ID is missing");

@@ -14,10 +14,12 @@
  * Promises (DESIGN.md invariants 2 and 5):
  *   - every call completes exactly once, from the loop, never from inside the call; a command
  *     whose reply was lost fails with FTS_ERROR_REDIS, and nothing is resent here;
- *   - settle is one MULTI/EXEC: the dead letters are in the dead-letter stream before (in the
- *     same transaction as) their XACK, and a failure means "maybe neither, maybe both" - the
- *     caller settles again later (XACK is idempotent; a dead letter may then appear twice,
- *     never zero times);
+ *   - settle is one command: a plain XACK, or with dead letters one Lua script that writes
+ *     every dead letter and only then XACKs (redis.call stops the script at the first failed
+ *     XADD, so an entry is never acknowledged without its dead letter, which MULTI/EXEC could
+ *     not promise: Redis runs the rest of a transaction after a failed command). A failure
+ *     means "maybe some dead letters, maybe the XACK" - the caller settles again later (XACK
+ *     is idempotent; a dead letter may then appear twice, never zero times);
  *   - entries are reported with the delivery count Redis keeps (XPENDING), so the caller can
  *     dead-letter an entry delivered too often.
  * Callbacks may destroy nothing; destroy drops both connections and calls no callback.
@@ -84,10 +86,10 @@ void fts_redis_group_claim(fts_redis_group_t *group, const char *cursor, size_t 
 void fts_redis_group_touch(fts_redis_group_t *group, const char *const *ids, size_t count,
                            fts_redis_group_done_fn done, void *arg);
 
-/* MULTI; for each dead letter XADD <dead> * <original fields...> entry_id <id> deliveries <n>
- * reason <reason> stage load consumer <consumer> failed_at <unix ms>; XACK <stream> <group>
- * <ids...>; EXEC. Our fields come after the original ones, so a reader taking the last
- * occurrence of a name reads ours. */
+/* For each dead letter XADD <dead> * <original fields...> entry_id <id> deliveries <n> reason
+ * <reason> stage load consumer <consumer> failed_at <unix ms>, then XACK <stream> <group>
+ * <ids...>, as one script (see above). Our fields come after the original ones, so a reader
+ * taking the last occurrence of a name reads ours. */
 void fts_redis_group_settle(fts_redis_group_t *group, const fts_settlement_t *settlement,
                             fts_redis_group_done_fn done, void *arg);
 

@@ -594,8 +594,8 @@ static void test_settle_dead_letters_and_acks(void **state)
     assert_true(failed_at >= before && failed_at < before + 60000);
     freeReplyObject(reply);
 
-    /* A dead-letter key of the wrong type: EXEC carries an error, reported naming XADD and the
-     * key. (Redis runs the rest of a transaction after a command's runtime error.) */
+    /* A dead-letter key of the wrong type: the script stops at its XADD, reported naming XADD
+     * and the key, and - what MULTI/EXEC could not promise - the entry is NOT acknowledged. */
     char more[FTS_STREAM_ID_SIZE];
     xadd(f, "index", "doc-3", more);
     read_entries(f, group, ">", 10, &result);
@@ -611,6 +611,16 @@ static void test_settle_dead_letters_and_acks(void **state)
     assert_int_equal(result.err.code, FTS_ERROR_CODE_SERVER);
     assert_contains(result.err.message, "XADD");
     assert_contains(result.err.message, DEAD);
+    reply = sync_command(f, "XPENDING %s %s - + 10", STREAM, GROUP);
+    assert_int_equal(reply->type, REDIS_REPLY_ARRAY);
+    bool still_pending = false;
+    for (size_t i = 0; i < reply->elements; i++) {
+        if (strcmp(reply->element[i]->element[0]->str, more) == 0) {
+            still_pending = true;
+        }
+    }
+    assert_true(still_pending);
+    freeReplyObject(reply);
     fts_redis_group_destroy(group);
 }
 
