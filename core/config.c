@@ -136,8 +136,8 @@ static const setting_t settings[] = {
      "<host>-<pid>"},
     {"FTSYNC_READ_BLOCK_MS", TYPE_INT, "2000", NULL, FIELD(read_block_ms), 0, 0, 10, 60000,
      "how long one XREADGROUP waits for new entries"},
-    {"FTSYNC_CLAIM_IDLE_MS", TYPE_INT, "60000", NULL, FIELD(claim_idle_ms), 0, 0, 1000,
-     86400000, "entries pending this long (their loader died) are claimed by another loader"},
+    {"FTSYNC_CLAIM_IDLE_MS", TYPE_INT, "60000", NULL, FIELD(claim_idle_ms), 0, 0, 1000, 86400000,
+     "entries pending this long (their loader died) are claimed by another loader"},
     {"FTSYNC_CLAIM_INTERVAL_MS", TYPE_INT, "5000", NULL, FIELD(claim_interval_ms), 0, 0, 100,
      3600000, "how often a loader looks for entries to claim and refreshes its own"},
     {"FTSYNC_MAX_DELIVERIES", TYPE_INT, "10", NULL, FIELD(max_deliveries), 0, 0, 1, 1000000,
@@ -146,8 +146,8 @@ static const setting_t settings[] = {
      "first backoff ceiling when Elasticsearch or Redis fails"},
     {"FTSYNC_RETRY_MAX_MS", TYPE_INT, "30000", NULL, FIELD(retry_max_ms), 0, 0, 10, 3600000,
      "largest backoff ceiling between retries"},
-    {"FTSYNC_STOP_TIMEOUT_MS", TYPE_INT, "10000", NULL, FIELD(stop_timeout_ms), 0, 0, 0,
-     600000, "on SIGTERM, how long in-flight requests may finish before they are abandoned"},
+    {"FTSYNC_STOP_TIMEOUT_MS", TYPE_INT, "10000", NULL, FIELD(stop_timeout_ms), 0, 0, 0, 600000,
+     "on SIGTERM, how long in-flight requests may finish before they are abandoned"},
 
     {"FTSYNC_ID_FIELD", TYPE_STRING, "_id", NULL, FIELD(id_field), 0, 0, 0, 0,
      "document field whose value becomes the index _id"},
@@ -194,8 +194,9 @@ static const char *choices_of(const setting_t *row)
 }
 
 /* Variables with the FTSYNC_ prefix that are not settings but are expected. */
-static const char *const known_non_settings[] = {"FTSYNC_ENV_FILE", "FTSYNC_DEPS_DIR",
-                                                 "FTSYNC_TESTBED_DIR"};
+static const char *const known_non_settings[] = {
+    "FTSYNC_ENV_FILE",     "FTSYNC_DEPS_DIR",  "FTSYNC_LOCAL_DIR",  "FTSYNC_KEEP_RUNNING",
+    "FTSYNC_KEEP_SERVERS", "FTSYNC_BUILD_DIR", "FTSYNC_TESTBED_DIR"};
 
 /* Secret files and .env files are small; anything bigger is a mistake worth naming. */
 #define MAX_VALUE_FILE_BYTES (64 * 1024)

@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
-# run.sh - ftsync on one machine, from a fresh clone: installs the dependencies, builds ftsync,
-# starts a local redis-server and Elasticsearch (the same test bed the tests use, kept under
-# $FTSYNC_LOCAL_DIR), and runs ftsync against them.
-#
-# What ftsync can do today (README.md says the same): print its effective configuration,
-# create the index from its definition, check that Redis and Elasticsearch answer, and extract:
-# against the MongoDB replica-set double (no MongoDB server can be installed here) filled by the
-# workload generator, `ftsync extract` snapshots the collection and follows its change stream
-# into the Redis stream. Loading into Elasticsearch (load, run) is not built yet; this script
-# grows with it.
+# run.sh - ftsync's main job on one machine, from a fresh clone: installs the dependencies,
+# builds ftsync, starts a local redis-server and Elasticsearch (the same test bed the tests use,
+# kept under $FTSYNC_LOCAL_DIR) and the MongoDB replica-set double (no MongoDB server can be
+# installed here), fills the collection with the workload generator, and runs `ftsync run`
+# (extract and load together): the collection is snapshotted, its changes followed, and
+# everything bulk-indexed into Elasticsearch. It waits until the loaders acknowledged every
+# queued entry, checks that the index holds exactly as many documents as the collection, shows
+# a full-text query, and stops ftsync with SIGTERM.
 #
 # Environment:
 #   FTSYNC_LOCAL_DIR   where the local servers keep data and logs (default /tmp/ftsync-local)
+#   FTSYNC_KEEP_RUNNING=1  after the check, keep ftsync run (and the servers) going until ^C
 #   FTSYNC_KEEP_SERVERS=1  leave the servers running afterwards (stop them with
 #                      bash test/tools/testbed.sh stop "$FTSYNC_LOCAL_DIR")
 #   any FTSYNC_* setting (see `ftsync config --help`) overrides the local defaults below.
@@ -39,9 +38,9 @@ else
     trap 'stop_double' EXIT
 fi
 double_pid=""
-extract_pid=""
+run_pid=""
 stop_double() {
-    [[ -z "$extract_pid" ]] || kill "$extract_pid" 2>/dev/null || true
+    [[ -z "$run_pid" ]] || kill "$run_pid" 2>/dev/null || true
     [[ -z "$double_pid" ]] || kill "$double_pid" 2>/dev/null || true
 }
 
@@ -82,19 +81,65 @@ echo "== ftsync check"
 echo "== ftsync-workload: 2000 Steam-shaped documents into $FTSYNC_MONGO_DB.$FTSYNC_MONGO_COLLECTION"
 "$workload" --uri "$FTSYNC_MONGO_URI" --db "$FTSYNC_MONGO_DB" --collection "$FTSYNC_MONGO_COLLECTION" \
     --count 2000 --mix insert=100 --seed 1
-echo "== ftsync extract (snapshot, then the change stream; stopped after a few seconds)"
-FTSYNC_ADMIN_ADDR=off "$ftsync" extract &
-extract_pid=$!
-"$workload" --uri "$FTSYNC_MONGO_URI" --db "$FTSYNC_MONGO_DB" --collection "$FTSYNC_MONGO_COLLECTION" \
-    --count 1000 --mix insert=40,update=30,replace=10,delete=20 --seed 2 --id-start 100000
-sleep 5
-kill -TERM "$extract_pid"
-wait "$extract_pid"
-extract_pid=""
 stream="ftsync:{${FTSYNC_PIPELINE:-default}}:stream"
 redis_port=${FTSYNC_STATE_REDIS_URL##*:}
 redis_port=${redis_port%%/*}
-echo "== the Redis stream $stream: $(redis-cli -p "$redis_port" XLEN "$stream") entries; the last one:"
-redis-cli -p "$redis_port" XREVRANGE "$stream" + - COUNT 1
+
+echo "== ftsync run (extract + load), while the workload changes the collection"
+FTSYNC_ADMIN_ADDR=off "$ftsync" run 2>"$local_dir/ftsync.log" &
+run_pid=$!
+"$workload" --uri "$FTSYNC_MONGO_URI" --db "$FTSYNC_MONGO_DB" --collection "$FTSYNC_MONGO_COLLECTION" \
+    --count 1000 --mix insert=40,update=30,replace=10,delete=20 --seed 2 --id-start 100000
+
+# Done when the collection's last change is queued and the loaders acknowledged everything:
+# the group has read the whole stream (lag 0) and holds nothing pending.
+group_field() { # field name -> value from XINFO GROUPS (the loaders group)
+    redis-cli -p "$redis_port" XINFO GROUPS "$stream" 2>/dev/null |
+        awk -v f="$1" 'prev == f { print; exit } { prev = $0 }'
+}
+collection_count() {
+    /usr/bin/python3 -c 'import sys, pymongo
+c = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=5000)
+print(c[sys.argv[2]][sys.argv[3]].count_documents({}))' \
+        "$FTSYNC_MONGO_URI" "$FTSYNC_MONGO_DB" "$FTSYNC_MONGO_COLLECTION"
+}
+index_count() {
+    curl -s -XPOST "$FTSYNC_ES_URL/$FTSYNC_ES_INDEX/_refresh" >/dev/null
+    curl -s "$FTSYNC_ES_URL/$FTSYNC_ES_INDEX/_count" | sed -n 's/.*"count":\([0-9]*\).*/\1/p'
+}
+expected=$(collection_count)
+echo "waiting for the index to hold the collection's $expected documents"
+indexed=""
+for _ in $(seq 240); do
+    if ! kill -0 "$run_pid" 2>/dev/null; then
+        tail -30 "$local_dir/ftsync.log" >&2
+        echo "ftsync run ended early" >&2
+        exit 1
+    fi
+    if [[ "$(group_field pending)" == 0 && "$(group_field lag)" == 0 ]]; then
+        indexed=$(index_count)
+        [[ "$indexed" == "$expected" ]] && break
+    fi
+    sleep 0.5
+done
+echo "stream $stream: $(redis-cli -p "$redis_port" XLEN "$stream") entries, pending $(group_field pending), lag $(group_field lag)"
+echo "collection: $expected documents; index $FTSYNC_ES_INDEX: ${indexed:-?} documents"
+if [[ "$indexed" != "$expected" ]]; then
+    tail -30 "$local_dir/ftsync.log" >&2
+    echo "the index does not match the collection" >&2
+    exit 1
+fi
+echo "== a full-text query: name:dark"
+curl -s "$FTSYNC_ES_URL/$FTSYNC_ES_INDEX/_search?q=name:dark&size=3&_source=name" |
+    grep -o '"name":"[^"]*"' | head -3 || true
 "$ftsync" reset-token --show
-echo "== done: extract queued the collection and its changes; loading into Elasticsearch is not built yet"
+if [[ "${FTSYNC_KEEP_RUNNING:-0}" == 1 ]]; then
+    echo "== ftsync run keeps going (log: $local_dir/ftsync.log); ^C stops it"
+    wait "$run_pid"
+    run_pid=""
+    exit 0
+fi
+kill -TERM "$run_pid"
+wait "$run_pid"
+run_pid=""
+echo "== done: the index is in step with the collection; ftsync stopped cleanly (log: $local_dir/ftsync.log)"
