@@ -44,13 +44,13 @@ typedef enum {
 
 /* Short labels for counters and rate-limited log lines. */
 typedef enum {
-    FTS_BULK_KIND_OK = 0,          /* 2xx */
-    FTS_BULK_KIND_CONFLICT,        /* 409 */
-    FTS_BULK_KIND_NOT_FOUND,       /* 404 on delete */
-    FTS_BULK_KIND_THROTTLED,       /* 429 */
-    FTS_BULK_KIND_SERVER_ERROR,    /* 5xx */
-    FTS_BULK_KIND_BLOCKED,         /* 401, 403, 408, 404 on index, other retried statuses */
-    FTS_BULK_KIND_REJECTED,        /* 400, 413, 422 */
+    FTS_BULK_KIND_OK = 0,       /* 2xx */
+    FTS_BULK_KIND_CONFLICT,     /* 409 */
+    FTS_BULK_KIND_NOT_FOUND,    /* 404 on delete */
+    FTS_BULK_KIND_THROTTLED,    /* 429 */
+    FTS_BULK_KIND_SERVER_ERROR, /* 5xx */
+    FTS_BULK_KIND_BLOCKED,      /* 401, 403, 408, 404 on index, other retried statuses */
+    FTS_BULK_KIND_REJECTED,     /* 400, 413, 422 */
     FTS_BULK_KIND_COUNT
 } fts_bulk_kind_t;
 
@@ -72,10 +72,10 @@ typedef enum {
  * ops[0..count). items must have room for count results; they are filled only for ITEMS.
  * reason (reason_size bytes) receives why for RETRY and SPLIT, e.g. "HTTP 503: ..." or
  * "malformed bulk response: 3 items for 4 actions". */
-fts_bulk_response_verdict_t fts_bulk_response_judge(long status, const char *body,
-                                                    size_t body_len, const fts_action_op_t *ops,
-                                                    size_t count, fts_bulk_item_result_t *items,
-                                                    char *reason, size_t reason_size);
+fts_bulk_response_verdict_t fts_bulk_response_judge(long status, const char *body, size_t body_len,
+                                                    const fts_action_op_t *ops, size_t count,
+                                                    fts_bulk_item_result_t *items, char *reason,
+                                                    size_t reason_size);
 
 /* "ok", "version_conflict", "not_found", "throttled", "server_error", "blocked", "rejected". */
 const char *fts_bulk_kind_name(fts_bulk_kind_t kind);
