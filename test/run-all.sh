@@ -28,7 +28,7 @@ cmake --build "$build" -j "$(nproc)"
 # (sanitizers slow the double several times over) and fail only when they cannot run.
 echo "== benchmarks (release build in $build-bench)"
 cmake -S "$root" -B "$build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build-bench" -j "$(nproc)" --target bench-double
+cmake --build "$build-bench" -j "$(nproc)" --target bench-double bench-load ftsync
 (cd "$build-bench" && ctest -L bench --output-on-failure --verbose)
 
 # Whatever happens to ctest, no test server may outlive the run.
