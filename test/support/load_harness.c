@@ -899,6 +899,25 @@ bool fts_test_load_group_state(fts_test_load_t *t, fts_test_group_state_t *state
     return true;
 }
 
+long long fts_test_load_consumer_pending(fts_test_load_t *t, const char *consumer)
+{
+    redisReply *reply =
+        redisCommand(t->redis, "XINFO CONSUMERS %s %s", t->stream_key, FTS_TEST_LOAD_GROUP);
+    if (!reply || reply->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(reply);
+        return -1;
+    }
+    long long pending = 0;
+    for (size_t i = 0; i < reply->elements; i++) {
+        const redisReply *name = flat_field(reply->element[i], "name");
+        if (name && name->type == REDIS_REPLY_STRING && strcmp(name->str, consumer) == 0) {
+            pending = flat_integer(reply->element[i], "pending", 0);
+        }
+    }
+    freeReplyObject(reply);
+    return pending;
+}
+
 static bool drained(const fts_test_group_state_t *state)
 {
     return state->exists && state->pending == 0 &&

@@ -199,6 +199,10 @@ bool fts_test_load_reconnect(fts_test_load_t *t, fts_error_t *err);
 
 bool fts_test_load_group_state(fts_test_load_t *t, fts_test_group_state_t *state, fts_error_t *err);
 
+/* Entries pending for one consumer of the group (XINFO CONSUMERS); 0 when it is not known to
+ * the group, -1 on error. */
+long long fts_test_load_consumer_pending(fts_test_load_t *t, const char *consumer);
+
 /* Waits up to timeout_ms until the group has nothing pending and nothing left to read;
  * prints progress every 10 s. Fails early when a loader ended that the test did not end. */
 bool fts_test_load_wait_drained(fts_test_load_t *t, unsigned timeout_ms, fts_error_t *err);

@@ -1,0 +1,385 @@
+/*
+ * test_load_replay.c - `ftsync load` replaying a stream into the test bed's Elasticsearch 1.5.2
+ * from the test bed's redis-server, checked document by document against a model of external
+ * versioning (test/support/load_harness.h).
+ *
+ * What is pinned (invariants 2, 3 and 5):
+ *   - 100,000 entries (50,000 index, 30,000 updates of the same ids at higher versions, 15,000
+ *     deletes, 5,000 re-indexes of deleted ids), written in blocks while one loader runs: the
+ *     index equals the model (present or absent, `_source`, `_version`, `_count`), no entry is
+ *     pending or unread, the dead-letter stream is empty, and the loader stops with status 0;
+ *   - out-of-order delivery: for some ids the higher version is in the stream before the
+ *     lower one (index after index, and index after delete): the higher version stays; an entry
+ *     written twice changes nothing;
+ *   - a document the mapping refuses (the ES1 fixture maps updated_at as a date; the value
+ *     cannot be parsed as a date nor as a number of milliseconds) goes to the dead-letter
+ *     stream with Elasticsearch's reason (MapperParsingException), its entry_id and the other
+ *     fields of the contract, while the rest of the same batch (written before the loader
+ *     started, so read and sent together) is indexed and acknowledged.
+ * Each test has its own pipeline and index (named after it and the pid).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "assertions.h"
+
+#include <inttypes.h>
+
+#include "action.h"
+#include "extract_harness.h"
+#include "load_harness.h"
+#include "testbed.h"
+
+#ifndef FTSYNC_BINARY
+#define FTSYNC_BINARY "ftsync"
+#endif
+#ifndef FTSYNC_SOURCE_DIR
+#define FTSYNC_SOURCE_DIR "."
+#endif
+
+#define DEFINITION_PATH FTSYNC_SOURCE_DIR "/test/fixtures/apps-index-es1.json"
+
+/* The replay: ids, and the ranges updated, deleted and re-indexed (ids are "d<n>"). */
+#define REPLAY_IDS          50000
+#define REPLAY_UPDATED_END  30000 /* d0 .. d29999 updated */
+#define REPLAY_DELETED_FROM 20000 /* d20000 .. d34999 deleted */
+#define REPLAY_DELETED_END  35000
+#define REPLAY_REVIVED_FROM 30000 /* d30000 .. d34999 indexed again after the delete */
+#define REPLAY_BLOCK        1000  /* ids per block; each block's four kinds are written together */
+#define REPLAY_ENTRIES      100000
+/* How long a drain may take (an ASan loader, Elasticsearch 1.5 on two cores). */
+#define DRAIN_TIMEOUT_MS 180000
+#define STOP_TIMEOUT_MS  15000
+/* Lines of each loader's log printed when a test fails. */
+#define LOG_LINES 40
+
+/* Cluster time 2026-11-23T... as extract would write it; every version is this plus a step. */
+static uint64_t base_version;
+
+static const char *redis_url;
+static const char *es_url;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    redis_url = fts_testbed_require("FTSYNC_TEST_REDIS_URL");
+    es_url = fts_testbed_require("FTSYNC_TEST_ES_URL");
+    base_version = fts_version_from_timestamp(1795428000u, 0);
+    return 0;
+}
+
+static int bed_teardown(void **state)
+{
+    fts_test_load_t *t = *state;
+    if (t) {
+        fts_test_load_cleanup(t);
+        free(t);
+    }
+    return 0;
+}
+
+static fts_test_load_t *bed_new(void **state, const char *name)
+{
+    fts_test_load_t *t = calloc(1, sizeof *t);
+    *state = t;
+    fts_error_t err;
+    fts_error_clear(&err);
+    if (!fts_test_load_init(t, FTSYNC_BINARY, DEFINITION_PATH, redis_url, es_url, name, &err)) {
+        fail_msg("cannot set up the test bed: %s", err.message);
+    }
+    return t;
+}
+
+/* Fails the test after printing every loader's log tail. */
+static void fail_with_logs(fts_test_load_t *t, const char *what, const fts_error_t *err)
+{
+    fts_test_load_print_logs(t, LOG_LINES);
+    fail_msg("%s: %s", what, err ? err->message : "");
+}
+
+static fts_test_loader_t *start_loader(fts_test_load_t *t, const char *consumer)
+{
+    fts_error_t err;
+    fts_error_clear(&err);
+    fts_test_loader_t *loader = fts_test_load_start_loader(t, consumer, &err);
+    if (!loader) {
+        fail_with_logs(t, "cannot start ftsync load", &err);
+    }
+    return loader;
+}
+
+static void flush(fts_test_load_t *t)
+{
+    fts_error_t err;
+    fts_error_clear(&err);
+    if (!fts_test_load_flush(t, &err)) {
+        fail_with_logs(t, "writing entries", &err);
+    }
+}
+
+static void wait_drained(fts_test_load_t *t)
+{
+    fts_error_t err;
+    fts_error_clear(&err);
+    if (!fts_test_load_wait_drained(t, DRAIN_TIMEOUT_MS, &err)) {
+        fail_with_logs(t, "waiting for the loaders to drain the stream", &err);
+    }
+}
+
+static void expect_index_equals_model(fts_test_load_t *t, const char *label)
+{
+    size_t differences = fts_test_load_check_index(t, label);
+    if (differences != 0) {
+        fts_test_load_print_logs(t, LOG_LINES);
+        if (differences == (size_t)-1) {
+            fail_msg("%s: Elasticsearch could not be read (see above)", label);
+        }
+        fail_msg("%s: the index differs from the model in %zu places (first ones above)", label,
+                 differences);
+    }
+}
+
+static void expect_dead_count(fts_test_load_t *t, long long expected)
+{
+    long long dead = fts_test_load_dead_count(t);
+    if (dead != expected) {
+        fts_test_load_print_logs(t, LOG_LINES);
+        fail_msg("dead-letter stream %s holds %lld entries, expected %lld", t->dead_key, dead,
+                 expected);
+    }
+}
+
+static void expect_clean_stop(fts_test_load_t *t, fts_test_loader_t *loader)
+{
+    uint64_t elapsed = 0;
+    int code = fts_test_load_stop(t, loader, STOP_TIMEOUT_MS, &elapsed);
+    if (code != 0) {
+        fts_test_loader_print_log_tail(loader, LOG_LINES);
+        fail_msg("loader %s: SIGTERM gave exit status %d after %" PRIu64 " ms (want 0)",
+                 fts_test_loader_consumer(loader), code, elapsed);
+    }
+}
+
+static void body_for(char *out, size_t size, const char *id, int revision)
+{
+    snprintf(out, size,
+             "{\"name\":\"App %s\",\"short_description\":\"revision %d of %s, running "
+             "fast\",\"developers\":[\"Studio %d\",\"Indie\"],\"publishers\":\"Pub "
+             "%d\",\"updated_at\":\"2026-11-23T10:%02d:%02d.000Z\",\"extra\":{\"revision\":%d,"
+             "\"tags\":[\"a\",\"b\"],\"score\":1.5}}",
+             id, revision, id, revision, revision * 7, revision % 60, (revision * 13) % 60,
+             revision);
+}
+
+/* ---- tests -------------------------------------------------------------------------------- */
+
+static void test_replay_100k(void **state)
+{
+    fts_test_load_t *t = bed_new(state, "replay100k");
+    fts_test_loader_t *loader = start_loader(t, NULL);
+    uint64_t started = fts_test_monotonic_ms();
+
+    char id[32];
+    char body[512];
+    for (int block = 0; block < REPLAY_IDS / REPLAY_BLOCK; block++) {
+        int first = block * REPLAY_BLOCK;
+        int end = first + REPLAY_BLOCK;
+        for (int n = first; n < end; n++) {
+            snprintf(id, sizeof id, "d%d", n);
+            body_for(body, sizeof body, id, 1);
+            fts_test_load_index(t, id, base_version + 1, body);
+        }
+        for (int n = first; n < end && n < REPLAY_UPDATED_END; n++) {
+            snprintf(id, sizeof id, "d%d", n);
+            body_for(body, sizeof body, id, 2);
+            fts_test_load_index(t, id, base_version + 2, body);
+        }
+        for (int n = first; n < end; n++) {
+            if (n >= REPLAY_DELETED_FROM && n < REPLAY_DELETED_END) {
+                snprintf(id, sizeof id, "d%d", n);
+                fts_test_load_delete(t, id, base_version + 3);
+            }
+        }
+        for (int n = first; n < end; n++) {
+            if (n >= REPLAY_REVIVED_FROM && n < REPLAY_DELETED_END) {
+                snprintf(id, sizeof id, "d%d", n);
+                body_for(body, sizeof body, id, 4);
+                fts_test_load_index(t, id, base_version + 4, body);
+            }
+        }
+        if (block % 5 == 4) {
+            flush(t); /* the loader reads while the rest is written */
+        }
+    }
+    flush(t);
+    assert_int_equal(fts_test_load_written_count(t), REPLAY_ENTRIES);
+    fprintf(stderr, "[replay100k] %d entries written in %.1f s; model: %zu ids, %zu present\n",
+            REPLAY_ENTRIES, (double)(fts_test_monotonic_ms() - started) / 1000.0,
+            fts_test_load_model_ids(t), fts_test_load_model_present(t));
+    /* d0..19999 at revision 2, d30000..34999 at revision 4, d35000..49999 at revision 1. */
+    assert_int_equal(fts_test_load_model_present(t), 40000);
+
+    wait_drained(t);
+    fprintf(stderr, "[replay100k] loaded in %.1f s after the start of the writes\n",
+            (double)(fts_test_monotonic_ms() - started) / 1000.0);
+    expect_index_equals_model(t, "replay100k");
+    expect_dead_count(t, 0);
+    fts_test_group_state_t group;
+    fts_error_t err;
+    fts_error_clear(&err);
+    assert_true(fts_test_load_group_state(t, &group, &err));
+    assert_int_equal(group.pending, 0);
+    assert_int_equal(group.length, REPLAY_ENTRIES);
+    assert_string_equal(group.last_delivered, group.last_generated);
+    expect_clean_stop(t, loader);
+}
+
+static void test_out_of_order_keeps_higher_version(void **state)
+{
+    fts_test_load_t *t = bed_new(state, "outoforder");
+    char id[32];
+    char body[512];
+    /* Written before the loader starts, so that both versions of an id can land in one bulk
+     * request as well as in consecutive ones. */
+    for (int n = 0; n < 200; n++) {
+        snprintf(id, sizeof id, "hi-first-%d", n);
+        body_for(body, sizeof body, id, 20);
+        fts_test_load_index(t, id, base_version + 20, body);
+    }
+    for (int n = 0; n < 200; n++) {
+        snprintf(id, sizeof id, "hi-first-%d", n);
+        body_for(body, sizeof body, id, 10);
+        fts_test_load_index(t, id, base_version + 10, body);
+    }
+    /* A delete at a higher version before an index at a lower one: the tombstone wins. */
+    for (int n = 0; n < 100; n++) {
+        snprintf(id, sizeof id, "del-first-%d", n);
+        fts_test_load_delete(t, id, base_version + 30);
+        body_for(body, sizeof body, id, 25);
+        fts_test_load_index(t, id, base_version + 25, body);
+    }
+    /* The same entry twice (a replay after a crash) changes nothing. */
+    for (int n = 0; n < 100; n++) {
+        snprintf(id, sizeof id, "twice-%d", n);
+        body_for(body, sizeof body, id, 7);
+        fts_test_load_index(t, id, base_version + 7, body);
+        fts_test_load_index(t, id, base_version + 7, body);
+    }
+    flush(t);
+    assert_int_equal(fts_test_load_model_present(t), 300);
+
+    fts_test_loader_t *loader = start_loader(t, NULL);
+    wait_drained(t);
+    expect_index_equals_model(t, "outoforder");
+    expect_dead_count(t, 0);
+
+    /* Later, in a second pass, stale versions of everything arrive again. */
+    for (int n = 0; n < 200; n++) {
+        snprintf(id, sizeof id, "hi-first-%d", n);
+        body_for(body, sizeof body, id, 11);
+        fts_test_load_index(t, id, base_version + 11, body);
+    }
+    for (int n = 0; n < 100; n++) {
+        snprintf(id, sizeof id, "del-first-%d", n);
+        body_for(body, sizeof body, id, 29);
+        fts_test_load_index(t, id, base_version + 29, body);
+    }
+    flush(t);
+    wait_drained(t);
+    expect_index_equals_model(t, "outoforder-stale-again");
+    expect_dead_count(t, 0);
+    expect_clean_stop(t, loader);
+}
+
+static void test_mapping_rejection_dead_letters_one_item(void **state)
+{
+    fts_test_load_t *t = bed_new(state, "rejected");
+    /* One bulk: wait long enough for every entry of the first read to be in it. */
+    fts_test_load_set(t, "FTSYNC_BULK_MAX_WAIT_MS", "1000");
+    char id[32];
+    char body[512];
+    size_t bad_seq = 0;
+    for (int n = 0; n < 40; n++) {
+        snprintf(id, sizeof id, "good-%d", n);
+        body_for(body, sizeof body, id, 1);
+        fts_test_load_index(t, id, base_version + 1, body);
+        if (n == 20) {
+            /* updated_at is a date: this is neither a date nor a number of milliseconds. */
+            bad_seq = fts_test_load_index_rejected(
+                t, "bad-1", base_version + 1,
+                "{\"name\":\"Broken\",\"updated_at\":\"not a date, not a number\"}");
+            /* A delete of a document that never existed: 404, which counts as done. */
+            fts_test_load_delete(t, "never-there", base_version + 1);
+        }
+    }
+    flush(t);
+    const char *bad_stream_id = fts_test_load_stream_id(t, bad_seq);
+
+    fts_test_loader_t *loader = start_loader(t, NULL);
+    wait_drained(t);
+    expect_index_equals_model(t, "rejected");
+    expect_dead_count(t, 1);
+
+    fts_test_raw_entries_t dead = {0};
+    fts_error_t err;
+    fts_error_clear(&err);
+    if (!fts_test_stream_read_raw(t->redis, t->dead_key, &dead, &err)) {
+        fail_with_logs(t, "reading the dead-letter stream", &err);
+    }
+    assert_int_equal(dead.count, 1);
+    /* The original fields first, in their order, then what the loader adds. */
+    static const char *const order[] = {"op",     "id",       "version",  "ns",         "ts",
+                                        "origin", "body",     "entry_id", "deliveries", "reason",
+                                        "stage",  "consumer", "failed_at"};
+    char **fields = dead.fields[0];
+    size_t field_count = 0;
+    while (fields[field_count]) {
+        field_count++;
+    }
+    assert_int_equal(field_count, 2 * (sizeof order / sizeof order[0]));
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        if (strcmp(fields[2 * i], order[i]) != 0) {
+            fail_msg("dead letter field %zu is \"%s\", expected \"%s\"", i, fields[2 * i],
+                     order[i]);
+        }
+    }
+    assert_string_equal(fts_test_raw_field(&dead, 0, "op"), "index");
+    assert_string_equal(fts_test_raw_field(&dead, 0, "id"), "bad-1");
+    char version[32];
+    snprintf(version, sizeof version, "%" PRIu64, base_version + 1);
+    assert_string_equal(fts_test_raw_field(&dead, 0, "version"), version);
+    assert_string_equal(fts_test_raw_field(&dead, 0, "entry_id"), bad_stream_id);
+    assert_string_equal(fts_test_raw_field(&dead, 0, "stage"), "load");
+    assert_string_equal(fts_test_raw_field(&dead, 0, "consumer"), fts_test_loader_consumer(loader));
+    assert_contains(fts_test_raw_field(&dead, 0, "reason"), "MapperParsingException");
+    assert_contains(fts_test_raw_field(&dead, 0, "body"), "not a date, not a number");
+    uint64_t deliveries = 0;
+    const char *deliveries_text = fts_test_raw_field(&dead, 0, "deliveries");
+    assert_true(fts_decimal_parse(deliveries_text, strlen(deliveries_text), 1000, &deliveries));
+    assert_true(deliveries >= 1);
+    uint64_t failed_at = 0;
+    const char *failed_at_text = fts_test_raw_field(&dead, 0, "failed_at");
+    assert_true(fts_decimal_parse(failed_at_text, strlen(failed_at_text), UINT64_MAX, &failed_at));
+    assert_true(failed_at > UINT64_C(1600000000000)); /* milliseconds since the epoch */
+    fprintf(stderr, "[rejected] dead letter %s: reason=%s deliveries=%s\n", dead.ids[0],
+            fts_test_raw_field(&dead, 0, "reason"), deliveries_text);
+    fts_test_raw_entries_cleanup(&dead);
+    expect_clean_stop(t, loader);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_replay_100k, bed_teardown),
+        cmocka_unit_test_teardown(test_out_of_order_keeps_higher_version, bed_teardown),
+        cmocka_unit_test_teardown(test_mapping_rejection_dead_letters_one_item, bed_teardown),
+    };
+    return cmocka_run_group_tests(tests, group_setup, NULL);
+}
