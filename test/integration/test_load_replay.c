@@ -15,7 +15,9 @@
  *     cannot be parsed as a date nor as a number of milliseconds) goes to the dead-letter
  *     stream with Elasticsearch's reason (MapperParsingException), its entry_id and the other
  *     fields of the contract, while the rest of the same batch (written before the loader
- *     started, so read and sent together) is indexed and acknowledged.
+ *     started, so read and sent together) is indexed and acknowledged;
+ *   - a bad setting (FTSYNC_CLAIM_IDLE_MS below its minimum) ends the loader with status 2
+ *     and a message naming the variable, before anything is created.
  * Each test has its own pipeline and index (named after it and the pid).
  */
 #include <setjmp.h>
@@ -374,12 +376,41 @@ static void test_mapping_rejection_dead_letters_one_item(void **state)
     expect_clean_stop(t, loader);
 }
 
+static void test_bad_setting_exits_2_naming_it(void **state)
+{
+    fts_test_load_t *t = bed_new(state, "badsetting");
+    fts_test_load_set(t, "FTSYNC_CLAIM_IDLE_MS", "500"); /* below the minimum, 1000 */
+    fts_test_loader_t *loader = start_loader(t, NULL);
+    int code = fts_test_loader_wait(loader, STOP_TIMEOUT_MS);
+    char *log = fts_test_loader_log(loader);
+    if (code != 2 || !strstr(log, "FTSYNC_CLAIM_IDLE_MS")) {
+        fts_test_loader_print_log_tail(loader, LOG_LINES);
+        free(log);
+        fail_msg("FTSYNC_CLAIM_IDLE_MS=500: exit status %d (want 2) and a message naming the "
+                 "setting (log above)",
+                 code);
+    }
+    free(log);
+    /* Nothing was started: no group, no index. */
+    fts_test_group_state_t group;
+    fts_error_t err;
+    fts_error_clear(&err);
+    assert_true(fts_test_load_group_state(t, &group, &err));
+    assert_false(group.exists);
+    char url[512];
+    snprintf(url, sizeof url, "%s/%s", t->es_url, t->index);
+    long status = 0;
+    assert_true(fts_test_http("HEAD", url, NULL, 0, &status, NULL, &err));
+    assert_int_equal(status, 404);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_replay_100k, bed_teardown),
         cmocka_unit_test_teardown(test_out_of_order_keeps_higher_version, bed_teardown),
         cmocka_unit_test_teardown(test_mapping_rejection_dead_letters_one_item, bed_teardown),
+        cmocka_unit_test_teardown(test_bad_setting_exits_2_naming_it, bed_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }
