@@ -6,12 +6,12 @@
 # free loopback ports and stop them afterwards.
 #
 # Environment:
-#   FTSYNC_BUILD_DIR   build directory (default: build-test in the repository)
+#   FTSYNC_BUILD_DIR   build directory (default: .build/test in the repository)
 #   CTEST_ARGS         extra ctest arguments, e.g. "-L unit" or "-R config"
 set -Eeuo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-build="${FTSYNC_BUILD_DIR:-$root/build-test}"
+build="${FTSYNC_BUILD_DIR:-$root/.build/test}"
 
 bash "$root/deploy/local/install-deps.sh"
 

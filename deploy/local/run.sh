@@ -18,7 +18,7 @@ set -Eeuo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 local_dir="${FTSYNC_LOCAL_DIR:-/tmp/ftsync-local}"
-build="$root/build"
+build="$root/.build/run"
 
 bash "$root/deploy/local/install-deps.sh"
 
