@@ -5,6 +5,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 bool fts_error_set(fts_error_t *err, fts_error_domain_t domain, int code, const char *format, ...)
@@ -68,4 +69,10 @@ const char *fts_error_domain_name(fts_error_domain_t domain)
         return "internal";
     }
     return "unknown";
+}
+
+_Noreturn void fts_fatal_oom(const char *what)
+{
+    fprintf(stderr, "ftsync: out of memory (%s)\n", what);
+    abort();
 }

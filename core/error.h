@@ -37,7 +37,7 @@ typedef enum {
     FTS_ERROR_CODE_AUTH = 6,        /* the server refused our credentials */
     FTS_ERROR_CODE_SERVER = 7,      /* the server answered with an error */
     FTS_ERROR_CODE_PROTOCOL = 8,    /* the server's answer made no sense */
-    FTS_ERROR_CODE_NO_MEMORY = 9,   /* allocation failed */
+    FTS_ERROR_CODE_NO_MEMORY = 9,   /* allocation failed (only ever logged: fts_fatal_oom) */
     FTS_ERROR_CODE_UNSUPPORTED = 10 /* asked for something this build or server cannot do */
 } fts_error_code_t;
 
@@ -60,5 +60,9 @@ void fts_error_clear(fts_error_t *err);
 
 /* The domain's name as it appears in logs: "config", "redis", "es"... */
 const char *fts_error_domain_name(fts_error_domain_t domain);
+
+/* Out of memory is fatal (README, Failure policy): logs what could not be allocated and
+ * aborts; the supervisor restarts the process, and nothing unconfirmed was acknowledged. */
+_Noreturn void fts_fatal_oom(const char *what);
 
 #endif
