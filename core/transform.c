@@ -8,6 +8,7 @@
  */
 #include "transform.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,19 +36,18 @@ typedef struct {
 
 bool fts_on_drop_parse(const char *text, fts_on_drop_t *on_drop)
 {
-    if (strcmp(text, "delete") == 0) {
-        *on_drop = FTS_ON_DROP_DELETE;
-    } else if (strcmp(text, "ignore") == 0) {
-        *on_drop = FTS_ON_DROP_IGNORE;
-    } else {
+    int value;
+    if (!fts_config_choice_parse(fts_on_drop_names, text, &value)) {
         return false;
     }
+    *on_drop = (fts_on_drop_t)value;
     return true;
 }
 
 const char *fts_on_drop_name(fts_on_drop_t on_drop)
 {
-    return on_drop == FTS_ON_DROP_IGNORE ? "ignore" : "delete";
+    assert(on_drop == FTS_ON_DROP_DELETE || on_drop == FTS_ON_DROP_IGNORE);
+    return fts_on_drop_names[on_drop];
 }
 
 fts_transform_t *fts_transform_new(const fts_transform_options_t *options, fts_error_t *err)
