@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "es_client.h"
+#include "extract.h"
 #include "redis_conn.h"
 
 #define FTS_EXIT_OK      0
@@ -48,6 +49,9 @@ fts_redis_t *fts_cmd_redis_connect(const fts_config_t *config, const char *url, 
 
 /* The Elasticsearch client options the configuration describes (strings borrowed from it). */
 void fts_cmd_es_options(const fts_config_t *config, fts_es_options_t *options);
+
+/* What the extract loops need from the configuration (strings borrowed from it). */
+void fts_cmd_extract_options(const fts_config_t *config, fts_extract_options_t *options);
 
 /* This loader's consumer name: FTSYNC_CONSUMER_NAME, else the pod name inside Kubernetes
  * ($HOSTNAME), else <host>-<pid>. */

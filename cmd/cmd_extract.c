@@ -4,8 +4,8 @@
  * core's extract loop (core/extract.c) through the ports of core/ports.h.
  *
  * Fork hygiene: the first worker is forked before this process creates its MongoDB client or
- * any Redis connection (DESIGN.md: a child must not use a parent's client). Workers forked
- * again later close everything but their socket and stderr (extract_ports.c). The invariants
+ * any Redis connection (README.md, Architecture: a child must not use a parent's client). Workers
+ * forked again later close everything but their socket and stderr (extract_ports.c). The invariants
  * (1, 4, 5, one active extractor) are kept by the core loop; this file only builds and frees.
  */
 #include <stdio.h>
@@ -29,6 +29,70 @@ _Static_assert(FTS_EXTRACT_EXIT_OK == FTS_EXIT_OK && FTS_EXTRACT_EXIT_FAILURE ==
                    FTS_EXTRACT_EXIT_USAGE == FTS_EXIT_USAGE &&
                    FTS_EXTRACT_EXIT_STOPPED == FTS_EXIT_STOPPED,
                "the core's exit statuses are the command's");
+
+void fts_cmd_extract_options(const fts_config_t *config, fts_extract_options_t *options)
+{
+    *options = (fts_extract_options_t){
+        .db = config->mongo_db,
+        .collection = config->mongo_collection,
+        .scope = config->mongo_scope,
+        .backlog_max = (uint64_t)config->backlog_max,
+        .trim_interval_ms = (uint64_t)config->trim_interval_ms,
+        .lease_ttl_ms = (uint64_t)config->lease_ttl_ms,
+        .on_history_lost = config->on_history_lost,
+        .worker_crash_limit = (unsigned)config->worker_crash_limit,
+        .batch_size = (size_t)config->batch_size,
+        .transform =
+            {
+                .id_field = config->id_field,
+                .fields = &config->fields,
+                .on_drop = config->on_drop,
+                .plugin_path = config->transform_plugin,
+            },
+    };
+}
+
+/* The MongoDB source's options. Its enums are its own (adapters/mongo/mongo_source.h), so the
+ * configuration's choices are mapped here, once. */
+static void mongo_source_options(const fts_config_t *config, fts_mongo_source_options_t *options,
+                                 const char **collections)
+{
+    fts_mongo_source_options_init(options);
+    switch (config->mongo_scope) {
+    case FTS_SCOPE_COLLECTION:
+        options->scope = FTS_MONGO_SCOPE_COLLECTION;
+        break;
+    case FTS_SCOPE_DATABASE:
+        options->scope = FTS_MONGO_SCOPE_DATABASE;
+        options->collections = collections;
+        break;
+    }
+    switch (config->mongo_full_document) {
+    case FTS_FULL_DOCUMENT_UPDATE_LOOKUP:
+        options->full_document = FTS_MONGO_FULL_DOCUMENT_UPDATE_LOOKUP;
+        break;
+    case FTS_FULL_DOCUMENT_WHEN_AVAILABLE:
+        options->full_document = FTS_MONGO_FULL_DOCUMENT_WHEN_AVAILABLE;
+        break;
+    case FTS_FULL_DOCUMENT_REQUIRED:
+        options->full_document = FTS_MONGO_FULL_DOCUMENT_REQUIRED;
+        break;
+    }
+    switch (config->mongo_pre_images) {
+    case FTS_PRE_IMAGES_OFF:
+        options->full_document_before_change = FTS_MONGO_BEFORE_CHANGE_OFF;
+        break;
+    case FTS_PRE_IMAGES_WHEN_AVAILABLE:
+        options->full_document_before_change = FTS_MONGO_BEFORE_CHANGE_WHEN_AVAILABLE;
+        break;
+    case FTS_PRE_IMAGES_REQUIRED:
+        options->full_document_before_change = FTS_MONGO_BEFORE_CHANGE_REQUIRED;
+        break;
+    }
+    options->batch_size = (int32_t)config->batch_size;
+    options->max_await_time_ms = config->mongo_max_await_ms;
+    options->scan_batch_size = (int32_t)config->batch_size;
+}
 
 int fts_cmd_extract(int argc, char **argv)
 {
@@ -91,28 +155,11 @@ int fts_cmd_extract(int argc, char **argv)
     }
     fts_mongo_init();
     fts_mongo_source_options_t options;
-    fts_mongo_source_options_init(&options);
     const char *collections[] = {config.mongo_collection, NULL};
-    bool database_scope = strcmp(config.mongo_scope, "database") == 0;
-    if (database_scope) {
-        options.scope = FTS_MONGO_SCOPE_DATABASE;
-        options.collections = collections;
-    }
-    options.full_document = strcmp(config.mongo_full_document, "whenAvailable") == 0
-                                ? FTS_MONGO_FULL_DOCUMENT_WHEN_AVAILABLE
-                            : strcmp(config.mongo_full_document, "required") == 0
-                                ? FTS_MONGO_FULL_DOCUMENT_REQUIRED
-                                : FTS_MONGO_FULL_DOCUMENT_UPDATE_LOOKUP;
-    options.full_document_before_change = strcmp(config.mongo_pre_images, "whenAvailable") == 0
-                                              ? FTS_MONGO_BEFORE_CHANGE_WHEN_AVAILABLE
-                                          : strcmp(config.mongo_pre_images, "required") == 0
-                                              ? FTS_MONGO_BEFORE_CHANGE_REQUIRED
-                                              : FTS_MONGO_BEFORE_CHANGE_OFF;
-    options.batch_size = (int32_t)config.batch_size;
-    options.max_await_time_ms = config.mongo_max_await_ms;
-    options.scan_batch_size = (int32_t)config.batch_size;
-    source = fts_mongo_source_new(config.mongo_uri, config.mongo_db,
-                                  database_scope ? NULL : config.mongo_collection, &options, &err);
+    mongo_source_options(&config, &options, collections);
+    source = fts_mongo_source_new(
+        config.mongo_uri, config.mongo_db,
+        config.mongo_scope == FTS_SCOPE_DATABASE ? NULL : config.mongo_collection, &options, &err);
     if (!source) {
         fts_log(FTS_LOG_ERROR, COMPONENT, "%s", err.message);
         status = FTS_EXIT_USAGE;
@@ -131,7 +178,9 @@ int fts_cmd_extract(int argc, char **argv)
         .lease = &lease_port,
         .worker = &worker_port,
     };
-    status = fts_extract_run(&config, &ports);
+    fts_extract_options_t extract_options;
+    fts_cmd_extract_options(&config, &extract_options);
+    status = fts_extract_run(&extract_options, &ports);
 
 cleanup:
     fts_extract_process_cleanup(&process);

@@ -22,7 +22,7 @@ static bool check_redis_url(const char *value, char **masked, fts_error_t *err)
         fts_log_add_secret(url->password);
     }
     if (masked) {
-        *masked = strdup(url->masked);
+        *masked = bson_strdup(url->masked);
     }
     fts_redis_url_destroy(url);
     return true;

@@ -30,7 +30,9 @@ int fts_extract_worker_main(const fts_config_t *config, int fd)
     fts_channel_port_t channel_port;
     fts_socket_channel_init(&channel, fd, &channel_port);
 
-    fts_transform_t *transform = fts_extract_worker_transform_new(config, &err);
+    fts_extract_options_t options;
+    fts_cmd_extract_options(config, &options);
+    fts_transform_t *transform = fts_transform_new(&options.transform, &err);
     if (!transform) {
         fts_log(FTS_LOG_ERROR, COMPONENT, "cannot set up the transform: %s", err.message);
         status = FTS_WORKER_EXIT_CONFIG;
@@ -61,8 +63,7 @@ int fts_extract_worker_main(const fts_config_t *config, int fd)
     }
     fts_queue_port_t queue_port;
     fts_extract_queue_port_init(&queue_port, queue);
-    status =
-        fts_extract_worker_loop(transform, (size_t)config->batch_size, &queue_port, &channel_port);
+    status = fts_extract_worker_loop(transform, options.batch_size, &queue_port, &channel_port);
 
 cleanup:
     fts_socket_channel_cleanup(&channel);

@@ -36,9 +36,9 @@ void fts_action_cleanup(fts_action_t *action)
     if (!action) {
         return;
     }
-    free(action->ns);
-    free(action->id);
-    free(action->body);
+    bson_free(action->ns);
+    bson_free(action->id);
+    bson_free(action->body);
     fts_action_init(action);
 }
 
@@ -225,15 +225,14 @@ bool fts_decimal_parse(const char *text, size_t len, uint64_t max, uint64_t *val
     return true;
 }
 
+/* A NUL-terminated copy; never NULL: allocation failure aborts. */
 static char *copy_bytes(const fts_bytes_t *value)
 {
-    char *copy = malloc(value->len + 1);
-    if (copy) {
-        if (value->len) {
-            memcpy(copy, value->data, value->len);
-        }
-        copy[value->len] = '\0';
+    char *copy = bson_malloc(value->len + 1);
+    if (value->len) {
+        memcpy(copy, value->data, value->len);
     }
+    copy[value->len] = '\0';
     return copy;
 }
 
@@ -345,10 +344,6 @@ bool fts_action_decode(const fts_bytes_t *items, size_t count, fts_action_t *act
     if (values[F_BODY]) {
         action->body = copy_bytes(values[F_BODY]);
         action->body_len = values[F_BODY]->len;
-    }
-    if (!action->ns || (values[F_ID] && !action->id) || (values[F_BODY] && !action->body)) {
-        fts_action_cleanup(action);
-        return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
     }
     if (!fts_action_validate(action, err)) {
         fts_action_cleanup(action);

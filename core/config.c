@@ -15,10 +15,12 @@
 #include <string.h>
 #include <strings.h>
 
+#include <bson/bson.h>
+
 typedef enum {
     TYPE_STRING,      /* any non-empty text */
     TYPE_NAME,        /* [A-Za-z0-9_.-]+, safe inside Redis key names and logs */
-    TYPE_CHOICE,      /* one of the row's choices ("a|b|c"), exactly as written */
+    TYPE_CHOICE,      /* one of the row's choices, exactly as written; stored as its index */
     TYPE_INT,         /* decimal integer within [min, max] */
     TYPE_SIZE,        /* bytes, with an optional k/m/g suffix */
     TYPE_BOOL,        /* true/false, yes/no, on/off, 1/0 */
@@ -45,153 +47,160 @@ typedef struct {
     unsigned required_by; /* fts_role_t bits; 0 = optional */
     int64_t min, max;     /* TYPE_INT and TYPE_SIZE */
     const char *description;
+    const char *const *choices; /* TYPE_CHOICE: the names, NULL-terminated; the field is the
+                                 * enum whose values index them (stored as an int) */
 } setting_t;
 
 #define FIELD(member) offsetof(fts_config_t, member)
 
+const char *const fts_scope_names[] = {"collection", "database", NULL};
+const char *const fts_full_document_names[] = {"updateLookup", "whenAvailable", "required", NULL};
+const char *const fts_pre_images_names[] = {"off", "whenAvailable", "required", NULL};
+const char *const fts_on_drop_names[] = {"delete", "ignore", NULL};
+const char *const fts_on_history_lost_names[] = {"resync", "stop", NULL};
+
+/* A TYPE_CHOICE field is written and read as an int: each of its enums must be one. */
+_Static_assert(sizeof(fts_scope_t) == sizeof(int) && sizeof(fts_full_document_t) == sizeof(int) &&
+                   sizeof(fts_pre_images_t) == sizeof(int) &&
+                   sizeof(fts_on_drop_t) == sizeof(int) &&
+                   sizeof(fts_on_history_lost_t) == sizeof(int),
+               "choice enums are stored as int");
+
 static const setting_t settings[] = {
     {"FTSYNC_MONGO_URI", TYPE_MONGO_URI, NULL, NULL, FIELD(mongo_uri), 0, FTS_ROLE_EXTRACT, 0, 0,
-     "MongoDB connection string of the replica set to follow"},
+     "MongoDB connection string of the replica set to follow", NULL},
     {"FTSYNC_MONGO_DB", TYPE_STRING, NULL, NULL, FIELD(mongo_db), 0, FTS_ROLE_EXTRACT, 0, 0,
-     "database holding the collection"},
+     "database holding the collection", NULL},
     {"FTSYNC_MONGO_COLLECTION", TYPE_STRING, NULL, NULL, FIELD(mongo_collection), 0,
-     FTS_ROLE_EXTRACT, 0, 0, "collection whose documents are indexed"},
+     FTS_ROLE_EXTRACT, 0, 0, "collection whose documents are indexed", NULL},
     {"FTSYNC_BATCH_SIZE", TYPE_INT, "500", NULL, FIELD(batch_size), 0, 0, 1, 100000,
-     "change events or snapshot documents read and queued per batch"},
+     "change events or snapshot documents read and queued per batch", NULL},
     {"FTSYNC_MONGO_SCOPE", TYPE_CHOICE, "collection", NULL, FIELD(mongo_scope), 0, 0, 0, 0,
      "what the change stream watches: collection, or database (a database-wide stream "
-     "filtered to FTSYNC_MONGO_COLLECTION)"},
+     "filtered to FTSYNC_MONGO_COLLECTION)",
+     fts_scope_names},
     {"FTSYNC_MONGO_FULL_DOCUMENT", TYPE_CHOICE, "updateLookup", NULL, FIELD(mongo_full_document), 0,
      0, 0, 0,
      "post-image of updates: updateLookup, whenAvailable or required (the last two need "
-     "changeStreamPreAndPostImages)"},
+     "changeStreamPreAndPostImages)",
+     fts_full_document_names},
     {"FTSYNC_MONGO_PRE_IMAGES", TYPE_CHOICE, "off", NULL, FIELD(mongo_pre_images), 0, 0, 0, 0,
      "pre-images of changes (fullDocumentBeforeChange): off, whenAvailable or required; needed "
      "for deletes when FTSYNC_ID_FIELD is not _id (the collection needs "
-     "changeStreamPreAndPostImages)"},
+     "changeStreamPreAndPostImages)",
+     fts_pre_images_names},
     {"FTSYNC_MONGO_MAX_AWAIT_MS", TYPE_INT, "1000", NULL, FIELD(mongo_max_await_ms), 0, 0, 10,
-     60000, "how long one change-stream read waits for an event (maxAwaitTimeMS)"},
+     60000, "how long one change-stream read waits for an event (maxAwaitTimeMS)", NULL},
     {"FTSYNC_ON_DROP", TYPE_CHOICE, "delete", NULL, FIELD(on_drop), 0, 0, 0, 0,
-     "when the collection is dropped: delete its documents from the index, or ignore"},
+     "when the collection is dropped: delete (queue a drop action; load does not apply it yet "
+     "and dead-letters it with a reason, for an operator to remove the documents) or ignore",
+     fts_on_drop_names},
     {"FTSYNC_TRANSFORM_PLUGIN", TYPE_FILE, NULL, NULL, FIELD(transform_plugin), 0, 0, 0, 0,
-     "shared library with a transform plugin (ftsync_plugin.h), run in the transform worker"},
+     "shared library with a transform plugin (ftsync_plugin.h), run in the transform worker", NULL},
     {"FTSYNC_BACKLOG_MAX", TYPE_INT, "100000", NULL, FIELD(backlog_max), 0, 0, 1, 1000000000,
-     "stream entries not yet acknowledged by the loaders above which extract pauses"},
+     "stream entries not yet acknowledged by the loaders above which extract pauses", NULL},
     {"FTSYNC_TRIM_INTERVAL_MS", TYPE_INT, "10000", NULL, FIELD(trim_interval_ms), 0, 0, 100,
-     3600000, "how often extract trims the entries every consumer group acknowledged"},
+     3600000, "how often extract trims the entries every consumer group acknowledged", NULL},
     {"FTSYNC_LEASE_TTL_MS", TYPE_INT, "10000", NULL, FIELD(lease_ttl_ms), 0, 0, 300, 600000,
      "time to live of the extractor lease; renewed every third of it, a standby takes over "
-     "within about this long"},
+     "within about this long",
+     NULL},
     {"FTSYNC_ON_HISTORY_LOST", TYPE_CHOICE, "resync", NULL, FIELD(on_history_lost), 0, 0, 0, 0,
-     "when the saved position is gone from the oplog: resync (snapshot again) or stop"},
+     "when the saved position is gone from the oplog: resync (snapshot again) or stop",
+     fts_on_history_lost_names},
     {"FTSYNC_WORKER_CRASH_LIMIT", TYPE_INT, "3", NULL, FIELD(worker_crash_limit), 0, 0, 1, 100,
-     "crashes of the transform worker on one event before that event is dead-lettered"},
+     "crashes of the transform worker on one event before that event is dead-lettered", NULL},
 
     {"FTSYNC_STATE_REDIS_URL", TYPE_REDIS_URL, "redis://127.0.0.1:6379/0", NULL,
      FIELD(state_redis_url), 0, 0, 0, 0,
      "Redis holding the resume token and the extractor lease "
-     "(redis://[user:password@]host:port/db)"},
+     "(redis://[user:password@]host:port/db)",
+     NULL},
     {"FTSYNC_QUEUE_REDIS_URL", TYPE_REDIS_URL, NULL, "FTSYNC_STATE_REDIS_URL",
-     FIELD(queue_redis_url), 0, 0, 0, 0, "Redis holding the action stream and dead-letter stream"},
+     FIELD(queue_redis_url), 0, 0, 0, 0, "Redis holding the action stream and dead-letter stream",
+     NULL},
     {"FTSYNC_REDIS_CONNECT_TIMEOUT_MS", TYPE_INT, "2000", NULL, FIELD(redis_connect_timeout_ms), 0,
-     0, 10, 600000, "how long to wait for a Redis connection"},
+     0, 10, 600000, "how long to wait for a Redis connection", NULL},
     {"FTSYNC_REDIS_COMMAND_TIMEOUT_MS", TYPE_INT, "5000", NULL, FIELD(redis_command_timeout_ms), 0,
-     0, 10, 600000, "how long to wait for a Redis reply"},
+     0, 10, 600000, "how long to wait for a Redis reply", NULL},
 
     {"FTSYNC_ES_URL", TYPE_ES_URL_LIST, "http://127.0.0.1:9200", NULL, FIELD(es_urls), 0, 0, 0, 0,
      "Elasticsearch or OpenSearch base URL(s), comma-separated; the next is tried when one is "
-     "unreachable"},
+     "unreachable",
+     NULL},
     {"FTSYNC_ES_INDEX", TYPE_STRING, NULL, NULL, FIELD(es_index), 0, FTS_ROLE_LOAD, 0, 0,
-     "index written to; created from the index definition when absent"},
+     "index written to; created from the index definition when absent", NULL},
     {"FTSYNC_ES_ALIAS", TYPE_STRING, NULL, NULL, FIELD(es_alias), 0, 0, 0, 0,
-     "optional alias pointing at FTSYNC_ES_INDEX, created with it; searches can use the alias"},
+     "optional alias pointing at FTSYNC_ES_INDEX, created with it; searches can use the alias",
+     NULL},
     {"FTSYNC_ES_INDEX_DEFINITION", TYPE_FILE, NULL, NULL, FIELD(es_index_definition), 0, 0, 0, 0,
-     "JSON file with the index settings and mappings used to create the index"},
+     "JSON file with the index settings and mappings used to create the index", NULL},
     {"FTSYNC_ES_USER", TYPE_STRING, NULL, NULL, FIELD(es_user), 0, 0, 0, 0,
-     "user for HTTP basic authentication"},
+     "user for HTTP basic authentication", NULL},
     {"FTSYNC_ES_PASSWORD", TYPE_STRING, NULL, NULL, FIELD(es_password), SETTING_SECRET, 0, 0, 0,
-     "password for HTTP basic authentication"},
+     "password for HTTP basic authentication", NULL},
     {"FTSYNC_ES_API_KEY", TYPE_STRING, NULL, NULL, FIELD(es_api_key), SETTING_SECRET, 0, 0, 0,
-     "API key (the base64 id:key form), instead of user and password"},
+     "API key (the base64 id:key form), instead of user and password", NULL},
     {"FTSYNC_ES_CA_FILE", TYPE_FILE, NULL, NULL, FIELD(es_ca_file), 0, 0, 0, 0,
-     "PEM file of the certificate authority that signed the cluster's certificate"},
+     "PEM file of the certificate authority that signed the cluster's certificate", NULL},
     {"FTSYNC_ES_DOC_TYPE", TYPE_NAME, NULL, NULL, FIELD(es_doc_type), 0, 0, 0, 0,
-     "document type for clusters older than 7.0 (e.g. doc); unset for typeless clusters"},
-    {"FTSYNC_ES_GZIP", TYPE_BOOL, "false", NULL, FIELD(es_gzip), 0, 0, 0, 0, "gzip request bodies"},
+     "document type for clusters older than 7.0 (e.g. doc); unset for typeless clusters", NULL},
+    {"FTSYNC_ES_GZIP", TYPE_BOOL, "false", NULL, FIELD(es_gzip), 0, 0, 0, 0, "gzip request bodies",
+     NULL},
     {"FTSYNC_ES_CONNECT_TIMEOUT_MS", TYPE_INT, "5000", NULL, FIELD(es_connect_timeout_ms), 0, 0, 10,
-     600000, "how long to wait for an Elasticsearch connection"},
+     600000, "how long to wait for an Elasticsearch connection", NULL},
     {"FTSYNC_ES_REQUEST_TIMEOUT_MS", TYPE_INT, "60000", NULL, FIELD(es_request_timeout_ms), 0, 0,
-     10, 3600000, "how long to wait for an Elasticsearch reply"},
+     10, 3600000, "how long to wait for an Elasticsearch reply", NULL},
     {"FTSYNC_BULK_MAX_ACTIONS", TYPE_INT, "1000", NULL, FIELD(bulk_max_actions), 0, 0, 1, 100000,
-     "most actions in one bulk request"},
+     "most actions in one bulk request", NULL},
     {"FTSYNC_BULK_MAX_BYTES", TYPE_SIZE, "5m", NULL, FIELD(bulk_max_bytes), 0, 0, 1024,
-     1024 * 1024 * 1024, "largest bulk request body (k, m, g suffixes are binary units)"},
+     1024 * 1024 * 1024, "largest bulk request body (k, m, g suffixes are binary units)", NULL},
     {"FTSYNC_BULK_MAX_WAIT_MS", TYPE_INT, "200", NULL, FIELD(bulk_max_wait_ms), 0, 0, 0, 60000,
-     "longest time a partial bulk request waits for more actions"},
+     "longest time a partial bulk request waits for more actions", NULL},
     {"FTSYNC_BULK_MAX_IN_FLIGHT", TYPE_INT, "2", NULL, FIELD(bulk_max_in_flight), 0, 0, 1, 64,
-     "bulk requests in flight at once per loader"},
+     "bulk requests in flight at once per loader", NULL},
 
     {"FTSYNC_CONSUMER_NAME", TYPE_NAME, NULL, NULL, FIELD(consumer_name), 0, 0, 0, 0,
      "this loader's consumer name in the group; unset: the pod name in Kubernetes, else "
-     "<host>-<pid>"},
+     "<host>-<pid>",
+     NULL},
     {"FTSYNC_READ_BLOCK_MS", TYPE_INT, "2000", NULL, FIELD(read_block_ms), 0, 0, 10, 60000,
-     "how long one XREADGROUP waits for new entries"},
+     "how long one XREADGROUP waits for new entries", NULL},
     {"FTSYNC_CLAIM_IDLE_MS", TYPE_INT, "60000", NULL, FIELD(claim_idle_ms), 0, 0, 1000, 86400000,
-     "entries pending this long (their loader died) are claimed by another loader"},
+     "entries pending this long (their loader died) are claimed by another loader", NULL},
     {"FTSYNC_CLAIM_INTERVAL_MS", TYPE_INT, "5000", NULL, FIELD(claim_interval_ms), 0, 0, 100,
-     3600000, "how often a loader looks for entries to claim and refreshes its own"},
+     3600000, "how often a loader looks for entries to claim and refreshes its own", NULL},
     {"FTSYNC_MAX_DELIVERIES", TYPE_INT, "10", NULL, FIELD(max_deliveries), 0, 0, 1, 1000000,
-     "an entry delivered more often than this goes to the dead-letter stream"},
+     "an entry delivered more often than this goes to the dead-letter stream", NULL},
     {"FTSYNC_RETRY_BASE_MS", TYPE_INT, "100", NULL, FIELD(retry_base_ms), 0, 0, 1, 60000,
-     "first backoff ceiling when Elasticsearch or Redis fails"},
+     "first backoff ceiling when Elasticsearch or Redis fails", NULL},
     {"FTSYNC_RETRY_MAX_MS", TYPE_INT, "30000", NULL, FIELD(retry_max_ms), 0, 0, 10, 3600000,
-     "largest backoff ceiling between retries"},
+     "largest backoff ceiling between retries", NULL},
     {"FTSYNC_STOP_TIMEOUT_MS", TYPE_INT, "10000", NULL, FIELD(stop_timeout_ms), 0, 0, 0, 600000,
-     "on SIGTERM, how long in-flight requests may finish before they are abandoned"},
+     "on SIGTERM, how long in-flight requests may finish before they are abandoned", NULL},
 
     {"FTSYNC_ID_FIELD", TYPE_STRING, "_id", NULL, FIELD(id_field), 0, 0, 0, 0,
-     "document field whose value becomes the index _id"},
+     "document field whose value becomes the index _id", NULL},
     {"FTSYNC_FIELDS", TYPE_LIST, NULL, NULL, FIELD(fields), 0, 0, 0, 0,
-     "comma-separated fields copied into the index; unset copies the whole document"},
+     "comma-separated fields copied into the index; unset copies the whole document", NULL},
 
     {"FTSYNC_PIPELINE", TYPE_NAME, "default", NULL, FIELD(pipeline), 0, 0, 0, 0,
-     "name of this pipeline; its Redis keys are ftsync:{<pipeline>}:*"},
+     "name of this pipeline; its Redis keys are ftsync:{<pipeline>}:*", NULL},
     {"FTSYNC_ADMIN_ADDR", TYPE_ADDRESS, "0.0.0.0:8080", NULL, FIELD(admin_addr), 0, 0, 0, 0,
-     "host:port of the admin HTTP endpoint (/healthz, /readyz, /metrics); 'off' disables it"},
+     "host:port for the admin HTTP endpoint (/healthz, /metrics); validated only: the endpoint "
+     "is not built yet, nothing listens",
+     NULL},
     {"FTSYNC_LOG_LEVEL", TYPE_LOG_LEVEL, "info", NULL, FIELD(log_level), 0, 0, 0, 0,
-     "least severe level logged: debug, info, warn or error"},
+     "least severe level logged: debug, info, warn or error", NULL},
     {"FTSYNC_LOG_FORMAT", TYPE_LOG_FORMAT, "logfmt", NULL, FIELD(log_format), 0, 0, 0, 0,
-     "log line format: logfmt or json"},
+     "log line format: logfmt or json", NULL},
     {"FTSYNC_DEV_MODE", TYPE_BOOL, "false", NULL, FIELD(dev_mode), 0, 0, 0, 0,
-     "development mode: accepts the CHANGE-ME placeholder secrets of the examples"},
+     "development mode: accepts the CHANGE-ME placeholder secrets of the examples", NULL},
 };
 
 #define SETTING_COUNT (sizeof settings / sizeof settings[0])
 _Static_assert(sizeof settings / sizeof settings[0] <= FTS_CONFIG_MAX_SETTINGS,
                "raise FTS_CONFIG_MAX_SETTINGS");
-
-/* The accepted values of each TYPE_CHOICE row ("a|b|c"), kept beside the table so that its
- * rows keep one shape. */
-static const struct {
-    const char *name;
-    const char *choices;
-} setting_choices[] = {
-    {"FTSYNC_MONGO_SCOPE", "collection|database"},
-    {"FTSYNC_MONGO_FULL_DOCUMENT", "updateLookup|whenAvailable|required"},
-    {"FTSYNC_MONGO_PRE_IMAGES", "off|whenAvailable|required"},
-    {"FTSYNC_ON_DROP", "delete|ignore"},
-    {"FTSYNC_ON_HISTORY_LOST", "resync|stop"},
-};
-
-static const char *choices_of(const setting_t *row)
-{
-    for (size_t i = 0; i < sizeof setting_choices / sizeof setting_choices[0]; i++) {
-        if (strcmp(setting_choices[i].name, row->name) == 0) {
-            return setting_choices[i].choices;
-        }
-    }
-    return "";
-}
 
 /* Variables with the FTSYNC_ prefix that are not settings but are expected. */
 static const char *const known_non_settings[] = {
@@ -213,11 +222,11 @@ typedef struct {
 static void dotenv_cleanup(dotenv_t *dotenv)
 {
     for (size_t i = 0; i < dotenv->count; i++) {
-        free(dotenv->names[i]);
-        free(dotenv->values[i]);
+        bson_free(dotenv->names[i]);
+        bson_free(dotenv->values[i]);
     }
-    free(dotenv->names);
-    free(dotenv->values);
+    bson_free(dotenv->names);
+    bson_free(dotenv->values);
     memset(dotenv, 0, sizeof *dotenv);
 }
 
@@ -260,10 +269,7 @@ static bool read_small_file(const char *path, char **contents, fts_error_t *err)
 static bool dotenv_parse(const char *path, const char *text, dotenv_t *dotenv, fts_error_t *err)
 {
     bool ok = false;
-    char *copy = strdup(text);
-    if (!copy) {
-        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
-    }
+    char *copy = bson_strdup(text);
     int line_number = 0;
     char *next_line = copy;
     while (next_line) {
@@ -296,25 +302,15 @@ static bool dotenv_parse(const char *path, const char *text, dotenv_t *dotenv, f
             value[value_len - 1] = '\0';
             value++;
         }
-        char **names = realloc(dotenv->names, (dotenv->count + 1) * sizeof *names);
-        if (names) {
-            dotenv->names = names;
-        }
-        char **values = realloc(dotenv->values, (dotenv->count + 1) * sizeof *values);
-        if (values) {
-            dotenv->values = values;
-        }
-        if (!names || !values) {
-            fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
-            goto cleanup;
-        }
-        dotenv->names[dotenv->count] = strdup(name);
-        dotenv->values[dotenv->count] = strdup(value);
+        dotenv->names = bson_realloc(dotenv->names, (dotenv->count + 1) * sizeof *dotenv->names);
+        dotenv->values = bson_realloc(dotenv->values, (dotenv->count + 1) * sizeof *dotenv->values);
+        dotenv->names[dotenv->count] = bson_strdup(name);
+        dotenv->values[dotenv->count] = bson_strdup(value);
         dotenv->count++;
     }
     ok = true;
 cleanup:
-    free(copy);
+    bson_free(copy);
     return ok;
 }
 
@@ -324,11 +320,8 @@ cleanup:
 bool fts_string_list_parse(const char *text, fts_string_list_t *list, fts_error_t *err)
 {
     bool ok = false;
-    char *copy = strdup(text);
+    char *copy = bson_strdup(text);
     fts_string_list_t parsed = {0};
-    if (!copy) {
-        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
-    }
     char *cursor = copy;
     for (;;) {
         char *comma = strchr(cursor, ',');
@@ -348,13 +341,8 @@ bool fts_string_list_parse(const char *text, fts_string_list_t *list, fts_error_
                 goto cleanup;
             }
         }
-        char **items = realloc(parsed.items, (parsed.count + 1) * sizeof *items);
-        if (!items) {
-            fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
-            goto cleanup;
-        }
-        parsed.items = items;
-        parsed.items[parsed.count++] = strdup(item);
+        parsed.items = bson_realloc(parsed.items, (parsed.count + 1) * sizeof *parsed.items);
+        parsed.items[parsed.count++] = bson_strdup(item);
         if (!comma) {
             break;
         }
@@ -365,7 +353,7 @@ bool fts_string_list_parse(const char *text, fts_string_list_t *list, fts_error_
     ok = true;
 cleanup:
     fts_string_list_cleanup(&parsed);
-    free(copy);
+    bson_free(copy);
     return ok;
 }
 
@@ -375,9 +363,9 @@ void fts_string_list_cleanup(fts_string_list_t *list)
         return;
     }
     for (size_t i = 0; i < list->count; i++) {
-        free(list->items[i]);
+        bson_free(list->items[i]);
     }
-    free(list->items);
+    bson_free(list->items);
     list->items = NULL;
     list->count = 0;
 }
@@ -513,8 +501,30 @@ static bool run_check(fts_config_check_fn check, const char *kind, const char *v
     }
     char *masked = NULL;
     bool ok = check(value, &masked, err);
-    free(masked);
+    bson_free(masked);
     return ok;
+}
+
+bool fts_config_choice_parse(const char *const *names, const char *text, int *value)
+{
+    for (int i = 0; names[i]; i++) {
+        if (strcmp(names[i], text) == 0) {
+            *value = i;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* "a|b|c": how a choice row's names are shown in help and in errors. */
+static void join_choices(const char *const *names, char *out, size_t size)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (size_t i = 0; names[i] && len < size; i++) {
+        int wrote = snprintf(out + len, size - len, "%s%s", i ? "|" : "", names[i]);
+        len += wrote > 0 ? (size_t)wrote : 0;
+    }
 }
 
 /* Parses text into the row's field of config. */
@@ -573,21 +583,14 @@ static bool store_value(fts_config_t *config, const setting_t *row, const char *
             return false;
         }
         break;
-    case TYPE_CHOICE: {
-        size_t len = strlen(text);
-        bool found = false;
-        for (const char *c = choices_of(row); c && *c && !found;) {
-            const char *bar = strchr(c, '|');
-            size_t clen = bar ? (size_t)(bar - c) : strlen(c);
-            found = clen == len && strncmp(c, text, len) == 0;
-            c = bar ? bar + 1 : NULL;
-        }
-        if (!found) {
+    case TYPE_CHOICE:
+        if (!fts_config_choice_parse(row->choices, text, (int *)field)) {
+            char choices[256];
+            join_choices(row->choices, choices, sizeof choices);
             return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
-                                 "\"%s\" is not one of %s", text, choices_of(row));
+                                 "\"%s\" is not one of %s", text, choices);
         }
-        break;
-    }
+        return true;
     case TYPE_ADDRESS:
         if (!check_address(text, err)) {
             return false;
@@ -611,11 +614,7 @@ static bool store_value(fts_config_t *config, const setting_t *row, const char *
     case TYPE_STRING:
         break;
     }
-    char *copy = strdup(text);
-    if (!copy) {
-        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
-    }
-    *(char **)field = copy;
+    *(char **)field = bson_strdup(text);
     return true;
 }
 
@@ -769,7 +768,7 @@ static void load_row(loader_t *loader, fts_config_t *config, size_t index)
         fts_log_add_secret(text);
     }
 cleanup:
-    free(owned);
+    bson_free(owned);
 }
 
 static bool is_kubernetes_service_variable(const char *name)
@@ -852,11 +851,11 @@ static bool load_dotenv(loader_t *loader, fts_config_t *config, dotenv_t *dotenv
     }
     if (!read_small_file(path, &text, &problem) || !dotenv_parse(path, text, dotenv, &problem)) {
         add_problem(loader, "FTSYNC_ENV_FILE", &problem);
-        free(text);
+        bson_free(text);
         return false;
     }
-    free(text);
-    config->dotenv_path = strdup(path);
+    bson_free(text);
+    config->dotenv_path = bson_strdup(path);
     return true;
 }
 
@@ -921,13 +920,14 @@ void fts_config_cleanup(fts_config_t *config)
         case TYPE_BOOL:
         case TYPE_LOG_LEVEL:
         case TYPE_LOG_FORMAT:
+        case TYPE_CHOICE:
             break;
         default:
-            free(*(char **)field);
+            bson_free(*(char **)field);
             *(char **)field = NULL;
         }
     }
-    free(config->dotenv_path);
+    bson_free(config->dotenv_path);
     config->dotenv_path = NULL;
 }
 
@@ -964,7 +964,7 @@ static void append_masked_url(fts_buffer_t *out, fts_config_check_fn check, cons
     } else {
         fts_buffer_append_str(out, "(hidden: no URL checker)");
     }
-    free(masked);
+    bson_free(masked);
 }
 
 static void append_value(fts_buffer_t *out, const fts_config_t *config, const setting_t *row,
@@ -989,6 +989,9 @@ static void append_value(fts_buffer_t *out, const fts_config_t *config, const se
     case TYPE_LOG_FORMAT:
         fts_buffer_append_str(
             out, *(const fts_log_format_t *)field == FTS_LOG_FORMAT_JSON ? "json" : "logfmt");
+        break;
+    case TYPE_CHOICE:
+        fts_buffer_append_str(out, row->choices[*(const int *)field]);
         break;
     case TYPE_LIST:
     case TYPE_ES_URL_LIST: {
@@ -1036,7 +1039,8 @@ void fts_config_print(const fts_config_t *config, const fts_config_checks_t *che
     }
 }
 
-static const char *type_name(const setting_t *row)
+/* The type as help shows it; a choice row's names are joined into the caller's scratch. */
+static const char *type_name(const setting_t *row, char *scratch, size_t size)
 {
     switch (row->type) {
     case TYPE_STRING:
@@ -1044,7 +1048,8 @@ static const char *type_name(const setting_t *row)
     case TYPE_NAME:
         return "name";
     case TYPE_CHOICE:
-        return choices_of(row);
+        join_choices(row->choices, scratch, size);
+        return scratch;
     case TYPE_INT:
         return "integer";
     case TYPE_SIZE:
@@ -1079,7 +1084,8 @@ void fts_config_print_help(fts_buffer_t *out)
              "./.env when present), in that order of precedence.\n\n");
     for (size_t i = 0; i < SETTING_COUNT; i++) {
         const setting_t *row = &settings[i];
-        fts_buffer_appendf(out, "%s (%s", row->name, type_name(row));
+        char choices[256];
+        fts_buffer_appendf(out, "%s (%s", row->name, type_name(row, choices, sizeof choices));
         if (row->type == TYPE_INT || row->type == TYPE_SIZE) {
             fts_buffer_appendf(out, ", %" PRId64 "..%" PRId64, row->min, row->max);
         }

@@ -52,24 +52,66 @@ typedef enum {
     FTS_ORIGIN_DOTENV_FILE /* <NAME>_FILE named in the .env file */
 } fts_origin_t;
 
+/* The choice settings (TYPE_CHOICE rows of the table), parsed once into these enums. Each
+ * enum's values index its fts_*_names array: the names accepted, printed and listed in help. */
+
+/* FTSYNC_MONGO_SCOPE: what the change stream watches. */
+typedef enum {
+    FTS_SCOPE_COLLECTION = 0, /* the collection itself */
+    FTS_SCOPE_DATABASE        /* its database, filtered to the collection */
+} fts_scope_t;
+
+/* FTSYNC_MONGO_FULL_DOCUMENT: the post-image of update events. */
+typedef enum {
+    FTS_FULL_DOCUMENT_UPDATE_LOOKUP = 0,
+    FTS_FULL_DOCUMENT_WHEN_AVAILABLE,
+    FTS_FULL_DOCUMENT_REQUIRED
+} fts_full_document_t;
+
+/* FTSYNC_MONGO_PRE_IMAGES: the pre-images of changes (fullDocumentBeforeChange). */
+typedef enum {
+    FTS_PRE_IMAGES_OFF = 0,
+    FTS_PRE_IMAGES_WHEN_AVAILABLE,
+    FTS_PRE_IMAGES_REQUIRED
+} fts_pre_images_t;
+
+/* FTSYNC_ON_DROP: what the transform makes of a drop of the collection. */
+typedef enum {
+    FTS_ON_DROP_DELETE = 0, /* a drop action (load dead-letters it for an operator today) */
+    FTS_ON_DROP_IGNORE      /* no action: the index stays as it is */
+} fts_on_drop_t;
+
+/* FTSYNC_ON_HISTORY_LOST: what extract does when the saved position left the oplog. */
+typedef enum {
+    FTS_ON_HISTORY_LOST_RESYNC = 0, /* snapshot again, then sweep what was deleted meanwhile */
+    FTS_ON_HISTORY_LOST_STOP        /* stop in an error state for an operator */
+} fts_on_history_lost_t;
+
+/* NULL-terminated, indexed by the enums above. */
+extern const char *const fts_scope_names[];
+extern const char *const fts_full_document_names[];
+extern const char *const fts_pre_images_names[];
+extern const char *const fts_on_drop_names[];
+extern const char *const fts_on_history_lost_names[];
+
 typedef struct {
     /* MongoDB source */
     char *mongo_uri;
     char *mongo_db;
     char *mongo_collection;
     int64_t batch_size;
-    char *mongo_scope;         /* "collection" | "database" (TYPE_CHOICE: checked on load) */
-    char *mongo_full_document; /* "updateLookup" | "whenAvailable" | "required" */
-    char *mongo_pre_images;    /* "off" | "whenAvailable" | "required" */
+    fts_scope_t mongo_scope;
+    fts_full_document_t mongo_full_document;
+    fts_pre_images_t mongo_pre_images;
     int64_t mongo_max_await_ms;
 
     /* Extract */
-    char *on_drop;          /* "delete" | "ignore" */
+    fts_on_drop_t on_drop;
     char *transform_plugin; /* shared library path, NULL: none */
     int64_t backlog_max;
     int64_t trim_interval_ms;
     int64_t lease_ttl_ms;
-    char *on_history_lost; /* "resync" | "stop" */
+    fts_on_history_lost_t on_history_lost;
     int64_t worker_crash_limit;
 
     /* Redis: state store (token, lease) and queue (streams) */
@@ -97,7 +139,7 @@ typedef struct {
     int64_t bulk_max_in_flight;
 
     /* Load: the consumer group */
-    char *consumer_name; /* NULL: derived (fts_load_consumer_name) */
+    char *consumer_name; /* NULL: derived (fts_cmd_consumer_name in cmd/cmd_load.c) */
     int64_t read_block_ms;
     int64_t claim_idle_ms;
     int64_t claim_interval_ms;
@@ -123,8 +165,9 @@ typedef struct {
     char *dotenv_path;
 } fts_config_t;
 
-/* Validates a URL-like value; on success may set *masked to a malloc'd copy with any password
- * replaced by "***" (for printing), or leave it NULL when there is nothing to hide. */
+/* Validates a URL-like value; on success may set *masked to an allocated copy (freed with
+ * bson_free) with any password replaced by "***" (for printing), or leave it NULL when there is
+ * nothing to hide. */
 typedef bool (*fts_config_check_fn)(const char *value, char **masked, fts_error_t *err);
 
 typedef struct {
@@ -165,5 +208,9 @@ void fts_string_list_cleanup(fts_string_list_t *list);
 
 /* Parses "512", "64k", "5MiB", "1g" into bytes (binary units). */
 bool fts_config_parse_size(const char *text, int64_t *bytes, fts_error_t *err);
+
+/* Finds text (matched exactly, case included) in names (NULL-terminated, e.g. fts_scope_names)
+ * and sets *value to its index. False when it is not one of them. */
+bool fts_config_choice_parse(const char *const *names, const char *text, int *value);
 
 #endif

@@ -25,16 +25,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 
 #include <bson/bson.h>
 
 #include "backoff.h"
+#include "clock.h"
 #include "extract.h"
 #include "extract_worker.h"
 #include "log.h"
 #include "ports.h"
 #include "signals.h"
+#include "worker_message.h"
 
 #define COMPONENT "extract"
 
@@ -64,7 +65,7 @@ typedef enum {
 } pos_kind_t;
 
 typedef struct {
-    const fts_config_t *config;
+    const fts_extract_options_t *options;
     char ns[512];
 
     const fts_source_port_t *source;
@@ -111,13 +112,6 @@ typedef struct {
     int exit_status;
 } extract_t;
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* ---------------------------------------------------------------------------------------- */
 /* The worker                                                                               */
 
@@ -126,7 +120,7 @@ static bool spawn_worker(extract_t *ex, fts_error_t *err)
     if (!ex->worker->spawn(ex->worker->context, err)) {
         return false;
     }
-    ex->worker_started_ms = now_ms();
+    ex->worker_started_ms = fts_clock_monotonic_ms();
     return true;
 }
 
@@ -168,7 +162,7 @@ static void kill_worker(extract_t *ex)
 
 static void clear_pos(extract_t *ex)
 {
-    free(ex->token);
+    bson_free(ex->token);
     ex->token = NULL;
     if (ex->last_id.value_type != 0) {
         bson_value_destroy(&ex->last_id);
@@ -251,7 +245,7 @@ static bool load_position(extract_t *ex, char **key, fts_error_t *err)
     bool ok = true;
     if (saved.has_token) {
         ex->pos = POS_TOKEN;
-        ex->token = strdup(saved.token);
+        ex->token = bson_strdup(saved.token);
         ex->token_kind = saved.token_kind;
         ex->cluster_time = saved.cluster_time;
     } else if (saved.has_snapshot) {
@@ -278,7 +272,7 @@ static bool open_source(extract_t *ex, fts_error_t *err)
     ex->source->close(ex->source->context);
     ex->streaming = false;
     const char *scan_collection =
-        strcmp(ex->config->mongo_scope, "database") == 0 ? ex->config->mongo_collection : NULL;
+        ex->options->scope == FTS_SCOPE_DATABASE ? ex->options->collection : NULL;
 
     if (ex->pos == POS_NONE) {
         /* A snapshot: note the time first, so that the stream that follows misses nothing. */
@@ -312,11 +306,16 @@ static bool open_source(extract_t *ex, fts_error_t *err)
 /* ---------------------------------------------------------------------------------------- */
 /* Frames                                                                                   */
 
-/* Sends a frame; false means the worker is gone (the caller reaps and restarts it). */
-static bool send_frame(extract_t *ex, const bson_t *frame)
+/* Sends a message (worker_message.h) as one frame; false means the worker is gone (the caller
+ * reaps and restarts it). */
+static bool send_message(extract_t *ex, const fts_worker_message_t *message)
 {
     fts_error_t err;
-    if (!ex->worker->send(ex->worker->context, frame, &err)) {
+    bson_t frame = BSON_INITIALIZER;
+    fts_worker_message_encode(message, &frame);
+    bool sent = ex->worker->send(ex->worker->context, &frame, &err);
+    bson_destroy(&frame);
+    if (!sent) {
         return false;
     }
     ex->sent_since_check++;
@@ -326,13 +325,13 @@ static bool send_frame(extract_t *ex, const bson_t *frame)
 /* Whether a frame with this key is to be careful, and the end of careful mode. */
 static bool careful_for(extract_t *ex, const char *key)
 {
-    free(ex->last_sent_key);
-    ex->last_sent_key = strdup(key);
+    bson_free(ex->last_sent_key);
+    ex->last_sent_key = bson_strdup(key);
     if (!ex->careful_until) {
         return false;
     }
     if (strcmp(ex->careful_until, key) == 0) {
-        free(ex->careful_until);
+        bson_free(ex->careful_until);
         ex->careful_until = NULL;
     }
     return true;
@@ -344,9 +343,9 @@ static bool careful_for(extract_t *ex, const char *key)
 /* Renews the lease when due, reads the backlog, trims. false: the lease is lost. */
 static bool maintain(extract_t *ex)
 {
-    uint64_t now = now_ms();
+    uint64_t now = fts_clock_monotonic_ms();
     fts_error_t err;
-    uint64_t ttl = (uint64_t)ex->config->lease_ttl_ms;
+    uint64_t ttl = ex->options->lease_ttl_ms;
     if (now >= ex->next_renew_ms) {
         fts_lease_status_t status;
         if (ex->lease->renew(ex->lease->context, &status, &err)) {
@@ -369,18 +368,20 @@ static bool maintain(extract_t *ex)
     /* Read the backlog every second, and sooner when what was sent since could have taken it
      * past the maximum, so the stream stops near the maximum, not a second of reading later. */
     if (now >= ex->next_backlog_ms ||
-        ex->backlog + ex->sent_since_check > (uint64_t)ex->config->backlog_max) {
+        ex->backlog + ex->sent_since_check > ex->options->backlog_max) {
         ex->next_backlog_ms = now + BACKLOG_CHECK_MS;
         ex->sent_since_check = 0;
         fts_backlog_t backlog;
         if (ex->queue->backlog(ex->queue->context, &backlog, &err)) {
-            bool over = backlog.entries > (uint64_t)ex->config->backlog_max;
+            bool over = backlog.entries > ex->options->backlog_max;
             if (over && !ex->paused) {
-                fts_log(FTS_LOG_WARN, COMPONENT, "paused: backlog %llu > max %lld",
-                        (unsigned long long)backlog.entries, (long long)ex->config->backlog_max);
+                fts_log(FTS_LOG_WARN, COMPONENT, "paused: backlog %llu > max %llu",
+                        (unsigned long long)backlog.entries,
+                        (unsigned long long)ex->options->backlog_max);
             } else if (!over && ex->paused) {
-                fts_log(FTS_LOG_INFO, COMPONENT, "resumed: backlog %llu <= max %lld",
-                        (unsigned long long)backlog.entries, (long long)ex->config->backlog_max);
+                fts_log(FTS_LOG_INFO, COMPONENT, "resumed: backlog %llu <= max %llu",
+                        (unsigned long long)backlog.entries,
+                        (unsigned long long)ex->options->backlog_max);
             }
             ex->paused = over;
             ex->backlog = backlog.entries;
@@ -389,7 +390,7 @@ static bool maintain(extract_t *ex)
         }
     }
     if (now >= ex->next_trim_ms) {
-        ex->next_trim_ms = now + (uint64_t)ex->config->trim_interval_ms;
+        ex->next_trim_ms = now + ex->options->trim_interval_ms;
         fts_trim_result_t trim;
         if (ex->queue->trim(ex->queue->context, &trim, &err)) {
             if (trim.removed > 0) {
@@ -408,12 +409,12 @@ static bool maintain(extract_t *ex)
 /* Waits ms while keeping the lease. false: lease lost or a stop was requested. */
 static bool wait_maintaining(extract_t *ex, uint64_t ms)
 {
-    uint64_t until = now_ms() + ms;
+    uint64_t until = fts_clock_monotonic_ms() + ms;
     while (!fts_signals_stop_requested()) {
         if (!maintain(ex)) {
             return false;
         }
-        uint64_t now = now_ms();
+        uint64_t now = fts_clock_monotonic_ms();
         if (now >= until) {
             return true;
         }
@@ -449,7 +450,7 @@ static step_t worker_ended(extract_t *ex, int status, session_end_t *end)
         *end = SESSION_FATAL;
         return STEP_END;
     }
-    if (now_ms() - ex->worker_started_ms > WORKER_HEALTHY_MS) {
+    if (fts_clock_monotonic_ms() - ex->worker_started_ms > WORKER_HEALTHY_MS) {
         fts_backoff_reset(&ex->worker_backoff);
     }
     fts_error_t err;
@@ -478,19 +479,19 @@ static step_t worker_ended(extract_t *ex, int status, session_end_t *end)
         ex->crash_signal = WTERMSIG(status);
         fts_log(FTS_LOG_ERROR, COMPONENT,
                 "transform worker crashed; restarting it from the saved position in "
-                "careful mode (%s) crashes_here=%u limit=%lld",
-                text, ex->crash_count, (long long)ex->config->worker_crash_limit);
-        if (ex->crash_count >= (unsigned)ex->config->worker_crash_limit) {
+                "careful mode (%s) crashes_here=%u limit=%u",
+                text, ex->crash_count, ex->options->worker_crash_limit);
+        if (ex->crash_count >= ex->options->worker_crash_limit) {
             ex->dead_letter_next = true;
         }
-        free(ex->careful_until);
-        ex->careful_until = last_sent ? strdup(last_sent) : NULL;
+        bson_free(ex->careful_until);
+        ex->careful_until = last_sent ? bson_strdup(last_sent) : NULL;
         ex->careful_session = ex->careful_until != NULL;
     } else {
         ex->careful_session = false;
         fts_log(FTS_LOG_WARN, COMPONENT, "transform worker ended; restarting it (%s)", text);
     }
-    free(last_sent);
+    bson_free(last_sent);
     bson_free(key);
     uint64_t delay = fts_backoff_next_ms(&ex->worker_backoff);
     if (!wait_maintaining(ex, delay)) {
@@ -536,7 +537,7 @@ static step_t source_failed(extract_t *ex, const fts_error_t *err, session_end_t
 {
     if (err->code == FTS_SOURCE_HISTORY_LOST) {
         ex->history_lost_count++;
-        if (strcmp(ex->config->on_history_lost, "stop") == 0) {
+        if (ex->options->on_history_lost == FTS_ON_HISTORY_LOST_STOP) {
             fts_log(FTS_LOG_ERROR, COMPONENT,
                     "stopped: change stream history lost: the saved position is no "
                     "longer in the oplog; run `ftsync reset-token --clear` to snapshot the "
@@ -606,7 +607,7 @@ static bool dead_letter_here(extract_t *ex, const bson_t *payload,
         ex->crash_count = 0;
         bson_free(ex->crash_key);
         ex->crash_key = NULL;
-        free(ex->careful_until);
+        bson_free(ex->careful_until);
         ex->careful_until = NULL;
     }
     return ok;
@@ -624,13 +625,9 @@ static step_t scan_step(extract_t *ex, session_end_t *end)
         ex->source->scan_destroy(ex->source->context, ex->scan);
         ex->scan = NULL;
         if (ex->resync) {
-            bson_t frame = BSON_INITIALIZER;
-            BSON_APPEND_UTF8(&frame, "t", "sweep");
-            BSON_APPEND_UTF8(&frame, "ns", ex->ns);
-            BSON_APPEND_TIMESTAMP(&frame, "started", ex->snap_time.seconds,
-                                  ex->snap_time.increment);
-            bool sent = send_frame(ex, &frame);
-            bson_destroy(&frame);
+            fts_worker_message_t sweep = {
+                .kind = FTS_WORKER_MESSAGE_SWEEP, .ns = ex->ns, .started = ex->snap_time};
+            bool sent = send_message(ex, &sweep);
             if (!sent) {
                 return worker_gone(ex, end);
             }
@@ -678,16 +675,16 @@ static step_t scan_step(extract_t *ex, session_end_t *end)
         return STEP_OK;
     }
     char *key = bson_strdup_printf("snap:%s", id_json);
-    bson_t frame = BSON_INITIALIZER;
-    BSON_APPEND_UTF8(&frame, "t", "snap");
-    BSON_APPEND_DOCUMENT(&frame, "doc", doc);
-    BSON_APPEND_UTF8(&frame, "ns", ex->ns);
-    BSON_APPEND_TIMESTAMP(&frame, "started", ex->snap_time.seconds, ex->snap_time.increment);
-    BSON_APPEND_UTF8(&frame, "last_id", id_json);
-    BSON_APPEND_INT64(&frame, "queued", (int64_t)ex->snap_queued);
-    BSON_APPEND_BOOL(&frame, "careful", careful_for(ex, key));
-    bool sent = send_frame(ex, &frame);
-    bson_destroy(&frame);
+    fts_worker_message_t snap = {
+        .kind = FTS_WORKER_MESSAGE_SNAPSHOT,
+        .payload = doc,
+        .ns = ex->ns,
+        .started = ex->snap_time,
+        .last_id = id_json,
+        .queued = ex->snap_queued,
+        .careful = careful_for(ex, key),
+    };
+    bool sent = send_message(ex, &snap);
     bson_free(key);
     bson_free(id_json);
     return sent ? STEP_OK : worker_gone(ex, end);
@@ -730,14 +727,14 @@ static step_t stream_step(extract_t *ex, session_end_t *end)
             }
         } else {
             char *key = bson_strdup_printf("token:%s", token);
-            bson_t frame = BSON_INITIALIZER;
-            BSON_APPEND_UTF8(&frame, "t", "event");
-            BSON_APPEND_DOCUMENT(&frame, "ev", event);
-            BSON_APPEND_UTF8(&frame, "tok", token);
-            BSON_APPEND_UTF8(&frame, "kind", fts_token_kind_name(kind));
-            BSON_APPEND_BOOL(&frame, "careful", careful_for(ex, key));
-            bool sent = send_frame(ex, &frame);
-            bson_destroy(&frame);
+            fts_worker_message_t message = {
+                .kind = FTS_WORKER_MESSAGE_EVENT,
+                .payload = event,
+                .token = token,
+                .token_kind = kind,
+                .careful = careful_for(ex, key),
+            };
+            bool sent = send_message(ex, &message);
             bson_free(key);
             if (!sent) {
                 bson_free(token);
@@ -746,13 +743,11 @@ static step_t stream_step(extract_t *ex, session_end_t *end)
         }
     } else if (changed) {
         /* Idle or invalidated: the token moved without an event to queue. */
-        bson_t frame = BSON_INITIALIZER;
-        BSON_APPEND_UTF8(&frame, "t", "token");
-        BSON_APPEND_UTF8(&frame, "tok", token);
-        BSON_APPEND_UTF8(&frame, "kind", fts_token_kind_name(kind));
-        BSON_APPEND_TIMESTAMP(&frame, "ct", ex->cluster_time.seconds, ex->cluster_time.increment);
-        bool sent = send_frame(ex, &frame);
-        bson_destroy(&frame);
+        fts_worker_message_t message = {.kind = FTS_WORKER_MESSAGE_TOKEN,
+                                        .token = token,
+                                        .token_kind = kind,
+                                        .cluster_time = ex->cluster_time};
+        bool sent = send_message(ex, &message);
         if (!sent) {
             bson_free(token);
             return worker_gone(ex, end);
@@ -760,7 +755,7 @@ static step_t stream_step(extract_t *ex, session_end_t *end)
     }
     clear_pos(ex);
     ex->pos = POS_TOKEN;
-    ex->token = strdup(token);
+    ex->token = bson_strdup(token);
     ex->token_kind = kind;
     bson_free(token);
     if (what == FTS_SOURCE_NEXT_INVALIDATED) {
@@ -780,10 +775,10 @@ static session_end_t run_session(extract_t *ex)
 {
     fts_error_t err;
     session_end_t end = SESSION_STOP;
-    uint64_t now = now_ms();
-    ex->next_renew_ms = now + (uint64_t)ex->config->lease_ttl_ms / 3;
+    uint64_t now = fts_clock_monotonic_ms();
+    ex->next_renew_ms = now + ex->options->lease_ttl_ms / 3;
     ex->next_backlog_ms = now;
-    ex->next_trim_ms = now + (uint64_t)ex->config->trim_interval_ms;
+    ex->next_trim_ms = now + ex->options->trim_interval_ms;
     ex->paused = false;
 
     while (!ex->queue->ensure_group(ex->queue->context, &err)) {
@@ -862,7 +857,7 @@ static bool acquire_lease(extract_t *ex)
 {
     fts_error_t err;
     char last_holder[FTS_LEASE_HOLDER_SIZE] = "";
-    uint64_t interval = (uint64_t)ex->config->lease_ttl_ms / 3;
+    uint64_t interval = ex->options->lease_ttl_ms / 3;
     while (!fts_signals_stop_requested()) {
         fts_lease_status_t status;
         if (ex->lease->acquire(ex->lease->context, &status, &err)) {
@@ -891,21 +886,21 @@ static bool acquire_lease(extract_t *ex)
 /* ---------------------------------------------------------------------------------------- */
 /* The run                                                                                  */
 
-int fts_extract_run(const fts_config_t *config, const fts_extract_ports_t *ports)
+int fts_extract_run(const fts_extract_options_t *options, const fts_extract_ports_t *ports)
 {
     extract_t ex;
     memset(&ex, 0, sizeof ex);
-    ex.config = config;
+    ex.options = options;
     ex.source = ports->source;
     ex.queue = ports->queue;
     ex.lease = ports->lease;
     ex.worker = ports->worker;
     ex.exit_status = FTS_EXTRACT_EXIT_OK;
-    snprintf(ex.ns, sizeof ex.ns, "%s.%s", config->mongo_db, config->mongo_collection);
+    snprintf(ex.ns, sizeof ex.ns, "%s.%s", options->db, options->collection);
     fts_backoff_init(&ex.worker_backoff, RETRY_BASE_MS, RETRY_CAP_MS, 0);
     fts_backoff_init(&ex.source_backoff, RETRY_BASE_MS, RETRY_CAP_MS, 0);
     if (ex.worker->running(ex.worker->context)) {
-        ex.worker_started_ms = now_ms();
+        ex.worker_started_ms = fts_clock_monotonic_ms();
     }
     fts_error_t err;
     int status = FTS_EXTRACT_EXIT_FAILURE;
@@ -954,8 +949,8 @@ int fts_extract_run(const fts_config_t *config, const fts_extract_ports_t *ports
 
     clear_pos(&ex);
     bson_free(ex.crash_key);
-    free(ex.careful_until);
-    free(ex.last_sent_key);
+    bson_free(ex.careful_until);
+    bson_free(ex.last_sent_key);
     ex.source->scan_destroy(ex.source->context, ex.scan);
     return status;
 }

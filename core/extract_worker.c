@@ -14,7 +14,7 @@
  * It knows no server: the queue and the channel are ports (ports.h).
  */
 #include <stdio.h>
-#include <stdlib.h>
+#include <assert.h>
 #include <string.h>
 
 #include <bson/bson.h>
@@ -23,6 +23,7 @@
 #include "extract_worker.h"
 #include "log.h"
 #include "transform.h"
+#include "worker_message.h"
 
 #define COMPONENT "worker"
 
@@ -50,8 +51,8 @@ typedef struct {
 
 static void position_clear(pending_position_t *position)
 {
-    free(position->token);
-    free(position->last_id);
+    bson_free(position->token);
+    bson_free(position->last_id);
     memset(position, 0, sizeof *position);
 }
 
@@ -87,64 +88,17 @@ static bool flush(worker_t *worker, fts_error_t *err)
     return ok;
 }
 
-static const char *string_field(const bson_t *doc, const char *name)
+/* Takes the token position of an "event" or "token" message as the pending position. */
+static void take_token_position(worker_t *worker, const fts_worker_message_t *message,
+                                fts_timestamp_t cluster_time)
 {
-    bson_iter_t iter;
-    if (bson_iter_init_find(&iter, doc, name) && BSON_ITER_HOLDS_UTF8(&iter)) {
-        return bson_iter_utf8(&iter, NULL);
-    }
-    return NULL;
-}
-
-static bool timestamp_field(const bson_t *doc, const char *name, uint32_t *seconds,
-                            uint32_t *increment)
-{
-    bson_iter_t iter;
-    if (bson_iter_init_find(&iter, doc, name) && BSON_ITER_HOLDS_TIMESTAMP(&iter)) {
-        bson_iter_timestamp(&iter, seconds, increment);
-        return true;
-    }
-    return false;
-}
-
-static bool document_field(const bson_t *doc, const char *name, bson_t *out)
-{
-    bson_iter_t iter;
-    if (!bson_iter_init_find(&iter, doc, name) || !BSON_ITER_HOLDS_DOCUMENT(&iter)) {
-        return false;
-    }
-    uint32_t len = 0;
-    const uint8_t *data = NULL;
-    bson_iter_document(&iter, &len, &data);
-    return bson_init_static(out, data, len);
-}
-
-static bool bool_field(const bson_t *doc, const char *name)
-{
-    bson_iter_t iter;
-    return bson_iter_init_find(&iter, doc, name) && BSON_ITER_HOLDS_BOOL(&iter) &&
-           bson_iter_bool(&iter);
-}
-
-/* Reads a token position from an "event" or "token" frame into worker->position. */
-static bool take_token_position(worker_t *worker, const bson_t *frame, uint32_t seconds,
-                                uint32_t increment, fts_error_t *err)
-{
-    const char *token = string_field(frame, "tok");
-    const char *kind = string_field(frame, "kind");
-    fts_token_kind_t token_kind;
-    if (!token || !*token || !kind || !fts_token_kind_parse(kind, &token_kind)) {
-        return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_PROTOCOL,
-                             "a frame from the extract parent has no valid tok/kind");
-    }
     position_clear(&worker->position);
     worker->position.set = true;
     worker->position.kind = FTS_CHECKPOINT_TOKEN;
-    worker->position.token = strdup(token);
-    worker->position.token_kind = token_kind;
-    worker->position.cluster_seconds = seconds;
-    worker->position.cluster_increment = increment;
-    return true;
+    worker->position.token = bson_strdup(message->token);
+    worker->position.token_kind = message->token_kind;
+    worker->position.cluster_seconds = cluster_time.seconds;
+    worker->position.cluster_increment = cluster_time.increment;
 }
 
 /* Dead-letters one event the transform refused, with the position after it. Everything before
@@ -184,25 +138,25 @@ static bool dead_letter_after_batch(worker_t *worker, const bson_t *payload, con
 static int handle_frame(worker_t *worker, const bson_t *frame)
 {
     fts_error_t err;
-    const char *type = string_field(frame, "t");
-    bson_t payload;
+    fts_worker_message_t message;
+    if (!fts_worker_message_decode(frame, &message, &err)) {
+        fts_log(FTS_LOG_ERROR, COMPONENT, "%s; stopping", err.message);
+        return FTS_WORKER_EXIT_RETRY;
+    }
+    const bson_t *payload = message.payload;
     fts_action_t *action = &worker->actions[worker->count];
     bool produced = false;
     bool transformed = false;
-    bool careful = bool_field(frame, "careful");
-    uint32_t seconds = 0, increment = 0;
 
-    if (!type) {
-        fts_log(FTS_LOG_ERROR, COMPONENT, "a frame without a type; stopping");
-        return FTS_WORKER_EXIT_RETRY;
-    }
-    if (strcmp(type, "event") == 0) {
-        if (!document_field(frame, "ev", &payload)) {
-            fts_log(FTS_LOG_ERROR, COMPONENT, "an event frame without ev; stopping");
-            return FTS_WORKER_EXIT_RETRY;
+    switch (message.kind) {
+    case FTS_WORKER_MESSAGE_EVENT: {
+        fts_timestamp_t cluster_time = {0, 0};
+        bson_iter_t iter;
+        if (bson_iter_init_find(&iter, payload, "clusterTime") &&
+            BSON_ITER_HOLDS_TIMESTAMP(&iter)) {
+            bson_iter_timestamp(&iter, &cluster_time.seconds, &cluster_time.increment);
         }
-        timestamp_field(&payload, "clusterTime", &seconds, &increment);
-        transformed = fts_transform_event(worker->transform, &payload, action, &produced, &err);
+        transformed = fts_transform_event(worker->transform, payload, action, &produced, &err);
         if (!transformed && (err.code == FTS_TRANSFORM_UNSUPPORTED_EVENT ||
                              err.code == FTS_TRANSFORM_NEEDS_PRE_IMAGE)) {
             fts_error_t flush_err;
@@ -216,60 +170,42 @@ static int handle_frame(worker_t *worker, const bson_t *frame)
                     err.message);
             return FTS_WORKER_EXIT_UNSUPPORTED;
         }
-        if (!take_token_position(worker, frame, seconds, increment, &err)) {
-            fts_log(FTS_LOG_ERROR, COMPONENT, "%s", err.message);
-            return FTS_WORKER_EXIT_RETRY;
-        }
-    } else if (strcmp(type, "snap") == 0) {
-        const char *ns = string_field(frame, "ns");
-        const char *last_id = string_field(frame, "last_id");
-        bson_iter_t iter;
-        if (!document_field(frame, "doc", &payload) || !ns || !last_id ||
-            !timestamp_field(frame, "started", &seconds, &increment) ||
-            !bson_iter_init_find(&iter, frame, "queued") || !BSON_ITER_HOLDS_INT64(&iter)) {
-            fts_log(FTS_LOG_ERROR, COMPONENT, "a malformed snap frame; stopping");
-            return FTS_WORKER_EXIT_RETRY;
-        }
-        transformed = fts_transform_snapshot(worker->transform, &payload, ns, seconds, increment,
-                                             action, &produced, &err);
+        take_token_position(worker, &message, cluster_time);
+        break;
+    }
+    case FTS_WORKER_MESSAGE_SNAPSHOT:
+        transformed =
+            fts_transform_snapshot(worker->transform, payload, message.ns, message.started.seconds,
+                                   message.started.increment, action, &produced, &err);
         position_clear(&worker->position);
         worker->position.set = true;
         worker->position.kind = FTS_CHECKPOINT_SNAPSHOT;
-        worker->position.started_seconds = seconds;
-        worker->position.started_increment = increment;
-        worker->position.last_id = strdup(last_id);
-        worker->position.queued = (uint64_t)bson_iter_int64(&iter);
-    } else if (strcmp(type, "token") == 0) {
-        timestamp_field(frame, "ct", &seconds, &increment);
-        if (!take_token_position(worker, frame, seconds, increment, &err)) {
-            fts_log(FTS_LOG_ERROR, COMPONENT, "%s", err.message);
-            return FTS_WORKER_EXIT_RETRY;
-        }
+        worker->position.started_seconds = message.started.seconds;
+        worker->position.started_increment = message.started.increment;
+        worker->position.last_id = bson_strdup(message.last_id);
+        worker->position.queued = message.queued;
+        break;
+    case FTS_WORKER_MESSAGE_TOKEN:
+        take_token_position(worker, &message, message.cluster_time);
         return -1;
-    } else if (strcmp(type, "sweep") == 0) {
-        const char *ns = string_field(frame, "ns");
-        if (!ns || !timestamp_field(frame, "started", &seconds, &increment)) {
-            fts_log(FTS_LOG_ERROR, COMPONENT, "a malformed sweep frame; stopping");
-            return FTS_WORKER_EXIT_RETRY;
-        }
+    case FTS_WORKER_MESSAGE_SWEEP:
         fts_action_init(action);
         action->op = FTS_ACTION_SWEEP;
         action->origin = FTS_ACTION_FROM_SNAPSHOT;
-        action->version = fts_version_from_timestamp(seconds, increment);
-        action->ts_seconds = seconds;
-        action->ts_increment = increment;
-        action->ns = strdup(ns);
+        action->version =
+            fts_version_from_timestamp(message.started.seconds, message.started.increment);
+        action->ts_seconds = message.started.seconds;
+        action->ts_increment = message.started.increment;
+        action->ns = bson_strdup(message.ns);
         transformed = produced = true;
-    } else {
-        fts_log(FTS_LOG_ERROR, COMPONENT, "a frame of unknown type %s; stopping", type);
-        return FTS_WORKER_EXIT_RETRY;
+        break;
     }
 
     if (!transformed) {
         /* Bad input concerning this one event: dead-letter it, move past it (invariant 5). */
         char reason[FTS_ERROR_MESSAGE_SIZE + 32];
         snprintf(reason, sizeof reason, "transform failed: %s", err.message);
-        if (!dead_letter_after_batch(worker, &payload, reason)) {
+        if (!dead_letter_after_batch(worker, payload, reason)) {
             return FTS_WORKER_EXIT_RETRY;
         }
         fts_log(FTS_LOG_WARN, COMPONENT, "event dead-lettered: %s", reason);
@@ -282,14 +218,14 @@ static int handle_frame(worker_t *worker, const bson_t *frame)
             fts_action_cleanup(action);
             char reason[FTS_ERROR_MESSAGE_SIZE + 32];
             snprintf(reason, sizeof reason, "action refused: %s", err.message);
-            if (!dead_letter_after_batch(worker, &payload, reason)) {
+            if (!dead_letter_after_batch(worker, payload, reason)) {
                 return FTS_WORKER_EXIT_RETRY;
             }
             return -1;
         }
         worker->count++;
     }
-    if (careful || worker->count == worker->capacity) {
+    if (message.careful || worker->count == worker->capacity) {
         if (!flush(worker, &err)) {
             fts_log(FTS_LOG_ERROR, COMPONENT, "queueing failed: %s", err.message);
             return FTS_WORKER_EXIT_RETRY;
@@ -298,30 +234,18 @@ static int handle_frame(worker_t *worker, const bson_t *frame)
     return -1;
 }
 
-fts_transform_t *fts_extract_worker_transform_new(const fts_config_t *config, fts_error_t *err)
-{
-    fts_on_drop_t on_drop = FTS_ON_DROP_DELETE;
-    fts_on_drop_parse(config->on_drop, &on_drop); /* checked by the parent */
-    fts_transform_options_t options = {
-        .id_field = config->id_field,
-        .fields = &config->fields,
-        .on_drop = on_drop,
-        .plugin_path = config->transform_plugin,
-    };
-    return fts_transform_new(&options, err);
-}
-
 int fts_extract_worker_loop(fts_transform_t *transform, size_t batch_size,
                             const fts_queue_port_t *queue, const fts_channel_port_t *channel)
 {
+    assert(batch_size > 0);
     int status = FTS_WORKER_EXIT_RETRY;
     fts_error_t err;
     worker_t worker = {0};
     worker.queue = queue;
     worker.transform = transform;
     worker.capacity = batch_size;
-    worker.actions = calloc(worker.capacity, sizeof *worker.actions);
-    worker.argv = calloc(worker.capacity, sizeof *worker.argv);
+    worker.actions = bson_malloc0(worker.capacity * sizeof *worker.actions);
+    worker.argv = bson_malloc0(worker.capacity * sizeof *worker.argv);
     for (size_t i = 0; i < worker.capacity; i++) {
         fts_action_init(&worker.actions[i]);
     }
@@ -360,13 +284,11 @@ int fts_extract_worker_loop(fts_transform_t *transform, size_t batch_size,
     }
 
 cleanup:
-    if (worker.actions) {
-        for (size_t i = 0; i < worker.capacity; i++) {
-            fts_action_cleanup(&worker.actions[i]);
-        }
+    for (size_t i = 0; i < worker.capacity; i++) {
+        fts_action_cleanup(&worker.actions[i]);
     }
-    free(worker.actions);
-    free(worker.argv);
+    bson_free(worker.actions);
+    bson_free(worker.argv);
     position_clear(&worker.position);
     return status;
 }

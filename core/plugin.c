@@ -22,12 +22,8 @@ struct fts_plugin {
 
 fts_plugin_t *fts_plugin_open(const char *path, fts_error_t *err)
 {
-    fts_plugin_t *plugin = calloc(1, sizeof *plugin);
-    if (!plugin || !(plugin->path = strdup(path))) {
-        free(plugin);
-        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
-        return NULL;
-    }
+    fts_plugin_t *plugin = bson_malloc0(sizeof *plugin);
+    plugin->path = bson_strdup(path);
     /* RTLD_NOW: a missing symbol fails here, at start-up, not on the first document.
      * RTLD_LOCAL: the plugin's symbols cannot shadow ftsync's or another library's. */
     plugin->handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
@@ -68,8 +64,8 @@ void fts_plugin_close(fts_plugin_t *plugin)
     if (plugin->handle) {
         dlclose(plugin->handle);
     }
-    free(plugin->path);
-    free(plugin);
+    bson_free(plugin->path);
+    bson_free(plugin);
 }
 
 const char *fts_plugin_path(const fts_plugin_t *plugin)

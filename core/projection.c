@@ -71,7 +71,7 @@ static char *dup_trimmed(const char *text, size_t len)
     while (len > 0 && (text[len - 1] == ' ' || text[len - 1] == '\t')) {
         len--;
     }
-    return strndup(text, len);
+    return bson_strndup(text, (ssize_t)len);
 }
 
 static bool parse_field(const char *item, projected_field_t *field, fts_error_t *err)
@@ -84,10 +84,7 @@ static bool parse_field(const char *item, projected_field_t *field, fts_error_t 
     }
     field->source =
         colon ? dup_trimmed(item, (size_t)(colon - item)) : dup_trimmed(item, strlen(item));
-    field->target = colon ? dup_trimmed(colon + 1, strlen(colon + 1)) : strdup(field->source);
-    if (!field->source || !field->target) {
-        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
-    }
+    field->target = colon ? dup_trimmed(colon + 1, strlen(colon + 1)) : bson_strdup(field->source);
     if (field->source[0] == '\0') {
         return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
                              "field \"%s\": the source name is empty", item);
@@ -126,11 +123,7 @@ static bool parse_field(const char *item, projected_field_t *field, fts_error_t 
 fts_projection_t *fts_projection_new(const char *id_field, const fts_string_list_t *fields,
                                      fts_error_t *err)
 {
-    fts_projection_t *projection = calloc(1, sizeof *projection);
-    if (!projection) {
-        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
-        return NULL;
-    }
+    fts_projection_t *projection = bson_malloc0(sizeof *projection);
     if (!id_field) {
         id_field = "_id";
     }
@@ -139,19 +132,11 @@ fts_projection_t *fts_projection_new(const char *id_field, const fts_string_list
                       "id field \"%s\" is empty or has an empty name between dots", id_field);
         goto fail;
     }
-    projection->id_field = strdup(id_field);
-    if (!projection->id_field) {
-        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
-        goto fail;
-    }
+    projection->id_field = bson_strdup(id_field);
     if (!fields || fields->count == 0) {
         return projection;
     }
-    projection->fields = calloc(fields->count, sizeof *projection->fields);
-    if (!projection->fields) {
-        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
-        goto fail;
-    }
+    projection->fields = bson_malloc0(fields->count * sizeof *projection->fields);
     for (size_t i = 0; i < fields->count; i++) {
         projected_field_t *field = &projection->fields[i];
         projection->count++; /* counted first so that destroy frees a half-parsed field */
@@ -179,12 +164,12 @@ void fts_projection_destroy(fts_projection_t *projection)
         return;
     }
     for (size_t i = 0; i < projection->count; i++) {
-        free(projection->fields[i].source);
-        free(projection->fields[i].target);
+        bson_free(projection->fields[i].source);
+        bson_free(projection->fields[i].target);
     }
-    free(projection->fields);
-    free(projection->id_field);
-    free(projection);
+    bson_free(projection->fields);
+    bson_free(projection->id_field);
+    bson_free(projection);
 }
 
 const char *fts_projection_id_field(const fts_projection_t *projection)

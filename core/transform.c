@@ -8,6 +8,7 @@
  */
 #include "transform.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,28 +36,23 @@ typedef struct {
 
 bool fts_on_drop_parse(const char *text, fts_on_drop_t *on_drop)
 {
-    if (strcmp(text, "delete") == 0) {
-        *on_drop = FTS_ON_DROP_DELETE;
-    } else if (strcmp(text, "ignore") == 0) {
-        *on_drop = FTS_ON_DROP_IGNORE;
-    } else {
+    int value;
+    if (!fts_config_choice_parse(fts_on_drop_names, text, &value)) {
         return false;
     }
+    *on_drop = (fts_on_drop_t)value;
     return true;
 }
 
 const char *fts_on_drop_name(fts_on_drop_t on_drop)
 {
-    return on_drop == FTS_ON_DROP_IGNORE ? "ignore" : "delete";
+    assert(on_drop == FTS_ON_DROP_DELETE || on_drop == FTS_ON_DROP_IGNORE);
+    return fts_on_drop_names[on_drop];
 }
 
 fts_transform_t *fts_transform_new(const fts_transform_options_t *options, fts_error_t *err)
 {
-    fts_transform_t *transform = calloc(1, sizeof *transform);
-    if (!transform) {
-        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
-        return NULL;
-    }
+    fts_transform_t *transform = bson_malloc0(sizeof *transform);
     transform->on_drop = options->on_drop;
     transform->projection = fts_projection_new(options->id_field, options->fields, err);
     if (!transform->projection) {
@@ -81,7 +77,7 @@ void fts_transform_destroy(fts_transform_t *transform)
     }
     fts_projection_destroy(transform->projection);
     fts_plugin_close(transform->plugin);
-    free(transform);
+    bson_free(transform);
 }
 
 /* Fills the parts every action has; takes the id and body out of their buffers. */
@@ -93,7 +89,7 @@ static bool build_action(fts_action_t *action, fts_action_op_t op, const source_
     action->ts_seconds = source->seconds;
     action->ts_increment = source->increment;
     action->version = fts_version_from_timestamp(source->seconds, source->increment);
-    action->ns = strdup(source->ns);
+    action->ns = bson_strdup(source->ns);
     if (id) {
         action->id_len = id->len;
         action->id = fts_buffer_steal(id);
@@ -101,10 +97,6 @@ static bool build_action(fts_action_t *action, fts_action_op_t op, const source_
     if (body) {
         action->body_len = body->len;
         action->body = fts_buffer_steal(body);
-    }
-    if (!action->ns) {
-        fts_action_cleanup(action);
-        return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
     }
     /* Refuse here what a loader would refuse (a version past 2038, a malformed ns...), so the
      * event is dead-lettered with its reason instead of queued as a poisoned entry. */

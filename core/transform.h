@@ -56,16 +56,11 @@
 /* A delete whose id cannot be computed without the pre-image, and the event has none. */
 #define FTS_TRANSFORM_NEEDS_PRE_IMAGE 1202
 
-typedef enum {
-    FTS_ON_DROP_DELETE = 0, /* remove the collection's documents from the index */
-    FTS_ON_DROP_IGNORE      /* leave the index as it is */
-} fts_on_drop_t;
-
 typedef struct {
     const char *id_field;            /* NULL: "_id" */
     const fts_string_list_t *fields; /* NULL or empty: the whole document */
-    fts_on_drop_t on_drop;
-    const char *plugin_path; /* NULL or "": no plugin */
+    fts_on_drop_t on_drop;           /* config.h */
+    const char *plugin_path;         /* NULL or "": no plugin */
 } fts_transform_options_t;
 
 typedef struct fts_transform fts_transform_t;

@@ -709,24 +709,24 @@ static void worker_cleanup(fake_worker_t *worker)
     }
 }
 
-static fts_config_t test_config(void)
+static fts_extract_options_t test_options(void)
 {
-    fts_config_t config;
-    memset(&config, 0, sizeof config);
-    config.mongo_db = (char *)"d";
-    config.mongo_collection = (char *)"c";
-    config.mongo_scope = (char *)"collection";
-    config.on_history_lost = (char *)"resync";
-    config.lease_ttl_ms = 30000;
-    config.backlog_max = 5;
-    config.trim_interval_ms = 60000;
-    config.worker_crash_limit = 3;
-    config.batch_size = 100;
-    return config;
+    fts_extract_options_t options = {
+        .db = "d",
+        .collection = "c",
+        .scope = FTS_SCOPE_COLLECTION,
+        .on_history_lost = FTS_ON_HISTORY_LOST_RESYNC,
+        .lease_ttl_ms = 30000,
+        .backlog_max = 5,
+        .trim_interval_ms = 60000,
+        .worker_crash_limit = 3,
+        .batch_size = 100,
+    };
+    return options;
 }
 
-static int run_parent(const fts_config_t *config, fake_source_t *source, fake_queue_t *queue,
-                      fake_worker_t *worker)
+static int run_parent(const fts_extract_options_t *options, fake_source_t *source,
+                      fake_queue_t *queue, fake_worker_t *worker)
 {
     fts_signals_reset();
     fts_source_port_t sport = source_port(source);
@@ -734,7 +734,7 @@ static int run_parent(const fts_config_t *config, fake_source_t *source, fake_qu
     fts_worker_port_t wport = worker_port(worker);
     fts_extract_ports_t ports = {
         .source = &sport, .queue = &qport, .lease = &fake_lease, .worker = &wport};
-    int status = fts_extract_run(config, &ports);
+    int status = fts_extract_run(options, &ports);
     fts_signals_reset();
     return status;
 }
@@ -742,7 +742,7 @@ static int run_parent(const fts_config_t *config, fake_source_t *source, fake_qu
 static void test_parent_backpressure_stops_reading(void **state)
 {
     (void)state;
-    fts_config_t config = test_config();
+    fts_extract_options_t options = test_options();
     fake_source_t source = {0};
     fake_queue_t queue = {0};
     fake_worker_t worker = {0};
@@ -752,7 +752,7 @@ static void test_parent_backpressure_stops_reading(void **state)
     queue.backlog = 6; /* > backlog_max 5 */
     queue.backlog_calls_until_stop = 3;
 
-    assert_int_equal(run_parent(&config, &source, &queue, &worker), FTS_EXTRACT_EXIT_OK);
+    assert_int_equal(run_parent(&options, &source, &queue, &worker), FTS_EXTRACT_EXIT_OK);
     /* The stream was opened from the saved token, but never read while over the maximum. */
     assert_int_equal(source.opens, 1);
     assert_int_equal(source.last_open.from, FTS_SOURCE_RESUME_AFTER);
@@ -768,7 +768,7 @@ static void test_parent_backpressure_stops_reading(void **state)
 static void test_parent_reads_below_max(void **state)
 {
     (void)state;
-    fts_config_t config = test_config();
+    fts_extract_options_t options = test_options();
     fake_source_t source = {0};
     fake_queue_t queue = {0};
     fake_worker_t worker = {0};
@@ -777,7 +777,7 @@ static void test_parent_reads_below_max(void **state)
     queue.backlog = 0;
     source.nexts_until_stop = 3;
 
-    assert_int_equal(run_parent(&config, &source, &queue, &worker), FTS_EXTRACT_EXIT_OK);
+    assert_int_equal(run_parent(&options, &source, &queue, &worker), FTS_EXTRACT_EXIT_OK);
     assert_int_equal(source.nexts, 3);
     /* Idle reads that moved the token become token frames, which the worker checkpoints. */
     assert_int_equal(worker.count, 3);
@@ -791,7 +791,7 @@ static void test_parent_reads_below_max(void **state)
 static void test_parent_history_lost_resyncs(void **state)
 {
     (void)state;
-    fts_config_t config = test_config();
+    fts_extract_options_t options = test_options();
     fake_source_t source = {0};
     fake_queue_t queue = {0};
     fake_worker_t worker = {0};
@@ -802,7 +802,7 @@ static void test_parent_history_lost_resyncs(void **state)
     source.scan_docs = 2;
     source.nexts_until_stop = 1;
 
-    assert_int_equal(run_parent(&config, &source, &queue, &worker), FTS_EXTRACT_EXIT_OK);
+    assert_int_equal(run_parent(&options, &source, &queue, &worker), FTS_EXTRACT_EXIT_OK);
     /* The position was cleared once the worker was drained, and a new worker started. */
     assert_int_equal(queue.clears, 1);
     assert_int_equal(worker.spawns, 2);
@@ -831,8 +831,8 @@ static void test_parent_history_lost_resyncs(void **state)
 static void test_parent_history_lost_stop(void **state)
 {
     (void)state;
-    fts_config_t config = test_config();
-    config.on_history_lost = (char *)"stop";
+    fts_extract_options_t options = test_options();
+    options.on_history_lost = FTS_ON_HISTORY_LOST_STOP;
     fake_source_t source = {0};
     fake_queue_t queue = {0};
     fake_worker_t worker = {0};
@@ -840,7 +840,7 @@ static void test_parent_history_lost_stop(void **state)
     queue.saved.token = strdup("{\"_data\":\"OLD\"}");
     source.history_lost_opens = 1;
 
-    assert_int_equal(run_parent(&config, &source, &queue, &worker), FTS_EXTRACT_EXIT_STOPPED);
+    assert_int_equal(run_parent(&options, &source, &queue, &worker), FTS_EXTRACT_EXIT_STOPPED);
     assert_int_equal(queue.clears, 0);
     assert_int_equal(source.scans, 0);
     fts_position_cleanup(&queue.saved);
@@ -856,7 +856,7 @@ static bool frame_careful(const bson_t *frame)
 static void test_parent_poison_dead_lettered(void **state)
 {
     (void)state;
-    fts_config_t config = test_config();
+    fts_extract_options_t options = test_options();
     fake_source_t source = {0};
     fake_queue_t queue = {0};
     fake_worker_t worker = {0};
@@ -866,7 +866,7 @@ static void test_parent_poison_dead_lettered(void **state)
     source.nexts_until_stop = 6;
     worker.crash_on_events = true;
 
-    assert_int_equal(run_parent(&config, &source, &queue, &worker), FTS_EXTRACT_EXIT_OK);
+    assert_int_equal(run_parent(&options, &source, &queue, &worker), FTS_EXTRACT_EXIT_OK);
     /* Three crashes on the event after the same saved position: restarts in careful mode,
      * then the event goes to the dead-letter stream with the position after it. */
     assert_int_equal(worker.spawns, 4);
