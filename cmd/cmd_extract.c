@@ -1,12 +1,13 @@
 /*
  * cmd_extract.c - `ftsync extract`: parses the options, loads the configuration, and wires
  * the adapters (MongoDB source, Redis queue and lease, a forked transform worker) to the
- * core's extract loop (core/extract.c) through the ports of core/ports.h.
+ * core's extract loop (core/extract.c) through the ports of core/extract_ports.h.
  *
  * Fork hygiene: the first worker is forked before this process creates its MongoDB client or
- * any Redis connection (DESIGN.md: a child must not use a parent's client). Workers forked
- * again later close everything but their socket and stderr (extract_ports.c). The invariants
- * (1, 4, 5, one active extractor) are kept by the core loop; this file only builds and frees.
+ * any Redis connection (README.md, Architecture: a child must not use a parent's client).
+ * Workers forked again later keep only stdin/out/err and their socket (worker_process.c). The
+ * invariants (1, 4, 5, one active extractor) are kept by the core loop; this file only builds
+ * and frees.
  */
 #include <stdio.h>
 #include <string.h>
@@ -15,13 +16,13 @@
 
 #include "cmd.h"
 #include "extract.h"
-#include "extract_ports.h"
 #include "log.h"
 #include "mongo_source.h"
 #include "redis_conn.h"
 #include "redis_lease.h"
 #include "redis_queue.h"
 #include "signals.h"
+#include "worker_process.h"
 
 #define COMPONENT "extract"
 
@@ -56,9 +57,9 @@ int fts_cmd_extract(int argc, char **argv)
     fts_redis_queue_t *queue = NULL;
     fts_redis_lease_t *lease = NULL;
     fts_mongo_source_t *source = NULL;
-    fts_extract_process_t process;
-    fts_worker_port_t worker_port;
-    fts_extract_worker_port_init(&worker_port, &process, &config);
+    fts_worker_process_t process;
+    fts_worker_process_init(&process, &config);
+    fts_worker_port_t worker_port = fts_worker_process_port(&process);
     fts_error_t err;
     int status = FTS_EXIT_FAILURE;
 
@@ -68,7 +69,7 @@ int fts_cmd_extract(int argc, char **argv)
         return FTS_EXIT_FAILURE;
     }
     /* The worker first: no MongoDB client, no Redis connection exists yet. */
-    if (!worker_port.spawn(worker_port.context, &err)) {
+    if (!worker_port.ops->spawn(worker_port.context, &err)) {
         fts_log(FTS_LOG_ERROR, COMPONENT, "cannot start the worker: %s", err.message);
         goto cleanup;
     }
@@ -119,12 +120,9 @@ int fts_cmd_extract(int argc, char **argv)
         goto cleanup;
     }
 
-    fts_source_port_t source_port;
-    fts_queue_port_t queue_port;
-    fts_lease_port_t lease_port;
-    fts_extract_source_port_init(&source_port, source);
-    fts_extract_queue_port_init(&queue_port, queue);
-    fts_extract_lease_port_init(&lease_port, lease);
+    fts_source_port_t source_port = fts_mongo_source_port(source);
+    fts_queue_port_t queue_port = fts_redis_queue_port(queue);
+    fts_lease_port_t lease_port = fts_redis_lease_port(lease);
     fts_extract_ports_t ports = {
         .source = &source_port,
         .queue = &queue_port,
@@ -134,7 +132,7 @@ int fts_cmd_extract(int argc, char **argv)
     status = fts_extract_run(&config, &ports);
 
 cleanup:
-    fts_extract_process_cleanup(&process);
+    fts_worker_process_cleanup(&process);
     fts_mongo_source_destroy(source);
     fts_redis_lease_destroy(lease);
     fts_redis_queue_destroy(queue);

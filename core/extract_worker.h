@@ -26,7 +26,7 @@
 #include <stddef.h>
 
 #include "config.h"
-#include "ports.h"
+#include "extract_ports.h"
 #include "transform.h"
 
 /* The worker's exit statuses. */
