@@ -13,7 +13,7 @@
 
 #include "signals.h"
 
-bool fts_child_spawn(fts_child_t *child, fts_child_main_fn main, void *arg, fts_error_t *err)
+bool fts_child_spawn(fts_child_t *child, fts_child_main_fn run, void *arg, fts_error_t *err)
 {
     fflush(NULL); /* nothing buffered is written twice */
     pid_t pid = fork();
@@ -22,7 +22,7 @@ bool fts_child_spawn(fts_child_t *child, fts_child_main_fn main, void *arg, fts_
     }
     if (pid == 0) {
         fts_signals_reset();
-        _exit(main(arg));
+        _exit(run(arg));
     }
     child->pid = pid;
     return true;

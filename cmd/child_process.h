@@ -23,10 +23,10 @@ typedef struct {
 /* Runs in the child; its result is the child's exit status. */
 typedef int (*fts_child_main_fn)(void *arg);
 
-/* Forks a child that resets its signals (fts_signals_reset) and exits with main(arg). Stdio
+/* Forks a child that resets its signals (fts_signals_reset) and exits with run(arg). Stdio
  * buffers are flushed first, so nothing buffered is written twice. false (FTS_ERROR_SYSTEM)
  * when fork fails. */
-bool fts_child_spawn(fts_child_t *child, fts_child_main_fn main, void *arg, fts_error_t *err);
+bool fts_child_spawn(fts_child_t *child, fts_child_main_fn run, void *arg, fts_error_t *err);
 
 /* Spawns this very binary (/proc/self/exe) with argv, so that the child inherits no client or
  * event loop of the parent. The child gets SIGTERM when its parent dies: a supervised process

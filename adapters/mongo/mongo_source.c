@@ -15,6 +15,9 @@
  *   - a resumed scan starts strictly after the given _id in the server's _id order, including
  *     _ids of BSON types that sort later, so a crash mid-scan neither skips nor restarts;
  *   - libmongoc's log goes through fts_log, whose secret scrubbing covers the URI's password.
+ *
+ * The source is the extract's source port (extract_ports.h): its functions take the port's
+ * types and the port's table (fts_mongo_source_port) only adapts the context pointer.
  */
 #include "mongo_source.h"
 

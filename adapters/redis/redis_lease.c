@@ -126,22 +126,38 @@ static void set_holder(fts_lease_status_t *status, const redisReply *holder)
     }
 }
 
-/* Reads a script's {ours, holder, pttl} reply into status; ours tells whether the script
- * found the lease ours. */
-static bool script_result(fts_redis_lease_t *lease, const redisReply *reply, const char *what,
-                          bool *ours, fts_lease_status_t *status, fts_error_t *err)
+/* Runs a lease script (argv: EVAL, script, 1, key, owner...) and reads its {ours, holder,
+ * pttl} reply into status; ours tells whether the script found the lease ours. what names the
+ * operation in messages. */
+static bool run_script(fts_redis_lease_t *lease, const char **argv, int argc, const char *what,
+                       bool *ours, fts_lease_status_t *status, fts_error_t *err)
 {
+    bool ok = false;
+    memset(status, 0, sizeof *status);
+    redisReply *reply = fts_redis_command_argv(lease->redis, argc, argv, NULL, err);
+    if (!reply) {
+        goto cleanup;
+    }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
         reply->element[0]->type != REDIS_REPLY_INTEGER ||
         reply->element[2]->type != REDIS_REPLY_INTEGER) {
-        return fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL,
-                             "the lease %s script on %s returned something unexpected", what,
-                             lease->key);
+        fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL,
+                      "the lease %s script on %s returned something unexpected", what, lease->key);
+        goto cleanup;
     }
     *ours = reply->element[0]->integer == 1;
     set_holder(status, reply->element[1]);
     status->holder_ttl_ms = reply->element[2]->integer;
-    return true;
+    ok = true;
+
+cleanup:
+    if (reply) {
+        freeReplyObject(reply);
+    }
+    if (!ok) {
+        fts_error_prefix(err, "cannot %s the lease %s", what, lease->key);
+    }
+    return ok;
 }
 
 static void log_lost(const fts_redis_lease_t *lease, const fts_lease_status_t *status)
@@ -157,15 +173,11 @@ static void log_lost(const fts_redis_lease_t *lease, const fts_lease_status_t *s
 
 bool fts_redis_lease_renew(fts_redis_lease_t *lease, fts_lease_status_t *status, fts_error_t *err)
 {
-    bool ok = false;
     bool ours = false;
     const char *argv[] = {"EVAL", RENEW_SCRIPT, "1", lease->key, lease->owner, lease->ttl_text};
-    memset(status, 0, sizeof *status);
     uint64_t sent = fts_clock_monotonic_ms();
-    redisReply *reply = fts_redis_command_argv(lease->redis, 6, argv, NULL, err);
-    if (!reply || !script_result(lease, reply, "renew", &ours, status, err)) {
-        fts_error_prefix(err, "cannot renew the lease %s", lease->key);
-        goto cleanup;
+    if (!run_script(lease, argv, 6, "renew", &ours, status, err)) {
+        return false;
     }
     if (ours) {
         status->state = FTS_LEASE_ACQUIRED;
@@ -175,13 +187,7 @@ bool fts_redis_lease_renew(fts_redis_lease_t *lease, fts_lease_status_t *status,
         lease->valid_until_ms = 0;
         log_lost(lease, status);
     }
-    ok = true;
-
-cleanup:
-    if (reply) {
-        freeReplyObject(reply);
-    }
-    return ok;
+    return true;
 }
 
 bool fts_redis_lease_acquire(fts_redis_lease_t *lease, fts_lease_status_t *status, fts_error_t *err)
@@ -252,16 +258,12 @@ cleanup:
 
 bool fts_redis_lease_release(fts_redis_lease_t *lease, fts_lease_status_t *status, fts_error_t *err)
 {
-    bool ok = false;
     bool ours = false;
     const char *argv[] = {"EVAL", RELEASE_SCRIPT, "1", lease->key, lease->owner};
-    memset(status, 0, sizeof *status);
     /* Whatever the answer, reading must stop now. */
     lease->valid_until_ms = 0;
-    redisReply *reply = fts_redis_command_argv(lease->redis, 5, argv, NULL, err);
-    if (!reply || !script_result(lease, reply, "release", &ours, status, err)) {
-        fts_error_prefix(err, "cannot release the lease %s", lease->key);
-        goto cleanup;
+    if (!run_script(lease, argv, 5, "release", &ours, status, err)) {
+        return false;
     }
     if (ours) {
         status->state = FTS_LEASE_RELEASED;
@@ -270,13 +272,7 @@ bool fts_redis_lease_release(fts_redis_lease_t *lease, fts_lease_status_t *statu
         status->state = FTS_LEASE_LOST;
         log_lost(lease, status);
     }
-    ok = true;
-
-cleanup:
-    if (reply) {
-        freeReplyObject(reply);
-    }
-    return ok;
+    return true;
 }
 
 uint64_t fts_redis_lease_remaining_ms(const fts_redis_lease_t *lease)
