@@ -1,9 +1,9 @@
 /*
  * child_process.h - the child processes ftsync starts: the transform worker of `ftsync
  * extract` (a forked function) and the extract and load children of `ftsync run` (this binary
- * exec'd afresh). One place for fork hygiene (README.md, Architecture): a child resets its
- * signal dispositions before it runs anything; the parent reaps with WNOHANG while it works
- * and waits (resuming after EINTR) only when it stops.
+ * exec'd afresh). The one place for fork hygiene: a child resets its signal dispositions before
+ * it runs anything; the parent reaps with WNOHANG while it works and waits (resuming after
+ * EINTR) only when it stops.
  */
 #ifndef FTS_CHILD_PROCESS_H
 #define FTS_CHILD_PROCESS_H

@@ -4,7 +4,7 @@
  * core's extract loop (core/extract.c) through the ports of core/extract_ports.h.
  *
  * Fork hygiene: the first worker is forked before this process creates its MongoDB client or
- * any Redis connection (README.md, Architecture: a child must not use a parent's client).
+ * any Redis connection (a child must not use a parent's client).
  * Workers forked again later keep only stdin/out/err and their socket (worker_process.c). The
  * invariants (1, 4, 5, one active extractor) are kept by the core loop; this file only builds
  * and frees.

@@ -4,10 +4,11 @@
  * wires the Redis queue (queue port) and its end of the socket (channel port) to the core's
  * worker loop (extract_worker.h).
  *
- * Fork hygiene (README.md, Architecture): the child resets its signals, keeps only
- * stdin/out/err and its socket (as fd 3), and never calls into libmongoc, so a worker forked
- * again after a crash, from a parent that has a MongoDB client, never uses the copy in its
- * memory. The parent reaps with WNOHANG while it reads, and waits only when it drains.
+ * Fork hygiene: the child resets its signals and ignores SIGINT and SIGTERM (the parent ends it
+ * by closing the socket), keeps only stdin/out/err and its socket (as fd 3), and never calls
+ * into libmongoc, so a worker forked again after a crash, from a parent that has a MongoDB
+ * client, never uses the copy in its memory. The parent reaps with WNOHANG while it reads, and
+ * waits only when it drains.
  */
 #ifndef FTS_WORKER_PROCESS_H
 #define FTS_WORKER_PROCESS_H
