@@ -1,12 +1,13 @@
 /*
  * cmd_extract.c - `ftsync extract`: parses the options, loads the configuration, and wires
  * the adapters (MongoDB source, Redis queue and lease, a forked transform worker) to the
- * core's extract loop (core/extract.c) through the ports of core/ports.h.
+ * core's extract loop (core/extract.c) through the ports of core/extract_ports.h.
  *
  * Fork hygiene: the first worker is forked before this process creates its MongoDB client or
- * any Redis connection (README.md, Architecture: a child must not use a parent's client). Workers
- * forked again later close everything but their socket and stderr (extract_ports.c). The invariants
- * (1, 4, 5, one active extractor) are kept by the core loop; this file only builds and frees.
+ * any Redis connection (a child must not use a parent's client).
+ * Workers forked again later keep only stdin/out/err and their socket (worker_process.c). The
+ * invariants (1, 4, 5, one active extractor) are kept by the core loop; this file only builds
+ * and frees.
  */
 #include <stdio.h>
 #include <string.h>
@@ -15,13 +16,13 @@
 
 #include "cmd.h"
 #include "extract.h"
-#include "extract_ports.h"
 #include "log.h"
 #include "mongo_source.h"
 #include "redis_conn.h"
 #include "redis_lease.h"
 #include "redis_queue.h"
 #include "signals.h"
+#include "worker_process.h"
 
 #define COMPONENT "extract"
 
@@ -52,43 +53,17 @@ void fts_cmd_extract_options(const fts_config_t *config, fts_extract_options_t *
     };
 }
 
-/* The MongoDB source's options. Its enums are its own (adapters/mongo/mongo_source.h), so the
- * configuration's choices are mapped here, once. */
+/* The MongoDB source's options, from the settings (the enums are the same). */
 static void mongo_source_options(const fts_config_t *config, fts_mongo_source_options_t *options,
                                  const char **collections)
 {
     fts_mongo_source_options_init(options);
-    switch (config->mongo_scope) {
-    case FTS_SCOPE_COLLECTION:
-        options->scope = FTS_MONGO_SCOPE_COLLECTION;
-        break;
-    case FTS_SCOPE_DATABASE:
-        options->scope = FTS_MONGO_SCOPE_DATABASE;
+    options->scope = config->mongo_scope;
+    if (config->mongo_scope == FTS_SCOPE_DATABASE) {
         options->collections = collections;
-        break;
     }
-    switch (config->mongo_full_document) {
-    case FTS_FULL_DOCUMENT_UPDATE_LOOKUP:
-        options->full_document = FTS_MONGO_FULL_DOCUMENT_UPDATE_LOOKUP;
-        break;
-    case FTS_FULL_DOCUMENT_WHEN_AVAILABLE:
-        options->full_document = FTS_MONGO_FULL_DOCUMENT_WHEN_AVAILABLE;
-        break;
-    case FTS_FULL_DOCUMENT_REQUIRED:
-        options->full_document = FTS_MONGO_FULL_DOCUMENT_REQUIRED;
-        break;
-    }
-    switch (config->mongo_pre_images) {
-    case FTS_PRE_IMAGES_OFF:
-        options->full_document_before_change = FTS_MONGO_BEFORE_CHANGE_OFF;
-        break;
-    case FTS_PRE_IMAGES_WHEN_AVAILABLE:
-        options->full_document_before_change = FTS_MONGO_BEFORE_CHANGE_WHEN_AVAILABLE;
-        break;
-    case FTS_PRE_IMAGES_REQUIRED:
-        options->full_document_before_change = FTS_MONGO_BEFORE_CHANGE_REQUIRED;
-        break;
-    }
+    options->full_document = config->mongo_full_document;
+    options->full_document_before_change = config->mongo_pre_images;
     options->batch_size = (int32_t)config->batch_size;
     options->max_await_time_ms = config->mongo_max_await_ms;
     options->scan_batch_size = (int32_t)config->batch_size;
@@ -120,9 +95,9 @@ int fts_cmd_extract(int argc, char **argv)
     fts_redis_queue_t *queue = NULL;
     fts_redis_lease_t *lease = NULL;
     fts_mongo_source_t *source = NULL;
-    fts_extract_process_t process;
-    fts_worker_port_t worker_port;
-    fts_extract_worker_port_init(&worker_port, &process, &config);
+    fts_worker_process_t process;
+    fts_worker_process_init(&process, &config);
+    fts_worker_port_t worker_port = fts_worker_process_port(&process);
     fts_error_t err;
     int status = FTS_EXIT_FAILURE;
 
@@ -132,7 +107,7 @@ int fts_cmd_extract(int argc, char **argv)
         return FTS_EXIT_FAILURE;
     }
     /* The worker first: no MongoDB client, no Redis connection exists yet. */
-    if (!worker_port.spawn(worker_port.context, &err)) {
+    if (!worker_port.ops->spawn(worker_port.context, &err)) {
         fts_log(FTS_LOG_ERROR, COMPONENT, "cannot start the worker: %s", err.message);
         goto cleanup;
     }
@@ -166,12 +141,9 @@ int fts_cmd_extract(int argc, char **argv)
         goto cleanup;
     }
 
-    fts_source_port_t source_port;
-    fts_queue_port_t queue_port;
-    fts_lease_port_t lease_port;
-    fts_extract_source_port_init(&source_port, source);
-    fts_extract_queue_port_init(&queue_port, queue);
-    fts_extract_lease_port_init(&lease_port, lease);
+    fts_source_port_t source_port = fts_mongo_source_port(source);
+    fts_queue_port_t queue_port = fts_redis_queue_port(queue);
+    fts_lease_port_t lease_port = fts_redis_lease_port(lease);
     fts_extract_ports_t ports = {
         .source = &source_port,
         .queue = &queue_port,
@@ -183,7 +155,7 @@ int fts_cmd_extract(int argc, char **argv)
     status = fts_extract_run(&extract_options, &ports);
 
 cleanup:
-    fts_extract_process_cleanup(&process);
+    fts_worker_process_cleanup(&process);
     fts_mongo_source_destroy(source);
     fts_redis_lease_destroy(lease);
     fts_redis_queue_destroy(queue);

@@ -26,7 +26,7 @@ static void usage(FILE *out)
                  "  --force  clear even while the lease is held\n");
 }
 
-static void show(const fts_redis_keys_t *keys, const fts_redis_position_t *position)
+static void show(const fts_redis_keys_t *keys, const fts_position_t *position)
 {
     if (!position->has_token && !position->has_snapshot) {
         printf("position: none (the next extract starts with a snapshot)\n");
@@ -35,15 +35,15 @@ static void show(const fts_redis_keys_t *keys, const fts_redis_position_t *posit
     if (position->has_token) {
         printf("position: token (%s)\n", keys->token);
         printf("token: %s\n", position->token);
-        printf("kind: %s\n", fts_redis_token_kind_name(position->token_kind));
-        printf("cluster_time: %" PRIu32 ".%" PRIu32 "\n", position->cluster_seconds,
-               position->cluster_increment);
+        printf("kind: %s\n", fts_token_kind_name(position->token_kind));
+        printf("cluster_time: %" PRIu32 ".%" PRIu32 "\n", position->cluster_time.seconds,
+               position->cluster_time.increment);
         printf("updated_at_ms: %" PRIu64 "\n", position->token_updated_at_ms);
     }
     if (position->has_snapshot) {
         printf("position: snapshot in progress (%s)\n", keys->snapshot);
-        printf("started_at: %" PRIu32 ".%" PRIu32 "\n", position->started_seconds,
-               position->started_increment);
+        printf("started_at: %" PRIu32 ".%" PRIu32 "\n", position->started.seconds,
+               position->started.increment);
         printf("last_id: %s\n", position->last_id ? position->last_id : "(none yet)");
         printf("queued: %" PRIu64 "\n", position->queued);
         printf("updated_at_ms: %" PRIu64 "\n", position->snapshot_updated_at_ms);
@@ -101,7 +101,7 @@ int fts_cmd_reset_token(int argc, char **argv)
     }
     const fts_redis_keys_t *keys = fts_redis_queue_keys(queue);
     if (!clear) {
-        fts_redis_position_t position;
+        fts_position_t position;
         memset(&position, 0, sizeof position);
         if (!fts_redis_queue_read_position(queue, &position, &err)) {
             fprintf(stderr, "ftsync reset-token: %s\n", err.message);
@@ -109,7 +109,7 @@ int fts_cmd_reset_token(int argc, char **argv)
         }
         printf("pipeline: %s\n", config.pipeline);
         show(keys, &position);
-        fts_redis_position_cleanup(&position);
+        fts_position_cleanup(&position);
         status = FTS_EXIT_OK;
         goto cleanup;
     }

@@ -13,22 +13,20 @@
  * Nothing here touches the data: every invariant is kept by the two children, which are the
  * same programs Kubernetes runs on their own.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "backoff.h"
+#include "child_process.h"
+#include "clock.h"
 #include "cmd.h"
 #include "log.h"
 #include "signals.h"
+#include "wait_status.h"
 
 #define LOG_COMPONENT "run"
 
@@ -41,74 +39,44 @@
 
 typedef struct {
     const char *command; /* "extract" or "load" */
-    pid_t pid;           /* 0: not running */
+    fts_child_t process; /* pid 0: not running */
     uint64_t started_at;
     uint64_t restart_at; /* 0: not waiting to restart */
     fts_backoff_t backoff;
 } child_t;
 
-static uint64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static bool child_start(child_t *child)
 {
-    pid_t pid = fork();
-    if (pid < 0) {
-        fts_log(FTS_LOG_ERROR, LOG_COMPONENT, "cannot start %s: fork: %s", child->command,
-                strerror(errno));
+    char *const args[] = {"ftsync", (char *)child->command, NULL};
+    fts_error_t err;
+    if (!fts_child_spawn_self(&child->process, args, &err)) {
+        fts_log(FTS_LOG_ERROR, LOG_COMPONENT, "cannot start %s: %s", child->command, err.message);
         return false;
     }
-    if (pid == 0) {
-        fts_signals_reset();
-        /* Should the supervisor die, its children must not run on unsupervised. */
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        char *const args[] = {"ftsync", (char *)child->command, NULL};
-        execv("/proc/self/exe", args);
-        fprintf(stderr, "ftsync run: cannot exec %s: %s\n", child->command, strerror(errno));
-        _exit(FTS_EXIT_FAILURE);
-    }
-    child->pid = pid;
-    child->started_at = monotonic_ms();
+    child->started_at = fts_clock_monotonic_ms();
     child->restart_at = 0;
-    fts_log(FTS_LOG_INFO, LOG_COMPONENT, "started %s (pid %ld)", child->command, (long)pid);
+    fts_log(FTS_LOG_INFO, LOG_COMPONENT, "started %s (pid %ld)", child->command,
+            (long)child->process.pid);
     return true;
-}
-
-static void describe_status(int status, char *text, size_t size)
-{
-    if (WIFEXITED(status)) {
-        snprintf(text, size, "exit status %d", WEXITSTATUS(status));
-    } else if (WIFSIGNALED(status)) {
-        snprintf(text, size, "signal %d", WTERMSIG(status));
-    } else {
-        snprintf(text, size, "status %d", status);
-    }
 }
 
 static void stop_children(child_t *children, size_t count, uint64_t timeout_ms)
 {
     for (size_t i = 0; i < count; i++) {
-        if (children[i].pid > 0) {
-            kill(children[i].pid, SIGTERM);
-        }
+        fts_child_kill(&children[i].process, SIGTERM);
     }
-    uint64_t deadline = monotonic_ms() + timeout_ms;
+    uint64_t deadline = fts_clock_monotonic_ms() + timeout_ms;
     for (;;) {
         bool running = false;
         for (size_t i = 0; i < count; i++) {
-            if (children[i].pid > 0) {
-                int status;
-                pid_t done = waitpid(children[i].pid, &status, WNOHANG);
-                if (done == children[i].pid || (done < 0 && errno == ECHILD)) {
+            if (children[i].process.pid > 0) {
+                int status = 0;
+                bool reaped = fts_child_reap(&children[i].process, false, &status);
+                if (reaped || children[i].process.pid == 0) {
                     char text[64];
-                    describe_status(status, text, sizeof text);
+                    fts_wait_status_describe(status, text, sizeof text);
                     fts_log(FTS_LOG_INFO, LOG_COMPONENT, "%s stopped (%s)", children[i].command,
-                            done < 0 ? "gone" : text);
-                    children[i].pid = 0;
+                            reaped ? text : "gone");
                 } else {
                     running = true;
                 }
@@ -117,19 +85,19 @@ static void stop_children(child_t *children, size_t count, uint64_t timeout_ms)
         if (!running) {
             return;
         }
-        if (monotonic_ms() >= deadline) {
+        if (fts_clock_monotonic_ms() >= deadline) {
             break;
         }
         struct timespec pause = {0, POLL_MS * 1000000L};
         nanosleep(&pause, NULL);
     }
     for (size_t i = 0; i < count; i++) {
-        if (children[i].pid > 0) {
+        if (children[i].process.pid > 0) {
             fts_log(FTS_LOG_WARN, LOG_COMPONENT, "%s did not stop in time: killing it",
                     children[i].command);
-            kill(children[i].pid, SIGKILL);
-            waitpid(children[i].pid, NULL, 0);
-            children[i].pid = 0;
+            fts_child_kill(&children[i].process, SIGKILL);
+            int status;
+            fts_child_reap(&children[i].process, true, &status);
         }
     }
 }
@@ -185,22 +153,20 @@ int fts_cmd_run(int argc, char **argv)
         fts_backoff_init(&children[i].backoff, retry_base_ms < 1000 ? 1000 : retry_base_ms,
                          retry_max_ms < 1000 ? 1000 : retry_max_ms, 0);
         if (!child_start(&children[i])) {
-            children[i].restart_at = monotonic_ms() + fts_backoff_next_ms(&children[i].backoff);
+            children[i].restart_at =
+                fts_clock_monotonic_ms() + fts_backoff_next_ms(&children[i].backoff);
         }
     }
     while (!fts_signals_stop_requested()) {
-        int status;
-        pid_t pid = waitpid(-1, &status, WNOHANG);
-        uint64_t now = monotonic_ms();
-        if (pid > 0) {
-            for (size_t i = 0; i < count; i++) {
-                child_t *child = &children[i];
-                if (child->pid != pid) {
-                    continue;
-                }
-                child->pid = 0;
+        uint64_t now = fts_clock_monotonic_ms();
+        bool reaped = false;
+        for (size_t i = 0; i < count; i++) {
+            child_t *child = &children[i];
+            int status = 0;
+            if (fts_child_reap(&child->process, false, &status)) {
+                reaped = true;
                 char text[64];
-                describe_status(status, text, sizeof text);
+                fts_wait_status_describe(status, text, sizeof text);
                 int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
                 if (code == FTS_EXIT_USAGE || code == FTS_EXIT_STOPPED || code == FTS_EXIT_OK) {
                     fts_log(code == FTS_EXIT_OK ? FTS_LOG_WARN : FTS_LOG_ERROR, LOG_COMPONENT,
@@ -218,11 +184,13 @@ int fts_cmd_run(int argc, char **argv)
                         "%s failed (%s); restarting it in %" PRIu64 " ms", child->command, text,
                         delay);
             }
-            continue;
+        }
+        if (reaped) {
+            continue; /* look again at once: another child may have ended too */
         }
         for (size_t i = 0; i < count; i++) {
             child_t *child = &children[i];
-            if (child->pid == 0 && child->restart_at && now >= child->restart_at) {
+            if (child->process.pid == 0 && child->restart_at && now >= child->restart_at) {
                 if (!child_start(child)) {
                     child->restart_at = now + fts_backoff_next_ms(&child->backoff);
                 }

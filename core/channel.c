@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <string.h>
 
 #include "channel.h"
 
@@ -32,17 +31,21 @@ static bool socket_wait(void *context)
     return !(poll(&pfd, 1, -1) < 0 && errno != EINTR);
 }
 
-void fts_socket_channel_init(fts_socket_channel_t *channel, int fd, fts_channel_port_t *port)
+static const fts_channel_ops_t socket_ops = {
+    .send = socket_send,
+    .receive = socket_receive,
+    .wait = socket_wait,
+};
+
+void fts_socket_channel_init(fts_socket_channel_t *channel, int fd)
 {
     channel->fd = fd;
     fts_frame_reader_init(&channel->reader);
-    if (port) {
-        memset(port, 0, sizeof *port);
-        port->context = channel;
-        port->send = socket_send;
-        port->receive = socket_receive;
-        port->wait = socket_wait;
-    }
+}
+
+fts_channel_port_t fts_socket_channel_port(fts_socket_channel_t *channel)
+{
+    return (fts_channel_port_t){.ops = &socket_ops, .context = channel};
 }
 
 bool fts_socket_channel_set_nonblocking(fts_socket_channel_t *channel, fts_error_t *err)

@@ -1,7 +1,7 @@
 /*
- * channel.h - the channel port (ports.h) over a stream socket: frames (core/frame.h) from the
- * extract parent to its forked transform worker, the in-memory queue between Extract and
- * Transform.
+ * channel.h - the channel port (extract_ports.h) over a stream socket: frames (core/frame.h)
+ * from the extract parent to its forked transform worker, the in-memory queue between Extract
+ * and Transform.
  *
  * The parent's end sends whole frames, blocking until each is out; the worker's end is made
  * non-blocking, so that receive finds "nothing more now" (AGAIN) and the worker flushes its
@@ -15,15 +15,18 @@
 
 #include "error.h"
 #include "frame.h"
-#include "ports.h"
+#include "extract_ports.h"
 
 typedef struct {
     int fd; /* borrowed: the caller closes it; -1: closed (send fails) */
     fts_frame_reader_t reader;
 } fts_socket_channel_t;
 
-/* Sets channel up over fd and fills port to use it (port->context = channel). */
-void fts_socket_channel_init(fts_socket_channel_t *channel, int fd, fts_channel_port_t *port);
+/* Sets channel up over fd. */
+void fts_socket_channel_init(fts_socket_channel_t *channel, int fd);
+
+/* The channel port over channel (borrowed: it must outlive the port). */
+fts_channel_port_t fts_socket_channel_port(fts_socket_channel_t *channel);
 
 /* The worker's end: makes fd non-blocking. false with err when it cannot. */
 bool fts_socket_channel_set_nonblocking(fts_socket_channel_t *channel, fts_error_t *err);

@@ -5,7 +5,7 @@
  *
  * Process shape and fork hygiene: the first worker is spawned (by the caller) before a MongoDB
  * client exists. A crashed worker is spawned again later through the worker port, from a
- * parent that has a client; that child never uses it (cmd/extract_ports.c).
+ * parent that has a client; that child never uses it (cmd/worker_process.c).
  *
  * Invariants kept here:
  *   1. the parent never writes a position itself while the worker may still queue what comes
@@ -33,9 +33,10 @@
 #include "extract.h"
 #include "extract_worker.h"
 #include "log.h"
-#include "ports.h"
+#include "extract_ports.h"
 #include "signals.h"
 #include "worker_message.h"
+#include "wait_status.h"
 
 #define COMPONENT "extract"
 
@@ -117,35 +118,23 @@ typedef struct {
 
 static bool spawn_worker(extract_t *ex, fts_error_t *err)
 {
-    if (!ex->worker->spawn(ex->worker->context, err)) {
+    if (!ex->worker->ops->spawn(ex->worker->context, err)) {
         return false;
     }
     ex->worker_started_ms = fts_clock_monotonic_ms();
     return true;
 }
 
-/* Describes a wait status into text. */
-static void describe_status(int status, char *text, size_t size)
-{
-    if (WIFEXITED(status)) {
-        snprintf(text, size, "exit status %d", WEXITSTATUS(status));
-    } else if (WIFSIGNALED(status)) {
-        snprintf(text, size, "signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
-    } else {
-        snprintf(text, size, "status %d", status);
-    }
-}
-
 /* Closes the channel (the worker queues what it has and exits) and waits for it. Returns the
  * wait status, or -1 when there was no worker. */
 static int drain_worker(extract_t *ex)
 {
-    ex->worker->close(ex->worker->context);
-    if (!ex->worker->running(ex->worker->context)) {
+    ex->worker->ops->close(ex->worker->context);
+    if (!ex->worker->ops->running(ex->worker->context)) {
         return -1;
     }
     int status = 0;
-    if (!ex->worker->reap(ex->worker->context, true, &status)) {
+    if (!ex->worker->ops->reap(ex->worker->context, true, &status)) {
         status = -1;
     }
     return status;
@@ -153,7 +142,7 @@ static int drain_worker(extract_t *ex)
 
 static void kill_worker(extract_t *ex)
 {
-    ex->worker->kill(ex->worker->context);
+    ex->worker->ops->kill(ex->worker->context);
     drain_worker(ex);
 }
 
@@ -236,7 +225,7 @@ static bool load_position(extract_t *ex, char **key, fts_error_t *err)
 {
     fts_position_t saved;
     memset(&saved, 0, sizeof saved);
-    if (!ex->queue->read_position(ex->queue->context, &saved, err)) {
+    if (!ex->queue->ops->read_position(ex->queue->context, &saved, err)) {
         return false;
     }
     clear_pos(ex);
@@ -267,16 +256,16 @@ static bool load_position(extract_t *ex, char **key, fts_error_t *err)
  * port (FTS_SOURCE_HISTORY_LOST, or anything else to retry). */
 static bool open_source(extract_t *ex, fts_error_t *err)
 {
-    ex->source->scan_destroy(ex->source->context, ex->scan);
+    ex->source->ops->scan_destroy(ex->source->context, ex->scan);
     ex->scan = NULL;
-    ex->source->close(ex->source->context);
+    ex->source->ops->close(ex->source->context);
     ex->streaming = false;
     const char *scan_collection =
         ex->options->scope == FTS_SCOPE_DATABASE ? ex->options->collection : NULL;
 
     if (ex->pos == POS_NONE) {
         /* A snapshot: note the time first, so that the stream that follows misses nothing. */
-        if (!ex->source->cluster_time(ex->source->context, &ex->snap_time, err)) {
+        if (!ex->source->ops->cluster_time(ex->source->context, &ex->snap_time, err)) {
             return false;
         }
         ex->pos = POS_SNAPSHOT;
@@ -286,8 +275,9 @@ static bool open_source(extract_t *ex, fts_error_t *err)
                 ex->snap_time.seconds, ex->snap_time.increment);
     }
     if (ex->pos == POS_SNAPSHOT) {
-        ex->scan = ex->source->scan_new(ex->source->context, scan_collection,
-                                        ex->last_id.value_type != 0 ? &ex->last_id : NULL, err);
+        ex->scan =
+            ex->source->ops->scan_new(ex->source->context, scan_collection,
+                                      ex->last_id.value_type != 0 ? &ex->last_id : NULL, err);
         return ex->scan != NULL;
     }
     fts_source_position_t position = {.from = FTS_SOURCE_START_AT_TIME, .time = ex->snap_time};
@@ -298,7 +288,7 @@ static bool open_source(extract_t *ex, fts_error_t *err)
                                                                 : FTS_SOURCE_RESUME_AFTER;
         position.token = ex->token;
     }
-    bool ok = ex->source->open(ex->source->context, &position, err);
+    bool ok = ex->source->ops->open(ex->source->context, &position, err);
     ex->streaming = ok;
     return ok;
 }
@@ -313,7 +303,7 @@ static bool send_message(extract_t *ex, const fts_worker_message_t *message)
     fts_error_t err;
     bson_t frame = BSON_INITIALIZER;
     fts_worker_message_encode(message, &frame);
-    bool sent = ex->worker->send(ex->worker->context, &frame, &err);
+    bool sent = ex->worker->ops->send(ex->worker->context, &frame, &err);
     bson_destroy(&frame);
     if (!sent) {
         return false;
@@ -348,7 +338,7 @@ static bool maintain(extract_t *ex)
     uint64_t ttl = ex->options->lease_ttl_ms;
     if (now >= ex->next_renew_ms) {
         fts_lease_status_t status;
-        if (ex->lease->renew(ex->lease->context, &status, &err)) {
+        if (ex->lease->ops->renew(ex->lease->context, &status, &err)) {
             if (status.state == FTS_LEASE_LOST) {
                 fts_log(FTS_LOG_ERROR, COMPONENT,
                         "extractor lease lost: stopping reading (holder %s)", status.holder);
@@ -360,7 +350,7 @@ static bool maintain(extract_t *ex)
             ex->next_renew_ms = now + IDLE_SLICE_MS * 5;
         }
     }
-    if (ex->lease->remaining_ms(ex->lease->context) == 0) {
+    if (ex->lease->ops->remaining_ms(ex->lease->context) == 0) {
         fts_log(FTS_LOG_ERROR, COMPONENT,
                 "extractor lease expired before it could be renewed: stopping reading");
         return false;
@@ -372,7 +362,7 @@ static bool maintain(extract_t *ex)
         ex->next_backlog_ms = now + BACKLOG_CHECK_MS;
         ex->sent_since_check = 0;
         fts_backlog_t backlog;
-        if (ex->queue->backlog(ex->queue->context, &backlog, &err)) {
+        if (ex->queue->ops->backlog(ex->queue->context, &backlog, &err)) {
             bool over = backlog.entries > ex->options->backlog_max;
             if (over && !ex->paused) {
                 fts_log(FTS_LOG_WARN, COMPONENT, "paused: backlog %llu > max %llu",
@@ -392,7 +382,7 @@ static bool maintain(extract_t *ex)
     if (now >= ex->next_trim_ms) {
         ex->next_trim_ms = now + ex->options->trim_interval_ms;
         fts_trim_result_t trim;
-        if (ex->queue->trim(ex->queue->context, &trim, &err)) {
+        if (ex->queue->ops->trim(ex->queue->context, &trim, &err)) {
             if (trim.removed > 0) {
                 fts_log(FTS_LOG_INFO, COMPONENT,
                         "trimmed acknowledged entries "
@@ -434,8 +424,8 @@ typedef enum { STEP_OK = 0, STEP_REOPEN, STEP_END } step_t;
 static step_t worker_ended(extract_t *ex, int status, session_end_t *end)
 {
     char text[128];
-    describe_status(status, text, sizeof text);
-    ex->worker->close(ex->worker->context); /* reaped already: a no-op */
+    fts_wait_status_describe(status, text, sizeof text);
+    ex->worker->ops->close(ex->worker->context); /* reaped already: a no-op */
     if (WIFEXITED(status) && WEXITSTATUS(status) == FTS_WORKER_EXIT_UNSUPPORTED) {
         fts_log(FTS_LOG_ERROR, COMPONENT,
                 "stopped: the change stream has an event ftsync cannot follow (see the "
@@ -510,11 +500,11 @@ static step_t worker_ended(extract_t *ex, int status, session_end_t *end)
 /* Checks (without blocking) whether the worker ended. */
 static step_t check_worker(extract_t *ex, session_end_t *end)
 {
-    if (!ex->worker->running(ex->worker->context)) {
+    if (!ex->worker->ops->running(ex->worker->context)) {
         return STEP_OK;
     }
     int status = 0;
-    if (ex->worker->reap(ex->worker->context, false, &status)) {
+    if (ex->worker->ops->reap(ex->worker->context, false, &status)) {
         return worker_ended(ex, status, end);
     }
     return STEP_OK;
@@ -524,9 +514,9 @@ static step_t check_worker(extract_t *ex, session_end_t *end)
 static step_t worker_gone(extract_t *ex, session_end_t *end)
 {
     int status = 0;
-    ex->worker->close(ex->worker->context);
-    if (ex->worker->running(ex->worker->context) &&
-        !ex->worker->reap(ex->worker->context, true, &status)) {
+    ex->worker->ops->close(ex->worker->context);
+    if (ex->worker->ops->running(ex->worker->context) &&
+        !ex->worker->ops->reap(ex->worker->context, true, &status)) {
         status = 0;
     }
     return worker_ended(ex, status, end);
@@ -558,7 +548,7 @@ static step_t source_failed(extract_t *ex, const fts_error_t *err, session_end_t
             return worker_ended(ex, status, end);
         }
         fts_error_t clear_err;
-        while (!ex->queue->clear_position(ex->queue->context, &clear_err)) {
+        while (!ex->queue->ops->clear_position(ex->queue->context, &clear_err)) {
             fts_log(FTS_LOG_ERROR, COMPONENT, "cannot clear the position: %s", clear_err.message);
             if (!wait_maintaining(ex, fts_backoff_next_ms(&ex->source_backoff))) {
                 *end = fts_signals_stop_requested() ? SESSION_STOP : SESSION_LEASE_LOST;
@@ -599,7 +589,7 @@ static bool dead_letter_here(extract_t *ex, const bson_t *payload,
     char *json = bson_as_relaxed_extended_json(payload, NULL);
     const char *items[] = {"event", json ? json : "(not representable as JSON)"};
     fts_dead_letter_t dead = {.items = items, .count = 2, .reason = reason, .stage = "transform"};
-    bool ok = ex->queue->dead_letter(ex->queue->context, &dead, checkpoint, err);
+    bool ok = ex->queue->ops->dead_letter(ex->queue->context, &dead, checkpoint, err);
     bson_free(json);
     if (ok) {
         fts_log(FTS_LOG_ERROR, COMPONENT, "poison event dead-lettered: %s", reason);
@@ -618,11 +608,11 @@ static step_t scan_step(extract_t *ex, session_end_t *end)
 {
     fts_error_t err;
     const bson_t *doc = NULL;
-    if (!ex->source->scan_next(ex->source->context, ex->scan, &doc, &err)) {
+    if (!ex->source->ops->scan_next(ex->source->context, ex->scan, &doc, &err)) {
         return source_failed(ex, &err, end);
     }
     if (!doc) {
-        ex->source->scan_destroy(ex->source->context, ex->scan);
+        ex->source->ops->scan_destroy(ex->source->context, ex->scan);
         ex->scan = NULL;
         if (ex->resync) {
             fts_worker_message_t sweep = {
@@ -696,14 +686,14 @@ static step_t stream_step(extract_t *ex, session_end_t *end)
     fts_error_t err;
     fts_source_next_t what;
     const bson_t *event = NULL;
-    if (!ex->source->next(ex->source->context, &what, &event, &err)) {
+    if (!ex->source->ops->next(ex->source->context, &what, &event, &err)) {
         return source_failed(ex, &err, end);
     }
-    char *token = ex->source->resume_token_json(ex->source->context);
+    char *token = ex->source->ops->resume_token_json(ex->source->context);
     if (!token) {
         return STEP_OK; /* no token yet: nothing to save */
     }
-    fts_token_kind_t kind = ex->source->token_needs_start_after(ex->source->context)
+    fts_token_kind_t kind = ex->source->ops->token_needs_start_after(ex->source->context)
                                 ? FTS_TOKEN_START_AFTER
                                 : FTS_TOKEN_RESUME;
     bool changed = ex->pos != POS_TOKEN || !ex->token || strcmp(ex->token, token) != 0 ||
@@ -781,13 +771,13 @@ static session_end_t run_session(extract_t *ex)
     ex->next_trim_ms = now + ex->options->trim_interval_ms;
     ex->paused = false;
 
-    while (!ex->queue->ensure_group(ex->queue->context, &err)) {
+    while (!ex->queue->ops->ensure_group(ex->queue->context, &err)) {
         fts_log(FTS_LOG_ERROR, COMPONENT, "cannot create the loaders' group: %s", err.message);
         if (!wait_maintaining(ex, fts_backoff_next_ms(&ex->source_backoff))) {
             return fts_signals_stop_requested() ? SESSION_STOP : SESSION_LEASE_LOST;
         }
     }
-    if (!ex->worker->running(ex->worker->context) && !spawn_worker(ex, &err)) {
+    if (!ex->worker->ops->running(ex->worker->context) && !spawn_worker(ex, &err)) {
         fts_log(FTS_LOG_ERROR, COMPONENT, "cannot start the worker: %s", err.message);
         ex->exit_status = FTS_EXTRACT_EXIT_FAILURE;
         return SESSION_FATAL;
@@ -860,12 +850,12 @@ static bool acquire_lease(extract_t *ex)
     uint64_t interval = ex->options->lease_ttl_ms / 3;
     while (!fts_signals_stop_requested()) {
         fts_lease_status_t status;
-        if (ex->lease->acquire(ex->lease->context, &status, &err)) {
+        if (ex->lease->ops->acquire(ex->lease->context, &status, &err)) {
             if (status.state == FTS_LEASE_ACQUIRED) {
                 fts_log(FTS_LOG_INFO, COMPONENT,
                         "extractor lease acquired: active "
                         "(owner %s)",
-                        ex->lease->owner(ex->lease->context));
+                        ex->lease->ops->owner(ex->lease->context));
                 return true;
             }
             if (strcmp(last_holder, status.holder) != 0) {
@@ -899,7 +889,7 @@ int fts_extract_run(const fts_extract_options_t *options, const fts_extract_port
     snprintf(ex.ns, sizeof ex.ns, "%s.%s", options->db, options->collection);
     fts_backoff_init(&ex.worker_backoff, RETRY_BASE_MS, RETRY_CAP_MS, 0);
     fts_backoff_init(&ex.source_backoff, RETRY_BASE_MS, RETRY_CAP_MS, 0);
-    if (ex.worker->running(ex.worker->context)) {
+    if (ex.worker->ops->running(ex.worker->context)) {
         ex.worker_started_ms = fts_clock_monotonic_ms();
     }
     fts_error_t err;
@@ -911,9 +901,9 @@ int fts_extract_run(const fts_extract_options_t *options, const fts_extract_port
             break;
         }
         session_end_t end = run_session(&ex);
-        ex.source->scan_destroy(ex.source->context, ex.scan);
+        ex.source->ops->scan_destroy(ex.source->context, ex.scan);
         ex.scan = NULL;
-        ex.source->close(ex.source->context);
+        ex.source->ops->close(ex.source->context);
         if (end == SESSION_LEASE_LOST) {
             /* Someone else may be active: stop this worker at once, whatever it holds (the
              * new holder re-reads from the saved position; replays are harmless). */
@@ -925,7 +915,7 @@ int fts_extract_run(const fts_extract_options_t *options, const fts_extract_port
             /* Clean stop: the worker queues and checkpoints every frame it got, then exits. */
             int ws = drain_worker(&ex);
             char text[128];
-            describe_status(ws, text, sizeof text);
+            fts_wait_status_describe(ws, text, sizeof text);
             status = (ws == -1 || (WIFEXITED(ws) && WEXITSTATUS(ws) == 0))
                          ? FTS_EXTRACT_EXIT_OK
                          : FTS_EXTRACT_EXIT_FAILURE;
@@ -936,7 +926,7 @@ int fts_extract_run(const fts_extract_options_t *options, const fts_extract_port
             status = ex.exit_status;
         }
         fts_lease_status_t lease_status;
-        if (!ex.lease->release(ex.lease->context, &lease_status, &err)) {
+        if (!ex.lease->ops->release(ex.lease->context, &lease_status, &err)) {
             fts_log(FTS_LOG_WARN, COMPONENT,
                     "cannot release the lease (it expires by "
                     "itself): %s",
@@ -951,6 +941,6 @@ int fts_extract_run(const fts_extract_options_t *options, const fts_extract_port
     bson_free(ex.crash_key);
     bson_free(ex.careful_until);
     bson_free(ex.last_sent_key);
-    ex.source->scan_destroy(ex.source->context, ex.scan);
+    ex.source->ops->scan_destroy(ex.source->context, ex.scan);
     return status;
 }

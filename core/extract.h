@@ -1,8 +1,8 @@
 /*
- * extract.h - the parent process of `ftsync extract`, as core logic over ports (ports.h): it
- * holds the lease, reads the saved position, snapshots the collection when there is none, then
- * follows the change stream, and frames every event to the transform worker, which queues the
- * actions and checkpoints the position (extract_worker.h).
+ * extract.h - the parent process of `ftsync extract`, as core logic over ports
+ * (extract_ports.h): it holds the lease, reads the saved position, snapshots the collection
+ * when there is none, then follows the change stream, and frames every event to the transform
+ * worker, which queues the actions and checkpoints the position (extract_worker.h).
  *
  * Invariants kept (see extract.c for how):
  *   1. the parent never writes a position itself while the worker may still queue what comes
@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 #include "config.h"
-#include "ports.h"
+#include "extract_ports.h"
 #include "transform.h"
 
 /* What fts_extract_run returns: the exit statuses of cmd.h (FTS_EXIT_*), same values. */

@@ -11,7 +11,7 @@
  *   5. a bad event is dead-lettered with its reason and the position moves past it; an event
  *      only an operator can resolve ends the worker with FTS_WORKER_EXIT_UNSUPPORTED, which
  *      the parent turns into a clear error state.
- * It knows no server: the queue and the channel are ports (ports.h).
+ * It knows no server: the queue and the channel are ports (extract_ports.h).
  */
 #include <stdio.h>
 #include <assert.h>
@@ -78,8 +78,8 @@ static bool flush(worker_t *worker, fts_error_t *err)
     }
     fts_checkpoint_t checkpoint;
     position_to_checkpoint(&worker->position, &checkpoint);
-    bool ok = worker->queue->append(worker->queue->context, worker->argv, worker->count,
-                                    worker->position.set ? &checkpoint : NULL, err);
+    bool ok = worker->queue->ops->append(worker->queue->context, worker->argv, worker->count,
+                                         worker->position.set ? &checkpoint : NULL, err);
     for (size_t i = 0; i < worker->count; i++) {
         fts_action_cleanup(&worker->actions[i]);
     }
@@ -111,8 +111,8 @@ static bool dead_letter(worker_t *worker, const bson_t *payload, const char *rea
     fts_dead_letter_t dead = {.items = items, .count = 2, .reason = reason, .stage = "transform"};
     fts_checkpoint_t checkpoint;
     position_to_checkpoint(&worker->position, &checkpoint);
-    bool ok = worker->queue->dead_letter(worker->queue->context, &dead,
-                                         worker->position.set ? &checkpoint : NULL, err);
+    bool ok = worker->queue->ops->dead_letter(worker->queue->context, &dead,
+                                              worker->position.set ? &checkpoint : NULL, err);
     bson_free(json);
     position_clear(&worker->position);
     return ok;
@@ -212,7 +212,7 @@ static int handle_frame(worker_t *worker, const bson_t *frame)
         return -1;
     }
     if (produced) {
-        if (!fts_action_encode(action, worker->queue->stream_key(worker->queue->context),
+        if (!fts_action_encode(action, worker->queue->ops->stream_key(worker->queue->context),
                                &worker->argv[worker->count], &err)) {
             /* validate refused what the transform made: treat it as a bad event. */
             fts_action_cleanup(action);
@@ -252,7 +252,7 @@ int fts_extract_worker_loop(fts_transform_t *transform, size_t batch_size,
 
     for (;;) {
         bson_t frame;
-        fts_frame_status_t got = channel->receive(channel->context, &frame, &err);
+        fts_frame_status_t got = channel->ops->receive(channel->context, &frame, &err);
         if (got == FTS_FRAME_READY) {
             int end = handle_frame(&worker, &frame);
             if (end >= 0) {
@@ -277,7 +277,7 @@ int fts_extract_worker_loop(fts_transform_t *transform, size_t batch_size,
             status = FTS_WORKER_EXIT_RETRY;
             goto cleanup;
         }
-        if (!channel->wait(channel->context)) {
+        if (!channel->ops->wait(channel->context)) {
             status = FTS_WORKER_EXIT_RETRY;
             goto cleanup;
         }

@@ -15,7 +15,7 @@
 
 #include <stddef.h>
 
-#include "ports.h"
+#include "extract_ports.h"
 #include "transform.h"
 
 /* The worker's exit statuses. */

@@ -30,7 +30,7 @@
 #include <bson/bson.h>
 
 #include "error.h"
-#include "ports.h"
+#include "extract_ports.h"
 
 typedef enum {
     FTS_WORKER_MESSAGE_EVENT = 1, /* "event" */

@@ -15,6 +15,9 @@
  *   - a resumed scan starts strictly after the given _id in the server's _id order, including
  *     _ids of BSON types that sort later, so a crash mid-scan neither skips nor restarts;
  *   - libmongoc's log goes through fts_log, whose secret scrubbing covers the URI's password.
+ *
+ * The source is the extract's source port (extract_ports.h): its functions take the port's
+ * types and the port's table (fts_mongo_source_port) only adapts the context pointer.
  */
 #include "mongo_source.h"
 
@@ -132,7 +135,7 @@ void fts_mongo_source_options_init(fts_mongo_source_options_t *options)
 
 bool fts_mongo_error_is_history_lost(const fts_error_t *err)
 {
-    return err && err->domain == FTS_ERROR_MONGO && err->code == FTS_MONGO_HISTORY_LOST;
+    return err && err->domain == FTS_ERROR_MONGO && err->code == FTS_SOURCE_HISTORY_LOST;
 }
 
 static const char *reply_code_name(const bson_t *reply)
@@ -185,7 +188,7 @@ static bool fail_from_mongoc(fts_mongo_source_t *source, const char *what, const
                (role == POSITION_TOKEN_OPEN && is_token_parse_code(server_code));
     }
     if (lost) {
-        return fts_error_set(err, FTS_ERROR_MONGO, FTS_MONGO_HISTORY_LOST,
+        return fts_error_set(err, FTS_ERROR_MONGO, FTS_SOURCE_HISTORY_LOST,
                              "%s on %s: the change stream cannot continue from its position, a "
                              "resync is needed: server error %d (%s): %s",
                              what, ns, server_code, reply_code_name(reply), error->message);
@@ -248,7 +251,7 @@ static bool check_options(const char *database, const char *collection,
     if (!check_name("database", database, "/\\. \"$*<>:|?", err)) {
         return false;
     }
-    if (options->scope == FTS_MONGO_SCOPE_COLLECTION) {
+    if (options->scope == FTS_SCOPE_COLLECTION) {
         if (!check_name("collection", collection, "$", err)) {
             return false;
         }
@@ -258,7 +261,7 @@ static bool check_options(const char *database, const char *collection,
                                  "this source follows the collection %s.%s",
                                  database, collection);
         }
-    } else if (options->scope == FTS_MONGO_SCOPE_DATABASE) {
+    } else if (options->scope == FTS_SCOPE_DATABASE) {
         if (collection) {
             return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
                                  "a database-wide source on %s takes its collections from the "
@@ -274,11 +277,11 @@ static bool check_options(const char *database, const char *collection,
         return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
                              "unknown change stream scope %d", (int)options->scope);
     }
-    if ((unsigned)options->full_document > FTS_MONGO_FULL_DOCUMENT_REQUIRED) {
+    if ((unsigned)options->full_document > FTS_FULL_DOCUMENT_REQUIRED) {
         return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
                              "unknown fullDocument mode %d", (int)options->full_document);
     }
-    if ((unsigned)options->full_document_before_change > FTS_MONGO_BEFORE_CHANGE_REQUIRED) {
+    if ((unsigned)options->full_document_before_change > FTS_PRE_IMAGES_REQUIRED) {
         return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
                              "unknown fullDocumentBeforeChange mode %d",
                              (int)options->full_document_before_change);
@@ -398,7 +401,7 @@ fts_mongo_source_t *fts_mongo_source_new(const char *uri, const char *database,
         source->options.scan_batch_size = FTS_MONGO_DEFAULT_SCAN_BATCH_SIZE;
     }
     source->database = mongoc_client_get_database(source->client, database);
-    if (options->scope == FTS_MONGO_SCOPE_COLLECTION) {
+    if (options->scope == FTS_SCOPE_COLLECTION) {
         source->collection = mongoc_client_get_collection(source->client, database, collection);
         source->ns = bson_strdup_printf("%s.%s", database, collection);
     } else {
@@ -461,24 +464,6 @@ void fts_mongo_source_destroy(fts_mongo_source_t *source)
 
 /* --- the change stream --- */
 
-static const char *full_document_name(fts_mongo_full_document_t mode)
-{
-    switch (mode) {
-    case FTS_MONGO_FULL_DOCUMENT_WHEN_AVAILABLE:
-        return "whenAvailable";
-    case FTS_MONGO_FULL_DOCUMENT_REQUIRED:
-        return "required";
-    case FTS_MONGO_FULL_DOCUMENT_UPDATE_LOOKUP:
-    default:
-        return "updateLookup";
-    }
-}
-
-static const char *before_change_name(fts_mongo_before_change_t mode)
-{
-    return mode == FTS_MONGO_BEFORE_CHANGE_REQUIRED ? "required" : "whenAvailable";
-}
-
 /* A resume token the server could accept: a document with a _data string (MongoDB 4.2 and
  * later refuse anything else with 40647; the double too). NULL when it is, else what is
  * wrong. */
@@ -501,7 +486,7 @@ static bool fail_bad_token(fts_mongo_source_t *source, const bson_t *token, cons
                            fts_error_t *err)
 {
     char *json = token ? bson_as_canonical_extended_json(token, NULL) : NULL;
-    fts_error_set(err, FTS_ERROR_MONGO, FTS_MONGO_HISTORY_LOST,
+    fts_error_set(err, FTS_ERROR_MONGO, FTS_SOURCE_HISTORY_LOST,
                   "opening the change stream on %s: the saved position %.*s is not a resume "
                   "token (%s); a resync is needed",
                   source->ns, TOKEN_SHOWN_MAX, json ? json : "(none)", problem);
@@ -509,46 +494,50 @@ static bool fail_bad_token(fts_mongo_source_t *source, const bson_t *token, cons
     return false;
 }
 
-bool fts_mongo_source_open(fts_mongo_source_t *source, const fts_mongo_position_t *position,
+bool fts_mongo_source_open(fts_mongo_source_t *source, const fts_source_position_t *position,
                            fts_error_t *err)
 {
     bool ok = false;
     bson_t opts = BSON_INITIALIZER;
-    fts_mongo_position_t now = {.from = FTS_MONGO_FROM_NOW};
+    bson_t *token = NULL;
 
     fts_mongo_source_close(source);
     source->server_code = 0;
-    if (!position) {
-        position = &now;
-    }
-    BSON_APPEND_UTF8(&opts, "fullDocument", full_document_name(source->options.full_document));
-    if (source->options.full_document_before_change != FTS_MONGO_BEFORE_CHANGE_OFF) {
+    /* The settings' names are the server's option values (config.c). */
+    BSON_APPEND_UTF8(&opts, "fullDocument", fts_full_document_names[source->options.full_document]);
+    if (source->options.full_document_before_change != FTS_PRE_IMAGES_OFF) {
         BSON_APPEND_UTF8(&opts, "fullDocumentBeforeChange",
-                         before_change_name(source->options.full_document_before_change));
+                         fts_pre_images_names[source->options.full_document_before_change]);
     }
     if (source->options.batch_size > 0) {
         BSON_APPEND_INT32(&opts, "batchSize", source->options.batch_size);
     }
     BSON_APPEND_INT64(&opts, "maxAwaitTimeMS", source->options.max_await_time_ms);
 
-    switch (position->from) {
-    case FTS_MONGO_FROM_NOW:
+    switch (position ? position->from : 0) {
+    case 0: /* no position: from now on */
         break;
-    case FTS_MONGO_RESUME_AFTER:
-    case FTS_MONGO_START_AFTER: {
-        const char *problem = token_problem(position->token);
+    case FTS_SOURCE_RESUME_AFTER:
+    case FTS_SOURCE_START_AFTER: {
+        token = fts_mongo_token_from_json(position->token, err);
+        if (!token) {
+            /* A saved text that is no JSON object: no resume is possible, resync. */
+            err->domain = FTS_ERROR_MONGO;
+            err->code = FTS_SOURCE_HISTORY_LOST;
+            goto cleanup;
+        }
+        const char *problem = token_problem(token);
         if (problem) {
-            fail_bad_token(source, position->token, problem, err);
+            fail_bad_token(source, token, problem, err);
             goto cleanup;
         }
         BSON_APPEND_DOCUMENT(
-            &opts, position->from == FTS_MONGO_RESUME_AFTER ? "resumeAfter" : "startAfter",
-            position->token);
+            &opts, position->from == FTS_SOURCE_RESUME_AFTER ? "resumeAfter" : "startAfter", token);
         source->opened_with_token = true;
-        source->start_after_open = position->from == FTS_MONGO_START_AFTER;
+        source->start_after_open = position->from == FTS_SOURCE_START_AFTER;
         break;
     }
-    case FTS_MONGO_START_AT_TIME:
+    case FTS_SOURCE_START_AT_TIME:
         /* libmongoc takes a zero timestamp for "not given" and would start from now. */
         if (position->time.seconds == 0 && position->time.increment == 0) {
             fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
@@ -583,6 +572,7 @@ bool fts_mongo_source_open(fts_mongo_source_t *source, const fts_mongo_position_
     ok = true;
 
 cleanup:
+    bson_destroy(token);
     bson_destroy(&opts);
     return ok;
 }
@@ -594,11 +584,11 @@ static bool is_invalidate(const bson_t *event)
            strcmp(bson_iter_utf8(&iter, NULL), "invalidate") == 0;
 }
 
-bool fts_mongo_source_next(fts_mongo_source_t *source, fts_mongo_next_t *what, const bson_t **event,
-                           fts_error_t *err)
+bool fts_mongo_source_next(fts_mongo_source_t *source, fts_source_next_t *what,
+                           const bson_t **event, fts_error_t *err)
 {
     *event = NULL;
-    *what = FTS_MONGO_NEXT_IDLE;
+    *what = FTS_SOURCE_NEXT_IDLE;
     if (!source->stream) {
         return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
                              "the change stream on %s is not open", source->ns);
@@ -606,7 +596,7 @@ bool fts_mongo_source_next(fts_mongo_source_t *source, fts_mongo_next_t *what, c
     if (source->invalidated) {
         /* The server closed the cursor with the invalidate; libmongoc would only say "no
          * more" at once, again and again. */
-        *what = FTS_MONGO_NEXT_INVALIDATED;
+        *what = FTS_SOURCE_NEXT_INVALIDATED;
         return true;
     }
     const bson_t *doc = NULL;
@@ -634,7 +624,7 @@ bool fts_mongo_source_next(fts_mongo_source_t *source, fts_mongo_next_t *what, c
                     "or renamed)",
                     source->ns);
         }
-        *what = FTS_MONGO_NEXT_EVENT;
+        *what = FTS_SOURCE_NEXT_EVENT;
         *event = doc;
         return true;
     }
@@ -702,7 +692,7 @@ bson_t *fts_mongo_token_from_json(const char *json, fts_error_t *err)
 
 /* --- cluster time --- */
 
-bool fts_mongo_source_cluster_time(fts_mongo_source_t *source, fts_mongo_timestamp_t *now,
+bool fts_mongo_source_cluster_time(fts_mongo_source_t *source, fts_timestamp_t *now,
                                    fts_error_t *err)
 {
     bool ok = false;
@@ -895,4 +885,72 @@ void fts_mongo_scan_destroy(fts_mongo_scan_t *scan)
     mongoc_collection_destroy(scan->collection);
     bson_free(scan->ns);
     bson_free(scan);
+}
+
+/* --- the source port --- */
+
+static bool port_open(void *context, const fts_source_position_t *position, fts_error_t *err)
+{
+    return fts_mongo_source_open(context, position, err);
+}
+
+static void port_close(void *context)
+{
+    fts_mongo_source_close(context);
+}
+
+static bool port_next(void *context, fts_source_next_t *what, const bson_t **event,
+                      fts_error_t *err)
+{
+    return fts_mongo_source_next(context, what, event, err);
+}
+
+static char *port_resume_token_json(void *context)
+{
+    return fts_mongo_source_resume_token_json(context);
+}
+
+static bool port_token_needs_start_after(void *context)
+{
+    return fts_mongo_source_token_needs_start_after(context);
+}
+
+static bool port_cluster_time(void *context, fts_timestamp_t *now, fts_error_t *err)
+{
+    return fts_mongo_source_cluster_time(context, now, err);
+}
+
+static void *port_scan_new(void *context, const char *collection, const bson_value_t *after_id,
+                           fts_error_t *err)
+{
+    return fts_mongo_scan_new(context, collection, after_id, err);
+}
+
+static bool port_scan_next(void *context, void *scan, const bson_t **doc, fts_error_t *err)
+{
+    (void)context;
+    return fts_mongo_scan_next(scan, doc, err);
+}
+
+static void port_scan_destroy(void *context, void *scan)
+{
+    (void)context;
+    fts_mongo_scan_destroy(scan);
+}
+
+static const fts_source_ops_t source_ops = {
+    .open = port_open,
+    .close = port_close,
+    .next = port_next,
+    .resume_token_json = port_resume_token_json,
+    .token_needs_start_after = port_token_needs_start_after,
+    .cluster_time = port_cluster_time,
+    .scan_new = port_scan_new,
+    .scan_next = port_scan_next,
+    .scan_destroy = port_scan_destroy,
+};
+
+fts_source_port_t fts_mongo_source_port(fts_mongo_source_t *source)
+{
+    return (fts_source_port_t){.ops = &source_ops, .context = source};
 }

@@ -19,7 +19,7 @@
  *     ResumableChangeStreamError label, CursorNotFound); those resumes are invisible except
  *     for a log line and fts_mongo_source_resume_count(). An error it gives up on comes out
  *     of fts_mongo_source_next() classified by err->code:
- *       FTS_MONGO_HISTORY_LOST  the position is gone from the server's history (286
+ *       FTS_SOURCE_HISTORY_LOST the position is gone from the server's history (286
  *                               ChangeStreamHistoryLost, 136 CappedPositionLost, 280
  *                               ChangeStreamFatalError "resume token was not found", 260
  *                               InvalidResumeToken while a token was in play), or the saved
@@ -46,77 +46,34 @@
 
 #include <bson/bson.h>
 
+#include "config.h"
 #include "error.h"
+#include "extract_ports.h"
 
-/* err->code of FTS_ERROR_MONGO errors from opening or reading a stream: see the top. */
-#define FTS_MONGO_HISTORY_LOST 1101
-#define FTS_MONGO_RETRYABLE    1102
+/* err->code of FTS_ERROR_MONGO errors from opening or reading a stream other than
+ * FTS_SOURCE_HISTORY_LOST (extract_ports.h): see the top. */
+#define FTS_MONGO_RETRYABLE 1102
 
 /* Defaults for the options left 0. */
 #define FTS_MONGO_DEFAULT_MAX_AWAIT_TIME_MS 1000
 #define FTS_MONGO_DEFAULT_SCAN_BATCH_SIZE   1000
 
-typedef enum {
-    FTS_MONGO_SCOPE_COLLECTION = 0, /* one collection; its drop or rename invalidates */
-    FTS_MONGO_SCOPE_DATABASE        /* a database, filtered to some collections */
-} fts_mongo_scope_t;
-
-/* The post-image of update events. There is no "default" (none): the transform would take an
- * update without a document for one deleted after the update. */
-typedef enum {
-    FTS_MONGO_FULL_DOCUMENT_UPDATE_LOOKUP = 0, /* the document as it is when the event is read */
-    FTS_MONGO_FULL_DOCUMENT_WHEN_AVAILABLE,    /* the recorded post-image, if the collection has
-                                                * changeStreamPreAndPostImages; else null */
-    FTS_MONGO_FULL_DOCUMENT_REQUIRED           /* the recorded post-image, or the stream fails */
-} fts_mongo_full_document_t;
-
-/* The pre-image of update, replace and delete events (fullDocumentBeforeChange). */
-typedef enum {
-    FTS_MONGO_BEFORE_CHANGE_OFF = 0,
-    FTS_MONGO_BEFORE_CHANGE_WHEN_AVAILABLE,
-    FTS_MONGO_BEFORE_CHANGE_REQUIRED
-} fts_mongo_before_change_t;
+/* The scope, post-image and pre-image modes are the settings' own enums (config.h): the
+ * adapter takes them as parsed. There is no "default" post-image mode: the transform would take
+ * an update without a document for one deleted after the update. */
 
 typedef struct {
-    fts_mongo_scope_t scope;
-    /* FTS_MONGO_SCOPE_DATABASE: the collections to follow, NULL-terminated (copied); NULL or
+    fts_scope_t scope;
+    /* FTS_SCOPE_DATABASE: the collections to follow, NULL-terminated (copied); NULL or
      * empty follows every collection. The stream gets a $match on ns.coll (and on to.coll, so
      * a rename onto a followed collection is seen); dropDatabase and invalidate always pass. */
     const char *const *collections;
-    fts_mongo_full_document_t full_document;
-    fts_mongo_before_change_t full_document_before_change;
+    fts_full_document_t full_document;
+    fts_pre_images_t full_document_before_change;
     int32_t batch_size;        /* events per change-stream batch; 0 = the server's default */
     int64_t max_await_time_ms; /* how long next waits for an event; 0 = default (1000) */
     int32_t scan_batch_size;   /* documents per snapshot-scan batch; 0 = default (1000) */
 } fts_mongo_source_options_t;
-
-/* A cluster time: a BSON timestamp. */
-typedef struct {
-    uint32_t seconds;
-    uint32_t increment;
-} fts_mongo_timestamp_t;
-
-/* Where a change stream starts. */
-typedef enum {
-    FTS_MONGO_FROM_NOW = 0, /* changes from now on */
-    FTS_MONGO_RESUME_AFTER, /* after token, a saved resume token */
-    FTS_MONGO_START_AFTER,  /* after token, which may belong to an invalidate */
-    FTS_MONGO_START_AT_TIME /* changes at or after time (startAtOperationTime) */
-} fts_mongo_from_t;
-
-typedef struct {
-    fts_mongo_from_t from;
-    const bson_t *token;        /* RESUME_AFTER, START_AFTER: the token document; borrowed */
-    fts_mongo_timestamp_t time; /* START_AT_TIME */
-} fts_mongo_position_t;
-
-/* What fts_mongo_source_next() found. */
-typedef enum {
-    FTS_MONGO_NEXT_EVENT = 0,  /* an event (an invalidate too: it is handed out like any) */
-    FTS_MONGO_NEXT_IDLE,       /* no event within max_await_time_ms; the token may have moved */
-    FTS_MONGO_NEXT_INVALIDATED /* the stream ended after an invalidate event; reopen with
-                                * FTS_MONGO_START_AFTER the current token */
-} fts_mongo_next_t;
 
 typedef struct fts_mongo_source fts_mongo_source_t;
 typedef struct fts_mongo_scan fts_mongo_scan_t;
@@ -140,20 +97,27 @@ fts_mongo_source_t *fts_mongo_source_new(const char *uri, const char *database,
  * Accepts NULL. */
 void fts_mongo_source_destroy(fts_mongo_source_t *source);
 
-/* Opens the change stream at position (closing any open one first). The aggregate is sent
- * now, so a position the server cannot resume from fails here: FTS_MONGO_HISTORY_LOST or
- * FTS_MONGO_RETRYABLE as for next. */
-bool fts_mongo_source_open(fts_mongo_source_t *source, const fts_mongo_position_t *position,
+/* The source port over source (borrowed: it must outlive the port). Its operations are the
+ * functions below; a scan handle is an fts_mongo_scan_t. */
+fts_source_port_t fts_mongo_source_port(fts_mongo_source_t *source);
+
+/* Opens the change stream at position (closing any open one first); NULL: changes from now
+ * on. The aggregate is sent now, so a position the server cannot resume from fails here:
+ * FTS_SOURCE_HISTORY_LOST or FTS_MONGO_RETRYABLE as for next. A token that is no JSON object
+ * (fts_mongo_token_from_json) or no resume token fails with FTS_SOURCE_HISTORY_LOST too. */
+bool fts_mongo_source_open(fts_mongo_source_t *source, const fts_source_position_t *position,
                            fts_error_t *err);
 
 /* Closes the change stream (kills its cursor); the source can be opened again. */
 void fts_mongo_source_close(fts_mongo_source_t *source);
 
-/* Reads the next event, waiting up to max_await_time_ms. On FTS_MONGO_NEXT_EVENT *event is
- * the event document, borrowed until the next call of next, open, close or destroy;
- * otherwise *event is NULL. After an error the stream stays failed: reopen it. */
-bool fts_mongo_source_next(fts_mongo_source_t *source, fts_mongo_next_t *what, const bson_t **event,
-                           fts_error_t *err);
+/* Reads the next event, waiting up to max_await_time_ms (FTS_SOURCE_NEXT_IDLE when none came).
+ * On FTS_SOURCE_NEXT_EVENT *event is the event document, borrowed until the next call of
+ * next, open, close or destroy; otherwise *event is NULL. An invalidate event is handed out
+ * like any other; every call after it says FTS_SOURCE_NEXT_INVALIDATED. After an error the
+ * stream stays failed: reopen it. */
+bool fts_mongo_source_next(fts_mongo_source_t *source, fts_source_next_t *what,
+                           const bson_t **event, fts_error_t *err);
 
 /* The current resume token (the last event's _id, or the post-batch token when idle), NULL
  * before the server gave one. Borrowed until the next call of next, open, close or destroy. */
@@ -163,7 +127,7 @@ const bson_t *fts_mongo_source_resume_token(fts_mongo_source_t *source);
 char *fts_mongo_source_resume_token_json(fts_mongo_source_t *source);
 
 /* True when the current token is, or may be, the _id of an invalidate event (see the top):
- * save it to be used with FTS_MONGO_START_AFTER, as resumeAfter refuses an invalidate's. */
+ * save it to be used with FTS_SOURCE_START_AFTER, as resumeAfter refuses an invalidate's. */
 bool fts_mongo_source_token_needs_start_after(const fts_mongo_source_t *source);
 
 /* Times libmongoc resumed a stream of this source by itself after a resumable error, since the
@@ -178,11 +142,11 @@ int fts_mongo_source_server_code(const fts_mongo_source_t *source);
  * `find` with limit 1 on the source's collection), i.e. the majority-committed point, which
  * unlike a ping's last-applied time never runs ahead of a write still in flight. Noted before
  * a snapshot scan, it is where the stream that follows the scan starts
- * (FTS_MONGO_START_AT_TIME): every write at or before it is visible to the scan, every later
+ * (FTS_SOURCE_START_AT_TIME): every write at or before it is visible to the scan, every later
  * one is in the stream, so nothing changed during the scan is missed (a write at exactly that
  * time may come twice: replays are harmless). Errors are FTS_MONGO_RETRYABLE; a reply without
  * operationTime (not a replica set) is FTS_ERROR_CODE_UNSUPPORTED. */
-bool fts_mongo_source_cluster_time(fts_mongo_source_t *source, fts_mongo_timestamp_t *now,
+bool fts_mongo_source_cluster_time(fts_mongo_source_t *source, fts_timestamp_t *now,
                                    fts_error_t *err);
 
 /* Parses a token saved as extended JSON (what fts_mongo_source_resume_token_json() gave); the
@@ -209,7 +173,7 @@ uint64_t fts_mongo_scan_count(const fts_mongo_scan_t *scan);
 /* Ends the scan (kills its cursor). Accepts NULL. */
 void fts_mongo_scan_destroy(fts_mongo_scan_t *scan);
 
-/* Whether err says the position is gone and only a resync can follow (FTS_MONGO_HISTORY_LOST). */
+/* Whether err says the position is gone and only a resync can follow (FTS_SOURCE_HISTORY_LOST). */
 bool fts_mongo_error_is_history_lost(const fts_error_t *err);
 
 #endif

@@ -1,22 +1,24 @@
 /*
  * redis_lease.c - the one-active-extractor lease (see redis_lease.h).
  *
- * Keeps the "one active extractor" rule of issue 4: the key is only ever set with NX (never
+ * Keeps the "one active extractor" rule: the key is only ever set with NX (never
  * overwritten), and extended or deleted only by a script that first checks the value is ours,
  * so an extractor that lost its lease can neither prolong nor remove its successor's. The
  * local deadline only ever comes from a reply that proved the lease ours.
+ *
+ * The lease is the extract's lease port (extract_ports.h): its functions take the port's types
+ * and the port's table (fts_redis_lease_port) only adapts the context pointer.
  */
 #include "redis_lease.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "redis_queue.h"
 
@@ -50,28 +52,6 @@ struct fts_redis_lease {
     char ttl_text[24];
     uint64_t valid_until_ms; /* monotonic; 0 when not held */
 };
-
-static uint64_t monotonic_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
-}
-
-const char *fts_redis_lease_state_name(fts_redis_lease_state_t state)
-{
-    switch (state) {
-    case FTS_REDIS_LEASE_ACQUIRED:
-        return "acquired";
-    case FTS_REDIS_LEASE_HELD:
-        return "held";
-    case FTS_REDIS_LEASE_LOST:
-        return "lost";
-    case FTS_REDIS_LEASE_RELEASED:
-        return "released";
-    }
-    return "?";
-}
 
 bool fts_redis_lease_owner_id(char *out, size_t size, fts_error_t *err)
 {
@@ -115,11 +95,7 @@ fts_redis_lease_t *fts_redis_lease_new(fts_redis_t *redis, const char *pipeline,
                       "lease owner id must be 1 to %d bytes long", FTS_REDIS_LEASE_OWNER_SIZE - 1);
         return NULL;
     }
-    lease = calloc(1, sizeof *lease);
-    if (!lease) {
-        fts_error_set(err, FTS_ERROR_SYSTEM, ENOMEM, "out of memory creating the lease");
-        return NULL;
-    }
+    lease = bson_malloc0(sizeof *lease);
     lease->redis = redis;
     lease->ttl_ms = ttl_ms;
     snprintf(lease->ttl_text, sizeof lease->ttl_text, "%" PRIu64, ttl_ms);
@@ -127,7 +103,7 @@ fts_redis_lease_t *fts_redis_lease_new(fts_redis_t *redis, const char *pipeline,
     if (owner) {
         snprintf(lease->owner, sizeof lease->owner, "%s", owner);
     } else if (!fts_redis_lease_owner_id(lease->owner, sizeof lease->owner, err)) {
-        free(lease);
+        bson_free(lease);
         return NULL;
     }
     return lease;
@@ -135,11 +111,11 @@ fts_redis_lease_t *fts_redis_lease_new(fts_redis_t *redis, const char *pipeline,
 
 void fts_redis_lease_destroy(fts_redis_lease_t *lease)
 {
-    free(lease);
+    bson_free(lease);
 }
 
 /* Fills status->holder from a reply's text. */
-static void set_holder(fts_redis_lease_status_t *status, const redisReply *holder)
+static void set_holder(fts_lease_status_t *status, const redisReply *holder)
 {
     status->holder[0] = '\0';
     if (holder && (holder->type == REDIS_REPLY_STRING || holder->type == REDIS_REPLY_STATUS) &&
@@ -150,25 +126,41 @@ static void set_holder(fts_redis_lease_status_t *status, const redisReply *holde
     }
 }
 
-/* Reads a script's {ours, holder, pttl} reply into status; ours tells whether the script
- * found the lease ours. */
-static bool script_result(fts_redis_lease_t *lease, const redisReply *reply, const char *what,
-                          bool *ours, fts_redis_lease_status_t *status, fts_error_t *err)
+/* Runs a lease script (argv: EVAL, script, 1, key, owner...) and reads its {ours, holder,
+ * pttl} reply into status; ours tells whether the script found the lease ours. what names the
+ * operation in messages. */
+static bool run_script(fts_redis_lease_t *lease, const char **argv, int argc, const char *what,
+                       bool *ours, fts_lease_status_t *status, fts_error_t *err)
 {
+    bool ok = false;
+    memset(status, 0, sizeof *status);
+    redisReply *reply = fts_redis_command_argv(lease->redis, argc, argv, NULL, err);
+    if (!reply) {
+        goto cleanup;
+    }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
         reply->element[0]->type != REDIS_REPLY_INTEGER ||
         reply->element[2]->type != REDIS_REPLY_INTEGER) {
-        return fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL,
-                             "the lease %s script on %s returned something unexpected", what,
-                             lease->key);
+        fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL,
+                      "the lease %s script on %s returned something unexpected", what, lease->key);
+        goto cleanup;
     }
     *ours = reply->element[0]->integer == 1;
     set_holder(status, reply->element[1]);
     status->holder_ttl_ms = reply->element[2]->integer;
-    return true;
+    ok = true;
+
+cleanup:
+    if (reply) {
+        freeReplyObject(reply);
+    }
+    if (!ok) {
+        fts_error_prefix(err, "cannot %s the lease %s", what, lease->key);
+    }
+    return ok;
 }
 
-static void log_lost(const fts_redis_lease_t *lease, const fts_redis_lease_status_t *status)
+static void log_lost(const fts_redis_lease_t *lease, const fts_lease_status_t *status)
 {
     if (status->holder[0]) {
         fts_log(FTS_LOG_WARN, LOG_COMPONENT,
@@ -179,38 +171,26 @@ static void log_lost(const fts_redis_lease_t *lease, const fts_redis_lease_statu
     }
 }
 
-bool fts_redis_lease_renew(fts_redis_lease_t *lease, fts_redis_lease_status_t *status,
-                           fts_error_t *err)
+bool fts_redis_lease_renew(fts_redis_lease_t *lease, fts_lease_status_t *status, fts_error_t *err)
 {
-    bool ok = false;
     bool ours = false;
     const char *argv[] = {"EVAL", RENEW_SCRIPT, "1", lease->key, lease->owner, lease->ttl_text};
-    memset(status, 0, sizeof *status);
-    uint64_t sent = monotonic_ms();
-    redisReply *reply = fts_redis_command_argv(lease->redis, 6, argv, NULL, err);
-    if (!reply || !script_result(lease, reply, "renew", &ours, status, err)) {
-        fts_error_prefix(err, "cannot renew the lease %s", lease->key);
-        goto cleanup;
+    uint64_t sent = fts_clock_monotonic_ms();
+    if (!run_script(lease, argv, 6, "renew", &ours, status, err)) {
+        return false;
     }
     if (ours) {
-        status->state = FTS_REDIS_LEASE_ACQUIRED;
+        status->state = FTS_LEASE_ACQUIRED;
         lease->valid_until_ms = sent + lease->ttl_ms;
     } else {
-        status->state = FTS_REDIS_LEASE_LOST;
+        status->state = FTS_LEASE_LOST;
         lease->valid_until_ms = 0;
         log_lost(lease, status);
     }
-    ok = true;
-
-cleanup:
-    if (reply) {
-        freeReplyObject(reply);
-    }
-    return ok;
+    return true;
 }
 
-bool fts_redis_lease_acquire(fts_redis_lease_t *lease, fts_redis_lease_status_t *status,
-                             fts_error_t *err)
+bool fts_redis_lease_acquire(fts_redis_lease_t *lease, fts_lease_status_t *status, fts_error_t *err)
 {
     bool ok = false;
     const char *multi[] = {"MULTI"};
@@ -224,7 +204,7 @@ bool fts_redis_lease_acquire(fts_redis_lease_t *lease, fts_redis_lease_status_t 
     redisReply *replies[5] = {NULL};
     memset(status, 0, sizeof *status);
 
-    uint64_t sent = monotonic_ms();
+    uint64_t sent = fts_clock_monotonic_ms();
     if (!fts_redis_pipeline(lease->redis, cmds, 5, replies, err)) {
         goto cleanup;
     }
@@ -247,7 +227,7 @@ bool fts_redis_lease_acquire(fts_redis_lease_t *lease, fts_redis_lease_status_t 
     }
     const redisReply *took = results->element[0];
     if (took->type == REDIS_REPLY_STATUS && took->str && strcmp(took->str, "OK") == 0) {
-        status->state = FTS_REDIS_LEASE_ACQUIRED;
+        status->state = FTS_LEASE_ACQUIRED;
         lease->valid_until_ms = sent + lease->ttl_ms;
         fts_log(FTS_LOG_INFO, LOG_COMPONENT, "acquired the lease %s as %s for %" PRIu64 " ms",
                 lease->key, lease->owner, lease->ttl_ms);
@@ -260,12 +240,12 @@ bool fts_redis_lease_acquire(fts_redis_lease_t *lease, fts_redis_lease_status_t 
         /* Already ours (a second acquire): extend it like a renewal would. */
         fts_redis_replies_free(replies, 5);
         ok = fts_redis_lease_renew(lease, status, err);
-        if (ok && status->state == FTS_REDIS_LEASE_LOST) {
-            status->state = FTS_REDIS_LEASE_HELD; /* expired in between and taken */
+        if (ok && status->state == FTS_LEASE_LOST) {
+            status->state = FTS_LEASE_HELD; /* expired in between and taken */
         }
         goto cleanup;
     }
-    status->state = FTS_REDIS_LEASE_HELD;
+    status->state = FTS_LEASE_HELD;
     ok = true;
 
 cleanup:
@@ -276,39 +256,28 @@ cleanup:
     return ok;
 }
 
-bool fts_redis_lease_release(fts_redis_lease_t *lease, fts_redis_lease_status_t *status,
-                             fts_error_t *err)
+bool fts_redis_lease_release(fts_redis_lease_t *lease, fts_lease_status_t *status, fts_error_t *err)
 {
-    bool ok = false;
     bool ours = false;
     const char *argv[] = {"EVAL", RELEASE_SCRIPT, "1", lease->key, lease->owner};
-    memset(status, 0, sizeof *status);
     /* Whatever the answer, reading must stop now. */
     lease->valid_until_ms = 0;
-    redisReply *reply = fts_redis_command_argv(lease->redis, 5, argv, NULL, err);
-    if (!reply || !script_result(lease, reply, "release", &ours, status, err)) {
-        fts_error_prefix(err, "cannot release the lease %s", lease->key);
-        goto cleanup;
+    if (!run_script(lease, argv, 5, "release", &ours, status, err)) {
+        return false;
     }
     if (ours) {
-        status->state = FTS_REDIS_LEASE_RELEASED;
+        status->state = FTS_LEASE_RELEASED;
         fts_log(FTS_LOG_INFO, LOG_COMPONENT, "released the lease %s", lease->key);
     } else {
-        status->state = FTS_REDIS_LEASE_LOST;
+        status->state = FTS_LEASE_LOST;
         log_lost(lease, status);
     }
-    ok = true;
-
-cleanup:
-    if (reply) {
-        freeReplyObject(reply);
-    }
-    return ok;
+    return true;
 }
 
 uint64_t fts_redis_lease_remaining_ms(const fts_redis_lease_t *lease)
 {
-    uint64_t now = monotonic_ms();
+    uint64_t now = fts_clock_monotonic_ms();
     return lease->valid_until_ms > now ? lease->valid_until_ms - now : 0;
 }
 
@@ -320,4 +289,44 @@ const char *fts_redis_lease_owner(const fts_redis_lease_t *lease)
 const char *fts_redis_lease_key(const fts_redis_lease_t *lease)
 {
     return lease->key;
+}
+
+/* ---- The lease port ---- */
+
+static bool port_acquire(void *context, fts_lease_status_t *status, fts_error_t *err)
+{
+    return fts_redis_lease_acquire(context, status, err);
+}
+
+static bool port_renew(void *context, fts_lease_status_t *status, fts_error_t *err)
+{
+    return fts_redis_lease_renew(context, status, err);
+}
+
+static bool port_release(void *context, fts_lease_status_t *status, fts_error_t *err)
+{
+    return fts_redis_lease_release(context, status, err);
+}
+
+static uint64_t port_remaining_ms(void *context)
+{
+    return fts_redis_lease_remaining_ms(context);
+}
+
+static const char *port_owner(void *context)
+{
+    return fts_redis_lease_owner(context);
+}
+
+static const fts_lease_ops_t lease_ops = {
+    .acquire = port_acquire,
+    .renew = port_renew,
+    .release = port_release,
+    .remaining_ms = port_remaining_ms,
+    .owner = port_owner,
+};
+
+fts_lease_port_t fts_redis_lease_port(fts_redis_lease_t *lease)
+{
+    return (fts_lease_port_t){.ops = &lease_ops, .context = lease};
 }

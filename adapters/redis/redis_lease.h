@@ -30,30 +30,15 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "extract_ports.h"
 #include "redis_conn.h"
 
-/* Room for an owner id: a host name (at most 255 bytes), ':', a pid, ':', 16 hex digits. */
-#define FTS_REDIS_LEASE_OWNER_SIZE 300
+/* Room for an owner id: what the lease port's status holds. */
+#define FTS_REDIS_LEASE_OWNER_SIZE FTS_LEASE_HOLDER_SIZE
 
 /* The shortest and longest time to live accepted. */
 #define FTS_REDIS_LEASE_TTL_MIN_MS 100
 #define FTS_REDIS_LEASE_TTL_MAX_MS (24u * 3600u * 1000u)
-
-typedef enum {
-    FTS_REDIS_LEASE_ACQUIRED = 1, /* ours, for ttl_ms from now (acquire, renew) */
-    FTS_REDIS_LEASE_HELD,         /* someone else's (acquire): see holder, holder_ttl_ms */
-    FTS_REDIS_LEASE_LOST,         /* no longer ours (renew, release): expired or taken over */
-    FTS_REDIS_LEASE_RELEASED      /* was ours and is deleted (release) */
-} fts_redis_lease_state_t;
-
-typedef struct {
-    fts_redis_lease_state_t state;
-    /* HELD and LOST: the current holder's owner id, "" when nobody holds it. */
-    char holder[FTS_REDIS_LEASE_OWNER_SIZE];
-    /* HELD and LOST: the holder's remaining time to live in ms as the server has it; -1 when
-     * the key has no expiry (set by hand), -2 when there is no key. */
-    int64_t holder_ttl_ms;
-} fts_redis_lease_status_t;
 
 typedef struct fts_redis_lease fts_redis_lease_t;
 
@@ -65,19 +50,22 @@ fts_redis_lease_t *fts_redis_lease_new(fts_redis_t *redis, const char *pipeline,
 /* Does not release it (call fts_redis_lease_release first on a clean stop). Accepts NULL. */
 void fts_redis_lease_destroy(fts_redis_lease_t *lease);
 
+/* The lease port over lease (borrowed: it must outlive the port); its operations are the
+ * functions below. */
+fts_lease_port_t fts_redis_lease_port(fts_redis_lease_t *lease);
+
 /* Tries to take the lease: ACQUIRED or HELD (status says by whom, for how long). Acquiring a
  * lease already ours renews it. false only when Redis failed (err). */
-bool fts_redis_lease_acquire(fts_redis_lease_t *lease, fts_redis_lease_status_t *status,
+bool fts_redis_lease_acquire(fts_redis_lease_t *lease, fts_lease_status_t *status,
                              fts_error_t *err);
 
 /* Extends the lease if it is still ours: ACQUIRED, or LOST (status says who holds it now).
  * false when Redis failed; the local deadline is then left to run out. */
-bool fts_redis_lease_renew(fts_redis_lease_t *lease, fts_redis_lease_status_t *status,
-                           fts_error_t *err);
+bool fts_redis_lease_renew(fts_redis_lease_t *lease, fts_lease_status_t *status, fts_error_t *err);
 
 /* Deletes the lease if it is still ours: RELEASED, or LOST (it was not ours any more).
  * The local deadline drops to 0 either way, even when Redis failed. */
-bool fts_redis_lease_release(fts_redis_lease_t *lease, fts_redis_lease_status_t *status,
+bool fts_redis_lease_release(fts_redis_lease_t *lease, fts_lease_status_t *status,
                              fts_error_t *err);
 
 /* How much longer the lease is surely ours (see above); 0 when not held. */
@@ -91,8 +79,5 @@ const char *fts_redis_lease_key(const fts_redis_lease_t *lease);
 
 /* "hostname:pid:random" (16 hex digits from getrandom) into out. The host name is cut to fit. */
 bool fts_redis_lease_owner_id(char *out, size_t size, fts_error_t *err);
-
-/* "acquired", "held", "lost", "released". */
-const char *fts_redis_lease_state_name(fts_redis_lease_state_t state);
 
 #endif

@@ -16,19 +16,22 @@
  * are refused before sending (fts_redis_action_argv_check), so that Redis never gets an XADD it
  * would refuse at run time. ensure_group refuses a stream key of the wrong type at start-up.
  * Should an XADD still fail inside EXEC, the checkpoint beside it was written: the error then
- * says so loudly instead of pretending nothing happened (see the report of this change).
+ * says so loudly (and is logged) instead of pretending nothing happened.
+ *
+ * The queue is the extract's queue port (extract_ports.h): its functions take the port's types
+ * and the port's table (fts_redis_queue_port) only adapts the context pointer.
  */
 #include "redis_queue.h"
 
+#include <assert.h>
 #include <ctype.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
+#include "clock.h"
 #include "log.h"
 
 /* The component tag of every log line from this file. */
@@ -122,13 +125,6 @@ typedef struct {
     char updated_text[24];
 } checkpoint_cmds_t;
 
-static uint64_t wall_clock_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
-}
-
 /* ---- Pure parts ---- */
 
 bool fts_redis_keys_init(fts_redis_keys_t *keys, const char *pipeline, fts_error_t *err)
@@ -176,46 +172,22 @@ bool fts_redis_cluster_time_parse(const char *text, uint32_t *seconds, uint32_t 
     return true;
 }
 
-const char *fts_redis_token_kind_name(fts_redis_token_kind_t kind)
-{
-    switch (kind) {
-    case FTS_REDIS_TOKEN_RESUME:
-        return "resume";
-    case FTS_REDIS_TOKEN_START_AFTER:
-        return "start_after";
-    }
-    return "?";
-}
-
-bool fts_redis_token_kind_parse(const char *text, fts_redis_token_kind_t *kind)
-{
-    if (text && strcmp(text, "resume") == 0) {
-        *kind = FTS_REDIS_TOKEN_RESUME;
-        return true;
-    }
-    if (text && strcmp(text, "start_after") == 0) {
-        *kind = FTS_REDIS_TOKEN_START_AFTER;
-        return true;
-    }
-    return false;
-}
-
-bool fts_redis_checkpoint_validate(const fts_redis_checkpoint_t *checkpoint, fts_error_t *err)
+bool fts_redis_checkpoint_validate(const fts_checkpoint_t *checkpoint, fts_error_t *err)
 {
     switch (checkpoint->kind) {
-    case FTS_REDIS_CHECKPOINT_TOKEN:
+    case FTS_CHECKPOINT_TOKEN:
         if (!checkpoint->token || !checkpoint->token[0]) {
             return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
                                  "checkpoint: the resume token is empty");
         }
-        if (checkpoint->token_kind != FTS_REDIS_TOKEN_RESUME &&
-            checkpoint->token_kind != FTS_REDIS_TOKEN_START_AFTER) {
+        if (checkpoint->token_kind != FTS_TOKEN_RESUME &&
+            checkpoint->token_kind != FTS_TOKEN_START_AFTER) {
             return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
                                  "checkpoint: unknown token kind %d", (int)checkpoint->token_kind);
         }
         return true;
-    case FTS_REDIS_CHECKPOINT_SNAPSHOT:
-        if (checkpoint->started_seconds == 0) {
+    case FTS_CHECKPOINT_SNAPSHOT:
+        if (checkpoint->started.seconds == 0) {
             return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
                                  "checkpoint: the snapshot's start time (started_at) is not set");
         }
@@ -231,7 +203,7 @@ bool fts_redis_checkpoint_validate(const fts_redis_checkpoint_t *checkpoint, fts
 
 /* Builds the commands that save checkpoint: HSET of its hash, DEL of the other (and first a
  * DEL of its own hash when a snapshot starts afresh, so no last_id of an earlier run stays). */
-static void checkpoint_build(const fts_redis_keys_t *keys, const fts_redis_checkpoint_t *checkpoint,
+static void checkpoint_build(const fts_redis_keys_t *keys, const fts_checkpoint_t *checkpoint,
                              uint64_t now_ms, checkpoint_cmds_t *out)
 {
     int argc = 0;
@@ -239,23 +211,24 @@ static void checkpoint_build(const fts_redis_keys_t *keys, const fts_redis_check
     const char *other;
     snprintf(out->updated_text, sizeof out->updated_text, "%" PRIu64, now_ms);
     out->count = 0;
-    if (checkpoint->kind == FTS_REDIS_CHECKPOINT_TOKEN) {
+    if (checkpoint->kind == FTS_CHECKPOINT_TOKEN) {
         self = keys->token;
         other = keys->snapshot;
-        fts_redis_cluster_time_format(checkpoint->cluster_seconds, checkpoint->cluster_increment,
-                                      out->time_text, sizeof out->time_text);
+        fts_redis_cluster_time_format(checkpoint->cluster_time.seconds,
+                                      checkpoint->cluster_time.increment, out->time_text,
+                                      sizeof out->time_text);
         out->hset[argc++] = "HSET";
         out->hset[argc++] = self;
         out->hset[argc++] = "token";
         out->hset[argc++] = checkpoint->token;
         out->hset[argc++] = "kind";
-        out->hset[argc++] = fts_redis_token_kind_name(checkpoint->token_kind);
+        out->hset[argc++] = fts_token_kind_name(checkpoint->token_kind);
         out->hset[argc++] = "cluster_time";
         out->hset[argc++] = out->time_text;
     } else {
         self = keys->snapshot;
         other = keys->token;
-        fts_redis_cluster_time_format(checkpoint->started_seconds, checkpoint->started_increment,
+        fts_redis_cluster_time_format(checkpoint->started.seconds, checkpoint->started.increment,
                                       out->time_text, sizeof out->time_text);
         snprintf(out->queued_text, sizeof out->queued_text, "%" PRIu64, checkpoint->queued);
         if (!checkpoint->last_id) {
@@ -381,13 +354,13 @@ static bool hash_number(const char *key, const redisReply *hash, const char *fie
 }
 
 static bool hash_time(const char *key, const redisReply *hash, const char *field, bool required,
-                      uint32_t *seconds, uint32_t *increment, fts_error_t *err)
+                      fts_timestamp_t *time, fts_error_t *err)
 {
     const char *text;
     size_t len;
     char copy[48];
-    *seconds = 0;
-    *increment = 0;
+    time->seconds = 0;
+    time->increment = 0;
     if (!hash_text(key, hash, field, required, &text, &len, err)) {
         return false;
     }
@@ -395,7 +368,8 @@ static bool hash_time(const char *key, const redisReply *hash, const char *field
         return true;
     }
     snprintf(copy, sizeof copy, "%.*s", (int)(len < sizeof copy ? len : sizeof copy - 1), text);
-    if (len >= sizeof copy || !fts_redis_cluster_time_parse(copy, seconds, increment)) {
+    if (len >= sizeof copy ||
+        !fts_redis_cluster_time_parse(copy, &time->seconds, &time->increment)) {
         return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
                              "saved position %s: field \"%s\" is \"%s\", not "
                              "<seconds>.<increment>",
@@ -404,18 +378,8 @@ static bool hash_time(const char *key, const redisReply *hash, const char *field
     return true;
 }
 
-static char *copy_text(const char *text, size_t len)
-{
-    char *copy = malloc(len + 1);
-    if (copy) {
-        memcpy(copy, text, len);
-        copy[len] = '\0';
-    }
-    return copy;
-}
-
-static bool parse_token_hash(const char *key, const redisReply *hash,
-                             fts_redis_position_t *position, fts_error_t *err)
+static bool parse_token_hash(const char *key, const redisReply *hash, fts_position_t *position,
+                             fts_error_t *err)
 {
     const char *text;
     size_t len;
@@ -424,55 +388,47 @@ static bool parse_token_hash(const char *key, const redisReply *hash,
     }
     char kind[16];
     snprintf(kind, sizeof kind, "%.*s", (int)(len < sizeof kind ? len : sizeof kind - 1), text);
-    if (len >= sizeof kind || !fts_redis_token_kind_parse(kind, &position->token_kind)) {
+    if (len >= sizeof kind || !fts_token_kind_parse(kind, &position->token_kind)) {
         return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
                              "saved position %s: field \"kind\" is \"%.*s\", not resume or "
                              "start_after",
                              key, (int)(len < 64 ? len : 64), text);
     }
-    if (!hash_time(key, hash, "cluster_time", false, &position->cluster_seconds,
-                   &position->cluster_increment, err) ||
+    if (!hash_time(key, hash, "cluster_time", false, &position->cluster_time, err) ||
         !hash_number(key, hash, "updated_at", false, &position->token_updated_at_ms, err) ||
         !hash_text(key, hash, "token", true, &text, &len, err)) {
         return false;
     }
-    position->token = copy_text(text, len);
-    if (!position->token) {
-        return fts_error_set(err, FTS_ERROR_SYSTEM, ENOMEM, "out of memory reading %s", key);
-    }
+    position->token = bson_strndup(text, len);
     position->has_token = true;
     return true;
 }
 
-static bool parse_snapshot_hash(const char *key, const redisReply *hash,
-                                fts_redis_position_t *position, fts_error_t *err)
+static bool parse_snapshot_hash(const char *key, const redisReply *hash, fts_position_t *position,
+                                fts_error_t *err)
 {
     const char *text;
     size_t len;
-    if (!hash_time(key, hash, "started_at", true, &position->started_seconds,
-                   &position->started_increment, err) ||
+    if (!hash_time(key, hash, "started_at", true, &position->started, err) ||
         !hash_number(key, hash, "queued", true, &position->queued, err) ||
         !hash_number(key, hash, "updated_at", false, &position->snapshot_updated_at_ms, err) ||
         !hash_text(key, hash, "last_id", false, &text, &len, err)) {
         return false;
     }
-    if (position->started_seconds == 0) {
+    if (position->started.seconds == 0) {
         return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
                              "saved position %s: field \"started_at\" is 0.x, not a cluster time",
                              key);
     }
     if (text) {
-        position->last_id = copy_text(text, len);
-        if (!position->last_id) {
-            return fts_error_set(err, FTS_ERROR_SYSTEM, ENOMEM, "out of memory reading %s", key);
-        }
+        position->last_id = bson_strndup(text, len);
     }
     position->has_snapshot = true;
     return true;
 }
 
 bool fts_redis_position_parse(const fts_redis_keys_t *keys, const redisReply *token_hash,
-                              const redisReply *snapshot_hash, fts_redis_position_t *position,
+                              const redisReply *snapshot_hash, fts_position_t *position,
                               fts_error_t *err)
 {
     memset(position, 0, sizeof *position);
@@ -491,23 +447,13 @@ bool fts_redis_position_parse(const fts_redis_keys_t *keys, const redisReply *to
         (snapshot_hash->elements == 0 ||
          parse_snapshot_hash(keys->snapshot, snapshot_hash, position, err));
     if (!ok) {
-        fts_redis_position_cleanup(position);
+        fts_position_cleanup(position);
     }
     return ok;
 }
 
-void fts_redis_position_cleanup(fts_redis_position_t *position)
-{
-    if (!position) {
-        return;
-    }
-    free(position->token);
-    free(position->last_id);
-    memset(position, 0, sizeof *position);
-}
-
 bool fts_redis_backlog_parse(const redisReply *xlen, const redisReply *groups,
-                             fts_redis_backlog_t *backlog, fts_error_t *err)
+                             fts_backlog_t *backlog, fts_error_t *err)
 {
     memset(backlog, 0, sizeof *backlog);
     backlog->exact = true;
@@ -563,19 +509,10 @@ bool fts_redis_backlog_parse(const redisReply *xlen, const redisReply *groups,
 fts_redis_queue_t *fts_redis_queue_new(fts_redis_t *state, fts_redis_t *queue, const char *pipeline,
                                        fts_error_t *err)
 {
-    fts_redis_queue_t *result = NULL;
-    if (!state) {
-        fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
-                      "a queue needs a state store connection");
-        return NULL;
-    }
-    result = calloc(1, sizeof *result);
-    if (!result) {
-        fts_error_set(err, FTS_ERROR_SYSTEM, ENOMEM, "out of memory creating the Redis queue");
-        return NULL;
-    }
+    assert(state);
+    fts_redis_queue_t *result = bson_malloc0(sizeof *result);
     if (!fts_redis_keys_init(&result->keys, pipeline, err)) {
-        free(result);
+        bson_free(result);
         return NULL;
     }
     result->state = state;
@@ -590,7 +527,7 @@ fts_redis_queue_t *fts_redis_queue_new(fts_redis_t *state, fts_redis_t *queue, c
 
 void fts_redis_queue_destroy(fts_redis_queue_t *queue)
 {
-    free(queue);
+    bson_free(queue);
 }
 
 const fts_redis_keys_t *fts_redis_queue_keys(const fts_redis_queue_t *queue)
@@ -667,8 +604,7 @@ static bool checkpoint_results(fts_redis_t *redis, redisReply *const *results, s
 /* Writes the XADD commands xadds[0..count) and then the checkpoint (may be NULL), following
  * invariant 1 (see the top of this file). what names the operation for messages. */
 static bool write_entries(fts_redis_queue_t *queue, const fts_redis_cmd_t *xadds, size_t count,
-                          const fts_redis_checkpoint_t *checkpoint, const char *what,
-                          fts_error_t *err)
+                          const fts_checkpoint_t *checkpoint, const char *what, fts_error_t *err)
 {
     bool ok = false;
     checkpoint_cmds_t saved;
@@ -683,18 +619,14 @@ static bool write_entries(fts_redis_queue_t *queue, const fts_redis_cmd_t *xadds
         if (!fts_redis_checkpoint_validate(checkpoint, err)) {
             goto cleanup;
         }
-        checkpoint_build(&queue->keys, checkpoint, wall_clock_ms(), &saved);
+        checkpoint_build(&queue->keys, checkpoint, fts_clock_wall_ms(), &saved);
     }
     if (count == 0 && saved.count == 0) {
         ok = true;
         goto cleanup;
     }
-    cmds = calloc(count + saved.count + 2, sizeof *cmds);
-    replies = calloc(count + saved.count + 2, sizeof *replies);
-    if (!cmds || !replies) {
-        fts_error_set(err, FTS_ERROR_SYSTEM, ENOMEM, "out of memory building %s", what);
-        goto cleanup;
-    }
+    cmds = bson_malloc0((count + saved.count + 2) * sizeof *cmds);
+    replies = bson_malloc0((count + saved.count + 2) * sizeof *replies);
 
     if (queue->atomic || count == 0) {
         /* One transaction on one server: entries (if any) and checkpoint together. */
@@ -772,8 +704,8 @@ cleanup:
     if (replies) {
         fts_redis_replies_free(replies, count + saved.count + 2);
     }
-    free(replies);
-    free(cmds);
+    bson_free(replies);
+    bson_free(cmds);
     if (!ok) {
         fts_error_prefix(err, "%s", what);
     }
@@ -781,30 +713,26 @@ cleanup:
 }
 
 bool fts_redis_queue_append(fts_redis_queue_t *queue, const fts_action_argv_t *actions,
-                            size_t count, const fts_redis_checkpoint_t *checkpoint,
-                            fts_error_t *err)
+                            size_t count, const fts_checkpoint_t *checkpoint, fts_error_t *err)
 {
     char what[FTS_REDIS_KEY_SIZE + 64];
     snprintf(what, sizeof what, "cannot append %zu action%s to %s", count, count == 1 ? "" : "s",
              queue->keys.stream);
-    fts_redis_cmd_t *xadds = count ? calloc(count, sizeof *xadds) : NULL;
-    if (count && !xadds) {
-        return fts_error_set(err, FTS_ERROR_SYSTEM, ENOMEM, "%s: out of memory", what);
-    }
+    fts_redis_cmd_t *xadds = count ? bson_malloc0(count * sizeof *xadds) : NULL;
     for (size_t i = 0; i < count; i++) {
         if (!fts_redis_action_argv_check(&actions[i], queue->keys.stream, err)) {
-            free(xadds);
+            bson_free(xadds);
             return fts_error_prefix(err, "%s (action %zu; nothing was sent)", what, i + 1);
         }
         xadds[i] =
             (fts_redis_cmd_t){actions[i].argc, (const char **)actions[i].argv, actions[i].argvlen};
     }
     bool ok = write_entries(queue, xadds, count, checkpoint, what, err);
-    free(xadds);
+    bson_free(xadds);
     return ok;
 }
 
-bool fts_redis_queue_checkpoint(fts_redis_queue_t *queue, const fts_redis_checkpoint_t *checkpoint,
+bool fts_redis_queue_checkpoint(fts_redis_queue_t *queue, const fts_checkpoint_t *checkpoint,
                                 fts_error_t *err)
 {
     char what[FTS_REDIS_KEY_SIZE + 64];
@@ -813,19 +741,16 @@ bool fts_redis_queue_checkpoint(fts_redis_queue_t *queue, const fts_redis_checkp
                              "a checkpoint call without a checkpoint");
     }
     snprintf(what, sizeof what, "cannot save the position in %s",
-             checkpoint->kind == FTS_REDIS_CHECKPOINT_SNAPSHOT ? queue->keys.snapshot
-                                                               : queue->keys.token);
+             checkpoint->kind == FTS_CHECKPOINT_SNAPSHOT ? queue->keys.snapshot
+                                                         : queue->keys.token);
     return write_entries(queue, NULL, 0, checkpoint, what, err);
 }
 
-bool fts_redis_queue_dead_letter(fts_redis_queue_t *queue, const fts_redis_dead_letter_t *dead,
-                                 const fts_redis_checkpoint_t *checkpoint, fts_error_t *err)
+bool fts_redis_queue_dead_letter(fts_redis_queue_t *queue, const fts_dead_letter_t *dead,
+                                 const fts_checkpoint_t *checkpoint, fts_error_t *err)
 {
-    bool ok = false;
     char what[FTS_REDIS_KEY_SIZE + 64];
     char failed_at[24];
-    const char **argv = NULL;
-    size_t *argvlen = NULL;
     snprintf(what, sizeof what, "cannot dead-letter an entry to %s", queue->keys.dead);
     if (dead->count % 2 != 0 || (dead->count && !dead->items) || !dead->reason ||
         !dead->reason[0] || !dead->stage || !dead->stage[0]) {
@@ -833,13 +758,9 @@ bool fts_redis_queue_dead_letter(fts_redis_queue_t *queue, const fts_redis_dead_
                              "%s: it needs field/value pairs, a reason and a stage", what);
     }
     size_t argc = dead->count + DEAD_LETTER_EXTRA_ARGS;
-    argv = calloc(argc, sizeof *argv);
-    argvlen = calloc(argc, sizeof *argvlen);
-    if (!argv || !argvlen) {
-        fts_error_set(err, FTS_ERROR_SYSTEM, ENOMEM, "%s: out of memory", what);
-        goto cleanup;
-    }
-    snprintf(failed_at, sizeof failed_at, "%" PRIu64, wall_clock_ms());
+    const char **argv = bson_malloc0(argc * sizeof *argv);
+    size_t *argvlen = bson_malloc0(argc * sizeof *argvlen);
+    snprintf(failed_at, sizeof failed_at, "%" PRIu64, fts_clock_wall_ms());
     size_t n = 0;
     argv[n++] = "XADD";
     argv[n++] = queue->keys.dead;
@@ -861,19 +782,17 @@ bool fts_redis_queue_dead_letter(fts_redis_queue_t *queue, const fts_redis_dead_
         }
     }
     fts_redis_cmd_t xadd = {(int)n, argv, argvlen};
-    ok = write_entries(queue, &xadd, 1, checkpoint, what, err);
+    bool ok = write_entries(queue, &xadd, 1, checkpoint, what, err);
     if (ok) {
         fts_log(FTS_LOG_WARN, LOG_COMPONENT, "dead-lettered an entry to %s (stage %s): %s",
                 queue->keys.dead, dead->stage, dead->reason);
     }
-
-cleanup:
-    free(argv);
-    free(argvlen);
+    bson_free(argv);
+    bson_free(argvlen);
     return ok;
 }
 
-bool fts_redis_queue_read_position(fts_redis_queue_t *queue, fts_redis_position_t *position,
+bool fts_redis_queue_read_position(fts_redis_queue_t *queue, fts_position_t *position,
                                    fts_error_t *err)
 {
     const char *multi[] = {"MULTI"};
@@ -917,8 +836,7 @@ bool fts_redis_queue_clear_position(fts_redis_queue_t *queue, fts_error_t *err)
     return true;
 }
 
-bool fts_redis_queue_backlog(fts_redis_queue_t *queue, fts_redis_backlog_t *backlog,
-                             fts_error_t *err)
+bool fts_redis_queue_backlog(fts_redis_queue_t *queue, fts_backlog_t *backlog, fts_error_t *err)
 {
     const char *multi[] = {"MULTI"};
     const char *xlen[] = {"XLEN", queue->keys.stream};
@@ -946,9 +864,9 @@ cleanup:
     return ok;
 }
 
-bool fts_redis_queue_trim(fts_redis_queue_t *queue, fts_redis_trim_t *result, fts_error_t *err)
+bool fts_redis_queue_trim(fts_redis_queue_t *queue, fts_trim_result_t *result, fts_error_t *err)
 {
-    fts_redis_trim_t ignored;
+    fts_trim_result_t ignored;
     const char *argv[] = {"EVAL", TRIM_SCRIPT, "1", queue->keys.stream};
     bool ok = false;
     if (!result) {
@@ -987,4 +905,70 @@ cleanup:
         fts_error_prefix(err, "cannot trim %s", queue->keys.stream);
     }
     return ok;
+}
+
+/* ---- The queue port ---- */
+
+static const char *port_stream_key(void *context)
+{
+    return fts_redis_queue_keys(context)->stream;
+}
+
+static bool port_ensure_group(void *context, fts_error_t *err)
+{
+    return fts_redis_queue_ensure_group(context, err);
+}
+
+static bool port_append(void *context, const fts_action_argv_t *actions, size_t count,
+                        const fts_checkpoint_t *checkpoint, fts_error_t *err)
+{
+    return fts_redis_queue_append(context, actions, count, checkpoint, err);
+}
+
+static bool port_checkpoint(void *context, const fts_checkpoint_t *checkpoint, fts_error_t *err)
+{
+    return fts_redis_queue_checkpoint(context, checkpoint, err);
+}
+
+static bool port_dead_letter(void *context, const fts_dead_letter_t *dead,
+                             const fts_checkpoint_t *checkpoint, fts_error_t *err)
+{
+    return fts_redis_queue_dead_letter(context, dead, checkpoint, err);
+}
+
+static bool port_read_position(void *context, fts_position_t *position, fts_error_t *err)
+{
+    return fts_redis_queue_read_position(context, position, err);
+}
+
+static bool port_clear_position(void *context, fts_error_t *err)
+{
+    return fts_redis_queue_clear_position(context, err);
+}
+
+static bool port_backlog(void *context, fts_backlog_t *backlog, fts_error_t *err)
+{
+    return fts_redis_queue_backlog(context, backlog, err);
+}
+
+static bool port_trim(void *context, fts_trim_result_t *result, fts_error_t *err)
+{
+    return fts_redis_queue_trim(context, result, err);
+}
+
+static const fts_queue_ops_t queue_ops = {
+    .stream_key = port_stream_key,
+    .ensure_group = port_ensure_group,
+    .append = port_append,
+    .checkpoint = port_checkpoint,
+    .dead_letter = port_dead_letter,
+    .read_position = port_read_position,
+    .clear_position = port_clear_position,
+    .backlog = port_backlog,
+    .trim = port_trim,
+};
+
+fts_queue_port_t fts_redis_queue_port(fts_redis_queue_t *queue)
+{
+    return (fts_queue_port_t){.ops = &queue_ops, .context = queue};
 }

@@ -61,6 +61,7 @@
 
 #include "action.h"
 #include "error.h"
+#include "extract_ports.h"
 #include "redis_conn.h"
 
 /* The consumer group of `ftsync load`. Created (from the stream's first entry) by whoever
@@ -85,79 +86,6 @@ typedef struct {
     char lease[FTS_REDIS_KEY_SIZE];
 } fts_redis_keys_t;
 
-typedef enum {
-    FTS_REDIS_CHECKPOINT_TOKEN = 1, /* a change-stream resume token: writes the token hash */
-    FTS_REDIS_CHECKPOINT_SNAPSHOT   /* snapshot progress: writes the snapshot hash */
-} fts_redis_checkpoint_kind_t;
-
-typedef enum {
-    FTS_REDIS_TOKEN_RESUME = 1, /* reopen with resumeAfter */
-    FTS_REDIS_TOKEN_START_AFTER /* the token is an invalidate's: reopen with startAfter */
-} fts_redis_token_kind_t;
-
-/* A position to save. Everything is borrowed for the duration of the call. */
-typedef struct {
-    fts_redis_checkpoint_kind_t kind;
-
-    /* FTS_REDIS_CHECKPOINT_TOKEN */
-    const char *token; /* canonical extended JSON, NUL-terminated, not empty */
-    fts_redis_token_kind_t token_kind;
-    uint32_t cluster_seconds; /* cluster time of the last change covered; 0.0 if unknown */
-    uint32_t cluster_increment;
-
-    /* FTS_REDIS_CHECKPOINT_SNAPSHOT */
-    uint32_t started_seconds; /* cluster time noted before the scan; seconds > 0 */
-    uint32_t started_increment;
-    const char *last_id; /* canonical extended JSON of the last _id queued; NULL before the first
-                          * document: then the snapshot hash is started afresh */
-    uint64_t queued;     /* documents queued so far (absolute, so a re-sent batch is harmless) */
-} fts_redis_checkpoint_t;
-
-/* A stream entry to dead-letter. Borrowed for the duration of the call. */
-typedef struct {
-    const char **items; /* the original entry: field, value, field, value... (may be none) */
-    const size_t *lens; /* lengths of items; NULL: each item is NUL-terminated */
-    size_t count;       /* number of items; even */
-    const char *reason; /* why, e.g. "the transform worker crashed 3 times (signal 11)" */
-    const char *stage;  /* where: "transform", "extract", "load" */
-} fts_redis_dead_letter_t;
-
-/* The saved position as read back. Strings are owned (fts_redis_position_cleanup). */
-typedef struct {
-    bool has_token;
-    char *token;
-    fts_redis_token_kind_t token_kind;
-    uint32_t cluster_seconds;
-    uint32_t cluster_increment;
-    uint64_t token_updated_at_ms;
-
-    bool has_snapshot;
-    uint32_t started_seconds;
-    uint32_t started_increment;
-    char *last_id; /* NULL: no document queued yet */
-    uint64_t queued;
-    uint64_t snapshot_updated_at_ms;
-} fts_redis_position_t;
-
-/* How far the loaders are behind. */
-typedef struct {
-    uint64_t entries;  /* not yet acknowledged by FTS_LOAD_GROUP (or an upper bound, see exact);
-                        * what backpressure compares with its maximum */
-    bool exact;        /* false: entries is XLEN, an upper bound (the group's lag is unknown) */
-    bool group_exists; /* false: no loader group yet; entries is XLEN (nothing acknowledged) */
-    uint64_t length;   /* XLEN */
-    uint64_t pending;  /* delivered to a loader, not acknowledged */
-    uint64_t lag;      /* not yet delivered; valid when lag_known */
-    bool lag_known;
-} fts_redis_backlog_t;
-
-/* What a trim did. */
-typedef struct {
-    bool trimmed;     /* false: no stream, or no consumer group (nothing is known acknowledged) */
-    uint64_t removed; /* entries removed */
-    char threshold[FTS_REDIS_STREAM_ID_SIZE]; /* entries below this ID were removed */
-} fts_redis_trim_t;
-
 typedef struct fts_redis_queue fts_redis_queue_t;
 
 /* Creates the queue of pipeline over the state and queue connections (borrowed; they must
@@ -167,6 +95,10 @@ fts_redis_queue_t *fts_redis_queue_new(fts_redis_t *state, fts_redis_t *queue, c
                                        fts_error_t *err);
 
 void fts_redis_queue_destroy(fts_redis_queue_t *queue);
+
+/* The queue port over queue (borrowed: it must outlive the port). Its operations are the
+ * functions below; the stream key is fts_redis_queue_keys()->stream. */
+fts_queue_port_t fts_redis_queue_port(fts_redis_queue_t *queue);
 
 /* Borrowed until destroy. The stream key is what fts_action_encode() must be given. */
 const fts_redis_keys_t *fts_redis_queue_keys(const fts_redis_queue_t *queue);
@@ -189,15 +121,14 @@ bool fts_redis_queue_ensure_group(fts_redis_queue_t *queue, fts_error_t *err);
  * sent (key, "*", an even number of field/value items): a malformed one fails the whole call
  * with nothing sent. count 0 with a checkpoint is fts_redis_queue_checkpoint(). */
 bool fts_redis_queue_append(fts_redis_queue_t *queue, const fts_action_argv_t *actions,
-                            size_t count, const fts_redis_checkpoint_t *checkpoint,
-                            fts_error_t *err);
+                            size_t count, const fts_checkpoint_t *checkpoint, fts_error_t *err);
 
 /* Saves a position with no entries: a post-batch resume token that advanced while no event
  * arrived, the start of a snapshot, or an operator's `reset-token`. One MULTI on the state
  * server. The caller guarantees invariant 1 by ordering: it calls this only once every action
  * before the position is queued (an append returned true for it), which in a single-threaded
  * extract is every append made so far. */
-bool fts_redis_queue_checkpoint(fts_redis_queue_t *queue, const fts_redis_checkpoint_t *checkpoint,
+bool fts_redis_queue_checkpoint(fts_redis_queue_t *queue, const fts_checkpoint_t *checkpoint,
                                 fts_error_t *err);
 
 /* XADD to the dead-letter stream (the original fields, then reason, stage, failed_at) and
@@ -205,35 +136,32 @@ bool fts_redis_queue_checkpoint(fts_redis_queue_t *queue, const fts_redis_checkp
  * ordering promise as fts_redis_queue_checkpoint: every action before the dead event is
  * already queued. The extra fields come last, so a reader that takes the last occurrence of a
  * field name reads ours even when the original entry had a field of the same name. */
-bool fts_redis_queue_dead_letter(fts_redis_queue_t *queue, const fts_redis_dead_letter_t *dead,
-                                 const fts_redis_checkpoint_t *checkpoint, fts_error_t *err);
+bool fts_redis_queue_dead_letter(fts_redis_queue_t *queue, const fts_dead_letter_t *dead,
+                                 const fts_checkpoint_t *checkpoint, fts_error_t *err);
 
 /* Reads the token and snapshot hashes in one MULTI. Neither: has_token and has_snapshot false.
  * A hash that is there but malformed (a missing or unparsable field, an unknown kind) is an
  * error naming key and field, with position left empty. Fields this version does not know are
  * ignored. Both hashes can only exist together if someone wrote them by hand; the caller then
  * gets both. */
-bool fts_redis_queue_read_position(fts_redis_queue_t *queue, fts_redis_position_t *position,
+bool fts_redis_queue_read_position(fts_redis_queue_t *queue, fts_position_t *position,
                                    fts_error_t *err);
 
 /* Deletes token and snapshot hashes in one command (`reset-token --clear`): the next start
  * snapshots the collection again. */
 bool fts_redis_queue_clear_position(fts_redis_queue_t *queue, fts_error_t *err);
 
-void fts_redis_position_cleanup(fts_redis_position_t *position);
-
 /* The loaders' backlog, from one MULTI of XLEN and XINFO GROUPS. No stream: all zero. With
  * the group: pending + lag (Redis 7 reports lag); when Redis cannot tell the lag (nil after
  * an XDEL past the group's last-delivered entry, or a server before 7.0) entries is XLEN, a
  * safe upper bound because trimming keeps every unacknowledged entry in the stream. */
-bool fts_redis_queue_backlog(fts_redis_queue_t *queue, fts_redis_backlog_t *backlog,
-                             fts_error_t *err);
+bool fts_redis_queue_backlog(fts_redis_queue_t *queue, fts_backlog_t *backlog, fts_error_t *err);
 
 /* Removes the entries every consumer group acknowledged: XTRIM MINID <threshold>, threshold =
  * the smallest, over all groups, of (the group's smallest pending ID if it has pending
  * entries, else its last-delivered ID + 1). No group: nothing is removed. Runs as one Lua
  * script, so no other command interleaves (see redis_queue.c). result may be NULL. */
-bool fts_redis_queue_trim(fts_redis_queue_t *queue, fts_redis_trim_t *result, fts_error_t *err);
+bool fts_redis_queue_trim(fts_redis_queue_t *queue, fts_trim_result_t *result, fts_error_t *err);
 
 /* ---- Pure parts, exposed for unit tests and for the other Redis code. ---- */
 
@@ -243,7 +171,7 @@ bool fts_redis_keys_init(fts_redis_keys_t *keys, const char *pipeline, fts_error
 
 /* Checks a checkpoint before anything is sent: known kinds, a non-empty token, a snapshot
  * start time with seconds > 0, no empty last_id. FTS_ERROR_INTERNAL naming the field. */
-bool fts_redis_checkpoint_validate(const fts_redis_checkpoint_t *checkpoint, fts_error_t *err);
+bool fts_redis_checkpoint_validate(const fts_checkpoint_t *checkpoint, fts_error_t *err);
 
 /* "<seconds>.<increment>" into text (at least 24 bytes). */
 void fts_redis_cluster_time_format(uint32_t seconds, uint32_t increment, char *text, size_t size);
@@ -251,20 +179,16 @@ void fts_redis_cluster_time_format(uint32_t seconds, uint32_t increment, char *t
 /* Parses "<seconds>.<increment>" (two decimal uint32 without sign or spaces). */
 bool fts_redis_cluster_time_parse(const char *text, uint32_t *seconds, uint32_t *increment);
 
-/* "resume" / "start_after"; parse returns false for anything else. */
-const char *fts_redis_token_kind_name(fts_redis_token_kind_t kind);
-bool fts_redis_token_kind_parse(const char *text, fts_redis_token_kind_t *kind);
-
 /* Reads the replies of HGETALL token and HGETALL snapshot (either may be an empty array) into
  * position, as fts_redis_queue_read_position does. keys names the hashes in messages. */
 bool fts_redis_position_parse(const fts_redis_keys_t *keys, const redisReply *token_hash,
-                              const redisReply *snapshot_hash, fts_redis_position_t *position,
+                              const redisReply *snapshot_hash, fts_position_t *position,
                               fts_error_t *err);
 
 /* Reads the replies of XLEN and XINFO GROUPS (an array of per-group field/value arrays; nil
  * lag as a nil reply) into backlog, as fts_redis_queue_backlog does. */
 bool fts_redis_backlog_parse(const redisReply *xlen, const redisReply *groups,
-                             fts_redis_backlog_t *backlog, fts_error_t *err);
+                             fts_backlog_t *backlog, fts_error_t *err);
 
 /* Checks that an action's argv is "XADD <stream_key> * field value [field value...]". */
 bool fts_redis_action_argv_check(const fts_action_argv_t *action, const char *stream_key,

@@ -160,7 +160,7 @@ static fts_mongo_source_t *make_source(fixture_t *f, const char *collection,
     return source;
 }
 
-static void open_ok(fts_mongo_source_t *source, const fts_mongo_position_t *position)
+static void open_ok(fts_mongo_source_t *source, const fts_source_position_t *position)
 {
     fts_error_t err;
     fts_error_clear(&err);
@@ -176,17 +176,17 @@ static const bson_t *next_event(fts_mongo_source_t *source)
     while (now_ms() < deadline) {
         fts_error_t err;
         fts_error_clear(&err);
-        fts_mongo_next_t what;
+        fts_source_next_t what;
         const bson_t *event = NULL;
         if (!fts_mongo_source_next(source, &what, &event, &err)) {
             fail_msg("reading the change stream failed: %s", err.message);
         }
-        if (what == FTS_MONGO_NEXT_EVENT) {
+        if (what == FTS_SOURCE_NEXT_EVENT) {
             assert_non_null(event);
             return event;
         }
         assert_null(event);
-        assert_int_equal(what, FTS_MONGO_NEXT_IDLE);
+        assert_int_equal(what, FTS_SOURCE_NEXT_IDLE);
     }
     fail_msg("no change event within %d ms", EVENT_WAIT_MS);
     return NULL;
@@ -196,16 +196,16 @@ static void expect_idle(fts_mongo_source_t *source)
 {
     fts_error_t err;
     fts_error_clear(&err);
-    fts_mongo_next_t what;
+    fts_source_next_t what;
     const bson_t *event = NULL;
     if (!fts_mongo_source_next(source, &what, &event, &err)) {
         fail_msg("reading the change stream failed: %s", err.message);
     }
-    if (what == FTS_MONGO_NEXT_EVENT) {
+    if (what == FTS_SOURCE_NEXT_EVENT) {
         char *json = bson_as_canonical_extended_json(event, NULL);
         fail_msg("expected no event, got %s", json);
     }
-    assert_int_equal(what, FTS_MONGO_NEXT_IDLE);
+    assert_int_equal(what, FTS_SOURCE_NEXT_IDLE);
 }
 
 static const char *event_string(const bson_t *event, const char *path)
@@ -330,9 +330,9 @@ static void insert_range(fixture_t *f, int64_t first, int64_t last)
     }
 }
 
-static fts_mongo_position_t after_token(fts_mongo_from_t from, const bson_t *token)
+static fts_source_position_t after_token(fts_source_from_t from, const char *token)
 {
-    fts_mongo_position_t position = {.from = from, .token = token};
+    fts_source_position_t position = {.from = from, .token = token};
     return position;
 }
 
@@ -464,15 +464,11 @@ static void test_token_advances_while_idle(void **state)
     /* Resuming from the idle token sees what is written next, and nothing older. */
     char *saved = token_json(f->source);
     insert_range(f, 1, 2);
-    fts_error_t err;
-    bson_t *token = fts_mongo_token_from_json(saved, &err);
-    assert_non_null(token);
-    fts_mongo_position_t position = after_token(FTS_MONGO_RESUME_AFTER, token);
+    fts_source_position_t position = after_token(FTS_SOURCE_RESUME_AFTER, saved);
     open_ok(f->source, &position);
     expect_inserts(f->source, 1, 2);
     expect_idle(f->source);
 
-    bson_destroy(token);
     bson_free(saved);
     bson_free(before);
     bson_free(after);
@@ -493,10 +489,7 @@ static void test_resume_after_saved_token(void **state)
     assert_null(fts_mongo_source_resume_token(f->source));
 
     insert_range(f, 6, 7);
-    fts_error_t err;
-    bson_t *token = fts_mongo_token_from_json(saved, &err);
-    assert_non_null(token);
-    fts_mongo_position_t position = after_token(FTS_MONGO_RESUME_AFTER, token);
+    fts_source_position_t position = after_token(FTS_SOURCE_RESUME_AFTER, saved);
     open_ok(f->source, &position);
     expect_inserts(f->source, 4, 7);
     expect_idle(f->source);
@@ -504,7 +497,6 @@ static void test_resume_after_saved_token(void **state)
     /* The same token again: the same events again (replays are the caller's business). */
     open_ok(f->source, &position);
     expect_inserts(f->source, 4, 7);
-    bson_destroy(token);
     bson_free(saved);
 }
 
@@ -533,17 +525,15 @@ static void test_start_after_invalidate(void **state)
 
     /* The stream is over: next says so instead of waiting. */
     fts_error_t err;
-    fts_mongo_next_t what;
+    fts_source_next_t what;
     assert_true(fts_mongo_source_next(f->source, &what, &event, &err));
-    assert_int_equal(what, FTS_MONGO_NEXT_INVALIDATED);
+    assert_int_equal(what, FTS_SOURCE_NEXT_INVALIDATED);
     assert_null(event);
     assert_true(fts_mongo_source_token_needs_start_after(f->source));
 
     /* The collection comes back; startAfter the invalidate follows it. */
     insert_range(f, 2, 3);
-    bson_t *token = fts_mongo_token_from_json(saved, &err);
-    assert_non_null(token);
-    fts_mongo_position_t position = after_token(FTS_MONGO_START_AFTER, token);
+    fts_source_position_t position = after_token(FTS_SOURCE_START_AFTER, saved);
     open_ok(f->source, &position);
     /* Until an event arrives the token may still be the invalidate's (mongod may return it as
      * the post-batch token): keep saving it for startAfter. */
@@ -554,11 +544,11 @@ static void test_start_after_invalidate(void **state)
     expect_idle(f->source);
 
     /* resumeAfter refuses an invalidate's token (mongod: 260 InvalidResumeToken). */
-    position.from = FTS_MONGO_RESUME_AFTER;
+    position.from = FTS_SOURCE_RESUME_AFTER;
     fts_error_clear(&err);
     bool opened = fts_mongo_source_open(f->source, &position, &err);
     if (opened) {
-        fts_mongo_next_t seen;
+        fts_source_next_t seen;
         const bson_t *ignored;
         opened = fts_mongo_source_next(f->source, &seen, &ignored, &err);
         if (opened) {
@@ -569,7 +559,6 @@ static void test_start_after_invalidate(void **state)
     assert_int_equal(fts_mongo_source_server_code(f->source), 260);
     assert_true(fts_mongo_error_is_history_lost(&err));
 
-    bson_destroy(token);
     bson_free(saved);
     bson_free(invalidate_id);
 }
@@ -582,13 +571,13 @@ static void test_start_at_operation_time(void **state)
     insert_id(f, NULL, 0); /* before the noted time: not wanted, though "at" it is allowed */
 
     fts_error_t err;
-    fts_mongo_timestamp_t noted;
+    fts_timestamp_t noted;
     assert_true(fts_mongo_source_cluster_time(f->source, &noted, &err));
     assert_true(noted.seconds > 0);
     uint64_t noted_version = (uint64_t)noted.seconds << 32 | noted.increment;
     insert_range(f, 1, 3);
 
-    fts_mongo_position_t position = {.from = FTS_MONGO_START_AT_TIME, .time = noted};
+    fts_source_position_t position = {.from = FTS_SOURCE_START_AT_TIME, .time = noted};
     open_ok(f->source, &position);
     const bson_t *event = next_event(f->source);
     assert_operation(event, "insert");
@@ -603,7 +592,7 @@ static void test_start_at_operation_time(void **state)
     expect_idle(f->source);
 
     /* The cluster time moves forward. */
-    fts_mongo_timestamp_t later;
+    fts_timestamp_t later;
     assert_true(fts_mongo_source_cluster_time(f->source, &later, &err));
     assert_true(((uint64_t)later.seconds << 32 | later.increment) > noted_version);
 
@@ -646,11 +635,10 @@ static void test_history_lost(void **state)
                               BCON_INT32(1), "}", "data", "{", "failCommands", "[",
                               BCON_UTF8("aggregate"), "]", "errorCode", BCON_INT32(286), "}"));
     }
-    bson_t *token = fts_mongo_token_from_json(saved, &err);
-    fts_mongo_position_t position = after_token(FTS_MONGO_RESUME_AFTER, token);
+    fts_source_position_t position = after_token(FTS_SOURCE_RESUME_AFTER, saved);
     bool ok = fts_mongo_source_open(f->source, &position, &err);
     if (ok) {
-        fts_mongo_next_t what;
+        fts_source_next_t what;
         const bson_t *event;
         ok = fts_mongo_source_next(f->source, &what, &event, &err);
         if (ok) {
@@ -658,7 +646,7 @@ static void test_history_lost(void **state)
         }
     }
     assert_int_equal(err.domain, FTS_ERROR_MONGO);
-    assert_int_equal(err.code, FTS_MONGO_HISTORY_LOST);
+    assert_int_equal(err.code, FTS_SOURCE_HISTORY_LOST);
     assert_true(fts_mongo_error_is_history_lost(&err));
     assert_int_equal(fts_mongo_source_server_code(f->source), 286);
     assert_contains(err.message, "286");
@@ -669,7 +657,6 @@ static void test_history_lost(void **state)
     open_ok(f->source, NULL);
     expect_idle(f->source);
 
-    bson_destroy(token);
     bson_free(saved);
     if (small) {
         fixture_cleanup(&local);
@@ -687,8 +674,7 @@ static void test_malformed_tokens(void **state)
     fts_error_t err;
 
     /* Not a resume token at all: refused before asking the server. */
-    bson_t *not_token = BCON_NEW("foo", BCON_INT32(1));
-    fts_mongo_position_t position = after_token(FTS_MONGO_RESUME_AFTER, not_token);
+    fts_source_position_t position = after_token(FTS_SOURCE_RESUME_AFTER, "{\"foo\": 1}");
     fts_error_clear(&err);
     assert_false(fts_mongo_source_open(f->source, &position, &err));
     assert_true(fts_mongo_error_is_history_lost(&err));
@@ -697,15 +683,14 @@ static void test_malformed_tokens(void **state)
     position.token = NULL;
     assert_false(fts_mongo_source_open(f->source, &position, &err));
     assert_true(fts_mongo_error_is_history_lost(&err));
-    bson_destroy(not_token);
 
     /* Shaped like one, but the server never issued it. */
-    bson_t *garbage = BCON_NEW("_data", BCON_UTF8("8200000001000000012B0229296E04"));
-    position = after_token(FTS_MONGO_RESUME_AFTER, garbage);
+    position =
+        after_token(FTS_SOURCE_RESUME_AFTER, "{\"_data\": \"8200000001000000012B0229296E04\"}");
     fts_error_clear(&err);
     bool ok = fts_mongo_source_open(f->source, &position, &err);
     if (ok) {
-        fts_mongo_next_t what;
+        fts_source_next_t what;
         const bson_t *event;
         ok = fts_mongo_source_next(f->source, &what, &event, &err);
         if (ok) {
@@ -721,15 +706,13 @@ static void test_malformed_tokens(void **state)
         /* Hex that is no KeyString: mongod's 50811, as the double answers. */
         assert_int_equal(fts_mongo_source_server_code(f->source), 50811);
     }
-    bson_destroy(garbage);
 
     /* Not even hex (mongod: FailedToParse), and _data of the wrong type (mongod: 40647). */
-    bson_t *not_hex = BCON_NEW("_data", BCON_UTF8("zz-not-hex"));
-    position = after_token(FTS_MONGO_START_AFTER, not_hex);
+    position = after_token(FTS_SOURCE_START_AFTER, "{\"_data\": \"zz-not-hex\"}");
     fts_error_clear(&err);
     ok = fts_mongo_source_open(f->source, &position, &err);
     if (ok) {
-        fts_mongo_next_t what;
+        fts_source_next_t what;
         const bson_t *event;
         ok = fts_mongo_source_next(f->source, &what, &event, &err);
         assert_false(ok);
@@ -738,14 +721,13 @@ static void test_malformed_tokens(void **state)
         fail_msg("a resume token that is not hex: %s", err.message);
     }
     assert_int_equal(fts_mongo_source_server_code(f->source), 9);
-    bson_destroy(not_hex);
-    bson_t *binary = BCON_NEW("_data", BCON_BIN(BSON_SUBTYPE_BINARY, (const uint8_t *)"ab", 2));
-    position = after_token(FTS_MONGO_RESUME_AFTER, binary);
+    position =
+        after_token(FTS_SOURCE_RESUME_AFTER,
+                    "{\"_data\": {\"$binary\": {\"base64\": \"YWI=\", \"subType\": \"00\"}}}");
     fts_error_clear(&err);
     assert_false(fts_mongo_source_open(f->source, &position, &err));
     assert_true(fts_mongo_error_is_history_lost(&err));
     assert_contains(err.message, "not a string");
-    bson_destroy(binary);
 
     /* A saved text that is no JSON object. */
     fts_error_clear(&err);
@@ -827,7 +809,7 @@ static void test_non_resumable_error_is_retryable(void **state)
     insert_range(f, 2, 3);
     fts_error_t err;
     fts_error_clear(&err);
-    fts_mongo_next_t what;
+    fts_source_next_t what;
     const bson_t *event = NULL;
     assert_false(fts_mongo_source_next(f->source, &what, &event, &err));
     assert_null(event);
@@ -841,8 +823,7 @@ static void test_non_resumable_error_is_retryable(void **state)
     assert_false(fts_mongo_source_next(f->source, &what, &event, &err));
 
     /* What the caller does: reopen from its checkpoint. Nothing is lost. */
-    bson_t *token = fts_mongo_token_from_json(checkpoint, &err);
-    fts_mongo_position_t position = after_token(FTS_MONGO_RESUME_AFTER, token);
+    fts_source_position_t position = after_token(FTS_SOURCE_RESUME_AFTER, checkpoint);
     open_ok(f->source, &position);
     expect_inserts(f->source, 2, 3);
     expect_idle(f->source);
@@ -870,7 +851,6 @@ static void test_non_resumable_error_is_retryable(void **state)
         assert_true(fts_mongo_error_is_history_lost(&err));
         assert_int_equal(fts_mongo_source_server_code(f->source), codes[i]);
     }
-    bson_destroy(token);
     bson_free(checkpoint);
 }
 
@@ -882,12 +862,14 @@ static void reopen_with_backoff(fts_mongo_source_t *source, const bson_t *checkp
     fts_backoff_t backoff;
     fts_backoff_init(&backoff, 50, 500, 42);
     uint64_t deadline = now_ms() + 30000;
-    fts_mongo_position_t position = after_token(FTS_MONGO_RESUME_AFTER, checkpoint);
+    char *json = bson_as_canonical_extended_json(checkpoint, NULL);
+    fts_source_position_t position = after_token(FTS_SOURCE_RESUME_AFTER, json);
     for (;;) {
         fts_error_t err;
         fts_error_clear(&err);
         (*reopens)++;
         if (fts_mongo_source_open(source, &position, &err)) {
+            bson_free(json);
             return;
         }
         if (err.code != FTS_MONGO_RETRYABLE) {
@@ -911,7 +893,7 @@ static void follow_until(fts_mongo_source_t *source, bson_t **checkpoint, int64_
     while (now_ms() < deadline) {
         fts_error_t err;
         fts_error_clear(&err);
-        fts_mongo_next_t what;
+        fts_source_next_t what;
         const bson_t *event = NULL;
         if (!fts_mongo_source_next(source, &what, &event, &err)) {
             assert_false(fts_mongo_error_is_history_lost(&err));
@@ -920,7 +902,7 @@ static void follow_until(fts_mongo_source_t *source, bson_t **checkpoint, int64_
             reopen_with_backoff(source, *checkpoint, reopens);
             continue;
         }
-        if (what != FTS_MONGO_NEXT_EVENT) {
+        if (what != FTS_SOURCE_NEXT_EVENT) {
             continue;
         }
         assert_operation(event, "insert");
@@ -997,7 +979,7 @@ static void test_database_scope_with_filter(void **state)
 {
     fixture_t *f = *state;
     fts_mongo_source_options_t options = quick_options();
-    options.scope = FTS_MONGO_SCOPE_DATABASE;
+    options.scope = FTS_SCOPE_DATABASE;
     const char *followed[] = {"items", "more", NULL};
     options.collections = followed;
     f->source = make_source(f, NULL, &options);
@@ -1077,8 +1059,8 @@ static void test_pre_and_post_images(void **state)
     mongoc_database_destroy(db);
 
     fts_mongo_source_options_t options = quick_options();
-    options.full_document = FTS_MONGO_FULL_DOCUMENT_REQUIRED;
-    options.full_document_before_change = FTS_MONGO_BEFORE_CHANGE_REQUIRED;
+    options.full_document = FTS_FULL_DOCUMENT_REQUIRED;
+    options.full_document_before_change = FTS_PRE_IMAGES_REQUIRED;
     f->source = make_source(f, "imaged", &options);
     open_ok(f->source, NULL);
     expect_idle(f->source);
@@ -1289,20 +1271,20 @@ static void test_bad_configuration(void **state)
     assert_null(fts_mongo_source_new(f->uri, f->db, "it$ems", &options, &err));
     assert_contains(err.message, "'$'");
 
-    options.scope = FTS_MONGO_SCOPE_DATABASE;
+    options.scope = FTS_SCOPE_DATABASE;
     assert_null(fts_mongo_source_new(f->uri, f->db, "items", &options, &err));
     assert_contains(err.message, "collection filter");
-    options.scope = FTS_MONGO_SCOPE_COLLECTION;
+    options.scope = FTS_SCOPE_COLLECTION;
     const char *filter[] = {"x", NULL};
     options.collections = filter;
     assert_null(fts_mongo_source_new(f->uri, f->db, "items", &options, &err));
     assert_contains(err.message, "database-wide");
     options.collections = NULL;
 
-    options.full_document = (fts_mongo_full_document_t)7;
+    options.full_document = (fts_full_document_t)7;
     assert_null(fts_mongo_source_new(f->uri, f->db, "items", &options, &err));
     assert_contains(err.message, "fullDocument");
-    options.full_document = FTS_MONGO_FULL_DOCUMENT_UPDATE_LOOKUP;
+    options.full_document = FTS_FULL_DOCUMENT_UPDATE_LOOKUP;
     options.max_await_time_ms = -1;
     assert_null(fts_mongo_source_new(f->uri, f->db, "items", &options, &err));
     assert_contains(err.message, "maxAwaitTimeMS");
@@ -1310,7 +1292,7 @@ static void test_bad_configuration(void **state)
 
     /* next before open is a programming error, said clearly. */
     f->source = make_source(f, "items", &options);
-    fts_mongo_next_t what;
+    fts_source_next_t what;
     const bson_t *event;
     assert_false(fts_mongo_source_next(f->source, &what, &event, &err));
     assert_int_equal(err.domain, FTS_ERROR_INTERNAL);

@@ -63,9 +63,9 @@ static fts_redis_lease_t *lease_ok(fts_redis_t *redis, const char *pipeline, uin
     return lease;
 }
 
-static fts_redis_lease_status_t acquire(fts_redis_lease_t *lease)
+static fts_lease_status_t acquire(fts_redis_lease_t *lease)
 {
-    fts_redis_lease_status_t status;
+    fts_lease_status_t status;
     fts_error_t err;
     fts_error_clear(&err);
     if (!fts_redis_lease_acquire(lease, &status, &err)) {
@@ -74,9 +74,9 @@ static fts_redis_lease_status_t acquire(fts_redis_lease_t *lease)
     return status;
 }
 
-static fts_redis_lease_status_t renew(fts_redis_lease_t *lease)
+static fts_lease_status_t renew(fts_redis_lease_t *lease)
 {
-    fts_redis_lease_status_t status;
+    fts_lease_status_t status;
     fts_error_t err;
     fts_error_clear(&err);
     if (!fts_redis_lease_renew(lease, &status, &err)) {
@@ -85,9 +85,9 @@ static fts_redis_lease_status_t renew(fts_redis_lease_t *lease)
     return status;
 }
 
-static fts_redis_lease_status_t release(fts_redis_lease_t *lease)
+static fts_lease_status_t release(fts_redis_lease_t *lease)
 {
-    fts_redis_lease_status_t status;
+    fts_lease_status_t status;
     fts_error_t err;
     fts_error_clear(&err);
     if (!fts_redis_lease_release(lease, &status, &err)) {
@@ -131,8 +131,8 @@ static void test_acquire_contend_renew_release(void **state)
     assert_int_equal(fts_redis_lease_remaining_ms(a), 0);
 
     /* A takes it. */
-    fts_redis_lease_status_t status = acquire(a);
-    assert_int_equal(status.state, FTS_REDIS_LEASE_ACQUIRED);
+    fts_lease_status_t status = acquire(a);
+    assert_int_equal(status.state, FTS_LEASE_ACQUIRED);
     uint64_t remaining = fts_redis_lease_remaining_ms(a);
     assert_true(remaining > 4000 && remaining <= 5000);
     long long pttl;
@@ -143,17 +143,17 @@ static void test_acquire_contend_renew_release(void **state)
 
     /* B is told who holds it and for how long. */
     status = acquire(b);
-    assert_int_equal(status.state, FTS_REDIS_LEASE_HELD);
+    assert_int_equal(status.state, FTS_LEASE_HELD);
     assert_string_equal(status.holder, fts_redis_lease_owner(a));
     assert_true(status.holder_ttl_ms > 4000 && status.holder_ttl_ms <= 5000);
     assert_int_equal(fts_redis_lease_remaining_ms(b), 0);
 
     /* B cannot renew or release what is A's, and A keeps it. */
     status = renew(b);
-    assert_int_equal(status.state, FTS_REDIS_LEASE_LOST);
+    assert_int_equal(status.state, FTS_LEASE_LOST);
     assert_string_equal(status.holder, fts_redis_lease_owner(a));
     status = release(b);
-    assert_int_equal(status.state, FTS_REDIS_LEASE_LOST);
+    assert_int_equal(status.state, FTS_LEASE_LOST);
     value = lease_value(redis_a, key, &pttl);
     assert_string_equal(value, fts_redis_lease_owner(a));
     free(value);
@@ -164,22 +164,22 @@ static void test_acquire_contend_renew_release(void **state)
     assert_true(pttl < 4800);
     free(value);
     status = renew(a);
-    assert_int_equal(status.state, FTS_REDIS_LEASE_ACQUIRED);
+    assert_int_equal(status.state, FTS_LEASE_ACQUIRED);
     value = lease_value(redis_a, key, &pttl);
     assert_true(pttl > 4800);
     free(value);
     assert_true(fts_redis_lease_remaining_ms(a) > 4800);
     status = acquire(a);
-    assert_int_equal(status.state, FTS_REDIS_LEASE_ACQUIRED);
+    assert_int_equal(status.state, FTS_LEASE_ACQUIRED);
 
     /* A stops cleanly: released, and B takes over at once. */
     status = release(a);
-    assert_int_equal(status.state, FTS_REDIS_LEASE_RELEASED);
+    assert_int_equal(status.state, FTS_LEASE_RELEASED);
     assert_int_equal(fts_redis_lease_remaining_ms(a), 0);
     value = lease_value(redis_a, key, &pttl);
     assert_null(value);
     status = acquire(b);
-    assert_int_equal(status.state, FTS_REDIS_LEASE_ACQUIRED);
+    assert_int_equal(status.state, FTS_LEASE_ACQUIRED);
     release(b);
 
     fts_redis_lease_destroy(b);
@@ -196,37 +196,37 @@ static void test_expire_and_takeover(void **state)
     fts_redis_t *redis = connect_ok();
     fts_redis_lease_t *a = lease_ok(redis, pipeline, 300, "extractor-a");
     fts_redis_lease_t *b = lease_ok(redis, pipeline, 300, "extractor-b");
-    assert_int_equal(acquire(a).state, FTS_REDIS_LEASE_ACQUIRED);
-    assert_int_equal(acquire(b).state, FTS_REDIS_LEASE_HELD);
+    assert_int_equal(acquire(a).state, FTS_LEASE_ACQUIRED);
+    assert_int_equal(acquire(b).state, FTS_LEASE_HELD);
 
     /* A stops renewing (hung, partitioned): its own deadline runs out no later than the key. */
     fts_test_sleep_ms(350);
     assert_int_equal(fts_redis_lease_remaining_ms(a), 0);
-    fts_redis_lease_status_t status = acquire(b);
-    assert_int_equal(status.state, FTS_REDIS_LEASE_ACQUIRED);
+    fts_lease_status_t status = acquire(b);
+    assert_int_equal(status.state, FTS_LEASE_ACQUIRED);
     assert_true(fts_redis_lease_remaining_ms(b) > 0);
 
     /* A comes back: its renewal says it lost the lease and to whom, and does not extend it;
      * its release does not delete B's. */
     status = renew(a);
-    assert_int_equal(status.state, FTS_REDIS_LEASE_LOST);
+    assert_int_equal(status.state, FTS_LEASE_LOST);
     assert_string_equal(status.holder, "extractor-b");
     assert_true(status.holder_ttl_ms > 0 && status.holder_ttl_ms <= 300);
     assert_int_equal(fts_redis_lease_remaining_ms(a), 0);
     status = release(a);
-    assert_int_equal(status.state, FTS_REDIS_LEASE_LOST);
+    assert_int_equal(status.state, FTS_LEASE_LOST);
     long long pttl;
     char *value = lease_value(redis, fts_redis_lease_key(b), &pttl);
     assert_string_equal(value, "extractor-b");
     free(value);
     status = acquire(a);
-    assert_int_equal(status.state, FTS_REDIS_LEASE_HELD);
+    assert_int_equal(status.state, FTS_LEASE_HELD);
     assert_string_equal(status.holder, "extractor-b");
 
     /* Nobody renews: the lease is gone, and a renewal says it expired (no holder). */
     fts_test_sleep_ms(350);
     status = renew(b);
-    assert_int_equal(status.state, FTS_REDIS_LEASE_LOST);
+    assert_int_equal(status.state, FTS_LEASE_LOST);
     assert_string_equal(status.holder, "");
     assert_int_equal(status.holder_ttl_ms, -2);
 
@@ -252,12 +252,12 @@ static void test_redis_down_lets_the_lease_run_out(void **state)
     fts_redis_t *redis = fts_redis_new(fts_test_redis_server_url(own), &options, &err);
     assert_non_null(redis);
     fts_redis_lease_t *lease = lease_ok(redis, pipeline, 1000, NULL);
-    assert_int_equal(acquire(lease).state, FTS_REDIS_LEASE_ACQUIRED);
+    assert_int_equal(acquire(lease).state, FTS_LEASE_ACQUIRED);
     uint64_t before = fts_redis_lease_remaining_ms(lease);
 
     /* Redis gone: renew fails and does not extend the local deadline, which runs out. */
     assert_true(fts_test_redis_server_stop(own, &err));
-    fts_redis_lease_status_t status;
+    fts_lease_status_t status;
     fts_error_clear(&err);
     assert_false(fts_redis_lease_renew(lease, &status, &err));
     assert_contains(err.message, "cannot renew the lease");

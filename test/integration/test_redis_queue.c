@@ -244,18 +244,18 @@ static void batch_free(batch_t *batch)
     free(batch);
 }
 
-static fts_redis_checkpoint_t token_checkpoint(const char *token, uint32_t seconds)
+static fts_checkpoint_t token_checkpoint(const char *token, uint32_t seconds)
 {
-    fts_redis_checkpoint_t checkpoint = {.kind = FTS_REDIS_CHECKPOINT_TOKEN,
-                                         .token = token,
-                                         .token_kind = FTS_REDIS_TOKEN_RESUME,
-                                         .cluster_seconds = seconds,
-                                         .cluster_increment = 1};
+    fts_checkpoint_t checkpoint = {.kind = FTS_CHECKPOINT_TOKEN,
+                                   .token = token,
+                                   .token_kind = FTS_TOKEN_RESUME,
+                                   .cluster_time.seconds = seconds,
+                                   .cluster_time.increment = 1};
     return checkpoint;
 }
 
 static void append_ok(fts_redis_queue_t *queue, const batch_t *batch,
-                      const fts_redis_checkpoint_t *checkpoint)
+                      const fts_checkpoint_t *checkpoint)
 {
     fts_error_t err;
     fts_error_clear(&err);
@@ -264,7 +264,7 @@ static void append_ok(fts_redis_queue_t *queue, const batch_t *batch,
     }
 }
 
-static void checkpoint_ok(fts_redis_queue_t *queue, const fts_redis_checkpoint_t *checkpoint)
+static void checkpoint_ok(fts_redis_queue_t *queue, const fts_checkpoint_t *checkpoint)
 {
     fts_error_t err;
     fts_error_clear(&err);
@@ -384,9 +384,9 @@ static void ack(fts_redis_t *redis, const char *key, const char *group, const ch
     freeReplyObject(reply);
 }
 
-static fts_redis_backlog_t backlog_ok(fts_redis_queue_t *queue)
+static fts_backlog_t backlog_ok(fts_redis_queue_t *queue)
 {
-    fts_redis_backlog_t backlog;
+    fts_backlog_t backlog;
     fts_error_t err;
     fts_error_clear(&err);
     if (!fts_redis_queue_backlog(queue, &backlog, &err)) {
@@ -395,9 +395,9 @@ static fts_redis_backlog_t backlog_ok(fts_redis_queue_t *queue)
     return backlog;
 }
 
-static fts_redis_trim_t trim_ok(fts_redis_queue_t *queue)
+static fts_trim_result_t trim_ok(fts_redis_queue_t *queue)
 {
-    fts_redis_trim_t trim;
+    fts_trim_result_t trim;
     fts_error_t err;
     fts_error_clear(&err);
     if (!fts_redis_queue_trim(queue, &trim, &err)) {
@@ -533,7 +533,7 @@ static void test_atomic_append_and_checkpoint(void **state)
     ensure_group_ok(queue);
 
     batch_t *batch = batch_new(queue, 0, 5, false);
-    fts_redis_checkpoint_t checkpoint = token_checkpoint(TOKEN_TEXT(1), BASE_SECONDS + 4);
+    fts_checkpoint_t checkpoint = token_checkpoint(TOKEN_TEXT(1), BASE_SECONDS + 4);
     long long multi = calls_of(redis, "multi");
     long long exec = calls_of(redis, "exec");
     long long xadd = calls_of(redis, "xadd");
@@ -566,18 +566,18 @@ static void test_atomic_append_and_checkpoint(void **state)
     assert_false(exists(redis, keys->snapshot));
 
     /* And it reads back as the position. */
-    fts_redis_position_t position;
+    fts_position_t position;
     fts_error_t err;
     fts_error_clear(&err);
     assert_true(fts_redis_queue_read_position(queue, &position, &err));
     assert_true(position.has_token);
     assert_false(position.has_snapshot);
     assert_string_equal(position.token, TOKEN_TEXT(1));
-    assert_int_equal(position.token_kind, FTS_REDIS_TOKEN_RESUME);
-    assert_int_equal(position.cluster_seconds, BASE_SECONDS + 4);
-    assert_int_equal(position.cluster_increment, 1);
+    assert_int_equal(position.token_kind, FTS_TOKEN_RESUME);
+    assert_int_equal(position.cluster_time.seconds, BASE_SECONDS + 4);
+    assert_int_equal(position.cluster_time.increment, 1);
     assert_int_equal((long long)position.token_updated_at_ms, updated);
-    fts_redis_position_cleanup(&position);
+    fts_position_cleanup(&position);
 
     /* A batch without checkpoint queues entries only; one action makes a small transaction. */
     batch_t *more = batch_new(queue, 5, 1, false);
@@ -611,7 +611,7 @@ static void test_malformed_action_sends_nothing(void **state)
     fts_error_clear(&err);
     assert_true(fts_action_encode(&foreign->actions[0], fts_redis_queue_keys(elsewhere)->stream,
                                   &good->argv[3], &err));
-    fts_redis_checkpoint_t checkpoint = token_checkpoint(TOKEN_TEXT(2), BASE_SECONDS + 3);
+    fts_checkpoint_t checkpoint = token_checkpoint(TOKEN_TEXT(2), BASE_SECONDS + 3);
     long long xadd = calls_of(redis, "xadd");
     assert_false(fts_redis_queue_append(queue, good->argv, 4, &checkpoint, &err));
     assert_int_equal(err.domain, FTS_ERROR_INTERNAL);
@@ -621,7 +621,7 @@ static void test_malformed_action_sends_nothing(void **state)
     assert_false(exists(redis, keys->token));
 
     /* A checkpoint that makes no sense is refused before sending too. */
-    fts_redis_checkpoint_t empty = token_checkpoint("", BASE_SECONDS);
+    fts_checkpoint_t empty = token_checkpoint("", BASE_SECONDS);
     assert_false(fts_redis_queue_append(queue, good->argv, 3, &empty, &err));
     assert_contains(err.message, "token is empty");
     assert_false(exists(redis, keys->stream));
@@ -649,7 +649,7 @@ static void test_failure_inside_the_transaction(void **state)
      * reported (the caller re-sends; duplicates are harmless), the key left as it was. */
     freeReplyObject(run(redis, "SET %s not-a-hash", keys->token));
     batch_t *batch = batch_new(queue, 0, 3, false);
-    fts_redis_checkpoint_t checkpoint = token_checkpoint(TOKEN_TEXT(3), BASE_SECONDS + 2);
+    fts_checkpoint_t checkpoint = token_checkpoint(TOKEN_TEXT(3), BASE_SECONDS + 2);
     fts_error_clear(&err);
     assert_false(fts_redis_queue_append(queue, batch->argv, 3, &checkpoint, &err));
     assert_contains(err.message, "checkpoint was not saved");
@@ -686,12 +686,12 @@ static void test_token_only_checkpoint(void **state)
     const fts_redis_keys_t *keys = fts_redis_queue_keys(queue);
     ensure_group_ok(queue);
     batch_t *batch = batch_new(queue, 0, 2, false);
-    fts_redis_checkpoint_t first = token_checkpoint(TOKEN_TEXT(4), BASE_SECONDS + 1);
+    fts_checkpoint_t first = token_checkpoint(TOKEN_TEXT(4), BASE_SECONDS + 1);
     append_ok(queue, batch, &first);
 
     /* A post-batch token moved on with no event: the position advances, the stream not. */
-    fts_redis_checkpoint_t later = token_checkpoint(TOKEN_TEXT(5), BASE_SECONDS + 60);
-    later.token_kind = FTS_REDIS_TOKEN_START_AFTER;
+    fts_checkpoint_t later = token_checkpoint(TOKEN_TEXT(5), BASE_SECONDS + 60);
+    later.token_kind = FTS_TOKEN_START_AFTER;
     long long xadd = calls_of(redis, "xadd");
     long long multi = calls_of(redis, "multi");
     checkpoint_ok(queue, &later);
@@ -703,13 +703,13 @@ static void test_token_only_checkpoint(void **state)
     assert_field(hash, "kind", "start_after");
     freeReplyObject(hash);
 
-    fts_redis_position_t position;
+    fts_position_t position;
     fts_error_t err;
     fts_error_clear(&err);
     assert_true(fts_redis_queue_read_position(queue, &position, &err));
-    assert_int_equal(position.token_kind, FTS_REDIS_TOKEN_START_AFTER);
-    assert_int_equal(position.cluster_seconds, BASE_SECONDS + 60);
-    fts_redis_position_cleanup(&position);
+    assert_int_equal(position.token_kind, FTS_TOKEN_START_AFTER);
+    assert_int_equal(position.cluster_time.seconds, BASE_SECONDS + 60);
+    fts_position_cleanup(&position);
 
     assert_false(fts_redis_queue_checkpoint(queue, NULL, &err));
 
@@ -727,18 +727,17 @@ static void test_snapshot_progress(void **state)
     fts_redis_queue_t *queue = queue_ok(redis, NULL, pipeline);
     const fts_redis_keys_t *keys = fts_redis_queue_keys(queue);
     ensure_group_ok(queue);
-    fts_redis_position_t position;
+    fts_position_t position;
     fts_error_t err;
     fts_error_clear(&err);
 
     /* An old token (history lost: a resync is starting). */
-    fts_redis_checkpoint_t old = token_checkpoint(TOKEN_TEXT(6), BASE_SECONDS - 100);
+    fts_checkpoint_t old = token_checkpoint(TOKEN_TEXT(6), BASE_SECONDS - 100);
     checkpoint_ok(queue, &old);
 
     /* The snapshot starts: its hash replaces the token in one step. */
-    fts_redis_checkpoint_t progress = {.kind = FTS_REDIS_CHECKPOINT_SNAPSHOT,
-                                       .started_seconds = BASE_SECONDS,
-                                       .started_increment = 2};
+    fts_checkpoint_t progress = {
+        .kind = FTS_CHECKPOINT_SNAPSHOT, .started.seconds = BASE_SECONDS, .started.increment = 2};
     checkpoint_ok(queue, &progress);
     assert_false(exists(redis, keys->token));
     redisReply *hash = run(redis, "HGETALL %s", keys->snapshot);
@@ -767,15 +766,15 @@ static void test_snapshot_progress(void **state)
     assert_true(fts_redis_queue_read_position(queue, &position, &err));
     assert_false(position.has_token);
     assert_true(position.has_snapshot);
-    assert_int_equal(position.started_seconds, BASE_SECONDS);
-    assert_int_equal(position.started_increment, 2);
+    assert_int_equal(position.started.seconds, BASE_SECONDS);
+    assert_int_equal(position.started.increment, 2);
     assert_string_equal(position.last_id, "{\"$oid\":\"65a000000000000000000005\"}");
     assert_int_equal(position.queued, 5);
-    fts_redis_position_cleanup(&position);
+    fts_position_cleanup(&position);
 
     /* The first change-stream checkpoint ends the snapshot in the same transaction. */
     batch_t *change = batch_new(queue, 5, 1, false);
-    fts_redis_checkpoint_t token = token_checkpoint(TOKEN_TEXT(7), BASE_SECONDS + 5);
+    fts_checkpoint_t token = token_checkpoint(TOKEN_TEXT(7), BASE_SECONDS + 5);
     long long multi = calls_of(redis, "multi");
     long long del = calls_of(redis, "del");
     append_ok(queue, change, &token);
@@ -786,14 +785,14 @@ static void test_snapshot_progress(void **state)
     assert_true(fts_redis_queue_read_position(queue, &position, &err));
     assert_true(position.has_token);
     assert_false(position.has_snapshot);
-    fts_redis_position_cleanup(&position);
+    fts_position_cleanup(&position);
 
     /* A snapshot started afresh leaves no last_id of an earlier one behind. */
     progress.queued = 9;
     checkpoint_ok(queue, &progress);
     progress.last_id = NULL;
     progress.queued = 0;
-    progress.started_seconds = BASE_SECONDS + 500;
+    progress.started.seconds = BASE_SECONDS + 500;
     checkpoint_ok(queue, &progress);
     hash = run(redis, "HGETALL %s", keys->snapshot);
     assert_null(field_of(hash, "last_id"));
@@ -816,7 +815,7 @@ static void test_position_malformed_and_clear(void **state)
     fts_redis_t *redis = connect_ok(fts_test_redis_server_url(shared_server));
     fts_redis_queue_t *queue = queue_ok(redis, NULL, pipeline);
     const fts_redis_keys_t *keys = fts_redis_queue_keys(queue);
-    fts_redis_position_t position;
+    fts_position_t position;
     fts_error_t err;
     fts_error_clear(&err);
 
@@ -840,14 +839,14 @@ static void test_position_malformed_and_clear(void **state)
     assert_contains(err.message, "saved position");
 
     /* reset-token --clear. */
-    fts_redis_checkpoint_t token = token_checkpoint(TOKEN_TEXT(8), BASE_SECONDS);
+    fts_checkpoint_t token = token_checkpoint(TOKEN_TEXT(8), BASE_SECONDS);
     freeReplyObject(run(redis, "DEL %s", keys->snapshot));
     checkpoint_ok(queue, &token);
     freeReplyObject(run(redis, "HSET %s started_at 1.1 queued 0", keys->snapshot));
     assert_true(fts_redis_queue_read_position(queue, &position, &err));
     assert_true(position.has_token); /* both only by hand: the caller sees both */
     assert_true(position.has_snapshot);
-    fts_redis_position_cleanup(&position);
+    fts_position_cleanup(&position);
     assert_true(fts_redis_queue_clear_position(queue, &err));
     assert_false(exists(redis, keys->token));
     assert_false(exists(redis, keys->snapshot));
@@ -869,7 +868,7 @@ static void test_backlog(void **state)
     const fts_redis_keys_t *keys = fts_redis_queue_keys(queue);
 
     /* No stream yet. */
-    fts_redis_backlog_t backlog = backlog_ok(queue);
+    fts_backlog_t backlog = backlog_ok(queue);
     assert_int_equal(backlog.entries, 0);
     assert_false(backlog.group_exists);
 
@@ -935,7 +934,7 @@ static void test_trim(void **state)
     char ids[64][FTS_REDIS_STREAM_ID_SIZE];
 
     /* No stream, then a stream without groups: nothing is known acknowledged. */
-    fts_redis_trim_t trim = trim_ok(queue);
+    fts_trim_result_t trim = trim_ok(queue);
     assert_false(trim.trimmed);
     batch_t *batch = batch_new(queue, 0, 12, false);
     append_ok(queue, batch, NULL);
@@ -1027,17 +1026,17 @@ static void test_dead_letter(void **state)
     const fts_redis_keys_t *keys = fts_redis_queue_keys(queue);
     ensure_group_ok(queue);
     batch_t *batch = batch_new(queue, 0, 2, false);
-    fts_redis_checkpoint_t before = token_checkpoint(TOKEN_TEXT(1), BASE_SECONDS + 1);
+    fts_checkpoint_t before = token_checkpoint(TOKEN_TEXT(1), BASE_SECONDS + 1);
     append_ok(queue, batch, &before);
 
     /* The worker crashed three times on the event after them: dead-letter it and move the
      * checkpoint past it, in one transaction. */
     const char *items[] = {"op", "index", "id", "doc-2", "ns", "shop.apps", "ts", "1795428002.1"};
-    fts_redis_dead_letter_t dead = {.items = items,
-                                    .count = 8,
-                                    .reason = "the transform worker crashed 3 times (signal 11)",
-                                    .stage = "transform"};
-    fts_redis_checkpoint_t past = token_checkpoint(TOKEN_TEXT(2), BASE_SECONDS + 2);
+    fts_dead_letter_t dead = {.items = items,
+                              .count = 8,
+                              .reason = "the transform worker crashed 3 times (signal 11)",
+                              .stage = "transform"};
+    fts_checkpoint_t past = token_checkpoint(TOKEN_TEXT(2), BASE_SECONDS + 2);
     long long multi = calls_of(redis, "multi");
     fts_error_t err;
     fts_error_clear(&err);
@@ -1062,16 +1061,16 @@ static void test_dead_letter(void **state)
     /* Binary-safe originals (lens given), no checkpoint; malformed requests are refused. */
     const char *binary[] = {"body", "a\0b"};
     const size_t binary_len[] = {4, 3};
-    fts_redis_dead_letter_t raw = {
+    fts_dead_letter_t raw = {
         .items = binary, .lens = binary_len, .count = 2, .reason = "r", .stage = "load"};
     assert_true(fts_redis_queue_dead_letter(queue, &raw, NULL, &err));
     entries = run(redis, "XRANGE %s - +", keys->dead);
     assert_int_equal(entries->elements, 2);
     assert_int_equal(entries->element[1]->element[1]->element[1]->len, 3);
     freeReplyObject(entries);
-    fts_redis_dead_letter_t odd = {.items = items, .count = 3, .reason = "r", .stage = "s"};
+    fts_dead_letter_t odd = {.items = items, .count = 3, .reason = "r", .stage = "s"};
     assert_false(fts_redis_queue_dead_letter(queue, &odd, &past, &err));
-    fts_redis_dead_letter_t no_reason = {.items = items, .count = 2, .stage = "s"};
+    fts_dead_letter_t no_reason = {.items = items, .count = 2, .stage = "s"};
     assert_false(fts_redis_queue_dead_letter(queue, &no_reason, &past, &err));
     assert_contains(err.message, "reason");
 
@@ -1096,7 +1095,7 @@ static void test_separate_servers(void **state)
     ensure_group_ok(queue);
 
     batch_t *batch = batch_new(queue, 0, 4, false);
-    fts_redis_checkpoint_t checkpoint = token_checkpoint(TOKEN_TEXT(1), BASE_SECONDS + 3);
+    fts_checkpoint_t checkpoint = token_checkpoint(TOKEN_TEXT(1), BASE_SECONDS + 3);
     long long xadd = calls_of(queue_redis, "xadd");
     long long queue_multi = calls_of(queue_redis, "multi");
     append_ok(queue, batch, &checkpoint);
@@ -1111,9 +1110,8 @@ static void test_separate_servers(void **state)
 
     /* Dead letters go to the queue server, the checkpoint past them to the state server. */
     const char *items[] = {"op", "index", "id", "doc-4"};
-    fts_redis_dead_letter_t dead = {
-        .items = items, .count = 4, .reason = "poison", .stage = "transform"};
-    fts_redis_checkpoint_t past = token_checkpoint(TOKEN_TEXT(2), BASE_SECONDS + 4);
+    fts_dead_letter_t dead = {.items = items, .count = 4, .reason = "poison", .stage = "transform"};
+    fts_checkpoint_t past = token_checkpoint(TOKEN_TEXT(2), BASE_SECONDS + 4);
     fts_error_t err;
     fts_error_clear(&err);
     assert_true(fts_redis_queue_dead_letter(queue, &dead, &past, &err));
@@ -1186,12 +1184,12 @@ static void test_queue_server_dies_mid_append(void **state)
     const fts_redis_keys_t *keys = fts_redis_queue_keys(queue);
     ensure_group_ok(queue);
     batch_t *first = batch_new(queue, 0, 3, false);
-    fts_redis_checkpoint_t checkpoint1 = token_checkpoint(TOKEN_TEXT(1), BASE_SECONDS + 2);
+    fts_checkpoint_t checkpoint1 = token_checkpoint(TOKEN_TEXT(1), BASE_SECONDS + 2);
     append_ok(queue, first, &checkpoint1);
 
     /* The queue server dies while the next batch is in flight. */
     batch_t *second = batch_new(queue, 3, 50, false);
-    fts_redis_checkpoint_t checkpoint2 = token_checkpoint(TOKEN_TEXT(2), BASE_SECONDS + 52);
+    fts_checkpoint_t checkpoint2 = token_checkpoint(TOKEN_TEXT(2), BASE_SECONDS + 52);
     pid_t pid = server_pid(queue_redis);
     pause_writes(fts_test_redis_server_url(queue_server));
     pid_t child = kill_later(pid, 300);
@@ -1232,12 +1230,12 @@ static void test_restart_mid_append(void **state)
     const fts_redis_keys_t *keys = fts_redis_queue_keys(queue);
     ensure_group_ok(queue);
     batch_t *first = batch_new(queue, 0, 3, false);
-    fts_redis_checkpoint_t checkpoint1 = token_checkpoint(TOKEN_TEXT(1), BASE_SECONDS + 2);
+    fts_checkpoint_t checkpoint1 = token_checkpoint(TOKEN_TEXT(1), BASE_SECONDS + 2);
     append_ok(queue, first, &checkpoint1);
 
     /* The server dies with the transaction in flight: neither entries nor checkpoint. */
     batch_t *second = batch_new(queue, 3, 20, false);
-    fts_redis_checkpoint_t checkpoint2 = token_checkpoint(TOKEN_TEXT(2), BASE_SECONDS + 22);
+    fts_checkpoint_t checkpoint2 = token_checkpoint(TOKEN_TEXT(2), BASE_SECONDS + 22);
     pid_t pid = server_pid(redis);
     pause_writes(fts_test_redis_server_url(server));
     pid_t child = kill_later(pid, 300);
@@ -1250,13 +1248,13 @@ static void test_restart_mid_append(void **state)
     assert_contains(err.message, "not resent");
 
     restart_ok(server);
-    fts_redis_position_t position;
+    fts_position_t position;
     fts_error_clear(&err);
     if (!fts_redis_queue_read_position(queue, &position, &err)) {
         fail_msg("read_position after restart: %s", err.message);
     }
     assert_string_equal(position.token, TOKEN_TEXT(1));
-    fts_redis_position_cleanup(&position);
+    fts_position_cleanup(&position);
     assert_stream_holds(redis, keys->stream, 0, 3, false);
 
     /* The caller re-sends from its checkpoint: the next append reconnects and succeeds. */
@@ -1293,7 +1291,7 @@ static void test_shared_testbed_server(void **state)
     const fts_redis_keys_t *keys = fts_redis_queue_keys(queue);
     ensure_group_ok(queue);
     batch_t *batch = batch_new(queue, 0, 3, false);
-    fts_redis_checkpoint_t checkpoint = token_checkpoint(TOKEN_TEXT(1), BASE_SECONDS + 2);
+    fts_checkpoint_t checkpoint = token_checkpoint(TOKEN_TEXT(1), BASE_SECONDS + 2);
     append_ok(queue, batch, &checkpoint);
     assert_stream_holds(redis, keys->stream, 0, 3, false);
     assert_int_equal(backlog_ok(queue).entries, 3);

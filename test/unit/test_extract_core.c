@@ -22,7 +22,7 @@
 #include "assertions.h"
 #include "extract.h"
 #include "extract_worker.h"
-#include "ports.h"
+#include "extract_ports.h"
 #include "signals.h"
 
 /* ---------------------------------------------------------------------------------------- */
@@ -138,8 +138,8 @@ static bool fq_read_position(void *context, fts_position_t *position, fts_error_
     fake_queue_t *queue = context;
     queue->reads++;
     *position = queue->saved;
-    position->token = queue->saved.token ? strdup(queue->saved.token) : NULL;
-    position->last_id = queue->saved.last_id ? strdup(queue->saved.last_id) : NULL;
+    position->token = queue->saved.token ? bson_strdup(queue->saved.token) : NULL;
+    position->last_id = queue->saved.last_id ? bson_strdup(queue->saved.last_id) : NULL;
     return true;
 }
 
@@ -176,21 +176,21 @@ static bool fq_trim(void *context, fts_trim_result_t *result, fts_error_t *err)
     return true;
 }
 
+static const fts_queue_ops_t fake_queue_ops = {
+    .stream_key = fq_stream_key,
+    .ensure_group = fq_ensure_group,
+    .append = fq_append,
+    .checkpoint = fq_checkpoint,
+    .dead_letter = fq_dead_letter,
+    .read_position = fq_read_position,
+    .clear_position = fq_clear_position,
+    .backlog = fq_backlog,
+    .trim = fq_trim,
+};
+
 static fts_queue_port_t queue_port(fake_queue_t *queue)
 {
-    fts_queue_port_t port = {
-        .context = queue,
-        .stream_key = fq_stream_key,
-        .ensure_group = fq_ensure_group,
-        .append = fq_append,
-        .checkpoint = fq_checkpoint,
-        .dead_letter = fq_dead_letter,
-        .read_position = fq_read_position,
-        .clear_position = fq_clear_position,
-        .backlog = fq_backlog,
-        .trim = fq_trim,
-    };
-    return port;
+    return (fts_queue_port_t){.ops = &fake_queue_ops, .context = queue};
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -308,7 +308,8 @@ static int run_worker(fake_queue_t *queue, fake_channel_t *channel, size_t batch
         fail_msg("transform: %s", err.message);
     }
     fts_queue_port_t qport = queue_port(queue);
-    fts_channel_port_t cport = {.context = channel, .receive = fc_receive, .wait = fc_wait};
+    static const fts_channel_ops_t fake_channel_ops = {.receive = fc_receive, .wait = fc_wait};
+    fts_channel_port_t cport = {.ops = &fake_channel_ops, .context = channel};
     int status = fts_extract_worker_loop(transform, batch_size, &qport, &cport);
     fts_transform_destroy(transform);
     return status;
@@ -567,21 +568,21 @@ static void fs_scan_destroy(void *context, void *scan)
     (void)scan;
 }
 
+static const fts_source_ops_t fake_source_ops = {
+    .open = fs_open,
+    .close = fs_close,
+    .next = fs_next,
+    .resume_token_json = fs_resume_token_json,
+    .token_needs_start_after = fs_token_needs_start_after,
+    .cluster_time = fs_cluster_time,
+    .scan_new = fs_scan_new,
+    .scan_next = fs_scan_next,
+    .scan_destroy = fs_scan_destroy,
+};
+
 static fts_source_port_t source_port(fake_source_t *source)
 {
-    fts_source_port_t port = {
-        .context = source,
-        .open = fs_open,
-        .close = fs_close,
-        .next = fs_next,
-        .resume_token_json = fs_resume_token_json,
-        .token_needs_start_after = fs_token_needs_start_after,
-        .cluster_time = fs_cluster_time,
-        .scan_new = fs_scan_new,
-        .scan_next = fs_scan_next,
-        .scan_destroy = fs_scan_destroy,
-    };
-    return port;
+    return (fts_source_port_t){.ops = &fake_source_ops, .context = source};
 }
 
 static bool fl_acquire(void *context, fts_lease_status_t *status, fts_error_t *err)
@@ -614,13 +615,15 @@ static const char *fl_owner(void *context)
     return "test:1:0";
 }
 
-static const fts_lease_port_t fake_lease = {
+static const fts_lease_ops_t fake_lease_ops = {
     .acquire = fl_acquire,
     .renew = fl_acquire,
     .release = fl_release,
     .remaining_ms = fl_remaining_ms,
     .owner = fl_owner,
 };
+
+static const fts_lease_port_t fake_lease = {.ops = &fake_lease_ops, .context = NULL};
 
 static const char *frame_type(const bson_t *frame)
 {
@@ -688,18 +691,18 @@ static void fw_nothing(void *context)
     (void)context;
 }
 
+static const fts_worker_ops_t fake_worker_ops = {
+    .spawn = fw_spawn,
+    .running = fw_running,
+    .send = fw_send,
+    .reap = fw_reap,
+    .close = fw_nothing,
+    .kill = fw_nothing,
+};
+
 static fts_worker_port_t worker_port(fake_worker_t *worker)
 {
-    fts_worker_port_t port = {
-        .context = worker,
-        .spawn = fw_spawn,
-        .running = fw_running,
-        .send = fw_send,
-        .reap = fw_reap,
-        .close = fw_nothing,
-        .kill = fw_nothing,
-    };
-    return port;
+    return (fts_worker_port_t){.ops = &fake_worker_ops, .context = worker};
 }
 
 static void worker_cleanup(fake_worker_t *worker)
@@ -747,7 +750,7 @@ static void test_parent_backpressure_stops_reading(void **state)
     fake_queue_t queue = {0};
     fake_worker_t worker = {0};
     queue.saved.has_token = true;
-    queue.saved.token = strdup("{\"_data\":\"AA\"}");
+    queue.saved.token = bson_strdup("{\"_data\":\"AA\"}");
     queue.saved.token_kind = FTS_TOKEN_RESUME;
     queue.backlog = 6; /* > backlog_max 5 */
     queue.backlog_calls_until_stop = 3;
@@ -773,7 +776,7 @@ static void test_parent_reads_below_max(void **state)
     fake_queue_t queue = {0};
     fake_worker_t worker = {0};
     queue.saved.has_token = true;
-    queue.saved.token = strdup("{\"_data\":\"AA\"}");
+    queue.saved.token = bson_strdup("{\"_data\":\"AA\"}");
     queue.backlog = 0;
     source.nexts_until_stop = 3;
 
@@ -796,7 +799,7 @@ static void test_parent_history_lost_resyncs(void **state)
     fake_queue_t queue = {0};
     fake_worker_t worker = {0};
     queue.saved.has_token = true;
-    queue.saved.token = strdup("{\"_data\":\"OLD\"}");
+    queue.saved.token = bson_strdup("{\"_data\":\"OLD\"}");
     source.history_lost_opens = 1;
     source.now = (fts_timestamp_t){1700000100u, 4};
     source.scan_docs = 2;
@@ -837,7 +840,7 @@ static void test_parent_history_lost_stop(void **state)
     fake_queue_t queue = {0};
     fake_worker_t worker = {0};
     queue.saved.has_token = true;
-    queue.saved.token = strdup("{\"_data\":\"OLD\"}");
+    queue.saved.token = bson_strdup("{\"_data\":\"OLD\"}");
     source.history_lost_opens = 1;
 
     assert_int_equal(run_parent(&options, &source, &queue, &worker), FTS_EXTRACT_EXIT_STOPPED);
@@ -861,7 +864,7 @@ static void test_parent_poison_dead_lettered(void **state)
     fake_queue_t queue = {0};
     fake_worker_t worker = {0};
     queue.saved.has_token = true;
-    queue.saved.token = strdup("{\"_data\":\"T0\"}");
+    queue.saved.token = bson_strdup("{\"_data\":\"T0\"}");
     source.poison_event = true;
     source.nexts_until_stop = 6;
     worker.crash_on_events = true;

@@ -138,16 +138,16 @@ static void test_cluster_time(void **state)
 static void test_token_kind(void **state)
 {
     (void)state;
-    fts_redis_token_kind_t kind;
-    assert_string_equal(fts_redis_token_kind_name(FTS_REDIS_TOKEN_RESUME), "resume");
-    assert_string_equal(fts_redis_token_kind_name(FTS_REDIS_TOKEN_START_AFTER), "start_after");
-    assert_true(fts_redis_token_kind_parse("resume", &kind));
-    assert_int_equal(kind, FTS_REDIS_TOKEN_RESUME);
-    assert_true(fts_redis_token_kind_parse("start_after", &kind));
-    assert_int_equal(kind, FTS_REDIS_TOKEN_START_AFTER);
-    assert_false(fts_redis_token_kind_parse("Resume", &kind));
-    assert_false(fts_redis_token_kind_parse("", &kind));
-    assert_false(fts_redis_token_kind_parse(NULL, &kind));
+    fts_token_kind_t kind;
+    assert_string_equal(fts_token_kind_name(FTS_TOKEN_RESUME), "resume");
+    assert_string_equal(fts_token_kind_name(FTS_TOKEN_START_AFTER), "start_after");
+    assert_true(fts_token_kind_parse("resume", &kind));
+    assert_int_equal(kind, FTS_TOKEN_RESUME);
+    assert_true(fts_token_kind_parse("start_after", &kind));
+    assert_int_equal(kind, FTS_TOKEN_START_AFTER);
+    assert_false(fts_token_kind_parse("Resume", &kind));
+    assert_false(fts_token_kind_parse("", &kind));
+    assert_false(fts_token_kind_parse(NULL, &kind));
 }
 
 /* ---- Checkpoints ---- */
@@ -156,16 +156,15 @@ static void test_checkpoint_validate(void **state)
 {
     (void)state;
     fts_error_t err;
-    fts_redis_checkpoint_t token = {.kind = FTS_REDIS_CHECKPOINT_TOKEN,
-                                    .token = "{\"_data\":\"8263\"}",
-                                    .token_kind = FTS_REDIS_TOKEN_RESUME};
-    fts_redis_checkpoint_t snapshot = {.kind = FTS_REDIS_CHECKPOINT_SNAPSHOT,
-                                       .started_seconds = 1795428000u};
+    fts_checkpoint_t token = {.kind = FTS_CHECKPOINT_TOKEN,
+                              .token = "{\"_data\":\"8263\"}",
+                              .token_kind = FTS_TOKEN_RESUME};
+    fts_checkpoint_t snapshot = {.kind = FTS_CHECKPOINT_SNAPSHOT, .started.seconds = 1795428000u};
     fts_error_clear(&err);
     assert_true(fts_redis_checkpoint_validate(&token, &err));
     assert_true(fts_redis_checkpoint_validate(&snapshot, &err));
 
-    fts_redis_checkpoint_t bad = token;
+    fts_checkpoint_t bad = token;
     bad.token = "";
     assert_false(fts_redis_checkpoint_validate(&bad, &err));
     assert_contains(err.message, "token is empty");
@@ -176,7 +175,7 @@ static void test_checkpoint_validate(void **state)
     assert_false(fts_redis_checkpoint_validate(&bad, &err));
     assert_contains(err.message, "token kind");
     bad = snapshot;
-    bad.started_seconds = 0;
+    bad.started.seconds = 0;
     assert_false(fts_redis_checkpoint_validate(&bad, &err));
     assert_contains(err.message, "started_at");
     bad = snapshot;
@@ -265,7 +264,7 @@ static void test_position_parse(void **state)
 {
     (void)state;
     fts_redis_keys_t keys = apps_keys();
-    fts_redis_position_t position;
+    fts_position_t position;
     fts_error_t err;
     fts_error_clear(&err);
 
@@ -275,7 +274,7 @@ static void test_position_parse(void **state)
     assert_true(fts_redis_position_parse(&keys, empty1, empty2, &position, &err));
     assert_false(position.has_token);
     assert_false(position.has_snapshot);
-    fts_redis_position_cleanup(&position);
+    fts_position_cleanup(&position);
 
     /* A token, with a field of a later version that is ignored. */
     redisReply *token = array(10, str("token"), str("{\"_data\":\"82A1\"}"), str("kind"),
@@ -284,11 +283,11 @@ static void test_position_parse(void **state)
     assert_true(fts_redis_position_parse(&keys, token, empty2, &position, &err));
     assert_true(position.has_token);
     assert_string_equal(position.token, "{\"_data\":\"82A1\"}");
-    assert_int_equal(position.token_kind, FTS_REDIS_TOKEN_START_AFTER);
-    assert_int_equal(position.cluster_seconds, 1795428000u);
-    assert_int_equal(position.cluster_increment, 9);
+    assert_int_equal(position.token_kind, FTS_TOKEN_START_AFTER);
+    assert_int_equal(position.cluster_time.seconds, 1795428000u);
+    assert_int_equal(position.cluster_time.increment, 9);
     assert_int_equal(position.token_updated_at_ms, 1795428001234ull);
-    fts_redis_position_cleanup(&position);
+    fts_position_cleanup(&position);
     freeReplyObject(token);
 
     /* A snapshot in progress, before and after its first document. */
@@ -296,16 +295,16 @@ static void test_position_parse(void **state)
     assert_true(fts_redis_position_parse(&keys, empty1, started, &position, &err));
     assert_true(position.has_snapshot);
     assert_null(position.last_id);
-    assert_int_equal(position.started_seconds, 1795428000u);
-    assert_int_equal(position.started_increment, 1);
-    fts_redis_position_cleanup(&position);
+    assert_int_equal(position.started.seconds, 1795428000u);
+    assert_int_equal(position.started.increment, 1);
+    fts_position_cleanup(&position);
     freeReplyObject(started);
     redisReply *progress = array(6, str("started_at"), str("1795428000.1"), str("last_id"),
                                  str("{\"$oid\":\"65a\"}"), str("queued"), str("5000"));
     assert_true(fts_redis_position_parse(&keys, empty1, progress, &position, &err));
     assert_string_equal(position.last_id, "{\"$oid\":\"65a\"}");
     assert_int_equal(position.queued, 5000);
-    fts_redis_position_cleanup(&position);
+    fts_position_cleanup(&position);
     freeReplyObject(progress);
     freeReplyObject(empty1);
     freeReplyObject(empty2);
@@ -316,7 +315,7 @@ static void test_position_parse(void **state)
 static void assert_position_refused(redisReply *hash, bool is_token, const char *words)
 {
     fts_redis_keys_t keys = apps_keys();
-    fts_redis_position_t position;
+    fts_position_t position;
     fts_error_t err;
     fts_error_clear(&err);
     redisReply *empty = array(0);
@@ -361,7 +360,7 @@ static void test_position_malformed(void **state)
 
     /* Not a hash at all. */
     fts_redis_keys_t keys = apps_keys();
-    fts_redis_position_t position;
+    fts_position_t position;
     fts_error_t err;
     redisReply *odd = array(1, str("token"));
     redisReply *empty = array(0);
@@ -388,7 +387,7 @@ static redisReply *group(const char *name, long long pending, redisReply *lag)
 static void test_backlog_parse(void **state)
 {
     (void)state;
-    fts_redis_backlog_t backlog;
+    fts_backlog_t backlog;
     fts_error_t err;
     fts_error_clear(&err);
 
@@ -490,8 +489,8 @@ static void test_lease_owner_id(void **state)
     char tiny[8];
     assert_false(fts_redis_lease_owner_id(tiny, sizeof tiny, &err));
 
-    assert_string_equal(fts_redis_lease_state_name(FTS_REDIS_LEASE_HELD), "held");
-    assert_string_equal(fts_redis_lease_state_name(FTS_REDIS_LEASE_LOST), "lost");
+    assert_string_equal(fts_lease_state_name(FTS_LEASE_HELD), "held");
+    assert_string_equal(fts_lease_state_name(FTS_LEASE_LOST), "lost");
 }
 
 static void test_lease_settings(void **state)

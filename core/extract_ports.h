@@ -1,21 +1,24 @@
 /*
- * ports.h - the ports of `ftsync extract`: what the core's extract loops (extract.h,
- * extract_worker.h) need from the outside world, as structs of function pointers plus the
- * context they are called with. Adapters (MongoDB, Redis, a forked process, or fakes in unit
- * tests) fill them; cmd/ wires one to the other.
+ * extract_ports.h - the ports of `ftsync extract`: what the core's extract loops (extract.h,
+ * extract_worker.h) need from the outside world. Each port is a const table of operations
+ * (fts_*_ops_t, every operation taking the adapter's context first) and the context it is
+ * called with; an adapter (MongoDB, Redis, the forked worker process, a socket, or a fake in
+ * unit tests) defines one static const table and hands out ports that point to it. cmd/ only
+ * picks which adapter goes into which port.
  *
  * Everything that crosses a port is a core type (bson_t, fts_action_argv_t, fts_error_t and the
- * types below), so core/ never sees libmongoc or hiredis. The promises each port makes are the
- * ones the loops rely on for the invariants of DESIGN.md:
- *   1. fts_queue_port_t.append saves a checkpoint only once every action given with it is in
+ * types below), so core/ never sees libmongoc or hiredis, and an adapter takes these types
+ * directly: there is nothing to convert. The promises each port makes are the ones the loops
+ * rely on for the invariants of README.md, Architecture:
+ *   1. fts_queue_ops_t.append saves a checkpoint only once every action given with it is in
  *      the queue; dead_letter likewise for its entry;
  *   4. backlog reports what the loaders have not acknowledged; trim removes only what every
  *      consumer acknowledged;
- *   one active extractor: fts_lease_port_t.remaining_ms is a conservative local deadline.
+ *   one active extractor: fts_lease_ops_t.remaining_ms is a conservative local deadline.
  * Ports are borrowed by the loops for as long as they run, and used from one thread.
  */
-#ifndef FTS_PORTS_H
-#define FTS_PORTS_H
+#ifndef FTS_EXTRACT_PORTS_H
+#define FTS_EXTRACT_PORTS_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -61,7 +64,6 @@ typedef enum {
 } fts_source_next_t;
 
 typedef struct {
-    void *context;
     /* Opens the change stream at position, closing any open one. A token that is no resume
      * token, or a position gone from the history, fails with FTS_SOURCE_HISTORY_LOST. */
     bool (*open)(void *context, const fts_source_position_t *position, fts_error_t *err);
@@ -84,6 +86,11 @@ typedef struct {
     bool (*scan_next)(void *context, void *scan, const bson_t **doc, fts_error_t *err);
     /* Ends a scan; accepts NULL. */
     void (*scan_destroy)(void *context, void *scan);
+} fts_source_ops_t;
+
+typedef struct {
+    const fts_source_ops_t *ops;
+    void *context;
 } fts_source_port_t;
 
 /* ---- Queue port: the action stream, the dead letters, the saved position ---- */
@@ -112,17 +119,19 @@ typedef struct {
     uint64_t queued;         /* documents queued so far */
 } fts_checkpoint_t;
 
-/* The saved position as read back: nothing, a snapshot in progress, or a token. Strings owned
- * (fts_position_cleanup). */
+/* The saved position as read back: nothing, a snapshot in progress, or a token (both only when
+ * someone wrote them by hand). Strings owned (fts_position_cleanup). */
 typedef struct {
     bool has_token;
     char *token;
     fts_token_kind_t token_kind;
     fts_timestamp_t cluster_time;
+    uint64_t token_updated_at_ms; /* wall clock of the save, ms since the epoch; 0: unknown */
     bool has_snapshot;
     fts_timestamp_t started;
     char *last_id; /* NULL: no document queued yet */
     uint64_t queued;
+    uint64_t snapshot_updated_at_ms; /* as token_updated_at_ms */
 } fts_position_t;
 
 /* An entry to dead-letter. Borrowed for the duration of the call. */
@@ -134,19 +143,26 @@ typedef struct {
     const char *stage; /* "transform", "extract", "load" */
 } fts_dead_letter_t;
 
-/* How far the loaders are behind: entries not yet acknowledged (or an upper bound). */
+/* How far the loaders are behind. The loop compares only entries with its maximum; the rest
+ * is detail for logs and tests. */
 typedef struct {
-    uint64_t entries;
+    uint64_t entries;  /* not yet acknowledged by the loaders, or an upper bound (exact false) */
+    bool exact;        /* false: entries is the stream's length (the group's lag is unknown) */
+    bool group_exists; /* false: no loader group yet; entries is the length (nothing acked) */
+    uint64_t length;   /* entries in the stream */
+    uint64_t pending;  /* delivered to a loader, not acknowledged */
+    uint64_t lag;      /* not yet delivered; valid when lag_known */
+    bool lag_known;
 } fts_backlog_t;
 
 /* What a trim did. */
 typedef struct {
-    uint64_t removed;
-    char threshold[48]; /* entries below this ID were removed */
+    bool trimmed;       /* false: no stream, or no consumer group (nothing is known acked) */
+    uint64_t removed;   /* entries removed */
+    char threshold[48]; /* entries below this ID were removed (a stream ID fits in 48 bytes) */
 } fts_trim_result_t;
 
 typedef struct {
-    void *context;
     /* The key fts_action_encode() must be given; borrowed for the port's life. */
     const char *(*stream_key)(void *context);
     /* Creates the loaders' group if missing. */
@@ -167,35 +183,44 @@ typedef struct {
     bool (*backlog)(void *context, fts_backlog_t *backlog, fts_error_t *err);
     /* Removes what every consumer group acknowledged. */
     bool (*trim)(void *context, fts_trim_result_t *result, fts_error_t *err);
+} fts_queue_ops_t;
+
+typedef struct {
+    const fts_queue_ops_t *ops;
+    void *context;
 } fts_queue_port_t;
 
 /* Frees what position owns and empties it. */
 void fts_position_cleanup(fts_position_t *position);
 
-/* "resume" / "start_after"; parse returns false for anything else. */
+/* "resume" / "start_after" ("?" for no kind); parse returns false for anything else, NULL
+ * included. */
 const char *fts_token_kind_name(fts_token_kind_t kind);
 bool fts_token_kind_parse(const char *text, fts_token_kind_t *kind);
 
 /* ---- Lease port: one active extractor ---- */
 
 typedef enum {
-    FTS_LEASE_ACQUIRED = 1, /* ours */
+    FTS_LEASE_ACQUIRED = 1, /* ours (acquire, renew) */
     FTS_LEASE_HELD,         /* someone else's (acquire) */
-    FTS_LEASE_LOST,         /* no longer ours (renew, release) */
+    FTS_LEASE_LOST,         /* no longer ours (renew, release): expired or taken over */
     FTS_LEASE_RELEASED      /* was ours and is deleted (release) */
 } fts_lease_state_t;
 
-/* Room for an owner id. */
+/* Room for an owner id: a host name (at most 255 bytes), ':', a pid, ':', 16 hex digits. */
 #define FTS_LEASE_HOLDER_SIZE 300
 
 typedef struct {
     fts_lease_state_t state;
     char holder[FTS_LEASE_HOLDER_SIZE]; /* HELD, LOST: the current holder, "" if none */
-    int64_t holder_ttl_ms;              /* HELD, LOST: its remaining time to live */
+    int64_t holder_ttl_ms; /* HELD, LOST: its remaining time to live as the server has it; -1
+                            * when it has no expiry (set by hand), -2 when nobody holds it */
 } fts_lease_status_t;
 
+/* "acquired", "held", "lost", "released". */
+const char *fts_lease_state_name(fts_lease_state_t state);
+
 typedef struct {
-    void *context;
     bool (*acquire)(void *context, fts_lease_status_t *status, fts_error_t *err);
     bool (*renew)(void *context, fts_lease_status_t *status, fts_error_t *err);
     bool (*release)(void *context, fts_lease_status_t *status, fts_error_t *err);
@@ -203,12 +228,16 @@ typedef struct {
     uint64_t (*remaining_ms)(void *context);
     /* Our owner id; borrowed for the port's life. */
     const char *(*owner)(void *context);
+} fts_lease_ops_t;
+
+typedef struct {
+    const fts_lease_ops_t *ops;
+    void *context;
 } fts_lease_port_t;
 
 /* ---- Channel port: frames from the extract parent to its transform worker ---- */
 
 typedef struct {
-    void *context;
     /* Parent side: sends one frame whole; false: the worker is gone (or going). */
     bool (*send)(void *context, const bson_t *frame, fts_error_t *err);
     /* Worker side: the next frame (READY, *frame borrowed until the next call), AGAIN when
@@ -216,12 +245,16 @@ typedef struct {
     fts_frame_status_t (*receive)(void *context, bson_t *frame, fts_error_t *err);
     /* Worker side: blocks until receive may have more (or EINTR). false on an error. */
     bool (*wait)(void *context);
+} fts_channel_ops_t;
+
+typedef struct {
+    const fts_channel_ops_t *ops;
+    void *context;
 } fts_channel_port_t;
 
 /* ---- Worker port: the parent's side of its transform worker process ---- */
 
 typedef struct {
-    void *context;
     /* Starts a worker (e.g. a forked child running fts_extract_worker_loop over a channel). */
     bool (*spawn)(void *context, fts_error_t *err);
     /* Whether a worker was spawned and not yet reaped. */
@@ -229,12 +262,18 @@ typedef struct {
     /* Sends a frame to the running worker; false: no worker, or it is gone. */
     bool (*send)(void *context, const bson_t *frame, fts_error_t *err);
     /* Checks whether the worker ended: without blocking (block false) or waiting for it. true
-     * with *status (a waitpid status) once it is reaped; the channel is closed then. */
+     * with *status (a waitpid status, fts_wait_status_describe) once it is reaped; the channel
+     * is closed then. */
     bool (*reap)(void *context, bool block, int *status);
     /* Closes the channel (the worker queues what it has and exits), without waiting. */
     void (*close)(void *context);
     /* Sends SIGKILL to the worker, if any (reap it afterwards). */
     void (*kill)(void *context);
+} fts_worker_ops_t;
+
+typedef struct {
+    const fts_worker_ops_t *ops;
+    void *context;
 } fts_worker_port_t;
 
 #endif
