@@ -30,6 +30,8 @@ bool fts_child_spawn(fts_child_t *child, fts_child_main_fn run, void *arg, fts_e
 
 static int exec_self(void *arg)
 {
+    /* execv's argv is char *const[] for historical reasons; POSIX promises it changes none
+     * of the strings, so the const ones given are passed as they are. */
     char *const *argv = arg;
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     execv("/proc/self/exe", argv);
@@ -37,7 +39,7 @@ static int exec_self(void *arg)
     return 1;
 }
 
-bool fts_child_spawn_self(fts_child_t *child, char *const argv[], fts_error_t *err)
+bool fts_child_spawn_self(fts_child_t *child, const char *const argv[], fts_error_t *err)
 {
     return fts_child_spawn(child, exec_self, (void *)argv, err);
 }

@@ -31,7 +31,7 @@ bool fts_child_spawn(fts_child_t *child, fts_child_main_fn run, void *arg, fts_e
 /* Spawns this very binary (/proc/self/exe) with argv, so that the child inherits no client or
  * event loop of the parent. The child gets SIGTERM when its parent dies: a supervised process
  * never runs on unsupervised. A failed exec ends the child with exit status 1. */
-bool fts_child_spawn_self(fts_child_t *child, char *const argv[], fts_error_t *err);
+bool fts_child_spawn_self(fts_child_t *child, const char *const argv[], fts_error_t *err);
 
 /* In a child: makes fd its FTS_CHILD_FD and closes every descriptor above it, keeping only
  * stdin, stdout, stderr and that one (what else the parent had open, e.g. its server

@@ -47,7 +47,7 @@ typedef struct {
 
 static bool child_start(child_t *child)
 {
-    char *const args[] = {"ftsync", (char *)child->command, NULL};
+    const char *const args[] = {"ftsync", child->command, NULL};
     fts_error_t err;
     if (!fts_child_spawn_self(&child->process, args, &err)) {
         fts_log(FTS_LOG_ERROR, LOG_COMPONENT, "cannot start %s: %s", child->command, err.message);

@@ -802,8 +802,6 @@ static bool is_known_variable(const char *name)
     return false;
 }
 
-extern char **environ;
-
 static void warn_about_unknown_variables(const loader_t *loader)
 {
     /* Only the real environment can be listed; a test's lookup function cannot. */

@@ -71,7 +71,7 @@ static char *dup_trimmed(const char *text, size_t len)
     while (len > 0 && (text[len - 1] == ' ' || text[len - 1] == '\t')) {
         len--;
     }
-    return bson_strndup(text, (ssize_t)len);
+    return bson_strndup(text, len);
 }
 
 static bool parse_field(const char *item, projected_field_t *field, fts_error_t *err)

@@ -209,7 +209,8 @@ fts_double_cmd_status_t fts_double_cmd_db_stats(fts_double_cmd_t *cmd)
     bson_append_utf8(&cmd->reply, "db", 2, cmd->db, -1);
     bson_append_int64(&cmd->reply, "collections", 11, (int64_t)count);
     bson_append_int64(&cmd->reply, "objects", 7, objects);
-    bson_append_double(&cmd->reply, "avgObjSize", 10, objects ? (double)bytes / objects : 0);
+    bson_append_double(&cmd->reply, "avgObjSize", 10,
+                       objects ? (double)bytes / (double)objects : 0);
     bson_append_int64(&cmd->reply, "dataSize", 8, bytes);
     bson_append_int64(&cmd->reply, "storageSize", 11, bytes);
     bson_append_int64(&cmd->reply, "indexes", 7, (int64_t)count);

@@ -879,7 +879,7 @@ static void reopen_with_backoff(fts_mongo_source_t *source, const bson_t *checkp
         if (now_ms() > deadline) {
             fail_msg("could not reopen within 30 s: %s", err.message);
         }
-        fts_test_sleep_ms(fts_backoff_next_ms(&backoff));
+        fts_test_sleep_ms((long)fts_backoff_next_ms(&backoff));
     }
 }
 
@@ -1200,8 +1200,8 @@ static void test_scan_mixed_id_types(void **state)
         {{.value_type = BSON_TYPE_INT32, .value.v_int32 = 0}, 0},
         {{.value_type = BSON_TYPE_INT32, .value.v_int32 = 1}, 1},
         {{.value_type = BSON_TYPE_INT64, .value.v_int64 = 2}, 2},
-        {{.value_type = BSON_TYPE_UTF8, .value.v_utf8 = {.str = "a", .len = 1}}, 3},
-        {{.value_type = BSON_TYPE_UTF8, .value.v_utf8 = {.str = "b", .len = 1}}, 4},
+        {{.value_type = BSON_TYPE_UTF8, .value.v_utf8 = {.str = (char *)"a", .len = 1}}, 3},
+        {{.value_type = BSON_TYPE_UTF8, .value.v_utf8 = {.str = (char *)"b", .len = 1}}, 4},
         {{.value_type = BSON_TYPE_OID, .value.v_oid = oid}, 5},
         {{.value_type = BSON_TYPE_BOOL, .value.v_bool = true}, 6},
         {{.value_type = BSON_TYPE_NULL}, 0},

@@ -35,8 +35,6 @@
 /* Environment entries copied to the script, at most. */
 #define SCRIPT_ENV_MAX 4096
 
-extern char **environ;
-
 struct fts_test_es_server {
     int port;
     char script[1024];

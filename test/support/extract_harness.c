@@ -35,8 +35,6 @@
 /* Extract processes the atexit handler knows about. */
 #define EXTRACT_LIVE_MAX 64
 
-extern char **environ;
-
 struct fts_test_extract {
     pid_t pid;
     pid_t last_worker; /* the worker seen last, killed with the parent if still there */
@@ -921,8 +919,9 @@ bool fts_test_collect_changes(mongoc_client_t *client, const char *db, const cha
     }
     mongoc_collection_t *coll = mongoc_client_get_collection(client, db, collection);
     bson_t pipeline = BSON_INITIALIZER;
-    bson_t *opts = BCON_NEW("startAtOperationTime", BCON_TIMESTAMP(seconds, increment),
-                            "maxAwaitTimeMS", BCON_INT64(200), "batchSize", BCON_INT32(1000));
+    bson_t *opts =
+        BCON_NEW("startAtOperationTime", BCON_TIMESTAMP((int32_t)seconds, (int32_t)increment),
+                 "maxAwaitTimeMS", BCON_INT64(200), "batchSize", BCON_INT32(1000));
     mongoc_change_stream_t *stream = mongoc_collection_watch(coll, &pipeline, opts);
     uint64_t deadline = fts_test_monotonic_ms() + timeout_ms;
     size_t cap = 0;

@@ -43,8 +43,6 @@
 #define DRAIN_POLL_MS     200
 #define DRAIN_PROGRESS_MS 10000
 
-extern char **environ;
-
 /* ---- HTTP --------------------------------------------------------------------------------- */
 
 /* One handle for the whole run: its connection cache keeps the connection to the node. */
