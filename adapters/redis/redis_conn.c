@@ -114,26 +114,29 @@ static void drop_connection(fts_redis_t *redis)
     }
 }
 
-/* Error replies that mean "who you are" rather than "what you asked": wrong or missing
- * credentials, or an ACL user lacking a permission. */
-static bool is_auth_error(const char *message)
+bool fts_redis_is_auth_error(const char *message)
 {
     return strncmp(message, "NOAUTH", 6) == 0 || strncmp(message, "WRONGPASS", 9) == 0 ||
            strncmp(message, "NOPERM", 6) == 0;
 }
 
-/* Turns an error reply into err, with the server's text as sent (scrubbed of secrets in case a
- * server ever echoes one). code is the code unless the text says it is about credentials. */
-static bool set_reply_error(const fts_redis_t *redis, const redisReply *reply, const char *command,
-                            int code, fts_error_t *err)
+void fts_redis_reply_text(const redisReply *reply, char *out, size_t size)
 {
     char text[FTS_ERROR_MESSAGE_SIZE];
-    char scrubbed[FTS_ERROR_MESSAGE_SIZE];
     size_t len = reply->str ? reply->len : 0;
     snprintf(text, sizeof text, "%.*s", (int)(len < sizeof text ? len : sizeof text - 1),
              reply->str ? reply->str : "");
-    fts_log_redact(text, scrubbed, sizeof scrubbed);
-    if (is_auth_error(scrubbed)) {
+    fts_log_redact(text, out, size);
+}
+
+/* Turns an error reply into err, with the server's text (fts_redis_reply_text). code is the
+ * code unless the text says it is about credentials. */
+static bool set_reply_error(const fts_redis_t *redis, const redisReply *reply, const char *command,
+                            int code, fts_error_t *err)
+{
+    char scrubbed[FTS_ERROR_MESSAGE_SIZE];
+    fts_redis_reply_text(reply, scrubbed, sizeof scrubbed);
+    if (fts_redis_is_auth_error(scrubbed)) {
         code = FTS_ERROR_CODE_AUTH;
     }
     return fts_error_set(err, FTS_ERROR_REDIS, code, "Redis at %s refused %s: %s", redis->address,

@@ -111,6 +111,14 @@ void fts_redis_replies_free(redisReply **replies, size_t count);
 bool fts_redis_reply_check(const fts_redis_t *redis, const redisReply *reply, const char *what,
                            fts_error_t *err);
 
+/* True when an error reply's text is about who we are rather than what we asked: wrong or
+ * missing credentials (NOAUTH, WRONGPASS), or an ACL user lacking a permission (NOPERM). */
+bool fts_redis_is_auth_error(const char *message);
+
+/* An error reply's text as the server sent it, cut to fit size and scrubbed of secrets
+ * (fts_log_redact) in case a server ever echoes one. */
+void fts_redis_reply_text(const redisReply *reply, char *out, size_t size);
+
 /* True when a and b talk to the same Redis database: the same host (compared as written,
  * ignoring case; "localhost" and "127.0.0.1" count as different), port, db and ACL user.
  * Commands for both may then share one MULTI/EXEC on either connection. A false "different"

@@ -11,7 +11,7 @@
  * longer than command_timeout_ms (plus the BLOCK time on the reading connection); its
  * callbacks then fail.
  *
- * Promises (DESIGN.md invariants 2 and 5):
+ * Promises (README.md, Architecture: invariants 2 and 5):
  *   - every call completes exactly once, from the loop, never from inside the call; a command
  *     whose reply was lost fails with FTS_ERROR_REDIS, and nothing is resent here;
  *   - settle is one command: a plain XACK, or with dead letters one Lua script that writes
