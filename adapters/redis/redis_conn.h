@@ -26,7 +26,8 @@
  * Errors use domain FTS_ERROR_REDIS and the codes: CONNECT (cannot reach host:port, or gave up
  * reconnecting), AUTH (AUTH refused, NOAUTH, NOPERM), TIMEOUT (no answer within
  * command_timeout_ms), IO (connection lost mid-command), SERVER (an error reply, message as the
- * server sent it, e.g. "WRONGTYPE Operation against a key..."), PROTOCOL, NO_MEMORY.
+ * server sent it, e.g. "WRONGTYPE Operation against a key..."), PROTOCOL. Running out of memory
+ * aborts (fts_fatal_oom); a command with no arguments is a programming error (asserted).
  * Not thread-safe: one connection belongs to one thread (ftsync runs one loop per process).
  * The process must ignore SIGPIPE (fts_signals_install() does): hiredis 0.14 writes with
  * write(2), and a write to a connection the server just closed would otherwise kill it.
