@@ -23,10 +23,13 @@
  * from a zero-delay event (reap). The watchdog and destroy run from libevent, outside hiredis,
  * and free directly.
  *
- * Completions that do not come from a reply (a connection that is down, an empty settlement,
- * an argument we refuse) go through the "due" list and one event of ours rather than
- * event_base_once, because a pending event_base_once cannot be cancelled and destroy must call
- * no callback.
+ * Completions that do not come from a reply (a connection that is down, an empty settlement
+ * or touch) go through the "due" list and one event of ours rather than event_base_once,
+ * because a pending event_base_once cannot be cancelled and destroy must call no callback.
+ *
+ * This file is the state machine only: what a reply means, and how a settlement is spelled,
+ * is redis_group_reply.c (pure, unit-tested). Allocation failure aborts (bson_malloc,
+ * fts_fatal_oom), so every operation, once created, completes.
  */
 #include "redis_group.h"
 
