@@ -29,6 +29,7 @@
 
 #include <bson/bson.h>
 
+#include "es_async_testing.h"
 #include "es_curl.h"
 #include "log.h"
 

@@ -50,7 +50,4 @@ bool fts_es_async_request(fts_es_async_t *es, const char *method, const char *pa
 /* Requests started and not yet done. */
 size_t fts_es_async_in_flight(const fts_es_async_t *es);
 
-/* The base URL requests go to next, without its password. Owned by the client. */
-const char *fts_es_async_current_url(const fts_es_async_t *es);
-
 #endif
