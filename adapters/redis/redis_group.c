@@ -105,9 +105,9 @@ struct fts_redis_group {
     long command_timeout_ms;
     long block_ms;
     uint64_t claim_min_idle_ms;
-    char address[300]; /* "host:port" or "[v6]:port", for messages */
-    conn_t reader;
-    conn_t commands;
+    char address[300];       /* "host:port" or "[v6]:port", for messages */
+    conn_t read_conn;        /* XREADGROUP only: a blocked read holds its connection */
+    conn_t command_conn;     /* everything else */
     op_list_t due;           /* completions to run from the loop */
     struct event *due_event; /* runs them */
     unsigned callback_depth; /* > 0 while inside a hiredis callback of ours */
@@ -971,10 +971,10 @@ fts_redis_group_t *fts_redis_group_new(struct event_base *base, const char *url,
     if (!group->due_event) {
         fts_fatal_oom("an event of the Redis consumer group");
     }
-    conn_init(group, &group->reader, "reading", group->block_ms);
-    conn_init(group, &group->commands, "command", 0);
-    conn_connect(&group->reader);
-    conn_connect(&group->commands);
+    conn_init(group, &group->read_conn, "reading", group->block_ms);
+    conn_init(group, &group->command_conn, "command", 0);
+    conn_connect(&group->read_conn);
+    conn_connect(&group->command_conn);
     return group;
 
 cleanup:
@@ -988,11 +988,11 @@ void fts_redis_group_destroy(fts_redis_group_t *group)
         return;
     }
     group->destroying = true;
-    if (group->reader.group) {
-        conn_release(&group->reader);
+    if (group->read_conn.group) {
+        conn_release(&group->read_conn);
     }
-    if (group->commands.group) {
-        conn_release(&group->commands);
+    if (group->command_conn.group) {
+        conn_release(&group->command_conn);
     }
     while (group->due.head) {
         op_t *op = group->due.head;
@@ -1012,7 +1012,7 @@ void fts_redis_group_destroy(fts_redis_group_t *group)
 
 void fts_redis_group_ensure(fts_redis_group_t *group, fts_redis_group_done_fn done, void *arg)
 {
-    op_t *op = op_new(group, &group->commands, OP_ENSURE, "XGROUP CREATE", group->stream_key);
+    op_t *op = op_new(group, &group->command_conn, OP_ENSURE, "XGROUP CREATE", group->stream_key);
     op->done = done;
     op->arg = arg;
     const char *words[] = {"XGROUP",   "CREATE", group->stream_key, group->group_name, "0",
@@ -1025,7 +1025,7 @@ void fts_redis_group_read(fts_redis_group_t *group, const char *start_id, size_t
                           fts_redis_group_entries_fn done, void *arg)
 {
     assert(start_id && start_id[0] && strlen(start_id) < FTS_STREAM_ID_SIZE);
-    op_t *op = op_new(group, &group->reader, OP_READ, "XREADGROUP", group->stream_key);
+    op_t *op = op_new(group, &group->read_conn, OP_READ, "XREADGROUP", group->stream_key);
     op->entries_done = done;
     op->arg = arg;
     op->history = strcmp(start_id, ">") != 0;
@@ -1047,7 +1047,7 @@ void fts_redis_group_claim(fts_redis_group_t *group, const char *cursor, size_t 
                            fts_redis_group_entries_fn done, void *arg)
 {
     assert(cursor && cursor[0] && strlen(cursor) < FTS_STREAM_ID_SIZE);
-    op_t *op = op_new(group, &group->commands, OP_CLAIM, "XAUTOCLAIM", group->stream_key);
+    op_t *op = op_new(group, &group->command_conn, OP_CLAIM, "XAUTOCLAIM", group->stream_key);
     op->entries_done = done;
     op->arg = arg;
     fts_redis_argv_t *command = op_add_command(op);
@@ -1064,7 +1064,7 @@ void fts_redis_group_claim(fts_redis_group_t *group, const char *cursor, size_t 
 void fts_redis_group_touch(fts_redis_group_t *group, const char *const *ids, size_t count,
                            fts_redis_group_done_fn done, void *arg)
 {
-    op_t *op = op_new(group, &group->commands, OP_TOUCH, "XCLAIM", group->stream_key);
+    op_t *op = op_new(group, &group->command_conn, OP_TOUCH, "XCLAIM", group->stream_key);
     op->done = done;
     op->arg = arg;
     if (count == 0) {
@@ -1087,7 +1087,7 @@ void fts_redis_group_settle(fts_redis_group_t *group, const fts_settlement_t *se
                             fts_redis_group_done_fn done, void *arg)
 {
     assert(settlement);
-    op_t *op = op_new(group, &group->commands, OP_SETTLE, "the settlement", group->stream_key);
+    op_t *op = op_new(group, &group->command_conn, OP_SETTLE, "the settlement", group->stream_key);
     op->done = done;
     op->arg = arg;
     if (settlement->dead_count == 0 && settlement->ack_count == 0) {
@@ -1107,5 +1107,5 @@ void fts_redis_group_settle(fts_redis_group_t *group, const fts_settlement_t *se
 
 bool fts_redis_group_connected(const fts_redis_group_t *group)
 {
-    return group && group->reader.state == CONN_UP && group->commands.state == CONN_UP;
+    return group && group->read_conn.state == CONN_UP && group->command_conn.state == CONN_UP;
 }
