@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <bson/bson.h>
+
 #include "cmd.h"
 #include "redis_conn.h"
 #include "redis_url.h"
@@ -24,12 +26,12 @@ static bool check_redis(const char *what, const char *url, const fts_config_t *c
     fts_redis_t *redis = fts_cmd_redis_connect(config, url, &err);
     bool ok = redis && fts_redis_ping(redis, &err);
     if (ok) {
-        report(true, what, masked ? masked : "");
+        report(true, what, masked);
     } else {
         report(false, what, err.message);
     }
     fts_redis_destroy(redis);
-    free(masked);
+    bson_free(masked);
     return ok;
 }
 

@@ -51,9 +51,12 @@ int fts_cmd_init_index(int argc, char **argv)
     bool created = false;
     if (!fts_es_index_ensure(client, &spec, &created, &err)) {
         fts_log(FTS_LOG_ERROR, "es", "cannot ensure index %s: %s", config.es_index, err.message);
-        /* A definition file that is not JSON, or an invalid index name, will not fix itself. */
-        status = err.domain == FTS_ERROR_CONFIG || err.domain == FTS_ERROR_INPUT ? FTS_EXIT_USAGE
-                                                                                 : FTS_EXIT_FAILURE;
+        /* An invalid index name, or a definition file (FTSYNC_ES_INDEX_DEFINITION) that cannot
+         * be read or is not a JSON object, is a bad setting: it will not fix itself. */
+        if (err.domain == FTS_ERROR_INPUT) {
+            err.domain = FTS_ERROR_CONFIG;
+        }
+        status = err.domain == FTS_ERROR_CONFIG ? FTS_EXIT_USAGE : FTS_EXIT_FAILURE;
         goto cleanup;
     }
     if (!created) {

@@ -17,10 +17,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include <bson/bson.h>
+
 #include "backoff.h"
+#include "clock.h"
 #include "cmd.h"
 #include "es_async.h"
 #include "es_index.h"
@@ -56,11 +58,10 @@ typedef struct {
     fts_error_t err; /* for a request that could not even start */
 } bulk_call_t;
 
-static uint64_t monotonic_ms(void)
+/* Exit status for a start-up failure: only a bad setting is "bad configuration". */
+static int exit_status_for(const fts_error_t *err)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return err->domain == FTS_ERROR_CONFIG ? FTS_EXIT_USAGE : FTS_EXIT_FAILURE;
 }
 
 /* ---- adapter outcomes into the loader ---- */
@@ -104,7 +105,7 @@ static void on_bulk(void *arg, const fts_es_response_t *response, const fts_erro
     bulk_call_t *call = arg;
     driver_t *driver = call->driver;
     void *token = call->token;
-    free(call);
+    bson_free(call);
     if (!response) {
         fts_loader_bulk_done(driver->loader, token, 0, NULL, 0, err);
     } else {
@@ -120,7 +121,7 @@ static void on_bulk_not_started(void *arg)
     driver_t *driver = call->driver;
     void *token = call->token;
     fts_error_t err = call->err;
-    free(call);
+    bson_free(call);
     fts_loader_bulk_done(driver->loader, token, 0, NULL, 0, &err);
 }
 
@@ -175,17 +176,12 @@ static void port_settle(void *context, const fts_settlement_t *settlement, void 
 static void port_bulk(void *context, const char *body, size_t len, void *token)
 {
     driver_t *driver = context;
-    bulk_call_t *call = calloc(1, sizeof *call);
-    if (!call) {
-        abort();
-    }
+    bulk_call_t *call = bson_malloc0(sizeof *call);
     call->driver = driver;
     call->token = token;
     if (!fts_es_async_request(driver->es, "POST", "/_bulk", "application/x-ndjson", body, len,
                               on_bulk, call, &call->err)) {
-        if (!fts_event_loop_defer(driver->loop, on_bulk_not_started, call)) {
-            abort(); /* the loop cannot take an event: nothing could work any more */
-        }
+        fts_event_loop_defer(driver->loop, on_bulk_not_started, call);
     }
 }
 
@@ -198,7 +194,7 @@ static void port_wake_after(void *context, uint64_t delay_ms)
 static uint64_t port_now_ms(void *context)
 {
     (void)context;
-    return monotonic_ms();
+    return fts_clock_monotonic_ms();
 }
 
 static void port_finished(void *context)
@@ -362,7 +358,7 @@ int fts_cmd_load(int argc, char **argv)
     }
     if (!fts_redis_keys_init(&keys, config.pipeline, &err)) {
         fts_log(FTS_LOG_ERROR, LOG_COMPONENT, "%s", err.message);
-        status = FTS_EXIT_USAGE;
+        status = exit_status_for(&err);
         goto cleanup;
     }
     fts_cmd_consumer_name(&config, consumer, sizeof consumer);
@@ -370,7 +366,7 @@ int fts_cmd_load(int argc, char **argv)
     client = fts_cmd_es_client_new(&config, &err);
     if (!client) {
         fts_log(FTS_LOG_ERROR, "es", "%s", err.message);
-        status = err.domain == FTS_ERROR_CONFIG ? FTS_EXIT_USAGE : FTS_EXIT_FAILURE;
+        status = exit_status_for(&err);
         goto cleanup;
     }
     fts_es_server_info_t info;
@@ -384,7 +380,7 @@ int fts_cmd_load(int argc, char **argv)
     }
     if (!check_doc_type(&config, &info, &err)) {
         fts_log(FTS_LOG_ERROR, "config", "%s", err.message);
-        status = FTS_EXIT_USAGE;
+        status = exit_status_for(&err);
         goto cleanup;
     }
     if (!ensure_index(client, &config, &err)) {
@@ -393,10 +389,12 @@ int fts_cmd_load(int argc, char **argv)
             goto cleanup;
         }
         fts_log(FTS_LOG_ERROR, "es", "cannot ensure index %s: %s", config.es_index, err.message);
-        status = err.domain == FTS_ERROR_CONFIG || err.domain == FTS_ERROR_INPUT ||
-                         err.code == FTS_ERROR_CODE_MISSING
-                     ? FTS_EXIT_USAGE
-                     : FTS_EXIT_FAILURE;
+        /* The only unreadable input here is the file FTSYNC_ES_INDEX_DEFINITION names: a bad
+         * setting, which will not fix itself. */
+        if (err.domain == FTS_ERROR_INPUT) {
+            err.domain = FTS_ERROR_CONFIG;
+        }
+        status = exit_status_for(&err);
         goto cleanup;
     }
     warn_about_gc_deletes(client, &config);
@@ -411,7 +409,7 @@ int fts_cmd_load(int argc, char **argv)
     driver.es = fts_es_async_new(fts_event_loop_base(driver.loop), &es_options, &err);
     if (!driver.es) {
         fts_log(FTS_LOG_ERROR, "es", "%s", err.message);
-        status = FTS_EXIT_USAGE;
+        status = exit_status_for(&err);
         goto cleanup;
     }
     fts_redis_group_options_t group_options = {
@@ -428,7 +426,7 @@ int fts_cmd_load(int argc, char **argv)
                                        &group_options, &err);
     if (!driver.group) {
         fts_log(FTS_LOG_ERROR, "redis", "%s", err.message);
-        status = FTS_EXIT_USAGE;
+        status = exit_status_for(&err);
         goto cleanup;
     }
     fts_load_options_t load_options = {
@@ -460,8 +458,8 @@ int fts_cmd_load(int argc, char **argv)
     driver.loader = fts_loader_new(&load_options, &ports);
     driver.timer = fts_event_timer_new(driver.loop, on_timer, &driver);
     driver.stop_watch = fts_event_watch_new(driver.loop, fts_signals_fd(), on_stop_signal, &driver);
-    if (!driver.loader || !driver.timer || !driver.stop_watch) {
-        fts_log(FTS_LOG_ERROR, LOG_COMPONENT, "out of memory setting up the loader");
+    if (!driver.stop_watch) {
+        fts_log(FTS_LOG_ERROR, LOG_COMPONENT, "the event loop cannot watch the stop signal");
         goto cleanup;
     }
     fts_log(FTS_LOG_INFO, LOG_COMPONENT,

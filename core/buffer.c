@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <bson/bson.h>
+
 void fts_buffer_init(fts_buffer_t *buf)
 {
     buf->data = NULL;
@@ -20,7 +22,7 @@ void fts_buffer_destroy(fts_buffer_t *buf)
     if (!buf) {
         return;
     }
-    free(buf->data);
+    bson_free(buf->data);
     fts_buffer_init(buf);
 }
 
@@ -34,12 +36,7 @@ void fts_buffer_reserve(fts_buffer_t *buf, size_t extra)
     while (cap < needed) {
         cap *= 2;
     }
-    char *grown = realloc(buf->data, cap);
-    if (!grown) {
-        fprintf(stderr, "ftsync: out of memory growing a buffer to %zu bytes\n", cap);
-        abort();
-    }
-    buf->data = grown;
+    buf->data = bson_realloc(buf->data, cap); /* aborts when memory runs out */
     buf->cap = cap;
 }
 

@@ -1,8 +1,9 @@
 /*
  * buffer.h - a growable byte buffer, always NUL-terminated so that text can be read in place.
  *
- * Used for HTTP bodies, NDJSON bulk requests and log lines. Growth failures abort the process:
- * ftsync cannot keep any promise once malloc fails, and a half-built body must never be sent.
+ * Used for HTTP bodies, NDJSON bulk requests and log lines. Memory comes from bson_realloc, so
+ * growth failures abort the process (README.md, Architecture: failure policy): ftsync cannot keep
+ * any promise once allocation fails, and a half-built body must never be sent.
  */
 #ifndef FTS_BUFFER_H
 #define FTS_BUFFER_H
@@ -43,7 +44,7 @@ bool fts_buffer_read_file(fts_buffer_t *buf, const char *path, size_t max_bytes,
 /* Empties the buffer and keeps its memory for reuse. */
 void fts_buffer_clear(fts_buffer_t *buf);
 
-/* Hands the bytes to the caller (free() them) and leaves the buffer empty. Never NULL. */
+/* Hands the bytes to the caller (bson_free() them) and leaves the buffer empty. Never NULL. */
 char *fts_buffer_steal(fts_buffer_t *buf);
 
 #endif

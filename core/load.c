@@ -6,7 +6,8 @@
  *   ready list   waiting to be sent (a retried item waits there until its not_before);
  *   a batch      in a bulk request in flight;
  *   settle list  judged (acknowledge, or dead-letter with its reason), waiting for a settle;
- *   the settle   in the one MULTI/EXEC in flight.
+ *   the settle   in the one settle in flight (one XACK, or one script that writes the dead
+ *                letters and then acknowledges: load_ports.h).
  * Only a confirmed settle frees an entry, which is how invariant 2 is kept: an entry leaves
  * memory acknowledged, or it stays pending in Redis (after a crash, a stop, or a lost reply)
  * and is delivered again. Nothing here blocks; every step is started from run(), which the
@@ -14,11 +15,13 @@
  */
 #include "load.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
+
+#include <bson/bson.h>
 
 #include "backoff.h"
 #include "bulk_result.h"
@@ -26,7 +29,7 @@
 
 #define LOG_COMPONENT "load"
 
-/* Most entries in one settle (one MULTI/EXEC): bounds the command's size. */
+/* Most entries in one settle (one command): bounds the command's size. */
 #define SETTLE_MAX_ENTRIES 4096
 
 /* The history cursor that means "from the first pending entry". */
@@ -182,9 +185,9 @@ static void entry_free(entry_t *entry)
 {
     if (entry) {
         fts_action_cleanup(&entry->action);
-        free(entry->items);
-        free(entry->dead_reason);
-        free(entry);
+        bson_free(entry->items);
+        bson_free(entry->dead_reason);
+        bson_free(entry);
     }
 }
 
@@ -222,17 +225,14 @@ static entry_t *list_pop_front(entry_list_t *list)
 }
 
 /* Copies an entry's fields into one allocation: the array of (pointer, length) pairs, then
- * the bytes, each NUL-terminated for logging. */
+ * the bytes, each NUL-terminated for logging. Never NULL: allocation failure aborts. */
 static fts_bytes_t *copy_items(const fts_bytes_t *items, size_t count)
 {
     size_t total = count * sizeof(fts_bytes_t);
     for (size_t i = 0; i < count; i++) {
         total += items[i].len + 1;
     }
-    fts_bytes_t *copy = malloc(total ? total : 1);
-    if (!copy) {
-        abort(); /* as libbson does: ftsync does not run on without memory */
-    }
+    fts_bytes_t *copy = bson_malloc(total ? total : 1);
     char *bytes = (char *)(copy + count);
     for (size_t i = 0; i < count; i++) {
         if (items[i].len) {
@@ -261,7 +261,7 @@ static char *format_reason(const char *format, ...)
 /* Judged: to be acknowledged (reason NULL) or dead-lettered with reason (taken). */
 static void judge(fts_loader_t *loader, entry_t *entry, char *reason)
 {
-    free(entry->dead_reason);
+    bson_free(entry->dead_reason);
     entry->dead_reason = reason;
     entry->state = ENTRY_JUDGED;
     list_push_back(&loader->judged, entry);
@@ -286,10 +286,7 @@ static void take_entry(fts_loader_t *loader, const fts_stream_entry_t *source, b
         loader->stats.duplicates++;
         return;
     }
-    entry_t *entry = calloc(1, sizeof *entry);
-    if (!entry) {
-        abort();
-    }
+    entry_t *entry = bson_malloc0(sizeof *entry);
     snprintf(entry->id, sizeof entry->id, "%s", source->id);
     entry->hash = hash;
     entry->deliveries = source->deliveries;
@@ -342,6 +339,8 @@ static void take_entry(fts_loader_t *loader, const fts_stream_entry_t *source, b
 
 /* ---- reading, claiming, touching ---- */
 
+/* At most one read is outstanding, and it needs no deadline here: the port completes every
+ * read (load_ports.h), a lost or late reply included (the adapter's command timeout). */
 static void maybe_read(fts_loader_t *loader, uint64_t now)
 {
     if (loader->read_outstanding || now < loader->read_retry_at ||
@@ -365,10 +364,7 @@ static void maybe_claim(fts_loader_t *loader, uint64_t now)
     if (!loader->touch_outstanding && loader->held > 0) {
         /* Refresh the idle time of everything held, so that other loaders do not claim live
          * work (and so that a long Elasticsearch outage does not count deliveries). */
-        const char **ids = malloc(loader->held * sizeof *ids);
-        if (!ids) {
-            abort();
-        }
+        const char **ids = bson_malloc(loader->held * sizeof *ids);
         size_t n = 0;
         for (size_t b = 0; b <= loader->bucket_mask; b++) {
             for (entry_t *e = loader->buckets[b]; e; e = e->hash_next) {
@@ -377,7 +373,7 @@ static void maybe_claim(fts_loader_t *loader, uint64_t now)
         }
         loader->touch_outstanding = true;
         loader->ports.touch(loader->ports.context, ids, n);
-        free(ids);
+        bson_free(ids);
     }
     if (!loader->claim_outstanding && loader->held < loader->max_held) {
         size_t room = loader->max_held - loader->held;
@@ -432,7 +428,9 @@ static uint64_t pump_batches(fts_loader_t *loader, uint64_t now)
         if (!full && now < due) {
             return due;
         }
+        /* in_flight < bulk_max_in_flight, and every batch in flight is in use. */
         batch_t *batch = free_batch(loader);
+        assert(batch);
         size_t batch_bytes = 0;
         entry_t *prev = NULL;
         entry_t *e = loader->ready.head;
@@ -658,10 +656,8 @@ static void run(fts_loader_t *loader)
 
 fts_loader_t *fts_loader_new(const fts_load_options_t *options, const fts_load_ports_t *ports)
 {
-    fts_loader_t *loader = calloc(1, sizeof *loader);
-    if (!loader) {
-        return NULL;
-    }
+    assert(options && ports && ports->now_ms);
+    fts_loader_t *loader = bson_malloc0(sizeof *loader);
     loader->options = *options;
     loader->ports = *ports;
     if (loader->options.bulk_max_actions == 0) {
@@ -676,28 +672,20 @@ fts_loader_t *fts_loader_new(const fts_load_options_t *options, const fts_load_p
     while (buckets < loader->max_held * 2) {
         buckets *= 2;
     }
-    loader->buckets = calloc(buckets, sizeof *loader->buckets);
+    loader->buckets = bson_malloc0(buckets * sizeof *loader->buckets);
     loader->bucket_mask = buckets - 1;
-    loader->batches = calloc(loader->options.bulk_max_in_flight, sizeof *loader->batches);
-    loader->settle.entries = calloc(SETTLE_MAX_ENTRIES, sizeof *loader->settle.entries);
-    loader->settle.ids = calloc(SETTLE_MAX_ENTRIES, sizeof *loader->settle.ids);
-    loader->settle.views = calloc(SETTLE_MAX_ENTRIES, sizeof *loader->settle.views);
-    loader->settle.dead = calloc(SETTLE_MAX_ENTRIES, sizeof *loader->settle.dead);
-    if (!loader->buckets || !loader->batches || !loader->settle.entries || !loader->settle.ids ||
-        !loader->settle.views || !loader->settle.dead) {
-        fts_loader_destroy(loader);
-        return NULL;
-    }
+    loader->batches = bson_malloc0(loader->options.bulk_max_in_flight * sizeof *loader->batches);
+    loader->settle.entries = bson_malloc0(SETTLE_MAX_ENTRIES * sizeof *loader->settle.entries);
+    loader->settle.ids = bson_malloc0(SETTLE_MAX_ENTRIES * sizeof *loader->settle.ids);
+    loader->settle.views = bson_malloc0(SETTLE_MAX_ENTRIES * sizeof *loader->settle.views);
+    loader->settle.dead = bson_malloc0(SETTLE_MAX_ENTRIES * sizeof *loader->settle.dead);
+    size_t actions = loader->options.bulk_max_actions;
     for (size_t i = 0; i < loader->options.bulk_max_in_flight; i++) {
         batch_t *batch = &loader->batches[i];
-        batch->entries = calloc(loader->options.bulk_max_actions, sizeof *batch->entries);
-        batch->ops = calloc(loader->options.bulk_max_actions, sizeof *batch->ops);
-        batch->results = calloc(loader->options.bulk_max_actions, sizeof *batch->results);
+        batch->entries = bson_malloc0(actions * sizeof *batch->entries);
+        batch->ops = bson_malloc0(actions * sizeof *batch->ops);
+        batch->results = bson_malloc0(actions * sizeof *batch->results);
         fts_buffer_init(&batch->body);
-        if (!batch->entries || !batch->ops || !batch->results) {
-            fts_loader_destroy(loader);
-            return NULL;
-        }
     }
     uint64_t base = loader->options.retry_base_ms;
     uint64_t cap = loader->options.retry_max_ms;
@@ -717,31 +705,27 @@ void fts_loader_destroy(fts_loader_t *loader)
     if (!loader) {
         return;
     }
-    if (loader->buckets) {
-        for (size_t b = 0; b <= loader->bucket_mask; b++) {
-            entry_t *e = loader->buckets[b];
-            while (e) {
-                entry_t *next = e->hash_next;
-                entry_free(e);
-                e = next;
-            }
+    for (size_t b = 0; b <= loader->bucket_mask; b++) {
+        entry_t *e = loader->buckets[b];
+        while (e) {
+            entry_t *next = e->hash_next;
+            entry_free(e);
+            e = next;
         }
     }
-    free(loader->buckets);
-    if (loader->batches) {
-        for (size_t i = 0; i < loader->options.bulk_max_in_flight; i++) {
-            free(loader->batches[i].entries);
-            free(loader->batches[i].ops);
-            free(loader->batches[i].results);
-            fts_buffer_destroy(&loader->batches[i].body);
-        }
+    bson_free(loader->buckets);
+    for (size_t i = 0; i < loader->options.bulk_max_in_flight; i++) {
+        bson_free(loader->batches[i].entries);
+        bson_free(loader->batches[i].ops);
+        bson_free(loader->batches[i].results);
+        fts_buffer_destroy(&loader->batches[i].body);
     }
-    free(loader->batches);
-    free(loader->settle.entries);
-    free(loader->settle.ids);
-    free(loader->settle.views);
-    free(loader->settle.dead);
-    free(loader);
+    bson_free(loader->batches);
+    bson_free(loader->settle.entries);
+    bson_free(loader->settle.ids);
+    bson_free(loader->settle.views);
+    bson_free(loader->settle.dead);
+    bson_free(loader);
 }
 
 void fts_loader_start(fts_loader_t *loader)
@@ -1062,9 +1046,4 @@ const fts_load_stats_t *fts_loader_stats(const fts_loader_t *loader)
 size_t fts_loader_held(const fts_loader_t *loader)
 {
     return loader->held;
-}
-
-bool fts_loader_stopping(const fts_loader_t *loader)
-{
-    return loader->stopping;
 }

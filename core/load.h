@@ -5,9 +5,10 @@
  *
  * A state machine with no event loop of its own: it starts operations through its ports
  * (load_ports.h) and the driver feeds their outcomes back through the fts_loader_*_done
- * functions and fts_loader_wake. What it guarantees (DESIGN.md):
+ * functions and fts_loader_wake. What it guarantees (README.md, Architecture):
  *   2. an entry is settled (XACK) only after its item came back 2xx, 409 or 404-on-delete
- *      (bulk_result.h), or in the same MULTI/EXEC that wrote it to the dead-letter stream;
+ *      (bulk_result.h), or by the same settle command that first wrote it to the dead-letter
+ *      stream (a script that stops before its XACK if a dead letter fails: load_ports.h);
  *      a request or settle whose outcome is unknown is retried, never assumed;
  *   3. every action goes out with its external version, so retries, redeliveries and two
  *      loaders sending the same entry are harmless;
@@ -67,7 +68,8 @@ typedef struct {
 
 typedef struct fts_loader fts_loader_t;
 
-/* options and ports are copied (what they point to is borrowed). */
+/* options and ports are copied (what they point to is borrowed). Never NULL: allocation failure
+ * aborts. */
 fts_loader_t *fts_loader_new(const fts_load_options_t *options, const fts_load_ports_t *ports);
 void fts_loader_destroy(fts_loader_t *loader);
 
@@ -96,6 +98,5 @@ void fts_loader_wake(fts_loader_t *loader);
 const fts_load_stats_t *fts_loader_stats(const fts_loader_t *loader);
 /* Entries held in memory (read, not yet settled). */
 size_t fts_loader_held(const fts_loader_t *loader);
-bool fts_loader_stopping(const fts_loader_t *loader);
 
 #endif

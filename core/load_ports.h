@@ -43,8 +43,12 @@ typedef struct {
     uint64_t deliveries;             /* how often it was delivered before giving up */
 } fts_load_dead_t;
 
-/* What one settle does, atomically (MULTI/EXEC): XADD every dead letter to the dead-letter
- * stream, then XACK every ID in ack_ids (which includes the dead-lettered entries' IDs). */
+/* What one settle does, as one command: XADD every dead letter to the dead-letter stream, then
+ * XACK every ID in ack_ids (which includes the dead-lettered entries' IDs). With dead letters
+ * the command is a Lua script, which stops at the first XADD that fails, so nothing is
+ * acknowledged unless every dead letter was written; it does not roll back, so a failed or
+ * unanswered settle may have written some dead letters, and settling again may write them
+ * twice (never zero times). Without dead letters it is a plain XACK. */
 typedef struct {
     const char *const *ack_ids;
     size_t ack_count;

@@ -6,10 +6,12 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <time.h>
 
+#include <bson/bson.h>
+
 #include "buffer.h"
+#include "clock.h"
 
 /* Number of call sites whose repeats are tracked at once; a hash slot is reused on collision. */
 #define REPEAT_SLOTS 64
@@ -38,16 +40,10 @@ static struct {
     FTS_LOG_INFO, FTS_LOG_FORMAT_LOGFMT, NULL, FTS_LOG_DEFAULT_REPEAT_INTERVAL_MS, NULL, {0}, 0,
     {{0}}};
 
-static uint64_t real_now_ms(void)
-{
-    struct timeval now;
-    gettimeofday(&now, NULL);
-    return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_usec / 1000u;
-}
-
+/* The wall clock: timestamps are for people. Tests put their own in (fts_log_set_clock). */
 static uint64_t now_ms(void)
 {
-    return logger.now_ms ? logger.now_ms() : real_now_ms();
+    return logger.now_ms ? logger.now_ms() : fts_clock_wall_ms();
 }
 
 static FILE *output(void)
@@ -125,16 +121,13 @@ void fts_log_add_secret(const char *secret)
             return;
         }
     }
-    char *copy = strdup(secret);
-    if (copy) {
-        logger.secrets[logger.secret_count++] = copy;
-    }
+    logger.secrets[logger.secret_count++] = bson_strdup(secret);
 }
 
 void fts_log_clear_secrets(void)
 {
     for (size_t i = 0; i < logger.secret_count; i++) {
-        free(logger.secrets[i]);
+        bson_free(logger.secrets[i]);
         logger.secrets[i] = NULL;
     }
     logger.secret_count = 0;

@@ -21,12 +21,15 @@
  */
 #include "es_async.h"
 
+#include <assert.h>
 #include <curl/curl.h>
 #include <event2/event.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
+#include <bson/bson.h>
+
+#include "es_async_testing.h"
 #include "es_curl.h"
 #include "log.h"
 
@@ -117,10 +120,10 @@ static void request_free(es_async_request_t *request)
     }
     fts_es_call_cleanup(&request->call);
     fts_es_response_cleanup(&request->response);
-    free(request->method);
-    free(request->path);
-    free(request->body);
-    free(request);
+    bson_free(request->method);
+    bson_free(request->path);
+    bson_free(request->body);
+    bson_free(request);
 }
 
 /* ---- curl asks us to watch sockets and set a timer --------------------------------------- */
@@ -140,7 +143,7 @@ static void watch_free(fts_es_async_t *es, es_socket_watch_t *watch)
     if (watch->event) {
         event_free(watch->event);
     }
-    free(watch);
+    bson_free(watch);
 }
 
 /* CURLMOPT_SOCKETFUNCTION. Runs inside curl: it only touches libevent, never the multi handle
@@ -158,10 +161,7 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *user, void *s
         return 0;
     }
     if (!watch) {
-        watch = calloc(1, sizeof *watch);
-        if (!watch) {
-            return -1; /* curl gives up on its transfers; act() fails them, nothing hangs */
-        }
+        watch = bson_malloc0(sizeof *watch);
         watch->fd = fd;
         watch->next = es->watches;
         if (es->watches) {
@@ -181,8 +181,11 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *user, void *s
         event_free(watch->event);
     }
     watch->event = event_new(es->base, fd, events, on_socket_event, es);
-    if (!watch->event || event_add(watch->event, NULL) != 0) {
-        return -1;
+    if (!watch->event) {
+        fts_fatal_oom("an event for an Elasticsearch socket");
+    }
+    if (event_add(watch->event, NULL) != 0) {
+        return -1; /* curl gives up on its transfers; act() fails them, nothing hangs */
     }
     return 0;
 }
@@ -263,8 +266,8 @@ static void collect_finished(fts_es_async_t *es)
     }
 }
 
-/* When our socket or timer callback could not arm an event (out of memory), curl gives up on
- * its transfers without reporting them finished. Each is failed here rather than left waiting
+/* When our socket or timer callback could not arm an event (libevent refused it), curl gives up
+ * on its transfers without reporting them finished. Each is failed here rather than left waiting
  * forever (invariant 5: no silent stall). Whether a request reached its node is unknown, so no
  * failover. */
 static void abandon_running(fts_es_async_t *es, CURLMcode rc)
@@ -355,12 +358,7 @@ fts_es_async_t *fts_es_async_new(struct event_base *base, const fts_es_options_t
                       "no event loop given for the Elasticsearch client");
         return NULL;
     }
-    fts_es_async_t *es = calloc(1, sizeof *es);
-    if (!es) {
-        fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_NO_MEMORY,
-                      "out of memory making the Elasticsearch client");
-        return NULL;
-    }
+    fts_es_async_t *es = bson_malloc0(sizeof *es);
     es->base = base;
     if (!fts_es_settings_init(&es->settings, options, err)) {
         goto fail;
@@ -368,9 +366,7 @@ fts_es_async_t *fts_es_async_new(struct event_base *base, const fts_es_options_t
     es->timer = evtimer_new(base, on_timer, es);
     es->multi = curl_multi_init();
     if (!es->timer || !es->multi) {
-        fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_NO_MEMORY,
-                      "out of memory making the Elasticsearch client");
-        goto fail;
+        fts_fatal_oom("the Elasticsearch client"); /* their only failure */
     }
     CURLMcode rc = curl_multi_setopt(es->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
     if (rc == CURLM_OK) {
@@ -420,7 +416,7 @@ static void async_free(fts_es_async_t *es)
     }
     /* Last: it balances curl_global_init(), after which no curl call may be made. */
     fts_es_settings_cleanup(&es->settings);
-    free(es);
+    bson_free(es);
 }
 
 void fts_es_async_destroy(fts_es_async_t *es)
@@ -437,13 +433,12 @@ void fts_es_async_destroy(fts_es_async_t *es)
     async_free(es);
 }
 
+/* Never NULL: allocation failure aborts. */
 static char *copy_bytes(const char *bytes, size_t len)
 {
-    char *copy = malloc(len + 1);
-    if (copy) {
-        memcpy(copy, bytes, len);
-        copy[len] = '\0';
-    }
+    char *copy = bson_malloc(len + 1);
+    memcpy(copy, bytes, len);
+    copy[len] = '\0';
     return copy;
 }
 
@@ -453,43 +448,27 @@ bool fts_es_async_request(fts_es_async_t *es, const char *method, const char *pa
 {
     bool ok = false;
     es_async_request_t *request = NULL;
-    if (!done) {
-        fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
-                      "an Elasticsearch request needs a done function");
-        goto cleanup;
-    }
+    assert(done);
     if (es->destroyed) {
         fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
                       "the Elasticsearch client is being destroyed");
         goto cleanup;
     }
-    request = calloc(1, sizeof *request);
-    if (!request) {
-        fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_NO_MEMORY,
-                      "out of memory starting an Elasticsearch request");
-        goto cleanup;
-    }
+    request = bson_malloc0(sizeof *request);
     request->done = done;
     request->arg = arg;
     request->node = es->current;
     /* NULL method or path stay NULL and are refused by fts_es_call_build() with a message. */
-    request->method = method ? strdup(method) : NULL;
-    request->path = path ? strdup(path) : NULL;
+    request->method = method ? bson_strdup(method) : NULL;
+    request->path = path ? bson_strdup(path) : NULL;
     request->body = body ? copy_bytes(body, body_len) : NULL;
-    if ((method && !request->method) || (path && !request->path) || (body && !request->body)) {
-        fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_NO_MEMORY,
-                      "out of memory copying an Elasticsearch request of %zu bytes", body_len);
-        goto cleanup;
-    }
     if (!fts_es_call_build(&request->call, &es->settings, request->method, request->path,
                            content_type, request->body, body_len, &request->response, err)) {
         goto cleanup;
     }
     request->handle = curl_easy_init();
     if (!request->handle) {
-        fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_NO_MEMORY,
-                      "libcurl could not make a handle");
-        goto cleanup;
+        fts_fatal_oom("a libcurl handle"); /* libcurl returns NULL only then */
     }
     if (!fts_es_call_apply(&es->settings, request->handle, &request->call,
                            &es->settings.nodes[request->node], err)) {
@@ -507,7 +486,10 @@ bool fts_es_async_request(fts_es_async_t *es, const char *method, const char *pa
         /* A failing timer_cb makes add_handle fail after adding: take it back out before the
          * handle is freed (a no-op when it was never added). */
         curl_multi_remove_handle(es->multi, request->handle);
-        fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_NO_MEMORY,
+        if (rc == CURLM_OUT_OF_MEMORY) {
+            fts_fatal_oom("an Elasticsearch request");
+        }
+        fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_IO,
                       "libcurl could not start %s %s: %s", request->method, request->path,
                       curl_multi_strerror(rc));
         goto cleanup;

@@ -40,15 +40,14 @@ void fts_es_async_destroy(fts_es_async_t *es);
 
 /* Starts method path (as fts_es_request) with body (copied; may be NULL). done is called
  * exactly once, later, from the loop. Returns false only when the request could not even be
- * started (out of memory, a bad method), with err set and done never called. */
+ * started (a bad method or path, libcurl refusing an option or the event loop refusing its
+ * timer, a client being destroyed), with err set and done never called. done must be set
+ * (asserted). Allocation failure aborts. */
 bool fts_es_async_request(fts_es_async_t *es, const char *method, const char *path,
                           const char *content_type, const char *body, size_t body_len,
                           fts_es_async_done_fn done, void *arg, fts_error_t *err);
 
 /* Requests started and not yet done. */
 size_t fts_es_async_in_flight(const fts_es_async_t *es);
-
-/* The base URL requests go to next, without its password. Owned by the client. */
-const char *fts_es_async_current_url(const fts_es_async_t *es);
 
 #endif

@@ -11,6 +11,7 @@
  */
 #include "es_client.h"
 
+#include <bson/bson.h>
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,20 +44,13 @@ bool fts_es_url_check(const char *url, char **masked, fts_error_t *err)
 
 fts_es_client_t *fts_es_client_new(const fts_es_options_t *options, fts_error_t *err)
 {
-    fts_es_client_t *client = calloc(1, sizeof *client);
-    if (!client) {
-        fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_NO_MEMORY,
-                      "out of memory making the Elasticsearch client");
-        return NULL;
-    }
+    fts_es_client_t *client = bson_malloc0(sizeof *client);
     if (!fts_es_settings_init(&client->settings, options, err)) {
         goto fail;
     }
     client->handle = curl_easy_init();
     if (!client->handle) {
-        fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_NO_MEMORY,
-                      "libcurl could not make a handle");
-        goto fail;
+        fts_fatal_oom("a libcurl handle"); /* libcurl returns NULL only then */
     }
     return client;
 
@@ -75,7 +69,7 @@ void fts_es_client_destroy(fts_es_client_t *client)
     }
     /* Last: it balances curl_global_init(), after which no curl call may be made. */
     fts_es_settings_cleanup(&client->settings);
-    free(client);
+    bson_free(client);
 }
 
 const char *fts_es_client_current_url(const fts_es_client_t *client)

@@ -7,10 +7,11 @@
  * request is never sent twice because of failover; retrying after an error is the caller's
  * choice (with core/backoff.h).
  *
- * The split of outcomes is what the load path relies on to keep invariant 2 (see DESIGN.md):
- * fts_es_request() fails only when no HTTP answer came; any HTTP status, 4xx and 5xx included,
- * is an answer the caller must judge. Credentials never appear in errors or logs: passwords and
- * API keys are registered with fts_log_add_secret(), and URLs are shown without their password.
+ * The split of outcomes is what the load path relies on to keep invariant 2 (see README.md,
+ * Architecture): fts_es_request() fails only when no HTTP answer came; any HTTP status, 4xx and 5xx
+ * included, is an answer the caller must judge. Credentials never appear in errors or logs:
+ * passwords and API keys are registered with fts_log_add_secret(), and URLs are shown without their
+ * password.
  */
 #ifndef FTS_ES_CLIENT_H
 #define FTS_ES_CLIENT_H
@@ -50,8 +51,8 @@ typedef struct {
 typedef struct fts_es_client fts_es_client_t;
 
 /* Checks one base URL as fts_es_client_new() would (for configuration checks). On success, when
- * masked is not NULL, sets *masked to a malloc'd copy with the password replaced by "***", and
- * registers the password with the logger. Error messages never contain the password. */
+ * masked is not NULL, sets *masked to a copy (bson_free it) with the password replaced by "***",
+ * and registers the password with the logger. Error messages never contain the password. */
 bool fts_es_url_check(const char *url, char **masked, fts_error_t *err);
 
 /* Validates the options (every URL with libcurl's URL parser: http or https, a host, no query

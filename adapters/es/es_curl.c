@@ -16,6 +16,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <bson/bson.h>
+
 #include "log.h"
 
 #ifndef FTSYNC_VERSION
@@ -26,17 +28,10 @@
  * largest legitimate ones (bulk results of big batches) stay far below. */
 #define MAX_RESPONSE_BYTES (256u * 1024u * 1024u)
 
+/* NULL for NULL; otherwise never NULL: allocation failure aborts. */
 static char *copy_or_null(const char *text)
 {
-    if (!text) {
-        return NULL;
-    }
-    char *copy = strdup(text);
-    if (!copy) {
-        fprintf(stderr, "ftsync: out of memory copying a string\n");
-        abort();
-    }
-    return copy;
+    return text ? bson_strdup(text) : NULL;
 }
 
 /* Frees a string that held a secret, overwriting it first so it does not linger in freed
@@ -48,7 +43,7 @@ static void free_secret(char *secret)
         while (*p) {
             *p++ = '\0';
         }
-        free(secret);
+        bson_free(secret);
     }
 }
 
@@ -68,13 +63,14 @@ static void mask_unparsed_url(const char *url, char *out, size_t size)
 
 void fts_es_node_clear(fts_es_node_t *node)
 {
-    free(node->base);
-    free(node->user);
+    bson_free(node->base);
+    bson_free(node->user);
     free_secret(node->password);
     memset(node, 0, sizeof *node);
 }
 
-/* Reads one URL part into a malloc'd string (curl_free'd copy), or NULL if absent. */
+/* Reads one URL part into a bson_malloc'd string (libcurl's copy is curl_free'd), or NULL if
+ * absent. */
 static char *url_part(CURLU *url, CURLUPart part, unsigned flags)
 {
     char *value = NULL;
@@ -98,8 +94,7 @@ bool fts_es_node_parse(const char *text, const char *label, fts_es_node_t *node,
     char *normalised = NULL;
     CURLU *url = curl_url();
     if (!url) {
-        return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_NO_MEMORY,
-                             "out of memory parsing %s", label);
+        fts_fatal_oom("parsing an Elasticsearch URL");
     }
 
     CURLUcode rc = curl_url_set(url, CURLUPART_URL, text, 0);
@@ -167,15 +162,15 @@ cleanup:
     if (!ok) {
         fts_es_node_clear(node);
         if (masked) {
-            free(*masked);
+            bson_free(*masked);
             *masked = NULL;
         }
     }
-    free(normalised);
-    free(scheme);
-    free(host);
-    free(query);
-    free(fragment);
+    bson_free(normalised);
+    bson_free(scheme);
+    bson_free(host);
+    bson_free(query);
+    bson_free(fragment);
     curl_url_cleanup(url);
     return ok;
 }
@@ -222,12 +217,7 @@ bool fts_es_settings_init(fts_es_settings_t *settings, const fts_es_options_t *o
     }
     settings->curl_initialised = true;
 
-    settings->nodes = calloc(options->url_count, sizeof *settings->nodes);
-    if (!settings->nodes) {
-        fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_NO_MEMORY,
-                      "out of memory making the Elasticsearch client");
-        goto cleanup;
-    }
+    settings->nodes = bson_malloc0(options->url_count * sizeof *settings->nodes);
     for (size_t i = 0; i < options->url_count; i++) {
         char label[64];
         if (options->url_count == 1) {
@@ -276,11 +266,11 @@ void fts_es_settings_cleanup(fts_es_settings_t *settings)
     for (size_t i = 0; i < settings->node_count; i++) {
         fts_es_node_clear(&settings->nodes[i]);
     }
-    free(settings->nodes);
-    free(settings->user);
+    bson_free(settings->nodes);
+    bson_free(settings->user);
     free_secret(settings->password);
     free_secret(settings->api_key);
-    free(settings->ca_file);
+    bson_free(settings->ca_file);
     if (settings->curl_initialised) {
         curl_global_cleanup();
     }
@@ -293,10 +283,14 @@ static bool gzip_body(const char *body, size_t len, fts_buffer_t *out, fts_error
     z_stream stream;
     memset(&stream, 0, sizeof stream);
     /* windowBits 15 + 16: a gzip wrapper rather than zlib's. */
-    if (deflateInit2(&stream, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
-        Z_OK) {
-        return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_NO_MEMORY,
-                             "zlib could not start compressing a request body");
+    int started =
+        deflateInit2(&stream, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+    if (started == Z_MEM_ERROR) {
+        fts_fatal_oom("compressing a request body");
+    }
+    if (started != Z_OK) {
+        return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_UNSUPPORTED,
+                             "zlib could not start compressing a request body (error %d)", started);
     }
     bool ok = false;
     if (len > UINT32_MAX) {
@@ -325,15 +319,14 @@ cleanup:
     return ok;
 }
 
-static bool append_header(struct curl_slist **headers, const char *header, fts_error_t *err)
+/* libcurl fails to append only when it cannot allocate, which aborts. */
+static void append_header(struct curl_slist **headers, const char *header)
 {
     struct curl_slist *grown = curl_slist_append(*headers, header);
     if (!grown) {
-        return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_NO_MEMORY,
-                             "out of memory building request headers");
+        fts_fatal_oom("an HTTP header");
     }
     *headers = grown;
-    return true;
 }
 
 void fts_es_call_cleanup(fts_es_call_t *call)
@@ -382,36 +375,24 @@ bool fts_es_call_build(fts_es_call_t *call, const fts_es_settings_t *settings, c
         char header[256];
         snprintf(header, sizeof header, "Content-Type: %s",
                  content_type ? content_type : "application/json");
-        if (!append_header(&call->headers, header, err)) {
-            return false;
-        }
+        append_header(&call->headers, header);
         if (settings->gzip_requests && call->send_len > 0) {
             if (!gzip_body(call->send_body, call->send_len, &call->gzipped, err)) {
                 return false;
             }
             call->send_body = call->gzipped.data;
             call->send_len = call->gzipped.len;
-            if (!append_header(&call->headers, "Content-Encoding: gzip", err)) {
-                return false;
-            }
+            append_header(&call->headers, "Content-Encoding: gzip");
         }
     }
     /* curl would send "Expect: 100-continue" for large bodies and wait for an answer that
      * Elasticsearch does not need to give; the round trip only adds latency. */
-    if (!append_header(&call->headers, "Expect:", err)) {
-        return false;
-    }
+    append_header(&call->headers, "Expect:");
     if (settings->api_key) {
         size_t size = strlen("Authorization: ApiKey ") + strlen(settings->api_key) + 1;
-        call->api_key_header = malloc(size);
-        if (!call->api_key_header) {
-            return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_NO_MEMORY,
-                                 "out of memory building request headers");
-        }
+        call->api_key_header = bson_malloc(size);
         snprintf(call->api_key_header, size, "Authorization: ApiKey %s", settings->api_key);
-        if (!append_header(&call->headers, call->api_key_header, err)) {
-            return false;
-        }
+        append_header(&call->headers, call->api_key_header);
     }
     return true;
 }

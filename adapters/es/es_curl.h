@@ -36,7 +36,7 @@ typedef struct {
 } fts_es_node_t;
 
 /* Validates text with libcurl's URL parser and fills node. `label` names the setting in errors.
- * When masked is not NULL, it receives a malloc'd copy of the URL with its password (if any)
+ * When masked is not NULL, it receives a copy (bson_free it) of the URL with its password (if any)
  * replaced by "***". On failure node is left cleared. */
 bool fts_es_node_parse(const char *text, const char *label, fts_es_node_t *node, char **masked,
                        fts_error_t *err);

@@ -1,8 +1,8 @@
 /*
  * es_index.c - creating the target index when it is missing (see es_index.h).
  *
- * Keeps invariant 6 (DESIGN.md): a bad index name or a bad definition file is refused before
- * anything is sent, so a typo never leaves a half-configured index behind.
+ * Keeps invariant 6 (README.md, Architecture): a bad index name or a bad definition file is refused
+ * before anything is sent, so a typo never leaves a half-configured index behind.
  */
 #include "es_index.h"
 
@@ -128,17 +128,16 @@ cleanup:
 }
 
 /* Appends name, percent-encoded for a URL path segment (the rules above still let through
- * characters such as % & + = ; that mean something in a URL). */
-static bool append_escaped(fts_buffer_t *path, const char *name, fts_error_t *err)
+ * characters such as % & + = ; that mean something in a URL). libcurl fails to escape only
+ * when it cannot allocate, which aborts. */
+static void append_escaped(fts_buffer_t *path, const char *name)
 {
     char *escaped = curl_easy_escape(NULL, name, 0);
     if (!escaped) {
-        return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_NO_MEMORY,
-                             "out of memory escaping \"%s\"", name);
+        fts_fatal_oom("an escaped index name");
     }
     fts_buffer_append_str(path, escaped);
     curl_free(escaped);
-    return true;
 }
 
 /* HEAD path: *exists is true for 200, false for 404; anything else is an error. */
@@ -311,15 +310,11 @@ bool fts_es_index_ensure(fts_es_client_t *client, const fts_es_index_spec_t *spe
         goto cleanup;
     }
     fts_buffer_append_char(&index_path, '/');
-    if (!append_escaped(&index_path, spec->index, err)) {
-        goto cleanup;
-    }
+    append_escaped(&index_path, spec->index);
 
     if (has_alias) {
         fts_buffer_append_str(&alias_path, "/_alias/");
-        if (!append_escaped(&alias_path, spec->alias, err)) {
-            goto cleanup;
-        }
+        append_escaped(&alias_path, spec->alias);
         bool alias_exists = false;
         snprintf(what, sizeof what, "alias %s", spec->alias);
         if (!head_exists(client, alias_path.data, what, &alias_exists, err)) {
@@ -354,7 +349,9 @@ cleanup:
     return ok;
 }
 
-bool fts_es_time_value_parse(const char *text, uint64_t *ms)
+/* Parses an Elasticsearch time value ("500ms", "60s", "1m", "1h", "1d", or bare milliseconds)
+ * into milliseconds. */
+static bool time_value_parse(const char *text, uint64_t *ms)
 {
     static const struct {
         const char *suffix;
@@ -396,9 +393,7 @@ bool fts_es_index_gc_deletes_ms(fts_es_client_t *client, const char *name, uint6
     fts_es_response_t response;
     fts_es_response_init(&response);
     fts_buffer_append_char(&path, '/');
-    if (!append_escaped(&path, name, err)) {
-        goto cleanup;
-    }
+    append_escaped(&path, name);
     fts_buffer_append_str(&path, "/_settings?flat_settings=true");
     if (!fts_es_request(client, "GET", path.data, NULL, NULL, 0, &response, err)) {
         goto cleanup;
@@ -431,7 +426,7 @@ bool fts_es_index_gc_deletes_ms(fts_es_client_t *client, const char *name, uint6
             bson_iter_find(&settings, "index.gc_deletes")) {
             const char *text =
                 BSON_ITER_HOLDS_UTF8(&settings) ? bson_iter_utf8(&settings, NULL) : NULL;
-            if (!fts_es_time_value_parse(text, &value)) {
+            if (!time_value_parse(text, &value)) {
                 fts_error_set(err, FTS_ERROR_ES, FTS_ERROR_CODE_PROTOCOL,
                               "index.gc_deletes of %s is not a time value: \"%s\"",
                               bson_iter_key(&index_iter), text ? text : "(not a string)");

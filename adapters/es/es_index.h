@@ -49,10 +49,6 @@ bool fts_es_index_ensure(fts_es_client_t *client, const fts_es_index_spec_t *spe
 /* Elasticsearch's default index.gc_deletes: how long a delete's version is remembered. */
 #define FTS_ES_DEFAULT_GC_DELETES_MS 60000
 
-/* Parses an Elasticsearch time value ("500ms", "60s", "1m", "1h", "1d", or bare milliseconds)
- * into milliseconds. */
-bool fts_es_time_value_parse(const char *text, uint64_t *ms);
-
 /* The shortest index.gc_deletes of the index (or of the indices behind an alias), the default
  * when unset. Invariant 3 needs it longer than any replay window: a stale index action arriving
  * after the tombstone of a newer delete was forgotten would bring the document back. */

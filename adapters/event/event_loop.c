@@ -1,11 +1,13 @@
 /*
- * event_loop.c - libevent behind event_loop.h (see there).
+ * event_loop.c - libevent behind event_loop.h (see there). libevent fails to make an event, or
+ * to add a timeout, only when it cannot allocate: that aborts (fts_fatal_oom).
  */
 #include "event_loop.h"
 
-#include <stdlib.h>
-
+#include <bson/bson.h>
 #include <event2/event.h>
+
+#include "error.h"
 
 struct fts_event_loop {
     struct event_base *base;
@@ -30,13 +32,10 @@ typedef struct {
 
 fts_event_loop_t *fts_event_loop_new(void)
 {
-    fts_event_loop_t *loop = calloc(1, sizeof *loop);
-    if (!loop) {
-        return NULL;
-    }
+    fts_event_loop_t *loop = bson_malloc0(sizeof *loop);
     loop->base = event_base_new();
     if (!loop->base) {
-        free(loop);
+        bson_free(loop);
         return NULL;
     }
     return loop;
@@ -46,7 +45,7 @@ void fts_event_loop_destroy(fts_event_loop_t *loop)
 {
     if (loop) {
         event_base_free(loop->base);
-        free(loop);
+        bson_free(loop);
     }
 }
 
@@ -70,24 +69,19 @@ static void on_deferred(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     deferred_t call = *(deferred_t *)arg;
-    free(arg);
+    bson_free(arg);
     call.fn(call.arg);
 }
 
-bool fts_event_loop_defer(fts_event_loop_t *loop, fts_event_fn fn, void *arg)
+void fts_event_loop_defer(fts_event_loop_t *loop, fts_event_fn fn, void *arg)
 {
-    deferred_t *call = malloc(sizeof *call);
-    if (!call) {
-        return false;
-    }
+    deferred_t *call = bson_malloc(sizeof *call);
     call->fn = fn;
     call->arg = arg;
     const struct timeval now = {0, 0};
     if (event_base_once(loop->base, -1, EV_TIMEOUT, on_deferred, call, &now) != 0) {
-        free(call);
-        return false;
+        fts_fatal_oom("a deferred call");
     }
-    return true;
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -100,16 +94,12 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 fts_event_timer_t *fts_event_timer_new(fts_event_loop_t *loop, fts_event_fn fn, void *arg)
 {
-    fts_event_timer_t *timer = calloc(1, sizeof *timer);
-    if (!timer) {
-        return NULL;
-    }
+    fts_event_timer_t *timer = bson_malloc0(sizeof *timer);
     timer->fn = fn;
     timer->arg = arg;
     timer->event = evtimer_new(loop->base, on_timer, timer);
     if (!timer->event) {
-        free(timer);
-        return NULL;
+        fts_fatal_oom("a timer");
     }
     return timer;
 }
@@ -125,7 +115,7 @@ void fts_event_timer_destroy(fts_event_timer_t *timer)
 {
     if (timer) {
         event_free(timer->event);
-        free(timer);
+        bson_free(timer);
     }
 }
 
@@ -139,18 +129,16 @@ static void on_watch(evutil_socket_t fd, short what, void *arg)
 
 fts_event_watch_t *fts_event_watch_new(fts_event_loop_t *loop, int fd, fts_event_fn fn, void *arg)
 {
-    fts_event_watch_t *watch = calloc(1, sizeof *watch);
-    if (!watch) {
-        return NULL;
-    }
+    fts_event_watch_t *watch = bson_malloc0(sizeof *watch);
     watch->fn = fn;
     watch->arg = arg;
     watch->event = event_new(loop->base, fd, EV_READ | EV_PERSIST, on_watch, watch);
-    if (!watch->event || event_add(watch->event, NULL) != 0) {
-        if (watch->event) {
-            event_free(watch->event);
-        }
-        free(watch);
+    if (!watch->event) {
+        fts_fatal_oom("an event watching a file descriptor");
+    }
+    if (event_add(watch->event, NULL) != 0) {
+        event_free(watch->event);
+        bson_free(watch);
         return NULL;
     }
     return watch;
@@ -165,6 +153,6 @@ void fts_event_watch_destroy(fts_event_watch_t *watch)
 {
     if (watch) {
         event_free(watch->event);
-        free(watch);
+        bson_free(watch);
     }
 }

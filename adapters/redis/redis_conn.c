@@ -12,12 +12,13 @@
  * nothing has been sent, and it spares the caller an avoidable error.
  *
  * A pipeline appends every command to hiredis's output buffer first and only then lets the
- * first redisGetReply() write them all. Should appending fail (out of memory), the half-filled
- * buffer is thrown away with the connection, so that no partial pipeline leaks into the next
- * command.
+ * first redisGetReply() write them all, so a pipeline never leaves half its commands behind
+ * for the next one. Appending fails only when hiredis cannot allocate, which aborts
+ * (fts_fatal_oom), as does any allocation failure hiredis reports (REDIS_ERR_OOM).
  */
 #include "redis_conn.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -28,7 +29,10 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include <bson/bson.h>
+
 #include "backoff.h"
+#include "clock.h"
 #include "log.h"
 #include "redis_url.h"
 #include "signals.h"
@@ -60,13 +64,6 @@ void fts_redis_options_init(fts_redis_options_t *options)
     options->reconnect_base_ms = FTS_REDIS_DEFAULT_RECONNECT_BASE_MS;
     options->reconnect_cap_ms = FTS_REDIS_DEFAULT_RECONNECT_CAP_MS;
     options->reconnect_max_wait_ms = FTS_REDIS_DEFAULT_RECONNECT_MAX_WAIT_MS;
-}
-
-static uint64_t monotonic_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
 }
 
 static struct timeval to_timeval(long ms)
@@ -114,26 +111,29 @@ static void drop_connection(fts_redis_t *redis)
     }
 }
 
-/* Error replies that mean "who you are" rather than "what you asked": wrong or missing
- * credentials, or an ACL user lacking a permission. */
-static bool is_auth_error(const char *message)
+bool fts_redis_is_auth_error(const char *message)
 {
     return strncmp(message, "NOAUTH", 6) == 0 || strncmp(message, "WRONGPASS", 9) == 0 ||
            strncmp(message, "NOPERM", 6) == 0;
 }
 
-/* Turns an error reply into err, with the server's text as sent (scrubbed of secrets in case a
- * server ever echoes one). code is the code unless the text says it is about credentials. */
-static bool set_reply_error(const fts_redis_t *redis, const redisReply *reply, const char *command,
-                            int code, fts_error_t *err)
+void fts_redis_reply_text(const redisReply *reply, char *out, size_t size)
 {
     char text[FTS_ERROR_MESSAGE_SIZE];
-    char scrubbed[FTS_ERROR_MESSAGE_SIZE];
     size_t len = reply->str ? reply->len : 0;
     snprintf(text, sizeof text, "%.*s", (int)(len < sizeof text ? len : sizeof text - 1),
              reply->str ? reply->str : "");
-    fts_log_redact(text, scrubbed, sizeof scrubbed);
-    if (is_auth_error(scrubbed)) {
+    fts_log_redact(text, out, size);
+}
+
+/* Turns an error reply into err, with the server's text (fts_redis_reply_text). code is the
+ * code unless the text says it is about credentials. */
+static bool set_reply_error(const fts_redis_t *redis, const redisReply *reply, const char *command,
+                            int code, fts_error_t *err)
+{
+    char scrubbed[FTS_ERROR_MESSAGE_SIZE];
+    fts_redis_reply_text(reply, scrubbed, sizeof scrubbed);
+    if (fts_redis_is_auth_error(scrubbed)) {
         code = FTS_ERROR_CODE_AUTH;
     }
     return fts_error_set(err, FTS_ERROR_REDIS, code, "Redis at %s refused %s: %s", redis->address,
@@ -143,10 +143,13 @@ static bool set_reply_error(const fts_redis_t *redis, const redisReply *reply, c
 /* Turns a failed hiredis call (context->err set) into err. saved_errno is errno right after
  * the call: hiredis reports a socket timeout as an I/O error with EAGAIN. A caller's command
  * gets a warning that it may have taken effect (plural: the commands of a pipeline); our own
- * set-up commands need none. */
+ * set-up commands need none. hiredis running out of memory aborts. */
 static bool set_context_error_n(fts_redis_t *redis, redisContext *context, int saved_errno,
                                 const char *command, bool callers, bool plural, fts_error_t *err)
 {
+    if (context->err == REDIS_ERR_OOM) {
+        fts_fatal_oom("a command or reply of Redis");
+    }
     const char *reason = context->errstr[0] ? context->errstr : "unknown error";
     bool timed_out =
         context->err == REDIS_ERR_IO && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK ||
@@ -162,8 +165,6 @@ static bool set_context_error_n(fts_redis_t *redis, redisContext *context, int s
     int code = FTS_ERROR_CODE_IO;
     if (context->err == REDIS_ERR_PROTOCOL) {
         code = FTS_ERROR_CODE_PROTOCOL;
-    } else if (context->err == REDIS_ERR_OOM) {
-        code = FTS_ERROR_CODE_NO_MEMORY;
     }
     const char *consequence = "";
     if (callers) {
@@ -233,10 +234,8 @@ static bool open_connection(fts_redis_t *redis, bool *retryable, fts_error_t *er
     *retryable = true;
     redisContext *context = redisConnectWithTimeout(redis->url->host, redis->url->port,
                                                     to_timeval(redis->options.connect_timeout_ms));
-    if (!context) {
-        fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_NO_MEMORY,
-                      "out of memory connecting to Redis at %s", redis->address);
-        goto cleanup;
+    if (!context || context->err == REDIS_ERR_OOM) {
+        fts_fatal_oom("a connection to Redis"); /* hiredis returns NULL only then */
     }
     if (context->err) {
         fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_CONNECT,
@@ -307,7 +306,7 @@ static bool closed_while_idle(redisContext *context)
  * request, or reconnect_max_wait_ms. */
 static bool reconnect(fts_redis_t *redis, fts_error_t *err)
 {
-    uint64_t started = monotonic_ms();
+    uint64_t started = fts_clock_monotonic_ms();
     uint64_t max_wait = redis->options.reconnect_max_wait_ms;
     unsigned attempts = 0;
     fts_error_t attempt_err;
@@ -326,12 +325,12 @@ static bool reconnect(fts_redis_t *redis, fts_error_t *err)
             fts_backoff_reset(&redis->backoff);
             fts_log(FTS_LOG_INFO, LOG_COMPONENT, "reconnected to %s after %u attempt%s in %llu ms",
                     redis->url->masked, attempts, attempts == 1 ? "" : "s",
-                    (unsigned long long)(monotonic_ms() - started));
+                    (unsigned long long)(fts_clock_monotonic_ms() - started));
             redis->logged_kinds = 0;
             return true;
         }
         log_failure_once(redis, &attempt_err, true);
-        uint64_t elapsed = monotonic_ms() - started;
+        uint64_t elapsed = fts_clock_monotonic_ms() - started;
         if (!retryable || elapsed >= max_wait) {
             if (err) {
                 *err = attempt_err;
@@ -422,12 +421,7 @@ static void name_from_argv(int argc, const char **argv, const size_t *argvlen, c
 
 fts_redis_t *fts_redis_new(const char *url, const fts_redis_options_t *options, fts_error_t *err)
 {
-    fts_redis_t *redis = calloc(1, sizeof *redis);
-    if (!redis) {
-        fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_NO_MEMORY,
-                      "out of memory creating a Redis connection");
-        goto cleanup;
-    }
+    fts_redis_t *redis = bson_malloc0(sizeof *redis);
     redis->url = fts_redis_url_parse(url, err);
     if (!redis->url) {
         goto cleanup;
@@ -490,13 +484,9 @@ redisReply *fts_redis_command(fts_redis_t *redis, fts_error_t *err, const char *
 redisReply *fts_redis_command_argv(fts_redis_t *redis, int argc, const char **argv,
                                    const size_t *argvlen, fts_error_t *err)
 {
+    assert(argc >= 1 && argv);
     char name[32];
     name_from_argv(argc, argv, argvlen, name, sizeof name);
-    if (argc < 1) {
-        fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
-                      "a Redis command needs at least one argument");
-        return NULL;
-    }
     if (!ensure_connected(redis, err)) {
         return NULL;
     }
@@ -519,10 +509,7 @@ bool fts_redis_pipeline(fts_redis_t *redis, const fts_redis_cmd_t *commands, siz
         return true;
     }
     for (size_t i = 0; i < count; i++) {
-        if (commands[i].argc < 1 || !commands[i].argv) {
-            return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
-                                 "command %zu of a Redis pipeline has no arguments", i + 1);
-        }
+        assert(commands[i].argc >= 1 && commands[i].argv);
     }
     name_from_argv(commands[0].argc, commands[0].argv, commands[0].argvlen, name, sizeof name);
     snprintf(what, sizeof what, "a pipeline of %zu commands starting with %s", count, name);
@@ -532,11 +519,7 @@ bool fts_redis_pipeline(fts_redis_t *redis, const fts_redis_cmd_t *commands, siz
     for (size_t i = 0; i < count; i++) {
         if (redisAppendCommandArgv(redis->context, commands[i].argc, commands[i].argv,
                                    commands[i].argvlen) != REDIS_OK) {
-            /* Nothing was written yet: dropping the buffer with the connection is enough. */
-            drop_connection(redis);
-            return fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_NO_MEMORY,
-                                 "out of memory preparing %s for Redis at %s; nothing was sent",
-                                 what, redis->address);
+            fts_fatal_oom("a pipeline for Redis"); /* appending only buffers */
         }
     }
     for (; received < count; received++) {
@@ -627,5 +610,5 @@ void fts_redis_destroy(fts_redis_t *redis)
     }
     drop_connection(redis);
     fts_redis_url_destroy(redis->url);
-    free(redis);
+    bson_free(redis);
 }

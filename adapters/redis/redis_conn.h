@@ -26,7 +26,8 @@
  * Errors use domain FTS_ERROR_REDIS and the codes: CONNECT (cannot reach host:port, or gave up
  * reconnecting), AUTH (AUTH refused, NOAUTH, NOPERM), TIMEOUT (no answer within
  * command_timeout_ms), IO (connection lost mid-command), SERVER (an error reply, message as the
- * server sent it, e.g. "WRONGTYPE Operation against a key..."), PROTOCOL, NO_MEMORY.
+ * server sent it, e.g. "WRONGTYPE Operation against a key..."), PROTOCOL. Running out of memory
+ * aborts (fts_fatal_oom); a command with no arguments is a programming error (asserted).
  * Not thread-safe: one connection belongs to one thread (ftsync runs one loop per process).
  * The process must ignore SIGPIPE (fts_signals_install() does): hiredis 0.14 writes with
  * write(2), and a write to a connection the server just closed would otherwise kill it.
@@ -110,6 +111,14 @@ void fts_redis_replies_free(redisReply **replies, size_t count);
  * false. For replies a pipeline or an EXEC returned; what names the command for the message. */
 bool fts_redis_reply_check(const fts_redis_t *redis, const redisReply *reply, const char *what,
                            fts_error_t *err);
+
+/* True when an error reply's text is about who we are rather than what we asked: wrong or
+ * missing credentials (NOAUTH, WRONGPASS), or an ACL user lacking a permission (NOPERM). */
+bool fts_redis_is_auth_error(const char *message);
+
+/* An error reply's text as the server sent it, cut to fit size and scrubbed of secrets
+ * (fts_log_redact) in case a server ever echoes one. */
+void fts_redis_reply_text(const redisReply *reply, char *out, size_t size);
 
 /* True when a and b talk to the same Redis database: the same host (compared as written,
  * ignoring case; "localhost" and "127.0.0.1" count as different), port, db and ACL user.

@@ -23,26 +23,32 @@
  * from a zero-delay event (reap). The watchdog and destroy run from libevent, outside hiredis,
  * and free directly.
  *
- * Completions that do not come from a reply (a connection that is down, an empty settlement,
- * an argument we refuse) go through the "due" list and one event of ours rather than
- * event_base_once, because a pending event_base_once cannot be cancelled and destroy must call
- * no callback.
+ * Completions that do not come from a reply (a connection that is down, an empty settlement
+ * or touch) go through the "due" list and one event of ours rather than event_base_once,
+ * because a pending event_base_once cannot be cancelled and destroy must call no callback.
+ *
+ * This file is the state machine only: what a reply means, and how a settlement is spelled,
+ * is redis_group_reply.c (pure, unit-tested). Allocation failure aborts (bson_malloc,
+ * fts_fatal_oom), so every operation, once created, completes.
  */
 #include "redis_group.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include <bson/bson.h>
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
 #include "backoff.h"
+#include "clock.h"
 #include "log.h"
 #include "redis_conn.h"
+#include "redis_group_reply.h"
 #include "redis_url.h"
 
 /* The component tag of every log line from this file. */
@@ -99,9 +105,9 @@ struct fts_redis_group {
     long command_timeout_ms;
     long block_ms;
     uint64_t claim_min_idle_ms;
-    char address[300]; /* "host:port" or "[v6]:port", for messages */
-    conn_t reader;
-    conn_t commands;
+    char address[300];       /* "host:port" or "[v6]:port", for messages */
+    conn_t read_conn;        /* XREADGROUP only: a blocked read holds its connection */
+    conn_t command_conn;     /* everything else */
     op_list_t due;           /* completions to run from the loop */
     struct event *due_event; /* runs them */
     unsigned callback_depth; /* > 0 while inside a hiredis callback of ours */
@@ -109,14 +115,6 @@ struct fts_redis_group {
 };
 
 typedef enum { OP_ENSURE, OP_READ, OP_CLAIM, OP_TOUCH, OP_SETTLE } op_kind_t;
-
-/* One command with owned copies of its arguments. */
-typedef struct {
-    int argc;
-    int cap;
-    char **argv;
-    size_t *argvlen;
-} command_t;
 
 struct op {
     op_t *prev;
@@ -131,37 +129,17 @@ struct op {
     fts_redis_group_entries_fn entries_done;
     fts_redis_group_done_fn done;
     void *arg;
-    command_t *commands; /* the batch still to send */
+    fts_redis_argv_t *commands; /* the batch still to send */
     size_t command_count;
-    size_t batch_size; /* commands in the batch sent last */
-    size_t replies;    /* replies received for that batch */
     unsigned awaiting; /* callbacks hiredis still owes us */
     uint64_t sent_ms;
     bool history;     /* read: start_id other than ">" */
-    bool acks;        /* settle: the scripted form (dead letters, then XACK) */
+    bool scripted;    /* settle: the script form (dead letters, then XACK), not a plain XACK */
     bool lookup_sent; /* the XPENDING batch went out */
     bool failed;
     fts_error_t err;
-    fts_stream_entry_t *entries; /* owned, items included (one block per entry) */
-    size_t entry_count;
-    char next_cursor[FTS_STREAM_ID_SIZE];
-    bool has_cursor;
-    uint64_t deleted;
+    fts_redis_group_entries_t result; /* read and claim: the entries, owned */
 };
-
-static uint64_t monotonic_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
-}
-
-static uint64_t unix_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
-}
 
 static struct timeval to_timeval(uint64_t ms)
 {
@@ -206,78 +184,11 @@ static void list_remove(op_t *op)
 
 /* ---- commands ---- */
 
-static void command_clear(command_t *command)
+/* Appends an empty command to op's batch. */
+static fts_redis_argv_t *op_add_command(op_t *op)
 {
-    for (int i = 0; i < command->argc; i++) {
-        free(command->argv[i]);
-    }
-    free(command->argv);
-    free(command->argvlen);
-    memset(command, 0, sizeof *command);
-}
-
-static bool command_push(command_t *command, const char *data, size_t len)
-{
-    if (command->argc == command->cap) {
-        int cap = command->cap ? command->cap * 2 : 16;
-        char **argv = realloc(command->argv, (size_t)cap * sizeof *argv);
-        if (!argv) {
-            return false;
-        }
-        command->argv = argv;
-        size_t *argvlen = realloc(command->argvlen, (size_t)cap * sizeof *argvlen);
-        if (!argvlen) {
-            return false;
-        }
-        command->argvlen = argvlen;
-        command->cap = cap;
-    }
-    char *copy = malloc(len + 1);
-    if (!copy) {
-        return false;
-    }
-    if (len) {
-        memcpy(copy, data, len);
-    }
-    copy[len] = '\0';
-    command->argv[command->argc] = copy;
-    command->argvlen[command->argc] = len;
-    command->argc++;
-    return true;
-}
-
-static bool command_push_str(command_t *command, const char *text)
-{
-    return command_push(command, text, strlen(text));
-}
-
-static bool command_push_u64(command_t *command, uint64_t value)
-{
-    char text[24];
-    snprintf(text, sizeof text, "%" PRIu64, value);
-    return command_push_str(command, text);
-}
-
-/* Pushes a NULL-terminated list of C strings. */
-static bool command_push_all(command_t *command, const char *const *words)
-{
-    for (; *words; words++) {
-        if (!command_push_str(command, *words)) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* Appends an empty command to op's batch; NULL when out of memory. */
-static command_t *op_add_command(op_t *op)
-{
-    command_t *commands = realloc(op->commands, (op->command_count + 1) * sizeof *commands);
-    if (!commands) {
-        return NULL;
-    }
-    op->commands = commands;
-    command_t *command = &commands[op->command_count++];
+    op->commands = bson_realloc(op->commands, (op->command_count + 1) * sizeof *op->commands);
+    fts_redis_argv_t *command = &op->commands[op->command_count++];
     memset(command, 0, sizeof *command);
     return command;
 }
@@ -285,26 +196,25 @@ static command_t *op_add_command(op_t *op)
 static void op_clear_commands(op_t *op)
 {
     for (size_t i = 0; i < op->command_count; i++) {
-        command_clear(&op->commands[i]);
+        fts_redis_argv_cleanup(&op->commands[i]);
     }
-    free(op->commands);
+    bson_free(op->commands);
     op->commands = NULL;
     op->command_count = 0;
 }
 
 /* ---- operations ---- */
 
+/* Never NULL: allocation failure aborts. */
 static op_t *op_new(fts_redis_group_t *group, conn_t *conn, op_kind_t kind, const char *name,
                     const char *key)
 {
-    op_t *op = calloc(1, sizeof *op);
-    if (op) {
-        op->group = group;
-        op->conn = conn;
-        op->kind = kind;
-        op->name = name;
-        op->key = key;
-    }
+    op_t *op = bson_malloc0(sizeof *op);
+    op->group = group;
+    op->conn = conn;
+    op->kind = kind;
+    op->name = name;
+    op->key = key;
     return op;
 }
 
@@ -314,11 +224,8 @@ static void op_free(op_t *op)
         return;
     }
     op_clear_commands(op);
-    for (size_t i = 0; i < op->entry_count; i++) {
-        free((void *)op->entries[i].items);
-    }
-    free(op->entries);
-    free(op);
+    fts_redis_group_entries_cleanup(&op->result);
+    bson_free(op);
 }
 
 /* Records the first failure of op; later ones would only describe its consequences. */
@@ -340,13 +247,15 @@ static void op_fail(op_t *op, int code, const char *format, const char *detail)
 /* Calls the user's callback. op must be on no list. */
 static void op_complete(op_t *op)
 {
+    assert(!op->list);
     const fts_error_t *err = op->failed ? &op->err : NULL;
     if (op->kind == OP_READ || op->kind == OP_CLAIM) {
         if (err) {
             op->entries_done(op->arg, NULL, 0, NULL, 0, err);
         } else {
-            op->entries_done(op->arg, op->entries, op->entry_count,
-                             op->has_cursor ? op->next_cursor : NULL, op->deleted, NULL);
+            op->entries_done(op->arg, op->result.entries, op->result.count,
+                             op->kind == OP_CLAIM ? op->result.next_cursor : NULL,
+                             op->result.deleted, NULL);
         }
     } else {
         op->done(op->arg, err);
@@ -382,33 +291,16 @@ static void op_complete_later(op_t *op)
 
 /* ---- errors ---- */
 
-/* Error replies that are about who we are rather than what we asked. */
-static bool is_auth_error(const char *message)
-{
-    return strncmp(message, "NOAUTH", 6) == 0 || strncmp(message, "WRONGPASS", 9) == 0 ||
-           strncmp(message, "NOPERM", 6) == 0;
-}
-
-/* The server's error text, cut to fit and scrubbed of secrets in case it echoes one. */
-static void reply_text(const redisReply *reply, char *out, size_t size)
-{
-    char text[FTS_ERROR_MESSAGE_SIZE];
-    size_t len = reply->str ? reply->len : 0;
-    snprintf(text, sizeof text, "%.*s", (int)(len < sizeof text ? len : sizeof text - 1),
-             reply->str ? reply->str : "");
-    fts_log_redact(text, out, size);
-}
-
 /* An error reply to one of op's commands: SERVER (AUTH for credentials) with the server's
  * message and the key it was about. */
 static void op_server_error_on(op_t *op, const redisReply *reply, const char *command,
                                const char *key)
 {
     char text[FTS_ERROR_MESSAGE_SIZE];
-    reply_text(reply, text, sizeof text);
+    fts_redis_reply_text(reply, text, sizeof text);
     fts_error_t err;
     fts_error_set(&err, FTS_ERROR_REDIS,
-                  is_auth_error(text) ? FTS_ERROR_CODE_AUTH : FTS_ERROR_CODE_SERVER,
+                  fts_redis_is_auth_error(text) ? FTS_ERROR_CODE_AUTH : FTS_ERROR_CODE_SERVER,
                   "Redis at %s refused %s on \"%s\": %s", op->group->address, command, key, text);
     op_set_error(op, &err);
 }
@@ -418,13 +310,12 @@ static void op_server_error(op_t *op, const redisReply *reply, const char *comma
     op_server_error_on(op, reply, command, op->key);
 }
 
-static void op_protocol_error(op_t *op, const char *command, const char *what)
+/* A malformed reply to command: err (from redis_group_reply.h) says what was wrong with it. */
+static void op_protocol_error(op_t *op, const char *command, fts_error_t *err)
 {
-    fts_error_t err;
-    fts_error_set(&err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL,
-                  "Redis at %s answered %s on \"%s\" with a malformed reply: %s",
-                  op->group->address, command, op->key, what);
-    op_set_error(op, &err);
+    fts_error_prefix(err, "Redis at %s answered %s on \"%s\" with a malformed reply",
+                     op->group->address, command, op->key);
+    op_set_error(op, err);
 }
 
 /* ---- connections ---- */
@@ -495,8 +386,7 @@ static void conn_mark_down(conn_t *conn, redisAsyncContext *ac, const fts_error_
     conn_schedule_reconnect(conn);
 }
 
-/* Drops conn's context by our own decision (watchdog, failed set-up, a half-sent
- * transaction). */
+/* Drops conn's context by our own decision (the watchdog, a refused set-up command). */
 static void conn_drop(conn_t *conn, const fts_error_t *reason)
 {
     redisAsyncContext *ac = conn->ac;
@@ -582,7 +472,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     if (status == REDIS_OK) {
         conn->connected = true;
-        conn->phase_ms = monotonic_ms();
+        conn->phase_ms = fts_clock_monotonic_ms();
         return;
     }
     /* hiredis frees ac when we return; its queued set-up commands get NULL replies. */
@@ -629,8 +519,8 @@ static void on_setup_reply(redisAsyncContext *ac, void *r, void *privdata)
     conn->group->callback_depth++;
     if (reply->type == REDIS_REPLY_ERROR) {
         char text[FTS_ERROR_MESSAGE_SIZE];
-        reply_text(reply, text, sizeof text);
-        bool auth = strcmp(step, "AUTH") == 0 || is_auth_error(text);
+        fts_redis_reply_text(reply, text, sizeof text);
+        bool auth = strcmp(step, "AUTH") == 0 || fts_redis_is_auth_error(text);
         fts_error_t reason;
         if (strcmp(step, "AUTH") == 0 && conn->group->url->user) {
             fts_error_set(&reason, FTS_ERROR_REDIS, FTS_ERROR_CODE_AUTH,
@@ -648,8 +538,9 @@ static void on_setup_reply(redisAsyncContext *ac, void *r, void *privdata)
     conn->group->callback_depth--;
 }
 
-/* Queues the set-up commands on a fresh context; hiredis sends them once connected. */
-static bool conn_queue_setup(conn_t *conn)
+/* Queues the set-up commands on a fresh context; hiredis sends them once connected. A fresh
+ * context refuses a command only when hiredis cannot allocate it. */
+static void conn_queue_setup(conn_t *conn)
 {
     const fts_redis_url_t *url = conn->group->url;
     char db[16];
@@ -664,37 +555,34 @@ static bool conn_queue_setup(conn_t *conn)
                          ? redisAsyncCommandArgv(conn->ac, on_setup_reply, conn, 3, with_user, NULL)
                          : redisAsyncCommandArgv(conn->ac, on_setup_reply, conn, 2, alone, NULL);
         if (status != REDIS_OK) {
-            return false;
+            fts_fatal_oom("the AUTH command for Redis");
         }
         conn->setup_steps[conn->setup_count++] = "AUTH";
     }
     if (url->db != 0) {
         const char *select[] = {"SELECT", db};
         if (redisAsyncCommandArgv(conn->ac, on_setup_reply, conn, 2, select, NULL) != REDIS_OK) {
-            return false;
+            fts_fatal_oom("the SELECT command for Redis");
         }
         conn->setup_steps[conn->setup_count++] = "SELECT";
     }
     /* PING last: its answer proves the server speaks Redis and took the commands before. */
     const char *ping[] = {"PING"};
     if (redisAsyncCommandArgv(conn->ac, on_setup_reply, conn, 1, ping, NULL) != REDIS_OK) {
-        return false;
+        fts_fatal_oom("the PING command for Redis");
     }
     conn->setup_steps[conn->setup_count++] = "PING";
-    return true;
 }
 
-/* One connection attempt. A failure now (no memory, an address that does not resolve) counts
- * like any other: the connection stays down and the retry timer tries again. */
+/* One connection attempt. A failure now (an address that does not resolve, a socket refused)
+ * counts like any other: the connection stays down and the retry timer tries again. */
 static void conn_connect(conn_t *conn)
 {
     fts_redis_group_t *group = conn->group;
     fts_error_t reason;
     redisAsyncContext *ac = redisAsyncConnect(group->url->host, group->url->port);
     if (!ac) {
-        fts_error_set(&reason, FTS_ERROR_REDIS, FTS_ERROR_CODE_NO_MEMORY,
-                      "out of memory connecting to Redis at %s", group->address);
-        goto failed;
+        fts_fatal_oom("a connection to Redis"); /* hiredis returns NULL only then */
     }
     if (ac->err) {
         fts_error_set(&reason, FTS_ERROR_REDIS, FTS_ERROR_CODE_CONNECT,
@@ -715,13 +603,8 @@ static void conn_connect(conn_t *conn)
     conn->ac = ac;
     conn->state = CONN_CONNECTING;
     conn->connected = false;
-    conn->phase_ms = monotonic_ms();
-    if (!conn_queue_setup(conn)) {
-        fts_error_set(&reason, FTS_ERROR_REDIS, FTS_ERROR_CODE_NO_MEMORY,
-                      "out of memory preparing the set-up commands for Redis at %s",
-                      group->address);
-        conn_drop(conn, &reason);
-    }
+    conn->phase_ms = fts_clock_monotonic_ms();
+    conn_queue_setup(conn);
     return;
 
 failed:
@@ -748,7 +631,7 @@ static void conn_watchdog(evutil_socket_t fd, short what, void *arg)
     (void)what;
     conn_t *conn = arg;
     fts_redis_group_t *group = conn->group;
-    uint64_t now = monotonic_ms();
+    uint64_t now = fts_clock_monotonic_ms();
     fts_error_t reason;
     if (conn->state == CONN_CONNECTING) {
         long limit = conn->connected ? group->command_timeout_ms : group->connect_timeout_ms;
@@ -780,7 +663,8 @@ static void conn_watchdog(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static bool conn_init(fts_redis_group_t *group, conn_t *conn, const char *role, long extra_ms)
+/* Allocation failure aborts: libevent fails to create or add a timer only for want of memory. */
+static void conn_init(fts_redis_group_t *group, conn_t *conn, const char *role, long extra_ms)
 {
     conn->group = group;
     conn->role = role;
@@ -791,7 +675,7 @@ static bool conn_init(fts_redis_group_t *group, conn_t *conn, const char *role, 
     conn->watchdog = event_new(group->base, -1, EV_PERSIST, conn_watchdog, conn);
     conn->reap = event_new(group->base, -1, 0, conn_reap, conn);
     if (!conn->retry_timer || !conn->watchdog || !conn->reap) {
-        return false;
+        fts_fatal_oom("the timers of a Redis connection");
     }
     long tick = group->command_timeout_ms / 10;
     if (tick > WATCHDOG_MAX_TICK_MS) {
@@ -801,7 +685,9 @@ static bool conn_init(fts_redis_group_t *group, conn_t *conn, const char *role, 
         tick = WATCHDOG_MIN_TICK_MS;
     }
     struct timeval tv = to_timeval((uint64_t)tick);
-    return event_add(conn->watchdog, &tv) == 0;
+    if (event_add(conn->watchdog, &tv) != 0) {
+        fts_fatal_oom("the watchdog of a Redis connection");
+    }
 }
 
 /* Frees the connection's contexts and ops without calling anybody (destroy). */
@@ -840,189 +726,47 @@ static void conn_release(conn_t *conn)
 
 /* ---- replies ---- */
 
-/* Copies one [id, [field, value, ...]] (or [id, nil]) into op->entries. */
-static bool parse_entry(op_t *op, const redisReply *entry, size_t capacity)
+/* The entries of a read or claim, parsed into op->result (redis_group_reply.h). */
+static void take_entries_reply(op_t *op, const redisReply *reply)
 {
-    if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2 ||
-        entry->element[0]->type != REDIS_REPLY_STRING) {
-        op_protocol_error(op, op->name, "an entry is not [id, fields]");
-        return false;
-    }
-    const redisReply *id = entry->element[0];
-    const redisReply *fields = entry->element[1];
-    if (id->len == 0 || id->len >= FTS_STREAM_ID_SIZE) {
-        op_protocol_error(op, op->name, "an entry ID is empty or too long");
-        return false;
-    }
-    if (fields->type != REDIS_REPLY_NIL &&
-        (fields->type != REDIS_REPLY_ARRAY || fields->elements % 2 != 0)) {
-        op_protocol_error(op, op->name, "an entry's fields are not field/value pairs");
-        return false;
-    }
-    if (op->entry_count >= capacity) {
-        op_protocol_error(op, op->name, "more entries than counted");
-        return false;
-    }
-    fts_stream_entry_t *out = &op->entries[op->entry_count];
-    memset(out, 0, sizeof *out);
-    memcpy(out->id, id->str, id->len);
-    out->id[id->len] = '\0';
-    out->deliveries = op->kind == OP_READ && !op->history ? 1 : 0;
-    if (fields->type == REDIS_REPLY_NIL) {
-        op->entry_count++; /* deleted from the stream while pending: items NULL */
-        return true;
-    }
-    /* One block: the item array, then every item's bytes, each NUL-terminated for safety. */
-    size_t bytes = fields->elements * sizeof(fts_bytes_t) + 1;
-    for (size_t i = 0; i < fields->elements; i++) {
-        const redisReply *item = fields->element[i];
-        if (item->type != REDIS_REPLY_STRING) {
-            op_protocol_error(op, op->name, "an entry's field or value is not a string");
-            return false;
-        }
-        bytes += item->len + 1;
-    }
-    char *block = malloc(bytes);
-    if (!block) {
-        fts_error_t err;
-        fts_error_set(&err, FTS_ERROR_REDIS, FTS_ERROR_CODE_NO_MEMORY,
-                      "out of memory copying the reply to %s from Redis at %s", op->name,
-                      op->group->address);
-        op_set_error(op, &err);
-        return false;
-    }
-    fts_bytes_t *items = (fts_bytes_t *)(void *)block;
-    char *data = block + fields->elements * sizeof(fts_bytes_t);
-    for (size_t i = 0; i < fields->elements; i++) {
-        const redisReply *item = fields->element[i];
-        memcpy(data, item->str, item->len);
-        data[item->len] = '\0';
-        items[i].data = data;
-        items[i].len = item->len;
-        data += item->len + 1;
-    }
-    out->items = items;
-    out->count = fields->elements;
-    op->entry_count++;
-    return true;
-}
-
-static bool parse_entries(op_t *op, const redisReply *list)
-{
-    if (list->type != REDIS_REPLY_ARRAY) {
-        op_protocol_error(op, op->name, "the entries are not an array");
-        return false;
-    }
-    if (list->elements == 0) {
-        return true;
-    }
-    op->entries = calloc(list->elements, sizeof *op->entries);
-    if (!op->entries) {
-        fts_error_t err;
-        fts_error_set(&err, FTS_ERROR_REDIS, FTS_ERROR_CODE_NO_MEMORY,
-                      "out of memory copying the reply to %s from Redis at %s", op->name,
-                      op->group->address);
-        op_set_error(op, &err);
-        return false;
-    }
-    for (size_t i = 0; i < list->elements; i++) {
-        /* Redis 6.2's XAUTOCLAIM put a nil where an entry had been deleted; 7 lists those
-         * separately. Count them either way. */
-        if (list->element[i]->type == REDIS_REPLY_NIL) {
-            op->deleted++;
-            continue;
-        }
-        if (!parse_entry(op, list->element[i], list->elements)) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* RESP2 XREADGROUP: nil when BLOCK ran out, else [[stream, entries]]. */
-static void take_read_reply(op_t *op, const redisReply *reply)
-{
-    if (reply->type == REDIS_REPLY_NIL) {
-        return;
-    }
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 1 ||
-        reply->element[0]->type != REDIS_REPLY_ARRAY || reply->element[0]->elements != 2) {
-        op_protocol_error(op, op->name, "not [[stream, entries]]");
-        return;
-    }
-    parse_entries(op, reply->element[0]->element[1]);
-}
-
-/* XAUTOCLAIM (Redis 7): [next cursor, entries, deleted IDs]; 6.2 sends no third element. */
-static void take_claim_reply(op_t *op, const redisReply *reply)
-{
-    if (reply->type != REDIS_REPLY_ARRAY || (reply->elements != 2 && reply->elements != 3) ||
-        reply->element[0]->type != REDIS_REPLY_STRING ||
-        reply->element[0]->len >= FTS_STREAM_ID_SIZE) {
-        op_protocol_error(op, op->name, "not [cursor, entries, deleted]");
-        return;
-    }
-    memcpy(op->next_cursor, reply->element[0]->str, reply->element[0]->len);
-    op->next_cursor[reply->element[0]->len] = '\0';
-    op->has_cursor = true;
-    if (!parse_entries(op, reply->element[1])) {
-        return;
-    }
-    if (reply->elements == 3) {
-        if (reply->element[2]->type != REDIS_REPLY_ARRAY) {
-            op_protocol_error(op, op->name, "the deleted IDs are not an array");
-            return;
-        }
-        op->deleted += reply->element[2]->elements;
+    fts_error_t err;
+    bool ok = op->kind == OP_READ
+                  ? fts_redis_group_parse_read(reply, op->history, &op->result, &err)
+                  : fts_redis_group_parse_claim(reply, &op->result, &err);
+    if (!ok) {
+        op_protocol_error(op, op->name, &err);
     }
 }
 
-/* Extended XPENDING: [[id, consumer, idle ms, deliveries], ...]. Rows are matched by ID: an
- * entry another consumer took meanwhile is simply not listed and keeps deliveries 0. */
+/* The delivery counts of the entries in op->result. */
 static void take_pending_reply(op_t *op, const redisReply *reply)
 {
-    if (reply->type != REDIS_REPLY_ARRAY) {
-        op_protocol_error(op, "XPENDING", "not an array of [id, consumer, idle, deliveries]");
-        return;
-    }
-    size_t hint = 0;
-    for (size_t i = 0; i < reply->elements; i++) {
-        const redisReply *row = reply->element[i];
-        if (row->type != REDIS_REPLY_ARRAY || row->elements != 4 ||
-            row->element[0]->type != REDIS_REPLY_STRING ||
-            row->element[3]->type != REDIS_REPLY_INTEGER || row->element[3]->integer < 0) {
-            op_protocol_error(op, "XPENDING", "a row is not [id, consumer, idle, deliveries]");
-            return;
-        }
-        const redisReply *id = row->element[0];
-        for (size_t n = 0; n < op->entry_count; n++) {
-            fts_stream_entry_t *entry = &op->entries[(hint + n) % op->entry_count];
-            if (strlen(entry->id) == id->len && memcmp(entry->id, id->str, id->len) == 0) {
-                entry->deliveries = (uint64_t)row->element[3]->integer;
-                hint = (hint + n + 1) % op->entry_count;
-                break;
-            }
-        }
+    fts_error_t err;
+    if (!fts_redis_group_parse_pending(reply, op->result.entries, op->result.count, &err)) {
+        op_protocol_error(op, "XPENDING", &err);
     }
 }
 
 /* One reply: XACK's count, or the script's. An error means the script stopped at a failed
  * XADD before its XACK (or the XACK failed): nothing of this settlement is acknowledged. */
-static void take_settle_reply(op_t *op, const redisReply *reply, size_t index)
+static void take_settle_reply(op_t *op, const redisReply *reply)
 {
-    (void)index;
     if (reply->type == REDIS_REPLY_ERROR) {
-        op_server_error_on(
-            op, reply, op->acks ? "the settlement script (XADD dead letters, then XACK)" : "XACK",
-            op->acks ? op->group->dead_key : op->group->stream_key);
+        op_server_error_on(op, reply,
+                           op->scripted ? "the settlement script (XADD dead letters, then XACK)"
+                                        : "XACK",
+                           op->scripted ? op->group->dead_key : op->group->stream_key);
         return;
     }
     if (reply->type != REDIS_REPLY_INTEGER) {
-        op_protocol_error(op, op->acks ? "the settlement script" : "XACK", "not an integer");
+        fts_error_t err;
+        fts_error_set(&err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL, "not an integer");
+        op_protocol_error(op, op->scripted ? "the settlement script" : "XACK", &err);
     }
 }
 
-static void op_take_reply(op_t *op, const redisReply *reply, size_t index)
+/* Checks (ensure, touch) or takes in (read, claim, settle) one reply that is not NULL. */
+static void op_take_reply(op_t *op, const redisReply *reply)
 {
     if (op->lookup_sent) {
         if (reply->type == REDIS_REPLY_ERROR) {
@@ -1033,7 +777,7 @@ static void op_take_reply(op_t *op, const redisReply *reply, size_t index)
         return;
     }
     if (op->kind == OP_SETTLE) {
-        take_settle_reply(op, reply, index);
+        take_settle_reply(op, reply);
         return;
     }
     if (reply->type == REDIS_REPLY_ERROR) {
@@ -1044,21 +788,22 @@ static void op_take_reply(op_t *op, const redisReply *reply, size_t index)
         op_server_error(op, reply, op->name);
         return;
     }
+    fts_error_t err;
     switch (op->kind) {
     case OP_READ:
-        take_read_reply(op, reply);
-        break;
     case OP_CLAIM:
-        take_claim_reply(op, reply);
+        take_entries_reply(op, reply);
         break;
     case OP_ENSURE:
         if (reply->type != REDIS_REPLY_STATUS) {
-            op_protocol_error(op, op->name, "not a status");
+            fts_error_set(&err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL, "not a status");
+            op_protocol_error(op, op->name, &err);
         }
         break;
     case OP_TOUCH:
         if (reply->type != REDIS_REPLY_ARRAY) {
-            op_protocol_error(op, op->name, "not an array of IDs");
+            fts_error_set(&err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL, "not an array of IDs");
+            op_protocol_error(op, op->name, &err);
         }
         break;
     case OP_SETTLE:
@@ -1070,25 +815,21 @@ static void op_take_reply(op_t *op, const redisReply *reply, size_t index)
  * claimed. A history read returns a run of our own pending entries in ID order, so one range
  * covers them exactly; claimed entries may have our other pending entries between them, so
  * each is asked for by its ID. */
-static bool op_build_lookup(op_t *op)
+static void op_build_lookup(op_t *op)
 {
     fts_redis_group_t *group = op->group;
-    size_t queries = op->kind == OP_READ ? 1 : op->entry_count;
+    const fts_stream_entry_t *entries = op->result.entries;
+    size_t queries = op->kind == OP_READ ? 1 : op->result.count;
     for (size_t q = 0; q < queries; q++) {
-        const char *first = op->kind == OP_READ ? op->entries[0].id : op->entries[q].id;
-        const char *last = op->kind == OP_READ ? op->entries[op->entry_count - 1].id : first;
-        uint64_t count = op->kind == OP_READ ? op->entry_count : 1;
-        command_t *command = op_add_command(op);
-        if (!command) {
-            return false;
-        }
+        const char *first = op->kind == OP_READ ? entries[0].id : entries[q].id;
+        const char *last = op->kind == OP_READ ? entries[op->result.count - 1].id : first;
+        uint64_t count = op->kind == OP_READ ? op->result.count : 1;
+        fts_redis_argv_t *command = op_add_command(op);
         const char *words[] = {"XPENDING", group->stream_key, group->group_name, first, last, NULL};
-        if (!command_push_all(command, words) || !command_push_u64(command, count) ||
-            !command_push_str(command, group->consumer)) {
-            return false;
-        }
+        fts_redis_argv_push_all(command, words);
+        fts_redis_argv_push_u64(command, count);
+        fts_redis_argv_push_str(command, group->consumer);
     }
-    return true;
 }
 
 static void on_reply(redisAsyncContext *ac, void *r, void *privdata);
@@ -1098,20 +839,13 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata);
 static void op_batch_done(op_t *op)
 {
     bool lookup = (op->kind == OP_CLAIM || (op->kind == OP_READ && op->history)) &&
-                  !op->lookup_sent && !op->failed && op->entry_count > 0;
+                  !op->lookup_sent && !op->failed && op->result.count > 0;
     if (lookup) {
         op->lookup_sent = true;
         list_remove(op);
-        if (!op_build_lookup(op)) {
-            fts_error_t err;
-            fts_error_set(&err, FTS_ERROR_REDIS, FTS_ERROR_CODE_NO_MEMORY,
-                          "out of memory preparing XPENDING for Redis at %s", op->group->address);
-            op_set_error(op, &err);
-            op_clear_commands(op);
-        } else {
-            op_send(op);
-            return;
-        }
+        op_build_lookup(op);
+        op_send(op);
+        return;
     }
     list_remove(op);
     op_complete(op);
@@ -1132,7 +866,6 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
         return;
     }
     group->callback_depth++;
-    size_t index = op->replies++;
     if (!reply) {
         /* hiredis is freeing ac; if that is news to us, the connection broke. */
         conn_lost(op->conn, ac);
@@ -1142,7 +875,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
                     "the connection was closed");
         }
     } else if (!op->failed) {
-        op_take_reply(op, reply, index);
+        op_take_reply(op, reply);
     }
     if (op->awaiting == 0) {
         op_batch_done(op);
@@ -1155,6 +888,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
 static void op_send(op_t *op)
 {
     conn_t *conn = op->conn;
+    assert(op->command_count > 0);
     if (conn->state == CONN_CONNECTING) {
         list_push(&conn->waiting, op);
         return;
@@ -1168,42 +902,26 @@ static void op_send(op_t *op)
         return;
     }
     op->ac = conn->ac;
-    op->sent_ms = monotonic_ms();
-    op->replies = 0;
-    op->batch_size = 0;
+    op->sent_ms = fts_clock_monotonic_ms();
     list_push(&conn->inflight, op);
+    /* conn->ac is never a context hiredis is disconnecting or freeing: conn_mark_down lets go
+     * of it before any callback of ours can send. So hiredis refuses a command only when it
+     * cannot allocate it. */
+    assert(!(conn->ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING)));
     for (size_t i = 0; i < op->command_count; i++) {
-        command_t *command = &op->commands[i];
+        fts_redis_argv_t *command = &op->commands[i];
         if (redisAsyncCommandArgv(conn->ac, on_reply, op, command->argc,
                                   (const char **)command->argv, command->argvlen) != REDIS_OK) {
-            fts_error_t err;
-            fts_error_set(&err, FTS_ERROR_REDIS, FTS_ERROR_CODE_IO,
-                          "cannot send %s to Redis at %s: %s", op->name, op->group->address,
-                          conn->ac->errstr && conn->ac->errstr[0] ? conn->ac->errstr
-                                                                  : "the connection is closing");
-            op_set_error(op, &err);
-            if (i > 0) {
-                /* Half a pipeline went out (maybe an open MULTI): the connection must not
-                 * carry anything else. Its callbacks complete op - from the loop: counted as
-                 * inside a callback, the drop is deferred, since op_send may run inside the
-                 * caller's call. */
-                op->group->callback_depth++;
-                conn_drop(conn, &err);
-                op->group->callback_depth--;
-            }
-            break;
+            fts_fatal_oom("a command for Redis");
         }
         op->awaiting++;
-        op->batch_size++;
     }
     op_clear_commands(op);
-    if (op->awaiting == 0) {
-        op_complete_later(op);
-    }
 }
 
 /* ---- public API ---- */
 
+/* Never NULL when value is set: allocation failure aborts. */
 static char *copy_option(const char *value, const char *name, fts_error_t *err)
 {
     if (!value || !value[0]) {
@@ -1211,34 +929,20 @@ static char *copy_option(const char *value, const char *name, fts_error_t *err)
                       "Redis consumer group: %s is missing", name);
         return NULL;
     }
-    char *copy = strdup(value);
-    if (!copy) {
-        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY,
-                      "out of memory copying the Redis consumer group's %s", name);
-    }
-    return copy;
+    return bson_strdup(value);
 }
 
 fts_redis_group_t *fts_redis_group_new(struct event_base *base, const char *url,
                                        const fts_redis_group_options_t *options, fts_error_t *err)
 {
+    assert(base && options);
     fts_redis_group_t *group = NULL;
-    if (!base || !options) {
-        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_MISSING,
-                      "Redis consumer group: no event loop or no options");
-        goto cleanup;
-    }
     if (options->block_ms < 0) {
         fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
                       "Redis consumer group: the BLOCK time %ld ms is negative", options->block_ms);
         goto cleanup;
     }
-    group = calloc(1, sizeof *group);
-    if (!group) {
-        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY,
-                      "out of memory creating the Redis consumer group");
-        goto cleanup;
-    }
+    group = bson_malloc0(sizeof *group);
     group->base = base;
     group->url = fts_redis_url_parse(url, err);
     if (!group->url) {
@@ -1264,14 +968,13 @@ fts_redis_group_t *fts_redis_group_new(struct event_base *base, const char *url,
     group->block_ms = options->block_ms;
     group->claim_min_idle_ms = options->claim_min_idle_ms;
     group->due_event = event_new(base, -1, 0, due_run, group);
-    if (!group->due_event || !conn_init(group, &group->reader, "reading", group->block_ms) ||
-        !conn_init(group, &group->commands, "command", 0)) {
-        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY,
-                      "cannot create the events of the Redis consumer group");
-        goto cleanup;
+    if (!group->due_event) {
+        fts_fatal_oom("an event of the Redis consumer group");
     }
-    conn_connect(&group->reader);
-    conn_connect(&group->commands);
+    conn_init(group, &group->read_conn, "reading", group->block_ms);
+    conn_init(group, &group->command_conn, "command", 0);
+    conn_connect(&group->read_conn);
+    conn_connect(&group->command_conn);
     return group;
 
 cleanup:
@@ -1285,11 +988,11 @@ void fts_redis_group_destroy(fts_redis_group_t *group)
         return;
     }
     group->destroying = true;
-    if (group->reader.group) {
-        conn_release(&group->reader);
+    if (group->read_conn.group) {
+        conn_release(&group->read_conn);
     }
-    if (group->commands.group) {
-        conn_release(&group->commands);
+    if (group->command_conn.group) {
+        conn_release(&group->command_conn);
     }
     while (group->due.head) {
         op_t *op = group->due.head;
@@ -1300,225 +1003,109 @@ void fts_redis_group_destroy(fts_redis_group_t *group)
         event_free(group->due_event);
     }
     fts_redis_url_destroy(group->url);
-    free(group->stream_key);
-    free(group->dead_key);
-    free(group->group_name);
-    free(group->consumer);
-    free(group);
-}
-
-/* An op that could not even be prepared: it still completes from the loop. */
-static void op_refuse(op_t *op, int code, const char *message)
-{
-    fts_error_t err;
-    fts_error_set(&err, code == FTS_ERROR_CODE_NO_MEMORY ? FTS_ERROR_REDIS : FTS_ERROR_INTERNAL,
-                  code, "%s on Redis at %s: %s", op->name, op->group->address, message);
-    op_set_error(op, &err);
-    op_clear_commands(op);
-    op_complete_later(op);
-}
-
-/* Out of memory before an op exists: nothing can be reported from the loop, so it is said
- * loudly; the caller's operation then never completes, which its own timeouts cover. */
-static void log_no_op(const char *name)
-{
-    fts_log(FTS_LOG_ERROR, LOG_COMPONENT, "out of memory starting %s; it will not complete", name);
+    bson_free(group->stream_key);
+    bson_free(group->dead_key);
+    bson_free(group->group_name);
+    bson_free(group->consumer);
+    bson_free(group);
 }
 
 void fts_redis_group_ensure(fts_redis_group_t *group, fts_redis_group_done_fn done, void *arg)
 {
-    op_t *op = op_new(group, &group->commands, OP_ENSURE, "XGROUP CREATE", group->stream_key);
-    if (!op) {
-        log_no_op("XGROUP CREATE");
-        return;
-    }
+    op_t *op = op_new(group, &group->command_conn, OP_ENSURE, "XGROUP CREATE", group->stream_key);
     op->done = done;
     op->arg = arg;
-    command_t *command = op_add_command(op);
     const char *words[] = {"XGROUP",   "CREATE", group->stream_key, group->group_name, "0",
                            "MKSTREAM", NULL};
-    if (!command || !command_push_all(command, words)) {
-        op_refuse(op, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
-        return;
-    }
+    fts_redis_argv_push_all(op_add_command(op), words);
     op_send(op);
 }
 
 void fts_redis_group_read(fts_redis_group_t *group, const char *start_id, size_t count,
                           fts_redis_group_entries_fn done, void *arg)
 {
-    op_t *op = op_new(group, &group->reader, OP_READ, "XREADGROUP", group->stream_key);
-    if (!op) {
-        log_no_op("XREADGROUP");
-        return;
-    }
+    assert(start_id && start_id[0] && strlen(start_id) < FTS_STREAM_ID_SIZE);
+    op_t *op = op_new(group, &group->read_conn, OP_READ, "XREADGROUP", group->stream_key);
     op->entries_done = done;
     op->arg = arg;
-    if (!start_id || !start_id[0] || strlen(start_id) >= FTS_STREAM_ID_SIZE) {
-        op_refuse(op, FTS_ERROR_CODE_INVALID, "the start ID is missing or too long");
-        return;
-    }
     op->history = strcmp(start_id, ">") != 0;
-    command_t *command = op_add_command(op);
+    fts_redis_argv_t *command = op_add_command(op);
     const char *head[] = {"XREADGROUP", "GROUP", group->group_name, group->consumer, "COUNT", NULL};
-    bool ok = command && command_push_all(command, head) &&
-              command_push_u64(command, count > 0 ? count : 1);
+    fts_redis_argv_push_all(command, head);
+    fts_redis_argv_push_u64(command, count > 0 ? count : 1);
     /* Only new entries are waited for; a history read answers at once anyway. */
-    if (ok && !op->history && group->block_ms > 0) {
-        ok = command_push_str(command, "BLOCK") &&
-             command_push_u64(command, (uint64_t)group->block_ms);
+    if (!op->history && group->block_ms > 0) {
+        fts_redis_argv_push_str(command, "BLOCK");
+        fts_redis_argv_push_u64(command, (uint64_t)group->block_ms);
     }
     const char *tail[] = {"STREAMS", group->stream_key, start_id, NULL};
-    if (!ok || !command_push_all(command, tail)) {
-        op_refuse(op, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
-        return;
-    }
+    fts_redis_argv_push_all(command, tail);
     op_send(op);
 }
 
 void fts_redis_group_claim(fts_redis_group_t *group, const char *cursor, size_t count,
                            fts_redis_group_entries_fn done, void *arg)
 {
-    op_t *op = op_new(group, &group->commands, OP_CLAIM, "XAUTOCLAIM", group->stream_key);
-    if (!op) {
-        log_no_op("XAUTOCLAIM");
-        return;
-    }
+    assert(cursor && cursor[0] && strlen(cursor) < FTS_STREAM_ID_SIZE);
+    op_t *op = op_new(group, &group->command_conn, OP_CLAIM, "XAUTOCLAIM", group->stream_key);
     op->entries_done = done;
     op->arg = arg;
-    if (!cursor || !cursor[0] || strlen(cursor) >= FTS_STREAM_ID_SIZE) {
-        op_refuse(op, FTS_ERROR_CODE_INVALID, "the cursor is missing or too long");
-        return;
-    }
-    command_t *command = op_add_command(op);
+    fts_redis_argv_t *command = op_add_command(op);
     const char *head[] = {"XAUTOCLAIM", group->stream_key, group->group_name, group->consumer,
                           NULL};
     const char *tail[] = {cursor, "COUNT", NULL};
-    if (!command || !command_push_all(command, head) ||
-        !command_push_u64(command, group->claim_min_idle_ms) || !command_push_all(command, tail) ||
-        !command_push_u64(command, count > 0 ? count : 1)) {
-        op_refuse(op, FTS_ERROR_CODE_NO_MEMORY, "out of memory");
-        return;
-    }
+    fts_redis_argv_push_all(command, head);
+    fts_redis_argv_push_u64(command, group->claim_min_idle_ms);
+    fts_redis_argv_push_all(command, tail);
+    fts_redis_argv_push_u64(command, count > 0 ? count : 1);
     op_send(op);
 }
 
 void fts_redis_group_touch(fts_redis_group_t *group, const char *const *ids, size_t count,
                            fts_redis_group_done_fn done, void *arg)
 {
-    op_t *op = op_new(group, &group->commands, OP_TOUCH, "XCLAIM", group->stream_key);
-    if (!op) {
-        log_no_op("XCLAIM");
-        return;
-    }
+    op_t *op = op_new(group, &group->command_conn, OP_TOUCH, "XCLAIM", group->stream_key);
     op->done = done;
     op->arg = arg;
     if (count == 0) {
         op_complete_later(op); /* nothing to touch: done */
         return;
     }
-    command_t *command = op_add_command(op);
+    fts_redis_argv_t *command = op_add_command(op);
     const char *head[] = {"XCLAIM", group->stream_key, group->group_name, group->consumer, "0",
                           NULL};
-    bool ok = command && command_push_all(command, head);
-    for (size_t i = 0; ok && i < count; i++) {
-        ok = ids[i] && command_push_str(command, ids[i]);
+    fts_redis_argv_push_all(command, head);
+    for (size_t i = 0; i < count; i++) {
+        assert(ids[i]);
+        fts_redis_argv_push_str(command, ids[i]);
     }
-    if (!ok || !command_push_str(command, "JUSTID")) {
-        op_refuse(op, FTS_ERROR_CODE_NO_MEMORY, "out of memory or an ID is missing");
-        return;
-    }
+    fts_redis_argv_push_str(command, "JUSTID");
     op_send(op);
-}
-
-/* Writes the dead letters, then acknowledges, in one script: redis.call raises on the first
- * failure (a dead-letter key of the wrong type), so the XACK is only reached once every dead
- * letter is in. A MULTI/EXEC would not do: Redis runs the rest of a transaction after a command
- * in it failed, and would acknowledge entries whose dead letters were never written.
- * ARGV: group, number of dead letters, then per dead letter its field count and fields, then
- * the IDs to acknowledge. */
-static const char settle_script[] =
-    "local i = 3\n"
-    "for d = 1, tonumber(ARGV[2]) do\n"
-    "  local n = tonumber(ARGV[i])\n"
-    "  redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + n))\n"
-    "  i = i + n + 1\n"
-    "end\n"
-    "if i <= #ARGV then\n"
-    "  return redis.call('XACK', KEYS[2], ARGV[1], unpack(ARGV, i, #ARGV))\n"
-    "end\n"
-    "return 0\n";
-
-/* Pushes one dead letter's fields, counted: <original fields...> entry_id .. deliveries ..
- * reason .. stage load consumer .. failed_at .. */
-static bool push_dead_letter(command_t *command, const fts_redis_group_t *group,
-                             const fts_load_dead_t *dead, uint64_t failed_at)
-{
-    const fts_stream_entry_t *entry = dead->entry;
-    if (!entry) {
-        return false;
-    }
-    size_t original = entry->items ? entry->count : 0;
-    if (!command_push_u64(command, (uint64_t)(original + 12))) {
-        return false;
-    }
-    for (size_t i = 0; i < original; i++) {
-        if (!command_push(command, entry->items[i].data, entry->items[i].len)) {
-            return false;
-        }
-    }
-    const char *ours[] = {"entry_id", entry->id, "deliveries", NULL};
-    const char *more[] = {"reason",    dead->reason ? dead->reason : "unknown",
-                          "stage",     "load",
-                          "consumer",  group->consumer,
-                          "failed_at", NULL};
-    return command_push_all(command, ours) && command_push_u64(command, dead->deliveries) &&
-           command_push_all(command, more) && command_push_u64(command, failed_at);
 }
 
 void fts_redis_group_settle(fts_redis_group_t *group, const fts_settlement_t *settlement,
                             fts_redis_group_done_fn done, void *arg)
 {
-    op_t *op = op_new(group, &group->commands, OP_SETTLE, "the settlement", group->stream_key);
-    if (!op) {
-        log_no_op("a settlement");
-        return;
-    }
+    assert(settlement);
+    op_t *op = op_new(group, &group->command_conn, OP_SETTLE, "the settlement", group->stream_key);
     op->done = done;
     op->arg = arg;
-    if (!settlement || (settlement->dead_count == 0 && settlement->ack_count == 0)) {
+    if (settlement->dead_count == 0 && settlement->ack_count == 0) {
         op_complete_later(op); /* nothing to write: settled */
         return;
     }
-    command_t *command = op_add_command(op);
-    bool ok = command != NULL;
-    if (ok && settlement->dead_count == 0) {
-        /* Nothing to dead-letter: a plain XACK. */
-        const char *head[] = {"XACK", group->stream_key, group->group_name, NULL};
-        ok = command_push_all(command, head);
-    } else if (ok) {
-        op->acks = true; /* marks the scripted form */
-        const char *head[] = {
-            "EVAL", settle_script, "2", group->dead_key, group->stream_key, group->group_name,
-            NULL};
-        ok = command_push_all(command, head) &&
-             command_push_u64(command, (uint64_t)settlement->dead_count);
-        uint64_t failed_at = unix_ms();
-        for (size_t i = 0; ok && i < settlement->dead_count; i++) {
-            ok = push_dead_letter(command, group, &settlement->dead[i], failed_at);
-        }
-    }
-    for (size_t i = 0; ok && i < settlement->ack_count; i++) {
-        ok = settlement->ack_ids[i] && command_push_str(command, settlement->ack_ids[i]);
-    }
-    if (!ok) {
-        op_refuse(op, FTS_ERROR_CODE_NO_MEMORY, "out of memory or an entry or ID is missing");
-        return;
-    }
+    fts_redis_group_names_t names = {
+        .stream_key = group->stream_key,
+        .dead_key = group->dead_key,
+        .group = group->group_name,
+        .consumer = group->consumer,
+    };
+    op->scripted =
+        fts_redis_group_build_settle(op_add_command(op), &names, settlement, fts_clock_wall_ms());
     op_send(op);
 }
 
 bool fts_redis_group_connected(const fts_redis_group_t *group)
 {
-    return group && group->reader.state == CONN_UP && group->commands.state == CONN_UP;
+    return group && group->read_conn.state == CONN_UP && group->command_conn.state == CONN_UP;
 }

@@ -11,7 +11,7 @@
  * longer than command_timeout_ms (plus the BLOCK time on the reading connection); its
  * callbacks then fail.
  *
- * Promises (DESIGN.md invariants 2 and 5):
+ * Promises (README.md, Architecture: invariants 2 and 5):
  *   - every call completes exactly once, from the loop, never from inside the call; a command
  *     whose reply was lost fails with FTS_ERROR_REDIS, and nothing is resent here;
  *   - settle is one command: a plain XACK, or with dead letters one Lua script that writes
@@ -23,6 +23,8 @@
  *   - entries are reported with the delivery count Redis keeps (XPENDING), so the caller can
  *     dead-letter an entry delivered too often.
  * Callbacks may destroy nothing; destroy drops both connections and calls no callback.
+ * Arguments the contract below forbids (a NULL, an ID that cannot be a stream ID) are
+ * programming errors and are asserted; running out of memory aborts.
  */
 #ifndef FTS_REDIS_GROUP_H
 #define FTS_REDIS_GROUP_H
@@ -60,8 +62,8 @@ typedef void (*fts_redis_group_entries_fn)(void *arg, const fts_stream_entry_t *
 typedef void (*fts_redis_group_done_fn)(void *arg, const fts_error_t *err);
 
 /* Parses url, copies options, and starts connecting (both connections) on base. NULL with err
- * (FTS_ERROR_CONFIG) only for a bad URL or options; an unreachable server is not an error
- * here: commands fail until it answers. */
+ * (FTS_ERROR_CONFIG) only for a bad URL or a missing or bad option; an unreachable server is
+ * not an error here: commands fail until it answers. base and options must be set. */
 fts_redis_group_t *fts_redis_group_new(struct event_base *base, const char *url,
                                        const fts_redis_group_options_t *options, fts_error_t *err);
 void fts_redis_group_destroy(fts_redis_group_t *group);
@@ -72,12 +74,13 @@ void fts_redis_group_ensure(fts_redis_group_t *group, fts_redis_group_done_fn do
 /* XREADGROUP GROUP <group> <consumer> COUNT count [BLOCK block_ms] STREAMS <stream> start_id.
  * start_id ">" blocks and reports deliveries = 1; another ID re-reads our own pending entries
  * after it, with their delivery counts (XPENDING), deleted ones with items NULL. A BLOCK that
- * ends with no entry completes with count 0. */
+ * ends with no entry completes with count 0. start_id is non-empty and shorter than
+ * FTS_STREAM_ID_SIZE. */
 void fts_redis_group_read(fts_redis_group_t *group, const char *start_id, size_t count,
                           fts_redis_group_entries_fn done, void *arg);
 
 /* XAUTOCLAIM <stream> <group> <consumer> <claim_min_idle_ms> cursor COUNT count, then the
- * claimed entries' delivery counts (XPENDING). */
+ * claimed entries' delivery counts (XPENDING). cursor as start_id above. */
 void fts_redis_group_claim(fts_redis_group_t *group, const char *cursor, size_t count,
                            fts_redis_group_entries_fn done, void *arg);
 
@@ -88,8 +91,9 @@ void fts_redis_group_touch(fts_redis_group_t *group, const char *const *ids, siz
 
 /* For each dead letter XADD <dead> * <original fields...> entry_id <id> deliveries <n> reason
  * <reason> stage load consumer <consumer> failed_at <unix ms>, then XACK <stream> <group>
- * <ids...>, as one script (see above). Our fields come after the original ones, so a reader
- * taking the last occurrence of a name reads ours. */
+ * <ids...>, as one script (see above); with no dead letter, a plain XACK; with nothing at
+ * all, done from the loop. Our fields come after the original ones, so a reader taking the
+ * last occurrence of a name reads ours (redis_group_reply.h builds it). */
 void fts_redis_group_settle(fts_redis_group_t *group, const fts_settlement_t *settlement,
                             fts_redis_group_done_fn done, void *arg);
 

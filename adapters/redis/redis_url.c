@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <bson/bson.h>
+
 #include "buffer.h"
 
 /* Shown with every "this is not a Redis URL" error so the operator sees what is expected. */
@@ -127,7 +129,7 @@ static bool fail(fts_error_t *err, int code, const char *text, const char *probl
 
     char *masked = mask_as_written(text);
     fts_error_set(err, FTS_ERROR_CONFIG, code, "invalid Redis URL \"%s\": %s", masked, described);
-    free(masked);
+    bson_free(masked);
     return false;
 }
 
@@ -142,8 +144,7 @@ static bool fail_curl(fts_error_t *err, const char *text, CURLUcode rc)
                                    : "";
     switch (rc) {
     case CURLUE_OUT_OF_MEMORY:
-        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY,
-                             "out of memory while parsing a Redis URL");
+        fts_fatal_oom("parsing a Redis URL");
     case CURLUE_BAD_PORT_NUMBER:
         return fail(err, FTS_ERROR_CODE_INVALID, text, "port is not a number between 1 and 65535%s",
                     hint);
@@ -229,35 +230,25 @@ static bool parse_db(const char *path, int *db)
 }
 
 /* Builds the full form with the password masked, through libcurl so that the user and host
- * are encoded as a URL needs them. */
+ * are encoded as a URL needs them. Never NULL: libcurl refuses to copy, change or print a URL
+ * it parsed itself, with parts checked here, only when it runs out of memory, which aborts. */
 static char *build_masked(CURLU *parsed, const fts_redis_url_t *url)
 {
-    char *result = NULL;
     char *curl_text = NULL;
-    char number[32];
+    char port[32];
+    char path[32];
+    snprintf(port, sizeof port, "%d", url->port);
+    snprintf(path, sizeof path, "/%d", url->db);
     CURLU *copy = curl_url_dup(parsed);
-    if (!copy) {
-        goto cleanup;
-    }
     /* An empty user or password was judged to be none: it goes, as does a real password. */
-    if (curl_url_set(copy, CURLUPART_USER, url->user, CURLU_URLENCODE) != CURLUE_OK ||
-        curl_url_set(copy, CURLUPART_PASSWORD, url->password ? "***" : NULL, 0) != CURLUE_OK) {
-        goto cleanup;
+    if (!copy || curl_url_set(copy, CURLUPART_USER, url->user, CURLU_URLENCODE) != CURLUE_OK ||
+        curl_url_set(copy, CURLUPART_PASSWORD, url->password ? "***" : NULL, 0) != CURLUE_OK ||
+        curl_url_set(copy, CURLUPART_PORT, port, 0) != CURLUE_OK ||
+        curl_url_set(copy, CURLUPART_PATH, path, 0) != CURLUE_OK ||
+        curl_url_get(copy, CURLUPART_URL, &curl_text, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK) {
+        fts_fatal_oom("the masked form of a Redis URL");
     }
-    snprintf(number, sizeof number, "%d", url->port);
-    if (curl_url_set(copy, CURLUPART_PORT, number, 0) != CURLUE_OK) {
-        goto cleanup;
-    }
-    snprintf(number, sizeof number, "/%d", url->db);
-    if (curl_url_set(copy, CURLUPART_PATH, number, 0) != CURLUE_OK) {
-        goto cleanup;
-    }
-    if (curl_url_get(copy, CURLUPART_URL, &curl_text, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK) {
-        goto cleanup;
-    }
-    result = strdup(curl_text);
-
-cleanup:
+    char *result = bson_strdup(curl_text);
     curl_free(curl_text);
     curl_url_cleanup(copy);
     return result;
@@ -278,12 +269,10 @@ fts_redis_url_t *fts_redis_url_parse(const char *text, fts_error_t *err)
         goto cleanup;
     }
     handle = curl_url();
-    url = calloc(1, sizeof *url);
-    if (!handle || !url) {
-        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY,
-                      "out of memory while parsing a Redis URL");
-        goto cleanup;
+    if (!handle) {
+        fts_fatal_oom("parsing a Redis URL");
     }
+    url = bson_malloc0(sizeof *url);
     /* libcurl knows no redis:// of its own; NON_SUPPORT_SCHEME makes it parse it generically. */
     rc = curl_url_set(handle, CURLUPART_URL, text, CURLU_NON_SUPPORT_SCHEME);
     if (rc != CURLUE_OK) {
@@ -325,12 +314,7 @@ fts_redis_url_t *fts_redis_url_parse(const char *text, fts_error_t *err)
         }
         url->host = fts_buffer_steal(&bare);
     } else {
-        url->host = strdup(host ? host : "");
-    }
-    if (!url->host) {
-        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY,
-                      "out of memory while parsing a Redis URL");
-        goto cleanup;
+        url->host = bson_strdup(host ? host : "");
     }
     if (url->host[0] == '\0' || is_unspecified_address(url->host)) {
         fail(err, FTS_ERROR_CODE_INVALID, text, "the host is missing (expected %s)", EXPECTED_FORM);
@@ -367,15 +351,10 @@ fts_redis_url_t *fts_redis_url_parse(const char *text, fts_error_t *err)
     /* "redis://:pw@host" gives an empty user: that is the default user. An empty password is
      * no password: Redis accepts none for AUTH. */
     if (user && *user) {
-        url->user = strdup(user);
+        url->user = bson_strdup(user);
     }
     if (password && *password) {
-        url->password = strdup(password);
-    }
-    if ((user && *user && !url->user) || (password && *password && !url->password)) {
-        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY,
-                      "out of memory while parsing a Redis URL");
-        goto cleanup;
+        url->password = bson_strdup(password);
     }
     if (url->user && !url->password) {
         fail(err, FTS_ERROR_CODE_INVALID, text,
@@ -385,11 +364,6 @@ fts_redis_url_t *fts_redis_url_parse(const char *text, fts_error_t *err)
     }
 
     url->masked = build_masked(handle, url);
-    if (!url->masked) {
-        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_NO_MEMORY,
-                      "out of memory while parsing a Redis URL");
-        goto cleanup;
-    }
     ok = true;
 
 cleanup:
@@ -422,23 +396,23 @@ void fts_redis_url_destroy(fts_redis_url_t *url)
     if (url->password) {
         memset(url->password, 0, strlen(url->password));
     }
-    free(url->host);
-    free(url->user);
-    free(url->password);
-    free(url->masked);
-    free(url);
+    bson_free(url->host);
+    bson_free(url->user);
+    bson_free(url->password);
+    bson_free(url->masked);
+    bson_free(url);
 }
 
 char *fts_redis_url_mask(const char *text)
 {
     if (!text) {
-        return strdup("");
+        return bson_strdup("");
     }
     fts_redis_url_t *url = fts_redis_url_parse(text, NULL);
     if (!url) {
         return mask_as_written(text);
     }
-    char *masked = strdup(url->masked);
+    char *masked = bson_strdup(url->masked);
     fts_redis_url_destroy(url);
     return masked;
 }

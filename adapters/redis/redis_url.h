@@ -29,7 +29,7 @@ typedef struct {
     char *masked;   /* the URL in full form with the password as "***", for logs */
 } fts_redis_url_t;
 
-/* Parses text. On failure returns NULL and fills err (domain CONFIG, code INVALID or
+/* Parses text. On failure returns NULL and fills err (domain CONFIG, code MISSING, INVALID or
  * UNSUPPORTED) with a message such as
  *   invalid Redis URL "redis://:***@host:99999/0": port is not a number between 1 and 65535
  * The caller puts the setting's name in front (fts_error_prefix). */
@@ -37,10 +37,10 @@ fts_redis_url_t *fts_redis_url_parse(const char *text, fts_error_t *err);
 
 void fts_redis_url_destroy(fts_redis_url_t *url);
 
-/* Returns text with its password replaced by "***" (free() it), for logs and `ftsync config`.
- * A URL that parses comes back in full form ("redis://user:***@host:6379/0"); one that does
- * not comes back as written but with everything that could be a password masked. Returns
- * NULL only when memory runs out. */
+/* Returns text with its password replaced by "***" (bson_free() it), for logs and `ftsync
+ * config`. A URL that parses comes back in full form ("redis://user:***@host:6379/0"); one that
+ * does not comes back as written but with everything that could be a password masked. Never
+ * NULL: allocation failure aborts. */
 char *fts_redis_url_mask(const char *text);
 
 #endif

@@ -3,8 +3,8 @@
  * with SIGKILL at random moments while entries are written and loaded, against the test bed's
  * redis-server and Elasticsearch 1.5.2.
  *
- * What is pinned (invariants 2, 3 and 5; DESIGN.md "Entries of a consumer that died are claimed
- * by the others"):
+ * What is pinned (invariants 2, 3 and 5; README.md, Architecture: "Entries of a consumer that died
+ * are claimed by the others"):
  *   - two loaders, then (second test) three loaders, FTSYNC_CLAIM_IDLE_MS 2000 and
  *     FTSYNC_CLAIM_INTERVAL_MS 500; while 40,000 or more entries (index and delete over 5,000
  *     ids, versions rising with every entry) are written, one loader chosen at random is

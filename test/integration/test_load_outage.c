@@ -2,7 +2,8 @@
  * test_load_outage.c - `ftsync load` when a server goes away mid-run, and when it is stopped
  * with requests in flight.
  *
- * What is pinned (invariants 2 and 5; DESIGN.md "Logs": repeated errors are rate-limited):
+ * What is pinned (invariants 2 and 5; README.md, Architecture, "Logs": repeated errors are
+ * rate-limited):
  *   - (a) a private Elasticsearch (test/support/es_server.h) stopped for 30 s while entries
  *     keep being written, then started again on the same port and data: nothing is lost (the
  *     index equals the model), the backlog drains, and the loader logs at most 60 lines during
@@ -28,6 +29,7 @@
 
 #include "assertions.h"
 
+#include <bson/bson.h>
 #include <inttypes.h>
 #include <signal.h>
 
@@ -255,12 +257,12 @@ static void test_elasticsearch_outage(void **state)
     if (lines > ES_OUTAGE_MAX_LINES) {
         fprintf(stderr, "---- what the loader logged during the outage ----\n%.*s---- end ----\n",
                 (int)(log_after - log_before), log + log_before);
-        free(log);
+        bson_free(log);
         fail_msg("%zu lines logged during a %.1f s outage; repeated failures must be "
                  "rate-limited (at most %d lines)",
                  lines, (double)outage_ms / 1000.0, ES_OUTAGE_MAX_LINES);
     }
-    free(log);
+    bson_free(log);
     assert_true(lines > 0); /* the outage was noticed and said so */
 
     uint64_t drain_started = fts_test_monotonic_ms();

@@ -32,6 +32,7 @@
 
 #include "assertions.h"
 
+#include <bson/bson.h>
 #include <inttypes.h>
 
 #include "action.h"
@@ -385,12 +386,12 @@ static void test_bad_setting_exits_2_naming_it(void **state)
     char *log = fts_test_loader_log(loader);
     if (code != 2 || !strstr(log, "FTSYNC_CLAIM_IDLE_MS")) {
         fts_test_loader_print_log_tail(loader, LOG_LINES);
-        free(log);
+        bson_free(log);
         fail_msg("FTSYNC_CLAIM_IDLE_MS=500: exit status %d (want 2) and a message naming the "
                  "setting (log above)",
                  code);
     }
-    free(log);
+    bson_free(log);
     /* Nothing was started: no group, no index. */
     fts_test_group_state_t group;
     fts_error_t err;

@@ -172,11 +172,7 @@ fts_test_loader_t *fts_test_loader_start(const char *binary, const char *const *
     while (env && env[given]) {
         given++;
     }
-    const char **envp = calloc(inherited + given + 1, sizeof *envp);
-    if (!envp) {
-        fts_error_set(err, FTS_ERROR_SYSTEM, ENOMEM, "out of memory");
-        return NULL;
-    }
+    const char **envp = bson_malloc0((inherited + given + 1) * sizeof *envp);
     size_t n = 0;
     for (size_t i = 0; i < inherited; i++) {
         bool ours = strncmp(environ[i], "FTSYNC_", 7) == 0 &&
@@ -194,7 +190,7 @@ fts_test_loader_t *fts_test_loader_start(const char *binary, const char *const *
     if (log_fd < 0) {
         fts_error_set(err, FTS_ERROR_SYSTEM, errno, "cannot open %s: %s", log_path,
                       strerror(errno));
-        free(envp);
+        bson_free(envp);
         return NULL;
     }
     pid_t parent = getpid();
@@ -203,7 +199,7 @@ fts_test_loader_t *fts_test_loader_start(const char *binary, const char *const *
     if (pid < 0) {
         fts_error_set(err, FTS_ERROR_SYSTEM, errno, "fork: %s", strerror(errno));
         close(log_fd);
-        free(envp);
+        bson_free(envp);
         return NULL;
     }
     if (pid == 0) {
@@ -225,7 +221,7 @@ fts_test_loader_t *fts_test_loader_start(const char *binary, const char *const *
         _exit(127);
     }
     close(log_fd);
-    free(envp);
+    bson_free(envp);
     remember_pid(pid);
     fts_test_loader_t *loader = calloc(1, sizeof *loader);
     loader->pid = pid;
@@ -613,9 +609,12 @@ static redisContext *redis_connect(const char *url, fts_error_t *err)
     }
     struct timeval timeout = {.tv_sec = 10, .tv_usec = 0};
     redisContext *redis = redisConnectWithTimeout(host, port, timeout);
-    if (!redis || redis->err) {
+    if (!redis) {
+        fts_fatal_oom("a connection to Redis"); /* hiredis returns NULL only then */
+    }
+    if (redis->err) {
         fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_CONNECT, "cannot connect to %s: %s", url,
-                      redis ? redis->errstr : "out of memory");
+                      redis->errstr);
         redisFree(redis);
         return NULL;
     }

@@ -89,7 +89,7 @@ bool fts_test_loader_kill9(fts_test_loader_t *loader);
  * that ended it, or -1 when it still runs after timeout_ms (it is left running). */
 int fts_test_loader_wait(fts_test_loader_t *loader, unsigned timeout_ms);
 
-/* The whole log so far (malloc'd, NUL-terminated; the caller frees). */
+/* The whole log so far (NUL-terminated; the caller frees it with bson_free). */
 char *fts_test_loader_log(const fts_test_loader_t *loader);
 
 /* The log's size in bytes now (where a later part starts). */

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <bson/bson.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,10 +52,10 @@ static void test_buffer_grows_and_steals(void **state)
     char *stolen = fts_buffer_steal(&buf);
     assert_memory_equal(stolen, "a\0b", 4);
     assert_null(buf.data);
-    free(stolen);
+    bson_free(stolen);
     stolen = fts_buffer_steal(&buf);
     assert_string_equal(stolen, "");
-    free(stolen);
+    bson_free(stolen);
     fts_buffer_destroy(&buf);
     fts_buffer_destroy(NULL);
 }

@@ -23,6 +23,7 @@
 #include "assertions.h"
 
 #include "es_async.h"
+#include "es_async_testing.h"
 #include "http_capture.h"
 #include "log.h"
 #include "redis_server.h"

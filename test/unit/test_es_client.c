@@ -15,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include <bson/bson.h>
+
 #include "assertions.h"
 
 #include "es_client.h"
@@ -228,7 +230,7 @@ static void test_url_credentials_never_in_errors(void **state)
     assert_non_null(masked);
     assert_not_contains(masked, "Sup3rSecret");
     assert_contains(masked, "elastic:***@es.example:9243");
-    free(masked);
+    bson_free(masked);
 
     /* Refused after parsing (bad scheme, query) and refused by the parser itself. */
     static const char *const bad[] = {

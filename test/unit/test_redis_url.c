@@ -15,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include <bson/bson.h>
+
 #include "assertions.h"
 
 #include "redis_url.h"
@@ -298,7 +300,7 @@ static void test_no_error_ever_shows_the_password(void **state)
         assert_non_null(masked);
         assert_not_contains(masked, "Zq9x");
         assert_not_contains(masked, "Word");
-        free(masked);
+        bson_free(masked);
     }
 }
 
@@ -324,11 +326,11 @@ static void test_mask(void **state)
         char *masked = fts_redis_url_mask(cases[i].text);
         assert_non_null(masked);
         assert_string_equal(masked, cases[i].masked);
-        free(masked);
+        bson_free(masked);
     }
     char *masked = fts_redis_url_mask(NULL);
     assert_string_equal(masked, "");
-    free(masked);
+    bson_free(masked);
 }
 
 static void test_error_can_be_null(void **state)
