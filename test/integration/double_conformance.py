@@ -1335,5 +1335,138 @@ class StepDownTest(DoubleTest):
         self.assertEqual(self.ids(self.coll, sort=[("_id", 1)]), [1, 2, 3])
 
 
+class _RawCursors:
+    """Cursors opened and read with plain commands, all in one explicit session (mongod refuses
+    a getMore from another session than the one that opened the cursor), on a client of their
+    own that watches the server every 500 ms: an error such as 91 ShutdownInProgress marks the
+    server Unknown until the monitor's next (streamed) hello, and the default 10 s would outlast
+    server selection."""
+
+    def raw_db(self):
+        if getattr(self, "_raw_session", None) is None:
+            client = self.new_client(self.server.uri, heartbeatFrequencyMS=500)
+            # Ended with its client, which tearDown closes.
+            self._raw_session = client.start_session()
+        return self._raw_session.client[self.db_name]
+
+    def raw_command(self, command):
+        return self.raw_db().command(command, session=self._raw_session)
+
+    def raw_stream(self, coll="apps", spec=None):
+        reply = self.raw_command(
+            SON(
+                [
+                    ("aggregate", coll),
+                    ("pipeline", [{"$changeStream": spec or {}}]),
+                    ("cursor", {}),
+                ]
+            )
+        )
+        self.assertNotEqual(reply["cursor"]["id"], 0)
+        return reply["cursor"]["id"]
+
+    def raw_get_more(self, cursor_id, coll="apps", await_data=True):
+        # A change stream's getMore (awaitData) waits at most 100 ms; others may not name
+        # maxTimeMS.
+        command = SON([("getMore", Int64(cursor_id)), ("collection", coll)])
+        if await_data:
+            command["maxTimeMS"] = 100
+        return self.raw_command(command)
+
+    def get_more_fails(self, cursor_id, code, coll="apps", await_data=True):
+        # Some codes (91) make pymongo raise an AutoReconnect subclass, not OperationFailure;
+        # both carry the server's reply as details.
+        with self.assertRaises(pymongo.errors.PyMongoError) as raised:
+            self.raw_get_more(cursor_id, coll, await_data)
+        details = raised.exception.details
+        self.assertIsNotNone(details, raised.exception)
+        self.assertEqual(details["code"], code, details)
+        return details
+
+
+class InjectedErrorTest(_RawCursors, DoubleTest):
+    """Errors injected on getMore, and the labels that decide whether a driver resumes.
+    failCommand: https://github.com/mongodb/mongo/wiki/The-%22failCommand%22-fail-point;
+    failGetMoreAfterCursorCheckout: src/mongo/db/commands/getmore_cmd.cpp and the Change Streams
+    spec test change-streams-resume-errorLabels (SERVER-46091)."""
+
+    def get_more_fail_point(self, mode, data=None):
+        self.used_fail_point = True
+        if self.server.external:
+            self.addCleanup(
+                self.client.admin.command,
+                SON([("configureFailPoint", "failGetMoreAfterCursorCheckout"), ("mode", "off")]),
+            )
+        command = SON([("configureFailPoint", "failGetMoreAfterCursorCheckout"), ("mode", mode)])
+        if data is not None:
+            command["data"] = data
+        self.client.admin.command(command)
+
+    def test_injected_get_more_error_has_no_label(self):
+        # failCommand acts before the getMore checked its cursor out: mongod does not know yet
+        # that it belongs to a change stream and adds no ResumableChangeStreamError label, so a
+        # driver must not resume. Labels given in errorLabels come back as given.
+        for code in (6, 91):
+            cursor_id = self.raw_stream()
+            self.fail_point({"times": 1}, {"failCommands": ["getMore"], "errorCode": code})
+            details = self.get_more_fails(cursor_id, code)
+            self.assertNotIn("errorLabels", details)
+        cursor_id = self.raw_stream()
+        self.fail_point(
+            {"times": 1},
+            {
+                "failCommands": ["getMore"],
+                "errorCode": 91,
+                "errorLabels": ["ResumableChangeStreamError"],
+            },
+        )
+        details = self.get_more_fails(cursor_id, 91)
+        self.assertEqual(details["errorLabels"], ["ResumableChangeStreamError"])
+        stream = self.watch(self.coll)
+        self.coll.insert_one({"_id": 1})
+        self.assertEqual(self.next_event(stream)["documentKey"], {"_id": 1})
+        self.fail_point({"times": 1}, {"failCommands": ["getMore"], "errorCode": 6})
+        self.coll.insert_one({"_id": 2})
+        with self.assertRaises(OperationFailure) as raised:
+            self.next_event(stream)
+        self.assertEqual(raised.exception.code, 6)
+
+    def test_fail_get_more_after_cursor_checkout(self):
+        # The error is raised inside the getMore, after the cursor was checked out, and goes
+        # through mongod's usual label rules; the failed getMore deletes its cursor.
+        cursor_id = self.raw_stream()
+        self.get_more_fail_point({"times": 1}, {"errorCode": 6})
+        details = self.get_more_fails(cursor_id, 6)
+        self.assertEqual(details["errorLabels"], ["ResumableChangeStreamError"])
+        self.get_more_fails(cursor_id, 43)
+        # Not resumable: no label; a find cursor is no change stream: no label.
+        cursor_id = self.raw_stream()
+        self.get_more_fail_point("alwaysOn", {"errorCode": 2})
+        self.assertNotIn("errorLabels", self.get_more_fails(cursor_id, 2))
+        self.coll.insert_many([{"_id": 1}, {"_id": 2}, {"_id": 3}])
+        self.get_more_fail_point("alwaysOn", {"errorCode": 6})
+        cursor_id = self.raw_command(SON([("find", "apps"), ("batchSize", 1)]))["cursor"]["id"]
+        self.assertNotIn("errorLabels", self.get_more_fails(cursor_id, 6, await_data=False))
+        self.get_more_fail_point("off")
+        cursor_id = self.raw_command(SON([("find", "apps"), ("batchSize", 1)]))["cursor"]["id"]
+        self.assertEqual(
+            self.raw_get_more(cursor_id, await_data=False)["cursor"]["nextBatch"],
+            [{"_id": 2}, {"_id": 3}],
+        )
+        # Through the driver: it resumes, nothing lost or repeated.
+        stream = self.watch(self.coll)
+        self.coll.insert_one({"_id": 11})
+        self.assertEqual(self.next_event(stream)["documentKey"], {"_id": 11})
+        self.get_more_fail_point({"times": 1}, {"errorCode": 6})
+        self.coll.insert_one({"_id": 12})
+        self.coll.insert_one({"_id": 13})
+        self.recorder.start()
+        self.assertEqual(self.next_event(stream)["documentKey"], {"_id": 12})
+        self.assertEqual(self.next_event(stream)["documentKey"], {"_id": 13})
+        self.recorder.on = False
+        self.expect_no_event(stream)
+        self.assertIn("aggregate", self.recorder.names())
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
