@@ -65,6 +65,13 @@
  *     change stream gets ResumableChangeStreamError) and deletes the cursor, as mongod's
  *     getMore does after a failure. Sources: "The failCommand fail point" in mongod's wiki,
  *     src/mongo/db/commands/getmore_cmd.cpp, the Change Streams spec tests (SERVER-46091).
+ *   - Change-stream pipelines: a stage name mongod does not know fails with 40324
+ *     (Unrecognized pipeline stage name) wherever it stands in the pipeline; a known stage other
+ *     than $match/$project/$unset fails with 20 IllegalOperation, which is mongod's answer for
+ *     stages a change stream may not contain ($group, $sort, ...).
+ *   - rename events: `to` always; with showExpandedEvents also operationDescription {to: {db,
+ *     coll}, dropTarget: <UUID of the collection dropTarget replaced>, the latter only when
+ *     there was one} (https://www.mongodb.com/docs/v6.0/reference/change-events/rename/).
  *   - Unknown commands: CommandNotFound (59).
  *
  * WHERE IT KNOWINGLY DIFFERS FROM MONGOD
@@ -91,7 +98,11 @@
  *     the first created level, "array.N" for appended elements, the whole array after $pop,
  *     $pull, $pullAll); truncatedArrays is always empty, disambiguatedPaths is never given.
  *   - showExpandedEvents adds create events and collectionUUID, not modify/createIndexes/
- *     dropIndexes events. A rename onto an existing collection logs a drop of the target first.
+ *     dropIndexes events. A rename onto an existing collection (dropTarget) logs a drop event of
+ *     the target first, then the rename event naming the dropped target's UUID; mongod reports
+ *     the dropped target through the rename (its oplog entry's dropTarget) alone.
+ *   - $addFields, $set, $replaceRoot, $replaceWith and $redact, which mongod allows after
+ *     $changeStream, are refused there with 20 (only $match, $project, $unset run).
  *   - Cross-database renames keep the collection (mongod copies it).
  *   - A change-stream getMore whose connection closes kills its cursor.
  *   - listDatabases lists only databases that have collections (no admin/config/local).

@@ -1468,5 +1468,74 @@ class InjectedErrorTest(_RawCursors, DoubleTest):
         self.assertIn("aggregate", self.recorder.names())
 
 
+class ChangeStreamPipelineAndRenameTest(_RawCursors, DoubleTest):
+    def test_unknown_stage(self):
+        # An unknown stage name: 40324 when the pipeline is parsed; a known stage that may not
+        # follow $changeStream: 20 IllegalOperation (src/mongo/db/pipeline/pipeline.cpp).
+        # https://www.mongodb.com/docs/v6.0/changeStreams/#modify-change-stream-output
+        details = self.command_fails(
+            self.db_name,
+            SON(
+                [
+                    ("aggregate", "apps"),
+                    ("pipeline", [{"$changeStream": {}}, {"$frobnicate": {}}]),
+                    ("cursor", {}),
+                ]
+            ),
+            40324,
+        )
+        self.assertEqual(details["codeName"], "Location40324")
+        self.command_fails(
+            self.db_name,
+            SON(
+                [
+                    ("aggregate", "apps"),
+                    ("pipeline", [{"$changeStream": {}}, {"$group": {"_id": None}}]),
+                    ("cursor", {}),
+                ]
+            ),
+            20,
+        )
+        self.expect_stream_error(lambda: self.coll.watch([{"$frobnicate": {}}]), 40324)
+
+    def test_rename_drop_target_description(self):
+        # With showExpandedEvents the rename event carries operationDescription {to, dropTarget:
+        # UUID of the dropped target}; without it there is none.
+        # https://www.mongodb.com/docs/v6.0/reference/change-events/rename/
+        self.coll.insert_one({"_id": 1})
+        self.db.dst.insert_one({"_id": 2})
+        infos = {c["name"]: c["info"]["uuid"] for c in self.db.list_collections()}
+        cursors = [self.raw_stream(spec={"showExpandedEvents": True}), self.raw_stream()]
+        self.client.admin.command(
+            SON(
+                [
+                    ("renameCollection", self.db_name + ".apps"),
+                    ("to", self.db_name + ".dst"),
+                    ("dropTarget", True),
+                ]
+            )
+        )
+        events = []
+        for cursor_id in cursors:
+            deadline = time.monotonic() + EVENT_TIMEOUT_S
+            batch = []
+            while not batch and time.monotonic() < deadline:
+                batch = self.raw_get_more(cursor_id)["cursor"]["nextBatch"]
+            self.assertTrue(batch, "no rename event within %s s" % EVENT_TIMEOUT_S)
+            events.append(batch[0])
+        expanded, plain = events
+        self.check_event(expanded, "rename")
+        target = {"db": self.db_name, "coll": "dst"}
+        self.assertEqual(expanded["to"], target)
+        self.assertEqual(
+            expanded["operationDescription"], {"to": target, "dropTarget": infos["dst"]}
+        )
+        self.assertEqual(expanded["collectionUUID"], infos["apps"])
+        self.check_event(plain, "rename")
+        self.assertEqual(
+            sorted(plain.keys()), ["_id", "clusterTime", "ns", "operationType", "to", "wallTime"]
+        )
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -2517,6 +2517,99 @@ static void test_fail_get_more_after_cursor_checkout(void **state)
     assert_true(aggregated);
 }
 
+/* A stage name mongod does not know fails the aggregate with 40324 (Unrecognized pipeline stage
+ * name) when the pipeline is parsed; a known stage that may not follow $changeStream fails with
+ * 20 IllegalOperation ("... is not permitted in a $changeStream pipeline",
+ * src/mongo/db/pipeline/pipeline.cpp).
+ * https://www.mongodb.com/docs/v6.0/changeStreams/#modify-change-stream-output */
+static void test_stream_unknown_stage(void **state)
+{
+    fixture_t *f = *state;
+    bson_t *reply = COMMAND_FAILS(f->client, f->db_name, 40324,
+                                  "{'aggregate': 'apps', 'pipeline': [{'$changeStream': {}}, "
+                                  "{'$frobnicate': {}}], 'cursor': {}}");
+    assert_string_equal(STR(reply, "codeName"), "Location40324");
+    COMMAND_FAILS(f->client, f->db_name, 20,
+                  "{'aggregate': 'apps', 'pipeline': [{'$changeStream': {}}, "
+                  "{'$group': {'_id': null}}], 'cursor': {}}");
+    mongoc_change_stream_t *stream =
+        watch_collection(f, f->coll, tmp_bson("{'pipeline': [{'$frobnicate': {}}]}"), NULL);
+    EXPECT_STREAM_ERROR(stream, 40324);
+}
+
+/* The UUID at path in doc (16 bytes). */
+static const uint8_t *uuid_at(const char *file, int line, const bson_t *doc, const char *path)
+{
+    bson_iter_t iter = field_at(file, line, doc, path);
+    bson_subtype_t subtype;
+    uint32_t length;
+    const uint8_t *data;
+    if (!BSON_ITER_HOLDS_BINARY(&iter)) {
+        fail_msg("%s:%d: field \"%s\" is not binary (type 0x%02x)", file, line, path,
+                 (unsigned)bson_iter_type(&iter));
+    }
+    bson_iter_binary(&iter, &subtype, &length, &data);
+    if (subtype != BSON_SUBTYPE_UUID || length != 16) {
+        fail_msg("%s:%d: field \"%s\" is not a UUID (subtype %d, %u bytes)", file, line, path,
+                 (int)subtype, length);
+    }
+    return data;
+}
+#define UUID_AT(doc, path) uuid_at(__FILE__, __LINE__, (doc), (path))
+
+/* The next event of a raw change-stream cursor (getMores until one comes; temporary). */
+static bson_t *raw_next_event(fixture_t *f, const char *coll, int64_t id)
+{
+    uint64_t deadline = now_ms() + EVENT_TIMEOUT_MS;
+    while (now_ms() < deadline) {
+        bson_error_t error;
+        bool ok;
+        bson_t *reply = raw_get_more(f, coll, id, true, &error, &ok);
+        ASSERT_OK(ok, error);
+        bson_t *batch = DOC(reply, "cursor.nextBatch");
+        if (!bson_empty(batch)) {
+            return DOC(batch, "0");
+        }
+    }
+    fail_msg("no change event within %d ms", EVENT_TIMEOUT_MS);
+    return NULL;
+}
+
+/* A rename with dropTarget onto an existing collection: with showExpandedEvents the rename event
+ * carries operationDescription {to: {db, coll}, dropTarget: <UUID of the dropped target>}; without
+ * it there is no operationDescription.
+ * https://www.mongodb.com/docs/v6.0/reference/change-events/rename/ */
+static void test_stream_rename_drop_target_description(void **state)
+{
+    fixture_t *f = *state;
+    INSERT(f->coll, "{'_id': 1}");
+    COMMAND_OK(f->client, f->db_name, "{'insert': 'dst', 'documents': [{'_id': 2}]}");
+    bson_t *listed =
+        COMMAND_OK(f->client, f->db_name, "{'listCollections': 1, 'filter': {'name': 'dst'}}");
+    const uint8_t *dst_uuid = UUID_AT(listed, "cursor.firstBatch.0.info.uuid");
+    listed =
+        COMMAND_OK(f->client, f->db_name, "{'listCollections': 1, 'filter': {'name': 'apps'}}");
+    const uint8_t *apps_uuid = UUID_AT(listed, "cursor.firstBatch.0.info.uuid");
+    int64_t expanded = raw_stream(f, "apps", "{'showExpandedEvents': true}");
+    int64_t plain = raw_stream(f, "apps", "{}");
+    COMMAND_OK(f->client, "admin",
+               "{'renameCollection': '%s.apps', 'to': '%s.dst', 'dropTarget': true}", f->db_name,
+               f->db_name);
+
+    bson_t *event = raw_next_event(f, "apps", expanded);
+    CHECK_EVENT(event, "rename");
+    ASSERT_DOC(DOC(event, "to"), "{'db': '%s', 'coll': 'dst'}", f->db_name);
+    bson_t *desc = DOC(event, "operationDescription");
+    ASSERT_KEYS(desc, "dropTarget,to");
+    ASSERT_DOC(DOC(desc, "to"), "{'db': '%s', 'coll': 'dst'}", f->db_name);
+    assert_memory_equal(UUID_AT(desc, "dropTarget"), dst_uuid, 16);
+    assert_memory_equal(UUID_AT(event, "collectionUUID"), apps_uuid, 16);
+
+    event = raw_next_event(f, "apps", plain);
+    CHECK_EVENT(event, "rename");
+    ASSERT_KEYS(event, "_id,clusterTime,ns,operationType,to,wallTime");
+}
+
 /* ==== step-down =============================================================================== */
 
 /* replSetStepDown makes the primary a secondary for the given seconds: hello reports no primary,
@@ -2634,6 +2727,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fail_point_injected_get_more_error_has_no_label, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fail_get_more_after_cursor_checkout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_unknown_stage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_rename_drop_target_description, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_step_down, setup, teardown),
     };
     int failed = cmocka_run_group_tests_name("double_conformance", tests, NULL, NULL);
