@@ -200,10 +200,16 @@ static bool render_event(fts_double_server_t *srv, const fts_double_stream_t *s,
     append_ns(out, "ns", ev->ns);
     if (ev->op == FTS_DOUBLE_OP_RENAME) {
         append_ns(out, "to", ev->to);
+        /* operationDescription only with expanded events; dropTarget (the UUID of the
+         * collection the rename replaced) only when there was one.
+         * https://www.mongodb.com/docs/v6.0/reference/change-events/rename/ */
         if (s->expanded) {
             bson_t desc;
             bson_append_document_begin(out, "operationDescription", -1, &desc);
             append_ns(&desc, "to", ev->to);
+            if (ev->has_drop_target) {
+                bson_append_binary(&desc, "dropTarget", -1, BSON_SUBTYPE_UUID, ev->drop_target, 16);
+            }
             bson_append_document_end(out, &desc);
         }
     }
@@ -437,8 +443,71 @@ static bool stream_reply(fts_double_server_t *srv, fts_double_cursor_t *cursor, 
 
 /* ---- opening ---- */
 
+/* The aggregation stage names mongod 6.0 knows ($changeStream's own internal stages aside), so
+ * that an unknown one fails as mongod's parser fails it (40324, "Unrecognized pipeline stage
+ * name") and a known one that may not follow $changeStream as its pipeline validation does (20).
+ * https://www.mongodb.com/docs/v6.0/reference/operator/aggregation-pipeline/ */
+static bool is_known_stage(const char *name)
+{
+    static const char *const stages[] = {"$addFields",
+                                         "$bucket",
+                                         "$bucketAuto",
+                                         "$changeStream",
+                                         "$collStats",
+                                         "$count",
+                                         "$currentOp",
+                                         "$densify",
+                                         "$documents",
+                                         "$facet",
+                                         "$fill",
+                                         "$geoNear",
+                                         "$graphLookup",
+                                         "$group",
+                                         "$indexStats",
+                                         "$limit",
+                                         "$listLocalSessions",
+                                         "$listSessions",
+                                         "$lookup",
+                                         "$match",
+                                         "$merge",
+                                         "$out",
+                                         "$planCacheStats",
+                                         "$project",
+                                         "$redact",
+                                         "$replaceRoot",
+                                         "$replaceWith",
+                                         "$sample",
+                                         "$search",
+                                         "$searchMeta",
+                                         "$set",
+                                         "$setWindowFields",
+                                         "$skip",
+                                         "$sort",
+                                         "$sortByCount",
+                                         "$unionWith",
+                                         "$unset",
+                                         "$unwind"};
+    for (size_t i = 0; i < sizeof stages / sizeof stages[0]; i++) {
+        if (strcmp(name, stages[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static bool parse_steps(fts_double_stream_t *s, bson_iter_t *pipeline, fts_double_error_t *err)
 {
+    /* mongod parses every stage name before it checks what may follow $changeStream: an
+     * unknown name fails with 40324 even after a stage that would be refused with 20. */
+    bson_iter_t scan = *pipeline, named;
+    while (bson_iter_next(&scan)) {
+        if (BSON_ITER_HOLDS_DOCUMENT(&scan) && bson_iter_recurse(&scan, &named) &&
+            bson_iter_next(&named) && !is_known_stage(bson_iter_key(&named))) {
+            return fts_double_error_set(err, FTS_DOUBLE_E_UNRECOGNIZED_STAGE,
+                                        "Unrecognized pipeline stage name: '%s'",
+                                        bson_iter_key(&named));
+        }
+    }
     size_t n = 0, cap = 0;
     while (bson_iter_next(pipeline)) {
         bson_iter_t stage;
@@ -502,6 +571,10 @@ static bool parse_steps(fts_double_stream_t *s, bson_iter_t *pipeline, fts_doubl
                                         "$changeStream is only valid as the first stage in a "
                                         "pipeline");
         } else {
+            /* A known stage (unknown ones failed above): mongod's own refusal for those a
+             * change stream may not contain ($group, $sort, ...); also the double's for
+             * $addFields/$set/$replaceRoot/$replaceWith/ $redact, which mongod allows (main.c lists
+             * the difference). */
             return fts_double_error_set(err, FTS_DOUBLE_E_ILLEGAL_OPERATION,
                                         "%s is not permitted in a $changeStream pipeline by "
                                         "ftsync-mongo-double (supported: $match, $project, "

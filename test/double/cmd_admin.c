@@ -190,7 +190,8 @@ fts_double_cmd_status_t fts_double_cmd_connection_status(fts_double_cmd_t *cmd)
 
 fts_double_cmd_status_t fts_double_cmd_configure_fail_point(fts_double_cmd_t *cmd)
 {
-    if (!fts_double_failpoint_configure(&cmd->srv->failpoint, cmd->body, &cmd->reply, &cmd->err)) {
+    fts_double_failpoint_t *const fps[] = {&cmd->srv->failpoint, &cmd->srv->fail_get_more};
+    if (!fts_double_failpoint_configure(fps, 2, cmd->body, &cmd->reply, &cmd->err)) {
         return FTS_DOUBLE_CMD_ERROR;
     }
     return FTS_DOUBLE_CMD_OK;

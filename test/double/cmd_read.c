@@ -107,6 +107,18 @@ fts_double_cmd_status_t fts_double_cmd_get_more(fts_double_cmd_t *cmd)
         return fts_double_cmd_fail(cmd, FTS_DOUBLE_E_CURSOR_IN_USE,
                                    "cursor id %lld is already in use", (long long)id);
     }
+    /* The cursor is checked out: failGetMoreAfterCursorCheckout may fail the getMore now, and
+     * the error goes through the usual label rules (is_change_stream is known). mongod deletes
+     * the cursor of a getMore that fails after checkout (getmore_cmd.cpp). */
+    fts_double_fail_action_t fail;
+    memset(&fail, 0, sizeof fail);
+    if (fts_double_failpoint_check(&cmd->srv->fail_get_more, "getMore", cmd->req->conn->app_name,
+                                   &fail)) {
+        int code = fail.error_code;
+        fts_double_fail_action_clear(&fail);
+        fts_double_cursor_free(cmd->srv, cursor);
+        return fts_double_cmd_fail(cmd, code, "Hit the 'failGetMoreAfterCursorCheckout' failpoint");
+    }
     if (cursor->stream) {
         /* mongod's awaitData default: one second when the getMore names no maxTimeMS. */
         return fts_double_stream_get_more(cmd, cursor, has_batch ? batch : 0,

@@ -311,9 +311,14 @@ static void run_command(fts_double_server_t *srv, fts_double_request_t *req)
             return;
         }
         if (req->fail.has_error) {
+            /* A getMore failed here has not checked its cursor out: like mongod, which only
+             * learns from the cursor that the getMore belongs to a change stream, this adds no
+             * ResumableChangeStreamError label (failpoint.h). */
+            bool change_stream =
+                strcmp(req->name, "getMore") != 0 && request_is_change_stream(srv, req);
             fts_double_error_set(&cmd.err, req->fail.error_code,
                                  "Failing command via 'failCommand' failpoint");
-            fts_double_reply_error(srv, req, &cmd.err, request_is_change_stream(srv, req));
+            fts_double_reply_error(srv, req, &cmd.err, change_stream);
             return;
         }
     }

@@ -70,6 +70,8 @@ typedef struct {
     fts_double_doc_t *post;    /* document after: insert, update, replace */
     bson_t *update_desc;       /* update only: {updatedFields, removedFields, ...} */
     uint8_t uuid[16];          /* collection UUID */
+    bool has_drop_target;      /* rename only: an existing target was dropped (dropTarget) */
+    uint8_t drop_target[16];   /* ... and this was its UUID */
     size_t bytes;              /* what the event counts against --history-bytes */
 } fts_double_event_t;
 

@@ -1,5 +1,6 @@
 /*
- * failpoint.c - the failCommand fail point (see failpoint.h).
+ * failpoint.c - the failCommand and failGetMoreAfterCursorCheckout fail points (see
+ * failpoint.h).
  */
 #include "failpoint.h"
 
@@ -18,9 +19,12 @@ void fts_double_fail_action_clear(fts_double_fail_action_t *action)
     memset(action, 0, sizeof *action);
 }
 
-void fts_double_failpoint_init(fts_double_failpoint_t *fp)
+void fts_double_failpoint_init(fts_double_failpoint_t *fp, const char *name,
+                               const char *fixed_command)
 {
     memset(fp, 0, sizeof *fp);
+    fp->name = name;
+    fp->fixed_command = fixed_command;
 }
 
 void fts_double_failpoint_destroy(fts_double_failpoint_t *fp)
@@ -31,8 +35,8 @@ void fts_double_failpoint_destroy(fts_double_failpoint_t *fp)
     memset(fp, 0, sizeof *fp);
 }
 
-bool fts_double_failpoint_configure(fts_double_failpoint_t *fp, const bson_t *cmd, bson_t *reply,
-                                    fts_double_error_t *err)
+bool fts_double_failpoint_configure(fts_double_failpoint_t *const *fps, size_t count,
+                                    const bson_t *cmd, bson_t *reply, fts_double_error_t *err)
 {
     bson_value_t name, mode, data;
     if (!fts_double_doc_get(cmd, "configureFailPoint", &name) ||
@@ -40,10 +44,16 @@ bool fts_double_failpoint_configure(fts_double_failpoint_t *fp, const bson_t *cm
         return fts_double_error_set(err, FTS_DOUBLE_E_BAD_VALUE,
                                     "configureFailPoint needs the fail point's name");
     }
-    if (strcmp(name.value.v_utf8.str, "failCommand") != 0) {
+    fts_double_failpoint_t *fp = NULL;
+    for (size_t i = 0; i < count && !fp; i++) {
+        if (strcmp(name.value.v_utf8.str, fps[i]->name) == 0) {
+            fp = fps[i];
+        }
+    }
+    if (!fp) {
         return fts_double_error_set(err, FTS_DOUBLE_E_BAD_VALUE,
                                     "Cannot find failPoint named %s (ftsync-mongo-double only has "
-                                    "failCommand)",
+                                    "failCommand and failGetMoreAfterCursorCheckout)",
                                     name.value.v_utf8.str);
     }
     if (!fts_double_doc_get(cmd, "mode", &mode)) {
@@ -82,7 +92,7 @@ bool fts_double_failpoint_configure(fts_double_failpoint_t *fp, const bson_t *cm
     if (has_data && data.value_type != BSON_TYPE_DOCUMENT) {
         return fts_double_error_set(err, FTS_DOUBLE_E_TYPE_MISMATCH, "'data' must be an object");
     }
-    if (new_mode != FTS_DOUBLE_FP_OFF) {
+    if (new_mode != FTS_DOUBLE_FP_OFF && !fp->fixed_command) {
         bson_t d;
         bson_value_t list;
         if (!has_data || !fts_double_value_as_doc(&data, &d) ||
@@ -117,13 +127,14 @@ bool fts_double_failpoint_check(fts_double_failpoint_t *fp, const char *command,
                                 const char *app_name, fts_double_fail_action_t *action)
 {
     fts_double_fail_action_clear(action);
-    if (fp->mode == FTS_DOUBLE_FP_OFF || !fp->data || strcmp(command, "configureFailPoint") == 0) {
+    if (fp->mode == FTS_DOUBLE_FP_OFF || strcmp(command, "configureFailPoint") == 0 ||
+        (!fp->data && !fp->fixed_command)) {
         return false;
     }
     bson_iter_t it, list;
-    bool listed = false;
-    if (bson_iter_init_find(&it, fp->data, "failCommands") && BSON_ITER_HOLDS_ARRAY(&it) &&
-        bson_iter_recurse(&it, &list)) {
+    bool listed = fp->fixed_command && strcmp(command, fp->fixed_command) == 0;
+    if (!fp->fixed_command && bson_iter_init_find(&it, fp->data, "failCommands") &&
+        BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &list)) {
         while (!listed && bson_iter_next(&list)) {
             listed =
                 BSON_ITER_HOLDS_UTF8(&list) && strcmp(bson_iter_utf8(&list, NULL), command) == 0;
@@ -133,7 +144,7 @@ bool fts_double_failpoint_check(fts_double_failpoint_t *fp, const char *command,
         return false;
     }
     bson_value_t v;
-    if (fts_double_doc_get(fp->data, "appName", &v) && v.value_type == BSON_TYPE_UTF8 &&
+    if (fp->data && fts_double_doc_get(fp->data, "appName", &v) && v.value_type == BSON_TYPE_UTF8 &&
         (!app_name || strcmp(app_name, v.value.v_utf8.str) != 0)) {
         return false;
     }
@@ -147,6 +158,17 @@ bool fts_double_failpoint_check(fts_double_failpoint_t *fp, const char *command,
     fp->entered++;
 
     action->triggered = true;
+    if (fp->fixed_command) {
+        /* failGetMoreAfterCursorCheckout: an error, InternalError unless data names one; its
+         * labels are the usual ones (errorLabels is failCommand's alone). */
+        action->has_error = true;
+        action->error_code = FTS_DOUBLE_E_INTERNAL;
+        if (fp->data && fts_double_doc_get(fp->data, "errorCode", &v) &&
+            fts_double_value_is_number(&v)) {
+            action->error_code = (int)fts_double_value_as_int64(&v);
+        }
+        return true;
+    }
     if (fts_double_doc_get(fp->data, "blockConnection", &v) && fts_double_value_truthy(&v)) {
         action->block = true;
         if (fts_double_doc_get(fp->data, "blockTimeMS", &v)) {

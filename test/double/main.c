@@ -55,8 +55,23 @@
  *     postBatchResumeToken in every batch and getMore waiting up to maxTimeMS without holding up
  *     other clients (changestream.h, eventlog.h).
  *   - Faults: configureFailPoint failCommand (alwaysOn, times, skip, off; errorCode,
- *     errorLabels, closeConnection, blockConnection/blockTimeMS, writeConcernError, appName)
- *     and replSetStepDown / replSetStepUp (failpoint.h, replset.h).
+ *     errorLabels, closeConnection, blockConnection/blockTimeMS, writeConcernError, appName),
+ *     failGetMoreAfterCursorCheckout (the same modes; errorCode, default 1 InternalError, and
+ *     appName) and replSetStepDown / replSetStepUp (failpoint.h, replset.h). As on mongod, an
+ *     error failCommand injects on getMore carries errorLabels if given and otherwise no
+ *     ResumableChangeStreamError (failCommand acts before the cursor is checked out, so the
+ *     getMore is not yet known to be a change stream's: drivers do not resume); an error from
+ *     failGetMoreAfterCursorCheckout goes through the usual label rules (a resumable code on a
+ *     change stream gets ResumableChangeStreamError) and deletes the cursor, as mongod's
+ *     getMore does after a failure. Sources: "The failCommand fail point" in mongod's wiki,
+ *     src/mongo/db/commands/getmore_cmd.cpp, the Change Streams spec tests (SERVER-46091).
+ *   - Change-stream pipelines: a stage name mongod does not know fails with 40324
+ *     (Unrecognized pipeline stage name) wherever it stands in the pipeline; a known stage other
+ *     than $match/$project/$unset fails with 20 IllegalOperation, which is mongod's answer for
+ *     stages a change stream may not contain ($group, $sort, ...).
+ *   - rename events: `to` always; with showExpandedEvents also operationDescription {to: {db,
+ *     coll}, dropTarget: <UUID of the collection dropTarget replaced>, the latter only when
+ *     there was one} (https://www.mongodb.com/docs/v6.0/reference/change-events/rename/).
  *   - Unknown commands: CommandNotFound (59).
  *
  * WHERE IT KNOWINGLY DIFFERS FROM MONGOD
@@ -83,7 +98,11 @@
  *     the first created level, "array.N" for appended elements, the whole array after $pop,
  *     $pull, $pullAll); truncatedArrays is always empty, disambiguatedPaths is never given.
  *   - showExpandedEvents adds create events and collectionUUID, not modify/createIndexes/
- *     dropIndexes events. A rename onto an existing collection logs a drop of the target first.
+ *     dropIndexes events. A rename onto an existing collection (dropTarget) logs a drop event of
+ *     the target first, then the rename event naming the dropped target's UUID; mongod reports
+ *     the dropped target through the rename (its oplog entry's dropTarget) alone.
+ *   - $addFields, $set, $replaceRoot, $replaceWith and $redact, which mongod allows after
+ *     $changeStream, are refused there with 20 (only $match, $project, $unset run).
  *   - Cross-database renames keep the collection (mongod copies it).
  *   - A change-stream getMore whose connection closes kills its cursor.
  *   - listDatabases lists only databases that have collections (no admin/config/local).
@@ -299,7 +318,8 @@ int main(int argc, char **argv)
     }
     srv.store = fts_double_store_new();
     fts_double_eventlog_init(&srv.log, opts.history_events, opts.history_bytes);
-    fts_double_failpoint_init(&srv.failpoint);
+    fts_double_failpoint_init(&srv.failpoint, "failCommand", NULL);
+    fts_double_failpoint_init(&srv.fail_get_more, "failGetMoreAfterCursorCheckout", "getMore");
     fts_double_replset_init(&srv);
     srv.cursors.next_id = ((int64_t)rand() << 16) + 1;
     srv.wake_ev = event_new(srv.base, -1, 0, on_wake, &srv);
@@ -332,6 +352,7 @@ int main(int argc, char **argv)
     fts_double_cursors_destroy(&srv);
     fts_double_replset_destroy(&srv);
     fts_double_failpoint_destroy(&srv.failpoint);
+    fts_double_failpoint_destroy(&srv.fail_get_more);
     fts_double_eventlog_destroy(&srv.log);
     fts_double_store_destroy(srv.store);
     event_free(srv.wake_ev);

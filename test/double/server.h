@@ -118,7 +118,8 @@ struct fts_double_server {
     fts_double_store_t *store;
     fts_double_eventlog_t log;
     fts_double_cursors_t cursors;
-    fts_double_failpoint_t failpoint;
+    fts_double_failpoint_t failpoint;     /* failCommand */
+    fts_double_failpoint_t fail_get_more; /* failGetMoreAfterCursorCheckout */
     fts_double_replset_t rs;
 
     fts_double_conn_t *conns;

@@ -128,12 +128,16 @@ void fts_double_write_drop_database(fts_double_server_t *srv, const char *db)
 void fts_double_write_rename(fts_double_server_t *srv, fts_double_coll_t *coll, const char *db,
                              const char *name)
 {
-    fts_double_coll_t *target = fts_double_store_find(srv->store, db, name);
-    if (target) {
-        fts_double_write_drop(srv, target);
-    }
     fts_double_event_t ev;
     memset(&ev, 0, sizeof ev);
+    fts_double_coll_t *target = fts_double_store_find(srv->store, db, name);
+    if (target) {
+        /* The rename event names the dropped target's UUID (operationDescription.dropTarget
+         * with showExpandedEvents), as mongod's rename oplog entry does. */
+        ev.has_drop_target = true;
+        memcpy(ev.drop_target, target->uuid, 16);
+        fts_double_write_drop(srv, target);
+    }
     ev.op = FTS_DOUBLE_OP_RENAME;
     ev.ns = coll->ns;
     ev.to = fts_double_store_intern(srv->store, db, name);

@@ -1335,5 +1335,207 @@ class StepDownTest(DoubleTest):
         self.assertEqual(self.ids(self.coll, sort=[("_id", 1)]), [1, 2, 3])
 
 
+class _RawCursors:
+    """Cursors opened and read with plain commands, all in one explicit session (mongod refuses
+    a getMore from another session than the one that opened the cursor), on a client of their
+    own that watches the server every 500 ms: an error such as 91 ShutdownInProgress marks the
+    server Unknown until the monitor's next (streamed) hello, and the default 10 s would outlast
+    server selection."""
+
+    def raw_db(self):
+        if getattr(self, "_raw_session", None) is None:
+            client = self.new_client(self.server.uri, heartbeatFrequencyMS=500)
+            # Ended with its client, which tearDown closes.
+            self._raw_session = client.start_session()
+        return self._raw_session.client[self.db_name]
+
+    def raw_command(self, command):
+        return self.raw_db().command(command, session=self._raw_session)
+
+    def raw_stream(self, coll="apps", spec=None):
+        reply = self.raw_command(
+            SON(
+                [
+                    ("aggregate", coll),
+                    ("pipeline", [{"$changeStream": spec or {}}]),
+                    ("cursor", {}),
+                ]
+            )
+        )
+        self.assertNotEqual(reply["cursor"]["id"], 0)
+        return reply["cursor"]["id"]
+
+    def raw_get_more(self, cursor_id, coll="apps", await_data=True):
+        # A change stream's getMore (awaitData) waits at most 100 ms; others may not name
+        # maxTimeMS.
+        command = SON([("getMore", Int64(cursor_id)), ("collection", coll)])
+        if await_data:
+            command["maxTimeMS"] = 100
+        return self.raw_command(command)
+
+    def get_more_fails(self, cursor_id, code, coll="apps", await_data=True):
+        # Some codes (91) make pymongo raise an AutoReconnect subclass, not OperationFailure;
+        # both carry the server's reply as details.
+        with self.assertRaises(pymongo.errors.PyMongoError) as raised:
+            self.raw_get_more(cursor_id, coll, await_data)
+        details = raised.exception.details
+        self.assertIsNotNone(details, raised.exception)
+        self.assertEqual(details["code"], code, details)
+        return details
+
+
+class InjectedErrorTest(_RawCursors, DoubleTest):
+    """Errors injected on getMore, and the labels that decide whether a driver resumes.
+    failCommand: https://github.com/mongodb/mongo/wiki/The-%22failCommand%22-fail-point;
+    failGetMoreAfterCursorCheckout: src/mongo/db/commands/getmore_cmd.cpp and the Change Streams
+    spec test change-streams-resume-errorLabels (SERVER-46091)."""
+
+    def get_more_fail_point(self, mode, data=None):
+        self.used_fail_point = True
+        if self.server.external:
+            self.addCleanup(
+                self.client.admin.command,
+                SON([("configureFailPoint", "failGetMoreAfterCursorCheckout"), ("mode", "off")]),
+            )
+        command = SON([("configureFailPoint", "failGetMoreAfterCursorCheckout"), ("mode", mode)])
+        if data is not None:
+            command["data"] = data
+        self.client.admin.command(command)
+
+    def test_injected_get_more_error_has_no_label(self):
+        # failCommand acts before the getMore checked its cursor out: mongod does not know yet
+        # that it belongs to a change stream and adds no ResumableChangeStreamError label, so a
+        # driver must not resume. Labels given in errorLabels come back as given.
+        for code in (6, 91):
+            cursor_id = self.raw_stream()
+            self.fail_point({"times": 1}, {"failCommands": ["getMore"], "errorCode": code})
+            details = self.get_more_fails(cursor_id, code)
+            self.assertNotIn("errorLabels", details)
+        cursor_id = self.raw_stream()
+        self.fail_point(
+            {"times": 1},
+            {
+                "failCommands": ["getMore"],
+                "errorCode": 91,
+                "errorLabels": ["ResumableChangeStreamError"],
+            },
+        )
+        details = self.get_more_fails(cursor_id, 91)
+        self.assertEqual(details["errorLabels"], ["ResumableChangeStreamError"])
+        stream = self.watch(self.coll)
+        self.coll.insert_one({"_id": 1})
+        self.assertEqual(self.next_event(stream)["documentKey"], {"_id": 1})
+        self.fail_point({"times": 1}, {"failCommands": ["getMore"], "errorCode": 6})
+        self.coll.insert_one({"_id": 2})
+        with self.assertRaises(OperationFailure) as raised:
+            self.next_event(stream)
+        self.assertEqual(raised.exception.code, 6)
+
+    def test_fail_get_more_after_cursor_checkout(self):
+        # The error is raised inside the getMore, after the cursor was checked out, and goes
+        # through mongod's usual label rules; the failed getMore deletes its cursor.
+        cursor_id = self.raw_stream()
+        self.get_more_fail_point({"times": 1}, {"errorCode": 6})
+        details = self.get_more_fails(cursor_id, 6)
+        self.assertEqual(details["errorLabels"], ["ResumableChangeStreamError"])
+        self.get_more_fails(cursor_id, 43)
+        # Not resumable: no label; a find cursor is no change stream: no label.
+        cursor_id = self.raw_stream()
+        self.get_more_fail_point("alwaysOn", {"errorCode": 2})
+        self.assertNotIn("errorLabels", self.get_more_fails(cursor_id, 2))
+        self.coll.insert_many([{"_id": 1}, {"_id": 2}, {"_id": 3}])
+        self.get_more_fail_point("alwaysOn", {"errorCode": 6})
+        cursor_id = self.raw_command(SON([("find", "apps"), ("batchSize", 1)]))["cursor"]["id"]
+        self.assertNotIn("errorLabels", self.get_more_fails(cursor_id, 6, await_data=False))
+        self.get_more_fail_point("off")
+        cursor_id = self.raw_command(SON([("find", "apps"), ("batchSize", 1)]))["cursor"]["id"]
+        self.assertEqual(
+            self.raw_get_more(cursor_id, await_data=False)["cursor"]["nextBatch"],
+            [{"_id": 2}, {"_id": 3}],
+        )
+        # Through the driver: it resumes, nothing lost or repeated.
+        stream = self.watch(self.coll)
+        self.coll.insert_one({"_id": 11})
+        self.assertEqual(self.next_event(stream)["documentKey"], {"_id": 11})
+        self.get_more_fail_point({"times": 1}, {"errorCode": 6})
+        self.coll.insert_one({"_id": 12})
+        self.coll.insert_one({"_id": 13})
+        self.recorder.start()
+        self.assertEqual(self.next_event(stream)["documentKey"], {"_id": 12})
+        self.assertEqual(self.next_event(stream)["documentKey"], {"_id": 13})
+        self.recorder.on = False
+        self.expect_no_event(stream)
+        self.assertIn("aggregate", self.recorder.names())
+
+
+class ChangeStreamPipelineAndRenameTest(_RawCursors, DoubleTest):
+    def test_unknown_stage(self):
+        # An unknown stage name: 40324 when the pipeline is parsed; a known stage that may not
+        # follow $changeStream: 20 IllegalOperation (src/mongo/db/pipeline/pipeline.cpp).
+        # https://www.mongodb.com/docs/v6.0/changeStreams/#modify-change-stream-output
+        details = self.command_fails(
+            self.db_name,
+            SON(
+                [
+                    ("aggregate", "apps"),
+                    ("pipeline", [{"$changeStream": {}}, {"$frobnicate": {}}]),
+                    ("cursor", {}),
+                ]
+            ),
+            40324,
+        )
+        self.assertEqual(details["codeName"], "Location40324")
+        self.command_fails(
+            self.db_name,
+            SON(
+                [
+                    ("aggregate", "apps"),
+                    ("pipeline", [{"$changeStream": {}}, {"$group": {"_id": None}}]),
+                    ("cursor", {}),
+                ]
+            ),
+            20,
+        )
+        self.expect_stream_error(lambda: self.coll.watch([{"$frobnicate": {}}]), 40324)
+
+    def test_rename_drop_target_description(self):
+        # With showExpandedEvents the rename event carries operationDescription {to, dropTarget:
+        # UUID of the dropped target}; without it there is none.
+        # https://www.mongodb.com/docs/v6.0/reference/change-events/rename/
+        self.coll.insert_one({"_id": 1})
+        self.db.dst.insert_one({"_id": 2})
+        infos = {c["name"]: c["info"]["uuid"] for c in self.db.list_collections()}
+        cursors = [self.raw_stream(spec={"showExpandedEvents": True}), self.raw_stream()]
+        self.client.admin.command(
+            SON(
+                [
+                    ("renameCollection", self.db_name + ".apps"),
+                    ("to", self.db_name + ".dst"),
+                    ("dropTarget", True),
+                ]
+            )
+        )
+        events = []
+        for cursor_id in cursors:
+            deadline = time.monotonic() + EVENT_TIMEOUT_S
+            batch = []
+            while not batch and time.monotonic() < deadline:
+                batch = self.raw_get_more(cursor_id)["cursor"]["nextBatch"]
+            self.assertTrue(batch, "no rename event within %s s" % EVENT_TIMEOUT_S)
+            events.append(batch[0])
+        expanded, plain = events
+        self.check_event(expanded, "rename")
+        target = {"db": self.db_name, "coll": "dst"}
+        self.assertEqual(expanded["to"], target)
+        self.assertEqual(
+            expanded["operationDescription"], {"to": target, "dropTarget": infos["dst"]}
+        )
+        self.assertEqual(expanded["collectionUUID"], infos["apps"])
+        self.check_event(plain, "rename")
+        self.assertEqual(
+            sorted(plain.keys()), ["_id", "clusterTime", "ns", "operationType", "to", "wallTime"]
+        )
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

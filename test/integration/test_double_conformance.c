@@ -5,10 +5,11 @@
  * Every test checks documented behaviour of a MongoDB 6.0 replica set, never the double's own
  * choices, so the whole file passes unchanged against a real replica set: with
  * FTSYNC_TEST_MONGO_URI set, support/mongo_double.c starts nothing, each test works in a
- * database of its own (fts_test_mongo_unique_name) and turns the failCommand fail point off
- * again. Such a server needs `--setParameter enableTestCommands=1` for configureFailPoint, and
- * must be a single-node replica set for the step-down test. Two things a real server cannot be
- * made to do on demand (a history of a few events or bytes) are checked on the double with
+ * database of its own (fts_test_mongo_unique_name) and turns the failCommand and
+ * failGetMoreAfterCursorCheckout fail points off again. Such a server needs `--setParameter
+ * enableTestCommands=1` for configureFailPoint, and must be a single-node replica set for the
+ * step-down test. Two things a real server cannot be made to do on demand (a history of a few
+ * events or bytes) are checked on the double with
  * --history-events / --history-bytes and, against a real server, through the one door to the
  * same error any server has (startAtOperationTime Timestamp(1, 1)).
  *
@@ -329,6 +330,9 @@ typedef struct {
     char extra_dbs[4][96]; /* other databases a test created (dropped on a real server) */
     size_t extra_db_count;
     bool used_fail_point;
+    /* The session of raw cursor commands: mongod refuses a getMore from another session than
+     * the one that opened the cursor. */
+    mongoc_client_session_t *raw_session;
 } fixture_t;
 
 /* Topology type libmongoc reported last ("ReplicaSetWithPrimary", ...). */
@@ -404,11 +408,17 @@ static int teardown(void **state)
     for (size_t i = 0; i < f->stream_count; i++) {
         mongoc_change_stream_destroy(f->streams[i]);
     }
+    if (f->raw_session) {
+        mongoc_client_session_destroy(f->raw_session);
+    }
     if (fts_test_mongo_double_is_external(f->server)) {
         /* A real server outlives the test: leave it as we found it. */
         bson_t *off = tmp_bson("{'configureFailPoint': 'failCommand', 'mode': 'off'}");
+        bson_t *off_get_more =
+            tmp_bson("{'configureFailPoint': 'failGetMoreAfterCursorCheckout', 'mode': 'off'}");
         if (f->used_fail_point) {
             mongoc_client_command_simple(f->client, "admin", off, NULL, NULL, NULL);
+            mongoc_client_command_simple(f->client, "admin", off_get_more, NULL, NULL, NULL);
         }
         mongoc_database_drop(f->db, NULL);
         for (size_t i = 0; i < f->extra_db_count; i++) {
@@ -2323,6 +2333,283 @@ static void test_fail_point_block_connection(void **state)
     }
 }
 
+/* ==== where doubles commonly go wrong: injected errors, pipelines, renames ======================
+ */
+
+/* A change stream opened with a raw aggregate command on coll (spec: the $changeStream stage's
+ * document); returns its cursor id. */
+/* Options naming the fixture's raw session (started on first use); temporary. */
+static bson_t *raw_opts(fixture_t *f)
+{
+    bson_error_t error;
+    if (!f->raw_session) {
+        f->raw_session = mongoc_client_start_session(f->client, NULL, &error);
+        ASSERT_OK(f->raw_session, error);
+    }
+    bson_t *opts = keep(bson_new());
+    ASSERT_OK(mongoc_client_session_append(f->raw_session, opts, &error), error);
+    return opts;
+}
+
+/* Runs cmd with the raw session; returns the reply (temporary) and sets *ok. */
+static bson_t *raw_command(fixture_t *f, const bson_t *cmd, bson_error_t *error, bool *ok)
+{
+    bson_t local;
+    *ok = mongoc_client_command_with_opts(f->client, f->db_name, cmd, NULL, raw_opts(f), &local,
+                                          error);
+    bson_t *reply = keep(bson_copy(&local));
+    bson_destroy(&local);
+    return reply;
+}
+
+static int64_t raw_stream(fixture_t *f, const char *coll, const char *spec)
+{
+    bson_error_t error;
+    bool ok;
+    bson_t *reply = raw_command(f,
+                                tmp_bson("{'aggregate': '%s', 'pipeline': [{'$changeStream': %s}], "
+                                         "'cursor': {}}",
+                                         coll, spec),
+                                &error, &ok);
+    ASSERT_OK(ok, error);
+    int64_t id = INT(reply, "cursor.id");
+    assert_true(id != 0);
+    return id;
+}
+
+/* A getMore of cursor id on coll; returns the reply (temporary) and sets *ok. A change stream's
+ * getMore (awaitData) waits at most 100 ms; others may not name maxTimeMS. */
+static bson_t *raw_get_more(fixture_t *f, const char *coll, int64_t id, bool await_data,
+                            bson_error_t *error, bool *ok)
+{
+    return raw_command(f,
+                       tmp_bson("{'getMore': {'$numberLong': '%lld'}, 'collection': '%s'%s}",
+                                (long long)id, coll, await_data ? ", 'maxTimeMS': 100" : ""),
+                       error, ok);
+}
+
+/* A getMore of cursor id on coll that must fail with code; returns the reply (temporary). */
+static bson_t *get_more_fails(const char *file, int line, fixture_t *f, const char *coll,
+                              int64_t id, bool await_data, uint32_t code)
+{
+    bson_error_t error;
+    bool ok;
+    bson_t *reply = raw_get_more(f, coll, id, await_data, &error, &ok);
+    if (ok) {
+        fail_msg("%s:%d: getMore of cursor %lld succeeded; expected error %u", file, line,
+                 (long long)id, code);
+    }
+    if (error.domain != MONGOC_ERROR_SERVER || error.code != code) {
+        fail_msg("%s:%d: getMore failed with domain %u code %u (%s); expected server error %u",
+                 file, line, error.domain, error.code, error.message, code);
+    }
+    return reply;
+}
+/* A change stream's getMore that must fail with code. */
+#define GET_MORE_FAILS(f, coll, id, code)                                                          \
+    get_more_fails(__FILE__, __LINE__, (f), (coll), (id), true, (code))
+
+/* The failCommand fail point acts before the getMore has checked its cursor out, so mongod does
+ * not yet know the getMore belongs to a change stream and attaches no ResumableChangeStreamError
+ * label to an injected error, whatever its code; a driver therefore must not resume. Labels
+ * given in data.errorLabels come back exactly as given. See "The failCommand fail point"
+ * (https://github.com/mongodb/mongo/wiki/The-%22failCommand%22-fail-point) and the Change
+ * Streams spec tests, which use failGetMoreAfterCursorCheckout for resumable codes because of
+ * this (SERVER-46091). */
+static void test_fail_point_injected_get_more_error_has_no_label(void **state)
+{
+    fixture_t *f = *state;
+    int codes[] = {6 /* HostUnreachable */, 91 /* ShutdownInProgress */};
+    for (size_t i = 0; i < 2; i++) {
+        int64_t id = raw_stream(f, "apps", "{}");
+        fail_point(f, tmp_bson("{'configureFailPoint': 'failCommand', 'mode': {'times': 1}, "
+                               "'data': {'failCommands': ['getMore'], 'errorCode': %d}}",
+                               codes[i]));
+        bson_t *reply = GET_MORE_FAILS(f, "apps", id, (uint32_t)codes[i]);
+        if (has_field(reply, "errorLabels")) {
+            fail_msg("an injected error %d on getMore came back with errorLabels %s", codes[i],
+                     msg(bson_as_canonical_extended_json(DOC(reply, "errorLabels"), NULL)));
+        }
+    }
+    /* Given labels are returned as given. */
+    int64_t id = raw_stream(f, "apps", "{}");
+    fail_point(f, tmp_bson("{'configureFailPoint': 'failCommand', 'mode': {'times': 1}, "
+                           "'data': {'failCommands': ['getMore'], 'errorCode': 91, "
+                           "'errorLabels': ['ResumableChangeStreamError']}}"));
+    bson_t *reply = GET_MORE_FAILS(f, "apps", id, 91);
+    ASSERT_DOC(DOC(reply, "errorLabels"), "{'0': 'ResumableChangeStreamError'}");
+
+    /* Through the driver: the unlabelled error reaches the application, no resume. */
+    mongoc_change_stream_t *stream = watch_collection(f, f->coll, NULL, NULL);
+    STREAM_OK(stream);
+    INSERT(f->coll, "{'_id': 1}");
+    assert_int_equal(INT(NEXT_EVENT(stream), "documentKey._id"), 1);
+    fail_point(f, tmp_bson("{'configureFailPoint': 'failCommand', 'mode': {'times': 1}, "
+                           "'data': {'failCommands': ['getMore'], 'errorCode': 6}}"));
+    INSERT(f->coll, "{'_id': 2}");
+    EXPECT_STREAM_ERROR(stream, 6);
+}
+
+/* failGetMoreAfterCursorCheckout fails a getMore after it checked its cursor out (data.errorCode,
+ * InternalError if none); the error then goes through mongod's usual label rules, so a
+ * resumable code on a change stream's getMore carries ResumableChangeStreamError and the driver
+ * resumes. A getMore that fails after checkout deletes its cursor. Sources:
+ * src/mongo/db/commands/getmore_cmd.cpp (the fail point, and the cursor deleted on an early
+ * return), jstests/noPassthrough/failGetMoreAfterCursorCheckout.js, and the Change Streams spec
+ * test change-streams-resume-errorLabels (SERVER-46091). */
+static void test_fail_get_more_after_cursor_checkout(void **state)
+{
+    fixture_t *f = *state;
+    bson_error_t error;
+    bool ok;
+    int64_t id = raw_stream(f, "apps", "{}");
+    fail_point(f, tmp_bson("{'configureFailPoint': 'failGetMoreAfterCursorCheckout', "
+                           "'mode': {'times': 1}, 'data': {'errorCode': 6}}"));
+    bson_t *reply = GET_MORE_FAILS(f, "apps", id, 6);
+    ASSERT_DOC(DOC(reply, "errorLabels"), "{'0': 'ResumableChangeStreamError'}");
+    /* The cursor is gone. */
+    GET_MORE_FAILS(f, "apps", id, 43);
+
+    /* A code that is not resumable gets no label; nor does a find cursor's getMore. */
+    id = raw_stream(f, "apps", "{}");
+    fail_point(f, tmp_bson("{'configureFailPoint': 'failGetMoreAfterCursorCheckout', "
+                           "'mode': 'alwaysOn', 'data': {'errorCode': 2}}"));
+    reply = GET_MORE_FAILS(f, "apps", id, 2);
+    assert_false(has_field(reply, "errorLabels"));
+    for (int i = 1; i <= 3; i++) {
+        INSERT(f->coll, "{'_id': %d}", i);
+    }
+    fail_point(f, tmp_bson("{'configureFailPoint': 'failGetMoreAfterCursorCheckout', "
+                           "'mode': 'alwaysOn', 'data': {'errorCode': 6}}"));
+    reply = raw_command(f, tmp_bson("{'find': 'apps', 'batchSize': 1}"), &error, &ok);
+    ASSERT_OK(ok, error);
+    id = INT(reply, "cursor.id");
+    reply = get_more_fails(__FILE__, __LINE__, f, "apps", id, false, 6);
+    assert_false(has_field(reply, "errorLabels"));
+    /* off: getMores work again. */
+    fail_point(f, tmp_bson("{'configureFailPoint': 'failGetMoreAfterCursorCheckout', "
+                           "'mode': 'off'}"));
+    reply = raw_command(f, tmp_bson("{'find': 'apps', 'batchSize': 1}"), &error, &ok);
+    ASSERT_OK(ok, error);
+    id = INT(reply, "cursor.id");
+    reply = raw_get_more(f, "apps", id, false, &error, &ok);
+    ASSERT_OK(ok, error);
+    assert_int_equal(INT(reply, "cursor.nextBatch.0._id"), 2);
+
+    /* Through the driver: it resumes from its cached token; nothing lost, nothing repeated. */
+    mongoc_change_stream_t *stream = watch_collection(f, f->coll, NULL, NULL);
+    STREAM_OK(stream);
+    INSERT(f->coll, "{'_id': 11}");
+    assert_int_equal(INT(NEXT_EVENT(stream), "documentKey._id"), 11);
+    fail_point(f, tmp_bson("{'configureFailPoint': 'failGetMoreAfterCursorCheckout', "
+                           "'mode': {'times': 1}, 'data': {'errorCode': 6}}"));
+    INSERT(f->coll, "{'_id': 12}");
+    INSERT(f->coll, "{'_id': 13}");
+    record_start();
+    assert_int_equal(INT(NEXT_EVENT(stream), "documentKey._id"), 12);
+    assert_int_equal(INT(NEXT_EVENT(stream), "documentKey._id"), 13);
+    recorder.on = false;
+    EXPECT_NO_EVENT(stream, 300);
+    bool aggregated = false;
+    for (size_t i = 0; i < recorder.count; i++) {
+        aggregated = aggregated || strcmp(recorder.entries[i].name, "aggregate") == 0;
+    }
+    assert_true(aggregated);
+}
+
+/* A stage name mongod does not know fails the aggregate with 40324 (Unrecognized pipeline stage
+ * name) when the pipeline is parsed; a known stage that may not follow $changeStream fails with
+ * 20 IllegalOperation ("... is not permitted in a $changeStream pipeline",
+ * src/mongo/db/pipeline/pipeline.cpp).
+ * https://www.mongodb.com/docs/v6.0/changeStreams/#modify-change-stream-output */
+static void test_stream_unknown_stage(void **state)
+{
+    fixture_t *f = *state;
+    bson_t *reply = COMMAND_FAILS(f->client, f->db_name, 40324,
+                                  "{'aggregate': 'apps', 'pipeline': [{'$changeStream': {}}, "
+                                  "{'$frobnicate': {}}], 'cursor': {}}");
+    assert_string_equal(STR(reply, "codeName"), "Location40324");
+    COMMAND_FAILS(f->client, f->db_name, 20,
+                  "{'aggregate': 'apps', 'pipeline': [{'$changeStream': {}}, "
+                  "{'$group': {'_id': null}}], 'cursor': {}}");
+    mongoc_change_stream_t *stream =
+        watch_collection(f, f->coll, tmp_bson("{'pipeline': [{'$frobnicate': {}}]}"), NULL);
+    EXPECT_STREAM_ERROR(stream, 40324);
+}
+
+/* The UUID at path in doc (16 bytes). */
+static const uint8_t *uuid_at(const char *file, int line, const bson_t *doc, const char *path)
+{
+    bson_iter_t iter = field_at(file, line, doc, path);
+    bson_subtype_t subtype;
+    uint32_t length;
+    const uint8_t *data;
+    if (!BSON_ITER_HOLDS_BINARY(&iter)) {
+        fail_msg("%s:%d: field \"%s\" is not binary (type 0x%02x)", file, line, path,
+                 (unsigned)bson_iter_type(&iter));
+    }
+    bson_iter_binary(&iter, &subtype, &length, &data);
+    if (subtype != BSON_SUBTYPE_UUID || length != 16) {
+        fail_msg("%s:%d: field \"%s\" is not a UUID (subtype %d, %u bytes)", file, line, path,
+                 (int)subtype, length);
+    }
+    return data;
+}
+#define UUID_AT(doc, path) uuid_at(__FILE__, __LINE__, (doc), (path))
+
+/* The next event of a raw change-stream cursor (getMores until one comes; temporary). */
+static bson_t *raw_next_event(fixture_t *f, const char *coll, int64_t id)
+{
+    uint64_t deadline = now_ms() + EVENT_TIMEOUT_MS;
+    while (now_ms() < deadline) {
+        bson_error_t error;
+        bool ok;
+        bson_t *reply = raw_get_more(f, coll, id, true, &error, &ok);
+        ASSERT_OK(ok, error);
+        bson_t *batch = DOC(reply, "cursor.nextBatch");
+        if (!bson_empty(batch)) {
+            return DOC(batch, "0");
+        }
+    }
+    fail_msg("no change event within %d ms", EVENT_TIMEOUT_MS);
+    return NULL;
+}
+
+/* A rename with dropTarget onto an existing collection: with showExpandedEvents the rename event
+ * carries operationDescription {to: {db, coll}, dropTarget: <UUID of the dropped target>}; without
+ * it there is no operationDescription.
+ * https://www.mongodb.com/docs/v6.0/reference/change-events/rename/ */
+static void test_stream_rename_drop_target_description(void **state)
+{
+    fixture_t *f = *state;
+    INSERT(f->coll, "{'_id': 1}");
+    COMMAND_OK(f->client, f->db_name, "{'insert': 'dst', 'documents': [{'_id': 2}]}");
+    bson_t *listed =
+        COMMAND_OK(f->client, f->db_name, "{'listCollections': 1, 'filter': {'name': 'dst'}}");
+    const uint8_t *dst_uuid = UUID_AT(listed, "cursor.firstBatch.0.info.uuid");
+    listed =
+        COMMAND_OK(f->client, f->db_name, "{'listCollections': 1, 'filter': {'name': 'apps'}}");
+    const uint8_t *apps_uuid = UUID_AT(listed, "cursor.firstBatch.0.info.uuid");
+    int64_t expanded = raw_stream(f, "apps", "{'showExpandedEvents': true}");
+    int64_t plain = raw_stream(f, "apps", "{}");
+    COMMAND_OK(f->client, "admin",
+               "{'renameCollection': '%s.apps', 'to': '%s.dst', 'dropTarget': true}", f->db_name,
+               f->db_name);
+
+    bson_t *event = raw_next_event(f, "apps", expanded);
+    CHECK_EVENT(event, "rename");
+    ASSERT_DOC(DOC(event, "to"), "{'db': '%s', 'coll': 'dst'}", f->db_name);
+    bson_t *desc = DOC(event, "operationDescription");
+    ASSERT_KEYS(desc, "dropTarget,to");
+    ASSERT_DOC(DOC(desc, "to"), "{'db': '%s', 'coll': 'dst'}", f->db_name);
+    assert_memory_equal(UUID_AT(desc, "dropTarget"), dst_uuid, 16);
+    assert_memory_equal(UUID_AT(event, "collectionUUID"), apps_uuid, 16);
+
+    event = raw_next_event(f, "apps", plain);
+    CHECK_EVENT(event, "rename");
+    ASSERT_KEYS(event, "_id,clusterTime,ns,operationType,to,wallTime");
+}
+
 /* ==== step-down =============================================================================== */
 
 /* replSetStepDown makes the primary a secondary for the given seconds: hello reports no primary,
@@ -2437,6 +2724,12 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fail_point_close_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fail_point_block_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fail_point_injected_get_more_error_has_no_label, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_fail_get_more_after_cursor_checkout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_unknown_stage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_rename_drop_target_description, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_step_down, setup, teardown),
     };
     int failed = cmocka_run_group_tests_name("double_conformance", tests, NULL, NULL);
