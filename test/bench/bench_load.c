@@ -7,7 +7,7 @@
  * its group has read and acknowledged everything. Runs are compared in one process, on one
  * machine, as ratios: one request in flight against several, one loader against two. It prints
  * figures and fails only when it cannot run or the index does not match the entries (a fast
- * loader that loses data is no result); speed is never asserted (DESIGN.md).
+ * loader that loses data is no result); speed is never asserted (README.md, Benchmarks).
  */
 #include <inttypes.h>
 #include <stdio.h>
