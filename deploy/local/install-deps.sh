@@ -24,6 +24,10 @@
 #      local repository in $FTSYNC_DEPS_DIR/opensearch/maven-repository, ~/.m2 is left alone),
 #      and javac compiles test/tools/opensearch/OpenSearchLauncher.java into
 #      $FTSYNC_DEPS_DIR/opensearch/launcher. Skipped when both were made from the same files.
+#   6. A virtual environment with a current pymongo 4.x from PyPI in $FTSYNC_DEPS_DIR/pymongo4
+#      (python3 -m venv; pip install 'pymongo>=4,<5'), for the second run of the MongoDB
+#      double's pymongo conformance suite (Debian's python3-pymongo is 3.11). Skipped when its
+#      python imports a pymongo 4.
 #
 # Environment:
 #   FTSYNC_DEPS_DIR            where the engines go (default /opt/ftsync-deps)
@@ -52,6 +56,8 @@ readonly OS_PREFIX="$DEPS_DIR/opensearch"
 readonly OS_LIB="$OS_PREFIX/lib"
 readonly OS_LAUNCHER_DIR="$OS_PREFIX/launcher"
 readonly OS_STAMP="$OS_PREFIX/installed.stamp"
+readonly PYMONGO4_VENV="$DEPS_DIR/pymongo4"
+readonly PYMONGO4_SPEC='pymongo>=4,<5'
 
 readonly APT_PACKAGES=(
     build-essential cmake pkg-config git clang-format curl
@@ -61,7 +67,7 @@ readonly APT_PACKAGES=(
 )
 
 STEP=0
-readonly STEP_COUNT=5
+readonly STEP_COUNT=6
 
 say() { printf 'install-deps: %s\n' "$*"; }
 
@@ -311,6 +317,28 @@ install_opensearch() {
     say "  $(find "$OS_LIB" -name '*.jar' | wc -l) jars in $OS_LIB, launcher in $OS_LAUNCHER_DIR"
 }
 
+# The virtual environment's pymongo major version, or nothing.
+pymongo4_installed_major() {
+    [[ -x $PYMONGO4_VENV/bin/python ]] || return 0
+    "$PYMONGO4_VENV/bin/python" -c 'import pymongo; print(pymongo.version_tuple[0])' 2>/dev/null || true
+}
+
+install_pymongo4() {
+    begin_step "pymongo 4.x from PyPI in $PYMONGO4_VENV"
+    if [[ "$(pymongo4_installed_major)" == 4 ]]; then
+        say "  already installed ($("$PYMONGO4_VENV/bin/python" -c 'import pymongo; print(pymongo.version)'))"
+        return 0
+    fi
+    rm -rf "$PYMONGO4_VENV"
+    # Debian's python3 (not one first on PATH): python3-venv from step 1 provides venv and pip.
+    /usr/bin/python3 -m venv "$PYMONGO4_VENV" || die "python3 -m venv $PYMONGO4_VENV failed (python3-venv missing?)"
+    say "  pip install '$PYMONGO4_SPEC'"
+    "$PYMONGO4_VENV/bin/pip" install --quiet --disable-pip-version-check "$PYMONGO4_SPEC" 2>&1 \
+        | sed 's/^/install-deps:   pip: /' || die "pip install $PYMONGO4_SPEC failed (is PyPI reachable?)"
+    [[ "$(pymongo4_installed_major)" == 4 ]] || die "$PYMONGO4_VENV/bin/python does not import a pymongo 4"
+    say "  installed pymongo $("$PYMONGO4_VENV/bin/python" -c 'import pymongo; print(pymongo.version)')"
+}
+
 main() {
     [[ -r /etc/debian_version ]] || die "this script is for Debian 12 (no /etc/debian_version)"
     install_apt_packages
@@ -318,6 +346,7 @@ main() {
     install_elasticsearch
     build_java17_patch
     install_opensearch
+    install_pymongo4
     say "done: Elasticsearch home $ES_HOME_LINK, Java 17 patch $PATCH_DIR, OpenSearch $OS_PREFIX"
 }
 
