@@ -252,7 +252,9 @@ static bool check_doc_type(const fts_config_t *config, const fts_es_server_info_
                            fts_error_t *err)
 {
     bool typeless = info->distribution == FTS_ES_DISTRIBUTION_OPENSEARCH || info->major >= 7;
-    bool types_gone = info->distribution == FTS_ES_DISTRIBUTION_OPENSEARCH || info->major >= 8;
+    /* OpenSearch 1.x kept Elasticsearch 7.10's deprecated types; OpenSearch 2.0 removed them. */
+    bool types_gone =
+        info->distribution == FTS_ES_DISTRIBUTION_OPENSEARCH ? info->major >= 2 : info->major >= 8;
     const char *who = fts_es_distribution_name(info->distribution);
     if (!typeless && !config->es_doc_type) {
         return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_MISSING,

@@ -5,13 +5,16 @@
 # deletes; waits until the loaders acknowledged the whole stream, checks that the index holds
 # exactly the collection's document count, shows a full-text query, and stops ftsync with
 # SIGTERM, expecting exit 0. deploy/local/run.sh calls it after building and starting a local
-# Redis and Elasticsearch; the integration test `integration.end_to_end` calls it against the
-# test bed.
+# Redis and search engine; the integration tests `integration.opensearch.end_to_end` and
+# `integration.es1.end_to_end` call it against the test bed.
 #
 # usage: end-to-end.sh FTSYNC DOUBLE WORKLOAD SCRATCH_DIR TESTBED_ENV
 #   TESTBED_ENV is the KEY=VALUE file test/tools/testbed.sh writes (FTSYNC_TEST_REDIS_URL,
-#   FTSYNC_TEST_ES_URL). Any FTSYNC_* setting in the environment overrides the defaults below;
-#   FTSYNC_KEEP_RUNNING=1 keeps ftsync run going after the check until ^C.
+#   FTSYNC_TEST_OPENSEARCH_URL, FTSYNC_TEST_ES1_URL). FTSYNC_TEST_ENGINE picks the engine:
+#   opensearch (default: typeless, deploy/index/apps.json, whose english analyzer is checked
+#   with _analyze) or es1 (Elasticsearch 1.5.2: document type doc, the ES 1.x definition). Any
+#   FTSYNC_* setting in the environment overrides the defaults below; FTSYNC_KEEP_RUNNING=1
+#   keeps ftsync run going after the check until ^C.
 set -Eeuo pipefail
 
 [[ $# -eq 5 ]] || { echo "usage: $0 FTSYNC DOUBLE WORKLOAD SCRATCH_DIR TESTBED_ENV" >&2; exit 2; }
@@ -40,13 +43,30 @@ echo "MongoDB double (test infrastructure) on 127.0.0.1:$mongo_port"
 # shellcheck disable=SC1091 # written by testbed.sh at run time
 source "$testbed_env"
 
-# The local test bed runs Elasticsearch 1.5, which needs a document type and the old-API
-# index definition; a modern cluster takes deploy/index/apps.json and no type.
+# OpenSearch 2.19 (the default) is typeless and takes the modern definition
+# deploy/index/apps.json; Elasticsearch 1.5 needs a document type and the old-API definition.
+engine="${FTSYNC_TEST_ENGINE:-opensearch}"
+case "$engine" in
+    opensearch)
+        engine_url="${FTSYNC_TEST_OPENSEARCH_URL:-}"
+        definition="$root/deploy/index/apps.json"
+        ;;
+    es1)
+        engine_url="${FTSYNC_TEST_ES1_URL:-}"
+        definition="$root/test/fixtures/apps-index-es1.json"
+        export FTSYNC_ES_DOC_TYPE="${FTSYNC_ES_DOC_TYPE:-doc}"
+        ;;
+    *) echo "FTSYNC_TEST_ENGINE=$engine is neither opensearch nor es1" >&2; exit 2 ;;
+esac
+if [[ -z "${FTSYNC_ES_URL:-}" && -z "$engine_url" ]]; then
+    echo "$testbed_env has no URL for $engine: is that engine running in the test bed?" >&2
+    exit 1
+fi
+echo "search engine: $engine"
 export FTSYNC_STATE_REDIS_URL="${FTSYNC_STATE_REDIS_URL:-$FTSYNC_TEST_REDIS_URL}"
-export FTSYNC_ES_URL="${FTSYNC_ES_URL:-$FTSYNC_TEST_ES_URL}"
+export FTSYNC_ES_URL="${FTSYNC_ES_URL:-$engine_url}"
 export FTSYNC_ES_INDEX="${FTSYNC_ES_INDEX:-apps}"
-export FTSYNC_ES_DOC_TYPE="${FTSYNC_ES_DOC_TYPE:-doc}"
-export FTSYNC_ES_INDEX_DEFINITION="${FTSYNC_ES_INDEX_DEFINITION:-$root/test/fixtures/apps-index-es1.json}"
+export FTSYNC_ES_INDEX_DEFINITION="${FTSYNC_ES_INDEX_DEFINITION:-$definition}"
 export FTSYNC_MONGO_URI="${FTSYNC_MONGO_URI:-mongodb://127.0.0.1:$mongo_port/?replicaSet=rs0}"
 export FTSYNC_MONGO_DB="${FTSYNC_MONGO_DB:-steam}"
 export FTSYNC_MONGO_COLLECTION="${FTSYNC_MONGO_COLLECTION:-apps}"
@@ -61,6 +81,22 @@ echo "== ftsync init-index"
 "$ftsync" init-index
 echo "== ftsync check"
 "$ftsync" check
+# The index's english_text analyzer really stems and drops stop words: "running games" must
+# become the tokens run and game. OpenSearch takes _analyze's arguments as a JSON body; ES 1.x
+# as query parameters.
+echo "== _analyze: \"running games\" through english_text"
+if [[ "$engine" == es1 ]]; then
+    analyzed=$(curl -sS "$FTSYNC_ES_URL/$FTSYNC_ES_INDEX/_analyze?analyzer=english_text&text=running+games")
+else
+    analyzed=$(curl -sS -XPOST "$FTSYNC_ES_URL/$FTSYNC_ES_INDEX/_analyze" -H 'Content-Type: application/json' \
+        -d '{"analyzer": "english_text", "text": "running games"}')
+fi
+tokens=$(grep -o '"token":"[^"]*"' <<<"$analyzed" | cut -d'"' -f4 | tr '\n' ' ')
+echo "tokens: $tokens"
+if [[ "$tokens" != "run game " ]]; then
+    echo "the english_text analyzer of $FTSYNC_ES_INDEX gave \"$tokens\", expected \"run game\": $analyzed" >&2
+    exit 1
+fi
 echo "== ftsync-workload: 2000 Steam-shaped documents into $FTSYNC_MONGO_DB.$FTSYNC_MONGO_COLLECTION"
 "$workload" --uri "$FTSYNC_MONGO_URI" --db "$FTSYNC_MONGO_DB" --collection "$FTSYNC_MONGO_COLLECTION" \
     --count 2000 --mix insert=100 --seed 1

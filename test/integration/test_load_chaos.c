@@ -1,10 +1,11 @@
 /*
  * test_load_chaos.c - several `ftsync load` replicas in one consumer group, one of them killed
  * with SIGKILL at random moments while entries are written and loaded, against the test bed's
- * redis-server and Elasticsearch 1.5.2.
+ * redis-server and search engine (FTSYNC_TEST_ENGINE: OpenSearch 2.19 or Elasticsearch 1.5.2;
+ * CTest runs it on both).
  *
- * What is pinned (invariants 2, 3 and 5; README.md, Architecture: "Entries of a consumer that died
- * are claimed by the others"):
+ * What is pinned (invariants 2, 3 and 5 of README.md, Architecture: entries of a consumer that
+ * died are claimed by the others):
  *   - two loaders, then (second test) three loaders, FTSYNC_CLAIM_IDLE_MS 2000 and
  *     FTSYNC_CLAIM_INTERVAL_MS 500; while 40,000 or more entries (index and delete over 5,000
  *     ids, versions rising with every entry) are written, one loader chosen at random is
@@ -44,7 +45,8 @@
 #define FTSYNC_SOURCE_DIR "."
 #endif
 
-#define DEFINITION_PATH FTSYNC_SOURCE_DIR "/test/fixtures/apps-index-es1.json"
+/* The engine's definition of the apps index (deploy/index/apps.json, or the ES 1.x one). */
+#define DEFINITION_PATH fts_testbed_index_definition()
 
 /* The workload: at least this many entries over this many ids, written in chunks. */
 #define CHAOS_MIN_ENTRIES    40000
@@ -73,7 +75,7 @@ static int group_setup(void **state)
 {
     (void)state;
     redis_url = fts_testbed_require("FTSYNC_TEST_REDIS_URL");
-    es_url = fts_testbed_require("FTSYNC_TEST_ES_URL");
+    es_url = fts_testbed_es_url();
     const char *text = getenv("FTSYNC_TEST_SEED");
     seed = text && *text ? strtoull(text, NULL, 10) : CHAOS_DEFAULT_SEED;
     return 0;

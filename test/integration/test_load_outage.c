@@ -2,14 +2,19 @@
  * test_load_outage.c - `ftsync load` when a server goes away mid-run, and when it is stopped
  * with requests in flight.
  *
- * What is pinned (invariants 2 and 5; README.md, Architecture, "Logs": repeated errors are
- * rate-limited):
- *   - (a) a private Elasticsearch (test/support/es_server.h) stopped for 30 s while entries
- *     keep being written, then started again on the same port and data: nothing is lost (the
- *     index equals the model), the backlog drains, and the loader logs at most 60 lines during
- *     the outage (the count is printed). Index and update entries only: a node restart
- *     forgets Elasticsearch's in-memory delete tombstones, so a delete could legitimately be
- *     undone by a stale retry, which is Elasticsearch's behaviour, not the loader's;
+ * Runs on the engine FTSYNC_TEST_ENGINE names (CTest runs it on OpenSearch 2.19 and on
+ * Elasticsearch 1.5.2).
+ *
+ * What is pinned (invariants 2 and 5 of README.md, Architecture; README.md "Logs": repeated
+ * errors are rate-limited):
+ *   - (a) a private node of the engine (test/support/es_server.h) stopped for 30 s while
+ *     entries keep being written, then started again on the same port and data: nothing is
+ *     lost (the index equals the model), the backlog drains, and the loader logs at most 60
+ *     lines during the outage (the count is printed). Index and update entries only, on both
+ *     engines: Elasticsearch 1.x keeps delete tombstones in memory only, so a node restart
+ *     forgets them and a stale retry could legitimately undo a delete (the engine's behaviour,
+ *     not the loader's); the test writes the same stream on both engines so that their
+ *     results compare;
  *   - (b) a private redis-server (AOF on) stopped for 3 s, while the loader holds delivered
  *     and unacknowledged entries of a 30,000-entry backlog, and started again: the loader
  *     reconnects and finishes without loss, also loading 10,000 entries written afterwards;
@@ -46,7 +51,8 @@
 #define FTSYNC_SOURCE_DIR "."
 #endif
 
-#define DEFINITION_PATH FTSYNC_SOURCE_DIR "/test/fixtures/apps-index-es1.json"
+/* The engine's definition of the apps index (deploy/index/apps.json, or the ES 1.x one). */
+#define DEFINITION_PATH fts_testbed_index_definition()
 #define TESTBED_SCRIPT  FTSYNC_SOURCE_DIR "/test/tools/testbed.sh"
 
 /* (a): entries before the outage, the outage, entries written per second during it, and the
@@ -86,7 +92,7 @@ static int group_setup(void **state)
 {
     (void)state;
     redis_url = fts_testbed_require("FTSYNC_TEST_REDIS_URL");
-    es_url = fts_testbed_require("FTSYNC_TEST_ES_URL");
+    es_url = fts_testbed_es_url();
     base_version = fts_version_from_timestamp(1795432000u, 0);
     return 0;
 }

@@ -1,6 +1,6 @@
 /*
- * es_server.c - a private Elasticsearch started, stopped and restarted through
- * test/tools/testbed.sh (see es_server.h).
+ * es_server.c - a private search engine node (the test's engine, fts_testbed_engine())
+ * started, stopped and restarted through test/tools/testbed.sh (see es_server.h).
  *
  * The script is run with fork + exec (never a shell string), its output going to the test's
  * stderr, so that "elasticsearch ready ... after 2.1 s" and any failure's log tail show in the
@@ -20,6 +20,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <bson/bson.h>
 
 #include "log_tail.h"
 #include "redis_server.h"
@@ -71,8 +73,9 @@ static pid_t node_pid(const fts_test_es_server_t *server)
     return (pid_t)pid;
 }
 
-/* True if pid is a live (not zombie) Elasticsearch: its command line names the main class,
- * so a pid reused by some other process is never signalled. */
+/* True if pid is a live (not zombie) node of either engine: its command line names the main
+ * class (OpenSearch's launcher, or Elasticsearch 1.5's), so a pid reused by some other process
+ * is never signalled. */
 static bool is_node(pid_t pid)
 {
     if (pid <= 0) {
@@ -93,7 +96,8 @@ static bool is_node(pid_t pid)
         }
     }
     buffer[got] = '\0';
-    return strstr(buffer, "org.elasticsearch.bootstrap.Elasticsearch") != NULL;
+    return strstr(buffer, "org.elasticsearch.bootstrap.Elasticsearch") != NULL ||
+           strstr(buffer, "OpenSearchLauncher") != NULL;
 }
 
 static void kill_leftovers(void)
@@ -135,8 +139,8 @@ static void registry_remove(fts_test_es_server_t *server)
     }
 }
 
-/* Runs `bash <script> <command> <dir> [port]` and returns its exit code (-1: could not run it
- * or it did not finish within FTS_TEST_ES_SERVER_START_TIMEOUT_MS, then it is killed). */
+/* Runs `bash <script> <command> <dir> [port engine]` and returns its exit code (-1: could not run
+ * it or it did not finish within FTS_TEST_ES_SERVER_START_TIMEOUT_MS, then it is killed). */
 static int run_script(const fts_test_es_server_t *server, const char *command, bool with_port)
 {
     char port[16];
@@ -151,10 +155,7 @@ static int run_script(const fts_test_es_server_t *server, const char *command, b
     if (count > SCRIPT_ENV_MAX) {
         count = SCRIPT_ENV_MAX;
     }
-    const char **envp = calloc(count + 2, sizeof *envp);
-    if (!envp) {
-        return -1;
-    }
+    const char **envp = bson_malloc0((count + 2) * sizeof *envp);
     size_t n = 0;
     for (size_t i = 0; i < count; i++) {
         if (strncmp(environ[i], "FTSYNC_TESTBED_ES_OWNER=", 24) != 0) {
@@ -163,14 +164,16 @@ static int run_script(const fts_test_es_server_t *server, const char *command, b
     }
     envp[n++] = owner;
     envp[n] = NULL;
-    const char *argv[] = {"bash",      server->script,          command,
-                          server->dir, with_port ? port : NULL, NULL};
+    const char *argv[] = {
+        "bash",      server->script,          command,
+        server->dir, with_port ? port : NULL, with_port ? fts_testbed_engine_name() : NULL,
+        NULL};
 
     pid_t parent = getpid();
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
-        free(envp);
+        bson_free(envp);
         return -1;
     }
     if (pid == 0) {
@@ -183,7 +186,7 @@ static int run_script(const fts_test_es_server_t *server, const char *command, b
         dprintf(STDERR_FILENO, "es_server: cannot run /bin/bash: %s\n", strerror(errno));
         _exit(127);
     }
-    free(envp);
+    bson_free(envp);
     uint64_t deadline = fts_test_monotonic_ms() + FTS_TEST_ES_SERVER_START_TIMEOUT_MS;
     int status = 0;
     for (;;) {
@@ -207,18 +210,15 @@ static bool start_node(fts_test_es_server_t *server, fts_error_t *err)
         return true;
     }
     return fts_error_set(err, FTS_ERROR_ES, FTS_ERROR_CODE_CONNECT,
-                         "Elasticsearch on port %d (%s) did not start: %s es-start exited %d; its "
+                         "%s on port %d (%s) did not start: %s es-start exited %d; its "
                          "log tail is above",
-                         server->port, server->dir, server->script, code);
+                         fts_testbed_engine_name(), server->port, server->dir, server->script,
+                         code);
 }
 
 fts_test_es_server_t *fts_test_es_server_start(const char *testbed_script, fts_error_t *err)
 {
-    fts_test_es_server_t *server = calloc(1, sizeof *server);
-    if (!server) {
-        fts_error_set(err, FTS_ERROR_SYSTEM, ENOMEM, "out of memory");
-        return NULL;
-    }
+    fts_test_es_server_t *server = bson_malloc0(sizeof *server);
     snprintf(server->script, sizeof server->script, "%s", testbed_script);
     snprintf(server->dir, sizeof server->dir, "%s/es-%d-XXXXXX", fts_testbed_dir(), (int)getpid());
     if (!mkdtemp(server->dir)) {
@@ -227,11 +227,11 @@ fts_test_es_server_t *fts_test_es_server_start(const char *testbed_script, fts_e
         server->dir[0] = '\0';
         goto fail;
     }
-    snprintf(server->log_path, sizeof server->log_path, "%s/es/es.log", server->dir);
-    snprintf(server->pid_path, sizeof server->pid_path, "%s/es/es.pid", server->dir);
+    snprintf(server->log_path, sizeof server->log_path, "%s/es/node.log", server->dir);
+    snprintf(server->pid_path, sizeof server->pid_path, "%s/es/node.pid", server->dir);
     if (!registry_add(server)) {
         fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
-                      "more than %d test Elasticsearch nodes at once", MAX_SERVERS);
+                      "more than %d test search engine nodes at once", MAX_SERVERS);
         goto fail;
     }
     for (int attempt = 1; attempt <= PORT_ATTEMPTS; attempt++) {
@@ -262,8 +262,9 @@ bool fts_test_es_server_stop(fts_test_es_server_t *server, fts_error_t *err)
     }
     fts_test_es_server_print_log_tail(server, LOG_TAIL_LINES);
     return fts_error_set(err, FTS_ERROR_ES, FTS_ERROR_CODE_SERVER,
-                         "Elasticsearch on port %d (%s) did not stop: %s es-stop exited %d",
-                         server->port, server->dir, server->script, code);
+                         "%s on port %d (%s) did not stop: %s es-stop exited %d",
+                         fts_testbed_engine_name(), server->port, server->dir, server->script,
+                         code);
 }
 
 bool fts_test_es_server_restart(fts_test_es_server_t *server, fts_error_t *err)
@@ -296,7 +297,7 @@ const char *fts_test_es_server_dir(const fts_test_es_server_t *server)
 
 void fts_test_es_server_print_log_tail(const fts_test_es_server_t *server, unsigned lines)
 {
-    fts_test_print_log_tail("elasticsearch", server->log_path, lines);
+    fts_test_print_log_tail(fts_testbed_engine_name(), server->log_path, lines);
 }
 
 void fts_test_es_server_destroy(fts_test_es_server_t *server)
@@ -320,5 +321,5 @@ void fts_test_es_server_destroy(fts_test_es_server_t *server)
         }
     }
     registry_remove(server);
-    free(server);
+    bson_free(server);
 }

@@ -1,9 +1,11 @@
 /*
- * es_server.h - a private Elasticsearch 1.5.2 for tests that take Elasticsearch away and bring
- * it back (an outage in the middle of a load), on the same port and with the same data.
+ * es_server.h - a private search engine node, of the engine the test runs against
+ * (fts_testbed_engine(): OpenSearch 2.19 or Elasticsearch 1.5.2), for tests that take it away
+ * and bring it back (an outage in the middle of a load), on the same port and with the same
+ * data.
  *
- * The node is started and stopped by test/tools/testbed.sh (`es-start DIR PORT`, `es-stop
- * DIR`), so there is one launch recipe for Elasticsearch on Java 17 in the repository. The
+ * The node is started and stopped by test/tools/testbed.sh (`es-start DIR PORT ENGINE`,
+ * `es-stop DIR`), so there is one launch recipe per engine in the repository. The
  * script's data directory, log and pid file are under a scratch directory of the test bed
  * (fts_testbed_dir()). Invariants:
  *   - "started" means ready: the script waited for the node's cluster health (yellow or green)
@@ -26,7 +28,8 @@
 
 typedef struct fts_test_es_server fts_test_es_server_t;
 
-/* Starts a node on a free loopback port in a new scratch directory. testbed_script: the path
+/* Starts a node of the test's engine on a free loopback port in a new scratch directory.
+ * Never NULL for want of memory (allocation failure aborts). testbed_script: the path
  * of test/tools/testbed.sh (a test has it as FTSYNC_SOURCE_DIR "/test/tools/testbed.sh");
  * copied. */
 fts_test_es_server_t *fts_test_es_server_start(const char *testbed_script, fts_error_t *err);

@@ -660,7 +660,7 @@ bool fts_test_load_init(fts_test_load_t *t, const char *binary, const char *defi
 {
     memset(t, 0, sizeof *t);
     t->binary = binary;
-    t->doc_type = "doc";
+    t->doc_type = fts_testbed_doc_type(); /* "doc" on Elasticsearch 1.5, NULL on OpenSearch */
     snprintf(t->redis_url, sizeof t->redis_url, "%s", redis_url);
     snprintf(t->es_url, sizeof t->es_url, "%s", es_url);
     snprintf(t->name, sizeof t->name, "%s", name);
@@ -694,7 +694,9 @@ bool fts_test_load_init(fts_test_load_t *t, const char *binary, const char *defi
     fts_test_load_set(t, "FTSYNC_STATE_REDIS_URL", redis_url);
     fts_test_load_set(t, "FTSYNC_ES_URL", es_url);
     fts_test_load_set(t, "FTSYNC_ES_INDEX", t->index);
-    fts_test_load_set(t, "FTSYNC_ES_DOC_TYPE", t->doc_type);
+    if (t->doc_type) {
+        fts_test_load_set(t, "FTSYNC_ES_DOC_TYPE", t->doc_type);
+    }
     fts_test_load_set(t, "FTSYNC_ES_INDEX_DEFINITION", definition_path);
     fts_test_load_set(t, "FTSYNC_PIPELINE", t->pipeline);
     fts_test_load_set(t, "FTSYNC_READ_BLOCK_MS", "500");
@@ -1097,7 +1099,8 @@ static bool mget_compare(const fts_test_load_t *t, const fts_buffer_t *request, 
                          compare_t *c)
 {
     char url[768];
-    snprintf(url, sizeof url, "%s/%s/%s/_mget", t->es_url, t->index, t->doc_type);
+    snprintf(url, sizeof url, "%s/%s/%s%s_mget", t->es_url, t->index,
+             t->doc_type ? t->doc_type : "", t->doc_type ? "/" : "");
     fts_buffer_t response = {0};
     long status = 0;
     fts_error_t err;

@@ -122,8 +122,8 @@ typedef struct {
 } fts_test_group_state_t;
 
 typedef struct {
-    const char *binary; /* FTSYNC_BINARY */
-    const char *doc_type;
+    const char *binary;   /* FTSYNC_BINARY */
+    const char *doc_type; /* fts_testbed_doc_type(): "doc" or NULL (typeless) */
     char redis_url[256];
     char es_url[256];
     char name[64]; /* what names the pipeline, the index, the consumers, the logs */
@@ -145,10 +145,11 @@ typedef struct {
 
 /* Fills t for a fresh pipeline and index named after name (unique in this process: the pid
  * is added), with the environment every loader gets: the Redis and Elasticsearch URLs, the
- * index, FTSYNC_ES_DOC_TYPE=doc, the index definition, and test-sized settings (read block
- * 500 ms, claim idle 5 s, retries 100 ms .. 2 s, stop timeout 5 s, bulks of 500 actions,
- * admin endpoint off, logfmt at info). Connects to Redis and creates a scratch directory for
- * the logs under fts_testbed_dir(). Nothing is created in Redis or Elasticsearch. */
+ * index, FTSYNC_ES_DOC_TYPE when the test's engine needs one (fts_testbed_doc_type()), the
+ * index definition, and test-sized settings (read block 500 ms, claim idle 5 s, retries
+ * 100 ms .. 2 s, stop timeout 5 s, bulks of 500 actions, admin endpoint off, logfmt at info).
+ * Connects to Redis and creates a scratch directory for the logs under fts_testbed_dir(). Nothing
+ * is created in Redis or Elasticsearch. */
 bool fts_test_load_init(fts_test_load_t *t, const char *binary, const char *definition_path,
                         const char *redis_url, const char *es_url, const char *name,
                         fts_error_t *err);

@@ -1,11 +1,17 @@
 /*
- * testbed.c - reading the fixture's testbed.env (see testbed.h).
+ * testbed.c - reading the fixture's testbed.env and the engine choice (see testbed.h).
+ *
+ * The file is read once, on first use, and kept for the life of the process: the fixtures
+ * write it before any test starts and do not change what a running test reads (engine-start
+ * only adds lines of another engine).
  */
 #include "testbed.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <bson/bson.h>
 
 /* testbed.env holds a handful of lines; more are ignored. */
 #define MAX_ENTRIES 32
@@ -40,8 +46,8 @@ static void load_file(void)
             continue;
         }
         *equals = '\0';
-        cache.keys[cache.count] = strdup(line);
-        cache.values[cache.count] = strdup(equals + 1);
+        cache.keys[cache.count] = bson_strdup(line);
+        cache.values[cache.count] = bson_strdup(equals + 1);
         cache.count++;
     }
     fclose(file);
@@ -70,9 +76,51 @@ const char *fts_testbed_require(const char *key)
     if (!value) {
         fprintf(stderr,
                 "testbed: %s is not set and not in %s/testbed.env; did the testbed.start fixture "
-                "run? (ctest runs it for tests labelled integration)\n",
+                "run? (ctest runs it for tests labelled integration; es1 tests also need "
+                "testbed.es1.start)\n",
                 key, fts_testbed_dir());
         exit(1);
     }
     return value;
+}
+
+fts_test_engine_t fts_testbed_engine(void)
+{
+    const char *name = getenv("FTSYNC_TEST_ENGINE");
+    if (!name || !*name || strcmp(name, "opensearch") == 0) {
+        return FTS_TEST_ENGINE_OPENSEARCH;
+    }
+    if (strcmp(name, "es1") == 0) {
+        return FTS_TEST_ENGINE_ES1;
+    }
+    fprintf(stderr, "testbed: FTSYNC_TEST_ENGINE=%s is neither opensearch nor es1\n", name);
+    exit(1);
+}
+
+const char *fts_testbed_engine_name(void)
+{
+    return fts_testbed_engine() == FTS_TEST_ENGINE_ES1 ? "es1" : "opensearch";
+}
+
+const char *fts_testbed_es_url(void)
+{
+    const char *own = getenv("FTSYNC_TEST_ES_URL");
+    if (own && *own) {
+        return own;
+    }
+    return fts_testbed_require(fts_testbed_engine() == FTS_TEST_ENGINE_ES1
+                                   ? "FTSYNC_TEST_ES1_URL"
+                                   : "FTSYNC_TEST_OPENSEARCH_URL");
+}
+
+const char *fts_testbed_doc_type(void)
+{
+    return fts_testbed_engine() == FTS_TEST_ENGINE_ES1 ? "doc" : NULL;
+}
+
+const char *fts_testbed_index_definition(void)
+{
+    return fts_testbed_engine() == FTS_TEST_ENGINE_ES1
+               ? FTSYNC_SOURCE_DIR "/test/fixtures/apps-index-es1.json"
+               : FTSYNC_SOURCE_DIR "/deploy/index/apps.json";
 }

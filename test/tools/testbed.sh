@@ -1,37 +1,57 @@
 #!/usr/bin/env bash
 # testbed.sh - starts and stops the servers the integration tests run against: one
-# redis-server and one Elasticsearch 1.5.2 (see "The test bed" in /work/shared/DESIGN.md),
-# each on a free loopback port, with all their data, logs and pid files in a scratch directory.
+# redis-server and the search engines (see "Building and testing" in README.md), each on a free
+# loopback port, with all their data, logs and pid files in a scratch directory. Two engines:
+#   opensearch  OpenSearch 2.19.6 (the default: typeless, the modern API), from the Maven
+#               Central jars install-deps.sh copied, started by test/tools/opensearch/
+#               OpenSearchLauncher.java with a 512 MB heap
+#   es1         Elasticsearch 1.5.2 (the legacy engine: typed API), patched for Java 17, 1 GB heap
 #
-#   testbed.sh start DIR   start both, wait until they answer, write DIR/testbed.env
-#   testbed.sh stop DIR    stop both (TERM, then KILL after 20 s); fine if already stopped
-#   testbed.sh es-start DIR PORT
-#                          start only an Elasticsearch, HTTP on 127.0.0.1:PORT, data in DIR/es,
-#                          and wait until it answers. A node started before from DIR (and
-#                          stopped) comes back with its data: the cluster name, which names the
-#                          data directory, is kept in DIR/es/cluster.name, and the log is appended
-#                          to. For tests that take Elasticsearch away and bring it back
-#                          (test/support/es_server.c)
-#   testbed.sh es-stop DIR stop that Elasticsearch (TERM, then KILL after 20 s); its data stays
+#   testbed.sh start DIR [ENGINE]
+#                          start redis-server and ENGINE (default opensearch), wait until they
+#                          answer, write DIR/testbed.env
+#   testbed.sh engine-start DIR ENGINE
+#                          add ENGINE to the test bed started in DIR (its lines join
+#                          testbed.env); the CTest fixture `testbed_es1` does this for es1
+#   testbed.sh engine-stop DIR ENGINE
+#                          stop that engine again and drop its lines from testbed.env
+#   testbed.sh stop DIR    stop everything started from DIR (TERM, then KILL after 20 s); fine
+#                          if already stopped
+#   testbed.sh es-start DIR PORT [ENGINE]
+#                          start only one node of ENGINE (default: $FTSYNC_TEST_ENGINE, else
+#                          opensearch), HTTP on 127.0.0.1:PORT, data in DIR/es, and wait until
+#                          it answers. A node started before from DIR (and stopped) comes back
+#                          with its data: the engine and the cluster name (which names ES 1.x's
+#                          data directory) are kept in DIR/es, and the log is appended to. For
+#                          tests that take the engine away and bring it back
+#                          (test/support/es_server.c), and for record-bulk-fixtures.sh
+#   testbed.sh es-stop DIR stop that node (TERM, then KILL after 20 s); its data stays
 #
-# CTest runs these as the `testbed` fixture (test/CMakeLists.txt); test/support/testbed.c
-# reads DIR/testbed.env, whose lines are:
+# CTest runs these as the `testbed` and `testbed_es1` fixtures (test/CMakeLists.txt);
+# test/support/testbed.c reads DIR/testbed.env, whose lines are:
 #   FTSYNC_TEST_REDIS_URL=redis://127.0.0.1:PORT/0
-#   FTSYNC_TEST_ES_URL=http://127.0.0.1:PORT
-#   FTSYNC_TESTBED_REDIS_PID_FILE=DIR/redis/redis.pid   (and _ES_PID_FILE, _REDIS_LOG, _ES_LOG)
+#   FTSYNC_TEST_OPENSEARCH_URL=http://127.0.0.1:PORT     (when OpenSearch runs)
+#   FTSYNC_TEST_ES1_URL=http://127.0.0.1:PORT            (when Elasticsearch 1.5 runs)
+#   FTSYNC_TESTBED_REDIS_PID_FILE=DIR/redis/redis.pid   (and _REDIS_LOG, _OPENSEARCH_PID_FILE,
+#                                                        _OPENSEARCH_LOG, _ES1_PID_FILE, _ES1_LOG)
+# A test picks its engine with FTSYNC_TEST_ENGINE=opensearch|es1.
 #
 # A server that dies or is not ready in time fails `start` with the last lines of its log on
-# stderr, and whatever was started is stopped again. Elasticsearch and its Java 17 patch come
-# from deploy/local/install-deps.sh; keep the paths below in step with it.
+# stderr, and whatever was started is stopped again. Both engines come from
+# deploy/local/install-deps.sh; keep the paths below in step with it.
 #
 # Environment:
-#   FTSYNC_DEPS_DIR               where install-deps.sh put Elasticsearch (/opt/ftsync-deps)
+#   FTSYNC_DEPS_DIR               where install-deps.sh put the engines (/opt/ftsync-deps)
 #   FTSYNC_TESTBED_JAVA           java binary to use (default: OpenJDK 17 from Debian)
-#   FTSYNC_TESTBED_ES_JAVA_OPTS   extra JVM options for Elasticsearch (debugging)
+#   FTSYNC_TESTBED_ES_JAVA_OPTS   extra JVM options for either engine (debugging)
+#   FTSYNC_TESTBED_OPENSEARCH_SETTINGS
+#                                 extra OpenSearch node settings, "key=value key=value"
+#                                 (record-bulk-fixtures.sh: a tiny write queue, a small
+#                                 http.max_content_length)
 #   FTSYNC_TESTBED_TIMEOUT        seconds to wait for the servers to be ready (120)
-#   FTSYNC_TESTBED_ES_OWNER       es-start only: a pid; a watchdog kills the Elasticsearch once
-#                                 that process is gone (a test killed by CTest's timeout leaves
-#                                 no node behind)
+#   FTSYNC_TESTBED_ES_OWNER       es-start only: a pid; a watchdog kills the node once that
+#                                 process is gone (a test killed by CTest's timeout leaves no
+#                                 node behind)
 set -euo pipefail
 
 readonly DEPS_DIR="${FTSYNC_DEPS_DIR:-/opt/ftsync-deps}"
@@ -40,6 +60,11 @@ readonly ES_JAR="$ES_HOME/lib/elasticsearch-1.5.2.jar"
 readonly ES_PATCH_DIR="$DEPS_DIR/elasticsearch/java17-patch"
 readonly ES_PATCH_CLASS="$ES_PATCH_DIR/org/elasticsearch/monitor/jvm/JvmInfo.class"
 readonly ES_MAIN_CLASS="org.elasticsearch.bootstrap.Elasticsearch"
+readonly OS_LIB="$DEPS_DIR/opensearch/lib"
+readonly OS_JAR="$OS_LIB/opensearch-2.19.6.jar"
+readonly OS_LAUNCHER_DIR="$DEPS_DIR/opensearch/launcher"
+readonly OS_MAIN_CLASS="OpenSearchLauncher"
+readonly ENGINES=(opensearch es1)
 readonly READY_TIMEOUT="${FTSYNC_TESTBED_TIMEOUT:-120}"
 readonly STOP_TIMEOUT=20
 readonly LOG_TAIL_LINES=40
@@ -59,6 +84,12 @@ ES_CLUSTER_NAME=""
 START_COMPLETE=0
 # es-start: keep the cluster name and the log of an earlier node started from the same DIR.
 ES_KEEP_STATE=0
+# The engine the node functions below act on (select_engine): its name, what its process's
+# command line contains, the words for messages, and the subdirectory of DIR it lives in.
+ENGINE=""
+ES_MARKER=""
+ES_LABEL=""
+ES_SUBDIR=""
 
 say() { printf 'testbed: %s\n' "$*" >&2; }
 
@@ -68,20 +99,44 @@ die() {
 }
 
 usage() {
-    printf 'usage: %s start|stop DIR | es-start DIR PORT | es-stop DIR\n' "${0##*/}" >&2
+    printf 'usage: %s start DIR [ENGINE] | stop DIR | engine-start|engine-stop DIR ENGINE\n' "${0##*/}" >&2
+    printf '       %s es-start DIR PORT [ENGINE] | es-stop DIR\n' "${0##*/}" >&2
+    printf '       ENGINE: opensearch (default) or es1\n' >&2
     exit 2
 }
+
+# select_engine NAME [SUBDIR]: the engine the node functions act on; its files live in
+# DIR/SUBDIR (default: DIR/NAME).
+select_engine() {
+    case "$1" in
+        opensearch)
+            ES_MARKER="$OS_MAIN_CLASS"
+            ES_LABEL="opensearch"
+            ;;
+        es1)
+            ES_MARKER="$ES_MAIN_CLASS"
+            ES_LABEL="elasticsearch 1.5"
+            ;;
+        *) die "unknown engine '$1' (opensearch or es1)" ;;
+    esac
+    ENGINE=$1
+    ES_SUBDIR="${2:-$1}"
+}
+
+# The prefix of an engine's lines in testbed.env: OPENSEARCH or ES1.
+engine_key() { tr '[:lower:]' '[:upper:]' <<<"$ENGINE"; }
 
 redis_dir() { echo "$TESTBED_DIR/redis"; }
 redis_pid_file() { echo "$TESTBED_DIR/redis/redis.pid"; }
 redis_log() { echo "$TESTBED_DIR/redis/redis.log"; }
-es_dir() { echo "$TESTBED_DIR/es"; }
-es_pid_file() { echo "$TESTBED_DIR/es/es.pid"; }
-es_log() { echo "$TESTBED_DIR/es/es.log"; }
-es_cluster_name_file() { echo "$TESTBED_DIR/es/cluster.name"; }
+es_dir() { echo "$TESTBED_DIR/$ES_SUBDIR"; }
+es_pid_file() { echo "$TESTBED_DIR/$ES_SUBDIR/node.pid"; }
+es_log() { echo "$TESTBED_DIR/$ES_SUBDIR/node.log"; }
+es_cluster_name_file() { echo "$TESTBED_DIR/$ES_SUBDIR/cluster.name"; }
+es_engine_file() { echo "$TESTBED_DIR/$ES_SUBDIR/engine"; }
 env_file() { echo "$TESTBED_DIR/testbed.env"; }
 
-# The Java 17 that Elasticsearch runs on: Debian's OpenJDK 17 if present, else `java`.
+# The Java 17 that both engines run on: Debian's OpenJDK 17 if present, else `java`.
 find_java() {
     if [[ -n "${FTSYNC_TESTBED_JAVA:-}" ]]; then
         echo "$FTSYNC_TESTBED_JAVA"
@@ -103,8 +158,14 @@ require_dependencies() {
         command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
     done
     [[ -n "$(find_java)" ]] || missing+=("java (OpenJDK 17)")
-    [[ -f $ES_JAR ]] || missing+=("Elasticsearch 1.5.2 ($ES_JAR)")
-    [[ -f $ES_PATCH_CLASS ]] || missing+=("the Java 17 patch for Elasticsearch ($ES_PATCH_CLASS)")
+    if [[ $ENGINE == es1 ]]; then
+        [[ -f $ES_JAR ]] || missing+=("Elasticsearch 1.5.2 ($ES_JAR)")
+        [[ -f $ES_PATCH_CLASS ]] || missing+=("the Java 17 patch for Elasticsearch ($ES_PATCH_CLASS)")
+    elif [[ $ENGINE == opensearch ]]; then
+        [[ -f $OS_JAR ]] || missing+=("OpenSearch 2.19.6 ($OS_JAR)")
+        [[ -f $OS_LAUNCHER_DIR/$OS_MAIN_CLASS.class ]] \
+            || missing+=("the OpenSearch launcher ($OS_LAUNCHER_DIR/$OS_MAIN_CLASS.class)")
+    fi
     if [[ ${#missing[@]} -gt 0 ]]; then
         for item in "${missing[@]}"; do
             say "missing: $item"
@@ -193,11 +254,11 @@ launch_redis() {
     echo "$!" >"$(redis_pid_file)"
 }
 
+# Launches the selected engine's node in the background (pid in its pid file); does not wait.
 launch_elasticsearch() {
-    local dir log java
+    local dir log
     dir="$(es_dir)"
     log="$(es_log)"
-    java="$(find_java)"
     if [[ $ES_KEEP_STATE -eq 0 || -z $ES_CLUSTER_NAME ]]; then
         ES_CLUSTER_NAME="ftsync-testbed-$(hostname -s 2>/dev/null || echo host)-$$-$RANDOM"
     fi
@@ -205,6 +266,68 @@ launch_elasticsearch() {
     if [[ $ES_KEEP_STATE -eq 0 ]]; then
         : >"$log"
     fi
+    echo "$ENGINE" >"$(es_engine_file)"
+    if [[ $ENGINE == opensearch ]]; then
+        launch_opensearch_node "$dir" "$log"
+    else
+        launch_es1_node "$dir" "$log"
+    fi
+}
+
+# OpenSearch 2.19 through OpenSearchLauncher: node settings as key=value arguments, no
+# opensearch.yml, the node's own log lines on stdout (into the log file).
+launch_opensearch_node() {
+    local dir=$1 log=$2 java
+    java="$(find_java)"
+    local java_options=(
+        # Small: the machine has 2 cores and runs a second engine and the tests beside it.
+        -Xms512m -Xmx512m
+        # A node out of memory dies (and the test fails with its log) instead of limping on.
+        -XX:+ExitOnOutOfMemoryError
+        -Djava.awt.headless=true -Dfile.encoding=UTF-8
+        -Djava.io.tmpdir="$dir/tmp"
+        # What the distribution's jvm.options sets: date formats as the server expects them,
+        # log4j left to the launcher's shutdown hook (its own hook would stop logging before
+        # the node is closed), Netty without Unsafe tricks.
+        -Djava.locale.providers=SPI,COMPAT
+        -Dlog4j.shutdownHookEnabled=false -Dlog4j2.disable.jmx=true
+        -Dio.netty.noUnsafe=true -Dio.netty.noKeySetOptimization=true
+        -Dio.netty.recycler.maxCapacityPerThread=0
+    )
+    local node_settings=(
+        cluster.name="$ES_CLUSTER_NAME"
+        node.name=ftsync-testbed
+        path.home="$dir"
+        path.data="$dir/data"
+        path.logs="$dir/logs"
+        network.host=127.0.0.1
+        http.port="$ES_HTTP_PORT"
+        transport.port="$ES_TRANSPORT_PORT"
+        discovery.type=single-node
+        # A full disk elsewhere on the machine must not turn the test bed's indices read-only.
+        cluster.routing.allocation.disk.threshold_enabled=false
+    )
+    local extra_options=() extra_settings=()
+    if [[ -n "${FTSYNC_TESTBED_ES_JAVA_OPTS:-}" ]]; then
+        read -r -a extra_options <<<"$FTSYNC_TESTBED_ES_JAVA_OPTS"
+    fi
+    if [[ -n "${FTSYNC_TESTBED_OPENSEARCH_SETTINGS:-}" ]]; then
+        read -r -a extra_settings <<<"$FTSYNC_TESTBED_OPENSEARCH_SETTINGS"
+    fi
+    (
+        cd "$dir"
+        exec setsid "$java" "${java_options[@]}" "${extra_options[@]}" \
+            -cp "$OS_LAUNCHER_DIR:$OS_LIB/*" "$OS_MAIN_CLASS" \
+            "${node_settings[@]}" "${extra_settings[@]}" </dev/null >>"$log" 2>&1
+    ) &
+    echo "$!" >"$(es_pid_file)"
+}
+
+# Elasticsearch 1.5.2: its main class straight (not bin/elasticsearch, whose GC flags Java 17
+# refuses), with the Java 17 patch first on the class path.
+launch_es1_node() {
+    local dir=$1 log=$2 java
+    java="$(find_java)"
 
     local java_options=(
         -Xms1g -Xmx1g
@@ -267,7 +390,7 @@ redis_answers() {
         | tr -d '\r' | grep -qx "process_id:$pid"
 }
 
-# True if our Elasticsearch answers the cluster health request with yellow or green; the
+# True if our node answers the cluster health request with yellow or green; the
 # cluster name, unique to this run, tells our node from anything else on the port.
 es_answers() {
     local body
@@ -309,20 +432,29 @@ handle_start_failure() {
     return 1
 }
 
+# testbed.env, written whole to a temporary file and renamed, so a reader never sees half of
+# it: the Redis lines, then the lines of every engine whose node runs (its port is read back
+# from the engine's own file, so engine-start and engine-stop can rewrite it later).
 write_env_file() {
-    local target temporary
+    local target temporary engine key selected=$ENGINE selected_subdir=$ES_SUBDIR
     target="$(env_file)"
     temporary="$target.tmp"
     {
-        echo "# Written by test/tools/testbed.sh start on $(date -u +%Y-%m-%dT%H:%M:%SZ); removed by stop."
-        echo "FTSYNC_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
-        echo "FTSYNC_TEST_ES_URL=http://127.0.0.1:$ES_HTTP_PORT"
+        echo "# Written by test/tools/testbed.sh on $(date -u +%Y-%m-%dT%H:%M:%SZ); removed by stop."
+        echo "FTSYNC_TEST_REDIS_URL=redis://127.0.0.1:$(cat "$(redis_dir)/port")/0"
         echo "FTSYNC_TESTBED_REDIS_PID_FILE=$(redis_pid_file)"
-        echo "FTSYNC_TESTBED_ES_PID_FILE=$(es_pid_file)"
         echo "FTSYNC_TESTBED_REDIS_LOG=$(redis_log)"
-        echo "FTSYNC_TESTBED_ES_LOG=$(es_log)"
+        for engine in "${ENGINES[@]}"; do
+            select_engine "$engine"
+            [[ -s $(es_dir)/port && -f $(es_pid_file) ]] || continue
+            key="$(engine_key)"
+            echo "FTSYNC_TEST_${key}_URL=http://127.0.0.1:$(cat "$(es_dir)/port")"
+            echo "FTSYNC_TESTBED_${key}_PID_FILE=$(es_pid_file)"
+            echo "FTSYNC_TESTBED_${key}_LOG=$(es_log)"
+        done
     } >"$temporary"
     mv -f "$temporary" "$target"
+    [[ -z $selected ]] || select_engine "$selected" "$selected_subdir"
 }
 
 # Stops what a failed or interrupted start left running.
@@ -333,9 +465,20 @@ on_start_exit() {
     fi
 }
 
+# engine-start: stops the node again when the start failed or was interrupted.
+on_engine_start_exit() {
+    if [[ $START_COMPLETE -eq 0 && -n $TESTBED_DIR ]]; then
+        say "start of $ES_LABEL failed: stopping it"
+        stop_node >/dev/null 2>&1 || true
+        rm -f "$(es_dir)/port"
+    fi
+}
+
 choose_es_ports() {
-    ES_HTTP_PORT="$(pick_free_port ${REDIS_PORT:+"$REDIS_PORT"})"
-    ES_TRANSPORT_PORT="$(pick_free_port "$ES_HTTP_PORT" ${REDIS_PORT:+"$REDIS_PORT"})"
+    local redis_port=""
+    [[ -s $(redis_dir)/port ]] && redis_port="$(cat "$(redis_dir)/port")"
+    ES_HTTP_PORT="$(pick_free_port ${redis_port:+"$redis_port"})"
+    ES_TRANSPORT_PORT="$(pick_free_port "$ES_HTTP_PORT" ${redis_port:+"$redis_port"})"
 }
 
 # Starts redis-server and waits for its PONG; retries on other ports if the one picked was
@@ -358,22 +501,23 @@ start_redis() {
     die "redis-server: no free port after $START_ATTEMPTS attempts"
 }
 
-# Waits for the Elasticsearch launched by start_all; relaunches it on other ports if the
-# ones picked were taken in the meantime.
+# Waits for the node launched by start_all or engine-start; relaunches it on other ports if
+# the ones picked were taken in the meantime. Records its HTTP port in its directory.
 await_elasticsearch() {
     local started=$1 attempt status
     for ((attempt = 1; ; attempt++)); do
         status=0
-        wait_until_ready "$(es_pid_file)" "$ES_MAIN_CLASS" es_answers || status=$?
+        wait_until_ready "$(es_pid_file)" "$ES_MARKER" es_answers || status=$?
         if [[ $status -eq 0 ]]; then
-            say "elasticsearch ready on 127.0.0.1:$ES_HTTP_PORT after $(seconds_since "$started") s (pid $(cat "$(es_pid_file)"))"
+            echo "$ES_HTTP_PORT" >"$(es_dir)/port"
+            say "$ES_LABEL ready on 127.0.0.1:$ES_HTTP_PORT after $(seconds_since "$started") s (pid $(cat "$(es_pid_file)"))"
             return 0
         fi
-        stop_service elasticsearch "$(es_pid_file)" "$ES_MAIN_CLASS" >/dev/null 2>&1 || true
-        handle_start_failure elasticsearch "$(es_log)" "$status" || exit 1
+        stop_node >/dev/null 2>&1 || true
+        handle_start_failure "$ES_LABEL" "$(es_log)" "$status" || exit 1
         if ((attempt >= START_ATTEMPTS)); then
-            print_log_tail elasticsearch "$(es_log)"
-            die "elasticsearch: no free port after $START_ATTEMPTS attempts"
+            print_log_tail "$ES_LABEL" "$(es_log)"
+            die "$ES_LABEL: no free port after $START_ATTEMPTS attempts"
         fi
         choose_es_ports
         started=$EPOCHREALTIME
@@ -381,29 +525,61 @@ await_elasticsearch() {
     done
 }
 
+# start DIR ENGINE: redis-server and one engine, from empty.
 start_all() {
     require_dependencies
     mkdir -p "$TESTBED_DIR"
     # Leftovers of an earlier run (crashed, interrupted) are stopped, then their data wiped:
     # every run starts from empty servers. Only our own subdirectories are removed.
-    if [[ -f $(redis_pid_file) || -f $(es_pid_file) ]]; then
+    if any_pid_file; then
         say "stopping what an earlier run left in $TESTBED_DIR"
         stop_all || die "servers of an earlier run in $TESTBED_DIR cannot be stopped"
     fi
-    rm -rf "$(redis_dir)" "$(es_dir)"
+    rm -rf "$(redis_dir)" "$TESTBED_DIR/es" "$TESTBED_DIR/opensearch" "$TESTBED_DIR/es1"
 
     trap on_start_exit EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
-    # Elasticsearch takes longest, so it boots while redis-server starts.
+    # The engine takes longest, so it boots while redis-server starts.
     local es_started=$EPOCHREALTIME
     choose_es_ports
     launch_elasticsearch
     start_redis
+    echo "$REDIS_PORT" >"$(redis_dir)/port"
     await_elasticsearch "$es_started"
     write_env_file
     START_COMPLETE=1
     say "ready; settings in $(env_file)"
+}
+
+# True if any server of ours may still run from DIR (a pid file is left).
+any_pid_file() {
+    local engine
+    [[ -f $(redis_pid_file) || -f $TESTBED_DIR/es/es.pid ]] && return 0
+    for engine in "${ENGINES[@]}"; do
+        [[ -f $TESTBED_DIR/$engine/node.pid ]] && return 0
+    done
+    return 1
+}
+
+# engine-start DIR ENGINE: one more engine beside the running redis-server, from empty.
+engine_start() {
+    [[ -f $(env_file) ]] || die "no test bed runs in $TESTBED_DIR (no testbed.env): run start first"
+    require_dependencies
+    if [[ -f $(es_pid_file) ]]; then
+        stop_node || die "the $ES_LABEL of an earlier run in $(es_dir) cannot be stopped"
+    fi
+    rm -rf "$(es_dir)"
+    trap on_engine_start_exit EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    local started=$EPOCHREALTIME
+    choose_es_ports
+    launch_elasticsearch
+    await_elasticsearch "$started"
+    write_env_file
+    START_COMPLETE=1
+    say "$ES_LABEL added; settings in $(env_file)"
 }
 
 # Sends TERM to the process in pid file $2 (if it is ours), waits up to STOP_TIMEOUT
@@ -438,18 +614,31 @@ stop_service() {
     return 0
 }
 
+# Stops the selected engine's node.
+stop_node() {
+    stop_service "$ES_LABEL" "$(es_pid_file)" "$ES_MARKER"
+}
+
 stop_all() {
-    local failed=0
+    local failed=0 engine selected=$ENGINE selected_subdir=$ES_SUBDIR
     rm -f "$(env_file)"
-    stop_service elasticsearch "$(es_pid_file)" "$ES_MAIN_CLASS" || failed=1
+    for engine in "${ENGINES[@]}"; do
+        select_engine "$engine"
+        stop_node || failed=1
+        rm -f "$(es_dir)/port"
+    done
+    [[ -z $selected ]] || select_engine "$selected" "$selected_subdir"
+    # The one Elasticsearch of this script's versions before OpenSearch joined the test bed.
+    stop_service elasticsearch "$TESTBED_DIR/es/es.pid" "$ES_MAIN_CLASS" || failed=1
     stop_service redis-server "$(redis_pid_file)" redis-server || failed=1
+    rm -f "$(redis_dir)/port"
     return "$failed"
 }
 
 # es-start: stops the node again when the start failed or was interrupted.
 on_es_start_exit() {
     if [[ $START_COMPLETE -eq 0 && -n $TESTBED_DIR ]]; then
-        stop_service elasticsearch "$(es_pid_file)" "$ES_MAIN_CLASS" >/dev/null 2>&1 || true
+        stop_node >/dev/null 2>&1 || true
     fi
 }
 
@@ -463,10 +652,11 @@ start_es_watchdog() {
         alive() { [[ -r /proc/$1/cmdline ]] && tr "\0" " " <"/proc/$1/cmdline" | grep -qF -- "$2"; }
         while kill -0 "$owner" 2>/dev/null && alive "$node" "$marker"; do sleep 1; done
         alive "$node" "$marker" && kill -KILL "$node" 2>/dev/null
-        exit 0' es-watchdog "$owner" "$node" "$ES_MAIN_CLASS" </dev/null >/dev/null 2>&1 &
+        exit 0' es-watchdog "$owner" "$node" "$ES_MARKER" </dev/null >/dev/null 2>&1 &
 }
 
-# es-start DIR PORT: one Elasticsearch on a given port, its data kept across stops.
+# es-start DIR PORT: one node on a given port, its data kept across stops. A node started
+# from DIR before keeps its engine, whatever is asked now.
 es_start_only() {
     local port=$1 pid status started
     [[ $port =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) || die "es-start: bad port '$port'"
@@ -474,8 +664,8 @@ es_start_only() {
     mkdir -p "$(es_dir)"
     if [[ -f $(es_pid_file) ]]; then
         pid="$(cat "$(es_pid_file)" 2>/dev/null || true)"
-        if is_our_process "$pid" "$ES_MAIN_CLASS"; then
-            die "an Elasticsearch (pid $pid) already runs from $(es_dir)"
+        if is_our_process "$pid" "$ES_MARKER"; then
+            die "an $ES_LABEL node (pid $pid) already runs from $(es_dir)"
         fi
         rm -f "$(es_pid_file)"
     fi
@@ -496,12 +686,12 @@ es_start_only() {
     launch_elasticsearch
     echo "$ES_CLUSTER_NAME" >"$(es_cluster_name_file)"
     status=0
-    wait_until_ready "$(es_pid_file)" "$ES_MAIN_CLASS" es_answers || status=$?
+    wait_until_ready "$(es_pid_file)" "$ES_MARKER" es_answers || status=$?
     if [[ $status -ne 0 ]]; then
-        stop_service elasticsearch "$(es_pid_file)" "$ES_MAIN_CLASS" >/dev/null 2>&1 || true
-        if handle_start_failure elasticsearch "$(es_log)" "$status"; then
-            print_log_tail elasticsearch "$(es_log)"
-            die "elasticsearch: port $port (or transport port $ES_TRANSPORT_PORT) was taken"
+        stop_node >/dev/null 2>&1 || true
+        if handle_start_failure "$ES_LABEL" "$(es_log)" "$status"; then
+            print_log_tail "$ES_LABEL" "$(es_log)"
+            die "$ES_LABEL: port $port (or transport port $ES_TRANSPORT_PORT) was taken"
         fi
         exit 1
     fi
@@ -509,7 +699,18 @@ es_start_only() {
         start_es_watchdog "$FTSYNC_TESTBED_ES_OWNER" "$(cat "$(es_pid_file)")"
     fi
     START_COMPLETE=1
-    say "elasticsearch ready on 127.0.0.1:$ES_HTTP_PORT after $(seconds_since "$started") s (pid $(cat "$(es_pid_file)"), data in $(es_dir))"
+    say "$ES_LABEL ready on 127.0.0.1:$ES_HTTP_PORT after $(seconds_since "$started") s (pid $(cat "$(es_pid_file)"), data in $(es_dir))"
+}
+
+# es-start and es-stop: the engine of the node in DIR/es: the one recorded there by an earlier
+# start, else $1, else FTSYNC_TEST_ENGINE, else opensearch.
+select_private_engine() {
+    local recorded="" engine_file="$TESTBED_DIR/es/engine"
+    [[ -s $engine_file ]] && recorded="$(cat "$engine_file")"
+    if [[ -n $recorded && -n ${1:-} && $recorded != "$1" ]]; then
+        die "$TESTBED_DIR/es holds a $recorded node; it cannot be started as $1"
+    fi
+    select_engine "${recorded:-${1:-${FTSYNC_TEST_ENGINE:-opensearch}}}" es
 }
 
 main() {
@@ -518,11 +719,11 @@ main() {
     [[ -n $2 ]] || usage
     case "$command" in
         es-start)
-            [[ $# -eq 3 ]] || usage
+            [[ $# -eq 3 || $# -eq 4 ]] || usage
             mkdir -p "$2" || die "cannot create directory $2"
             TESTBED_DIR="$(cd "$2" && pwd)"
+            select_private_engine "${4:-}"
             es_start_only "$3"
-            return 0
             ;;
         es-stop)
             [[ $# -eq 2 ]] || usage
@@ -531,21 +732,37 @@ main() {
                 return 0
             fi
             TESTBED_DIR="$(cd "$2" && pwd)"
-            stop_service elasticsearch "$(es_pid_file)" "$ES_MAIN_CLASS" \
-                || die "elasticsearch in $TESTBED_DIR could not be stopped"
-            return 0
+            select_private_engine ""
+            stop_node || die "$ES_LABEL in $TESTBED_DIR could not be stopped"
             ;;
-        start | stop) [[ $# -eq 2 ]] || usage ;;
-        *) usage ;;
-    esac
-
-    case "$command" in
         start)
+            [[ $# -eq 2 || $# -eq 3 ]] || usage
+            select_engine "${3:-opensearch}"
             mkdir -p "$2" || die "cannot create directory $2"
             TESTBED_DIR="$(cd "$2" && pwd)"
             start_all
             ;;
+        engine-start | engine-stop)
+            [[ $# -eq 3 ]] || usage
+            select_engine "$3"
+            if [[ ! -d $2 ]]; then
+                [[ $command == engine-stop ]] || die "$2 does not exist: run start first"
+                say "$2 does not exist: nothing to stop"
+                return 0
+            fi
+            TESTBED_DIR="$(cd "$2" && pwd)"
+            if [[ $command == engine-start ]]; then
+                engine_start
+            else
+                stop_node || die "$ES_LABEL in $TESTBED_DIR could not be stopped"
+                rm -f "$(es_dir)/port"
+                if [[ -f $(env_file) ]]; then
+                    write_env_file
+                fi
+            fi
+            ;;
         stop)
+            [[ $# -eq 2 ]] || usage
             if [[ ! -d $2 ]]; then
                 say "$2 does not exist: nothing to stop"
                 return 0

@@ -1,8 +1,9 @@
 /*
  * test_bulk_result.c - judging answers to _bulk requests, item by item (invariant 2).
  *
- * Most cases read a recorded answer from test/fixtures/bulk/ (see its README: the
- * Elasticsearch 1.x files are real recordings, the 7.x, 8.x and OpenSearch 2.x ones follow the
+ * Most cases read an answer from test/fixtures/bulk/ (see its README: the Elasticsearch 1.5 and
+ * OpenSearch 2.19 files are real recordings from the test bed's engines, the Elasticsearch
+ * 7.x and 8.x ones and two OpenSearch shapes no single node can be made to send follow the
  * documented shapes) and check every item's verdict, kind, status and reason. The rest are
  * short inline bodies for the shapes no server sends on purpose: statuses as int64 or double,
  * wrong ops, extra or missing items, bodies that are not JSON. Whenever the answer is not
@@ -256,7 +257,7 @@ static void test_es1_truncated_retried(void **state)
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* Elasticsearch 7.x and 8.x, OpenSearch 2.x, from the documented shapes                    */
+/* Elasticsearch 7.x and 8.x, from the documented shapes                                   */
 
 static void test_es7_all_success(void **state)
 {
@@ -429,9 +430,151 @@ static void test_es8_truncated_retried(void **state)
     assert_contains(out.reason, "malformed bulk response: not JSON");
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* OpenSearch 2.19.6, recorded from a real node (test/tools/record-bulk-fixtures.sh)        */
+
+static void test_opensearch2_all_success(void **state)
+{
+    (void)state;
+    const fts_action_op_t ops[] = {I, I, D};
+    const expect_t expected[] = {ACK_OK(201), ACK_OK(200), ACK_OK(200)};
+    outcome_t out;
+    judge_fixture(200, "opensearch2-all-success.json", ops, COUNT(ops), &out);
+    check_items(&out, expected, COUNT(ops));
+}
+
 static void test_opensearch2_partial_failure(void **state)
 {
     (void)state;
+    const fts_action_op_t ops[] = {I, I, I};
+    const expect_t expected[] = {
+        ACK_OK(201), REJECT(400, "mapper_parsing_exception: failed to parse field [updated_at]"),
+        ACK_OK(201)};
+    outcome_t out;
+    judge_fixture(200, "opensearch2-partial-failure.json", ops, COUNT(ops), &out);
+    check_items(&out, expected, COUNT(ops));
+    /* "<type>: <reason>", then the chain of causes, as the node wrote them. */
+    assert_string_equal(out.items[1].reason,
+                        "mapper_parsing_exception: failed to parse field [updated_at] of type "
+                        "[date] in document with id 'app-4'. Preview of field's value: 'last "
+                        "tuesday'; caused by illegal_argument_exception: failed to parse date "
+                        "field [last tuesday] with format [strict_date_optional_time||epoch_"
+                        "millis]; caused by date_time_parse_exception: Failed to parse with all "
+                        "enclosed parsers");
+}
+
+static void test_opensearch2_version_conflict(void **state)
+{
+    (void)state;
+    /* Lower and equal external versions, on index and on delete: all already superseded. */
+    const fts_action_op_t ops[] = {I, I, D};
+    const expect_t expected[] = {ACK_CONFLICT, ACK_CONFLICT, ACK_CONFLICT};
+    outcome_t out;
+    judge_fixture(200, "opensearch2-version-conflict.json", ops, COUNT(ops), &out);
+    check_items(&out, expected, COUNT(ops));
+}
+
+static void test_opensearch2_delete_not_found(void **state)
+{
+    (void)state;
+    const fts_action_op_t ops[] = {D, D};
+    const expect_t expected[] = {ACK_NOT_FOUND, ACK_OK(200)};
+    outcome_t out;
+    judge_fixture(200, "opensearch2-delete-not-found.json", ops, COUNT(ops), &out);
+    check_items(&out, expected, COUNT(ops));
+}
+
+static void test_opensearch2_index_missing(void **state)
+{
+    (void)state;
+    /* 404 with index_not_found_exception (the node refuses to create indices on the fly):
+     * the index is missing, not the document; both wait for it. */
+    const fts_action_op_t ops[] = {I, D};
+    const expect_t expected[] = {
+        RETRY(BLOCKED, 404, "index_not_found_exception: no such index [missing-apps]"),
+        RETRY(BLOCKED, 404, "index_not_found_exception")};
+    outcome_t out;
+    judge_fixture(200, "opensearch2-index-missing.json", ops, COUNT(ops), &out);
+    check_items(&out, expected, COUNT(ops));
+}
+
+static void test_opensearch2_write_block_retried(void **state)
+{
+    (void)state;
+    const fts_action_op_t ops[] = {I, D};
+    const expect_t expected[] = {
+        RETRY(BLOCKED, 403,
+              "cluster_block_exception: index [apps] blocked by: [FORBIDDEN/8/index write "
+              "(api)];"),
+        RETRY(BLOCKED, 403, "FORBIDDEN/8/index write (api)")};
+    outcome_t out;
+    judge_fixture(200, "opensearch2-write-block.json", ops, COUNT(ops), &out);
+    check_items(&out, expected, COUNT(ops));
+}
+
+static void test_opensearch2_read_only_retried(void **state)
+{
+    (void)state;
+    /* A read-only index refuses deletes too; both wait until the block is lifted. */
+    const fts_action_op_t ops[] = {I, D};
+    const expect_t expected[] = {
+        RETRY(BLOCKED, 403,
+              "cluster_block_exception: index [apps] blocked by: [FORBIDDEN/5/index read-only "
+              "(api)];"),
+        RETRY(BLOCKED, 403, "cluster_block_exception")};
+    outcome_t out;
+    judge_fixture(200, "opensearch2-read-only-block.json", ops, COUNT(ops), &out);
+    check_items(&out, expected, COUNT(ops));
+}
+
+static void test_opensearch2_item_429_retried(void **state)
+{
+    (void)state;
+    /* The write pool (1 thread, 1 queue slot) refused the shard request: every item 429. */
+    const fts_action_op_t ops[] = {I, I, I, I, I};
+    const expect_t expected[] = {
+        RETRY(THROTTLED, 429, "rejected_execution_exception: rejected execution of "),
+        RETRY(THROTTLED, 429, "rejected_execution_exception"),
+        RETRY(THROTTLED, 429, "rejected_execution_exception"),
+        RETRY(THROTTLED, 429, "rejected_execution_exception"),
+        RETRY(THROTTLED, 429, "rejected_execution_exception")};
+    outcome_t out;
+    judge_fixture(200, "opensearch2-rejected-execution.json", ops, COUNT(ops), &out);
+    check_items(&out, expected, COUNT(ops));
+    /* The pool figures an operator needs are kept. */
+    assert_contains(out.items[0].reason, "queue capacity = 1");
+}
+
+static void test_opensearch2_request_400_split(void **state)
+{
+    (void)state;
+    const fts_action_op_t ops[] = {I};
+    outcome_t out;
+    judge_fixture(400, "opensearch2-request-400.json", ops, COUNT(ops), &out);
+    assert_int_equal(out.verdict, FTS_BULK_RESPONSE_SPLIT);
+    /* OpenSearch writes the newline it wants as the two characters \n, JSON-escaped. */
+    assert_string_equal(out.reason, "HTTP 400: illegal_argument_exception: The bulk request "
+                                    "must be terminated by a newline [\\n]");
+}
+
+static void test_opensearch2_request_413_split(void **state)
+{
+    (void)state;
+    /* The node's HTTP layer refuses a body over http.max_content_length with an empty 413. */
+    const fts_action_op_t ops[] = {I, I};
+    outcome_t out;
+    judge_fixture(413, "opensearch2-request-413.json", ops, COUNT(ops), &out);
+    assert_int_equal(out.verdict, FTS_BULK_RESPONSE_SPLIT);
+    assert_contains(out.reason, "HTTP 413");
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* OpenSearch shapes no single test node sends, from the documented shapes                  */
+
+static void test_opensearch2_pressure_and_500(void **state)
+{
+    (void)state;
+    /* Shard indexing pressure's 429 and a 500 item, beside the common cases. */
     const fts_action_op_t ops[] = {I, I, I, I, D, D};
     const expect_t expected[] = {
         ACK_OK(201),
@@ -441,16 +584,17 @@ static void test_opensearch2_partial_failure(void **state)
         ACK_NOT_FOUND,
         RETRY(SERVER_ERROR, 500, "illegal_state_exception: failed to obtain in-memory shard")};
     outcome_t out;
-    judge_fixture(200, "opensearch2-partial-failure.json", ops, COUNT(ops), &out);
+    judge_fixture(200, "opensearch2-written-pressure-and-500.json", ops, COUNT(ops), &out);
     check_items(&out, expected, COUNT(ops));
 }
 
-static void test_opensearch2_request_413_split(void **state)
+static void test_aws_opensearch_request_413_split(void **state)
 {
     (void)state;
+    /* Amazon OpenSearch Service's front end, not OpenSearch itself, answers with a body. */
     const fts_action_op_t ops[] = {I, I};
     outcome_t out;
-    judge_fixture(413, "opensearch2-request-413.json", ops, COUNT(ops), &out);
+    judge_fixture(413, "aws-opensearch-request-413.json", ops, COUNT(ops), &out);
     assert_int_equal(out.verdict, FTS_BULK_RESPONSE_SPLIT);
     assert_string_equal(out.reason,
                         "HTTP 413: {\"Message\":\"Request size exceeded 10485760 bytes\"}");
@@ -834,8 +978,18 @@ int main(void)
         cmocka_unit_test(test_es8_request_429_retried),
         cmocka_unit_test(test_es8_request_503_retried),
         cmocka_unit_test(test_es8_truncated_retried),
+        cmocka_unit_test(test_opensearch2_all_success),
         cmocka_unit_test(test_opensearch2_partial_failure),
+        cmocka_unit_test(test_opensearch2_version_conflict),
+        cmocka_unit_test(test_opensearch2_delete_not_found),
+        cmocka_unit_test(test_opensearch2_index_missing),
+        cmocka_unit_test(test_opensearch2_write_block_retried),
+        cmocka_unit_test(test_opensearch2_read_only_retried),
+        cmocka_unit_test(test_opensearch2_item_429_retried),
+        cmocka_unit_test(test_opensearch2_request_400_split),
         cmocka_unit_test(test_opensearch2_request_413_split),
+        cmocka_unit_test(test_opensearch2_pressure_and_500),
+        cmocka_unit_test(test_aws_opensearch_request_413_split),
         cmocka_unit_test(test_item_count_mismatch_retried),
         cmocka_unit_test(test_wrong_op_retried),
         cmocka_unit_test(test_create_answers_index_update_answers_nothing),
