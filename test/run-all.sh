@@ -2,8 +2,8 @@
 # run-all.sh - the whole test suite from a fresh clone, as README.md and .ci/run call it:
 # installs every dependency (deploy/local/install-deps.sh), checks formatting, builds with
 # -Werror and AddressSanitizer + UndefinedBehaviorSanitizer, and runs every CTest test. The
-# integration tests start their own redis-server and Elasticsearch (the `testbed` fixture) on
-# free loopback ports and stop them afterwards.
+# integration tests start their own redis-server, OpenSearch 2.19 and Elasticsearch 1.5 (the
+# `testbed` and `testbed_es1` fixtures) on free loopback ports and stop them afterwards.
 #
 # Environment:
 #   FTSYNC_BUILD_DIR   build directory (default: .build/test in the repository)
