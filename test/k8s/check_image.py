@@ -251,7 +251,8 @@ def main():
         sys.exit("usage: check_image.py SOURCE_DIR SCRATCH_DIR")
     source, scratch = (os.path.abspath(a) for a in sys.argv[1:])
     os.makedirs(scratch, exist_ok=True)
-    tools = os.environ.get("FTSYNC_K8S_TOOLS", "/opt/ftsync-deps/k8s-tools")
+    tools = os.environ.get("FTSYNC_K8S_TOOLS") or \
+        os.path.join(os.environ.get("FTSYNC_DEPS_DIR") or "/opt/ftsync-deps", "k8s-tools")
     facts = dockerfile_facts(tools, os.path.join(source, "deploy", "docker", "Dockerfile"))
     rules = lint(facts, source)
     if rules is not None:
