@@ -653,7 +653,7 @@ def main():
         to_time = int(time.time())
         time.sleep(1.1)
         subprocess.run(workload + ["--count", "300", "--mix", "insert=40,update=30,replace=10,delete=20",
-                                   "--seed", "4", "--id-start", "100000"], check=True, capture_output=True)
+                                   "--seed", "4", "--id-start", "100000000"], check=True, capture_output=True)
         if in_step:
             in_step = wait_in_step(pods, bed, db, collection, unique)
         extract = [p for p in pods if "extract" in p.argv[1:2]]
