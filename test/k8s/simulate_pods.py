@@ -432,8 +432,8 @@ def check_config(pods, settings, ftsync):
         dev = subprocess.run(argv, env=pod.process_env({"FTSYNC_DEV_MODE": "true"}),
                              cwd=pod.root + "/tmp", capture_output=True, text=True)
         check(dev.returncode == 0 and "not a setting" not in dev.stderr,
-              f"{pod.owner}: `ftsync config{' --role ' + role if role else ''}` exits 0 with the "
-              "manifest's environment (dev mode, CHANGE-ME placeholders)",
+              f"{pod.owner}: `ftsync config{' --role ' + role if role else ''}` exits 0 without a "
+              "warning with the manifest's environment (dev mode, CHANGE-ME placeholders)",
               f"exit {dev.returncode}: {dev.stderr.strip()[-600:]}")
         prod = subprocess.run(argv, env=pod.process_env(), cwd=pod.root + "/tmp",
                               capture_output=True, text=True)
@@ -622,8 +622,11 @@ def main():
                         entrypoint, args.ftsync) for j in jobs]
         check_config(job_pods, settings, args.ftsync)
 
+    if not os.path.isfile(args.testbed_env):
+        fatal(f"no test bed: {args.testbed_env} is missing (ctest starts the test bed through the "
+              "`testbed` fixture; by hand: test/tools/testbed.sh start DIR)")
     with open(args.testbed_env) as f:
-        bed_env = dict(line.strip().split("=", 1) for line in f if "=" in line)
+        bed_env = dict(line.strip().split("=", 1) for line in f if "=" in line and not line.startswith("#"))
     double, mongo_port = start_double(args.double, scratch)
     started = []
     try:
@@ -706,7 +709,6 @@ def main():
             stop(load, "loaders")
         else:
             stop(pods, "all pods")
-        del in_step
     finally:
         for p in started:
             if p.process.poll() is None:
