@@ -120,7 +120,7 @@ def lint(facts, source):
     entry = instructions(runtime, "ENTRYPOINT")
     check(bool(entry) and entry[-1]["json"] == ["ftsync"], 'ENTRYPOINT ["ftsync"] in exec form',
           entry[-1]["args"] if entry else "no ENTRYPOINT")
-    for stage in stages:
+    for stage in [{"instructions": facts.get("preamble", [])}] + stages:
         for ins in instructions(stage, "ENV") + instructions(stage, "ARG"):
             for name, value in ins.get("properties", []):
                 check(not SECRET_NAME.search(name or ""), f"{ins['keyword']} {name} is no secret",

@@ -1,7 +1,8 @@
 // dockerfile_facts.mjs - parses a Dockerfile with dockerfile-ast and lints it with
 // dockerfile-utils (the parser and validator behind the Docker language server), and prints
 // what test/k8s/check_image.py needs as one JSON object on stdout:
-//   { stages: [{ from, name, instructions: [{ keyword, args: [..], json: [..] | null }] }],
+//   { preamble: [ARG instructions before the first FROM],
+//     stages: [{ from, tag, name, instructions: [{ keyword, args: [..], json: [..] | null }] }],
 //     diagnostics: [{ line, severity, code, message }] }
 // usage: node dockerfile_facts.mjs TOOLS_DIR DOCKERFILE
 // TOOLS_DIR is where test/k8s/install-tools.sh ran `npm ci` (it has node_modules/).
@@ -21,6 +22,7 @@ const { validate } = require("dockerfile-utils");
 const text = readFileSync(dockerfilePath, "utf8");
 const dockerfile = DockerfileParser.parse(text);
 const stages = [];
+const preamble = []; // ARGs before the first FROM
 let current = null;
 for (const instruction of dockerfile.getInstructions()) {
   const keyword = instruction.getKeyword();
@@ -47,10 +49,10 @@ for (const instruction of dockerfile.getInstructions()) {
   if (keyword === "COPY") {
     entry.from = instruction.getFromFlag() ? instruction.getFromFlag().getValue() : null;
   }
-  (current ? current.instructions : (stages.preamble ||= [])).push(entry);
+  (current ? current.instructions : preamble).push(entry);
 }
 const severity = { 1: "error", 2: "warning", 3: "information", 4: "hint" };
 const diagnostics = validate(text).map((d) => ({
   line: d.range.start.line + 1, severity: severity[d.severity] || String(d.severity),
   code: d.code, message: d.message }));
-process.stdout.write(JSON.stringify({ stages, diagnostics }, null, 1) + "\n");
+process.stdout.write(JSON.stringify({ preamble, stages, diagnostics }, null, 1) + "\n");
