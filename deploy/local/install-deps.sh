@@ -347,6 +347,8 @@ main() {
     build_java17_patch
     install_opensearch
     install_pymongo4
+    # The deployment's test tools: promtool (Debian's prometheus), PyYAML, the npm validators.
+    bash "$SCRIPT_DIR/../../test/k8s/install-tools.sh"
     say "done: Elasticsearch home $ES_HOME_LINK, Java 17 patch $PATCH_DIR, OpenSearch $OS_PREFIX"
 }
 
