@@ -818,6 +818,7 @@ static void sweep_take_deletes(fts_loader_t *loader, sweep_t *sweep, long status
         return;
     }
     size_t kept = 0;
+    char retry_reason[FTS_BULK_REASON_SIZE + 32] = "";
     uint64_t deleted_before = sweep->deleted;
     for (size_t i = 0; i < sweep->target_count; i++) {
         const fts_bulk_item_result_t *result = &sweep->results[i];
@@ -832,6 +833,10 @@ static void sweep_take_deletes(fts_loader_t *loader, sweep_t *sweep, long status
             }
             break;
         case FTS_BULK_ITEM_RETRY:
+            if (!retry_reason[0]) {
+                snprintf(retry_reason, sizeof retry_reason, "HTTP %d: %s", result->status,
+                         result->reason);
+            }
             sweep->targets[kept++] = sweep->targets[i];
             break;
         case FTS_BULK_ITEM_REJECT:
@@ -848,8 +853,7 @@ static void sweep_take_deletes(fts_loader_t *loader, sweep_t *sweep, long status
         /* Only the throttled or failed items go again, after a backoff. */
         sweep->target_count = kept;
         sweep_build_deletes(loader, sweep);
-        sweep_retry(loader, sweep, "deleting some documents",
-                    sweep->results[0].reason[0] ? sweep->results[0].reason : "retried items");
+        sweep_retry(loader, sweep, "deleting some documents", retry_reason);
         return;
     }
     fts_backoff_reset(&sweep->backoff);

@@ -970,6 +970,48 @@ static void test_lost_or_expired_scroll_starts_the_sweep_again(void **state)
     fixture_destroy(f);
 }
 
+static void test_throttled_deletes_are_retried_alone_and_refusals_reported(void **state)
+{
+    (void)state;
+    fts_load_options_t options = sweep_options();
+    fixture_t *f = fixture_new(&options);
+    start_reading_new(f);
+    deliver_sweep(f, "15-0", "sweep", "100");
+    pass_barrier_and_refresh(f, "15-0");
+    answer_request(
+        f, 200,
+        "{\"_scroll_id\":\"s1\",\"_shards\":{\"total\":1,\"successful\":1,\"failed\":"
+        "0},\"hits\":{\"hits\":[" HIT("apps", "x", "5", NS("steam.apps")) "," HIT(
+            "apps", "y", "6", NS("steam.apps")) "," HIT("apps", "z", "7", NS("steam.apps")) "]}}");
+    answer_request(f, 200,
+                   "{\"took\":1,\"errors\":true,\"items\":["
+                   "{\"delete\":{\"_index\":\"apps\",\"_id\":\"x\",\"status\":200}},"
+                   "{\"delete\":{\"_index\":\"apps\",\"_id\":\"y\",\"status\":429,\"error\":"
+                   "{\"type\":\"es_rejected_execution_exception\",\"reason\":\"full\"}}},"
+                   "{\"delete\":{\"_index\":\"apps\",\"_id\":\"z\",\"status\":400,\"error\":"
+                   "{\"type\":\"illegal_argument_exception\",\"reason\":\"no\"}}}]}");
+    size_t before = f->fake.request_count;
+    while (f->fake.request_count == before) {
+        fire_timer(f);
+    }
+    /* y alone goes again, after a backoff */
+    assert_string_equal(last_request(f)->body,
+                        "{\"delete\":{\"_index\":\"apps\",\"_id\":\"y\",\"version\":100,"
+                        "\"version_type\":\"external\"}}\n");
+    answer_request(f, 200,
+                   "{\"took\":1,\"errors\":false,\"items\":["
+                   "{\"delete\":{\"_index\":\"apps\",\"_id\":\"y\",\"status\":200}}]}");
+    char empty[256];
+    answer_request(f, 200, page_empty("s2", empty, sizeof empty));
+    /* z could not be deleted: the entry is dead-lettered saying so, not acknowledged as done */
+    assert_int_equal(f->fake.settle_count, 1);
+    assert_int_equal(f->fake.settles[0].dead_count, 1);
+    assert_contains(f->fake.settles[0].dead_reasons[0], "refused to delete 1 documents");
+    assert_contains(f->fake.settles[0].dead_reasons[0], "illegal_argument_exception");
+    assert_int_equal(fts_loader_stats(f->loader)->sweep_deleted, 2);
+    fixture_destroy(f);
+}
+
 static void test_loader_dying_mid_sweep_leaves_it_to_the_next(void **state)
 {
     (void)state;
@@ -1073,6 +1115,7 @@ int main(void)
         cmocka_unit_test(test_sweep_deletes_only_stale_documents_of_its_ns_then_acknowledges),
         cmocka_unit_test(test_drop_with_unmarked_documents_is_dead_lettered_with_counts),
         cmocka_unit_test(test_lost_or_expired_scroll_starts_the_sweep_again),
+        cmocka_unit_test(test_throttled_deletes_are_retried_alone_and_refusals_reported),
         cmocka_unit_test(test_loader_dying_mid_sweep_leaves_it_to_the_next),
         cmocka_unit_test(test_stop_abandons_a_running_sweep_and_leaves_it_pending),
         cmocka_unit_test(test_the_lowest_waiting_sweep_goes_first),
