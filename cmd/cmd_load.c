@@ -11,6 +11,9 @@
  * backoff, so that a loader started before Elasticsearch simply waits. Then one event loop runs
  * until SIGTERM or SIGINT, after which in-flight requests get FTSYNC_STOP_TIMEOUT_MS to finish
  * and the process exits 0; whatever was not acknowledged stays pending in the group.
+ * Drops and sweeps (core/load.c) use the same loop: their barrier is a query on the group's
+ * connection, their scroll pages and deletes go through the same asynchronous client as the
+ * bulks, and the server's version picks how a scroll id is sent (bare before 2.0).
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -356,7 +359,9 @@ static void print_help(FILE *out)
             "Reads the action stream ftsync:{<FTSYNC_PIPELINE>}:stream as one consumer of the\n"
             "group \"loaders\" and bulk-indexes it into FTSYNC_ES_INDEX with external versions.\n"
             "An entry is acknowledged only once Elasticsearch accepted it, or after it was\n"
-            "written to ftsync:{<pipeline>}:dead with its reason. Run as many as you like.\n"
+            "written to ftsync:{<pipeline>}:dead with its reason. drop and sweep entries are\n"
+            "applied: the documents of their ns below their version are deleted (see\n"
+            "FTSYNC_NS_FIELD). Run as many as you like.\n"
             "Stops cleanly on SIGTERM or SIGINT (exit 0). Settings: ftsync config --help.\n");
 }
 
