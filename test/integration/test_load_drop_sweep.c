@@ -13,6 +13,8 @@
  *     actions before the drop are still in flight when a loader takes the drop): inserts and
  *     deletes before the drop are gone, the recreated collection's inserts (same ids and new
  *     ones) are there, the other collection is untouched - which needs the barrier;
+ *   - a loader killed (kill -9) while it sweeps leaves the entry pending; another loader
+ *     claims it and sweeps again from the start, and the index ends right;
  *   - FTSYNC_NS_FIELD=off: a sweep is dead-lettered with a reason, and the index keeps every
  *     document (nothing is touched that cannot be attributed).
  * Each test has its own pipeline and index (named after it and the pid).
@@ -296,6 +298,50 @@ static void test_dropped_and_recreated_collection(void **state)
     assert_true(some_log_contains(t, "drop finished"));
 }
 
+#define KILL_IDS 3000
+
+static void test_loader_killed_mid_sweep_leaves_it_to_the_next(void **state)
+{
+    fts_test_load_t *t = bed_new(state, "sweepkill");
+    fts_test_load_set(t, "FTSYNC_SWEEP_PAGE_SIZE", "5");
+    char id[32];
+    char body[256];
+    for (int n = 0; n < KILL_IDS; n++) {
+        snprintf(id, sizeof id, "k%d", n);
+        body_for(body, sizeof body, id, "v1");
+        fts_test_load_index(t, id, at(0, 1), body);
+    }
+    flush(t);
+    start_loader(t);
+    wait_drained(t);
+    /* a resync that kept only the first tenth: 2700 stale documents, 540 pages of deletes */
+    for (int n = 0; n < KILL_IDS / 10; n++) {
+        snprintf(id, sizeof id, "k%d", n);
+        body_for(body, sizeof body, id, "v2");
+        fts_test_load_index(t, id, at(10, 1), body);
+    }
+    fts_test_load_sweep(t, FTS_TEST_LOAD_NS, at(10, 1));
+    flush(t);
+    wait_for_log(t, "started: every entry before it is acknowledged");
+    fts_test_sleep_ms(100); /* some pages deleted; hundreds to go */
+    fts_test_loader_t *first = t->loaders[0];
+    fts_test_group_state_t group;
+    fts_error_t err;
+    fts_error_clear(&err);
+    assert_true(fts_test_load_kill9(t, first));
+    if (!fts_test_load_group_state(t, &group, &err)) {
+        fail_with_logs(t, "reading the group", &err);
+    }
+    /* killed mid-sweep: the sweep entry is still pending */
+    assert_int_equal(group.pending, 1);
+    /* another loader claims it once idle (FTSYNC_CLAIM_IDLE_MS 5 s) and sweeps again */
+    start_loader(t);
+    wait_drained(t);
+    expect_index_equals_model(t, "after the sweep was taken over");
+    expect_dead_count(t, 0);
+    assert_int_equal(fts_test_load_model_present(t), KILL_IDS / 10);
+}
+
 static void test_sweep_without_ns_field_is_dead_lettered_and_touches_nothing(void **state)
 {
     fts_test_load_t *t = bed_new(state, "nonsfield");
@@ -332,6 +378,7 @@ int main(void)
         cmocka_unit_test_teardown(test_history_lost_sweep_removes_only_stale_documents,
                                   bed_teardown),
         cmocka_unit_test_teardown(test_dropped_and_recreated_collection, bed_teardown),
+        cmocka_unit_test_teardown(test_loader_killed_mid_sweep_leaves_it_to_the_next, bed_teardown),
         cmocka_unit_test_teardown(test_sweep_without_ns_field_is_dead_lettered_and_touches_nothing,
                                   bed_teardown),
     };
