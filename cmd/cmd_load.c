@@ -11,6 +11,9 @@
  * backoff, so that a loader started before Elasticsearch simply waits. Then one event loop runs
  * until SIGTERM or SIGINT, after which in-flight requests get FTSYNC_STOP_TIMEOUT_MS to finish
  * and the process exits 0; whatever was not acknowledged stays pending in the group.
+ * Drops and sweeps (core/load.c) use the same loop: their barrier is a query on the group's
+ * connection, their scroll pages and deletes go through the same asynchronous client as the
+ * bulks, and the server's version picks how a scroll id is sent (bare before 2.0).
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -51,10 +54,12 @@ typedef struct {
     void *settle_token; /* the loader has one settle outstanding at most */
 } driver_t;
 
-/* One bulk request in flight: its driver and the loader's token. */
+/* One bulk request (or, with sweep set, a drop's or sweep's request) in flight: its driver
+ * and the loader's token. */
 typedef struct {
     driver_t *driver;
     void *token;
+    bool sweep;      /* completes with fts_loader_request_done, not fts_loader_bulk_done */
     fts_error_t err; /* for a request that could not even start */
 } bulk_call_t;
 
@@ -105,12 +110,15 @@ static void on_bulk(void *arg, const fts_es_response_t *response, const fts_erro
     bulk_call_t *call = arg;
     driver_t *driver = call->driver;
     void *token = call->token;
+    bool sweep = call->sweep;
     bson_free(call);
-    if (!response) {
-        fts_loader_bulk_done(driver->loader, token, 0, NULL, 0, err);
+    long status = response ? response->status : 0;
+    const char *body = response ? response->body.data : NULL;
+    size_t len = response ? response->body.len : 0;
+    if (sweep) {
+        fts_loader_request_done(driver->loader, token, status, body, len, response ? NULL : err);
     } else {
-        fts_loader_bulk_done(driver->loader, token, response->status, response->body.data,
-                             response->body.len, NULL);
+        fts_loader_bulk_done(driver->loader, token, status, body, len, response ? NULL : err);
     }
 }
 
@@ -120,9 +128,20 @@ static void on_bulk_not_started(void *arg)
     bulk_call_t *call = arg;
     driver_t *driver = call->driver;
     void *token = call->token;
+    bool sweep = call->sweep;
     fts_error_t err = call->err;
     bson_free(call);
-    fts_loader_bulk_done(driver->loader, token, 0, NULL, 0, &err);
+    if (sweep) {
+        fts_loader_request_done(driver->loader, token, 0, NULL, 0, &err);
+    } else {
+        fts_loader_bulk_done(driver->loader, token, 0, NULL, 0, &err);
+    }
+}
+
+static void on_barrier(void *arg, bool clear, const fts_error_t *err)
+{
+    driver_t *driver = arg;
+    fts_loader_barrier_done(driver->loader, clear, err);
 }
 
 static void on_timer(void *arg)
@@ -180,6 +199,27 @@ static void port_bulk(void *context, const char *body, size_t len, void *token)
     call->driver = driver;
     call->token = token;
     if (!fts_es_async_request(driver->es, "POST", "/_bulk", "application/x-ndjson", body, len,
+                              on_bulk, call, &call->err)) {
+        fts_event_loop_defer(driver->loop, on_bulk_not_started, call);
+    }
+}
+
+static void port_barrier(void *context, const char *id)
+{
+    driver_t *driver = context;
+    fts_redis_group_barrier(driver->group, id, on_barrier, driver);
+}
+
+/* A drop's or sweep's request, on the same asynchronous client and loop as the bulks. */
+static void port_request(void *context, const char *method, const char *path,
+                         const char *content_type, const char *body, size_t len, void *token)
+{
+    driver_t *driver = context;
+    bulk_call_t *call = bson_malloc0(sizeof *call);
+    call->driver = driver;
+    call->token = token;
+    call->sweep = true;
+    if (!fts_es_async_request(driver->es, method, path, content_type, len ? body : NULL, len,
                               on_bulk, call, &call->err)) {
         fts_event_loop_defer(driver->loop, on_bulk_not_started, call);
     }
@@ -321,7 +361,9 @@ static void print_help(FILE *out)
             "Reads the action stream ftsync:{<FTSYNC_PIPELINE>}:stream as one consumer of the\n"
             "group \"loaders\" and bulk-indexes it into FTSYNC_ES_INDEX with external versions.\n"
             "An entry is acknowledged only once Elasticsearch accepted it, or after it was\n"
-            "written to ftsync:{<pipeline>}:dead with its reason. Run as many as you like.\n"
+            "written to ftsync:{<pipeline>}:dead with its reason. drop and sweep entries are\n"
+            "applied: the documents of their ns below their version are deleted (see\n"
+            "FTSYNC_NS_FIELD). Run as many as you like.\n"
             "Stops cleanly on SIGTERM or SIGINT (exit 0). Settings: ftsync config --help.\n");
 }
 
@@ -444,7 +486,15 @@ int fts_cmd_load(int argc, char **argv)
         .retry_max_ms = (uint64_t)config.retry_max_ms,
         .stop_timeout_ms = (uint64_t)config.stop_timeout_ms,
         .progress_interval_ms = PROGRESS_INTERVAL_MS,
+        .sweep_page_size = (size_t)config.sweep_page_size,
+        /* Elasticsearch before 2.0 takes a scroll id only as the bare body. */
+        .sweep_dialect = info.distribution != FTS_ES_DISTRIBUTION_OPENSEARCH && info.major < 2
+                             ? FTS_SWEEP_SCROLL_ID_TEXT
+                             : FTS_SWEEP_SCROLL_ID_JSON,
     };
+    if (config.ns_field && strcmp(config.ns_field, "off") != 0) {
+        load_options.target.ns_field = config.ns_field;
+    }
     fts_load_ports_t ports = {
         .context = &driver,
         .ensure_group = port_ensure_group,
@@ -453,6 +503,8 @@ int fts_cmd_load(int argc, char **argv)
         .touch = port_touch,
         .settle = port_settle,
         .bulk = port_bulk,
+        .barrier = port_barrier,
+        .request = port_request,
         .wake_after = port_wake_after,
         .now_ms = port_now_ms,
         .finished = port_finished,

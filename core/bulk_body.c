@@ -6,6 +6,9 @@
  * whole request: every line ends with exactly one LF and contains no other, because one
  * stray newline would shift every action after it onto the wrong source line.
  *
+ * The ns field (bulk_body.h) is what lets a drop or sweep touch only its own collection's
+ * documents in a shared index; it is written into every index action when configured.
+ *
  * fts_bulk_action_size mirrors fts_bulk_append_action byte for byte (same escaping rules as
  * fts_buffer_append_json_escaped, same digits); the unit tests check the two against each
  * other for every case, so a change to one without the other fails there.
@@ -37,8 +40,9 @@ static size_t json_escaped_size(const char *text, size_t len)
 }
 
 /* Only index and delete become bulk actions; drop and sweep are carried out another way
- * (delete-by-query), and an index without a body or any action without an id cannot be
- * framed. Returns NULL when the action is fine, else what is wrong with it. */
+ * (a scroll, then versioned deletes of what it found: load_sweep.h), and an index without a body or
+ * any action without an id cannot be framed. Returns NULL when the action is fine, else what is
+ * wrong with it. */
 static const char *unframeable_reason(const fts_action_t *action)
 {
     if (action->op != FTS_ACTION_INDEX && action->op != FTS_ACTION_DELETE) {
@@ -51,6 +55,43 @@ static const char *unframeable_reason(const fts_action_t *action)
         return "has no body";
     }
     return NULL;
+}
+
+/* Where the ns field goes into an index action's body: after the opening brace (leading
+ * whitespace allowed), followed by a comma unless the object is empty. Returns the offset
+ * just after the brace, or (size_t)-1 when the body does not start as an object (then the
+ * body is written unchanged; fts_action_validate makes every queued body an object). */
+static size_t ns_insert_at(const fts_action_t *action, bool *needs_comma)
+{
+    size_t i = 0;
+    while (i < action->body_len && (action->body[i] == ' ' || action->body[i] == '\t' ||
+                                    action->body[i] == '\n' || action->body[i] == '\r')) {
+        i++;
+    }
+    if (i == action->body_len || action->body[i] != '{') {
+        return (size_t)-1;
+    }
+    size_t after = i + 1;
+    size_t j = after;
+    while (j < action->body_len && (action->body[j] == ' ' || action->body[j] == '\t' ||
+                                    action->body[j] == '\n' || action->body[j] == '\r')) {
+        j++;
+    }
+    *needs_comma = j < action->body_len && action->body[j] != '}';
+    return after;
+}
+
+/* The bytes the ns field adds to an index action's body line: "<field>":"<ns>" and a comma. */
+static size_t ns_field_size(const fts_bulk_target_t *target, const fts_action_t *action)
+{
+    bool comma = false;
+    if (!target->ns_field || action->op != FTS_ACTION_INDEX ||
+        ns_insert_at(action, &comma) == (size_t)-1) {
+        return 0;
+    }
+    const char *ns = action->ns ? action->ns : "";
+    return strlen("\"") + json_escaped_size(target->ns_field, strlen(target->ns_field)) +
+           strlen("\":\"") + json_escaped_size(ns, strlen(ns)) + strlen("\"") + (comma ? 1 : 0);
 }
 
 static const char *op_key(fts_action_op_t op)
@@ -80,6 +121,7 @@ size_t fts_bulk_action_size(const fts_bulk_target_t *target, const fts_action_t 
             strlen(",\"version_type\":\"external\"}}\n");
     if (action->op == FTS_ACTION_INDEX) {
         size += action->body_len + 1; /* CR/LF become spaces: same length; then LF */
+        size += ns_field_size(target, action);
     }
     return size;
 }
@@ -118,7 +160,23 @@ bool fts_bulk_append_action(fts_buffer_t *out, const fts_bulk_target_t *target,
 
     if (action->op == FTS_ACTION_INDEX) {
         size_t start = out->len;
-        fts_buffer_append(out, action->body, action->body_len);
+        bool comma = false;
+        size_t at = target->ns_field ? ns_insert_at(action, &comma) : (size_t)-1;
+        if (at == (size_t)-1) {
+            fts_buffer_append(out, action->body, action->body_len);
+        } else {
+            const char *ns = action->ns ? action->ns : "";
+            fts_buffer_append(out, action->body, at);
+            fts_buffer_append_char(out, '"');
+            fts_buffer_append_json_escaped(out, target->ns_field, strlen(target->ns_field));
+            fts_buffer_append_str(out, "\":\"");
+            fts_buffer_append_json_escaped(out, ns, strlen(ns));
+            fts_buffer_append_char(out, '"');
+            if (comma) {
+                fts_buffer_append_char(out, ',');
+            }
+            fts_buffer_append(out, action->body + at, action->body_len - at);
+        }
         /* Inside a JSON string a raw CR or LF is invalid (they arrive escaped), so any raw
          * one is whitespace between tokens, and a space means the same there. */
         for (size_t i = start; i < out->len; i++) {

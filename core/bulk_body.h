@@ -9,6 +9,15 @@
  *   {"delete":{"_index":"apps","_id":"43","version":9,"version_type":"external"}}
  *
  * With a document type configured (clusters before 7.x), "_type":"<type>" follows "_index".
+ * With an ns field configured (FTSYNC_NS_FIELD, default _ftsync_ns), an index action's
+ * document gets that field first, holding the entry's ns ("db.collection"):
+ *
+ *   {"_ftsync_ns":"steam.apps","name":"..."}
+ *
+ * so that a drop or sweep can tell, in an index or alias shared by several collections, which
+ * documents came from its ns (load_sweep.h). The field is added as text in front of the
+ * document's own fields; a document that has a field of that name itself would hold it twice
+ * (Elasticsearch 6+ refuses that, and the action is dead-lettered with its reason).
  * The body line is the entry's JSON with any raw CR or LF replaced by a space: in valid JSON
  * they can only be whitespace between tokens, and one would otherwise split the line and
  * break the framing of every action after it.
@@ -26,6 +35,8 @@
 typedef struct {
     const char *index;    /* the _index of every action (an alias works too) */
     const char *doc_type; /* NULL: typeless (Elasticsearch 7+, OpenSearch); else the _type */
+    const char *ns_field; /* NULL: documents are written as they are; else the field that gets
+                           * the action's ns */
 } fts_bulk_target_t;
 
 /* Appends the lines of one index or delete action to out. Any other op (drop, sweep) is not

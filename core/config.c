@@ -92,8 +92,8 @@ static const setting_t settings[] = {
     {"FTSYNC_MONGO_MAX_AWAIT_MS", TYPE_INT, "1000", NULL, FIELD(mongo_max_await_ms), 0, 0, 10,
      60000, "how long one change-stream read waits for an event (maxAwaitTimeMS)", NULL},
     {"FTSYNC_ON_DROP", TYPE_CHOICE, "delete", NULL, FIELD(on_drop), 0, 0, 0, 0,
-     "when the collection is dropped: delete (queue a drop action; load does not apply it yet "
-     "and dead-letters it with a reason, for an operator to remove the documents) or ignore",
+     "when the collection is dropped: delete (queue a drop action; load then removes every "
+     "document of the collection from the index, see FTSYNC_NS_FIELD) or ignore",
      fts_on_drop_names},
     {"FTSYNC_TRANSFORM_PLUGIN", TYPE_FILE, NULL, NULL, FIELD(transform_plugin), 0, 0, 0, 0,
      "shared library with a transform plugin (ftsync_plugin.h), run in the transform worker", NULL},
@@ -106,7 +106,8 @@ static const setting_t settings[] = {
      "within about this long",
      NULL},
     {"FTSYNC_ON_HISTORY_LOST", TYPE_CHOICE, "resync", NULL, FIELD(on_history_lost), 0, 0, 0, 0,
-     "when the saved position is gone from the oplog: resync (snapshot again) or stop",
+     "when the saved position is gone from the oplog: resync (snapshot again, then queue a "
+     "sweep, which load applies: it removes the documents deleted meanwhile) or stop",
      fts_on_history_lost_names},
     {"FTSYNC_WORKER_CRASH_LIMIT", TYPE_INT, "3", NULL, FIELD(worker_crash_limit), 0, 0, 1, 100,
      "crashes of the transform worker on one event before that event is dead-lettered", NULL},
@@ -159,6 +160,13 @@ static const setting_t settings[] = {
      "longest time a partial bulk request waits for more actions", NULL},
     {"FTSYNC_BULK_MAX_IN_FLIGHT", TYPE_INT, "2", NULL, FIELD(bulk_max_in_flight), 0, 0, 1, 64,
      "bulk requests in flight at once per loader", NULL},
+    {"FTSYNC_NS_FIELD", TYPE_NAME, "_ftsync_ns", NULL, FIELD(ns_field), 0, 0, 0, 0,
+     "field load writes into every indexed document with its source ns (db.collection), so "
+     "that drops and sweeps remove only that collection's documents from a shared index or "
+     "alias; off: not written, and drop and sweep entries are dead-lettered instead",
+     NULL},
+    {"FTSYNC_SWEEP_PAGE_SIZE", TYPE_INT, "1000", NULL, FIELD(sweep_page_size), 0, 0, 1, 10000,
+     "documents per scroll page while load applies a drop or sweep", NULL},
 
     {"FTSYNC_CONSUMER_NAME", TYPE_NAME, NULL, NULL, FIELD(consumer_name), 0, 0, 0, 0,
      "this loader's consumer name in the group; unset: the pod name in Kubernetes, else "

@@ -77,7 +77,7 @@ typedef enum {
 
 /* FTSYNC_ON_DROP: what the transform makes of a drop of the collection. */
 typedef enum {
-    FTS_ON_DROP_DELETE = 0, /* a drop action (load dead-letters it for an operator today) */
+    FTS_ON_DROP_DELETE = 0, /* a drop action (load removes the collection's documents) */
     FTS_ON_DROP_IGNORE      /* no action: the index stays as it is */
 } fts_on_drop_t;
 
@@ -137,6 +137,8 @@ typedef struct {
     int64_t bulk_max_bytes;
     int64_t bulk_max_wait_ms;
     int64_t bulk_max_in_flight;
+    char *ns_field; /* "off": none (cmd_load.c) */
+    int64_t sweep_page_size;
 
     /* Load: the consumer group */
     char *consumer_name; /* NULL: derived (fts_cmd_consumer_name in cmd/cmd_load.c) */

@@ -8,6 +8,9 @@
  *   settle list  judged (acknowledge, or dead-letter with its reason), waiting for a settle;
  *   the settle   in the one settle in flight (one XACK, or one script that writes the dead
  *                letters and then acknowledges: load_ports.h).
+ *   sweeps       a drop or sweep entry waiting for its turn (one runs at a time);
+ *   the sweep    the drop or sweep being carried out: barrier, refresh, scroll pages and
+ *                versioned deletes (see "drop and sweep" below), then judged like any other.
  * Only a confirmed settle frees an entry, which is how invariant 2 is kept: an entry leaves
  * memory acknowledged, or it stays pending in Redis (after a crash, a stop, or a lost reply)
  * and is delivered again. Nothing here blocks; every step is started from run(), which the
@@ -25,6 +28,7 @@
 
 #include "backoff.h"
 #include "bulk_result.h"
+#include "load_sweep.h"
 #include "log.h"
 
 #define LOG_COMPONENT "load"
@@ -35,11 +39,20 @@
 /* The history cursor that means "from the first pending entry". */
 #define HISTORY_START "0"
 
+/* How often a drop or sweep asks its barrier again while entries before it are pending. */
+#define BARRIER_POLL_MS 500
+/* How often a running drop or sweep logs its progress. */
+#define SWEEP_PROGRESS_MS 10000
+/* Documents per scroll page when the options say 0. */
+#define SWEEP_PAGE_DEFAULT 1000
+
 typedef enum {
     ENTRY_READY = 1, /* in the ready list */
     ENTRY_SENT,      /* in a batch in flight */
     ENTRY_JUDGED,    /* in the settle list */
-    ENTRY_SETTLING   /* in the settle in flight */
+    ENTRY_SETTLING,  /* in the settle in flight */
+    ENTRY_WAITING,   /* a drop or sweep in the sweeps list */
+    ENTRY_SWEEPING   /* the drop or sweep being carried out */
 } entry_state_t;
 
 typedef struct entry {
@@ -81,6 +94,44 @@ typedef struct {
     fts_stream_entry_t *views;
     fts_load_dead_t *dead;
 } settle_t;
+
+typedef enum {
+    SWEEP_NONE = 0, /* no drop or sweep running */
+    SWEEP_BARRIER,  /* asking whether every entry before it is acknowledged */
+    SWEEP_REFRESH,  /* refreshing the index: the scroll then sees everything acknowledged */
+    SWEEP_SEARCH,   /* the first page */
+    SWEEP_SCROLL,   /* a next page */
+    SWEEP_DELETE    /* deleting the stale documents of a page */
+} sweep_phase_t;
+
+/* The drop or sweep being carried out. Counters describe the current pass over the index
+ * (a restarted scroll starts them again), except deleted and conflicts, which add up. */
+typedef struct {
+    entry_t *entry; /* ENTRY_SWEEPING; NULL when none runs */
+    sweep_phase_t phase;
+    bool outstanding; /* the phase's barrier query or request is in flight */
+    uint64_t next_at; /* when the phase's query or request goes (again) */
+    fts_backoff_t backoff;
+    fts_sweep_request_t request; /* the phase's request, sent again on a retry */
+    fts_sweep_page_t page;
+    char *scroll_id;
+    size_t *targets; /* indexes into page.hits of the documents to delete */
+    size_t target_count;
+    fts_action_op_t *ops;
+    fts_bulk_item_result_t *results;
+    uint64_t scanned;
+    uint64_t newer;     /* at or above the entry's version: kept */
+    uint64_t other_ns;  /* another collection's documents: kept */
+    uint64_t unmarked;  /* below the version but without the ns field: kept, reported */
+    uint64_t deleted;   /* deleted (200) */
+    uint64_t gone;      /* already gone (404) */
+    uint64_t conflicts; /* written again meanwhile (409): kept */
+    uint64_t failed;    /* Elasticsearch refused to delete them */
+    char *first_failure;
+    unsigned restarts;
+    uint64_t started_at;
+    uint64_t next_progress_at;
+} sweep_t;
 
 struct fts_loader {
     fts_load_options_t options;
@@ -127,6 +178,10 @@ struct fts_loader {
 
     uint64_t next_progress_at;
     uint64_t progress_acked;
+
+    entry_list_t sweeps; /* drop and sweep entries waiting for their turn */
+    sweep_t sweep;
+    char clear_token; /* its address tells a scroll clearing's completion apart */
 
     bool started;
     bool stopping;
@@ -324,11 +379,25 @@ static void take_entry(fts_loader_t *loader, const fts_stream_entry_t *source, b
         judge(loader, entry, format_reason("cannot decode the entry: %s", err.message));
         return;
     }
+    if (entry->action.op == FTS_ACTION_DROP || entry->action.op == FTS_ACTION_SWEEP) {
+        if (!loader->options.target.ns_field) {
+            judge(loader, entry,
+                  format_reason("op %s (ns %s, version %" PRIu64
+                                ") not applied: FTSYNC_NS_FIELD is off, so the index cannot "
+                                "tell which documents came from that ns; remove its documents "
+                                "below that version from the index by hand",
+                                fts_action_op_name(entry->action.op), entry->action.ns,
+                                entry->action.version));
+            return;
+        }
+        /* Carried out in its turn (maybe_sweep), beside the loading of everything else. */
+        entry->state = ENTRY_WAITING;
+        list_push_back(&loader->sweeps, entry);
+        return;
+    }
     if (entry->action.op != FTS_ACTION_INDEX && entry->action.op != FTS_ACTION_DELETE) {
         judge(loader, entry,
-              format_reason("op %s (ns %s, version %" PRIu64
-                            ") is not applied by this version of ftsync load: remove the "
-                            "affected documents of that ns from the index by hand",
+              format_reason("op %s (ns %s, version %" PRIu64 ") is not known to ftsync load",
                             fts_action_op_name(entry->action.op), entry->action.ns,
                             entry->action.version));
         return;
@@ -542,6 +611,335 @@ static void maybe_settle(fts_loader_t *loader, uint64_t now)
     loader->ports.settle(loader->ports.context, &settlement, settle);
 }
 
+/* ---- drop and sweep ----
+ *
+ * A drop (the collection was dropped: remove every document of its ns) and a sweep (after a
+ * resync snapshot at version V: remove every document of its ns below V) are the same work:
+ * delete every document of the entry's ns whose version is below the entry's version. Steps:
+ *   barrier  until every entry before it in the stream is acknowledged (load_ports.h), so no
+ *            action queued before it - a snapshot's index action above all - is still on its
+ *            way to lose against the sweep's delete;
+ *   refresh  so that the scroll sees every acknowledged write;
+ *   pages    a scroll with versions and the ns field; each document of the ns below the
+ *            version is deleted with version_type=external at the entry's version, so one
+ *            written again meanwhile (a higher version) answers 409 and stays;
+ *   judged   acknowledged at the end of the scroll; dead-lettered with counts when some
+ *            documents could not be deleted, or carry no ns field and may be stale.
+ * A lost or failed page starts the scroll again (a scroll cannot be re-read, and repeating
+ * deletes is harmless). Other entries keep flowing meanwhile: what comes after a drop or
+ * sweep in the stream has higher versions, which its deletes cannot beat. */
+
+static void sweep_clear_page(sweep_t *sweep)
+{
+    fts_sweep_page_cleanup(&sweep->page);
+    sweep->target_count = 0;
+}
+
+/* Starts (or starts again) the scroll: a refresh first, then the first page. */
+static void sweep_begin_pass(fts_loader_t *loader, sweep_t *sweep)
+{
+    sweep_clear_page(sweep);
+    bson_free(sweep->scroll_id);
+    sweep->scroll_id = NULL;
+    sweep->scanned = sweep->newer = sweep->other_ns = sweep->unmarked = sweep->failed = 0;
+    bson_free(sweep->first_failure);
+    sweep->first_failure = NULL;
+    sweep->phase = SWEEP_REFRESH;
+    fts_sweep_refresh_request(&sweep->request, loader->options.target.index);
+}
+
+static void sweep_retry(fts_loader_t *loader, sweep_t *sweep, const char *what, const char *why)
+{
+    uint64_t delay = fts_backoff_next_ms(&sweep->backoff);
+    sweep->next_at = now_ms(loader) + delay;
+    loader->stats.es_errors++;
+    fts_log(FTS_LOG_WARN, LOG_COMPONENT,
+            "%s of entry %s: %s failed, retrying in %" PRIu64 " ms: %s",
+            fts_action_op_name(sweep->entry->action.op), sweep->entry->id, what, delay, why);
+}
+
+static void sweep_restart(fts_loader_t *loader, sweep_t *sweep, const char *why)
+{
+    sweep->restarts++;
+    loader->stats.sweep_restarts++;
+    sweep_begin_pass(loader, sweep);
+    sweep_retry(loader, sweep, "a scroll page (the scroll starts again)", why);
+}
+
+static void sweep_log_progress(fts_loader_t *loader, const sweep_t *sweep, const char *what)
+{
+    const fts_action_t *action = &sweep->entry->action;
+    fts_log(FTS_LOG_INFO, LOG_COMPONENT,
+            "%s %s entry=%s ns=%s below_version=%" PRIu64 " scanned=%" PRIu64 " deleted=%" PRIu64
+            " already_gone=%" PRIu64 " conflicts=%" PRIu64 " newer=%" PRIu64 " other_ns=%" PRIu64
+            " unmarked=%" PRIu64 " failed=%" PRIu64 " restarts=%u elapsed_ms=%" PRIu64,
+            fts_action_op_name(action->op), what, sweep->entry->id, action->ns, action->version,
+            sweep->scanned, sweep->deleted, sweep->gone, sweep->conflicts, sweep->newer,
+            sweep->other_ns, sweep->unmarked, sweep->failed, sweep->restarts,
+            now_ms(loader) - sweep->started_at);
+}
+
+/* The end of the scroll: the entry is judged, the scroll freed, the next sweep may go. */
+static void sweep_finish(fts_loader_t *loader, sweep_t *sweep)
+{
+    const fts_action_t *action = &sweep->entry->action;
+    if (sweep->scroll_id) {
+        /* Frees the server's scroll now rather than at its keep-alive; its outcome changes
+         * nothing, and the port completes it with clear_token. */
+        fts_sweep_request_t clear;
+        fts_sweep_request_init(&clear);
+        fts_sweep_clear_request(&clear, loader->options.sweep_dialect, sweep->scroll_id);
+        loader->ports.request(loader->ports.context, clear.method, clear.path.data,
+                              clear.content_type, clear.body.data, clear.body.len,
+                              &loader->clear_token);
+        fts_sweep_request_destroy(&clear);
+    }
+    char *reason = NULL;
+    if (sweep->failed) {
+        reason = format_reason("%s of ns %s below version %" PRIu64 " done, but Elasticsearch "
+                               "refused to delete %" PRIu64 " documents (deleted %" PRIu64
+                               "); first: %s; remove them by hand",
+                               fts_action_op_name(action->op), action->ns, action->version,
+                               sweep->failed, sweep->deleted,
+                               sweep->first_failure ? sweep->first_failure : "?");
+    } else if (sweep->unmarked) {
+        reason = format_reason(
+            "%s of ns %s below version %" PRIu64 " done (deleted %" PRIu64 "), but %" PRIu64
+            " documents below that version have no %s field (indexed before ftsync wrote it, "
+            "or by something else), so they may still belong to ns %s: check them and remove "
+            "them by hand",
+            fts_action_op_name(action->op), action->ns, action->version, sweep->deleted,
+            sweep->unmarked, loader->options.target.ns_field, action->ns);
+    }
+    loader->stats.swept++;
+    sweep_log_progress(loader, sweep, reason ? "finished with documents left" : "finished");
+    judge(loader, sweep->entry, reason);
+    sweep_clear_page(sweep);
+    bson_free(sweep->scroll_id);
+    sweep->scroll_id = NULL;
+    bson_free(sweep->first_failure);
+    sweep->first_failure = NULL;
+    sweep->entry = NULL;
+    sweep->phase = SWEEP_NONE;
+}
+
+/* Builds the bulk delete of the page's remaining targets into sweep->request. */
+static void sweep_build_deletes(fts_loader_t *loader, sweep_t *sweep)
+{
+    fts_sweep_request_t *request = &sweep->request;
+    request->method = "POST";
+    request->content_type = "application/x-ndjson";
+    fts_buffer_clear(&request->path);
+    fts_buffer_clear(&request->body);
+    fts_buffer_append_str(&request->path, "/_bulk");
+    for (size_t i = 0; i < sweep->target_count; i++) {
+        const fts_sweep_hit_t *hit = &sweep->page.hits[sweep->targets[i]];
+        /* The hit's own index: an alias may point at several. */
+        fts_bulk_target_t target = {
+            .index = hit->index, .doc_type = loader->options.target.doc_type, .ns_field = NULL};
+        fts_action_t action;
+        fts_action_init(&action);
+        action.op = FTS_ACTION_DELETE;
+        action.id = hit->id; /* borrowed: the action is not cleaned up */
+        action.id_len = hit->id_len;
+        action.version = sweep->entry->action.version;
+        fts_error_t err = {0};
+        bool appended = fts_bulk_append_action(&request->body, &target, &action, &err);
+        assert(appended); /* a delete with an id always frames */
+        (void)appended;
+        sweep->ops[i] = FTS_ACTION_DELETE;
+    }
+    sweep->phase = SWEEP_DELETE;
+}
+
+static void sweep_next_page(fts_loader_t *loader, sweep_t *sweep)
+{
+    sweep->phase = SWEEP_SCROLL;
+    fts_sweep_scroll_request(&sweep->request, loader->options.sweep_dialect, sweep->scroll_id);
+}
+
+/* A page arrived: picks the documents to delete, or goes on, or ends. */
+static void sweep_take_page(fts_loader_t *loader, sweep_t *sweep)
+{
+    if (sweep->page.scroll_id) {
+        bson_free(sweep->scroll_id);
+        sweep->scroll_id = sweep->page.scroll_id;
+        sweep->page.scroll_id = NULL;
+    }
+    if (sweep->page.count == 0) {
+        sweep_finish(loader, sweep);
+        return;
+    }
+    const fts_action_t *action = &sweep->entry->action;
+    sweep->targets = bson_realloc(sweep->targets, sweep->page.count * sizeof *sweep->targets);
+    sweep->ops = bson_realloc(sweep->ops, sweep->page.count * sizeof *sweep->ops);
+    sweep->results = bson_realloc(sweep->results, sweep->page.count * sizeof *sweep->results);
+    sweep->target_count = 0;
+    for (size_t i = 0; i < sweep->page.count; i++) {
+        const fts_sweep_hit_t *hit = &sweep->page.hits[i];
+        sweep->scanned++;
+        if (hit->version >= action->version) {
+            sweep->newer++;
+        } else if (!hit->ns) {
+            sweep->unmarked++;
+        } else if (strcmp(hit->ns, action->ns) != 0) {
+            sweep->other_ns++;
+        } else {
+            sweep->targets[sweep->target_count++] = i;
+        }
+    }
+    if (sweep->target_count) {
+        sweep_build_deletes(loader, sweep);
+    } else {
+        sweep_next_page(loader, sweep);
+    }
+}
+
+/* The answer to a page's deletes: judged item by item like any bulk answer. */
+static void sweep_take_deletes(fts_loader_t *loader, sweep_t *sweep, long status, const char *body,
+                               size_t len)
+{
+    char reason[FTS_BULK_REASON_SIZE];
+    fts_bulk_response_verdict_t verdict = fts_bulk_response_judge(
+        status, body, len, sweep->ops, sweep->target_count, sweep->results, reason, sizeof reason);
+    if (verdict == FTS_BULK_RESPONSE_RETRY) {
+        sweep_retry(loader, sweep, "a bulk delete", reason);
+        return;
+    }
+    if (verdict == FTS_BULK_RESPONSE_SPLIT) {
+        /* Deletes of one page are small; a request refused as a whole will not do better in
+         * halves here. Counted as refused, and the entry will say so. */
+        sweep->failed += sweep->target_count;
+        if (!sweep->first_failure) {
+            sweep->first_failure = bson_strdup(reason);
+        }
+        sweep->target_count = 0;
+        sweep_next_page(loader, sweep);
+        return;
+    }
+    size_t kept = 0;
+    char retry_reason[FTS_BULK_REASON_SIZE + 32] = "";
+    uint64_t deleted_before = sweep->deleted;
+    for (size_t i = 0; i < sweep->target_count; i++) {
+        const fts_bulk_item_result_t *result = &sweep->results[i];
+        switch (result->verdict) {
+        case FTS_BULK_ITEM_ACK:
+            if (result->kind == FTS_BULK_KIND_CONFLICT) {
+                sweep->conflicts++;
+            } else if (result->kind == FTS_BULK_KIND_NOT_FOUND) {
+                sweep->gone++;
+            } else {
+                sweep->deleted++;
+            }
+            break;
+        case FTS_BULK_ITEM_RETRY:
+            if (!retry_reason[0]) {
+                snprintf(retry_reason, sizeof retry_reason, "HTTP %d: %s", result->status,
+                         result->reason);
+            }
+            sweep->targets[kept++] = sweep->targets[i];
+            break;
+        case FTS_BULK_ITEM_REJECT:
+        default:
+            sweep->failed++;
+            if (!sweep->first_failure) {
+                sweep->first_failure = format_reason("HTTP %d: %s", result->status, result->reason);
+            }
+            break;
+        }
+    }
+    loader->stats.sweep_deleted += sweep->deleted - deleted_before;
+    if (kept) {
+        /* Only the throttled or failed items go again, after a backoff. */
+        sweep->target_count = kept;
+        sweep_build_deletes(loader, sweep);
+        sweep_retry(loader, sweep, "deleting some documents", retry_reason);
+        return;
+    }
+    fts_backoff_reset(&sweep->backoff);
+    sweep->target_count = 0;
+    sweep_next_page(loader, sweep);
+}
+
+/* The lowest stream ID of the waiting drops and sweeps goes first: its barrier is the first
+ * that can clear. */
+static bool stream_id_less(const char *a, const char *b)
+{
+    unsigned long long a_ms = 0;
+    unsigned long long a_seq = 0;
+    unsigned long long b_ms = 0;
+    unsigned long long b_seq = 0;
+    sscanf(a, "%llu-%llu", &a_ms, &a_seq);
+    sscanf(b, "%llu-%llu", &b_ms, &b_seq);
+    return a_ms < b_ms || (a_ms == b_ms && a_seq < b_seq);
+}
+
+static entry_t *take_lowest_sweep(fts_loader_t *loader)
+{
+    entry_t *lowest = NULL;
+    entry_t *lowest_prev = NULL;
+    entry_t *prev = NULL;
+    for (entry_t *e = loader->sweeps.head; e; prev = e, e = e->next) {
+        if (!lowest || stream_id_less(e->id, lowest->id)) {
+            lowest = e;
+            lowest_prev = prev;
+        }
+    }
+    if (!lowest) {
+        return NULL;
+    }
+    if (lowest_prev) {
+        lowest_prev->next = lowest->next;
+    } else {
+        loader->sweeps.head = lowest->next;
+    }
+    if (loader->sweeps.tail == lowest) {
+        loader->sweeps.tail = lowest_prev;
+    }
+    lowest->next = NULL;
+    return lowest;
+}
+
+static void maybe_sweep(fts_loader_t *loader, uint64_t now)
+{
+    sweep_t *sweep = &loader->sweep;
+    if (!sweep->entry) {
+        entry_t *entry = take_lowest_sweep(loader);
+        if (!entry) {
+            return;
+        }
+        entry->state = ENTRY_SWEEPING;
+        sweep->entry = entry;
+        sweep->phase = SWEEP_BARRIER;
+        sweep->next_at = now;
+        sweep->deleted = sweep->gone = sweep->conflicts = 0;
+        sweep->restarts = 0;
+        sweep->started_at = now;
+        sweep->next_progress_at = now + SWEEP_PROGRESS_MS;
+        fts_backoff_reset(&sweep->backoff);
+        fts_log(FTS_LOG_INFO, LOG_COMPONENT,
+                "%s entry=%s ns=%s below_version=%" PRIu64
+                ": waiting until every entry before it is acknowledged",
+                fts_action_op_name(entry->action.op), entry->id, entry->action.ns,
+                entry->action.version);
+    }
+    if (sweep->phase != SWEEP_BARRIER && now >= sweep->next_progress_at) {
+        sweep->next_progress_at = now + SWEEP_PROGRESS_MS;
+        sweep_log_progress(loader, sweep, "progress");
+    }
+    if (sweep->outstanding || now < sweep->next_at) {
+        return;
+    }
+    sweep->outstanding = true;
+    if (sweep->phase == SWEEP_BARRIER) {
+        loader->ports.barrier(loader->ports.context, sweep->entry->id);
+        return;
+    }
+    const fts_sweep_request_t *request = &sweep->request;
+    loader->ports.request(loader->ports.context, request->method, request->path.data,
+                          request->content_type, request->body.data, request->body.len, sweep);
+}
+
 /* ---- the driver of it all ---- */
 
 static void finish(fts_loader_t *loader)
@@ -607,6 +1005,14 @@ static void arm_timer(fts_loader_t *loader, uint64_t now, uint64_t batch_due)
             if (!loader->read_outstanding && loader->read_retry_at > now) {
                 CONSIDER(loader->read_retry_at);
             }
+            if (loader->sweep.entry) {
+                if (!loader->sweep.outstanding) {
+                    CONSIDER(loader->sweep.next_at);
+                }
+                if (loader->sweep.phase != SWEEP_BARRIER) {
+                    CONSIDER(loader->sweep.next_progress_at);
+                }
+            }
         }
         if (loader->options.progress_interval_ms) {
             CONSIDER(loader->next_progress_at);
@@ -644,6 +1050,7 @@ static void run(fts_loader_t *loader)
         } else {
             maybe_read(loader, now);
             maybe_claim(loader, now);
+            maybe_sweep(loader, now);
         }
         batch_due = pump_batches(loader, now);
         maybe_settle(loader, now);
@@ -693,6 +1100,12 @@ fts_loader_t *fts_loader_new(const fts_load_options_t *options, const fts_load_p
     fts_backoff_init(&loader->group_backoff, base, cap, 0);
     fts_backoff_init(&loader->read_backoff, base, cap, 0);
     fts_backoff_init(&loader->es_backoff, base, cap, 0);
+    fts_backoff_init(&loader->sweep.backoff, base, cap, 0);
+    fts_sweep_request_init(&loader->sweep.request);
+    fts_sweep_page_init(&loader->sweep.page);
+    if (loader->options.sweep_dialect == 0) {
+        loader->options.sweep_dialect = FTS_SWEEP_SCROLL_ID_JSON;
+    }
     loader->rng = 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)loader;
     loader->reading_history = true;
     snprintf(loader->history_cursor, sizeof loader->history_cursor, "%s", HISTORY_START);
@@ -725,6 +1138,13 @@ void fts_loader_destroy(fts_loader_t *loader)
     bson_free(loader->settle.ids);
     bson_free(loader->settle.views);
     bson_free(loader->settle.dead);
+    fts_sweep_request_destroy(&loader->sweep.request);
+    fts_sweep_page_cleanup(&loader->sweep.page);
+    bson_free(loader->sweep.scroll_id);
+    bson_free(loader->sweep.targets);
+    bson_free(loader->sweep.ops);
+    bson_free(loader->sweep.results);
+    bson_free(loader->sweep.first_failure);
     bson_free(loader);
 }
 
@@ -747,6 +1167,11 @@ void fts_loader_stop(fts_loader_t *loader)
     }
     loader->stopping = true;
     loader->stop_deadline = now_ms(loader) + loader->options.stop_timeout_ms;
+    if (loader->sweep.entry) {
+        /* Abandoned, not waited for: a scroll can take long, and the entry stays pending, so
+         * whoever holds it next sweeps again (harmless). */
+        sweep_log_progress(loader, &loader->sweep, "abandoned (stopping; left pending)");
+    }
     fts_log(FTS_LOG_INFO, LOG_COMPONENT,
             "stopping: %zu bulk requests in flight, %zu entries held; waiting up to %" PRIu64 " ms",
             loader->in_flight, loader->held, loader->options.stop_timeout_ms);
@@ -1030,6 +1455,104 @@ void fts_loader_bulk_done(fts_loader_t *loader, void *token, long status, const 
         }
     }
     batch_reset(batch);
+    run(loader);
+}
+
+void fts_loader_barrier_done(fts_loader_t *loader, bool clear, const fts_error_t *err)
+{
+    sweep_t *sweep = &loader->sweep;
+    sweep->outstanding = false;
+    if (loader->finished) {
+        return;
+    }
+    if (loader->stopping || !sweep->entry || sweep->phase != SWEEP_BARRIER) {
+        run(loader);
+        return;
+    }
+    uint64_t now = now_ms(loader);
+    if (err && err->domain != FTS_ERROR_NONE) {
+        loader->stats.redis_errors++;
+        uint64_t delay = fts_backoff_next_ms(&sweep->backoff);
+        sweep->next_at = now + delay;
+        fts_log(FTS_LOG_WARN, LOG_COMPONENT,
+                "asking whether the entries before %s %s are acknowledged failed, retrying in "
+                "%" PRIu64 " ms: %s",
+                fts_action_op_name(sweep->entry->action.op), sweep->entry->id, delay, err->message);
+    } else if (!clear) {
+        sweep->next_at = now + BARRIER_POLL_MS;
+    } else {
+        fts_backoff_reset(&sweep->backoff);
+        sweep->started_at = now;
+        sweep->next_progress_at = now + SWEEP_PROGRESS_MS;
+        sweep->next_at = now;
+        sweep_begin_pass(loader, sweep);
+        sweep_log_progress(loader, sweep, "started: every entry before it is acknowledged");
+    }
+    run(loader);
+}
+
+void fts_loader_request_done(fts_loader_t *loader, void *token, long status, const char *body,
+                             size_t body_len, const fts_error_t *err)
+{
+    if (token == &loader->clear_token) {
+        return; /* a scroll freed, or not: its keep-alive frees it anyway */
+    }
+    sweep_t *sweep = token;
+    assert(sweep == &loader->sweep);
+    sweep->outstanding = false;
+    if (loader->finished) {
+        return;
+    }
+    if (loader->stopping || !sweep->entry) {
+        run(loader); /* abandoned: the entry stays pending and is swept again later */
+        return;
+    }
+    bool answered = !(err && err->domain != FTS_ERROR_NONE);
+    switch (sweep->phase) {
+    case SWEEP_REFRESH:
+        if (answered && status >= 200 && status <= 299) {
+            fts_backoff_reset(&sweep->backoff);
+            sweep->phase = SWEEP_SEARCH;
+            size_t page_size = loader->options.sweep_page_size ? loader->options.sweep_page_size
+                                                               : SWEEP_PAGE_DEFAULT;
+            fts_sweep_search_request(&sweep->request, loader->options.target.index, page_size,
+                                     loader->options.target.ns_field);
+        } else {
+            char why[FTS_BULK_REASON_SIZE];
+            snprintf(why, sizeof why, "HTTP %ld: %.300s", status,
+                     answered && body ? body : (err ? err->message : ""));
+            sweep_retry(loader, sweep, "refreshing the index", why);
+        }
+        break;
+    case SWEEP_SEARCH:
+    case SWEEP_SCROLL: {
+        fts_error_t page_err = {0};
+        if (!answered) {
+            page_err = *err;
+        } else if (fts_sweep_page_parse(status, body, body_len, loader->options.target.ns_field,
+                                        &sweep->page, &page_err)) {
+            fts_backoff_reset(&sweep->backoff);
+            sweep_take_page(loader, sweep);
+            break;
+        }
+        /* A lost or unusable page: the scroll may have moved past it, so only a new scroll
+         * is sure to see every document. */
+        sweep_restart(loader, sweep, page_err.message);
+        break;
+    }
+    case SWEEP_DELETE:
+        if (!answered) {
+            sweep_retry(loader, sweep, "a bulk delete", err->message);
+        } else {
+            sweep_take_deletes(loader, sweep, status, body, body_len);
+        }
+        break;
+    case SWEEP_NONE:
+    case SWEEP_BARRIER:
+    default:
+        assert(!"a request completed in a phase that sends none");
+        break;
+    }
     run(loader);
 }
 

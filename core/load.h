@@ -14,9 +14,18 @@
  *      loaders sending the same entry are harmless;
  *   5. every entry ends acknowledged, dead-lettered with its reason, or still pending in
  *      Redis (retried in memory, or claimed again after this process dies). Entries it cannot
- *      trust - undecodable, delivered more than max_deliveries times, ops the loader does not
- *      apply (drop, sweep) - are dead-lettered, never skipped;
- *   6. a malformed entry or server reply is an error for that entry or that request only.
+ *      trust - undecodable, delivered more than max_deliveries times, a drop or sweep when no
+ *      ns field is configured - are dead-lettered, never skipped;
+ *   6. a malformed entry or server reply is an error for that entry or that request only;
+ *   7. a drop or sweep entry is applied (load_sweep.h): once the barrier says every entry
+ *      before it is acknowledged (load_ports.h), it scrolls through the index and deletes,
+ *      with a versioned delete at the entry's version, every document of the entry's ns
+ *      (the ns field) below that version; a document written again meanwhile has a higher
+ *      version and wins with a 409. The entry stays pending (touched like any other) until
+ *      the whole scroll is done, and is then acknowledged, or dead-lettered with the count
+ *      of documents it could not delete or could not attribute to an ns. A loader that dies
+ *      mid-sweep leaves it pending: the next one to hold it sweeps again, which is harmless.
+ *      One drop or sweep runs at a time per loader, beside the loading of other entries.
  * Reading: on start it re-reads its own pending entries (history, from "0"), then new ones
  * (">"); after any read error it starts again from its history, because a lost reply may have
  * delivered entries to it. Entries already in memory are recognised by ID and not taken twice.
@@ -33,6 +42,7 @@
 #include "bulk_body.h"
 #include "error.h"
 #include "load_ports.h"
+#include "load_sweep.h"
 
 typedef struct {
     fts_bulk_target_t target; /* borrowed for the loader's life */
@@ -45,7 +55,9 @@ typedef struct {
     uint64_t retry_base_ms;
     uint64_t retry_max_ms;
     uint64_t stop_timeout_ms;
-    uint64_t progress_interval_ms; /* an info line with the counters; 0: never */
+    uint64_t progress_interval_ms;     /* an info line with the counters; 0: never */
+    size_t sweep_page_size;            /* documents per scroll page of a drop or sweep (0: 1000) */
+    fts_sweep_dialect_t sweep_dialect; /* how the server takes a scroll id (0: JSON) */
 } fts_load_options_t;
 
 /* Counters since start. */
@@ -64,6 +76,9 @@ typedef struct {
     uint64_t vanished;        /* pending entries deleted from the stream: acknowledged */
     uint64_t redis_errors;
     uint64_t es_errors;
+    uint64_t swept;          /* drop and sweep entries carried out to the end */
+    uint64_t sweep_deleted;  /* documents they deleted */
+    uint64_t sweep_restarts; /* scrolls started again (lost or failed page) */
 } fts_load_stats_t;
 
 typedef struct fts_loader fts_loader_t;
@@ -92,6 +107,11 @@ void fts_loader_settle_done(fts_loader_t *loader, void *token, const fts_error_t
 /* An HTTP answer (status, body) or, with err set, none. */
 void fts_loader_bulk_done(fts_loader_t *loader, void *token, long status, const char *body,
                           size_t body_len, const fts_error_t *err);
+/* The barrier query of ports.barrier: clear when no entry before the asked one is pending. */
+void fts_loader_barrier_done(fts_loader_t *loader, bool clear, const fts_error_t *err);
+/* An HTTP answer to ports.request (status, body) or, with err set, none. */
+void fts_loader_request_done(fts_loader_t *loader, void *token, long status, const char *body,
+                             size_t body_len, const fts_error_t *err);
 /* The timer armed with ports.wake_after fired. */
 void fts_loader_wake(fts_loader_t *loader);
 

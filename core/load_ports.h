@@ -1,6 +1,7 @@
 /*
  * load_ports.h - what the core's loader (load.h) needs from the outside world: the consumer
- * group in Redis, the bulk endpoint of Elasticsearch, and a clock with one timer.
+ * group in Redis (and its barrier query), Elasticsearch (the bulk endpoint, and any request
+ * for a drop's or sweep's scroll), and a clock with one timer.
  *
  * The loader is a state machine driven by an event loop it never sees. It starts an operation
  * by calling a port function, and the adapter reports the outcome later by calling the matching
@@ -77,6 +78,19 @@ typedef struct {
     void (*settle)(void *context, const fts_settlement_t *settlement, void *token);
     /* POSTs an NDJSON bulk body. Completes with fts_loader_bulk_done(token). */
     void (*bulk)(void *context, const char *body, size_t len, void *token);
+    /* The barrier of a drop or sweep entry id (README.md, Load): is every entry of the stream
+     * before id acknowledged by the group? Asked as "the smallest pending ID up to id"
+     * (XPENDING <stream> <group> - id COUNT 1): clear when there is none or it is id itself.
+     * That is enough because id was delivered (the loader holds it), and the group delivers
+     * new entries in ID order, so every entry before id was delivered too and is either
+     * pending or acknowledged (entries the group skipped with XGROUP SETID are never
+     * delivered, and count as done). Completes with fts_loader_barrier_done. */
+    void (*barrier)(void *context, const char *id);
+    /* Sends one HTTP request to Elasticsearch (a drop's or sweep's refresh, scroll pages,
+     * versioned deletes, scroll clearing): method, path (from '/'), content type, body (may be
+     * empty). Completes with fts_loader_request_done(token). */
+    void (*request)(void *context, const char *method, const char *path, const char *content_type,
+                    const char *body, size_t len, void *token);
     /* Arms the loader's one timer to call fts_loader_wake after delay_ms, replacing any
      * earlier arming. */
     void (*wake_after)(void *context, uint64_t delay_ms);

@@ -114,7 +114,7 @@ struct fts_redis_group {
     bool destroying;         /* no user callback may run any more */
 };
 
-typedef enum { OP_ENSURE, OP_READ, OP_CLAIM, OP_TOUCH, OP_SETTLE } op_kind_t;
+typedef enum { OP_ENSURE, OP_READ, OP_CLAIM, OP_TOUCH, OP_SETTLE, OP_BARRIER } op_kind_t;
 
 struct op {
     op_t *prev;
@@ -128,6 +128,7 @@ struct op {
     const char *key;  /* the key it is about, for messages */
     fts_redis_group_entries_fn entries_done;
     fts_redis_group_done_fn done;
+    fts_redis_group_barrier_fn barrier_done;
     void *arg;
     fts_redis_argv_t *commands; /* the batch still to send */
     size_t command_count;
@@ -138,7 +139,9 @@ struct op {
     bool lookup_sent; /* the XPENDING batch went out */
     bool failed;
     fts_error_t err;
-    fts_redis_group_entries_t result; /* read and claim: the entries, owned */
+    fts_redis_group_entries_t result;    /* read and claim: the entries, owned */
+    char barrier_id[FTS_STREAM_ID_SIZE]; /* barrier: the entry asked about */
+    bool barrier_clear;                  /* barrier: the answer */
 };
 
 static struct timeval to_timeval(uint64_t ms)
@@ -257,6 +260,8 @@ static void op_complete(op_t *op)
                              op->kind == OP_CLAIM ? op->result.next_cursor : NULL,
                              op->result.deleted, NULL);
         }
+    } else if (op->kind == OP_BARRIER) {
+        op->barrier_done(op->arg, err ? false : op->barrier_clear, err);
     } else {
         op->done(op->arg, err);
     }
@@ -806,6 +811,11 @@ static void op_take_reply(op_t *op, const redisReply *reply)
             op_protocol_error(op, op->name, &err);
         }
         break;
+    case OP_BARRIER:
+        if (!fts_redis_group_parse_barrier(reply, op->barrier_id, &op->barrier_clear, &err)) {
+            op_protocol_error(op, op->name, &err);
+        }
+        break;
     case OP_SETTLE:
         break;
     }
@@ -1102,6 +1112,19 @@ void fts_redis_group_settle(fts_redis_group_t *group, const fts_settlement_t *se
     };
     op->scripted =
         fts_redis_group_build_settle(op_add_command(op), &names, settlement, fts_clock_wall_ms());
+    op_send(op);
+}
+
+void fts_redis_group_barrier(fts_redis_group_t *group, const char *id,
+                             fts_redis_group_barrier_fn done, void *arg)
+{
+    assert(id && id[0] && strlen(id) < FTS_STREAM_ID_SIZE && done);
+    op_t *op = op_new(group, &group->command_conn, OP_BARRIER, "XPENDING", group->stream_key);
+    op->barrier_done = done;
+    op->arg = arg;
+    snprintf(op->barrier_id, sizeof op->barrier_id, "%s", id);
+    const char *words[] = {"XPENDING", group->stream_key, group->group_name, "-", id, "1", NULL};
+    fts_redis_argv_push_all(op_add_command(op), words);
     op_send(op);
 }
 

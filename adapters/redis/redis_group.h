@@ -97,6 +97,12 @@ void fts_redis_group_touch(fts_redis_group_t *group, const char *const *ids, siz
 void fts_redis_group_settle(fts_redis_group_t *group, const fts_settlement_t *settlement,
                             fts_redis_group_done_fn done, void *arg);
 
+/* The barrier of a drop or sweep entry (load_ports.h): XPENDING <stream> <group> - id COUNT 1.
+ * clear: no entry before id is pending (id itself may be). */
+typedef void (*fts_redis_group_barrier_fn)(void *arg, bool clear, const fts_error_t *err);
+void fts_redis_group_barrier(fts_redis_group_t *group, const char *id,
+                             fts_redis_group_barrier_fn done, void *arg);
+
 /* Whether both connections are up right now (for readiness). */
 bool fts_redis_group_connected(const fts_redis_group_t *group);
 

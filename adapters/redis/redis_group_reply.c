@@ -231,6 +231,28 @@ bool fts_redis_group_parse_pending(const redisReply *reply, fts_stream_entry_t *
     return true;
 }
 
+bool fts_redis_group_parse_barrier(const redisReply *reply, const char *id, bool *clear,
+                                   fts_error_t *err)
+{
+    *clear = false;
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        return malformed(err, "not an array of [id, consumer, idle, deliveries]");
+    }
+    if (reply->elements == 0) {
+        *clear = true; /* nothing up to id is pending: not even id (someone acknowledged it) */
+        return true;
+    }
+    const redisReply *row = reply->element[0];
+    if (row->type != REDIS_REPLY_ARRAY || row->elements != 4 ||
+        row->element[0]->type != REDIS_REPLY_STRING) {
+        return malformed(err, "a row is not [id, consumer, idle, deliveries]");
+    }
+    /* The range ends at id, so the smallest pending ID is id itself or one before it. */
+    const redisReply *first = row->element[0];
+    *clear = strlen(id) == first->len && memcmp(id, first->str, first->len) == 0;
+    return true;
+}
+
 /* ---- settlement ---- */
 
 /* Writes the dead letters, then acknowledges, in one script: redis.call raises on the first

@@ -73,6 +73,12 @@ bool fts_redis_group_parse_claim(const redisReply *reply, fts_redis_group_entrie
 bool fts_redis_group_parse_pending(const redisReply *reply, fts_stream_entry_t *entries,
                                    size_t count, fts_error_t *err);
 
+/* The reply to the barrier query XPENDING <stream> <group> - id COUNT 1 (load_ports.h): *clear
+ * is true when no entry up to id is pending, or the smallest pending one is id itself; false
+ * when an entry before id is still pending. On error err says what was malformed. */
+bool fts_redis_group_parse_barrier(const redisReply *reply, const char *id, bool *clear,
+                                   fts_error_t *err);
+
 /* The keys and names a consumer group works with (redis_group.h's options), borrowed. */
 typedef struct {
     const char *stream_key;

@@ -624,6 +624,64 @@ static void test_settle_dead_letters_and_acks(void **state)
     fts_redis_group_destroy(group);
 }
 
+static void on_barrier(void *arg, bool clear, const fts_error_t *err)
+{
+    result_t *result = arg;
+    on_done(arg, err);
+    result->count = clear ? 1 : 0;
+}
+
+/* The barrier of a drop or sweep (load_ports.h) against a real server: clear only once
+ * nothing before the entry is pending in the group, whoever holds it. */
+static bool barrier(fixture_t *f, fts_redis_group_t *group, const char *id)
+{
+    result_t result;
+    memset(&result, 0, sizeof result);
+    in_call = true;
+    fts_redis_group_barrier(group, id, on_barrier, &result);
+    in_call = false;
+    assert_int_equal(result.calls, 0);
+    wait_for(f, &result.calls);
+    assert_false(result.during_call);
+    if (result.failed) {
+        fail_msg("barrier failed: %s", result.err.message);
+    }
+    return result.count == 1;
+}
+
+static void test_barrier_clears_once_everything_before_is_acknowledged(void **state)
+{
+    fixture_t *f = *state;
+    fts_redis_group_t *group = group_new(f);
+    ensure_ok(f, group);
+    char a[FTS_STREAM_ID_SIZE], b[FTS_STREAM_ID_SIZE], c[FTS_STREAM_ID_SIZE], d[FTS_STREAM_ID_SIZE];
+    xadd(f, "index", "doc-a", a);
+    xadd(f, "index", "doc-b", b);
+    xadd(f, "sweep", "none", c);
+    xadd(f, "index", "doc-d", d);
+    /* a and b go to another consumer, c and d to us */
+    redisReply *reply =
+        sync_command(f, "XREADGROUP GROUP " GROUP " other COUNT 2 STREAMS " STREAM " >");
+    freeReplyObject(reply);
+    result_t result;
+    read_entries(f, group, ">", 10, &result);
+    assert_int_equal(result.count, 2);
+    assert_string_equal(result.ids[0], c);
+
+    assert_false(barrier(f, group, c)); /* a and b pending */
+    reply = sync_command(f, "XACK " STREAM " " GROUP " %s", a);
+    freeReplyObject(reply);
+    assert_false(barrier(f, group, c)); /* b still pending */
+    reply = sync_command(f, "XACK " STREAM " " GROUP " %s", b);
+    freeReplyObject(reply);
+    assert_true(barrier(f, group, c));  /* only c itself (and d after it) pending */
+    assert_false(barrier(f, group, d)); /* c is before d */
+    reply = sync_command(f, "XACK " STREAM " " GROUP " %s %s", c, d);
+    freeReplyObject(reply);
+    assert_true(barrier(f, group, d)); /* nothing pending up to d */
+    fts_redis_group_destroy(group);
+}
+
 static void test_server_down_then_reconnect(void **state)
 {
     fixture_t *f = *state;
@@ -795,6 +853,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_touch_resets_idle_without_a_delivery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settle_dead_letters_and_acks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_barrier_clears_once_everything_before_is_acknowledged,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_down_then_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_silent_server_times_out_then_recovers, setup,
                                         teardown),

@@ -37,8 +37,9 @@
 #define INHERITED_ENV_MAX 4096
 /* Logs and responses are read whole; they stay far below this. */
 #define READ_MAX_BYTES (256u * 1024u * 1024u)
-/* The namespace written into every entry (ns); loaders only pass it on. */
-#define ENTRY_NS "ftsync_test.apps"
+/* The namespace written into every entry (ns) unless the test names another; loaders write it
+ * into each document's ns field. */
+#define ENTRY_NS FTS_TEST_LOAD_NS
 /* How often wait_drained asks Redis, and prints progress. */
 #define DRAIN_POLL_MS     200
 #define DRAIN_PROGRESS_MS 10000
@@ -378,6 +379,7 @@ typedef struct {
     uint64_t version;
     bool present;
     char *body; /* present documents only */
+    char *ns;   /* present documents only: the ns of the action that wrote it */
 } model_doc_t;
 
 struct fts_test_load_model {
@@ -411,6 +413,7 @@ static void model_destroy(fts_test_load_model_t *model)
     for (size_t i = 0; i < model->cap; i++) {
         free(model->slots[i].id);
         free(model->slots[i].body);
+        free(model->slots[i].ns);
     }
     free(model->slots);
     free(model);
@@ -452,7 +455,8 @@ static model_doc_t *model_get(fts_test_load_model_t *model, const char *id)
 /* ---- written entries ---------------------------------------------------------------------- */
 
 typedef struct {
-    char *id;
+    char *id; /* NULL on drop and sweep */
+    char *ns;
     char *body; /* index only; freed once sent */
     uint64_t version;
     fts_action_op_t op;
@@ -466,8 +470,8 @@ struct fts_test_load_written {
     size_t cap;
 };
 
-static size_t queue_entry(fts_test_load_t *t, fts_action_op_t op, const char *id, uint64_t version,
-                          const char *body, bool rejected)
+static size_t queue_entry(fts_test_load_t *t, fts_action_op_t op, const char *ns, const char *id,
+                          uint64_t version, const char *body, bool rejected)
 {
     fts_test_load_written_t *w = t->written;
     if (w->count == w->cap) {
@@ -476,7 +480,8 @@ static size_t queue_entry(fts_test_load_t *t, fts_action_op_t op, const char *id
     }
     written_entry_t *entry = &w->items[w->count];
     memset(entry, 0, sizeof *entry);
-    entry->id = strdup(id);
+    entry->id = id ? strdup(id) : NULL;
+    entry->ns = strdup(ns);
     entry->body = body ? strdup(body) : NULL;
     entry->version = version;
     entry->op = op;
@@ -487,22 +492,62 @@ static size_t queue_entry(fts_test_load_t *t, fts_action_op_t op, const char *id
 
 size_t fts_test_load_index(fts_test_load_t *t, const char *id, uint64_t version, const char *body)
 {
-    return queue_entry(t, FTS_ACTION_INDEX, id, version, body, false);
+    return queue_entry(t, FTS_ACTION_INDEX, ENTRY_NS, id, version, body, false);
+}
+
+size_t fts_test_load_index_ns(fts_test_load_t *t, const char *ns, const char *id, uint64_t version,
+                              const char *body)
+{
+    return queue_entry(t, FTS_ACTION_INDEX, ns, id, version, body, false);
 }
 
 size_t fts_test_load_delete(fts_test_load_t *t, const char *id, uint64_t version)
 {
-    return queue_entry(t, FTS_ACTION_DELETE, id, version, NULL, false);
+    return queue_entry(t, FTS_ACTION_DELETE, ENTRY_NS, id, version, NULL, false);
 }
 
 size_t fts_test_load_index_rejected(fts_test_load_t *t, const char *id, uint64_t version,
                                     const char *body)
 {
-    return queue_entry(t, FTS_ACTION_INDEX, id, version, body, true);
+    return queue_entry(t, FTS_ACTION_INDEX, ENTRY_NS, id, version, body, true);
+}
+
+size_t fts_test_load_drop(fts_test_load_t *t, const char *ns, uint64_t version)
+{
+    return queue_entry(t, FTS_ACTION_DROP, ns, NULL, version, NULL, false);
+}
+
+size_t fts_test_load_sweep(fts_test_load_t *t, const char *ns, uint64_t version)
+{
+    return queue_entry(t, FTS_ACTION_SWEEP, ns, NULL, version, NULL, false);
+}
+
+/* A drop or sweep: every present document of ns below version is deleted at that version
+ * (what the loader's versioned deletes leave: a tombstone at the entry's version). Entries
+ * after it in the stream are applied after it here; in Elasticsearch they may land before
+ * its deletes, which then lose with a 409 against their higher versions: the same end. */
+static void model_sweep(fts_test_load_model_t *model, const written_entry_t *entry)
+{
+    for (size_t i = 0; i < model->cap; i++) {
+        model_doc_t *doc = &model->slots[i];
+        if (doc->id && doc->present && doc->version < entry->version && doc->ns &&
+            strcmp(doc->ns, entry->ns) == 0) {
+            doc->present = false;
+            doc->version = entry->version;
+            free(doc->body);
+            doc->body = NULL;
+            free(doc->ns);
+            doc->ns = NULL;
+        }
+    }
 }
 
 static void model_apply(fts_test_load_model_t *model, written_entry_t *entry)
 {
+    if (entry->op == FTS_ACTION_DROP || entry->op == FTS_ACTION_SWEEP) {
+        model_sweep(model, entry);
+        return;
+    }
     model_doc_t *doc = model_get(model, entry->id);
     if (entry->rejected || entry->version <= doc->version) {
         return; /* refused by the mapping; or external versioning: older or equal is a no-op */
@@ -510,10 +555,13 @@ static void model_apply(fts_test_load_model_t *model, written_entry_t *entry)
     doc->version = entry->version;
     free(doc->body);
     doc->body = NULL;
+    free(doc->ns);
+    doc->ns = NULL;
     doc->present = entry->op == FTS_ACTION_INDEX;
     if (doc->present) {
         doc->body = entry->body;
         entry->body = NULL;
+        doc->ns = strdup(entry->ns);
     }
 }
 
@@ -533,14 +581,15 @@ bool fts_test_load_flush(fts_test_load_t *t, fts_error_t *err)
             action.ts_seconds = (uint32_t)(entry->version >> 32);
             action.ts_increment = (uint32_t)(entry->version & UINT32_MAX);
             /* Borrowed, never freed through the action (no fts_action_cleanup). */
-            action.ns = (char *)ENTRY_NS;
+            action.ns = entry->ns;
             action.id = entry->id;
-            action.id_len = strlen(entry->id);
+            action.id_len = entry->id ? strlen(entry->id) : 0;
             action.body = entry->body;
             action.body_len = entry->body ? strlen(entry->body) : 0;
             fts_action_argv_t argv;
             if (!fts_action_encode(&action, t->stream_key, &argv, err)) {
-                return fts_error_prefix(err, "entry %zu (id %s)", i, entry->id);
+                return fts_error_prefix(err, "entry %zu (id %s)", i,
+                                        entry->id ? entry->id : "none");
             }
             if (redisAppendCommandArgv(t->redis, argv.argc, argv.argv, argv.argvlen) != REDIS_OK) {
                 return fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_IO, "XADD: %s",
@@ -661,6 +710,7 @@ bool fts_test_load_init(fts_test_load_t *t, const char *binary, const char *defi
     memset(t, 0, sizeof *t);
     t->binary = binary;
     t->doc_type = fts_testbed_doc_type(); /* "doc" on Elasticsearch 1.5, NULL on OpenSearch */
+    snprintf(t->ns_field, sizeof t->ns_field, "%s", FTS_TEST_LOAD_NS_FIELD);
     snprintf(t->redis_url, sizeof t->redis_url, "%s", redis_url);
     snprintf(t->es_url, sizeof t->es_url, "%s", es_url);
     snprintf(t->name, sizeof t->name, "%s", name);
@@ -1079,6 +1129,10 @@ static void compare_doc(const fts_test_load_t *t, const bson_t *got, compare_t *
         difference(c, "id %s: the model's body is not JSON: %s", id, parse_error.message);
         return;
     }
+    if (t->ns_field[0]) {
+        /* the loader writes the ns of the action into every document */
+        BSON_APPEND_UTF8(&expected, t->ns_field, want->ns ? want->ns : "");
+    }
     bson_t actual;
     char *actual_json = NULL;
     if (source_data && bson_init_static(&actual, source_data, source_len)) {
@@ -1259,6 +1313,7 @@ void fts_test_load_cleanup(fts_test_load_t *t)
     if (t->written) {
         for (size_t i = 0; i < t->written->count; i++) {
             free(t->written->items[i].id);
+            free(t->written->items[i].ns);
             free(t->written->items[i].body);
         }
         free(t->written->items);

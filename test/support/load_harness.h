@@ -12,9 +12,12 @@
  *     version V carrying the cluster time V >> 32 . V & 0xffffffff as `ts`.
  *   - Model: per document id, the action with the highest version wins (Elasticsearch's
  *     external versioning: an older or equal version changes nothing, a delete leaves a
- *     tombstone that keeps older index actions out): index -> present with that body and
- *     `_version` equal to the version; delete -> absent. Entries written as "rejected" (the
- *     mapping refuses them) change nothing: they must end in the dead-letter stream.
+ *     tombstone that keeps older index actions out): index -> present with that body (plus
+ *     the ns field with the action's ns, which the loader writes) and `_version` equal to
+ *     the version; delete -> absent. Entries written as "rejected" (the mapping refuses them)
+ *     change nothing: they must end in the dead-letter stream. A drop or sweep of ns at
+ *     version V deletes, at V, every document of that ns present below V when it is written
+ *     (the barrier makes what comes before it in the stream land first).
  *   - Drained: XINFO GROUPS says the `loaders` group has no pending entry and nothing left to
  *     read (lag 0, or its last-delivered-id is the stream's last-generated-id).
  *   - Final state: after a refresh, `_mget` in chunks for every id ever written: present or
@@ -49,6 +52,10 @@
 #define FTS_TEST_LOAD_LOADERS_MAX 64
 /* The consumer group the loaders read in. */
 #define FTS_TEST_LOAD_GROUP "loaders"
+/* The ns of entries written without one. */
+#define FTS_TEST_LOAD_NS "ftsync_test.apps"
+/* The field the loaders write each document's ns into (FTSYNC_NS_FIELD's default). */
+#define FTS_TEST_LOAD_NS_FIELD "_ftsync_ns"
 
 /* ---- HTTP to Elasticsearch ---------------------------------------------------------------- */
 
@@ -124,6 +131,7 @@ typedef struct {
 typedef struct {
     const char *binary;   /* FTSYNC_BINARY */
     const char *doc_type; /* fts_testbed_doc_type(): "doc" or NULL (typeless) */
+    char ns_field[64];    /* expected in every document; "" when the loaders write none */
     char redis_url[256];
     char es_url[256];
     char name[64]; /* what names the pipeline, the index, the consumers, the logs */
@@ -181,6 +189,12 @@ bool fts_test_load_check_loaders(fts_test_load_t *t, fts_error_t *err);
  * t's life). version: 1 .. 2^63-1, cluster time version >> 32 below 2^31. */
 size_t fts_test_load_index(fts_test_load_t *t, const char *id, uint64_t version, const char *body);
 size_t fts_test_load_delete(fts_test_load_t *t, const char *id, uint64_t version);
+/* An index action of another ns than the default one (a collection sharing the index). */
+size_t fts_test_load_index_ns(fts_test_load_t *t, const char *ns, const char *id, uint64_t version,
+                              const char *body);
+/* A drop (every document of ns) or a sweep (every document of ns below version). */
+size_t fts_test_load_drop(fts_test_load_t *t, const char *ns, uint64_t version);
+size_t fts_test_load_sweep(fts_test_load_t *t, const char *ns, uint64_t version);
 /* An index action the mapping refuses: expected in the dead-letter stream, not in the index. */
 size_t fts_test_load_index_rejected(fts_test_load_t *t, const char *id, uint64_t version,
                                     const char *body);

@@ -21,8 +21,9 @@
 #include "buffer.h"
 #include "bulk_body.h"
 
-static const fts_bulk_target_t TYPELESS = {"apps", NULL};
-static const fts_bulk_target_t TYPED = {"apps", "doc"};
+static const fts_bulk_target_t TYPELESS = {"apps", NULL, NULL};
+static const fts_bulk_target_t TYPED = {"apps", "doc", NULL};
+static const fts_bulk_target_t MARKED = {"apps", NULL, "_ftsync_ns"};
 
 /* An action of op with copies of id (id_len bytes, may hold NUL) and body (may be NULL). */
 static void make_action(fts_action_t *action, fts_action_op_t op, const char *id, size_t id_len,
@@ -191,11 +192,48 @@ static void test_target_names_escaped(void **state)
 {
     (void)state;
     fts_action_t action;
-    const fts_bulk_target_t odd = {"ap\"ps", "d\\oc"};
+    const fts_bulk_target_t odd = {"ap\"ps", "d\\oc", NULL};
     make_action(&action, FTS_ACTION_DELETE, "1", 1, NULL, 2);
     check_append(&odd, &action,
                  "{\"delete\":{\"_index\":\"ap\\\"ps\",\"_type\":\"d\\\\oc\",\"_id\":\"1\","
                  "\"version\":2,\"version_type\":\"external\"}}\n");
+    fts_action_cleanup(&action);
+}
+
+/* With an ns field, an index action's document gets it first; a delete is unchanged. */
+static void test_ns_field_written_into_index_actions(void **state)
+{
+    (void)state;
+    fts_action_t action;
+    make_action(&action, FTS_ACTION_INDEX, "42", 2, "{\"name\":\"Stardew\"}", 7);
+    check_append(&MARKED, &action,
+                 "{\"index\":{\"_index\":\"apps\",\"_id\":\"42\",\"version\":7,"
+                 "\"version_type\":\"external\"}}\n"
+                 "{\"_ftsync_ns\":\"shop.apps\",\"name\":\"Stardew\"}\n");
+    fts_action_cleanup(&action);
+
+    /* an empty document gets no trailing comma; leading blanks are kept */
+    make_action(&action, FTS_ACTION_INDEX, "43", 2, " { \n} ", 8);
+    check_append(&MARKED, &action,
+                 "{\"index\":{\"_index\":\"apps\",\"_id\":\"43\",\"version\":8,"
+                 "\"version_type\":\"external\"}}\n"
+                 " {\"_ftsync_ns\":\"shop.apps\"  } \n");
+    fts_action_cleanup(&action);
+
+    /* an ns that needs escaping stays valid JSON */
+    make_action(&action, FTS_ACTION_INDEX, "44", 2, "{\"a\":1}", 9);
+    free(action.ns);
+    action.ns = strdup("we\"ird.c\\oll");
+    check_append(&MARKED, &action,
+                 "{\"index\":{\"_index\":\"apps\",\"_id\":\"44\",\"version\":9,"
+                 "\"version_type\":\"external\"}}\n"
+                 "{\"_ftsync_ns\":\"we\\\"ird.c\\\\oll\",\"a\":1}\n");
+    fts_action_cleanup(&action);
+
+    make_action(&action, FTS_ACTION_DELETE, "45", 2, NULL, 10);
+    check_append(&MARKED, &action,
+                 "{\"delete\":{\"_index\":\"apps\",\"_id\":\"45\",\"version\":10,"
+                 "\"version_type\":\"external\"}}\n");
     fts_action_cleanup(&action);
 }
 
@@ -279,7 +317,7 @@ static void test_size_matches_for_every_byte(void **state)
             fts_action_t action;
             make_action(&action, v % 2 ? FTS_ACTION_DELETE : FTS_ACTION_INDEX, id + 256 - len, len,
                         "{\r\n}", versions[v]);
-            const fts_bulk_target_t *target = v % 3 ? &TYPED : &TYPELESS;
+            const fts_bulk_target_t *target = v % 3 == 2 ? &MARKED : v % 3 ? &TYPED : &TYPELESS;
             fts_buffer_t out = {0};
             fts_error_t err = {0};
             assert_true(fts_bulk_append_action(&out, target, &action, &err));
@@ -302,6 +340,7 @@ int main(void)
         cmocka_unit_test(test_id_utf8_passes_through),
         cmocka_unit_test(test_body_newlines_become_spaces),
         cmocka_unit_test(test_target_names_escaped),
+        cmocka_unit_test(test_ns_field_written_into_index_actions),
         cmocka_unit_test(test_several_actions_concatenate),
         cmocka_unit_test(test_drop_and_sweep_refused),
         cmocka_unit_test(test_unframeable_refused),

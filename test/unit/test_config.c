@@ -558,7 +558,10 @@ static void test_help_lists_every_setting(void **state)
     /* What is not built yet is not advertised as working. */
     assert_non_null(strstr(help.data, "the endpoint is not built yet"));
     assert_null(strstr(help.data, "/readyz"));
-    assert_non_null(strstr(help.data, "load does not apply it yet and dead-letters it"));
+    /* Drops and sweeps are applied by load now (README.md, Load), and the help says so. */
+    assert_null(strstr(help.data, "does not apply it yet"));
+    assert_non_null(strstr(help.data, "load then removes every document of the collection"));
+    assert_non_null(strstr(help.data, "queue a sweep, which load applies"));
     fts_buffer_destroy(&help);
 }
 

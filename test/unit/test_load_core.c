@@ -40,6 +40,13 @@ typedef struct {
 } bulk_call_t;
 
 typedef struct {
+    char method[16];
+    char path[256];
+    char *body;
+    void *token;
+} request_call_t;
+
+typedef struct {
     uint64_t now;
     uint64_t wake_delay;
     bool wake_armed;
@@ -54,6 +61,10 @@ typedef struct {
     size_t bulk_count;
     settle_call_t settles[MAX_CALLS];
     size_t settle_count;
+    unsigned barrier_calls;
+    char barrier_id[FTS_STREAM_ID_SIZE];
+    request_call_t requests[MAX_CALLS];
+    size_t request_count;
     bool finished;
 } fake_t;
 
@@ -118,6 +129,30 @@ static void fake_bulk(void *context, const char *body, size_t len, void *token)
     call->token = token;
 }
 
+static void fake_barrier(void *context, const char *id)
+{
+    fake_t *fake = context;
+    fake->barrier_calls++;
+    snprintf(fake->barrier_id, sizeof fake->barrier_id, "%s", id);
+}
+
+static void fake_request(void *context, const char *method, const char *path,
+                         const char *content_type, const char *body, size_t len, void *token)
+{
+    (void)content_type;
+    fake_t *fake = context;
+    assert_true(fake->request_count < MAX_CALLS);
+    request_call_t *call = &fake->requests[fake->request_count++];
+    snprintf(call->method, sizeof call->method, "%s", method);
+    snprintf(call->path, sizeof call->path, "%s", path);
+    call->body = malloc(len + 1);
+    if (len) {
+        memcpy(call->body, body, len);
+    }
+    call->body[len] = '\0';
+    call->token = token;
+}
+
 static void fake_wake_after(void *context, uint64_t delay_ms)
 {
     fake_t *fake = context;
@@ -171,6 +206,8 @@ static fixture_t *fixture_new(const fts_load_options_t *options)
         .touch = fake_touch,
         .settle = fake_settle,
         .bulk = fake_bulk,
+        .barrier = fake_barrier,
+        .request = fake_request,
         .wake_after = fake_wake_after,
         .now_ms = fake_now,
         .finished = fake_finished,
@@ -185,6 +222,9 @@ static void fixture_destroy(fixture_t *f)
     fts_loader_destroy(f->loader);
     for (size_t i = 0; i < f->fake.bulk_count; i++) {
         free(f->fake.bulks[i].body);
+    }
+    for (size_t i = 0; i < f->fake.request_count; i++) {
+        free(f->fake.requests[i].body);
     }
     free(f);
 }
@@ -535,6 +575,7 @@ static void test_untrusted_entries_are_dead_lettered_not_sent(void **state)
     assert_contains(settle->dead_reasons[0], "delivered 6 times");
     assert_contains(settle->dead_reasons[1], "op");
     assert_contains(settle->dead_reasons[2], "drop");
+    assert_contains(settle->dead_reasons[2], "FTSYNC_NS_FIELD is off"); /* no ns field here */
     fts_loader_settle_done(f->loader, settle->token, NULL);
     assert_int_equal(fts_loader_held(f->loader), 1);
     fire_timer(f);
@@ -663,6 +704,395 @@ static void test_stop_abandons_after_timeout_without_acknowledging(void **state)
     fixture_destroy(f);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Drop and sweep entries                                                                   */
+
+static fts_load_options_t sweep_options(void)
+{
+    fts_load_options_t options = default_options();
+    options.target.ns_field = "_ftsync_ns";
+    options.sweep_page_size = 3;
+    return options;
+}
+
+static request_call_t *last_request(fixture_t *f)
+{
+    assert_true(f->fake.request_count > 0);
+    return &f->fake.requests[f->fake.request_count - 1];
+}
+
+static void answer_request(fixture_t *f, long status, const char *body)
+{
+    fts_loader_request_done(f->loader, last_request(f)->token, status, body, strlen(body), NULL);
+}
+
+/* Lets the barrier of the running sweep clear, then answers the refresh: the first page is
+ * asked for next. */
+static void pass_barrier_and_refresh(fixture_t *f, const char *entry_id)
+{
+    assert_true(f->fake.barrier_calls > 0);
+    assert_string_equal(f->fake.barrier_id, entry_id);
+    size_t before = f->fake.request_count;
+    fts_loader_barrier_done(f->loader, true, NULL);
+    assert_int_equal(f->fake.request_count, before + 1);
+    assert_string_equal(last_request(f)->method, "POST");
+    assert_string_equal(last_request(f)->path, "/apps/_refresh");
+    answer_request(f, 200, "{\"_shards\":{\"total\":1,\"successful\":1,\"failed\":0}}");
+    assert_int_equal(f->fake.request_count, before + 2);
+    assert_contains(last_request(f)->path, "/apps/_search?scroll=");
+    assert_contains(last_request(f)->body, "\"version\":true");
+    assert_contains(last_request(f)->body, "\"_ftsync_ns\"");
+}
+
+/* Sends a fresh sweep entry to a started loader that reads new entries. */
+static void deliver_sweep(fixture_t *f, const char *stream_id, const char *op, const char *version)
+{
+    test_entry_t e[1];
+    entry_make(&e[0], stream_id, op, NULL, version, NULL);
+    deliver(f, e, 1);
+}
+
+static const char *page_empty(const char *scroll_id, char *buffer, size_t size)
+{
+    snprintf(buffer, size,
+             "{\"_scroll_id\":\"%s\",\"took\":1,\"_shards\":{\"total\":1,\"successful\":1,"
+             "\"failed\":0},\"hits\":{\"total\":4,\"hits\":[]}}",
+             scroll_id);
+    return buffer;
+}
+
+/* A hit of the page: index, id, version, ns (NULL: the document has no ns field). */
+#define HIT(index, id, version, ns)                                                                \
+    "{\"_index\":\"" index "\",\"_type\":\"doc\",\"_id\":\"" id "\",\"_version\":" version         \
+    ",\"_score\":null,\"_source\":{" ns "}}"
+#define NS(value) "\"_ftsync_ns\":\"" value "\""
+
+static void test_sweep_waits_for_its_barrier_without_holding_up_later_entries(void **state)
+{
+    (void)state;
+    fts_load_options_t options = sweep_options();
+    fixture_t *f = fixture_new(&options);
+    start_reading_new(f);
+    test_entry_t e[4];
+    entry_make(&e[0], "7-0", "index", "a", "5", "{}");
+    entry_make(&e[1], "7-1", "sweep", NULL, "100", NULL);
+    entry_make(&e[2], "7-2", "index", "b", "200", "{}");
+    entry_make(&e[3], "7-3", "index", "c", "201", "{}");
+    deliver(f, e, 4);
+    /* the barrier is asked about the sweep itself; nothing goes to Elasticsearch for it yet */
+    assert_int_equal(f->fake.barrier_calls, 1);
+    assert_string_equal(f->fake.barrier_id, "7-1");
+    assert_int_equal(f->fake.request_count, 0);
+    /* the entries around it are loaded meanwhile, those behind it included */
+    assert_int_equal(f->fake.bulk_count, 1);
+    assert_contains(f->fake.bulks[0].body, "\"_id\":\"a\"");
+    assert_contains(f->fake.bulks[0].body, "\"_id\":\"c\"");
+    /* an entry before it is still pending: ask again later, still no request */
+    fts_loader_barrier_done(f->loader, false, NULL);
+    assert_int_equal(f->fake.request_count, 0);
+    while (f->fake.barrier_calls < 2) {
+        fire_timer(f);
+    }
+    assert_int_equal(f->fake.request_count, 0);
+    /* a barrier query that failed is no clearance either */
+    fts_error_t err = {0};
+    fts_error_set(&err, FTS_ERROR_REDIS, FTS_ERROR_CODE_IO, "connection lost");
+    fts_loader_barrier_done(f->loader, false, &err);
+    assert_int_equal(f->fake.request_count, 0);
+    while (f->fake.barrier_calls < 3) {
+        fire_timer(f);
+    }
+    const char *ok = "{\"took\":3,\"errors\":false,\"items\":["
+                     "{\"index\":{\"_index\":\"apps\",\"_id\":\"a\",\"status\":201}},"
+                     "{\"index\":{\"_index\":\"apps\",\"_id\":\"b\",\"status\":201}},"
+                     "{\"index\":{\"_index\":\"apps\",\"_id\":\"c\",\"status\":201}}]}";
+    fts_loader_bulk_done(f->loader, f->fake.bulks[0].token, 200, ok, strlen(ok), NULL);
+    assert_int_equal(f->fake.settle_count, 1);
+    assert_int_equal(f->fake.settles[0].count, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_string_not_equal(f->fake.settles[0].ids[i], "7-1");
+    }
+    fts_loader_settle_done(f->loader, f->fake.settles[0].token, NULL);
+    assert_int_equal(fts_loader_held(f->loader), 1); /* the sweep, still pending */
+    pass_barrier_and_refresh(f, "7-1");
+    fixture_destroy(f);
+}
+
+static void test_sweep_deletes_only_stale_documents_of_its_ns_then_acknowledges(void **state)
+{
+    (void)state;
+    fts_load_options_t options = sweep_options();
+    fixture_t *f = fixture_new(&options);
+    start_reading_new(f);
+    deliver_sweep(f, "8-0", "sweep", "100");
+    pass_barrier_and_refresh(f, "8-0");
+
+    /* x and q are stale documents of the ns (q in another index behind the alias); y is at
+     * the sweep's version; z belongs to another collection */
+    const char *page1 =
+        "{\"_scroll_id\":\"s1\",\"took\":1,\"_shards\":{\"total\":2,"
+        "\"successful\":2,\"failed\":0},\"hits\":{\"total\":5,\"hits\":[" HIT(
+            "apps", "x", "50",
+            NS("steam.apps")) "," HIT("apps", "y", "100",
+                                      NS("steam.apps")) "," HIT("apps", "z", "10",
+                                                                NS("other.coll")) "," HIT("apps-2",
+                                                                                          "q", "99",
+                                                                                          NS("steam"
+                                                                                             ".app"
+                                                                                             "s")) "]}}";
+    answer_request(f, 200, page1);
+    request_call_t *deletes = last_request(f);
+    assert_string_equal(deletes->method, "POST");
+    assert_string_equal(deletes->path, "/_bulk");
+    assert_string_equal(deletes->body,
+                        "{\"delete\":{\"_index\":\"apps\",\"_id\":\"x\",\"version\":100,"
+                        "\"version_type\":\"external\"}}\n"
+                        "{\"delete\":{\"_index\":\"apps-2\",\"_id\":\"q\",\"version\":100,"
+                        "\"version_type\":\"external\"}}\n");
+    assert_int_equal(f->fake.settle_count, 0);
+    /* x deleted; q written again meanwhile: 409, it stays */
+    answer_request(f, 200,
+                   "{\"took\":1,\"errors\":true,\"items\":["
+                   "{\"delete\":{\"_index\":\"apps\",\"_id\":\"x\",\"status\":200}},"
+                   "{\"delete\":{\"_index\":\"apps-2\",\"_id\":\"q\",\"status\":409,\"error\":"
+                   "{\"type\":\"version_conflict_engine_exception\",\"reason\":\"v\"}}}]}");
+    assert_string_equal(last_request(f)->path, "/_search/scroll");
+    assert_contains(last_request(f)->body, "\"scroll_id\":\"s1\"");
+    assert_int_equal(f->fake.settle_count, 0);
+
+    answer_request(f, 200,
+                   "{\"_scroll_id\":\"s2\",\"_shards\":{\"total\":2,\"successful\":2,\"failed\":"
+                   "0},\"hits\":{\"hits\":[" HIT("apps", "r", "1", NS("steam.apps")) "]}}");
+    assert_contains(last_request(f)->body, "\"_id\":\"r\"");
+    answer_request(f, 200,
+                   "{\"took\":1,\"errors\":false,\"items\":["
+                   "{\"delete\":{\"_index\":\"apps\",\"_id\":\"r\",\"status\":404}}]}");
+    assert_contains(last_request(f)->body, "\"scroll_id\":\"s2\"");
+    assert_int_equal(f->fake.settle_count, 0);
+
+    char empty[256];
+    answer_request(f, 200, page_empty("s3", empty, sizeof empty));
+    /* the scroll is freed, and only now is the entry acknowledged */
+    assert_string_equal(last_request(f)->method, "DELETE");
+    assert_contains(last_request(f)->body, "s3");
+    assert_int_equal(f->fake.settle_count, 1);
+    assert_int_equal(f->fake.settles[0].count, 1);
+    assert_string_equal(f->fake.settles[0].ids[0], "8-0");
+    assert_int_equal(f->fake.settles[0].dead_count, 0);
+    fts_loader_settle_done(f->loader, f->fake.settles[0].token, NULL);
+    /* the clearing's answer changes nothing */
+    answer_request(f, 200, "{\"succeeded\":true}");
+    assert_int_equal(fts_loader_held(f->loader), 0);
+    assert_int_equal(fts_loader_stats(f->loader)->swept, 1);
+    assert_int_equal(fts_loader_stats(f->loader)->sweep_deleted, 1);
+    fixture_destroy(f);
+}
+
+static void test_drop_with_unmarked_documents_is_dead_lettered_with_counts(void **state)
+{
+    (void)state;
+    fts_load_options_t options = sweep_options();
+    fixture_t *f = fixture_new(&options);
+    start_reading_new(f);
+    deliver_sweep(f, "10-0", "drop", "70");
+    pass_barrier_and_refresh(f, "10-0");
+    /* w is below the version but carries no ns field: it is not deleted, and not forgotten */
+    answer_request(f, 200,
+                   "{\"_scroll_id\":\"s1\",\"_shards\":{\"total\":1,\"successful\":1,\"failed\":"
+                   "0},\"hits\":{\"hits\":[" HIT("apps", "w", "3", "") "," HIT(
+                       "apps", "v", "4", NS("steam.apps")) "]}}");
+    assert_string_equal(last_request(f)->body,
+                        "{\"delete\":{\"_index\":\"apps\",\"_id\":\"v\",\"version\":70,"
+                        "\"version_type\":\"external\"}}\n");
+    answer_request(f, 200,
+                   "{\"took\":1,\"errors\":false,\"items\":["
+                   "{\"delete\":{\"_index\":\"apps\",\"_id\":\"v\",\"status\":200}}]}");
+    char empty[256];
+    answer_request(f, 200, page_empty("s2", empty, sizeof empty));
+    assert_int_equal(f->fake.settle_count, 1);
+    assert_int_equal(f->fake.settles[0].dead_count, 1);
+    assert_string_equal(f->fake.settles[0].dead_ids[0], "10-0");
+    assert_contains(f->fake.settles[0].dead_reasons[0], "1 documents below that version");
+    assert_contains(f->fake.settles[0].dead_reasons[0], "_ftsync_ns");
+    assert_contains(f->fake.settles[0].dead_reasons[0], "deleted 1");
+    fixture_destroy(f);
+}
+
+static void test_lost_or_expired_scroll_starts_the_sweep_again(void **state)
+{
+    (void)state;
+    fts_load_options_t options = sweep_options();
+    options.target.doc_type = "doc";
+    options.sweep_dialect = FTS_SWEEP_SCROLL_ID_TEXT;
+    fixture_t *f = fixture_new(&options);
+    start_reading_new(f);
+    deliver_sweep(f, "11-0", "sweep", "100");
+    pass_barrier_and_refresh(f, "11-0");
+    answer_request(f, 200,
+                   "{\"_scroll_id\":\"s1\",\"_shards\":{\"total\":1,\"successful\":1,\"failed\":"
+                   "0},\"hits\":{\"hits\":[" HIT("apps", "k", "100", NS("steam.apps")) "]}}");
+    /* Elasticsearch 1.x: the scroll id alone is the body */
+    assert_string_equal(last_request(f)->path, "/_search/scroll?scroll=5m");
+    assert_string_equal(last_request(f)->body, "s1");
+    /* Elasticsearch 1.x answers an expired scroll with 200, no hits and a failed shard: that
+     * is not the end */
+    answer_request(f, 200,
+                   "{\"_scroll_id\":\"s2\",\"_shards\":{\"total\":1,\"successful\":0,\"failed\":1,"
+                   "\"failures\":[{\"status\":404,\"reason\":\"SearchContextMissingException[No "
+                   "search context found for id [1]]\"}]},\"hits\":{\"total\":6,\"hits\":[]}}");
+    assert_int_equal(f->fake.settle_count, 0);
+    size_t before = f->fake.request_count;
+    while (f->fake.request_count == before) {
+        fire_timer(f);
+    }
+    assert_string_equal(last_request(f)->path, "/apps/_refresh"); /* from the start */
+    answer_request(f, 200, "{}");
+    assert_contains(last_request(f)->path, "/apps/_search?scroll=");
+    answer_request(f, 200,
+                   "{\"_scroll_id\":\"t1\",\"_shards\":{\"total\":1,\"successful\":1,\"failed\":"
+                   "0},\"hits\":{\"hits\":[" HIT("apps", "k", "100", NS("steam.apps")) "]}}");
+    /* a page whose answer was lost: the scroll may have moved on, so again from the start */
+    fts_error_t err = {0};
+    fts_error_set(&err, FTS_ERROR_ES, FTS_ERROR_CODE_TIMEOUT, "timed out");
+    fts_loader_request_done(f->loader, last_request(f)->token, 0, NULL, 0, &err);
+    before = f->fake.request_count;
+    while (f->fake.request_count == before) {
+        fire_timer(f);
+    }
+    assert_string_equal(last_request(f)->path, "/apps/_refresh");
+    answer_request(f, 200, "{}");
+    char empty[256];
+    answer_request(f, 200, page_empty("u1", empty, sizeof empty));
+    assert_int_equal(f->fake.settle_count, 1);
+    assert_string_equal(f->fake.settles[0].ids[0], "11-0");
+    assert_int_equal(f->fake.settles[0].dead_count, 0);
+    assert_int_equal(fts_loader_stats(f->loader)->sweep_restarts, 2);
+    fixture_destroy(f);
+}
+
+static void test_throttled_deletes_are_retried_alone_and_refusals_reported(void **state)
+{
+    (void)state;
+    fts_load_options_t options = sweep_options();
+    fixture_t *f = fixture_new(&options);
+    start_reading_new(f);
+    deliver_sweep(f, "15-0", "sweep", "100");
+    pass_barrier_and_refresh(f, "15-0");
+    answer_request(
+        f, 200,
+        "{\"_scroll_id\":\"s1\",\"_shards\":{\"total\":1,\"successful\":1,\"failed\":"
+        "0},\"hits\":{\"hits\":[" HIT("apps", "x", "5", NS("steam.apps")) "," HIT(
+            "apps", "y", "6", NS("steam.apps")) "," HIT("apps", "z", "7", NS("steam.apps")) "]}}");
+    answer_request(f, 200,
+                   "{\"took\":1,\"errors\":true,\"items\":["
+                   "{\"delete\":{\"_index\":\"apps\",\"_id\":\"x\",\"status\":200}},"
+                   "{\"delete\":{\"_index\":\"apps\",\"_id\":\"y\",\"status\":429,\"error\":"
+                   "{\"type\":\"es_rejected_execution_exception\",\"reason\":\"full\"}}},"
+                   "{\"delete\":{\"_index\":\"apps\",\"_id\":\"z\",\"status\":400,\"error\":"
+                   "{\"type\":\"illegal_argument_exception\",\"reason\":\"no\"}}}]}");
+    size_t before = f->fake.request_count;
+    while (f->fake.request_count == before) {
+        fire_timer(f);
+    }
+    /* y alone goes again, after a backoff */
+    assert_string_equal(last_request(f)->body,
+                        "{\"delete\":{\"_index\":\"apps\",\"_id\":\"y\",\"version\":100,"
+                        "\"version_type\":\"external\"}}\n");
+    answer_request(f, 200,
+                   "{\"took\":1,\"errors\":false,\"items\":["
+                   "{\"delete\":{\"_index\":\"apps\",\"_id\":\"y\",\"status\":200}}]}");
+    char empty[256];
+    answer_request(f, 200, page_empty("s2", empty, sizeof empty));
+    /* z could not be deleted: the entry is dead-lettered saying so, not acknowledged as done */
+    assert_int_equal(f->fake.settle_count, 1);
+    assert_int_equal(f->fake.settles[0].dead_count, 1);
+    assert_contains(f->fake.settles[0].dead_reasons[0], "refused to delete 1 documents");
+    assert_contains(f->fake.settles[0].dead_reasons[0], "illegal_argument_exception");
+    assert_int_equal(fts_loader_stats(f->loader)->sweep_deleted, 2);
+    fixture_destroy(f);
+}
+
+static void test_loader_dying_mid_sweep_leaves_it_to_the_next(void **state)
+{
+    (void)state;
+    fts_load_options_t options = sweep_options();
+    fixture_t *first = fixture_new(&options);
+    start_reading_new(first);
+    deliver_sweep(first, "12-0", "sweep", "100");
+    pass_barrier_and_refresh(first, "12-0");
+    answer_request(first, 200,
+                   "{\"_scroll_id\":\"s1\",\"_shards\":{\"total\":1,\"successful\":1,\"failed\":"
+                   "0},\"hits\":{\"hits\":[" HIT("apps", "x", "50", NS("steam.apps")) "]}}");
+    assert_contains(last_request(first)->body, "\"_id\":\"x\"");
+    /* killed with its delete in flight: nothing was acknowledged */
+    assert_int_equal(first->fake.settle_count, 0);
+    fixture_destroy(first);
+
+    /* the next loader finds it pending (its own history after a restart, or claimed) */
+    fixture_t *next = fixture_new(&options);
+    fts_loader_start(next->loader);
+    fts_loader_group_done(next->loader, NULL);
+    assert_string_equal(next->fake.read_start, "0");
+    test_entry_t e[1];
+    entry_make(&e[0], "12-0", "sweep", NULL, "100", NULL);
+    e[0].deliveries = 2;
+    deliver(next, e, 1);
+    /* it sweeps from the start: barrier, refresh, the first page */
+    pass_barrier_and_refresh(next, "12-0");
+    answer_request(next, 200,
+                   "{\"_scroll_id\":\"n1\",\"_shards\":{\"total\":1,\"successful\":1,\"failed\":"
+                   "0},\"hits\":{\"hits\":[" HIT("apps", "x", "50", NS("steam.apps")) "]}}");
+    assert_contains(last_request(next)->body, "\"_id\":\"x\"");
+    answer_request(next, 200,
+                   "{\"took\":1,\"errors\":false,\"items\":["
+                   "{\"delete\":{\"_index\":\"apps\",\"_id\":\"x\",\"status\":200}}]}");
+    char empty[256];
+    answer_request(next, 200, page_empty("n2", empty, sizeof empty));
+    assert_int_equal(next->fake.settle_count, 1);
+    assert_string_equal(next->fake.settles[0].ids[0], "12-0");
+    assert_int_equal(next->fake.settles[0].dead_count, 0);
+    fixture_destroy(next);
+}
+
+static void test_stop_abandons_a_running_sweep_and_leaves_it_pending(void **state)
+{
+    (void)state;
+    fts_load_options_t options = sweep_options();
+    fixture_t *f = fixture_new(&options);
+    start_reading_new(f);
+    deliver_sweep(f, "13-0", "sweep", "100");
+    pass_barrier_and_refresh(f, "13-0");
+    fts_loader_stop(f->loader);
+    assert_true(f->fake.finished); /* nothing else in flight: the sweep is not waited for */
+    char empty[256];
+    answer_request(f, 200, page_empty("s1", empty, sizeof empty));
+    assert_int_equal(f->fake.settle_count, 0);
+    fixture_destroy(f);
+}
+
+static void test_the_lowest_waiting_sweep_goes_first(void **state)
+{
+    (void)state;
+    fts_load_options_t options = sweep_options();
+    fixture_t *f = fixture_new(&options);
+    start_reading_new(f);
+    test_entry_t e[2];
+    /* claimed out of order: 14-5 first, then 14-2 */
+    entry_make(&e[0], "14-5", "sweep", NULL, "300", NULL);
+    entry_make(&e[1], "14-2", "drop", NULL, "200", NULL);
+    fts_stream_entry_t views[2];
+    for (size_t i = 0; i < 2; i++) {
+        memset(&views[i], 0, sizeof views[i]);
+        memcpy(views[i].id, e[i].id, sizeof views[i].id);
+        views[i].items = e[i].items;
+        views[i].count = e[i].count;
+        views[i].deliveries = 2;
+    }
+    fts_loader_claim_done(f->loader, views, 2, "0-0", 0, NULL);
+    assert_string_equal(f->fake.barrier_id, "14-2");
+    fixture_destroy(f);
+}
+
 int main(void)
 {
     fts_log_set_level(FTS_LOG_ERROR);
@@ -681,6 +1111,14 @@ int main(void)
         cmocka_unit_test(test_claims_and_touches_on_interval),
         cmocka_unit_test(test_stop_finishes_in_flight_then_reports_finished),
         cmocka_unit_test(test_stop_abandons_after_timeout_without_acknowledging),
+        cmocka_unit_test(test_sweep_waits_for_its_barrier_without_holding_up_later_entries),
+        cmocka_unit_test(test_sweep_deletes_only_stale_documents_of_its_ns_then_acknowledges),
+        cmocka_unit_test(test_drop_with_unmarked_documents_is_dead_lettered_with_counts),
+        cmocka_unit_test(test_lost_or_expired_scroll_starts_the_sweep_again),
+        cmocka_unit_test(test_throttled_deletes_are_retried_alone_and_refusals_reported),
+        cmocka_unit_test(test_loader_dying_mid_sweep_leaves_it_to_the_next),
+        cmocka_unit_test(test_stop_abandons_a_running_sweep_and_leaves_it_pending),
+        cmocka_unit_test(test_the_lowest_waiting_sweep_goes_first),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -277,6 +277,46 @@ static void test_pending_malformed_replies_are_errors(void **state)
     }
 }
 
+/* The barrier of a drop or sweep: clear only when nothing before the entry is pending. */
+static void test_barrier_clears_only_when_nothing_before_is_pending(void **state)
+{
+    (void)state;
+    fts_error_t err;
+    bool clear = true;
+    /* an entry before 5-3 is pending */
+    redisReply *reply = parse_resp("*1\r\n*4\r\n$3\r\n5-2\r\n$1\r\nc\r\n:10\r\n:1\r\n");
+    assert_true(fts_redis_group_parse_barrier(reply, "5-3", &clear, &err));
+    freeReplyObject(reply);
+    assert_false(clear);
+    /* a prefix of the ID is another ID */
+    reply = parse_resp("*1\r\n*4\r\n$2\r\n5-\r\n$1\r\nc\r\n:10\r\n:1\r\n");
+    assert_true(fts_redis_group_parse_barrier(reply, "5-3", &clear, &err));
+    freeReplyObject(reply);
+    assert_false(clear);
+    /* the smallest pending one is the entry itself */
+    reply = parse_resp("*1\r\n*4\r\n$3\r\n5-3\r\n$1\r\nc\r\n:10\r\n:1\r\n");
+    assert_true(fts_redis_group_parse_barrier(reply, "5-3", &clear, &err));
+    freeReplyObject(reply);
+    assert_true(clear);
+    /* nothing pending up to it (it was acknowledged by someone else meanwhile) */
+    clear = false;
+    reply = parse_resp("*0\r\n");
+    assert_true(fts_redis_group_parse_barrier(reply, "5-3", &clear, &err));
+    freeReplyObject(reply);
+    assert_true(clear);
+    /* malformed */
+    reply = parse_resp(":1\r\n");
+    fts_error_clear(&err);
+    assert_false(fts_redis_group_parse_barrier(reply, "5-3", &clear, &err));
+    freeReplyObject(reply);
+    assert_false(clear);
+    assert_int_equal(err.code, FTS_ERROR_CODE_PROTOCOL);
+    reply = parse_resp("*1\r\n*3\r\n$3\r\n5-3\r\n$1\r\nc\r\n:10\r\n");
+    assert_false(fts_redis_group_parse_barrier(reply, "5-3", &clear, &err));
+    freeReplyObject(reply);
+    assert_false(clear);
+}
+
 static const fts_redis_group_names_t names = {
     .stream_key = "ftsync:{p}:stream",
     .dead_key = "ftsync:{p}:dead",
@@ -390,6 +430,7 @@ int main(void)
         cmocka_unit_test(test_claim_malformed_replies_are_errors),
         cmocka_unit_test(test_pending_sets_deliveries_by_id),
         cmocka_unit_test(test_pending_malformed_replies_are_errors),
+        cmocka_unit_test(test_barrier_clears_only_when_nothing_before_is_pending),
         cmocka_unit_test(test_settle_without_dead_letters_is_a_plain_xack),
         cmocka_unit_test(test_settle_with_dead_letters_is_the_script),
     };
