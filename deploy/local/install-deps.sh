@@ -46,6 +46,7 @@ readonly APT_PACKAGES=(
     libmongoc-dev libbson-dev libhiredis-dev libcurl4-openssl-dev libevent-dev zlib1g-dev
     libcmocka-dev
     redis-server openjdk-17-jdk-headless python3-pymongo
+    prometheus # promtool and the server: the /metrics tests check and scrape with them
 )
 
 STEP=0
