@@ -220,6 +220,8 @@ int fts_cmd_run(int argc, char **argv)
         setenv("FTSYNC_ADMIN_ADDR", "off", 1) != 0) {
         fts_fatal_oom("setenv");
     }
+    /* Both NAME and NAME_FILE set is a configuration error: the children get NAME only. */
+    unsetenv("FTSYNC_ADMIN_ADDR_FILE");
     bool serving = fts_cmd_admin_serve(&admin, &config, FTS_METRICS_ROLE_ALL, tree_check, &tree);
     fts_config_cleanup(&config);
     if (!serving) {
