@@ -8,6 +8,8 @@
  *     point, and 200 again once it is off;
  *   - `ftsync load` against an Elasticsearch stand-in that answers every bulk request with 503:
  *     /healthz and /readyz turn 503 with the loader's reason, and 200 again once bulks succeed;
+ *   - `ftsync extract` whose transform worker crashes on a poison document again and again:
+ *     /healthz says it restarts in a loop, and 200 again once the event is dead-lettered;
  *   - the endpoint is read-only: other methods get 405, /status 501 in this build.
  */
 #include <setjmp.h>
@@ -529,6 +531,89 @@ static void test_load_healthz_turns_red_while_elasticsearch_answers_503(void **s
     remove_dir(dir);
 }
 
+/* ---- extract: a transform worker that keeps crashing -------------------------------------- */
+
+static void test_extract_healthz_turns_red_while_the_worker_restarts_in_a_loop(void **state)
+{
+    (void)state;
+    fts_error_t err;
+    fts_test_mongo_double_t *mongo = fts_test_mongo_double_start(NULL, &err);
+    if (!mongo) {
+        fail_msg("cannot start the MongoDB double: %s", err.message);
+    }
+    const char *redis_url = fts_testbed_require("FTSYNC_TEST_REDIS_URL");
+    char *dir = make_dir("admin-extract");
+    char name[64];
+    snprintf(name, sizeof name, "adminpoison%ld", (long)getpid());
+    setenv("FTSYNC_ENV_FILE", "/dev/null", 1);
+    setenv("FTSYNC_MONGO_URI", fts_test_mongo_double_uri(mongo), 1);
+    setenv("FTSYNC_MONGO_DB", name, 1);
+    setenv("FTSYNC_MONGO_COLLECTION", "apps", 1);
+    setenv("FTSYNC_MONGO_MAX_AWAIT_MS", "200", 1);
+    setenv("FTSYNC_STATE_REDIS_URL", redis_url, 1);
+    setenv("FTSYNC_PIPELINE", name, 1);
+    setenv("FTSYNC_ADMIN_ADDR", "127.0.0.1:0", 1);
+    /* Long enough that the restart backoff never looks like a stalled stream. */
+    setenv("FTSYNC_HEALTH_STALL_MS", "60000", 1);
+    setenv("FTSYNC_TRANSFORM_PLUGIN", FTSYNC_TEST_PLUGIN_POISON, 1);
+    setenv("FTSYNC_WORKER_CRASH_LIMIT", "6", 1);
+    char log_path[1200];
+    snprintf(log_path, sizeof log_path, "%s/extract.log", dir);
+    const char *const extract_args[] = {"extract", NULL};
+    pid_t extract = fts_test_spawn(FTSYNC_BINARY, extract_args, log_path);
+    assert_true(extract > 0);
+    int port = admin_port_from_log(log_path, 20000);
+    if (port <= 0 || !log_contains(log_path, "following the change stream", 30000)) {
+        print_log_tail(log_path);
+        fail_msg("extract did not start following the change stream");
+    }
+    char url[128];
+    char *body = NULL;
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", port);
+    assert_true(wait_for(url, 200, "\"ok\"", 5000, NULL));
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", port);
+    assert_true(wait_for(url, 200, "\"ready\"", 10000, NULL));
+
+    /* A document the plugin crashes on: the worker dies on it until the crash limit
+     * dead-letters it. */
+    mongoc_client_t *client = mongoc_client_new(fts_test_mongo_double_uri(mongo));
+    mongoc_collection_t *coll = mongoc_client_get_collection(client, name, "apps");
+    bson_t *doc = BCON_NEW("_id", BCON_INT32(1), "poison", BCON_BOOL(true));
+    bson_error_t error;
+    assert_true(mongoc_collection_insert_one(coll, doc, NULL, NULL, &error));
+    bson_destroy(doc);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", port);
+    if (!wait_for(url, 503, "restarting in a loop", 40000, &body)) {
+        print_log_tail(log_path);
+        fail_msg("a worker crashing again and again left /healthz at: %s", body);
+    }
+    bson_free(body);
+    /* Dead-lettered, then a worker that keeps running ends the loop. */
+    if (!wait_for(url, 200, "\"ok\"", 40000, &body)) {
+        print_log_tail(log_path);
+        fail_msg("/healthz did not recover once the poison event was dead-lettered: %s", body);
+    }
+    bson_free(body);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+    assert_int_equal(http(NULL, url, &body), 200);
+    assert_int_equal(sample(body, "ftsync_worker_restarts_total"), 6);
+    assert_int_equal(sample(body, "ftsync_dead_letters_total{stage=\"transform\"}"), 1);
+    assert_int_equal(sample(body, "ftsync_actions_queued_total{op=\"index\"}"), 0);
+    assert_int_equal(sample(body, "ftsync_lease_held"), 1);
+    assert_null(strstr(body, "ftsync_items_total")); /* extract serves its own role's metrics */
+    assert_promtool_accepts(dir, body);
+    bson_free(body);
+
+    kill(extract, SIGTERM);
+    assert_int_equal(fts_test_wait_pid(extract, 30000), 0);
+    unsetenv("FTSYNC_TRANSFORM_PLUGIN");
+    unsetenv("FTSYNC_WORKER_CRASH_LIMIT");
+    mongoc_collection_destroy(coll);
+    mongoc_client_destroy(client);
+    fts_test_mongo_double_destroy(mongo);
+    remove_dir(dir);
+}
+
 int main(void)
 {
     mongoc_init();
@@ -537,6 +622,7 @@ int main(void)
         cmocka_unit_test(
             test_run_serves_metrics_prometheus_reads_them_and_a_stall_turns_healthz_red),
         cmocka_unit_test(test_load_healthz_turns_red_while_elasticsearch_answers_503),
+        cmocka_unit_test(test_extract_healthz_turns_red_while_the_worker_restarts_in_a_loop),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
