@@ -22,7 +22,8 @@
 
 #include <bson/bson.h>
 
-_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "metrics cells must be lock-free across processes");
+_Static_assert(ATOMIC_LONG_LOCK_FREE == 2 && ATOMIC_LLONG_LOCK_FREE == 2,
+               "metrics cells must be lock-free: they are shared across processes");
 
 typedef enum { KIND_COUNTER, KIND_GAUGE, KIND_HISTOGRAM } kind_t;
 
