@@ -2,7 +2,10 @@
  * admin.c - the admin endpoint's set-up shared by extract, load and run (admin.h).
  *
  * /status is routed to a callback (fts_admin_options_t.status); `ftsync status --json` is not
- * part of this build, so none is given and /status answers 501.
+ * part of this build, so none is given and /status answers 501. To connect it: a callback
+ * calling fts_status_report_json(config, json, err) with .status_context = the config given to
+ * fts_cmd_admin_serve (extract, load and run keep it alive until fts_cmd_admin_cleanup). It
+ * blocks the endpoint's thread while it runs, probes included.
  */
 #include "admin.h"
 

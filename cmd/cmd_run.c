@@ -222,10 +222,10 @@ int fts_cmd_run(int argc, char **argv)
     }
     /* Both NAME and NAME_FILE set is a configuration error: the children get NAME only. */
     unsetenv("FTSYNC_ADMIN_ADDR_FILE");
-    bool serving = fts_cmd_admin_serve(&admin, &config, FTS_METRICS_ROLE_ALL, tree_check, &tree);
-    fts_config_cleanup(&config);
-    if (!serving) {
+    /* config stays alive while the endpoint serves: a /status callback reads it. */
+    if (!fts_cmd_admin_serve(&admin, &config, FTS_METRICS_ROLE_ALL, tree_check, &tree)) {
         fts_cmd_admin_cleanup(&admin);
+        fts_config_cleanup(&config);
         return FTS_EXIT_FAILURE;
     }
     for (size_t i = 0; i < count; i++) {
@@ -286,5 +286,6 @@ int fts_cmd_run(int argc, char **argv)
 stop:
     stop_children(children, count, stop_timeout_ms);
     fts_cmd_admin_cleanup(&admin);
+    fts_config_cleanup(&config);
     return result;
 }
