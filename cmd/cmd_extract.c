@@ -79,7 +79,8 @@ int fts_cmd_extract(int argc, char **argv)
                    "instance per pipeline is active; others wait as standby.\nExit status: 0 "
                    "stopped by SIGTERM/SIGINT, 1 a server failed at start, 2 bad configuration, "
                    "3 stopped\nin an error state (an event it cannot follow, history lost with "
-                   "FTSYNC_ON_HISTORY_LOST=stop).\n");
+                   "FTSYNC_ON_HISTORY_LOST=stop).\nAdmin endpoint on FTSYNC_ADMIN_ADDR: /healthz, "
+                   "/readyz, /metrics.\n");
             return FTS_EXIT_OK;
         }
         fprintf(stderr, "ftsync extract: unknown option %s\n", argv[i]);

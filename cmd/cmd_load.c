@@ -321,7 +321,8 @@ static void print_help(FILE *out)
             "group \"loaders\" and bulk-indexes it into FTSYNC_ES_INDEX with external versions.\n"
             "An entry is acknowledged only once Elasticsearch accepted it, or after it was\n"
             "written to ftsync:{<pipeline>}:dead with its reason. Run as many as you like.\n"
-            "Stops cleanly on SIGTERM or SIGINT (exit 0). Settings: ftsync config --help.\n");
+            "Stops cleanly on SIGTERM or SIGINT (exit 0). Admin endpoint on FTSYNC_ADMIN_ADDR:\n"
+            "/healthz, /readyz, /metrics. Settings: ftsync config --help.\n");
 }
 
 int fts_cmd_load(int argc, char **argv)

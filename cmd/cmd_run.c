@@ -163,7 +163,8 @@ static void print_help(FILE *out)
             "Runs `ftsync extract` and `ftsync load` as supervised child processes: a child\n"
             "that fails is restarted with backoff; exit 2 or 3 of a child (bad settings,\n"
             "or a state only an operator can clear) stops both and is run's exit status.\n"
-            "SIGTERM or SIGINT stops both cleanly (exit 0). Settings: ftsync config --help.\n");
+            "SIGTERM or SIGINT stops both cleanly (exit 0). One admin endpoint for both on\n"
+            "FTSYNC_ADMIN_ADDR: /healthz, /readyz, /metrics. Settings: ftsync config --help.\n");
 }
 
 int fts_cmd_run(int argc, char **argv)
