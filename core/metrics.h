@@ -58,32 +58,32 @@ typedef enum {
 } fts_metric_t;
 
 /* Label values, by family. */
-typedef enum { /* actions_queued{op}: the order of fts_action_op_t minus one */
-               FTS_OP_INDEX = 0,
-               FTS_OP_DELETE,
-               FTS_OP_DROP,
-               FTS_OP_SWEEP,
-               FTS_OP_COUNT
+/* actions_queued{op}: the order of fts_action_op_t, minus one. */
+typedef enum {
+    FTS_OP_INDEX = 0,
+    FTS_OP_DELETE,
+    FTS_OP_DROP,
+    FTS_OP_SWEEP,
+    FTS_OP_COUNT
 } fts_metric_op_t;
-typedef enum { /* items{result} */
-               FTS_RESULT_INDEXED = 0,
-               FTS_RESULT_DELETED,
-               FTS_RESULT_CONFLICT,
-               FTS_RESULT_NOT_FOUND,
-               FTS_RESULT_RETRIED,
-               FTS_RESULT_DEAD_LETTERED,
-               FTS_RESULT_COUNT
+/* items{result} */
+typedef enum {
+    FTS_RESULT_INDEXED = 0,
+    FTS_RESULT_DELETED,
+    FTS_RESULT_CONFLICT,
+    FTS_RESULT_NOT_FOUND,
+    FTS_RESULT_RETRIED,
+    FTS_RESULT_DEAD_LETTERED,
+    FTS_RESULT_COUNT
 } fts_metric_result_t;
-typedef enum { /* dead_letters{stage} */
-               FTS_STAGE_TRANSFORM = 0,
-               FTS_STAGE_LOAD,
-               FTS_STAGE_COUNT
-} fts_metric_stage_t;
-typedef enum {                           /* bulk_requests{outcome} */
-               FTS_OUTCOME_ANSWERED = 0, /* an answer with a verdict per item */
-               FTS_OUTCOME_FAILED,       /* no usable answer: retried whole */
-               FTS_OUTCOME_SPLIT,        /* refused as a whole: sent again in halves */
-               FTS_OUTCOME_COUNT
+/* dead_letters{stage} */
+typedef enum { FTS_STAGE_TRANSFORM = 0, FTS_STAGE_LOAD, FTS_STAGE_COUNT } fts_metric_stage_t;
+/* bulk_requests{outcome} */
+typedef enum {
+    FTS_OUTCOME_ANSWERED = 0, /* an answer with a verdict per item */
+    FTS_OUTCOME_FAILED,       /* no usable answer: retried whole */
+    FTS_OUTCOME_SPLIT,        /* refused as a whole: sent again in halves */
+    FTS_OUTCOME_COUNT
 } fts_metric_outcome_t;
 
 /* The health signals: not rendered as they are, read by fts_health_check/fts_ready_check
