@@ -14,6 +14,7 @@
 
 #include <bson/bson.h>
 
+#include "admin.h"
 #include "cmd.h"
 #include "extract.h"
 #include "log.h"
@@ -78,7 +79,8 @@ int fts_cmd_extract(int argc, char **argv)
                    "instance per pipeline is active; others wait as standby.\nExit status: 0 "
                    "stopped by SIGTERM/SIGINT, 1 a server failed at start, 2 bad configuration, "
                    "3 stopped\nin an error state (an event it cannot follow, history lost with "
-                   "FTSYNC_ON_HISTORY_LOST=stop).\n");
+                   "FTSYNC_ON_HISTORY_LOST=stop).\nAdmin endpoint on FTSYNC_ADMIN_ADDR: /healthz, "
+                   "/readyz, /metrics.\n");
             return FTS_EXIT_OK;
         }
         fprintf(stderr, "ftsync extract: unknown option %s\n", argv[i]);
@@ -100,15 +102,26 @@ int fts_cmd_extract(int argc, char **argv)
     fts_worker_port_t worker_port = fts_worker_process_port(&process);
     fts_error_t err;
     int status = FTS_EXIT_FAILURE;
+    fts_cmd_admin_t admin = {0};
 
     if (!fts_signals_install(&err)) {
         fprintf(stderr, "ftsync extract: %s\n", err.message);
         fts_config_cleanup(&config);
         return FTS_EXIT_FAILURE;
     }
+    /* The metrics block before the first fork: the worker counts into it. */
+    if (!fts_cmd_admin_metrics(&admin)) {
+        goto cleanup;
+    }
+    fts_signal_set(FTS_SIGNAL_EXTRACT_STATE, FTS_EXTRACT_STATE_STARTING);
     /* The worker first: no MongoDB client, no Redis connection exists yet. */
     if (!worker_port.ops->spawn(worker_port.context, &err)) {
         fts_log(FTS_LOG_ERROR, COMPONENT, "cannot start the worker: %s", err.message);
+        goto cleanup;
+    }
+    /* The endpoint's thread after that first fork (later restarts fork with it running: the
+     * worker closes the listening socket with every other descriptor, fts_child_keep_fd). */
+    if (!fts_cmd_admin_serve(&admin, &config, FTS_METRICS_ROLE_EXTRACT, NULL, NULL)) {
         goto cleanup;
     }
     state = fts_cmd_redis_connect(&config, config.state_redis_url, &err);
@@ -156,6 +169,7 @@ int fts_cmd_extract(int argc, char **argv)
 
 cleanup:
     fts_worker_process_cleanup(&process);
+    fts_cmd_admin_cleanup(&admin);
     fts_mongo_source_destroy(source);
     fts_redis_lease_destroy(lease);
     fts_redis_queue_destroy(queue);

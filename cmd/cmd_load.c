@@ -26,6 +26,7 @@
 
 #include "backoff.h"
 #include "clock.h"
+#include "admin.h"
 #include "cmd.h"
 #include "es_async.h"
 #include "es_index.h"
@@ -364,7 +365,8 @@ static void print_help(FILE *out)
             "written to ftsync:{<pipeline>}:dead with its reason. drop and sweep entries are\n"
             "applied: the documents of their ns below their version are deleted (see\n"
             "FTSYNC_NS_FIELD). Run as many as you like.\n"
-            "Stops cleanly on SIGTERM or SIGINT (exit 0). Settings: ftsync config --help.\n");
+            "Stops cleanly on SIGTERM or SIGINT (exit 0). Admin endpoint on FTSYNC_ADMIN_ADDR:\n"
+            "/healthz, /readyz, /metrics. Settings: ftsync config --help.\n");
 }
 
 int fts_cmd_load(int argc, char **argv)
@@ -392,12 +394,21 @@ int fts_cmd_load(int argc, char **argv)
     driver_t driver = {0};
     fts_redis_keys_t keys;
     char consumer[CONSUMER_NAME_SIZE];
+    fts_cmd_admin_t admin = {0};
     if (!fts_cmd_load_config(&config, FTS_ROLE_LOAD)) {
         status = FTS_EXIT_USAGE;
         goto cleanup;
     }
     if (!fts_signals_install(&err)) {
         fts_log(FTS_LOG_ERROR, LOG_COMPONENT, "%s", err.message);
+        goto cleanup;
+    }
+    /* The endpoint answers from the start: alive, not ready while Elasticsearch is awaited. */
+    if (!fts_cmd_admin_metrics(&admin)) {
+        goto cleanup;
+    }
+    fts_signal_set(FTS_SIGNAL_LOAD_STATE, FTS_LOAD_STATE_STARTING);
+    if (!fts_cmd_admin_serve(&admin, &config, FTS_METRICS_ROLE_LOAD, NULL, NULL)) {
         goto cleanup;
     }
     if (!fts_redis_keys_init(&keys, config.pipeline, &err)) {
@@ -520,6 +531,10 @@ int fts_cmd_load(int argc, char **argv)
             "loading %s into %s (%s %s) as consumer %s of group %s; dead letters go to %s",
             keys.stream, load_options.target.index, fts_es_distribution_name(info.distribution),
             info.version, consumer, FTS_LOAD_GROUP, keys.dead);
+    /* Elasticsearch answered and the index exists; Redis is judged by the first read. */
+    fts_signal_set(FTS_SIGNAL_ES_OK, 1);
+    fts_signal_set(FTS_SIGNAL_LOAD_PROGRESS_MS, fts_clock_monotonic_ms());
+    fts_signal_set(FTS_SIGNAL_LOAD_STATE, FTS_LOAD_STATE_RUNNING);
     fts_loader_start(driver.loader);
     if (fts_signals_stop_requested()) {
         fts_loader_stop(driver.loader);
@@ -540,6 +555,8 @@ cleanup:
     fts_loader_destroy(driver.loader);
     fts_event_loop_destroy(driver.loop);
     fts_es_client_destroy(client);
+    fts_signal_set(FTS_SIGNAL_LOAD_STATE, FTS_LOAD_STATE_NONE);
+    fts_cmd_admin_cleanup(&admin);
     fts_config_cleanup(&config);
     return status;
 }

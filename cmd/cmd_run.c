@@ -12,14 +12,25 @@
  *     period to stop (then SIGKILL); `run` exits 0.
  * Nothing here touches the data: every invariant is kept by the two children, which are the
  * same programs Kubernetes runs on their own.
+ *
+ * One admin endpoint for the tree: run makes the metrics block in a memfd and hands it to both
+ * children (FTSYNC_RUN_METRICS_FD), which count into it and keep their own endpoints off
+ * (FTSYNC_ADMIN_ADDR=off in their environment); run serves FTSYNC_ADMIN_ADDR itself, rendering
+ * the block with the families of both roles, and its /healthz and /readyz are both children's
+ * checks plus "the child is running". Counters survive a child's restart; a child's gauges and
+ * state are reset by run when it ends.
  */
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 
+#include "admin.h"
 #include "backoff.h"
 #include "child_process.h"
 #include "clock.h"
@@ -43,7 +54,49 @@ typedef struct {
     uint64_t started_at;
     uint64_t restart_at; /* 0: not waiting to restart */
     fts_backoff_t backoff;
+    /* Read by the admin endpoint's thread: since when (monotonic ms) the child is not
+     * running; 0 while it runs. */
+    _Atomic uint64_t down_since;
 } child_t;
+
+/* What the admin endpoint's thread sees of the children. */
+typedef struct {
+    child_t *children;
+    size_t count;
+    uint64_t stall_ms;
+} tree_t;
+
+/* The endpoint's extra check: every child runs; one that has been down (failing and backing
+ * off) longer than FTSYNC_HEALTH_STALL_MS makes the tree unhealthy, one down at all unready. */
+static bool tree_check(void *context, bool ready, char *reason, size_t reason_size)
+{
+    const tree_t *tree = context;
+    uint64_t now = fts_clock_monotonic_ms();
+    for (size_t i = 0; i < tree->count; i++) {
+        uint64_t down = atomic_load(&tree->children[i].down_since);
+        if (down && (ready || now - down > tree->stall_ms)) {
+            snprintf(reason, reason_size,
+                     "run: %s is not running (restarting after a failure, down for %" PRIu64
+                     " ms; its log says why)",
+                     tree->children[i].command, now - down);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A child ended: what it showed in the block is no longer true. */
+static void child_state_reset(const child_t *child)
+{
+    if (strcmp(child->command, "extract") == 0) {
+        fts_signal_set(FTS_SIGNAL_EXTRACT_STATE, FTS_EXTRACT_STATE_NONE);
+        fts_signal_set(FTS_SIGNAL_WORKER_QUICK_ENDS, 0);
+        fts_metric_set(FTS_METRIC_LEASE_HELD, 0, 0);
+    } else {
+        fts_signal_set(FTS_SIGNAL_LOAD_STATE, FTS_LOAD_STATE_NONE);
+        fts_metric_set(FTS_METRIC_PENDING, 0, 0);
+    }
+}
 
 static bool child_start(child_t *child)
 {
@@ -55,6 +108,7 @@ static bool child_start(child_t *child)
     }
     child->started_at = fts_clock_monotonic_ms();
     child->restart_at = 0;
+    atomic_store(&child->down_since, 0);
     fts_log(FTS_LOG_INFO, LOG_COMPONENT, "started %s (pid %ld)", child->command,
             (long)child->process.pid);
     return true;
@@ -109,7 +163,8 @@ static void print_help(FILE *out)
             "Runs `ftsync extract` and `ftsync load` as supervised child processes: a child\n"
             "that fails is restarted with backoff; exit 2 or 3 of a child (bad settings,\n"
             "or a state only an operator can clear) stops both and is run's exit status.\n"
-            "SIGTERM or SIGINT stops both cleanly (exit 0). Settings: ftsync config --help.\n");
+            "SIGTERM or SIGINT stops both cleanly (exit 0). One admin endpoint for both on\n"
+            "FTSYNC_ADMIN_ADDR: /healthz, /readyz, /metrics. Settings: ftsync config --help.\n");
 }
 
 int fts_cmd_run(int argc, char **argv)
@@ -138,21 +193,48 @@ int fts_cmd_run(int argc, char **argv)
     uint64_t stop_timeout_ms = (uint64_t)config.stop_timeout_ms + STOP_GRACE_MS;
     uint64_t retry_base_ms = (uint64_t)config.retry_base_ms;
     uint64_t retry_max_ms = (uint64_t)config.retry_max_ms;
-    fts_config_cleanup(&config);
 
     fts_error_t err;
     if (!fts_signals_install(&err)) {
         fts_log(FTS_LOG_ERROR, LOG_COMPONENT, "%s", err.message);
+        fts_config_cleanup(&config);
         return FTS_EXIT_FAILURE;
     }
     child_t children[2] = {{.command = "extract"}, {.command = "load"}};
     const size_t count = sizeof children / sizeof children[0];
     int result = FTS_EXIT_OK;
+    tree_t tree = {
+        .children = children, .count = count, .stall_ms = fts_config_health_stall_ms(&config)};
+    fts_cmd_admin_t admin = {0};
+    int metrics_fd = -1;
+    admin.metrics = fts_metrics_new_fd(FTSYNC_VERSION, &metrics_fd, &err);
+    if (!admin.metrics) {
+        fts_log(FTS_LOG_ERROR, LOG_COMPONENT, "%s", err.message);
+        fts_config_cleanup(&config);
+        return FTS_EXIT_FAILURE;
+    }
+    fts_metrics_install(admin.metrics);
+    char fd_text[16];
+    snprintf(fd_text, sizeof fd_text, "%d", metrics_fd);
+    /* The children count into run's block and serve nothing themselves. */
+    if (setenv(FTS_RUN_METRICS_FD_VARIABLE, fd_text, 1) != 0 ||
+        setenv("FTSYNC_ADMIN_ADDR", "off", 1) != 0) {
+        fts_fatal_oom("setenv");
+    }
+    /* Both NAME and NAME_FILE set is a configuration error: the children get NAME only. */
+    unsetenv("FTSYNC_ADMIN_ADDR_FILE");
+    /* config stays alive while the endpoint serves: a /status callback reads it. */
+    if (!fts_cmd_admin_serve(&admin, &config, FTS_METRICS_ROLE_ALL, tree_check, &tree)) {
+        fts_cmd_admin_cleanup(&admin);
+        fts_config_cleanup(&config);
+        return FTS_EXIT_FAILURE;
+    }
     for (size_t i = 0; i < count; i++) {
         /* Restarts back off from at least a second: a child failing at once must not spin. */
         fts_backoff_init(&children[i].backoff, retry_base_ms < 1000 ? 1000 : retry_base_ms,
                          retry_max_ms < 1000 ? 1000 : retry_max_ms, 0);
         if (!child_start(&children[i])) {
+            atomic_store(&children[i].down_since, fts_clock_monotonic_ms());
             children[i].restart_at =
                 fts_clock_monotonic_ms() + fts_backoff_next_ms(&children[i].backoff);
         }
@@ -165,6 +247,8 @@ int fts_cmd_run(int argc, char **argv)
             int status = 0;
             if (fts_child_reap(&child->process, false, &status)) {
                 reaped = true;
+                atomic_store(&child->down_since, now ? now : 1);
+                child_state_reset(child);
                 char text[64];
                 fts_wait_status_describe(status, text, sizeof text);
                 int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -202,5 +286,7 @@ int fts_cmd_run(int argc, char **argv)
             fts_signals_stop_signal());
 stop:
     stop_children(children, count, stop_timeout_ms);
+    fts_cmd_admin_cleanup(&admin);
+    fts_config_cleanup(&config);
     return result;
 }

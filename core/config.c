@@ -195,8 +195,12 @@ static const setting_t settings[] = {
     {"FTSYNC_PIPELINE", TYPE_NAME, "default", NULL, FIELD(pipeline), 0, 0, 0, 0,
      "name of this pipeline; its Redis keys are ftsync:{<pipeline>}:*", NULL},
     {"FTSYNC_ADMIN_ADDR", TYPE_ADDRESS, "0.0.0.0:8080", NULL, FIELD(admin_addr), 0, 0, 0, 0,
-     "host:port for the admin HTTP endpoint (/healthz, /metrics); validated only: the endpoint "
-     "is not built yet, nothing listens",
+     "host:port of the admin HTTP endpoint of extract, load and run (GET /healthz, /readyz, "
+     "/metrics, /status), or off; port 0 picks a free one",
+     NULL},
+    {"FTSYNC_HEALTH_STALL_MS", TYPE_INT, "0", NULL, FIELD(health_stall_ms), 0, 0, 0, 86400000,
+     "/healthz turns 503 when the change stream returned nothing, or the loader held entries and "
+     "settled none, for longer than this; 0: 3 x FTSYNC_MONGO_MAX_AWAIT_MS + 10000",
      NULL},
     {"FTSYNC_LOG_LEVEL", TYPE_LOG_LEVEL, "info", NULL, FIELD(log_level), 0, 0, 0, 0,
      "least severe level logged: debug, info, warn or error", NULL},
@@ -212,8 +216,10 @@ _Static_assert(sizeof settings / sizeof settings[0] <= FTS_CONFIG_MAX_SETTINGS,
 
 /* Variables with the FTSYNC_ prefix that are not settings but are expected. */
 static const char *const known_non_settings[] = {
-    "FTSYNC_ENV_FILE",     "FTSYNC_DEPS_DIR",  "FTSYNC_LOCAL_DIR",  "FTSYNC_KEEP_RUNNING",
-    "FTSYNC_KEEP_SERVERS", "FTSYNC_BUILD_DIR", "FTSYNC_TESTBED_DIR"};
+    "FTSYNC_ENV_FILE", "FTSYNC_DEPS_DIR", "FTSYNC_LOCAL_DIR", "FTSYNC_KEEP_RUNNING",
+    "FTSYNC_KEEP_SERVERS", "FTSYNC_BUILD_DIR", "FTSYNC_TESTBED_DIR",
+    /* set by `ftsync run` for its children: the metrics block they count into */
+    "FTSYNC_RUN_METRICS_FD"};
 
 /* Secret files and .env files are small; anything bigger is a mistake worth naming. */
 #define MAX_VALUE_FILE_BYTES (64 * 1024)
@@ -1115,4 +1121,14 @@ void fts_config_print_help(fts_buffer_t *out)
         }
         fts_buffer_append_str(out, "\n");
     }
+}
+
+uint64_t fts_config_health_stall_ms(const fts_config_t *config)
+{
+    if (config->health_stall_ms > 0) {
+        return (uint64_t)config->health_stall_ms;
+    }
+    /* A healthy idle stream answers every max-await with a post-batch token: three missed
+     * answers plus room for a slow server are a stall. */
+    return 3 * (uint64_t)config->mongo_max_await_ms + 10000;
 }

@@ -157,6 +157,7 @@ typedef struct {
     /* Operation */
     char *pipeline;
     char *admin_addr;
+    int64_t health_stall_ms; /* 0: derived, see fts_config_health_stall_ms */
     fts_log_level_t log_level;
     fts_log_format_t log_format;
     bool dev_mode;
@@ -214,5 +215,8 @@ bool fts_config_parse_size(const char *text, int64_t *bytes, fts_error_t *err);
 /* Finds text (matched exactly, case included) in names (NULL-terminated, e.g. fts_scope_names)
  * and sets *value to its index. False when it is not one of them. */
 bool fts_config_choice_parse(const char *const *names, const char *text, int *value);
+
+/* FTSYNC_HEALTH_STALL_MS, or its default derived from FTSYNC_MONGO_MAX_AWAIT_MS when 0. */
+uint64_t fts_config_health_stall_ms(const fts_config_t *config);
 
 #endif

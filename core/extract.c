@@ -33,6 +33,7 @@
 #include "extract.h"
 #include "extract_worker.h"
 #include "log.h"
+#include "metrics.h"
 #include "extract_ports.h"
 #include "signals.h"
 #include "worker_message.h"
@@ -110,6 +111,7 @@ typedef struct {
     bool reload_position; /* the next open must read the saved position first */
 
     uint64_t history_lost_count;
+    uint64_t worker_quick_ends; /* worker ends in a row within WORKER_HEALTHY_MS of its start */
     int exit_status;
 } extract_t;
 
@@ -345,7 +347,9 @@ static bool maintain(extract_t *ex)
                 return false;
             }
             ex->next_renew_ms = now + ttl / 3;
+            fts_signal_set(FTS_SIGNAL_EXTRACT_REDIS_OK, 1);
         } else {
+            fts_signal_set(FTS_SIGNAL_EXTRACT_REDIS_OK, 0);
             fts_log(FTS_LOG_WARN, COMPONENT, "lease renewal failed: %s", err.message);
             ex->next_renew_ms = now + IDLE_SLICE_MS * 5;
         }
@@ -375,9 +379,19 @@ static bool maintain(extract_t *ex)
             }
             ex->paused = over;
             ex->backlog = backlog.entries;
+            fts_signal_set(FTS_SIGNAL_EXTRACT_PAUSED, over);
+            fts_signal_set(FTS_SIGNAL_EXTRACT_REDIS_OK, 1);
+            fts_metric_set(FTS_METRIC_BACKLOG, 0, (double)backlog.entries);
         } else {
+            fts_signal_set(FTS_SIGNAL_EXTRACT_REDIS_OK, 0);
             fts_log(FTS_LOG_WARN, COMPONENT, "reading the backlog failed: %s", err.message);
         }
+    }
+    /* A worker that has run long enough ends a restart loop (/healthz). */
+    if (ex->worker_quick_ends && ex->worker->ops->running(ex->worker->context) &&
+        now - ex->worker_started_ms > WORKER_HEALTHY_MS) {
+        ex->worker_quick_ends = 0;
+        fts_signal_set(FTS_SIGNAL_WORKER_QUICK_ENDS, 0);
     }
     if (now >= ex->next_trim_ms) {
         ex->next_trim_ms = now + ex->options->trim_interval_ms;
@@ -442,7 +456,11 @@ static step_t worker_ended(extract_t *ex, int status, session_end_t *end)
     }
     if (fts_clock_monotonic_ms() - ex->worker_started_ms > WORKER_HEALTHY_MS) {
         fts_backoff_reset(&ex->worker_backoff);
+        ex->worker_quick_ends = 0;
+    } else {
+        ex->worker_quick_ends++;
     }
+    fts_signal_set(FTS_SIGNAL_WORKER_QUICK_ENDS, ex->worker_quick_ends);
     fts_error_t err;
     char *key = NULL;
     /* What was sent last, to know when careful mode can end. */
@@ -488,6 +506,7 @@ static step_t worker_ended(extract_t *ex, int status, session_end_t *end)
         *end = fts_signals_stop_requested() ? SESSION_STOP : SESSION_LEASE_LOST;
         return STEP_END;
     }
+    fts_metric_add(FTS_METRIC_WORKER_RESTARTS, 0, 1);
     if (!spawn_worker(ex, &err)) {
         fts_log(FTS_LOG_ERROR, COMPONENT, "cannot start the worker: %s", err.message);
         ex->exit_status = FTS_EXTRACT_EXIT_FAILURE;
@@ -525,8 +544,10 @@ static step_t worker_gone(extract_t *ex, session_end_t *end)
 /* A source error. History lost: resync or stop. Anything else: back off and reopen. */
 static step_t source_failed(extract_t *ex, const fts_error_t *err, session_end_t *end)
 {
+    fts_signal_set(FTS_SIGNAL_MONGO_OK, 0);
     if (err->code == FTS_SOURCE_HISTORY_LOST) {
         ex->history_lost_count++;
+        fts_metric_add(FTS_METRIC_HISTORY_LOST, 0, 1);
         if (ex->options->on_history_lost == FTS_ON_HISTORY_LOST_STOP) {
             fts_log(FTS_LOG_ERROR, COMPONENT,
                     "stopped: change stream history lost: the saved position is no "
@@ -592,6 +613,7 @@ static bool dead_letter_here(extract_t *ex, const bson_t *payload,
     bool ok = ex->queue->ops->dead_letter(ex->queue->context, &dead, checkpoint, err);
     bson_free(json);
     if (ok) {
+        fts_metric_add(FTS_METRIC_DEAD_LETTERS, FTS_STAGE_TRANSFORM, 1);
         fts_log(FTS_LOG_ERROR, COMPONENT, "poison event dead-lettered: %s", reason);
         ex->dead_letter_next = false;
         ex->crash_count = 0;
@@ -610,6 +632,11 @@ static step_t scan_step(extract_t *ex, session_end_t *end)
     const bson_t *doc = NULL;
     if (!ex->source->ops->scan_next(ex->source->context, ex->scan, &doc, &err)) {
         return source_failed(ex, &err, end);
+    }
+    fts_signal_set(FTS_SIGNAL_EXTRACT_LAST_READ_MS, fts_clock_monotonic_ms());
+    fts_signal_set(FTS_SIGNAL_MONGO_OK, 1);
+    if (doc) {
+        fts_metric_add(FTS_METRIC_SNAPSHOT_DOCUMENTS, 0, 1);
     }
     if (!doc) {
         ex->source->ops->scan_destroy(ex->source->context, ex->scan);
@@ -688,6 +715,12 @@ static step_t stream_step(extract_t *ex, session_end_t *end)
     const bson_t *event = NULL;
     if (!ex->source->ops->next(ex->source->context, &what, &event, &err)) {
         return source_failed(ex, &err, end);
+    }
+    /* Any answer, an idle one too, is the progress /healthz looks for. */
+    fts_signal_set(FTS_SIGNAL_EXTRACT_LAST_READ_MS, fts_clock_monotonic_ms());
+    fts_signal_set(FTS_SIGNAL_MONGO_OK, 1);
+    if (what == FTS_SOURCE_NEXT_EVENT) {
+        fts_metric_add(FTS_METRIC_EVENTS_READ, 0, 1);
     }
     char *token = ex->source->ops->resume_token_json(ex->source->context);
     if (!token) {
@@ -852,12 +885,18 @@ static bool acquire_lease(extract_t *ex)
         fts_lease_status_t status;
         if (ex->lease->ops->acquire(ex->lease->context, &status, &err)) {
             if (status.state == FTS_LEASE_ACQUIRED) {
+                /* The stall clock starts with the session. */
+                fts_signal_set(FTS_SIGNAL_EXTRACT_LAST_READ_MS, fts_clock_monotonic_ms());
+                fts_signal_set(FTS_SIGNAL_EXTRACT_REDIS_OK, 1);
+                fts_signal_set(FTS_SIGNAL_EXTRACT_STATE, FTS_EXTRACT_STATE_ACTIVE);
+                fts_metric_set(FTS_METRIC_LEASE_HELD, 0, 1);
                 fts_log(FTS_LOG_INFO, COMPONENT,
                         "extractor lease acquired: active "
                         "(owner %s)",
                         ex->lease->ops->owner(ex->lease->context));
                 return true;
             }
+            fts_signal_set(FTS_SIGNAL_EXTRACT_STATE, FTS_EXTRACT_STATE_STANDBY);
             if (strcmp(last_holder, status.holder) != 0) {
                 fts_log(FTS_LOG_INFO, COMPONENT,
                         "standby: the extractor lease is held "
@@ -901,6 +940,8 @@ int fts_extract_run(const fts_extract_options_t *options, const fts_extract_port
             break;
         }
         session_end_t end = run_session(&ex);
+        fts_metric_set(FTS_METRIC_LEASE_HELD, 0, 0);
+        fts_signal_set(FTS_SIGNAL_EXTRACT_STATE, FTS_EXTRACT_STATE_STANDBY);
         ex.source->ops->scan_destroy(ex.source->context, ex.scan);
         ex.scan = NULL;
         ex.source->ops->close(ex.source->context);
@@ -934,6 +975,7 @@ int fts_extract_run(const fts_extract_options_t *options, const fts_extract_port
         }
         break;
     }
+    fts_signal_set(FTS_SIGNAL_EXTRACT_STATE, FTS_EXTRACT_STATE_NONE);
     fts_log(FTS_LOG_INFO, COMPONENT, "stopped exit_status=%d history_lost_total=%llu", status,
             (unsigned long long)ex.history_lost_count);
 

@@ -22,10 +22,15 @@
 #include "action.h"
 #include "extract_worker.h"
 #include "log.h"
+#include "metrics.h"
 #include "transform.h"
 #include "worker_message.h"
 
 #define COMPONENT "worker"
+
+_Static_assert(FTS_ACTION_INDEX - 1 == FTS_OP_INDEX && FTS_ACTION_DELETE - 1 == FTS_OP_DELETE &&
+                   FTS_ACTION_DROP - 1 == FTS_OP_DROP && FTS_ACTION_SWEEP - 1 == FTS_OP_SWEEP,
+               "actions_queued{op} labels follow fts_action_op_t");
 
 /* The position after the last frame taken into the batch; strings owned. */
 typedef struct {
@@ -81,6 +86,9 @@ static bool flush(worker_t *worker, fts_error_t *err)
     bool ok = worker->queue->ops->append(worker->queue->context, worker->argv, worker->count,
                                          worker->position.set ? &checkpoint : NULL, err);
     for (size_t i = 0; i < worker->count; i++) {
+        if (ok) { /* counted into the parent's shared block (core/metrics.h) */
+            fts_metric_add(FTS_METRIC_ACTIONS_QUEUED, (unsigned)worker->actions[i].op - 1, 1);
+        }
         fts_action_cleanup(&worker->actions[i]);
     }
     worker->count = 0;
@@ -115,6 +123,9 @@ static bool dead_letter(worker_t *worker, const bson_t *payload, const char *rea
                                               worker->position.set ? &checkpoint : NULL, err);
     bson_free(json);
     position_clear(&worker->position);
+    if (ok) {
+        fts_metric_add(FTS_METRIC_DEAD_LETTERS, FTS_STAGE_TRANSFORM, 1);
+    }
     return ok;
 }
 

@@ -30,6 +30,7 @@
 #include "bulk_result.h"
 #include "load_sweep.h"
 #include "log.h"
+#include "metrics.h"
 
 #define LOG_COMPONENT "load"
 
@@ -85,6 +86,7 @@ typedef struct {
     fts_bulk_item_result_t *results;
     size_t count;
     fts_buffer_t body;
+    uint64_t sent_at; /* for ftsync_bulk_duration_seconds */
 } batch_t;
 
 typedef struct {
@@ -324,6 +326,8 @@ static void judge(fts_loader_t *loader, entry_t *entry, char *reason)
 
 static void make_ready(fts_loader_t *loader, entry_t *entry, bool front)
 {
+    /* Until an action is acknowledged, the lag counts from the first one taken. */
+    fts_signal_set_if_zero(FTS_SIGNAL_LAST_ACK_TS_WALL_MS, entry->action.ts_seconds * 1000ull);
     entry->state = ENTRY_READY;
     if (front) {
         list_push_front(&loader->ready, entry);
@@ -543,6 +547,7 @@ static uint64_t pump_batches(fts_loader_t *loader, uint64_t now)
             continue;
         }
         batch->in_use = true;
+        batch->sent_at = now;
         loader->in_flight++;
         loader->ports.bulk(loader->ports.context, batch->body.data, batch->body.len, batch);
     }
@@ -1056,6 +1061,10 @@ static void run(fts_loader_t *loader)
         maybe_settle(loader, now);
         log_progress(loader, now);
     }
+    fts_metric_set(FTS_METRIC_PENDING, 0, (double)loader->held);
+    if (loader->held == 0) {
+        fts_signal_set(FTS_SIGNAL_LOAD_PROGRESS_MS, now); /* nothing waits: no stall */
+    }
     arm_timer(loader, now, batch_due);
 }
 
@@ -1208,6 +1217,7 @@ void fts_loader_read_done(fts_loader_t *loader, const fts_stream_entry_t *entrie
         return;
     }
     uint64_t now = now_ms(loader);
+    fts_signal_set(FTS_SIGNAL_LOAD_REDIS_OK, !(err && err->domain != FTS_ERROR_NONE));
     if (err && err->domain != FTS_ERROR_NONE) {
         loader->stats.redis_errors++;
         uint64_t delay = fts_backoff_next_ms(&loader->read_backoff);
@@ -1301,6 +1311,7 @@ void fts_loader_settle_done(fts_loader_t *loader, void *token, const fts_error_t
         /* Maybe done, maybe not: settle the same entries again (XACK is idempotent; a dead
          * letter may be written twice, never lost). */
         loader->stats.redis_errors++;
+        fts_signal_set(FTS_SIGNAL_LOAD_REDIS_OK, 0);
         uint64_t delay = fts_backoff_next_ms(&loader->settle_backoff);
         loader->settle_retry_at = now_ms(loader) + delay;
         for (size_t i = settle->count; i-- > 0;) {
@@ -1334,11 +1345,20 @@ void fts_loader_settle_done(fts_loader_t *loader, void *token, const fts_error_t
                 "dead-lettered %zu entries (dead=%" PRIu64 "); first: entry=%s reason=\"%s\"", dead,
                 loader->stats.dead, first_dead->id, first_dead->dead_reason);
     }
+    uint64_t newest_ts = 0;
     for (size_t i = 0; i < settle->count; i++) {
         entry_t *e = settle->entries[i];
+        if (e->action.ts_seconds > newest_ts) {
+            newest_ts = e->action.ts_seconds;
+        }
         held_remove(loader, e);
         entry_free(e);
     }
+    fts_metric_add(FTS_METRIC_DEAD_LETTERS, FTS_STAGE_LOAD, dead);
+    fts_metric_add(FTS_METRIC_ITEMS, FTS_RESULT_DEAD_LETTERED, dead);
+    fts_signal_raise(FTS_SIGNAL_LAST_ACK_TS_WALL_MS, newest_ts * 1000);
+    fts_signal_set(FTS_SIGNAL_LOAD_PROGRESS_MS, now_ms(loader));
+    fts_signal_set(FTS_SIGNAL_LOAD_REDIS_OK, 1);
     loader->stats.acked += settle->count;
     settle->count = 0;
     run(loader);
@@ -1363,6 +1383,13 @@ void fts_loader_bulk_done(fts_loader_t *loader, void *token, long status, const 
         verdict = fts_bulk_response_judge(status, body, body_len, batch->ops, batch->count,
                                           batch->results, reason, sizeof reason);
     }
+    fts_metric_observe(FTS_METRIC_BULK_DURATION, (double)(now - batch->sent_at) / 1000.0);
+    fts_metric_add(FTS_METRIC_BULK_REQUESTS,
+                   verdict == FTS_BULK_RESPONSE_RETRY   ? FTS_OUTCOME_FAILED
+                   : verdict == FTS_BULK_RESPONSE_SPLIT ? FTS_OUTCOME_SPLIT
+                                                        : FTS_OUTCOME_ANSWERED,
+                   1);
+    fts_signal_set(FTS_SIGNAL_ES_OK, verdict != FTS_BULK_RESPONSE_RETRY);
 
     if (verdict == FTS_BULK_RESPONSE_RETRY) {
         loader->stats.es_errors++;
@@ -1409,15 +1436,22 @@ void fts_loader_bulk_done(fts_loader_t *loader, void *token, long status, const 
             case FTS_BULK_ITEM_ACK:
                 if (result->kind == FTS_BULK_KIND_CONFLICT) {
                     loader->stats.conflicts++;
+                    fts_metric_add(FTS_METRIC_ITEMS, FTS_RESULT_CONFLICT, 1);
                 } else if (e->action.op == FTS_ACTION_DELETE) {
                     loader->stats.deleted++;
+                    fts_metric_add(FTS_METRIC_ITEMS,
+                                   result->kind == FTS_BULK_KIND_NOT_FOUND ? FTS_RESULT_NOT_FOUND
+                                                                           : FTS_RESULT_DELETED,
+                                   1);
                 } else {
                     loader->stats.indexed++;
+                    fts_metric_add(FTS_METRIC_ITEMS, FTS_RESULT_INDEXED, 1);
                 }
                 judge(loader, e, NULL);
                 break;
             case FTS_BULK_ITEM_RETRY:
                 loader->stats.item_retries++;
+                fts_metric_add(FTS_METRIC_ITEMS, FTS_RESULT_RETRIED, 1);
                 e->attempts++;
                 e->not_before = now + item_retry_delay(loader, e->attempts);
                 make_ready(loader, e, false);

@@ -64,6 +64,7 @@ readonly APT_PACKAGES=(
     libmongoc-dev libbson-dev libhiredis-dev libcurl4-openssl-dev libevent-dev zlib1g-dev
     libcmocka-dev
     redis-server openjdk-17-jdk-headless maven python3-pymongo python3-venv
+    prometheus # promtool and the server: the /metrics tests check and scrape with them
 )
 
 STEP=0

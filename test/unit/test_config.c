@@ -555,9 +555,10 @@ static void test_help_lists_every_setting(void **state)
     assert_non_null(strstr(help.data, "default: http://127.0.0.1:9200"));
     assert_non_null(strstr(help.data, "default: the value of FTSYNC_STATE_REDIS_URL"));
     assert_non_null(strstr(help.data, "required by: extract"));
-    /* What is not built yet is not advertised as working. */
-    assert_non_null(strstr(help.data, "the endpoint is not built yet"));
-    assert_null(strstr(help.data, "/readyz"));
+    /* What is built is advertised as working, and nothing more: the admin endpoint is. */
+    assert_null(strstr(help.data, "the endpoint is not built yet"));
+    assert_non_null(strstr(help.data, "GET /healthz, /readyz, /metrics, /status"));
+    assert_non_null(strstr(help.data, "FTSYNC_HEALTH_STALL_MS"));
     /* Drops and sweeps are applied by load now (README.md, Load), and the help says so. */
     assert_null(strstr(help.data, "does not apply it yet"));
     assert_non_null(strstr(help.data, "load then removes every document of the collection"));
