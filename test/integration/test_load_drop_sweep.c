@@ -47,7 +47,7 @@
 #define FTSYNC_SOURCE_DIR "."
 #endif
 
-#define DEFINITION_PATH FTSYNC_SOURCE_DIR "/test/fixtures/apps-index-es1.json"
+#define DEFINITION_PATH fts_testbed_index_definition()
 
 /* Another collection writing into the same index. */
 #define OTHER_NS         "other_db.games"
@@ -63,7 +63,7 @@ static int group_setup(void **state)
 {
     (void)state;
     redis_url = fts_testbed_require("FTSYNC_TEST_REDIS_URL");
-    es_url = fts_testbed_require("FTSYNC_TEST_ES_URL");
+    es_url = fts_testbed_es_url();
     base_version = fts_version_from_timestamp(1795428000u, 0);
     return 0;
 }
