@@ -15,9 +15,10 @@
  *   - a resumed scan starts strictly after the given _id in the server's _id order, including
  *     _ids of BSON types that sort later, so a crash mid-scan neither skips nor restarts;
  *   - libmongoc's log goes through fts_log, whose secret scrubbing covers the URI's password;
- *   - an event over 16 MB is handed out whole, and only once it is whole: fragments are
- *     reassembled before next() returns (never an IDLE in between, so the token the caller
- *     saves is never a fragment's but the last fragment's, past the whole event); in the
+ *   - an event over 16 MB is handed out whole, and only once it is whole: while its
+ *     fragments come in, next() says IDLE (one read per call, so the caller can renew its
+ *     lease) and the token it reports is the one before the event; once whole, the last
+ *     fragment's, past the event. So a saved position never stands inside an event. In the
  *     re-read fallback the event is read with batches of one so that the event without its
  *     images is exactly the one that was too large, and no event before it is lost or
  *     repeated.
@@ -108,7 +109,10 @@ struct fts_mongo_source {
     int32_t fragment_of; /* fragments of the split event being reassembled; 0 = none */
     int32_t fragment_next;
     bson_t assembling; /* the fields of its fragments so far */
-    bson_t whole;      /* the last event built here (reassembled or re-read), handed out */
+    bson_t held_token; /* the position before its first fragment (held_valid: there was one) */
+    bool held_valid;
+    int fragment_idle_rounds; /* reads without a fragment while one is awaited */
+    bson_t whole;             /* the last event built here (reassembled or re-read), handed out */
     uint64_t split_events;
     uint64_t reread_events;
     /* Where the stream was last opened by fts_mongo_source_open, to reopen there after a 10334
@@ -410,6 +414,7 @@ fts_mongo_source_t *fts_mongo_source_new(const char *uri, const char *database,
     bson_init(&source->pipeline);
     bson_init(&source->invalidate_token);
     bson_init(&source->assembling);
+    bson_init(&source->held_token);
     bson_init(&source->whole);
     bson_init(&source->opened_token);
     /* Checks the URI, masks it for messages and registers its password as a log secret. */
@@ -488,6 +493,7 @@ static void end_stream(fts_mongo_source_t *source)
     source->last_failure[0] = '\0';
     source->fragment_of = 0;
     source->fragment_next = 0;
+    source->fragment_idle_rounds = 0;
     bson_reinit(&source->assembling);
 }
 
@@ -520,6 +526,7 @@ void fts_mongo_source_destroy(fts_mongo_source_t *source)
     bson_destroy(&source->pipeline);
     bson_destroy(&source->invalidate_token);
     bson_destroy(&source->assembling);
+    bson_destroy(&source->held_token);
     bson_destroy(&source->whole);
     bson_destroy(&source->opened_token);
     bson_free(source->masked_uri);
@@ -971,102 +978,109 @@ bool fts_mongo_source_next(fts_mongo_source_t *source, fts_source_next_t *what,
         source->reopen_normal = false;
         source->mode = LARGE_NORMAL;
         source->projected_level = 0;
-        if (!reopen_here(source, err) && !handle_large_failure(source, err)) {
-            return false;
+        /* Idle after the reopen, read on at the next call. */
+        return reopen_here(source, err) || handle_large_failure(source, err);
+    }
+    /* One read per call: the caller gets control back between the steps of a large event
+     * (a reopen, each fragment), to renew its lease and save the (unchanged) position. */
+    if (source->split_stage && source->fragment_of == 0) {
+        /* The position to report while a split event is being reassembled: the one before
+         * its first fragment. */
+        const bson_t *current = mongoc_change_stream_get_resume_token(source->stream);
+        source->held_valid = current != NULL;
+        bson_reinit(&source->held_token);
+        if (current) {
+            bson_concat(&source->held_token, current);
         }
     }
-    int empty_rounds = 0;
-    for (;;) {
-        const bson_t *doc = NULL;
-        source->in_next = true;
-        bool got = mongoc_change_stream_next(source->stream, &doc);
-        source->in_next = false;
-        if (got) {
-            bson_iter_t iter;
-            source->start_after_open = false;
-            if (bson_iter_init_find(&iter, doc, "splitEvent")) {
-                bool done;
-                if (!add_fragment(source, doc, &done, err)) {
-                    return false;
-                }
-                if (!done) {
-                    continue;
-                }
-                doc = &source->whole;
-            } else if (source->fragment_of > 0) {
-                source->fragment_of = 0;
-                return fts_error_set(err, FTS_ERROR_MONGO, FTS_MONGO_RETRYABLE,
-                                     "reading the change stream on %s: a split event ended "
-                                     "after %d of its %d fragments",
-                                     source->ns, (int)source->fragment_next - 1,
-                                     (int)source->fragment_of);
-            } else if (source->mode == LARGE_PROJECTED) {
-                if (!reread_event(source, doc, err)) {
-                    return false;
-                }
-                doc = &source->whole;
-                source->reopen_normal = true;
-            } else if (source->mode == LARGE_PROBE && --source->probe_left == 0) {
-                source->reopen_normal = true;
+    const bson_t *doc = NULL;
+    source->in_next = true;
+    bool got = mongoc_change_stream_next(source->stream, &doc);
+    source->in_next = false;
+    if (got) {
+        bson_iter_t iter;
+        source->start_after_open = false;
+        if (bson_iter_init_find(&iter, doc, "splitEvent")) {
+            bool done;
+            source->fragment_idle_rounds = 0;
+            if (!add_fragment(source, doc, &done, err)) {
+                return false;
             }
-            if (is_invalidate(doc)) {
-                uint32_t len;
-                const uint8_t *data;
-                bson_t id;
-                /* libmongoc made sure the event has a document _id. */
-                if (bson_iter_init_find(&iter, doc, "_id") && BSON_ITER_HOLDS_DOCUMENT(&iter)) {
-                    bson_iter_document(&iter, &len, &data);
-                    if (bson_init_static(&id, data, len)) {
-                        bson_destroy(&source->invalidate_token);
-                        bson_copy_to(&id, &source->invalidate_token);
-                        source->invalidated = true;
-                    }
-                }
-                fts_log(FTS_LOG_INFO, COMPONENT,
-                        "change stream on %s invalidated (the collection or database was dropped "
-                        "or renamed)",
-                        source->ns);
+            if (!done) {
+                return true; /* idle: the position stays before the event */
             }
-            *what = FTS_SOURCE_NEXT_EVENT;
-            *event = doc;
-            return true;
-        }
-        bson_error_t error;
-        const bson_t *reply = NULL;
-        if (mongoc_change_stream_error_document(source->stream, &error, &reply)) {
-            bool token_in_play = source->opened_with_token ||
-                                 mongoc_change_stream_get_resume_token(source->stream) != NULL;
-            fail_from_mongoc(source, "reading the change stream", source->ns, &error, reply,
-                             token_in_play ? POSITION_TOKEN : POSITION_STREAM, err);
-            source->fragment_of = 0;
-            if (handle_large_failure(source, err)) {
-                continue;
-            }
-            return false;
-        }
-        if (source->fragment_of > 0) {
-            /* The server sends a split event's fragments back to back: wait for the rest
-             * rather than hand out a token inside the event. */
-            if (++empty_rounds < FRAGMENT_WAIT_ROUNDS) {
-                continue;
-            }
+            doc = &source->whole;
+        } else if (source->fragment_of > 0) {
             source->fragment_of = 0;
             return fts_error_set(err, FTS_ERROR_MONGO, FTS_MONGO_RETRYABLE,
-                                 "reading the change stream on %s: the rest of a split event did "
-                                 "not come",
-                                 source->ns);
+                                 "reading the change stream on %s: a split event ended after %d "
+                                 "of its %d fragments",
+                                 source->ns, (int)source->fragment_next - 1,
+                                 (int)source->fragment_of);
+        } else if (source->mode == LARGE_PROJECTED) {
+            if (!reread_event(source, doc, err)) {
+                return false;
+            }
+            doc = &source->whole;
+            source->reopen_normal = true;
+        } else if (source->mode == LARGE_PROBE && --source->probe_left == 0) {
+            source->reopen_normal = true;
         }
-        if (source->mode == LARGE_PROBE) {
-            source->reopen_normal = true; /* caught up: the large event is gone */
+        if (is_invalidate(doc)) {
+            uint32_t len;
+            const uint8_t *data;
+            bson_t id;
+            /* libmongoc made sure the event has a document _id. */
+            if (bson_iter_init_find(&iter, doc, "_id") && BSON_ITER_HOLDS_DOCUMENT(&iter)) {
+                bson_iter_document(&iter, &len, &data);
+                if (bson_init_static(&id, data, len)) {
+                    bson_destroy(&source->invalidate_token);
+                    bson_copy_to(&id, &source->invalidate_token);
+                    source->invalidated = true;
+                }
+            }
+            fts_log(FTS_LOG_INFO, COMPONENT,
+                    "change stream on %s invalidated (the collection or database was dropped or "
+                    "renamed)",
+                    source->ns);
         }
+        *what = FTS_SOURCE_NEXT_EVENT;
+        *event = doc;
         return true;
     }
+    bson_error_t error;
+    const bson_t *reply = NULL;
+    if (mongoc_change_stream_error_document(source->stream, &error, &reply)) {
+        bool token_in_play = source->opened_with_token ||
+                             mongoc_change_stream_get_resume_token(source->stream) != NULL;
+        fail_from_mongoc(source, "reading the change stream", source->ns, &error, reply,
+                         token_in_play ? POSITION_TOKEN : POSITION_STREAM, err);
+        source->fragment_of = 0;
+        /* A large event: reopened as it must be (idle meanwhile), or the error stands. */
+        return handle_large_failure(source, err);
+    }
+    if (source->fragment_of > 0 && ++source->fragment_idle_rounds >= FRAGMENT_WAIT_ROUNDS) {
+        /* The server sends a split event's fragments back to back. */
+        source->fragment_of = 0;
+        return fts_error_set(err, FTS_ERROR_MONGO, FTS_MONGO_RETRYABLE,
+                             "reading the change stream on %s: the rest of a split event did not "
+                             "come",
+                             source->ns);
+    }
+    if (source->mode == LARGE_PROBE && source->fragment_of == 0) {
+        source->reopen_normal = true; /* caught up: the large event is gone */
+    }
+    return true;
 }
 
 const bson_t *fts_mongo_source_resume_token(fts_mongo_source_t *source)
 {
     if (source->invalidated) {
         return &source->invalidate_token;
+    }
+    if (source->fragment_of > 0) {
+        /* Never a fragment's token: the event is not whole yet. */
+        return source->held_valid ? &source->held_token : NULL;
     }
     return source->stream ? mongoc_change_stream_get_resume_token(source->stream) : NULL;
 }

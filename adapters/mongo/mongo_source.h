@@ -35,14 +35,15 @@
  *     BSONObjectTooLarge, not resumable, so libmongoc gives up. next() then reopens by itself
  *     at its last token with {$changeStreamSplitLargeEvent: {}} as the last stage (kept from
  *     then on), reads the fragments (splitEvent {fragment, of}) and hands out one whole event
- *     whose _id, and the token then, is the last fragment's: a saved position never stands
- *     inside an event, and the reassembled event may exceed 16 MB (the frames to the worker
- *     allow it, frame.h). A server without the stage (before 6.0.9: 40324) gets the fallback:
- *     batches of one event until the large one fails again, that one event read without
- *     fullDocument and updateDescription (also without fullDocumentBeforeChange if still too
- *     large) through a $project, its document read again by _id (majority, as updateLookup;
- *     null when gone) as fullDocument, then back to normal reading. Each large event is
- *     logged once (info: reassembled; warn: re-read) and counted
+ *     whose _id, and the token then, is the last fragment's (until then each call says IDLE
+ *     with the token before the event): a saved position never stands inside an event. The
+ *     reassembled event may exceed 16 MB (the frames to the worker allow it, frame.h). Every
+ *     step (reopen, fragment) is one call of next(), so the caller keeps renewing its lease. A
+ * server without the stage (before 6.0.9: 40324) gets the fallback: batches of one event until the
+ * large one fails again, that one event read without fullDocument and updateDescription (also
+ * without fullDocumentBeforeChange if still too large) through a $project, its document read again
+ * by _id (majority, as updateLookup; null when gone) as fullDocument, then back to normal reading.
+ * Each large event is logged once (info: reassembled; warn: re-read) and counted
  *     (fts_mongo_source_large_events);
  *   - libmongoc's own log lines go through fts_log (component "mongo", its debug and trace
  *     levels dropped), so they share the format and the secret scrubbing; the URI's password
