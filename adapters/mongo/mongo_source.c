@@ -999,7 +999,6 @@ bool fts_mongo_source_next(fts_mongo_source_t *source, fts_source_next_t *what,
     source->in_next = false;
     if (got) {
         bson_iter_t iter;
-        source->start_after_open = false;
         if (bson_iter_init_find(&iter, doc, "splitEvent")) {
             bool done;
             source->fragment_idle_rounds = 0;
@@ -1044,6 +1043,9 @@ bool fts_mongo_source_next(fts_mongo_source_t *source, fts_source_next_t *what,
                     "renamed)",
                     source->ns);
         }
+        /* Only a whole event ends the startAfter window (a fragment's held token may still
+         * be the invalidate's). */
+        source->start_after_open = false;
         *what = FTS_SOURCE_NEXT_EVENT;
         *event = doc;
         return true;
