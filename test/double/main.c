@@ -85,8 +85,10 @@
  *
  * WHERE IT KNOWINGLY DIFFERS FROM MONGOD
  *   - buildInfo says 6.0.0, yet $changeStreamSplitLargeEvent (6.0.9) is there unless
- *     --no-split-stage. A fragment's resume token is its event's token plus four hex digits
- *     (the fragment index), where mongod's KeyString carries a fragmentNum field.
+ *     --no-split-stage; outside a change stream the stage is unknown (40324), where mongod
+ *     knows it and refuses it for not following $changeStream. A fragment's resume token is
+ *     its event's token plus four hex digits (the fragment index), where mongod's KeyString
+ *     carries a fragmentNum field.
  *   - Resume tokens are the double's own hex layout (eventlog.h), not mongod's KeyString; they
  *     sort like mongod's and are opaque to drivers either way. Bad tokens fail with mongod's
  *     codes (_data missing 40647, empty 40649, not hex 9 FailedToParse, hex that is no token
