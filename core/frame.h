@@ -25,8 +25,12 @@
 
 /* The smallest BSON document: length and final NUL. */
 #define FTS_FRAME_MIN_SIZE 5
-/* MongoDB's largest message; a change event (16 MiB document plus its envelope) fits. */
-#define FTS_FRAME_MAX_SIZE (48 * 1024 * 1024)
+/* A change event reassembled from $changeStreamSplitLargeEvent fragments (README.md, Extract)
+ * is not bound by MongoDB's 16 MiB: its three large parts (fullDocument,
+ * fullDocumentBeforeChange, updateDescription) can each be close to 16 MiB, about 50.4 MB
+ * together with the rest, more than MongoDB's 48 MB message. 64 MiB holds that and the
+ * message's envelope. */
+#define FTS_FRAME_MAX_SIZE (64 * 1024 * 1024)
 
 typedef enum {
     FTS_FRAME_ERROR = -1, /* err says why; the connection is broken for good */

@@ -14,7 +14,14 @@
  *     from inside mongoc_change_stream_next is a resume);
  *   - a resumed scan starts strictly after the given _id in the server's _id order, including
  *     _ids of BSON types that sort later, so a crash mid-scan neither skips nor restarts;
- *   - libmongoc's log goes through fts_log, whose secret scrubbing covers the URI's password.
+ *   - libmongoc's log goes through fts_log, whose secret scrubbing covers the URI's password;
+ *   - an event over 16 MB is handed out whole, and only once it is whole: while its
+ *     fragments come in, next() says IDLE (one read per call, so the caller can renew its
+ *     lease) and the token it reports is the one before the event; once whole, the last
+ *     fragment's, past the event. So a saved position never stands inside an event. In the
+ *     re-read fallback the event is read with batches of one so that the event without its
+ *     images is exactly the one that was too large, and no event before it is lost or
+ *     repeated.
  *
  * The source is the extract's source port (extract_ports.h): its functions take the port's
  * types and the port's table (fts_mongo_source_port) only adapts the context pointer.
@@ -53,6 +60,23 @@ static const int token_parse_codes[] = {
 /* A saved token is printed in messages up to this many bytes. */
 #define TOKEN_SHOWN_MAX 200
 
+/* How the stream is read with respect to events larger than 16 MB. */
+typedef enum {
+    LARGE_NORMAL = 0, /* as configured (plus the split stage once one was needed) */
+    LARGE_PROBE,      /* no split stage on this server: batches of one event, so that the
+                       * next BSONObjectTooLarge leaves the token right before that event */
+    LARGE_PROJECTED   /* reading that one event without its large parts (batches of one) */
+} large_mode_t;
+
+/* mongod's error for an event over 16 MB, and its answer to an unknown stage. */
+#define CODE_BSON_OBJECT_TOO_LARGE 10334
+#define CODE_UNRECOGNIZED_STAGE    40324
+/* Events LARGE_PROBE reads one by one before it gives up waiting for the large one (it may
+ * have shrunk meanwhile: updateLookup reads the document as it is now). */
+#define PROBE_EVENTS 1000
+/* Empty reads tolerated while the rest of a split event is awaited. */
+#define FRAGMENT_WAIT_ROUNDS 10
+
 struct fts_mongo_source {
     mongoc_client_t *client;
     mongoc_database_t *database;
@@ -72,6 +96,30 @@ struct fts_mongo_source {
     uint64_t resumes;
     int server_code;
     char last_failure[256]; /* the failed getMore behind the next automatic resume */
+
+    /* Events larger than 16 MB (see "large events" below). split_stage and split_unsupported
+     * are learnt once and kept for the source's life; the rest belongs to one open stream. */
+    bool split_stage;       /* pipelines end with $changeStreamSplitLargeEvent */
+    bool split_unsupported; /* the server refused that stage: large events are re-read */
+    large_mode_t mode;
+    int projected_level; /* LARGE_PROJECTED: 1 drops fullDocument and updateDescription, 2
+                          * also fullDocumentBeforeChange */
+    uint64_t probe_left; /* LARGE_PROBE: events still read one by one before going back */
+    bool reopen_normal;  /* reopen in LARGE_NORMAL at the current token before reading on */
+    int32_t fragment_of; /* fragments of the split event being reassembled; 0 = none */
+    int32_t fragment_next;
+    bson_t assembling; /* the fields of its fragments so far */
+    bson_t held_token; /* the position before its first fragment (held_valid: there was one) */
+    bool held_valid;
+    int fragment_idle_rounds; /* reads without a fragment while one is awaited */
+    bson_t whole;             /* the last event built here (reassembled or re-read), handed out */
+    uint64_t split_events;
+    uint64_t reread_events;
+    /* Where the stream was last opened by fts_mongo_source_open, to reopen there after a 10334
+     * that came before libmongoc had any token. */
+    fts_source_from_t opened_from; /* 0: from now on */
+    bson_t opened_token;
+    fts_timestamp_t opened_time;
 };
 
 struct fts_mongo_scan {
@@ -365,6 +413,10 @@ fts_mongo_source_t *fts_mongo_source_new(const char *uri, const char *database,
     source = bson_malloc0(sizeof *source);
     bson_init(&source->pipeline);
     bson_init(&source->invalidate_token);
+    bson_init(&source->assembling);
+    bson_init(&source->held_token);
+    bson_init(&source->whole);
+    bson_init(&source->opened_token);
     /* Checks the URI, masks it for messages and registers its password as a log secret. */
     if (!fts_mongo_uri_check(uri, &source->masked_uri, err)) {
         goto fail;
@@ -428,11 +480,10 @@ cleanup:
     return source;
 }
 
-void fts_mongo_source_close(fts_mongo_source_t *source)
+/* Ends the stream and what belongs to it, keeping what the source learnt about large events
+ * and where it was opened (for reopen_here). */
+static void end_stream(fts_mongo_source_t *source)
 {
-    if (!source) {
-        return;
-    }
     mongoc_change_stream_destroy(source->stream);
     source->stream = NULL;
     source->invalidated = false;
@@ -440,6 +491,23 @@ void fts_mongo_source_close(fts_mongo_source_t *source)
     source->opened_with_token = false;
     bson_reinit(&source->invalidate_token);
     source->last_failure[0] = '\0';
+    source->fragment_of = 0;
+    source->fragment_next = 0;
+    source->fragment_idle_rounds = 0;
+    bson_reinit(&source->assembling);
+}
+
+void fts_mongo_source_close(fts_mongo_source_t *source)
+{
+    if (!source) {
+        return;
+    }
+    end_stream(source);
+    source->mode = LARGE_NORMAL;
+    source->reopen_normal = false;
+    source->projected_level = 0;
+    source->probe_left = 0;
+    bson_reinit(&source->whole);
 }
 
 void fts_mongo_source_destroy(fts_mongo_source_t *source)
@@ -457,6 +525,10 @@ void fts_mongo_source_destroy(fts_mongo_source_t *source)
     bson_free(source->collections);
     bson_destroy(&source->pipeline);
     bson_destroy(&source->invalidate_token);
+    bson_destroy(&source->assembling);
+    bson_destroy(&source->held_token);
+    bson_destroy(&source->whole);
+    bson_destroy(&source->opened_token);
     bson_free(source->masked_uri);
     bson_free(source->ns);
     bson_free(source);
@@ -494,14 +566,67 @@ static bool fail_bad_token(fts_mongo_source_t *source, const bson_t *token, cons
     return false;
 }
 
-bool fts_mongo_source_open(fts_mongo_source_t *source, const fts_source_position_t *position,
-                           fts_error_t *err)
-{
-    bool ok = false;
-    bson_t opts = BSON_INITIALIZER;
-    bson_t *token = NULL;
+static bool handle_large_failure(fts_mongo_source_t *source, fts_error_t *err);
 
-    fts_mongo_source_close(source);
+/* An event's operationType, "?" when it has none. */
+static const char *event_operation(const bson_t *event)
+{
+    bson_iter_t iter;
+    if (bson_iter_init_find(&iter, event, "operationType") && BSON_ITER_HOLDS_UTF8(&iter)) {
+        return bson_iter_utf8(&iter, NULL);
+    }
+    return "?";
+}
+
+/* The pipeline for the current mode: the source's own stages, then in LARGE_PROJECTED a $project
+ * without the event's large parts, or else the split stage once one was needed (it must come
+ * last). MongoDB manual, $changeStreamSplitLargeEvent: "Use a $project stage to include only
+ * the fields necessary" is the documented way to keep an event under 16 MB. */
+static void build_pipeline(const fts_mongo_source_t *source, bson_t *out)
+{
+    bson_t stages, stage, spec;
+    bson_iter_t iter, old;
+    uint32_t n = 0;
+    char key[16];
+    const char *k;
+
+    BSON_APPEND_ARRAY_BEGIN(out, "pipeline", &stages);
+    if (bson_iter_init_find(&iter, &source->pipeline, "pipeline") &&
+        bson_iter_recurse(&iter, &old)) {
+        while (bson_iter_next(&old)) {
+            bson_uint32_to_string(n++, &k, key, sizeof key);
+            bson_append_iter(&stages, k, -1, &old);
+        }
+    }
+    if (source->mode == LARGE_PROJECTED) {
+        bson_uint32_to_string(n++, &k, key, sizeof key);
+        BSON_APPEND_DOCUMENT_BEGIN(&stages, k, &stage);
+        BSON_APPEND_DOCUMENT_BEGIN(&stage, "$project", &spec);
+        BSON_APPEND_INT32(&spec, "fullDocument", 0);
+        BSON_APPEND_INT32(&spec, "updateDescription", 0);
+        if (source->projected_level >= 2) {
+            BSON_APPEND_INT32(&spec, "fullDocumentBeforeChange", 0);
+        }
+        bson_append_document_end(&stage, &spec);
+        bson_append_document_end(&stages, &stage);
+    } else if (source->split_stage) {
+        bson_uint32_to_string(n++, &k, key, sizeof key);
+        BSON_APPEND_DOCUMENT_BEGIN(&stages, k, &stage);
+        BSON_APPEND_DOCUMENT_BEGIN(&stage, "$changeStreamSplitLargeEvent", &spec);
+        bson_append_document_end(&stage, &spec);
+        bson_append_document_end(&stages, &stage);
+    }
+    bson_append_array_end(out, &stages);
+}
+
+/* Opens the stream (none may be open) from `from` (0: now; token for the token kinds, time
+ * for START_AT_TIME) in the current mode. */
+static bool open_stream(fts_mongo_source_t *source, fts_source_from_t from, const bson_t *token,
+                        fts_timestamp_t time, fts_error_t *err)
+{
+    bson_t opts = BSON_INITIALIZER;
+    bson_t pipeline = BSON_INITIALIZER;
+
     source->server_code = 0;
     /* The settings' names are the server's option values (config.c). */
     BSON_APPEND_UTF8(&opts, "fullDocument", fts_full_document_names[source->options.full_document]);
@@ -509,10 +634,77 @@ bool fts_mongo_source_open(fts_mongo_source_t *source, const fts_source_position
         BSON_APPEND_UTF8(&opts, "fullDocumentBeforeChange",
                          fts_pre_images_names[source->options.full_document_before_change]);
     }
-    if (source->options.batch_size > 0) {
+    if (source->mode != LARGE_NORMAL) {
+        /* One event per batch: a BSONObjectTooLarge then fails the batch of that event alone,
+         * and the token before it is the token right before the large event. */
+        BSON_APPEND_INT32(&opts, "batchSize", 1);
+    } else if (source->options.batch_size > 0) {
         BSON_APPEND_INT32(&opts, "batchSize", source->options.batch_size);
     }
     BSON_APPEND_INT64(&opts, "maxAwaitTimeMS", source->options.max_await_time_ms);
+    switch ((int)from) {
+    case 0: /* from now on */
+        break;
+    case FTS_SOURCE_RESUME_AFTER:
+    case FTS_SOURCE_START_AFTER:
+        BSON_APPEND_DOCUMENT(&opts, from == FTS_SOURCE_RESUME_AFTER ? "resumeAfter" : "startAfter",
+                             token);
+        source->opened_with_token = true;
+        source->start_after_open = from == FTS_SOURCE_START_AFTER;
+        break;
+    case FTS_SOURCE_START_AT_TIME:
+        BSON_APPEND_TIMESTAMP(&opts, "startAtOperationTime", time.seconds, time.increment);
+        break;
+    }
+    build_pipeline(source, &pipeline);
+    if (source->collection) {
+        source->stream = mongoc_collection_watch(source->collection, &pipeline, &opts);
+    } else {
+        source->stream = mongoc_database_watch(source->database, &pipeline, &opts);
+    }
+    bson_destroy(&pipeline);
+    bson_destroy(&opts);
+    bson_error_t error;
+    const bson_t *reply = NULL;
+    if (mongoc_change_stream_error_document(source->stream, &error, &reply)) {
+        fail_from_mongoc(source, "opening the change stream", source->ns, &error, reply,
+                         source->opened_with_token ? POSITION_TOKEN_OPEN : POSITION_STREAM, err);
+        end_stream(source);
+        return false;
+    }
+    return true;
+}
+
+/* Reopens the stream where it stands now, in the current mode: at libmongoc's token, which
+ * becomes the position to come back to should this open fail too, or where the stream was
+ * last opened when libmongoc has none. */
+static bool reopen_here(fts_mongo_source_t *source, fts_error_t *err)
+{
+    const bson_t *current =
+        source->stream ? mongoc_change_stream_get_resume_token(source->stream) : NULL;
+    if (current) {
+        bson_reinit(&source->opened_token);
+        bson_concat(&source->opened_token, current);
+        /* startAfter takes any token, also an invalidate's (see the top). */
+        source->opened_from =
+            source->start_after_open ? FTS_SOURCE_START_AFTER : FTS_SOURCE_RESUME_AFTER;
+    }
+    end_stream(source);
+    return open_stream(source, source->opened_from, &source->opened_token, source->opened_time,
+                       err);
+}
+
+bool fts_mongo_source_open(fts_mongo_source_t *source, const fts_source_position_t *position,
+                           fts_error_t *err)
+{
+    bool ok = false;
+    bson_t *token = NULL;
+
+    fts_mongo_source_close(source);
+    source->server_code = 0;
+    source->opened_from = position ? position->from : (fts_source_from_t)0;
+    bson_reinit(&source->opened_token);
+    source->opened_time = (fts_timestamp_t){0, 0};
 
     switch (position ? position->from : 0) {
     case 0: /* no position: from now on */
@@ -531,10 +723,7 @@ bool fts_mongo_source_open(fts_mongo_source_t *source, const fts_source_position
             fail_bad_token(source, token, problem, err);
             goto cleanup;
         }
-        BSON_APPEND_DOCUMENT(
-            &opts, position->from == FTS_SOURCE_RESUME_AFTER ? "resumeAfter" : "startAfter", token);
-        source->opened_with_token = true;
-        source->start_after_open = position->from == FTS_SOURCE_START_AFTER;
+        bson_concat(&source->opened_token, token);
         break;
     }
     case FTS_SOURCE_START_AT_TIME:
@@ -546,8 +735,7 @@ bool fts_mongo_source_open(fts_mongo_source_t *source, const fts_source_position
                           source->ns);
             goto cleanup;
         }
-        BSON_APPEND_TIMESTAMP(&opts, "startAtOperationTime", position->time.seconds,
-                              position->time.increment);
+        source->opened_time = position->time;
         break;
     default:
         fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
@@ -556,24 +744,15 @@ bool fts_mongo_source_open(fts_mongo_source_t *source, const fts_source_position
         goto cleanup;
     }
 
-    if (source->collection) {
-        source->stream = mongoc_collection_watch(source->collection, &source->pipeline, &opts);
-    } else {
-        source->stream = mongoc_database_watch(source->database, &source->pipeline, &opts);
+    ok = open_stream(source, source->opened_from, &source->opened_token, source->opened_time, err);
+    /* The first batch may already hold an event over 16 MB, or the server may refuse the split
+     * stage: handle_large_failure reopens as it must. */
+    if (!ok && handle_large_failure(source, err)) {
+        ok = true;
     }
-    bson_error_t error;
-    const bson_t *reply = NULL;
-    if (mongoc_change_stream_error_document(source->stream, &error, &reply)) {
-        fail_from_mongoc(source, "opening the change stream", source->ns, &error, reply,
-                         source->opened_with_token ? POSITION_TOKEN_OPEN : POSITION_STREAM, err);
-        fts_mongo_source_close(source);
-        goto cleanup;
-    }
-    ok = true;
 
 cleanup:
     bson_destroy(token);
-    bson_destroy(&opts);
     return ok;
 }
 
@@ -582,6 +761,201 @@ static bool is_invalidate(const bson_t *event)
     bson_iter_t iter;
     return bson_iter_init_find(&iter, event, "operationType") && BSON_ITER_HOLDS_UTF8(&iter) &&
            strcmp(bson_iter_utf8(&iter, NULL), "invalidate") == 0;
+}
+
+/* Adds a fragment of a split event to the one being reassembled. *done: it was the last, and
+ * source->whole holds the event with the last fragment's _id (so its token, the position the
+ * caller saves, is past the whole event and never inside it). */
+static bool add_fragment(fts_mongo_source_t *source, const bson_t *fragment, bool *done,
+                         fts_error_t *err)
+{
+    bson_iter_t iter, split;
+    int32_t number = 0, of = 0;
+    *done = false;
+    if (bson_iter_init_find(&iter, fragment, "splitEvent") && bson_iter_recurse(&iter, &split)) {
+        while (bson_iter_next(&split)) {
+            if (strcmp(bson_iter_key(&split), "fragment") == 0 && BSON_ITER_HOLDS_INT32(&split)) {
+                number = bson_iter_int32(&split);
+            } else if (strcmp(bson_iter_key(&split), "of") == 0 && BSON_ITER_HOLDS_INT32(&split)) {
+                of = bson_iter_int32(&split);
+            }
+        }
+    }
+    if (number == 1) {
+        bson_reinit(&source->assembling);
+        source->fragment_of = of;
+        source->fragment_next = 1;
+    }
+    if (of < 1 || number < 1 || number > of || number != source->fragment_next ||
+        of != source->fragment_of) {
+        int32_t expected = source->fragment_next;
+        source->fragment_of = 0;
+        return fts_error_set(err, FTS_ERROR_MONGO, FTS_MONGO_RETRYABLE,
+                             "reading the change stream on %s: got fragment %d of %d of a split "
+                             "event where fragment %d was due",
+                             source->ns, (int)number, (int)of, (int)expected);
+    }
+    bson_iter_init(&iter, fragment);
+    while (bson_iter_next(&iter)) {
+        if (strcmp(bson_iter_key(&iter), "_id") != 0 &&
+            strcmp(bson_iter_key(&iter), "splitEvent") != 0) {
+            bson_append_iter(&source->assembling, NULL, 0, &iter);
+        }
+    }
+    source->fragment_next++;
+    if (number < of) {
+        return true;
+    }
+    bson_reinit(&source->whole);
+    bson_iter_init_find(&iter, fragment, "_id"); /* libmongoc made sure there is one */
+    bson_append_iter(&source->whole, "_id", 3, &iter);
+    bson_concat(&source->whole, &source->assembling);
+    bson_reinit(&source->assembling);
+    source->fragment_of = 0;
+    source->split_events++;
+    *done = true;
+    fts_log(FTS_LOG_INFO, COMPONENT,
+            "change stream on %s: the %s event over 16 MB came in %d fragments "
+            "($changeStreamSplitLargeEvent); reassembled it (%u bytes) as one event",
+            source->ns, event_operation(&source->whole), (int)of, source->whole.len);
+    return true;
+}
+
+/* Builds source->whole from an event read without its large parts (LARGE_PROJECTED): the
+ * document is read again by _id, as updateLookup would, and stands as fullDocument (null when
+ * it is gone) wherever the stream would have carried one. */
+static bool reread_event(fts_mongo_source_t *source, const bson_t *event, fts_error_t *err)
+{
+    bson_iter_t iter, ns, key;
+    const char *op = event_operation(event);
+    const char *coll_name = NULL;
+    bool wants_document =
+        strcmp(op, "insert") == 0 || strcmp(op, "replace") == 0 || strcmp(op, "update") == 0;
+    bool ok = false;
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, read_concern;
+    mongoc_collection_t *collection = NULL;
+    mongoc_cursor_t *cursor = NULL;
+    const bson_t *found = NULL;
+    char *id_json = NULL;
+
+    bson_reinit(&source->whole);
+    bson_concat(&source->whole, event);
+    if (bson_iter_init_find(&iter, event, "documentKey") && bson_iter_recurse(&iter, &key) &&
+        bson_iter_find(&key, "_id")) {
+        bson_t id_doc = BSON_INITIALIZER;
+        bson_append_iter(&id_doc, "_id", 3, &key);
+        id_json = bson_as_relaxed_extended_json(&id_doc, NULL);
+        if (wants_document) {
+            bson_append_iter(&filter, "_id", 3, &key);
+        }
+        bson_destroy(&id_doc);
+    }
+    if (bson_iter_init_find(&iter, event, "ns") && bson_iter_recurse(&iter, &ns) &&
+        bson_iter_find(&ns, "coll") && BSON_ITER_HOLDS_UTF8(&ns)) {
+        coll_name = bson_iter_utf8(&ns, NULL);
+    }
+    if (wants_document) {
+        if (!coll_name || bson_empty(&filter)) {
+            fts_error_set(err, FTS_ERROR_MONGO, FTS_MONGO_RETRYABLE,
+                          "reading the change stream on %s: a large %s event without ns.coll or "
+                          "documentKey._id cannot be re-read",
+                          source->ns, op);
+            goto cleanup;
+        }
+        collection = mongoc_database_get_collection(source->database, coll_name);
+        BSON_APPEND_INT32(&opts, "limit", 1);
+        BSON_APPEND_DOCUMENT_BEGIN(&opts, "readConcern", &read_concern);
+        BSON_APPEND_UTF8(&read_concern, "level", "majority");
+        bson_append_document_end(&opts, &read_concern);
+        cursor = mongoc_collection_find_with_opts(collection, &filter, &opts, NULL);
+        if (!mongoc_cursor_next(cursor, &found)) {
+            bson_error_t error;
+            const bson_t *reply = NULL;
+            if (mongoc_cursor_error_document(cursor, &error, &reply)) {
+                fail_from_mongoc(source, "re-reading the document of a large change event",
+                                 source->ns, &error, reply, POSITION_NONE, err);
+                goto cleanup;
+            }
+            found = NULL;
+        }
+        if (found) {
+            BSON_APPEND_DOCUMENT(&source->whole, "fullDocument", found);
+        } else {
+            BSON_APPEND_NULL(&source->whole, "fullDocument");
+        }
+    }
+    source->reread_events++;
+    fts_log(FTS_LOG_WARN, COMPONENT,
+            "change stream on %s: the %s event of documentKey %s is over 16 MB and the server "
+            "cannot split it (no $changeStreamSplitLargeEvent before MongoDB 6.0.9): read it "
+            "without fullDocument and updateDescription%s, its document re-read by _id (%s)",
+            source->ns, op, id_json ? id_json : "?",
+            source->projected_level >= 2 ? " and without its pre-image" : "",
+            !wants_document ? "not needed"
+            : found         ? "found"
+                            : "gone: fullDocument null");
+    ok = true;
+
+cleanup:
+    bson_free(id_json);
+    mongoc_cursor_destroy(cursor);
+    mongoc_collection_destroy(collection);
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    return ok;
+}
+
+/* After an open or read failed (err filled by fail_from_mongoc): when it is about an event over
+ * 16 MB, or the server refusing the split stage, takes the next step and reopens (true; the
+ * read goes on); else false, err untouched. The steps: add $changeStreamSplitLargeEvent; when
+ * the server does not know it (40324), read one event per batch until the large one fails
+ * again, then read that one without its large parts (then also without its pre-image), re-read
+ * its document and go back to normal reading (next()). */
+static bool handle_large_failure(fts_mongo_source_t *source, fts_error_t *err)
+{
+    if (source->server_code == CODE_UNRECOGNIZED_STAGE && source->split_stage) {
+        source->split_stage = false;
+        source->split_unsupported = true;
+        source->mode = LARGE_PROBE;
+        source->probe_left = PROBE_EVENTS;
+        fts_log(FTS_LOG_WARN, COMPONENT,
+                "change stream on %s: the server does not know $changeStreamSplitLargeEvent "
+                "(MongoDB before 6.0.9: %s); events over 16 MB will be read without their "
+                "images and their documents re-read by _id",
+                source->ns, err->message);
+        return reopen_here(source, err) || handle_large_failure(source, err);
+    }
+    if (source->server_code != CODE_BSON_OBJECT_TOO_LARGE) {
+        return false;
+    }
+    if (!source->split_unsupported && !source->split_stage) {
+        source->split_stage = true;
+        fts_log(FTS_LOG_INFO, COMPONENT,
+                "change stream on %s: an event is over 16 MB (%s); reopening at the last "
+                "position with $changeStreamSplitLargeEvent to read it in fragments",
+                source->ns, err->message);
+        return reopen_here(source, err) || handle_large_failure(source, err);
+    }
+    if (!source->split_unsupported) {
+        return false; /* split, and still too large: nothing more to try */
+    }
+    switch (source->mode) {
+    case LARGE_NORMAL:
+        source->mode = LARGE_PROBE;
+        source->probe_left = PROBE_EVENTS;
+        break;
+    case LARGE_PROBE:
+        source->mode = LARGE_PROJECTED;
+        source->projected_level = 1;
+        break;
+    case LARGE_PROJECTED:
+        if (source->projected_level >= 2) {
+            return false;
+        }
+        source->projected_level = 2;
+        break;
+    }
+    return reopen_here(source, err) || handle_large_failure(source, err);
 }
 
 bool fts_mongo_source_next(fts_mongo_source_t *source, fts_source_next_t *what,
@@ -599,14 +973,59 @@ bool fts_mongo_source_next(fts_mongo_source_t *source, fts_source_next_t *what,
         *what = FTS_SOURCE_NEXT_INVALIDATED;
         return true;
     }
+    if (source->reopen_normal) {
+        /* Past the large event (or done probing): back to the configured batches. */
+        source->reopen_normal = false;
+        source->mode = LARGE_NORMAL;
+        source->projected_level = 0;
+        /* Idle after the reopen, read on at the next call. */
+        return reopen_here(source, err) || handle_large_failure(source, err);
+    }
+    /* One read per call: the caller gets control back between the steps of a large event
+     * (a reopen, each fragment), to renew its lease and save the (unchanged) position. */
+    if (source->split_stage && source->fragment_of == 0) {
+        /* The position to report while a split event is being reassembled: the one before
+         * its first fragment. */
+        const bson_t *current = mongoc_change_stream_get_resume_token(source->stream);
+        source->held_valid = current != NULL;
+        bson_reinit(&source->held_token);
+        if (current) {
+            bson_concat(&source->held_token, current);
+        }
+    }
     const bson_t *doc = NULL;
     source->in_next = true;
     bool got = mongoc_change_stream_next(source->stream, &doc);
     source->in_next = false;
     if (got) {
-        source->start_after_open = false;
+        bson_iter_t iter;
+        if (bson_iter_init_find(&iter, doc, "splitEvent")) {
+            bool done;
+            source->fragment_idle_rounds = 0;
+            if (!add_fragment(source, doc, &done, err)) {
+                return false;
+            }
+            if (!done) {
+                return true; /* idle: the position stays before the event */
+            }
+            doc = &source->whole;
+        } else if (source->fragment_of > 0) {
+            source->fragment_of = 0;
+            return fts_error_set(err, FTS_ERROR_MONGO, FTS_MONGO_RETRYABLE,
+                                 "reading the change stream on %s: a split event ended after %d "
+                                 "of its %d fragments",
+                                 source->ns, (int)source->fragment_next - 1,
+                                 (int)source->fragment_of);
+        } else if (source->mode == LARGE_PROJECTED) {
+            if (!reread_event(source, doc, err)) {
+                return false;
+            }
+            doc = &source->whole;
+            source->reopen_normal = true;
+        } else if (source->mode == LARGE_PROBE && --source->probe_left == 0) {
+            source->reopen_normal = true;
+        }
         if (is_invalidate(doc)) {
-            bson_iter_t iter;
             uint32_t len;
             const uint8_t *data;
             bson_t id;
@@ -620,10 +1039,13 @@ bool fts_mongo_source_next(fts_mongo_source_t *source, fts_source_next_t *what,
                 }
             }
             fts_log(FTS_LOG_INFO, COMPONENT,
-                    "change stream on %s invalidated (the collection or database was dropped "
-                    "or renamed)",
+                    "change stream on %s invalidated (the collection or database was dropped or "
+                    "renamed)",
                     source->ns);
         }
+        /* Only a whole event ends the startAfter window (a fragment's held token may still
+         * be the invalidate's). */
+        source->start_after_open = false;
         *what = FTS_SOURCE_NEXT_EVENT;
         *event = doc;
         return true;
@@ -633,8 +1055,22 @@ bool fts_mongo_source_next(fts_mongo_source_t *source, fts_source_next_t *what,
     if (mongoc_change_stream_error_document(source->stream, &error, &reply)) {
         bool token_in_play = source->opened_with_token ||
                              mongoc_change_stream_get_resume_token(source->stream) != NULL;
-        return fail_from_mongoc(source, "reading the change stream", source->ns, &error, reply,
-                                token_in_play ? POSITION_TOKEN : POSITION_STREAM, err);
+        fail_from_mongoc(source, "reading the change stream", source->ns, &error, reply,
+                         token_in_play ? POSITION_TOKEN : POSITION_STREAM, err);
+        source->fragment_of = 0;
+        /* A large event: reopened as it must be (idle meanwhile), or the error stands. */
+        return handle_large_failure(source, err);
+    }
+    if (source->fragment_of > 0 && ++source->fragment_idle_rounds >= FRAGMENT_WAIT_ROUNDS) {
+        /* The server sends a split event's fragments back to back. */
+        source->fragment_of = 0;
+        return fts_error_set(err, FTS_ERROR_MONGO, FTS_MONGO_RETRYABLE,
+                             "reading the change stream on %s: the rest of a split event did not "
+                             "come",
+                             source->ns);
+    }
+    if (source->mode == LARGE_PROBE && source->fragment_of == 0) {
+        source->reopen_normal = true; /* caught up: the large event is gone */
     }
     return true;
 }
@@ -643,6 +1079,10 @@ const bson_t *fts_mongo_source_resume_token(fts_mongo_source_t *source)
 {
     if (source->invalidated) {
         return &source->invalidate_token;
+    }
+    if (source->fragment_of > 0) {
+        /* Never a fragment's token: the event is not whole yet. */
+        return source->held_valid ? &source->held_token : NULL;
     }
     return source->stream ? mongoc_change_stream_get_resume_token(source->stream) : NULL;
 }
@@ -661,6 +1101,13 @@ bool fts_mongo_source_token_needs_start_after(const fts_mongo_source_t *source)
 uint64_t fts_mongo_source_resume_count(const fts_mongo_source_t *source)
 {
     return source->resumes;
+}
+
+void fts_mongo_source_large_events(const fts_mongo_source_t *source, uint64_t *split,
+                                   uint64_t *reread)
+{
+    *split = source->split_events;
+    *reread = source->reread_events;
 }
 
 int fts_mongo_source_server_code(const fts_mongo_source_t *source)

@@ -30,6 +30,21 @@
  *                               backoff (invariant 5: retried, and logged by the caller).
  *     The message names the namespace, the server's code and codeName and its message;
  *     fts_mongo_source_server_code() gives the code as a number;
+ *   - events larger than 16 MB (MongoDB manual: "Large change events" in Change Streams, and
+ *     the $changeStreamSplitLargeEvent page): the server fails such an event with 10334
+ *     BSONObjectTooLarge, not resumable, so libmongoc gives up. next() then reopens by itself
+ *     at its last token with {$changeStreamSplitLargeEvent: {}} as the last stage (kept from
+ *     then on), reads the fragments (splitEvent {fragment, of}) and hands out one whole event
+ *     whose _id, and the token then, is the last fragment's (until then each call says IDLE
+ *     with the token before the event): a saved position never stands inside an event. The
+ *     reassembled event may exceed 16 MB (the frames to the worker allow it, frame.h). Every
+ *     step (reopen, fragment) is one call of next(), so the caller keeps renewing its lease. A
+ * server without the stage (before 6.0.9: 40324) gets the fallback: batches of one event until the
+ * large one fails again, that one event read without fullDocument and updateDescription (also
+ * without fullDocumentBeforeChange if still too large) through a $project, its document read again
+ * by _id (majority, as updateLookup; null when gone) as fullDocument, then back to normal reading.
+ * Each large event is logged once (info: reassembled; warn: re-read) and counted
+ *     (fts_mongo_source_large_events);
  *   - libmongoc's own log lines go through fts_log (component "mongo", its debug and trace
  *     levels dropped), so they share the format and the secret scrubbing; the URI's password
  *     is registered as a secret when the source is made.
@@ -112,10 +127,10 @@ bool fts_mongo_source_open(fts_mongo_source_t *source, const fts_source_position
 void fts_mongo_source_close(fts_mongo_source_t *source);
 
 /* Reads the next event, waiting up to max_await_time_ms (FTS_SOURCE_NEXT_IDLE when none came).
- * On FTS_SOURCE_NEXT_EVENT *event is the event document, borrowed until the next call of
- * next, open, close or destroy; otherwise *event is NULL. An invalidate event is handed out
- * like any other; every call after it says FTS_SOURCE_NEXT_INVALIDATED. After an error the
- * stream stays failed: reopen it. */
+ * On FTS_SOURCE_NEXT_EVENT *event is the event document (for an event over 16 MB, the whole
+ * event built as the top says), borrowed until the next call of next, open, close or destroy;
+ * otherwise *event is NULL. An invalidate event is handed out like any other; every call after
+ * it says FTS_SOURCE_NEXT_INVALIDATED. After an error the stream stays failed: reopen it. */
 bool fts_mongo_source_next(fts_mongo_source_t *source, fts_source_next_t *what,
                            const bson_t **event, fts_error_t *err);
 
@@ -133,6 +148,12 @@ bool fts_mongo_source_token_needs_start_after(const fts_mongo_source_t *source);
 /* Times libmongoc resumed a stream of this source by itself after a resumable error, since the
  * source was made (a metric; each resume is also logged as a warning). */
 uint64_t fts_mongo_source_resume_count(const fts_mongo_source_t *source);
+
+/* Events over 16 MB handed out whole since the source was made: *split reassembled from
+ * $changeStreamSplitLargeEvent fragments, *reread built by re-reading the document (see the
+ * top). */
+void fts_mongo_source_large_events(const fts_mongo_source_t *source, uint64_t *split,
+                                   uint64_t *reread);
 
 /* The server's error code behind the last error of open, next or a scan (e.g. 286), 0 when
  * that error came from the client side (network, server selection) or there was none. */

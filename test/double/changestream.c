@@ -8,6 +8,24 @@
  * appends what survives to the batch. Resume checks follow mongod: a token whose event fell
  * off the log is ChangeStreamHistoryLost (286), a token that is not one of ours is
  * InvalidResumeToken (260), and so is resuming with resumeAfter from an invalidate.
+ *
+ * Large events (MongoDB manual, "Large change events" in Change Streams, and the
+ * $changeStreamSplitLargeEvent stage page, new in 7.0 and 6.0.9): an event whose BSON, after the
+ * user's stages, exceeds mongod's BSONObjMaxInternalSize (16 MB + 16 KB = 16,793,600 bytes)
+ * fails the aggregate or getMore with 10334 BSONObjectTooLarge, which carries no error label
+ * and so is not resumable. With {$changeStreamSplitLargeEvent: {}} as the last stage, an event
+ * larger than mongod's kBSONObjMaxChangeEventSize (16,793,600 - 8 KB = 16,785,408 bytes) is
+ * split instead: its top-level fields other than _id, ordered by (size, name), are packed
+ * greedily into fragments of at most that size minus the token's, each fragment carrying its
+ * own _id (the event's token with the fragment index appended, see fragment_token_append) and
+ * splitEvent {fragment: n, of: total}. A resume from a fragment's token re-reads the event,
+ * splits it again and continues with the next fragment (from the last one: with the next
+ * event). A server started with --no-split-stage does not know the stage (40324), as mongod
+ * before 6.0.9.
+ *
+ * Batches follow mongod's getMore: the first document always goes in, a later one only if the
+ * batch stays within FTS_DOUBLE_BATCH_BYTES; an event that does not fit is read again by the
+ * next getMore.
  */
 #include "changestream.h"
 
@@ -16,7 +34,17 @@
 #include "eventlog.h"
 #include "query.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+/* mongod's BSONObjMaxInternalSize: the largest event a change stream can return whole. */
+#define MAX_EVENT_SIZE (16 * 1024 * 1024 + 16 * 1024)
+/* mongod's kBSONObjMaxChangeEventSize (document_source_change_stream_split_large_event.h):
+ * with $changeStreamSplitLargeEvent, events above this are split into fragments this big. */
+#define SPLIT_EVENT_SIZE (MAX_EVENT_SIZE - 8 * 1024)
+/* Hex digits a fragment's token adds to its event's token (the fragment index, from 0). */
+#define FRAGMENT_HEX_LEN 4
+#define SPLIT_STAGE      "$changeStreamSplitLargeEvent"
 
 typedef enum { SCOPE_COLLECTION, SCOPE_DATABASE, SCOPE_CLUSTER } scope_t;
 typedef enum { FD_DEFAULT, FD_UPDATE_LOOKUP, FD_WHEN_AVAILABLE, FD_REQUIRED } full_doc_t;
@@ -41,6 +69,19 @@ struct fts_double_stream {
     bool expanded;
     step_t *steps;
     size_t nsteps;
+    /* The pipeline ends with $changeStreamSplitLargeEvent. */
+    bool split;
+    /* Fragments of a split event not yet returned (frags[next_frag..nfrags)); frag_seq is the
+     * split event's sequence. */
+    bson_t **frags;
+    size_t nfrags;
+    size_t next_frag;
+    uint64_t frag_seq;
+    /* Resumed from a fragment's token: the event at resume_seq is split again and its first
+     * skip_fragments fragments are not returned. */
+    bool resume_in_split;
+    uint64_t resume_seq;
+    size_t skip_fragments;
     /* Resumed right after an invalidating event: the invalidate comes first. */
     bool pending_invalidate;
     uint64_t invalidate_seq;
@@ -48,11 +89,23 @@ struct fts_double_stream {
     int64_t invalidate_wall;
 };
 
+static void drop_fragments(fts_double_stream_t *s)
+{
+    for (size_t i = 0; i < s->nfrags; i++) {
+        bson_destroy(s->frags[i]);
+    }
+    bson_free(s->frags);
+    s->frags = NULL;
+    s->nfrags = 0;
+    s->next_frag = 0;
+}
+
 void fts_double_stream_destroy(fts_double_stream_t *stream)
 {
     if (!stream) {
         return;
     }
+    drop_fragments(stream);
     for (size_t i = 0; i < stream->nsteps; i++) {
         if (stream->steps[i].filter) {
             bson_destroy(stream->steps[i].filter);
@@ -302,16 +355,15 @@ static bool run_steps(const fts_double_stream_t *s, const bson_t *event, bool *k
     return ok;
 }
 
-/* Renders one event (or, with invalidate, the pending invalidate) and appends it to batch if
- * the stages keep it. */
-static bool emit(fts_double_server_t *srv, const fts_double_stream_t *s,
-                 const fts_double_event_t *ev, bool invalidate, bson_t *batch, uint32_t *count,
-                 size_t *bytes, fts_double_token_t *token, fts_double_error_t *err)
+/* Renders one event (or, with invalidate, the pending invalidate) and runs it through the
+ * stages: *keep false when they filter it out, else out holds the document to return. */
+static bool render_final(fts_double_server_t *srv, const fts_double_stream_t *s,
+                         const fts_double_event_t *ev, bool invalidate, bson_t *out, bool *keep,
+                         fts_double_token_t *token, fts_double_error_t *err)
 {
-    char buf[16];
-    const char *key = fts_double_index_key(*count, buf);
     bson_t rendered = BSON_INITIALIZER;
     bool ok = true;
+    *keep = true;
     if (invalidate) {
         render_invalidate(srv, s, &rendered, token);
     } else {
@@ -319,17 +371,13 @@ static bool emit(fts_double_server_t *srv, const fts_double_stream_t *s,
         ok = render_event(srv, s, ev, &rendered, err);
     }
     if (ok && s->nsteps == 0) {
-        bson_append_document(batch, key, -1, &rendered);
-        *bytes += rendered.len;
-        (*count)++;
+        bson_concat(out, &rendered);
     } else if (ok) {
-        bool keep, rewritten;
+        bool rewritten;
         bson_t final = BSON_INITIALIZER;
-        ok = run_steps(s, &rendered, &keep, &final, &rewritten, err);
-        if (ok && keep) {
-            bson_append_document(batch, key, -1, rewritten ? &final : &rendered);
-            *bytes += rewritten ? final.len : rendered.len;
-            (*count)++;
+        ok = run_steps(s, &rendered, keep, &final, &rewritten, err);
+        if (ok && *keep) {
+            bson_concat(out, rewritten ? &final : &rendered);
         }
         bson_destroy(&final);
     }
@@ -337,18 +385,188 @@ static bool emit(fts_double_server_t *srv, const fts_double_stream_t *s,
     return ok;
 }
 
+/* Whether a document of len bytes goes into a batch holding count documents of bytes bytes:
+ * mongod's getMore always takes the first, a later one only within the batch limit. */
+static bool batch_has_room(int64_t max, uint32_t count, size_t bytes, uint32_t len)
+{
+    if (max >= 0 && count >= max) {
+        return false;
+    }
+    return count == 0 || bytes + len <= FTS_DOUBLE_BATCH_BYTES;
+}
+
+static void batch_add(bson_t *batch, uint32_t *count, size_t *bytes, const bson_t *doc)
+{
+    char buf[16];
+    bson_append_document(batch, fts_double_index_key(*count, buf), -1, doc);
+    *bytes += doc->len;
+    (*count)++;
+}
+
+/* Appends the token of fragment index (from 0) of the event whose token is base: the event's
+ * _data with the index as FRAGMENT_HEX_LEN more hex digits, so that it sorts after the event's
+ * own token and before the next event's, like mongod's fragmentNum. */
+static void fragment_token_append(bson_t *dst, const char *key, const fts_double_token_t *base,
+                                  size_t index)
+{
+    bson_t tmp = BSON_INITIALIZER, doc;
+    bson_iter_t it;
+    char hex[FTS_DOUBLE_TOKEN_HEX_LEN + FRAGMENT_HEX_LEN + 1];
+    fts_double_token_append(&tmp, "t", base);
+    bool found = bson_iter_init_find(&it, &tmp, "t") && bson_iter_recurse(&it, &it) &&
+                 bson_iter_find(&it, "_data") && BSON_ITER_HOLDS_UTF8(&it);
+    BSON_ASSERT(found);
+    snprintf(hex, sizeof hex, "%.*s%0*X", FTS_DOUBLE_TOKEN_HEX_LEN, bson_iter_utf8(&it, NULL),
+             FRAGMENT_HEX_LEN, (unsigned)index);
+    bson_destroy(&tmp);
+    bson_append_document_begin(dst, key, -1, &doc);
+    bson_append_utf8(&doc, "_data", 5, hex, -1);
+    bson_append_document_end(dst, &doc);
+}
+
+typedef struct {
+    const char *key;
+    uint32_t size; /* the whole element: type, key, value */
+    uint32_t off;  /* its offset in the event */
+} field_t;
+
+static int compare_fields(const void *a, const void *b)
+{
+    const field_t *x = a, *y = b;
+    if (x->size != y->size) {
+        return x->size < y->size ? -1 : 1;
+    }
+    return strcmp(x->key, y->key);
+}
+
+/* Splits event (token: its resume token) into fragments as $changeStreamSplitLargeEvent does:
+ * the top-level fields but _id, smallest first (then by name), each fragment filled while the
+ * next field fits, every fragment starting with its own _id and splitEvent. Queues them on s
+ * (the first `skip` left out). */
+static bool split_event(fts_double_stream_t *s, const bson_t *event,
+                        const fts_double_token_t *token, size_t skip, fts_double_error_t *err)
+{
+    bson_iter_t it;
+    size_t n = 0;
+    field_t *fields = bson_malloc0(bson_count_keys(event) * sizeof *fields);
+    bson_iter_init(&it, event);
+    while (bson_iter_next(&it)) {
+        if (strcmp(bson_iter_key(&it), "_id") != 0) {
+            fields[n].key = bson_iter_key(&it);
+            fields[n].off = it.off;
+            fields[n].size = it.next_off - it.off;
+            n++;
+        }
+    }
+    if (n == 0) {
+        bson_free(fields);
+        return fts_double_error_set(err, 7182502,
+                                    "Cannot split an empty event or an event containing solely "
+                                    "'_id' field");
+    }
+    qsort(fields, n, sizeof *fields, compare_fields);
+    bson_t probe = BSON_INITIALIZER;
+    fragment_token_append(&probe, "_id", token, 0);
+    size_t max = SPLIT_EVENT_SIZE - (probe.len - 5 - 4); /* the token document's own size */
+    bson_destroy(&probe);
+
+    bson_t **frags = NULL;
+    size_t nfrags = 0;
+    bool ok = true;
+    for (size_t i = 0; i < n && ok;) {
+        bson_t *frag = bson_new();
+        bson_t split;
+        fragment_token_append(frag, "_id", token, nfrags);
+        bson_append_document_begin(frag, "splitEvent", -1, &split);
+        bson_append_int32(&split, "fragment", -1, (int32_t)(nfrags + 1));
+        bson_append_int32(&split, "of", -1, 0); /* set once the count is known */
+        bson_append_document_end(frag, &split);
+        size_t size = frag->len;
+        do {
+            bson_iter_t field;
+            bson_iter_init_from_data_at_offset(&field, bson_get_data(event), event->len,
+                                               fields[i].off, (uint32_t)strlen(fields[i].key));
+            bson_append_iter(frag, fields[i].key, -1, &field);
+            size += fields[i].size;
+            i++;
+        } while (i < n && size + fields[i].size <= max);
+        if (size > max) {
+            ok = fts_double_error_set(err, 7182500,
+                                      "Splitting change event failed: fragment size %zu is "
+                                      "greater than maximum allowed fragment size %zu",
+                                      size, max);
+        }
+        frags = bson_realloc(frags, (nfrags + 1) * sizeof *frags);
+        frags[nfrags++] = frag;
+    }
+    bson_free(fields);
+    if (ok && skip > nfrags) {
+        ok = fts_double_error_set(err, FTS_DOUBLE_E_CHANGE_STREAM_FATAL,
+                                  "Attempted to resume from a split event, but the resumed stream "
+                                  "produced a different split. Ensure that the pipeline used to "
+                                  "resume is the same as the original");
+    }
+    drop_fragments(s);
+    for (size_t f = 0; f < nfrags; f++) {
+        if (!ok || f < skip) {
+            bson_destroy(frags[f]);
+            continue;
+        }
+        /* splitEvent.of: rewrite the fragment with the total (its layout is fixed above). */
+        bson_t *done = bson_new();
+        bson_iter_t field;
+        bson_iter_init(&field, frags[f]);
+        while (bson_iter_next(&field)) {
+            if (strcmp(bson_iter_key(&field), "splitEvent") == 0) {
+                bson_t split;
+                bson_append_document_begin(done, "splitEvent", -1, &split);
+                bson_append_int32(&split, "fragment", -1, (int32_t)(f + 1));
+                bson_append_int32(&split, "of", -1, (int32_t)nfrags);
+                bson_append_document_end(done, &split);
+            } else {
+                bson_append_iter(done, NULL, 0, &field);
+            }
+        }
+        bson_destroy(frags[f]);
+        s->frags = bson_realloc(s->frags, (s->nfrags + 1) * sizeof *s->frags);
+        s->frags[s->nfrags++] = done;
+    }
+    bson_free(frags);
+    return ok;
+}
+
+/* The _id of fragment f of the queue (a view into it). */
+static void fragment_id(const bson_t *frag, bson_t *id)
+{
+    bson_iter_t it;
+    uint32_t len;
+    const uint8_t *data;
+    bool found = bson_iter_init_find(&it, frag, "_id") && BSON_ITER_HOLDS_DOCUMENT(&it);
+    BSON_ASSERT(found);
+    bson_iter_document(&it, &len, &data);
+    BSON_ASSERT(bson_init_static(id, data, len));
+}
+
 /* Reads the stream into batch. Returns false on error; *closed when the stream was
- * invalidated (the cursor must be closed); pbrt receives the postBatchResumeToken. */
-static bool stream_read(fts_double_server_t *srv, fts_double_stream_t *s, int64_t max,
+ * invalidated (the cursor must be closed); pbrt receives the postBatchResumeToken, or, when
+ * the batch ended on a fragment, pbrt_frag (left empty otherwise) receives that fragment's. */
+static bool stream_read(fts_double_server_t *srv, fts_double_stream_t *s, int64_t max, bool first,
                         bson_t *batch, uint32_t *count, bool *closed, fts_double_token_t *pbrt,
-                        fts_double_error_t *err)
+                        bson_t *pbrt_frag, fts_double_error_t *err)
 {
     size_t bytes = 0;
     fts_double_token_t token;
     *count = 0;
     *closed = false;
-    if (s->pending_invalidate) {
-        if (!emit(srv, s, NULL, true, batch, count, &bytes, &token, err)) {
+    if (s->pending_invalidate && s->next_frag >= s->nfrags) {
+        bson_t doc = BSON_INITIALIZER;
+        bool keep;
+        bool ok = render_final(srv, s, NULL, true, &doc, &keep, &token, err);
+        if (ok && keep) {
+            batch_add(batch, count, &bytes, &doc);
+        }
+        bson_destroy(&doc);
+        if (!ok) {
             return false;
         }
         *pbrt = token;
@@ -356,19 +574,39 @@ static bool stream_read(fts_double_server_t *srv, fts_double_stream_t *s, int64_
         return true;
     }
     fts_double_eventlog_t *log = &srv->log;
-    if (s->next_seq < log->first_seq && log->evicted > 0) {
+    if (s->next_seq < log->first_seq && log->evicted > 0 && s->next_frag >= s->nfrags) {
         return fts_double_error_set(err, FTS_DOUBLE_E_CHANGE_STREAM_HISTORY_LOST,
                                     "Resume of change stream was not possible, as the resume "
                                     "point may no longer be in the oplog.");
     }
     bool have_last = false;
+    bool last_is_frag = false;
     fts_double_token_t last;
-    while (s->next_seq < log->next_seq) {
-        if ((max >= 0 && *count >= max) || bytes >= FTS_DOUBLE_BATCH_BYTES) {
-            if (have_last) {
-                *pbrt = last; /* a full batch: resume right after its last event */
-                return true;
+    for (;;) {
+        if (s->next_frag < s->nfrags) {
+            /* The rest of a split event comes before anything else. */
+            const bson_t *frag = s->frags[s->next_frag];
+            if (!batch_has_room(max, *count, bytes, frag->len)) {
+                break;
             }
+            batch_add(batch, count, &bytes, frag);
+            s->next_frag++;
+            have_last = true;
+            last_is_frag = true;
+            bson_t id;
+            fragment_id(frag, &id);
+            bson_reinit(pbrt_frag);
+            bson_concat(pbrt_frag, &id);
+            if (s->next_frag == s->nfrags) {
+                drop_fragments(s);
+                if (s->pending_invalidate) {
+                    break; /* the invalidate comes with the next getMore */
+                }
+            }
+            continue;
+        }
+        if (s->next_seq >= log->next_seq || (max >= 0 && *count >= max) ||
+            bytes >= FTS_DOUBLE_BATCH_BYTES) {
             break;
         }
         const fts_double_event_t *ev = fts_double_eventlog_get(log, s->next_seq);
@@ -377,14 +615,66 @@ static bool stream_read(fts_double_server_t *srv, fts_double_stream_t *s, int64_
             (s->has_start_at && fts_double_ts_compare(ev->ts, s->start_at) < 0)) {
             continue;
         }
-        uint32_t before = *count;
-        if (!emit(srv, s, ev, false, batch, count, &bytes, &token, err)) {
+        bson_t doc = BSON_INITIALIZER;
+        bool keep;
+        if (!render_final(srv, s, ev, false, &doc, &keep, &token, err)) {
+            bson_destroy(&doc);
             return false;
         }
-        if (*count > before) {
+        bool resuming_here = s->resume_in_split && ev->seq == s->resume_seq;
+        if (keep && resuming_here && doc.len <= SPLIT_EVENT_SIZE) {
+            bson_destroy(&doc);
+            return fts_double_error_set(err, FTS_DOUBLE_E_CHANGE_STREAM_FATAL,
+                                        "Attempted to resume from a split event fragment, but the "
+                                        "event in the resumed stream was not large enough to be "
+                                        "split");
+        }
+        if (keep && s->split && doc.len > SPLIT_EVENT_SIZE) {
+            size_t skip = resuming_here ? s->skip_fragments : 0;
+            s->resume_in_split = false;
+            bool ok = split_event(s, &doc, &token, skip, err);
+            s->frag_seq = ev->seq;
+            bson_destroy(&doc);
+            if (!ok) {
+                return false;
+            }
+            if (invalidates(s, ev)) {
+                s->pending_invalidate = true;
+                s->invalidate_seq = ev->seq;
+                s->invalidate_ts = ev->ts;
+                s->invalidate_wall = ev->wall_ms;
+            }
+            continue; /* the loop hands out its fragments */
+        }
+        if (keep && doc.len > MAX_EVENT_SIZE) {
+            /* mongod's BSONObj size check when the executor serialises the event. */
+            bson_iter_t id;
+            char *id_json = NULL;
+            if (bson_iter_init_find(&id, &doc, "_id")) {
+                id_json = fts_double_value_to_json(bson_iter_value(&id));
+            }
+            fts_double_error_set(err, 10334,
+                                 "%s :: caused by :: BSONObj size: %u (0x%X) is invalid. Size "
+                                 "must be between 0 and %d(16MB) First element: _id: %s",
+                                 first ? "PlanExecutor error during aggregation"
+                                       : "Executor error during getMore",
+                                 doc.len, doc.len, MAX_EVENT_SIZE, id_json ? id_json : "?");
+            bson_free(id_json);
+            bson_destroy(&doc);
+            return false;
+        }
+        if (keep) {
+            if (!batch_has_room(max, *count, bytes, doc.len)) {
+                s->next_seq--; /* read again by the next getMore */
+                bson_destroy(&doc);
+                break;
+            }
+            batch_add(batch, count, &bytes, &doc);
             last = token;
             have_last = true;
+            last_is_frag = false;
         }
+        bson_destroy(&doc);
         if (invalidates(s, ev)) {
             /* The invalidate follows in this batch if there is room, else in the next one. */
             s->pending_invalidate = true;
@@ -395,13 +685,41 @@ static bool stream_read(fts_double_server_t *srv, fts_double_stream_t *s, int64_
                 *pbrt = last;
                 return true;
             }
-            if (!emit(srv, s, NULL, true, batch, count, &bytes, &token, err)) {
+            bson_t inv = BSON_INITIALIZER;
+            bool ok = render_final(srv, s, NULL, true, &inv, &keep, &token, err);
+            if (ok && keep) {
+                batch_add(batch, count, &bytes, &inv);
+            }
+            bson_destroy(&inv);
+            if (!ok) {
                 return false;
             }
             *pbrt = token;
             *closed = true;
             return true;
         }
+    }
+    if (have_last &&
+        (s->next_seq < log->next_seq || s->next_frag < s->nfrags || s->pending_invalidate)) {
+        /* A full batch: resume right after what it returned last. */
+        if (!last_is_frag) {
+            bson_reinit(pbrt_frag);
+            *pbrt = last;
+        }
+        return true;
+    }
+    bson_reinit(pbrt_frag);
+    if (s->next_frag < s->nfrags) {
+        /* Nothing fitted (batchSize 0) while a split event is being returned: stay before its
+         * next fragment. */
+        if (s->next_frag > 0) {
+            bson_t id;
+            fragment_id(s->frags[s->next_frag - 1], &id);
+            bson_concat(pbrt_frag, &id);
+            return true;
+        }
+        s->next_seq = s->frag_seq; /* split again from the start by the next read */
+        drop_fragments(s);
     }
     if (s->next_seq >= log->next_seq) {
         fts_double_token_hwm(log, pbrt);
@@ -422,7 +740,6 @@ static bool stream_read(fts_double_server_t *srv, fts_double_stream_t *s, int64_
     }
     return true;
 }
-
 /* Builds a cursor reply from the stream. Returns false on error (the cursor must go). */
 static bool stream_reply(fts_double_server_t *srv, fts_double_cursor_t *cursor, int64_t max,
                          bool first, bson_t *reply, uint32_t *count, bool *closed,
@@ -430,14 +747,27 @@ static bool stream_reply(fts_double_server_t *srv, fts_double_cursor_t *cursor, 
 {
     bson_t cursor_doc, batch;
     fts_double_token_t pbrt;
+    bson_t pbrt_frag = BSON_INITIALIZER;
     fts_double_cursor_reply_begin(reply, &cursor_doc, &batch, first ? "firstBatch" : "nextBatch");
-    if (!stream_read(srv, cursor->stream, max, &batch, count, closed, &pbrt, err)) {
+    if (!stream_read(srv, cursor->stream, max, first, &batch, count, closed, &pbrt, &pbrt_frag,
+                     err)) {
         bson_append_array_end(&cursor_doc, &batch);
         bson_append_document_end(reply, &cursor_doc);
+        bson_destroy(&pbrt_frag);
         return false;
     }
-    fts_double_cursor_reply_end(reply, &cursor_doc, &batch, *closed ? 0 : cursor->id, cursor->ns,
-                                &pbrt);
+    if (bson_empty(&pbrt_frag)) {
+        fts_double_cursor_reply_end(reply, &cursor_doc, &batch, *closed ? 0 : cursor->id,
+                                    cursor->ns, &pbrt);
+    } else {
+        /* The batch ended on a fragment: its token, which cursor.c cannot spell. */
+        bson_append_array_end(&cursor_doc, &batch);
+        bson_append_document(&cursor_doc, "postBatchResumeToken", -1, &pbrt_frag);
+        bson_append_int64(&cursor_doc, "id", 2, *closed ? 0 : cursor->id);
+        bson_append_utf8(&cursor_doc, "ns", 2, cursor->ns, -1);
+        bson_append_document_end(reply, &cursor_doc);
+    }
+    bson_destroy(&pbrt_frag);
     return true;
 }
 
@@ -495,14 +825,19 @@ static bool is_known_stage(const char *name)
     return false;
 }
 
-static bool parse_steps(fts_double_stream_t *s, bson_iter_t *pipeline, fts_double_error_t *err)
+static bool parse_steps(fts_double_server_t *srv, fts_double_stream_t *s, bson_iter_t *pipeline,
+                        fts_double_error_t *err)
 {
     /* mongod parses every stage name before it checks what may follow $changeStream: an
-     * unknown name fails with 40324 even after a stage that would be refused with 20. */
+     * unknown name fails with 40324 even after a stage that would be refused with 20. Before
+     * 6.0.9 (--no-split-stage) $changeStreamSplitLargeEvent is such an unknown name. */
     bson_iter_t scan = *pipeline, named;
     while (bson_iter_next(&scan)) {
         if (BSON_ITER_HOLDS_DOCUMENT(&scan) && bson_iter_recurse(&scan, &named) &&
-            bson_iter_next(&named) && !is_known_stage(bson_iter_key(&named))) {
+            bson_iter_next(&named) &&
+            (strcmp(bson_iter_key(&named), SPLIT_STAGE) == 0
+                 ? srv->no_split_stage
+                 : !is_known_stage(bson_iter_key(&named)))) {
             return fts_double_error_set(err, FTS_DOUBLE_E_UNRECOGNIZED_STAGE,
                                         "Unrecognized pipeline stage name: '%s'",
                                         bson_iter_key(&named));
@@ -566,6 +901,24 @@ static bool parse_steps(fts_double_stream_t *s, bson_iter_t *pipeline, fts_doubl
             if (!step->projection) {
                 return false;
             }
+        } else if (strcmp(name, SPLIT_STAGE) == 0) {
+            /* document_source_change_stream_split_large_event.cpp: an empty object, and the
+             * last stage (which also makes it the only one). */
+            bson_t spec;
+            bson_iter_t rest = *pipeline;
+            if (!BSON_ITER_HOLDS_DOCUMENT(&stage) ||
+                !fts_double_value_as_doc(bson_iter_value(&stage), &spec) || !bson_empty(&spec)) {
+                return fts_double_error_set(err, 7182800,
+                                            "$changeStreamSplitLargeEvent spec should be an empty "
+                                            "object");
+            }
+            if (bson_iter_next(&rest)) {
+                return fts_double_error_set(err, 7182802,
+                                            "$changeStreamSplitLargeEvent must be the last stage "
+                                            "in the pipeline");
+            }
+            s->split = true;
+            continue; /* no step: stream_read splits */
         } else if (strcmp(name, "$changeStream") == 0) {
             return fts_double_error_set(err, FTS_DOUBLE_E_CHANGE_STREAM_NOT_FIRST,
                                         "$changeStream is only valid as the first stage in a "
@@ -626,8 +979,49 @@ static bool position_stream(fts_double_server_t *srv, fts_double_stream_t *s,
             start_after ? "startAfter" : "resumeAfter",
             fts_double_type_alias(token_value->value_type));
     }
-    if (!fts_double_token_parse(token_value, &token, err)) {
+    /* A fragment's token: the event's token and the fragment index (fragment_token_append). */
+    bson_t event_token = BSON_INITIALIZER;
+    bson_value_t event_token_value;
+    bool fragment_token = false;
+    unsigned long fragment = 0;
+    {
+        bson_t doc;
+        bson_iter_t it;
+        uint32_t len = 0;
+        const char *data = NULL;
+        if (bson_init_static(&doc, token_value->value.v_doc.data,
+                             token_value->value.v_doc.data_len) &&
+            bson_iter_init_find(&it, &doc, "_data") && BSON_ITER_HOLDS_UTF8(&it)) {
+            data = bson_iter_utf8(&it, &len);
+        }
+        if (data && len == FTS_DOUBLE_TOKEN_HEX_LEN + FRAGMENT_HEX_LEN &&
+            strspn(data + FTS_DOUBLE_TOKEN_HEX_LEN, "0123456789ABCDEF") == FRAGMENT_HEX_LEN) {
+            fragment_token = true;
+            fragment = strtoul(data + FTS_DOUBLE_TOKEN_HEX_LEN, NULL, 16);
+            bson_append_utf8(&event_token, "_data", 5, data, FTS_DOUBLE_TOKEN_HEX_LEN);
+            event_token_value.value_type = BSON_TYPE_DOCUMENT;
+            event_token_value.value.v_doc.data = (uint8_t *)(uintptr_t)bson_get_data(&event_token);
+            event_token_value.value.v_doc.data_len = event_token.len;
+            token_value = &event_token_value;
+        }
+    }
+    bool parsed = fts_double_token_parse(token_value, &token, err);
+    bson_destroy(&event_token);
+    if (!parsed) {
         return false;
+    }
+    if (fragment_token) {
+        if (token.kind != FTS_DOUBLE_TOKEN_EVENT) {
+            return fts_double_error_set(err, 50811,
+                                        "KeyString format error: not a resume token issued by "
+                                        "ftsync-mongo-double");
+        }
+        if (!s->split) {
+            return fts_double_error_set(err, FTS_DOUBLE_E_CHANGE_STREAM_FATAL,
+                                        "To resume from a split event, the $changeStream "
+                                        "pipeline must end with a $changeStreamSplitLargeEvent "
+                                        "stage");
+        }
     }
     if (token.run != log->run) {
         /* Issued by an earlier run of the double: that history is gone. */
@@ -668,6 +1062,15 @@ static bool position_stream(fts_double_server_t *srv, fts_double_stream_t *s,
                                     "cannot resume stream; the resume token was not found.");
     }
     s->next_seq = token.seq + 1;
+    if (fragment_token) {
+        /* Split the event again and go on after that fragment (after its last one: with the
+         * next event, split_event's check says so when nothing is left). */
+        s->next_seq = token.seq;
+        s->resume_in_split = true;
+        s->resume_seq = token.seq;
+        s->skip_fragments = fragment + 1;
+        return true;
+    }
     if (token.kind == FTS_DOUBLE_TOKEN_EVENT && invalidates(s, ev)) {
         /* Resuming right after the drop/rename: the invalidate that followed comes first. */
         s->pending_invalidate = true;
@@ -798,7 +1201,7 @@ fts_double_cmd_status_t fts_double_stream_aggregate(fts_double_cmd_t *cmd, const
         snprintf(ns_text, sizeof ns_text, "%s.$cmd.aggregate", cmd->db);
         coll_for_getmore = "$cmd.aggregate";
     }
-    if (!parse_steps(s, &pipe, &cmd->err)) {
+    if (!parse_steps(srv, s, &pipe, &cmd->err)) {
         goto fail;
     }
 

@@ -6,7 +6,9 @@
  * Options: resumeAfter, startAfter, startAtOperationTime, fullDocument (default, updateLookup,
  * whenAvailable, required), fullDocumentBeforeChange (off, whenAvailable, required),
  * showExpandedEvents (adds create events and collectionUUID); following stages: $match,
- * $project, $unset, evaluated on the event document. batchSize as for any cursor.
+ * $project, $unset, evaluated on the event document, and a last $changeStreamSplitLargeEvent
+ * (unless --no-split-stage) splitting events over 16 MB into fragments; without it such an
+ * event fails the batch with 10334 (changestream.c). batchSize as for any cursor.
  *
  * Events carry _id (the resume token), operationType, clusterTime, wallTime, ns, documentKey,
  * fullDocument (insert and replace always; update with updateLookup: the document as it is

@@ -20,7 +20,7 @@
  *
  * COMMAND LINE
  *   ftsync-mongo-double [--port N] [--bind ADDR] [--history-events N] [--history-bytes N]
- *                       [--seed FILE] [--verbose]
+ *                       [--seed FILE] [--no-split-stage] [--verbose]
  *     --port N            TCP port; 0 (the default) picks a free one
  *     --bind ADDR         IPv4 address to listen on (default 127.0.0.1); hello reports
  *                         ADDR:PORT as the member's name (127.0.0.1 for 0.0.0.0)
@@ -54,6 +54,15 @@
  *     $project, $unset, invalidation, a bounded history (286 when a resume point fell off),
  *     postBatchResumeToken in every batch and getMore waiting up to maxTimeMS without holding up
  *     other clients (changestream.h, eventlog.h).
+ *   - Large change events (MongoDB manual: "Large change events" in Change Streams and the
+ *     $changeStreamSplitLargeEvent page): an event over 16,793,600 bytes (BSONObjMaxInternalSize)
+ *     after the user's stages fails the aggregate/getMore with 10334 BSONObjectTooLarge, no
+ *     error label (not resumable); with {$changeStreamSplitLargeEvent: {}} as the last stage
+ *     (else 7182802; a non-empty spec 7182800) events over 16,785,408 bytes come as fragments
+ *     split by top-level fields, smallest first, each with splitEvent {fragment, of} and its own
+ *     resume token, from which a resume goes on with the next fragment; a batch takes a further
+ *     document only while it stays within 16 MB, as mongod's getMore. --no-split-stage makes
+ *     the stage unknown (40324), as on mongod before 6.0.9.
  *   - Faults: configureFailPoint failCommand (alwaysOn, times, skip, off; errorCode,
  *     errorLabels, closeConnection, blockConnection/blockTimeMS, writeConcernError, appName),
  *     failGetMoreAfterCursorCheckout (the same modes; errorCode, default 1 InternalError, and
@@ -75,6 +84,11 @@
  *   - Unknown commands: CommandNotFound (59).
  *
  * WHERE IT KNOWINGLY DIFFERS FROM MONGOD
+ *   - buildInfo says 6.0.0, yet $changeStreamSplitLargeEvent (6.0.9) is there unless
+ *     --no-split-stage; outside a change stream the stage is unknown (40324), where mongod
+ *     knows it and refuses it for not following $changeStream. A fragment's resume token is
+ *     its event's token plus four hex digits (the fragment index), where mongod's KeyString
+ *     carries a fragmentNum field.
  *   - Resume tokens are the double's own hex layout (eventlog.h), not mongod's KeyString; they
  *     sort like mongod's and are opaque to drivers either way. Bad tokens fail with mongod's
  *     codes (_data missing 40647, empty 40649, not hex 9 FailedToParse, hex that is no token
@@ -181,6 +195,7 @@ typedef struct {
     size_t history_events;
     size_t history_bytes;
     const char *seed;
+    bool no_split_stage;
     bool verbose;
 } options_t;
 
@@ -188,7 +203,8 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: ftsync-mongo-double [--port N] [--bind ADDR] [--history-events N]\n"
-            "                           [--history-bytes N] [--seed FILE] [--verbose]\n"
+            "                           [--history-bytes N] [--seed FILE] [--no-split-stage]\n"
+            "                           [--verbose]\n"
             "An in-memory MongoDB 6.0 replica-set double (set rs0) for ftsync's tests.\n"
             "  --port N            TCP port, 0 = any free port (default 0)\n"
             "  --bind ADDR         IPv4 address to listen on (default 127.0.0.1)\n"
@@ -196,6 +212,8 @@ static void usage(FILE *out)
             "  --history-bytes N   bytes of change events kept (default 0 = no limit)\n"
             "  --seed FILE         extended JSON lines {\"ns\": \"db.coll\", \"doc\": {...}},\n"
             "                      loaded before start without change events\n"
+            "  --no-split-stage    $changeStreamSplitLargeEvent is unknown (40324), as before\n"
+            "                      mongod 6.0.9\n"
             "  --verbose           log every command to stderr\n"
             "Prints \"ftsync-mongo-double ready port=N\" when listening; stops on SIGTERM.\n");
 }
@@ -235,6 +253,7 @@ static bool parse_options(int argc, char **argv, options_t *opts)
     opts->history_events = 100000;
     opts->history_bytes = 0;
     opts->seed = NULL;
+    opts->no_split_stage = false;
     opts->verbose = false;
     for (int i = 1; i < argc; i++) {
         const char *v;
@@ -242,6 +261,8 @@ static bool parse_options(int argc, char **argv, options_t *opts)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             exit(0);
+        } else if (strcmp(argv[i], "--no-split-stage") == 0) {
+            opts->no_split_stage = true;
         } else if (strcmp(argv[i], "--verbose") == 0 || strcmp(argv[i], "-v") == 0) {
             opts->verbose = true;
         } else if ((v = option_value(argc, argv, &i, "--port"))) {
@@ -310,6 +331,7 @@ int main(int argc, char **argv)
     fts_double_server_t srv;
     memset(&srv, 0, sizeof srv);
     srv.verbose = opts.verbose;
+    srv.no_split_stage = opts.no_split_stage;
     srv.start_ms = fts_double_now_ms();
     srv.base = event_base_new();
     if (!srv.base) {

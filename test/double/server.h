@@ -113,6 +113,7 @@ struct fts_double_server {
     char host[300]; /* "127.0.0.1:<port>" as hello reports it */
     int port;
     bool verbose;
+    bool no_split_stage; /* --no-split-stage: $changeStreamSplitLargeEvent unknown (40324) */
     int64_t start_ms;
 
     fts_double_store_t *store;

@@ -1549,6 +1549,148 @@ class ChangeStreamPipelineAndRenameTest(_RawCursors, DoubleTest):
         )
 
 
+# 7 MB strings: a document of two is 14 MB; with updateLookup the update that set the second has
+# it in updateDescription too, 21 MB in all, over the 16 MB a change event may have.
+LARGE_FIELD_BYTES = 7 * 1024 * 1024
+SPLIT = {"$changeStreamSplitLargeEvent": {}}
+
+
+class LargeEventTest(DoubleTest):
+    """Change events over 16 MB. MongoDB manual, $changeStreamSplitLargeEvent (new in 7.0 and
+    6.0.9): "If a change stream has large events that exceed 16 MB, a BSONObjectTooLarge
+    exception is returned"; the stage splits them into fragments with splitEvent {fragment, of}
+    and a resume token each."""
+
+    def write_large_update(self):
+        self.coll.update_one({"_id": 1}, {"$set": {"b": "b" * LARGE_FIELD_BYTES}})
+        self.coll.insert_one({"_id": 2})
+
+    def test_too_large(self):
+        # 10334 BSONObjectTooLarge, without the ResumableChangeStreamError label: the driver
+        # does not resume into the same error.
+        stream = self.coll.watch(full_document="updateLookup", max_await_time_ms=STREAM_AWAIT_MS)
+        self.streams.append(stream)
+        self.coll.insert_one({"_id": 1, "a": "a" * LARGE_FIELD_BYTES})
+        inserted = self.next_event(stream)
+        self.check_event(inserted, "insert")
+        self.write_large_update()
+        error = self.expect_stream_error(lambda: stream, 10334)
+        self.assertEqual(error.details["codeName"], "BSONObjectTooLarge")
+        self.assertNotIn("errorLabels", error.details)
+        # Without the post-image the same event fits.
+        small = self.coll.watch(
+            resume_after=inserted["_id"], max_await_time_ms=STREAM_AWAIT_MS
+        )
+        self.streams.append(small)
+        event = self.next_event(small)
+        self.check_event(event, "update")
+        self.assertNotIn("fullDocument", event)
+        self.assertEqual(len(event["updateDescription"]["updatedFields"]["b"]), LARGE_FIELD_BYTES)
+
+    def test_split(self):
+        # Fragments: every top-level field in exactly one of them, none cut, the small ones
+        # (the event's context) in the first; tokens ordered; resuming from a fragment's token
+        # goes on with the next fragment, from the last one's with the next event.
+        stream = self.coll.watch(
+            [SPLIT], full_document="updateLookup", max_await_time_ms=STREAM_AWAIT_MS
+        )
+        self.streams.append(stream)
+        self.coll.insert_one({"_id": 1, "a": "a" * LARGE_FIELD_BYTES})
+        self.write_large_update()
+        inserted = self.next_event(stream)
+        self.check_event(inserted, "insert")
+        self.assertNotIn("splitEvent", inserted)
+        fragments = []
+        while not fragments or len(fragments) < fragments[0]["splitEvent"]["of"]:
+            fragment = self.next_event(stream)
+            self.assertEqual(fragment["splitEvent"]["fragment"], len(fragments) + 1)
+            self.assertLessEqual(len(bson.encode(fragment)), 16 * 1024 * 1024)
+            fragments.append(fragment)
+        total = len(fragments)
+        self.assertGreaterEqual(total, 2)
+        whole = {}
+        for fragment in fragments:
+            self.assertEqual(fragment["splitEvent"]["of"], total)
+            for key, value in fragment.items():
+                if key not in ("_id", "splitEvent"):
+                    self.assertNotIn(key, whole)
+                    whole[key] = value
+        self.assertEqual(whole["operationType"], "update")
+        self.assertEqual(whole["documentKey"], {"_id": 1})
+        self.assertEqual(len(whole["fullDocument"]["a"]), LARGE_FIELD_BYTES)
+        self.assertEqual(len(whole["fullDocument"]["b"]), LARGE_FIELD_BYTES)
+        self.assertEqual(len(whole["updateDescription"]["updatedFields"]["b"]), LARGE_FIELD_BYTES)
+        self.assertIn("operationType", fragments[0])
+        tokens = [inserted["_id"]["_data"]] + [f["_id"]["_data"] for f in fragments]
+        self.assertEqual(tokens, sorted(tokens))
+        after = self.next_event(stream)
+        self.check_event(after, "insert")
+        self.assertEqual(after["documentKey"], {"_id": 2})
+        self.assertLess(tokens[-1], after["_id"]["_data"])
+
+        resumed = self.coll.watch(
+            [SPLIT],
+            full_document="updateLookup",
+            resume_after=fragments[0]["_id"],
+            max_await_time_ms=STREAM_AWAIT_MS,
+        )
+        self.streams.append(resumed)
+        event = self.next_event(resumed)
+        self.assertEqual(event["splitEvent"], {"fragment": 2, "of": total})
+        self.assertEqual(event["_id"], fragments[1]["_id"])
+        resumed = self.coll.watch(
+            [SPLIT],
+            full_document="updateLookup",
+            resume_after=fragments[-1]["_id"],
+            max_await_time_ms=STREAM_AWAIT_MS,
+        )
+        self.streams.append(resumed)
+        event = self.next_event(resumed)
+        self.check_event(event, "insert")
+        self.assertEqual(event["documentKey"], {"_id": 2})
+
+    def test_split_stage_position(self):
+        # The last stage (7182802), with an empty spec (7182800):
+        # src/mongo/db/pipeline/document_source_change_stream_split_large_event.cpp
+        def aggregate(pipeline):
+            return SON([("aggregate", "apps"), ("pipeline", pipeline), ("cursor", {})])
+
+        self.command_fails(
+            self.db_name, aggregate([{"$changeStream": {}}, SPLIT, {"$match": {}}]), 7182802
+        )
+        self.command_fails(
+            self.db_name,
+            aggregate([{"$changeStream": {}}, {"$changeStreamSplitLargeEvent": {"x": 1}}]),
+            7182800,
+        )
+        self.db.command(aggregate([{"$changeStream": {}}, {"$match": {}}, SPLIT]))
+
+
+class NoSplitStageTest(DoubleTest):
+    """A server before 6.0.9 does not know the stage: "Unrecognized pipeline stage name"
+    (40324). The double shows it with --no-split-stage; a real server (no such switch) is
+    checked through the same door with a stage no version knows."""
+
+    extra_args = ("--no-split-stage",)
+
+    def test_unknown_split_stage(self):
+        stage = "$changeStreamSplitLargeEvent"
+        if self.server.external:
+            stage += "NoSuchStage"
+        details = self.command_fails(
+            self.db_name,
+            SON(
+                [
+                    ("aggregate", "apps"),
+                    ("pipeline", [{"$changeStream": {}}, {stage: {}}]),
+                    ("cursor", {}),
+                ]
+            ),
+            40324,
+        )
+        self.assertEqual(details["codeName"], "Location40324")
+
+
 if __name__ == "__main__":
     print("double_conformance: pymongo %s, Python %s" % (pymongo.version, sys.version.split()[0]))
     unittest.main(verbosity=2)

@@ -2671,6 +2671,233 @@ static void test_step_down(void **state)
     ASSERT_IDS(f->coll, tmp_bson("{}"), tmp_bson("{'sort': {'_id': 1}}"), "1,2,3");
 }
 
+/* ==== large change events ===================================================================== */
+
+/* Sizes for events over 16 MB made of documents under it: a document of two 7 MB strings is
+ * 14 MB; the update that set the second has it in updateDescription too, 21 MB in all. */
+#define LARGE_FIELD_BYTES (7 * 1024 * 1024)
+
+/* {_id: id, name: <bytes times fill>} (temporary). */
+static bson_t *large_doc(int id, const char *name, size_t bytes, char fill)
+{
+    char *text = bson_malloc(bytes + 1);
+    memset(text, fill, bytes);
+    text[bytes] = '\0';
+    bson_t *doc = keep(bson_new());
+    BSON_APPEND_INT32(doc, "_id", id);
+    bson_append_utf8(doc, name, -1, text, (int)bytes);
+    bson_free(text);
+    return doc;
+}
+
+/* {$set: {name: <bytes times fill>}} (temporary). */
+static bson_t *large_set(const char *name, size_t bytes, char fill)
+{
+    char *text = bson_malloc(bytes + 1);
+    memset(text, fill, bytes);
+    text[bytes] = '\0';
+    bson_t *update = keep(bson_new());
+    bson_t set;
+    BSON_APPEND_DOCUMENT_BEGIN(update, "$set", &set);
+    bson_append_utf8(&set, name, -1, text, (int)bytes);
+    bson_append_document_end(update, &set);
+    bson_free(text);
+    return update;
+}
+
+/* Updates {_id: 1, a: 7 MB} with $set b: 7 MB: with updateLookup the update's event
+ * (fullDocument 14 MB, updatedFields 7 MB) is over 16 MB. Then inserts {_id: 2}. */
+static void write_large_update_only(fixture_t *f)
+{
+    bson_error_t error;
+    ASSERT_OK(mongoc_collection_update_one(f->coll, tmp_bson("{'_id': 1}"),
+                                           large_set("b", LARGE_FIELD_BYTES, 'b'), NULL, NULL,
+                                           &error),
+              error);
+    INSERT(f->coll, "{'_id': 2}");
+}
+
+/* Inserts {_id: 1, a: 7 MB}, then write_large_update_only. */
+static void write_large_update(fixture_t *f)
+{
+    insert(__FILE__, __LINE__, f->coll, large_doc(1, "a", LARGE_FIELD_BYTES, 'a'));
+    write_large_update_only(f);
+}
+
+static size_t string_length_at(const bson_t *doc, const char *path)
+{
+    bson_iter_t iter = field_at(__FILE__, __LINE__, doc, path);
+    uint32_t length = 0;
+    assert_true(BSON_ITER_HOLDS_UTF8(&iter));
+    bson_iter_utf8(&iter, &length);
+    return length;
+}
+
+/* An event over 16 MB fails the change stream with 10334 BSONObjectTooLarge, which carries no
+ * ResumableChangeStreamError label: the driver gives up instead of resuming into the same
+ * error. MongoDB manual, $changeStreamSplitLargeEvent: "If a change stream has large events
+ * that exceed 16 MB, a BSONObjectTooLarge exception is returned." */
+static void test_large_event_too_large(void **state)
+{
+    fixture_t *f = *state;
+    mongoc_change_stream_t *stream = watch_collection(
+        f, f->coll, NULL,
+        tmp_bson("{'fullDocument': 'updateLookup', 'maxAwaitTimeMS': %d}", STREAM_AWAIT_MS));
+    STREAM_OK(stream);
+    /* The insert is read first: a failed getMore loses the whole batch. */
+    insert(__FILE__, __LINE__, f->coll, large_doc(1, "a", LARGE_FIELD_BYTES, 'a'));
+    bson_t *event = NEXT_EVENT(stream);
+    CHECK_EVENT(event, "insert");
+    assert_int_equal(string_length_at(event, "fullDocument.a"), LARGE_FIELD_BYTES);
+    write_large_update_only(f);
+    EXPECT_STREAM_ERROR(stream, 10334);
+    bson_error_t error;
+    const bson_t *reply = NULL;
+    assert_true(mongoc_change_stream_error_document(stream, &error, &reply));
+    assert_non_null(reply);
+    assert_string_equal(STR(reply, "codeName"), "BSONObjectTooLarge");
+    assert_false(has_field(reply, "errorLabels"));
+
+    /* Opening at the token before it fails the same way, at the aggregate or its getMore. */
+    bson_t *opts = keep(bson_new());
+    BSON_APPEND_DOCUMENT(opts, "resumeAfter", DOC(event, "_id"));
+    BSON_APPEND_UTF8(opts, "fullDocument", "updateLookup");
+    BSON_APPEND_INT32(opts, "maxAwaitTimeMS", STREAM_AWAIT_MS);
+    EXPECT_STREAM_ERROR(watch_collection(f, f->coll, NULL, opts), 10334);
+
+    /* Without the post-image the event is small enough. */
+    mongoc_change_stream_t *small = watch_collection(
+        f, f->coll, NULL,
+        tmp_bson("{'resumeAfter': %s, 'maxAwaitTimeMS': %d}",
+                 msg(bson_as_canonical_extended_json(DOC(event, "_id"), NULL)), STREAM_AWAIT_MS));
+    event = NEXT_EVENT(small);
+    CHECK_EVENT(event, "update");
+    assert_false(has_field(event, "fullDocument"));
+    assert_int_equal(string_length_at(event, "updateDescription.updatedFields.b"),
+                     LARGE_FIELD_BYTES);
+}
+
+/* $changeStreamSplitLargeEvent (MongoDB 7.0 and 6.0.9; manual page of the stage): events over
+ * 16 MB come as fragments, each with splitEvent {fragment: n, of: total} and its own resume
+ * token; the split is by top-level fields, none of them cut; the first fragment holds as many
+ * fields as fit. Resuming from a fragment's token goes on with the next fragment, from the
+ * last fragment's with the next event. Smaller events pass unchanged. */
+static void test_large_event_split(void **state)
+{
+    fixture_t *f = *state;
+    bson_t *pipeline = tmp_bson("{'pipeline': [{'$changeStreamSplitLargeEvent': {}}]}");
+    bson_t *opts =
+        tmp_bson("{'fullDocument': 'updateLookup', 'maxAwaitTimeMS': %d}", STREAM_AWAIT_MS);
+    mongoc_change_stream_t *stream = watch_collection(f, f->coll, pipeline, opts);
+    STREAM_OK(stream);
+    write_large_update(f);
+    bson_t *insert_event = NEXT_EVENT(stream);
+    CHECK_EVENT(insert_event, "insert");
+    assert_false(has_field(insert_event, "splitEvent"));
+
+    bson_t *fragments[8];
+    int total = 0;
+    bson_t *whole = keep(bson_new());
+    for (int n = 1; n <= 8; n++) {
+        bson_t *fragment = NEXT_EVENT(stream);
+        fragments[n - 1] = fragment;
+        assert_true(fragment->len <= 16 * 1024 * 1024);
+        assert_int_equal(INT(fragment, "splitEvent.fragment"), n);
+        total = (int)INT(fragment, "splitEvent.of");
+        bson_iter_t iter;
+        bson_iter_init(&iter, fragment);
+        while (bson_iter_next(&iter)) {
+            const char *key = bson_iter_key(&iter);
+            if (strcmp(key, "_id") != 0 && strcmp(key, "splitEvent") != 0) {
+                assert_false(has_field(whole, key)); /* no field is in two fragments */
+                bson_append_iter(whole, key, -1, &iter);
+            }
+        }
+        if (n == total) {
+            break;
+        }
+    }
+    assert_true(total >= 2);
+    /* The fragments hold the whole event, fields uncut. */
+    assert_string_equal(STR(whole, "operationType"), "update");
+    assert_int_equal(INT(whole, "documentKey._id"), 1);
+    assert_int_equal(string_length_at(whole, "fullDocument.a"), LARGE_FIELD_BYTES);
+    assert_int_equal(string_length_at(whole, "fullDocument.b"), LARGE_FIELD_BYTES);
+    assert_int_equal(string_length_at(whole, "updateDescription.updatedFields.b"),
+                     LARGE_FIELD_BYTES);
+    assert_true(has_field(whole, "clusterTime"));
+    assert_true(has_field(whole, "ns"));
+    /* The first fragment has the small fields (the event's context) first. */
+    assert_true(has_field(fragments[0], "operationType"));
+    assert_true(has_field(fragments[0], "documentKey"));
+    /* Each fragment has its own token, ordered after the event before it. */
+    const char *previous = token_data(DOC(insert_event, "_id"));
+    for (int n = 0; n < total; n++) {
+        const char *data = token_data(DOC(fragments[n], "_id"));
+        assert_true(strcmp(previous, data) < 0);
+        previous = data;
+    }
+    bson_t *after = NEXT_EVENT(stream);
+    CHECK_EVENT(after, "insert");
+    assert_int_equal(INT(after, "documentKey._id"), 2);
+    assert_false(has_field(after, "splitEvent"));
+    assert_true(strcmp(previous, token_data(DOC(after, "_id"))) < 0);
+
+    /* Resuming from the first fragment's token: the second fragment comes next. */
+    bson_t *resume = keep(bson_copy(opts));
+    BSON_APPEND_DOCUMENT(resume, "resumeAfter", DOC(fragments[0], "_id"));
+    mongoc_change_stream_t *resumed = watch_collection(f, f->coll, pipeline, resume);
+    bson_t *event = NEXT_EVENT(resumed);
+    assert_int_equal(INT(event, "splitEvent.fragment"), 2);
+    assert_int_equal(INT(event, "splitEvent.of"), total);
+    assert_string_equal(token_data(DOC(event, "_id")), token_data(DOC(fragments[1], "_id")));
+    /* From the last fragment's token: the next event. */
+    resume = keep(bson_copy(opts));
+    BSON_APPEND_DOCUMENT(resume, "resumeAfter", DOC(fragments[total - 1], "_id"));
+    resumed = watch_collection(f, f->coll, pipeline, resume);
+    event = NEXT_EVENT(resumed);
+    CHECK_EVENT(event, "insert");
+    assert_int_equal(INT(event, "documentKey._id"), 2);
+}
+
+/* The stage must be the last one (document_source_change_stream_split_large_event.cpp:
+ * 7182802) and its spec an empty object (7182800). */
+static void test_large_event_split_stage_position(void **state)
+{
+    fixture_t *f = *state;
+    COMMAND_FAILS(f->client, f->db_name, 7182802,
+                  "{'aggregate': 'apps', 'pipeline': [{'$changeStream': {}}, "
+                  "{'$changeStreamSplitLargeEvent': {}}, {'$match': {}}], 'cursor': {}}");
+    COMMAND_FAILS(f->client, f->db_name, 7182800,
+                  "{'aggregate': 'apps', 'pipeline': [{'$changeStream': {}}, "
+                  "{'$changeStreamSplitLargeEvent': {'x': 1}}], 'cursor': {}}");
+    COMMAND_OK(f->client, f->db_name,
+               "{'aggregate': 'apps', 'pipeline': [{'$changeStream': {}}, {'$match': {}}, "
+               "{'$changeStreamSplitLargeEvent': {}}], 'cursor': {}}");
+}
+
+static int setup_no_split_stage(void **state)
+{
+    static const char *const args[] = {"--no-split-stage", NULL};
+    return setup_with(state, args);
+}
+
+/* A server before 6.0.9 does not know the stage: "Unrecognized pipeline stage name" (40324).
+ * The double shows it with --no-split-stage; a real server (which has no such switch) is
+ * checked through the same door with a stage no version knows. */
+static void test_large_event_no_split_stage(void **state)
+{
+    fixture_t *f = *state;
+    const char *stage = fts_test_mongo_double_is_external(f->server)
+                            ? "$changeStreamSplitLargeEventNoSuchStage"
+                            : "$changeStreamSplitLargeEvent";
+    bson_t *reply = COMMAND_FAILS(f->client, f->db_name, 40324,
+                                  "{'aggregate': 'apps', 'pipeline': [{'$changeStream': {}}, "
+                                  "{'%s': {}}], 'cursor': {}}",
+                                  stage);
+    assert_string_equal(STR(reply, "codeName"), "Location40324");
+}
+
 int main(void)
 {
     mongoc_init();
@@ -2731,6 +2958,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stream_rename_drop_target_description, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_step_down, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_event_too_large, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_event_split, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_event_split_stage_position, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_event_no_split_stage, setup_no_split_stage,
+                                        teardown),
     };
     int failed = cmocka_run_group_tests_name("double_conformance", tests, NULL, NULL);
     mongoc_cleanup();

@@ -1349,6 +1349,197 @@ static void test_driver_log_goes_through_fts_log(void **state)
     log_text = NULL;
 }
 
+/* --- events over 16 MB --- */
+
+/* Two 7 MB strings make a 14 MB document; the update that sets the second one carries it in
+ * updateDescription too, and with updateLookup and a pre-image the event is about 28 MB. */
+#define LARGE_BYTES (7 * 1024 * 1024)
+
+static bson_t *large_string_doc(const char *outer, const char *name, char fill)
+{
+    char *text = bson_malloc(LARGE_BYTES + 1);
+    memset(text, fill, LARGE_BYTES);
+    text[LARGE_BYTES] = '\0';
+    bson_t *doc = bson_new();
+    if (outer) {
+        bson_t inner;
+        BSON_APPEND_DOCUMENT_BEGIN(doc, outer, &inner);
+        bson_append_utf8(&inner, name, -1, text, LARGE_BYTES);
+        bson_append_document_end(doc, &inner);
+    } else {
+        BSON_APPEND_INT32(doc, "_id", 1);
+        bson_append_utf8(doc, name, -1, text, LARGE_BYTES);
+    }
+    bson_free(text);
+    return doc;
+}
+
+static size_t event_string_length(const bson_t *event, const char *path)
+{
+    bson_iter_t found;
+    uint32_t length = 0;
+    assert_true(event_value(event, path, &found));
+    assert_true(BSON_ITER_HOLDS_UTF8(&found));
+    bson_iter_utf8(&found, &length);
+    return length;
+}
+
+/* Makes "imaged" (pre- and post-images on) in f's database and a source on it with updateLookup
+ * and pre-images, opened now. */
+static mongoc_collection_t *large_event_setup(fixture_t *f)
+{
+    bson_error_t error;
+    mongoc_database_t *db = mongoc_client_get_database(f->client, f->db);
+    bson_t *create_opts =
+        BCON_NEW("changeStreamPreAndPostImages", "{", "enabled", BCON_BOOL(true), "}");
+    mongoc_collection_t *created =
+        mongoc_database_create_collection(db, "imaged", create_opts, &error);
+    if (!created) {
+        fail_msg("cannot create a collection with pre- and post-images: %s", error.message);
+    }
+    bson_destroy(create_opts);
+    mongoc_database_destroy(db);
+    fts_mongo_source_options_t options = quick_options();
+    options.full_document = FTS_FULL_DOCUMENT_UPDATE_LOOKUP;
+    options.full_document_before_change = FTS_PRE_IMAGES_WHEN_AVAILABLE;
+    f->source = make_source(f, "imaged", &options);
+    open_ok(f->source, NULL);
+    expect_idle(f->source);
+    return created;
+}
+
+/* insert {_id: 1, a: 7 MB}, insert {_id: 3}, update _id 1 with $set b: 7 MB (the large
+ * event), insert {_id: 2}: all before the source reads, so that they share a batch. */
+static void large_event_writes(mongoc_collection_t *coll)
+{
+    bson_error_t error;
+    bson_t *doc = large_string_doc(NULL, "a", 'a');
+    assert_true(mongoc_collection_insert_one(coll, doc, NULL, NULL, &error));
+    bson_destroy(doc);
+    doc = BCON_NEW("_id", BCON_INT32(3));
+    assert_true(mongoc_collection_insert_one(coll, doc, NULL, NULL, &error));
+    bson_destroy(doc);
+    bson_t *selector = BCON_NEW("_id", BCON_INT32(1));
+    bson_t *update = large_string_doc("$set", "b", 'b');
+    if (!mongoc_collection_update_one(coll, selector, update, NULL, NULL, &error)) {
+        fail_msg("the large update failed: %s", error.message);
+    }
+    bson_destroy(update);
+    bson_destroy(selector);
+    doc = BCON_NEW("_id", BCON_INT32(2));
+    assert_true(mongoc_collection_insert_one(coll, doc, NULL, NULL, &error));
+    bson_destroy(doc);
+}
+
+/* The large update as the source hands it out: one whole event, no splitEvent, the document
+ * as it is now. */
+static void expect_large_update(const bson_t *event)
+{
+    assert_operation(event, "update");
+    assert_int_equal(event_int(event, "documentKey._id"), 1);
+    assert_false(event_value(event, "splitEvent", &(bson_iter_t){0}));
+    assert_int_equal(event_string_length(event, "fullDocument.a"), LARGE_BYTES);
+    assert_int_equal(event_string_length(event, "fullDocument.b"), LARGE_BYTES);
+}
+
+/* Reads the events of large_event_writes and checks them; returns the token saved after the
+ * large update (bson_free it). */
+static char *read_large_event_writes(fts_mongo_source_t *source)
+{
+    const bson_t *event = next_event(source);
+    assert_operation(event, "insert");
+    assert_int_equal(event_int(event, "documentKey._id"), 1);
+    event = next_event(source);
+    assert_operation(event, "insert");
+    assert_int_equal(event_int(event, "documentKey._id"), 3);
+    event = next_event(source);
+    expect_large_update(event);
+    /* The pre-image fits once the post-image is left out: both paths keep it. */
+    assert_int_equal(event_string_length(event, "fullDocumentBeforeChange.a"), LARGE_BYTES);
+    assert_false(event_value(event, "fullDocumentBeforeChange.b", &(bson_iter_t){0}));
+    char *saved = token_json(source);
+    /* The saved position is the event's own _id: past the whole event. */
+    char *id = event_id_json(event);
+    assert_string_equal(saved, id);
+    bson_free(id);
+    event = next_event(source);
+    assert_operation(event, "insert");
+    assert_int_equal(event_int(event, "documentKey._id"), 2);
+    expect_idle(source);
+    return saved;
+}
+
+/* An event over 16 MB: the server fails the stream with 10334; the source reopens with
+ * $changeStreamSplitLargeEvent and hands out the reassembled event, once, in order, with the
+ * last fragment's token; resuming from that token goes on after the whole event. */
+static void test_large_event_reassembled(void **state)
+{
+    fixture_t *f = *state;
+    mongoc_collection_t *coll = large_event_setup(f);
+    large_event_writes(coll);
+    char *saved = read_large_event_writes(f->source);
+    const bson_t *event = NULL;
+    uint64_t split, reread;
+    fts_mongo_source_large_events(f->source, &split, &reread);
+    assert_int_equal(split, 1);
+    assert_int_equal(reread, 0);
+
+    /* From the saved position: the next event, not a fragment of the large one. */
+    fts_source_position_t position = after_token(FTS_SOURCE_RESUME_AFTER, saved);
+    open_ok(f->source, &position);
+    event = next_event(f->source);
+    assert_operation(event, "insert");
+    assert_int_equal(event_int(event, "documentKey._id"), 2);
+    bson_free(saved);
+    mongoc_collection_destroy(coll);
+}
+
+/* The same against a server without $changeStreamSplitLargeEvent (the double with
+ * --no-split-stage, as mongod before 6.0.9): the large event comes without its images, its
+ * document re-read by _id; nothing before or after it is lost or repeated. */
+static void test_large_event_reread_without_split_stage(void **state)
+{
+    fixture_t *f = *state;
+    if (fts_test_mongo_double_is_external(group.server)) {
+        /* A real server cannot be told to forget the stage; the path is the double's. */
+        return;
+    }
+    const char *args[] = {"--no-split-stage", NULL};
+    fts_test_mongo_double_t *old = start_double(args);
+    fixture_t local;
+    fixture_init(&local, fts_test_mongo_double_uri(old));
+    mongoc_collection_t *coll = large_event_setup(&local);
+    large_event_writes(coll);
+    char *saved = read_large_event_writes(local.source);
+    uint64_t split, reread;
+    fts_mongo_source_large_events(local.source, &split, &reread);
+    assert_int_equal(split, 0);
+    assert_int_equal(reread, 1);
+
+    /* A second large update, read while the source is already in its normal mode again. */
+    bson_error_t error;
+    bson_t *selector = BCON_NEW("_id", BCON_INT32(1));
+    bson_t *update = large_string_doc("$set", "b", 'c');
+    assert_true(mongoc_collection_update_one(coll, selector, update, NULL, NULL, &error));
+    bson_destroy(update);
+    bson_destroy(selector);
+    const bson_t *event = next_event(local.source);
+    expect_large_update(event);
+    bson_iter_t found;
+    assert_true(event_value(event, "fullDocument.b", &found));
+    assert_int_equal(bson_iter_utf8(&found, NULL)[0], 'c');
+    fts_mongo_source_large_events(local.source, &split, &reread);
+    assert_int_equal(reread, 2);
+    (void)f;
+    bson_free(saved);
+    mongoc_collection_destroy(coll);
+    fixture_cleanup(&local);
+    fts_error_t err;
+    fts_error_clear(&err);
+    assert_true(fts_test_mongo_double_stop(old, &err));
+    fts_test_mongo_double_destroy(old);
+}
+
 int main(void)
 {
     /* Routes libmongoc's log before anything else uses libmongoc. */
@@ -1370,6 +1561,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_scan_mixed_id_types, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_configuration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_driver_log_goes_through_fts_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_event_reassembled, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_event_reread_without_split_stage, setup,
+                                        teardown),
         /* Last: it steps the shared member down. */
         cmocka_unit_test_setup_teardown(test_step_down, setup, teardown),
     };

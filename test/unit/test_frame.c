@@ -277,11 +277,11 @@ static void test_bad_lengths(void **state)
         uint32_t length;
         const char *says;
     } cases[] = {
-        {0, "length prefix 0 is outside 5..50331648"},
+        {0, "length prefix 0 is outside 5..67108864"},
         {4, "length prefix 4 is outside"},
         {0xffffffffu, "length prefix -1 is outside"},
         {0x80000000u, "length prefix -2147483648 is outside"},
-        {FTS_FRAME_MAX_SIZE + 1, "length prefix 50331649 is outside"},
+        {FTS_FRAME_MAX_SIZE + 1, "length prefix 67108865 is outside"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         fts_frame_reader_t reader;
@@ -307,7 +307,7 @@ static void test_oversize_refused_early_and_by_writer(void **state)
     (void)state;
     int fds[2];
     make_pair(fds);
-    /* The reader refuses the header without buffering 48 MiB first. */
+    /* The reader refuses the header without buffering 64 MiB first. */
     fts_frame_reader_t reader;
     fts_frame_reader_init(&reader);
     uint8_t header[4] = {0x01, 0x00, 0x00, 0x04}; /* 64 MiB + 1 */
@@ -326,7 +326,7 @@ static void test_oversize_refused_early_and_by_writer(void **state)
     BSON_APPEND_BINARY(huge, "b", BSON_SUBTYPE_BINARY, payload, (uint32_t)size);
     assert_false(fts_frame_write(fds[0], huge, &err));
     assert_int_equal(err.domain, FTS_ERROR_INPUT);
-    assert_contains(err.message, "cannot send a document of 50331661 bytes");
+    assert_contains(err.message, "cannot send a document of 67108877 bytes");
     bson_destroy(huge);
     free(payload);
     close(fds[0]);
