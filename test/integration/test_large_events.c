@@ -59,7 +59,7 @@ static int group_setup(void **state)
     (void)state;
     mongoc_init();
     redis_url = fts_testbed_require("FTSYNC_TEST_REDIS_URL");
-    es_url = fts_testbed_require("FTSYNC_TEST_ES_URL");
+    es_url = fts_testbed_es_url();
     return redis_url && es_url ? 0 : -1;
 }
 
@@ -102,7 +102,9 @@ static bson_t *es_get(const char *index, const char *id)
     fts_buffer_init(&out);
     fts_test_http("POST", url, NULL, 0, &status, &out, &err);
     fts_buffer_destroy(&out);
-    snprintf(url, sizeof url, "%s/%s/doc/%s", es_url, index, id);
+    /* Typed path on es1, `_doc` on the typeless engine. */
+    snprintf(url, sizeof url, "%s/%s/%s/%s", es_url, index,
+             fts_testbed_doc_type() ? fts_testbed_doc_type() : "_doc", id);
     fts_buffer_init(&out);
     bson_t *doc = NULL;
     if (fts_test_http("GET", url, NULL, 0, &status, &out, &err) && status == 200 && out.len) {
@@ -199,8 +201,13 @@ static void large_document_updated_twice(const char *const *extra_args, const ch
     set_env("FTSYNC_STATE_REDIS_URL", redis_url);
     set_env("FTSYNC_ES_URL", es_url);
     set_env("FTSYNC_ES_INDEX", index);
-    set_env("FTSYNC_ES_DOC_TYPE", "doc");
-    set_env("FTSYNC_ES_INDEX_DEFINITION", FTSYNC_SOURCE_DIR "/test/fixtures/apps-index-es1.json");
+    /* The engine the test bed names: a document type and the 1.x definition on es1 only. */
+    if (fts_testbed_doc_type()) {
+        set_env("FTSYNC_ES_DOC_TYPE", fts_testbed_doc_type());
+    } else {
+        unsetenv("FTSYNC_ES_DOC_TYPE");
+    }
+    set_env("FTSYNC_ES_INDEX_DEFINITION", fts_testbed_index_definition());
     set_env("FTSYNC_PIPELINE", pipeline);
     set_env("FTSYNC_ID_FIELD", "_id");
     set_env("FTSYNC_FIELDS", "name,short_description");
