@@ -46,9 +46,17 @@ typedef struct {
     char reason[256]; /* dead letters */
 } record_t;
 
+#define MAX_MAP 64
+
 typedef struct {
     record_t appends[MAX_RECORDS];
     size_t append_count;
+    /* The id map: keys[i] -> values[i] ("" = no entry), as the appends left it. */
+    char map_keys[MAX_MAP][96];
+    char map_values[MAX_MAP][64];
+    size_t map_count;
+    unsigned map_gets;      /* id_map_get calls */
+    size_t map_get_keys[8]; /* how many keys each of the first calls asked for */
     record_t dead[MAX_RECORDS];
     size_t dead_count;
     fts_position_t saved; /* what read_position returns (copied) */
@@ -89,8 +97,58 @@ static bool fq_ensure_group(void *context, fts_error_t *err)
     return true;
 }
 
-static bool fq_append(void *context, const fts_action_argv_t *actions, size_t count,
-                      const fts_checkpoint_t *checkpoint, fts_error_t *err)
+/* The slot of key in the fake map (added empty when absent). */
+static size_t map_slot(fake_queue_t *queue, const char *key)
+{
+    for (size_t i = 0; i < queue->map_count; i++) {
+        if (strcmp(queue->map_keys[i], key) == 0) {
+            return i;
+        }
+    }
+    assert_true(queue->map_count < MAX_MAP);
+    snprintf(queue->map_keys[queue->map_count], sizeof queue->map_keys[0], "%s", key);
+    queue->map_values[queue->map_count][0] = '\0';
+    return queue->map_count++;
+}
+
+static const char *map_value(fake_queue_t *queue, const char *key)
+{
+    return queue->map_values[map_slot(queue, key)];
+}
+
+static void map_put(fake_queue_t *queue, const char *key, const char *value)
+{
+    snprintf(queue->map_values[map_slot(queue, key)], sizeof queue->map_values[0], "%s", value);
+}
+
+static bool fq_id_map_get(void *context, const char *const *keys, size_t count, char **values,
+                          fts_error_t *err)
+{
+    (void)err;
+    fake_queue_t *queue = context;
+    if (queue->map_gets < 8) {
+        queue->map_get_keys[queue->map_gets] = count;
+    }
+    queue->map_gets++;
+    for (size_t i = 0; i < count; i++) {
+        const char *value = map_value(queue, keys[i]);
+        values[i] = value[0] ? bson_strdup(value) : NULL;
+    }
+    return true;
+}
+
+static void record_dead(fake_queue_t *queue, const fts_dead_letter_t *dead,
+                        const fts_checkpoint_t *checkpoint)
+{
+    assert_true(queue->dead_count < MAX_RECORDS);
+    record_t *record = &queue->dead[queue->dead_count++];
+    memset(record, 0, sizeof *record);
+    snprintf(record->reason, sizeof record->reason, "%s", dead->reason);
+    record_checkpoint(record, checkpoint);
+}
+
+static bool fq_append_actions(void *context, const fts_action_argv_t *actions, size_t count,
+                              const fts_checkpoint_t *checkpoint, fts_error_t *err)
 {
     (void)err;
     fake_queue_t *queue = context;
@@ -114,21 +172,36 @@ static bool fq_append(void *context, const fts_action_argv_t *actions, size_t co
     return true;
 }
 
+/* Records the actions as one append, its dead letters (marked with the append's checkpoint)
+ * and applies its map changes. */
+static bool fq_append(void *context, const fts_queue_batch_t *batch,
+                      const fts_checkpoint_t *checkpoint, fts_error_t *err)
+{
+    fake_queue_t *queue = context;
+    for (size_t i = 0; i < batch->dead_count; i++) {
+        record_dead(queue, &batch->dead[i], checkpoint);
+    }
+    for (size_t i = 0; i < batch->map_count; i++) {
+        const fts_id_map_change_t *change = &batch->map[i];
+        char value[64] = "";
+        if (change->index_id) {
+            snprintf(value, sizeof value, "%.*s", (int)change->index_id_len, change->index_id);
+        }
+        map_put(queue, change->source_id, value);
+    }
+    return fq_append_actions(context, batch->actions, batch->count, checkpoint, err);
+}
+
 static bool fq_checkpoint(void *context, const fts_checkpoint_t *checkpoint, fts_error_t *err)
 {
-    return fq_append(context, NULL, 0, checkpoint, err);
+    return fq_append_actions(context, NULL, 0, checkpoint, err);
 }
 
 static bool fq_dead_letter(void *context, const fts_dead_letter_t *dead,
                            const fts_checkpoint_t *checkpoint, fts_error_t *err)
 {
     (void)err;
-    fake_queue_t *queue = context;
-    assert_true(queue->dead_count < MAX_RECORDS);
-    record_t *record = &queue->dead[queue->dead_count++];
-    memset(record, 0, sizeof *record);
-    snprintf(record->reason, sizeof record->reason, "%s", dead->reason);
-    record_checkpoint(record, checkpoint);
+    record_dead(context, dead, checkpoint);
     return true;
 }
 
@@ -180,6 +253,7 @@ static const fts_queue_ops_t fake_queue_ops = {
     .stream_key = fq_stream_key,
     .ensure_group = fq_ensure_group,
     .append = fq_append,
+    .id_map_get = fq_id_map_get,
     .checkpoint = fq_checkpoint,
     .dead_letter = fq_dead_letter,
     .read_position = fq_read_position,
