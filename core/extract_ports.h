@@ -196,8 +196,8 @@ typedef struct {
                    const fts_checkpoint_t *checkpoint, fts_error_t *err);
     /* Reads the id map: index_ids[i] (bson_free it) is the index id saved for source_ids[i],
      * NULL when the map has no entry. The map reflects every append that returned true. */
-    bool (*id_map_get)(void *context, const char *const *source_ids, size_t count,
-                       char **index_ids, fts_error_t *err);
+    bool (*id_map_get)(void *context, const char *const *source_ids, size_t count, char **index_ids,
+                       fts_error_t *err);
     /* Saves a position with no entries; the caller has queued everything before it. */
     bool (*checkpoint)(void *context, const fts_checkpoint_t *checkpoint, fts_error_t *err);
     /* Writes a dead letter and then (not NULL) the checkpoint past it. */

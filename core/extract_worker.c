@@ -155,13 +155,13 @@ static void item_clear(item_t *item)
 
 /* What one flush sends, built from the items. */
 typedef struct {
-    fts_action_t **actions;       /* in stream order; borrowed from items or extra */
+    fts_action_t **actions; /* in stream order; borrowed from items or extra */
     size_t count;
-    fts_action_t *extra;          /* the deletes of ids an update replaced; owned */
+    fts_action_t *extra; /* the deletes of ids an update replaced; owned */
     size_t extra_count;
-    fts_dead_letter_t *dead;      /* deletes nobody could name */
-    const char **dead_items;      /* 2 per dead letter: "event", json (borrowed) */
-    char **reasons;               /* owned */
+    fts_dead_letter_t *dead; /* deletes nobody could name */
+    const char **dead_items; /* 2 per dead letter: "event", json (borrowed) */
+    char **reasons;          /* owned */
     size_t dead_count;
     fts_id_map_change_t *map;
     size_t map_count;
@@ -242,8 +242,8 @@ static bool plan_build(worker_t *worker, flush_plan_t *plan, fts_error_t *err)
             keys[reads++] = worker->items[i].need.source_id;
         }
     }
-    if (reads > 0 && !worker->queue->ops->id_map_get(worker->queue->context, keys, reads, values,
-                                                     err)) {
+    if (reads > 0 &&
+        !worker->queue->ops->id_map_get(worker->queue->context, keys, reads, values, err)) {
         goto cleanup;
     }
     overlay_init(&overlay, worker->count);
@@ -294,8 +294,7 @@ static bool plan_build(worker_t *worker, flush_plan_t *plan, fts_error_t *err)
                             "not carry the id field and the id map does not know the document "
                             "(indexed before the map existed, or the map was lost): remove its "
                             "index document by hand, or rebuild the map with a re-snapshot",
-                            need->source_id, action->ts_seconds, action->ts_increment,
-                            action->ns));
+                            need->source_id, action->ts_seconds, action->ts_increment, action->ns));
                 }
                 /* LOOKUP_KEEP: the delete event that follows speaks for it. */
                 continue;
@@ -312,10 +311,10 @@ static bool plan_build(worker_t *worker, flush_plan_t *plan, fts_error_t *err)
     for (size_t i = 0; i < overlay.size; i++) {
         overlay_slot_t *slot = &overlay.slots[i];
         if (slot->key && slot->touched) {
-            plan->map[plan->map_count++] = (fts_id_map_change_t){
-                .source_id = slot->key,
-                .index_id = slot->value,
-                .index_id_len = slot->value ? strlen(slot->value) : 0};
+            plan->map[plan->map_count++] =
+                (fts_id_map_change_t){.source_id = slot->key,
+                                      .index_id = slot->value,
+                                      .index_id_len = slot->value ? strlen(slot->value) : 0};
         }
     }
     ok = true;
@@ -477,10 +476,9 @@ static int handle_frame(worker_t *worker, const bson_t *frame)
         break;
     }
     case FTS_WORKER_MESSAGE_SNAPSHOT:
-        transformed = fts_transform_snapshot_mapped(worker->transform, payload, message.ns,
-                                                    message.started.seconds,
-                                                    message.started.increment, action, &produced,
-                                                    &item->need, &err);
+        transformed = fts_transform_snapshot_mapped(
+            worker->transform, payload, message.ns, message.started.seconds,
+            message.started.increment, action, &produced, &item->need, &err);
         position_clear(&worker->position);
         worker->position.set = true;
         worker->position.kind = FTS_CHECKPOINT_SNAPSHOT;

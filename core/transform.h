@@ -77,16 +77,16 @@ typedef struct fts_transform fts_transform_t;
 
 /* What an action means for the id map (options.id_map on; FTS_ID_MAP_NONE when off). */
 typedef enum {
-    FTS_ID_MAP_NONE = 0, /* nothing: a drop, or the map is off */
-    FTS_ID_MAP_SET,      /* the document (source_id) is indexed under the action's id: set it */
-    FTS_ID_MAP_CHANGE,   /* as SET, but the id field may have changed (update, replace): the
-                          * id it had before (prior_id, else the map's) is deleted first when
-                          * it differs from the action's */
-    FTS_ID_MAP_REMOVE,   /* a delete whose id the event gave: remove the entry */
-    FTS_ID_MAP_LOOKUP,   /* a delete only the map can name: the action has no id yet (and was
-                          * not validated); the caller takes the id from the map and removes
-                          * the entry, or dead-letters the event when the map does not know
-                          * source_id */
+    FTS_ID_MAP_NONE = 0,   /* nothing: a drop, or the map is off */
+    FTS_ID_MAP_SET,        /* the document (source_id) is indexed under the action's id: set it */
+    FTS_ID_MAP_CHANGE,     /* as SET, but the id field may have changed (update, replace): the
+                            * id it had before (prior_id, else the map's) is deleted first when
+                            * it differs from the action's */
+    FTS_ID_MAP_REMOVE,     /* a delete whose id the event gave: remove the entry */
+    FTS_ID_MAP_LOOKUP,     /* a delete only the map can name: the action has no id yet (and was
+                            * not validated); the caller takes the id from the map and removes
+                            * the entry, or dead-letters the event when the map does not know
+                            * source_id */
     FTS_ID_MAP_LOOKUP_KEEP /* as LOOKUP for an update whose post-image is gone (deleted since):
                             * the entry stays for the delete event that follows, and when the
                             * map does not know the document the action is dropped (that
@@ -95,8 +95,8 @@ typedef enum {
 
 typedef struct {
     fts_id_map_use_t use;
-    char *source_id;   /* owned; canonical extended JSON of the _id; NULL with NONE */
-    char *prior_id;    /* owned; CHANGE: the index id of the pre-image, NULL without one */
+    char *source_id; /* owned; canonical extended JSON of the _id; NULL with NONE */
+    char *prior_id;  /* owned; CHANGE: the index id of the pre-image, NULL without one */
     size_t prior_id_len;
 } fts_id_map_need_t;
 

@@ -65,7 +65,7 @@
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
     "local i = 1\n"                                                                                \
-    "local function take() local v = ARGV[i]; i = i + 1; return v end\n"                          \
+    "local function take() local v = ARGV[i]; i = i + 1; return v end\n"                           \
     "local n = tonumber(take())\n"                                                                 \
     "for e = 1, n do\n"                                                                            \
     "  local key = KEYS[tonumber(take())]\n"                                                       \
@@ -912,8 +912,8 @@ bool fts_redis_queue_append_batch(fts_redis_queue_t *queue, const fts_queue_batc
              batch->count == 1 ? "" : "s", queue->keys.stream);
     size_t total = batch->count + batch->dead_count;
     fts_redis_cmd_t *xadds = total ? bson_malloc0(total * sizeof *xadds) : NULL;
-    dead_letter_cmd_t *dead = batch->dead_count ? bson_malloc0(batch->dead_count * sizeof *dead)
-                                                : NULL;
+    dead_letter_cmd_t *dead =
+        batch->dead_count ? bson_malloc0(batch->dead_count * sizeof *dead) : NULL;
     bool ok = false;
     for (size_t i = 0; i < batch->count; i++) {
         const fts_action_argv_t *action = &batch->actions[i];

@@ -19,8 +19,8 @@
  *   ftsync:{P}:ids       hash, the id map (FTSYNC_ID_MAP): field = canonical extended JSON of
  *                        a source document's _id, value = its index id; written only by the
  *                        append script, with the entries it belongs to
- * The streams and the id map live on the queue server, the hashes and the lease on the state server; they
- * may be one server (the default).
+ * The streams and the id map live on the queue server, the hashes and the lease on the state
+ * server; they may be one server (the default).
  *
  * The saved position is exactly one of: nothing (start with a snapshot), a snapshot in
  * progress, or a token. Every checkpoint writes one of the two hashes and deletes the other in
