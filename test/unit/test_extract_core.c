@@ -498,6 +498,277 @@ static void test_worker_careful_frame_alone(void **state)
     channel_cleanup(&channel);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* The id map (FTSYNC_ID_FIELD=id, documents whose _id is not their id)                      */
+
+/* An event of type op on the document with _id source and, when id >= 0, id field id (in the
+ * full document; in the pre-image too when pre_id >= 0). */
+static bson_t *mapped_event(const char *op, int32_t source, int32_t id, int32_t pre_id,
+                            uint32_t increment)
+{
+    bson_t *event = bson_new();
+    BSON_APPEND_UTF8(event, "operationType", op);
+    BSON_APPEND_TIMESTAMP(event, "clusterTime", 1700000000u, increment);
+    bson_t ns;
+    BSON_APPEND_DOCUMENT_BEGIN(event, "ns", &ns);
+    BSON_APPEND_UTF8(&ns, "db", "d");
+    BSON_APPEND_UTF8(&ns, "coll", "c");
+    bson_append_document_end(event, &ns);
+    bson_t key;
+    BSON_APPEND_DOCUMENT_BEGIN(event, "documentKey", &key);
+    BSON_APPEND_INT32(&key, "_id", source);
+    bson_append_document_end(event, &key);
+    if (id >= 0) {
+        bson_t doc;
+        BSON_APPEND_DOCUMENT_BEGIN(event, "fullDocument", &doc);
+        BSON_APPEND_INT32(&doc, "_id", source);
+        BSON_APPEND_INT32(&doc, "id", id);
+        BSON_APPEND_UTF8(&doc, "name", "app");
+        bson_append_document_end(event, &doc);
+    }
+    if (pre_id >= 0) {
+        bson_t doc;
+        BSON_APPEND_DOCUMENT_BEGIN(event, "fullDocumentBeforeChange", &doc);
+        BSON_APPEND_INT32(&doc, "_id", source);
+        BSON_APPEND_INT32(&doc, "id", pre_id);
+        bson_append_document_end(event, &doc);
+    }
+    return event;
+}
+
+static bson_t *mapped_frame(const char *op, int32_t source, int32_t id, int32_t pre_id,
+                            uint32_t increment, bool burst_end_hint)
+{
+    (void)burst_end_hint;
+    bson_t *event = mapped_event(op, source, id, pre_id, increment);
+    bson_t *frame = bson_new();
+    char token[64];
+    snprintf(token, sizeof token, "{\"_data\":\"%02u\"}", increment);
+    BSON_APPEND_UTF8(frame, "t", "event");
+    BSON_APPEND_DOCUMENT(frame, "ev", event);
+    BSON_APPEND_UTF8(frame, "tok", token);
+    BSON_APPEND_UTF8(frame, "kind", "resume");
+    bson_destroy(event);
+    return frame;
+}
+
+static bson_t *mapped_snapshot_frame(int32_t source, int32_t id, int64_t queued)
+{
+    bson_t *frame = bson_new();
+    BSON_APPEND_UTF8(frame, "t", "snap");
+    bson_t doc;
+    BSON_APPEND_DOCUMENT_BEGIN(frame, "doc", &doc);
+    BSON_APPEND_INT32(&doc, "_id", source);
+    BSON_APPEND_INT32(&doc, "id", id);
+    bson_append_document_end(frame, &doc);
+    BSON_APPEND_UTF8(frame, "ns", "d.c");
+    BSON_APPEND_TIMESTAMP(frame, "started", 1700000000u, 1);
+    char last_id[64];
+    snprintf(last_id, sizeof last_id, "{ \"$numberInt\" : \"%d\" }", source);
+    BSON_APPEND_UTF8(frame, "last_id", last_id);
+    BSON_APPEND_INT64(frame, "queued", queued);
+    return frame;
+}
+
+/* The map key of _id n (canonical extended JSON of an int32). */
+static const char *key_of(int32_t n)
+{
+    static char keys[8][48];
+    static unsigned next;
+    char *key = keys[next++ % 8];
+    snprintf(key, sizeof keys[0], "{ \"$numberInt\" : \"%d\" }", n);
+    return key;
+}
+
+/* Runs the worker with FTSYNC_ID_FIELD=id and the id map on or off. */
+static int run_mapped_worker(fake_queue_t *queue, fake_channel_t *channel, size_t batch_size,
+                             bool id_map)
+{
+    fts_string_list_t fields = {0};
+    fts_transform_options_t options = {
+        .fields = &fields, .id_field = "id", .id_map = id_map, .on_drop = FTS_ON_DROP_DELETE};
+    fts_error_t err;
+    fts_transform_t *transform = fts_transform_new(&options, &err);
+    if (!transform) {
+        fail_msg("transform: %s", err.message);
+    }
+    fts_queue_port_t qport = queue_port(queue);
+    static const fts_channel_ops_t fake_channel_ops = {.receive = fc_receive, .wait = fc_wait};
+    fts_channel_port_t cport = {.ops = &fake_channel_ops, .context = channel};
+    int status = fts_extract_worker_loop(transform, batch_size, &qport, &cport);
+    fts_transform_destroy(transform);
+    return status;
+}
+
+static void test_idmap_insert_and_delete_in_one_batch(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    channel_add(&channel, mapped_frame("insert", 1, 101, -1, 1, false), false);
+    channel_add(&channel, mapped_frame("insert", 2, 102, -1, 2, false), false);
+    channel_add(&channel, mapped_frame("delete", 1, -1, -1, 3, false), true);
+    assert_int_equal(run_mapped_worker(&queue, &channel, 100, true), FTS_WORKER_EXIT_OK);
+
+    /* The delete found its index id in the batch itself, before Redis knew it. */
+    assert_int_equal(queue.append_count, 1);
+    record_t *append = &queue.appends[0];
+    assert_int_equal(append->count, 3);
+    assert_string_equal(append->ops[2], "delete");
+    assert_string_equal(append->ids[2], "101");
+    assert_string_equal(append->token, "{\"_data\":\"03\"}");
+    assert_int_equal(queue.dead_count, 0);
+    /* Written with the batch: 2 -> 102, 1 removed. */
+    assert_string_equal(map_value(&queue, key_of(2)), "102");
+    assert_string_equal(map_value(&queue, key_of(1)), "");
+    channel_cleanup(&channel);
+}
+
+static void test_idmap_deletes_batch_their_lookups(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    map_put(&queue, key_of(7), "107");
+    map_put(&queue, key_of(8), "108");
+    channel_add(&channel, mapped_frame("delete", 7, -1, -1, 1, false), false);
+    channel_add(&channel, mapped_frame("delete", 8, -1, -1, 2, false), true);
+    assert_int_equal(run_mapped_worker(&queue, &channel, 100, true), FTS_WORKER_EXIT_OK);
+
+    /* One read of the map for the whole batch (HMGET), two deletes, both entries gone. */
+    assert_int_equal(queue.map_gets, 1);
+    assert_int_equal(queue.map_get_keys[0], 2);
+    assert_int_equal(queue.append_count, 1);
+    assert_int_equal(queue.appends[0].count, 2);
+    assert_string_equal(queue.appends[0].ids[0], "107");
+    assert_string_equal(queue.appends[0].ids[1], "108");
+    assert_string_equal(map_value(&queue, key_of(7)), "");
+    assert_string_equal(map_value(&queue, key_of(8)), "");
+    channel_cleanup(&channel);
+}
+
+static void test_idmap_unknown_delete_dead_lettered(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    channel_add(&channel, mapped_frame("insert", 1, 101, -1, 1, false), false);
+    channel_add(&channel, mapped_frame("delete", 9, -1, -1, 2, false), false);
+    channel_add(&channel, mapped_frame("insert", 3, 103, -1, 3, false), true);
+    assert_int_equal(run_mapped_worker(&queue, &channel, 100, true), FTS_WORKER_EXIT_OK);
+
+    /* Nobody knows _id 9: its event is dead-lettered inside the same append, naming the _id,
+     * and the pipeline goes on (no stop, no guessed id). */
+    assert_int_equal(queue.append_count, 1);
+    assert_int_equal(queue.appends[0].count, 2);
+    assert_string_equal(queue.appends[0].ids[0], "101");
+    assert_string_equal(queue.appends[0].ids[1], "103");
+    assert_string_equal(queue.appends[0].token, "{\"_data\":\"03\"}");
+    assert_int_equal(queue.dead_count, 1);
+    assert_contains(queue.dead[0].reason, "{ \"$numberInt\" : \"9\" }");
+    assert_contains(queue.dead[0].reason, "id map does not know");
+    assert_string_equal(queue.dead[0].token, "{\"_data\":\"03\"}");
+    channel_cleanup(&channel);
+}
+
+static void test_idmap_id_change_deletes_old_id_first(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    map_put(&queue, key_of(5), "105");
+    /* From the map: 105 -> 205. */
+    channel_add(&channel, mapped_frame("update", 5, 205, -1, 1, false), false);
+    /* From the pre-image (no map read needed): 205 -> 305, by a replace. */
+    channel_add(&channel, mapped_frame("replace", 5, 305, 205, 2, false), false);
+    /* Unchanged: no delete. */
+    channel_add(&channel, mapped_frame("update", 5, 305, -1, 3, false), true);
+    assert_int_equal(run_mapped_worker(&queue, &channel, 100, true), FTS_WORKER_EXIT_OK);
+
+    assert_int_equal(queue.append_count, 1);
+    record_t *append = &queue.appends[0];
+    assert_int_equal(append->count, 5);
+    assert_string_equal(append->ops[0], "delete");
+    assert_string_equal(append->ids[0], "105");
+    assert_string_equal(append->ops[1], "index");
+    assert_string_equal(append->ids[1], "205");
+    assert_string_equal(append->ops[2], "delete");
+    assert_string_equal(append->ids[2], "205");
+    assert_string_equal(append->ops[3], "index");
+    assert_string_equal(append->ids[3], "305");
+    assert_string_equal(append->ops[4], "index");
+    assert_string_equal(append->ids[4], "305");
+    assert_int_equal(queue.map_gets, 1);
+    assert_string_equal(map_value(&queue, key_of(5)), "305");
+    channel_cleanup(&channel);
+}
+
+static void test_idmap_update_without_post_image(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    map_put(&queue, key_of(4), "104");
+    /* Deleted after the update: updateLookup found nothing; its delete event follows. */
+    channel_add(&channel, mapped_frame("update", 4, -1, -1, 1, false), false);
+    channel_add(&channel, mapped_frame("delete", 4, -1, -1, 2, false), false);
+    /* Never known: the update gives nothing, its delete is dead-lettered once. */
+    channel_add(&channel, mapped_frame("update", 6, -1, -1, 3, false), false);
+    channel_add(&channel, mapped_frame("delete", 6, -1, -1, 4, false), true);
+    assert_int_equal(run_mapped_worker(&queue, &channel, 100, true), FTS_WORKER_EXIT_OK);
+
+    assert_int_equal(queue.append_count, 1);
+    assert_int_equal(queue.appends[0].count, 2);
+    assert_string_equal(queue.appends[0].ids[0], "104");
+    assert_string_equal(queue.appends[0].ids[1], "104");
+    assert_int_equal(queue.dead_count, 1);
+    assert_contains(queue.dead[0].reason, "{ \"$numberInt\" : \"6\" }");
+    assert_string_equal(map_value(&queue, key_of(4)), "");
+    channel_cleanup(&channel);
+}
+
+static void test_idmap_snapshot_fills_the_map(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    channel_add(&channel, mapped_snapshot_frame(1, 101, 1), false);
+    channel_add(&channel, mapped_snapshot_frame(2, 102, 2), true);
+    channel_add(&channel, mapped_frame("delete", 2, -1, -1, 5, false), true);
+    assert_int_equal(run_mapped_worker(&queue, &channel, 100, true), FTS_WORKER_EXIT_OK);
+    assert_int_equal(queue.append_count, 2);
+    assert_int_equal(queue.appends[0].kind, FTS_CHECKPOINT_SNAPSHOT);
+    assert_int_equal(queue.map_gets, 1); /* the delete's, not the snapshot's */
+    assert_string_equal(queue.appends[1].ids[0], "102");
+    assert_string_equal(map_value(&queue, key_of(1)), "101");
+    assert_string_equal(map_value(&queue, key_of(2)), "");
+    channel_cleanup(&channel);
+}
+
+static void test_idmap_off_needs_pre_images(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    channel_add(&channel, mapped_frame("insert", 1, 101, -1, 1, false), false);
+    channel_add(&channel, mapped_frame("delete", 1, -1, -1, 2, false), true);
+    /* FTSYNC_ID_MAP=off keeps the old rule: the delete stops the worker (exit 3), after
+     * queueing what came before it; no map is read or written. */
+    assert_int_equal(run_mapped_worker(&queue, &channel, 100, false), FTS_WORKER_EXIT_UNSUPPORTED);
+    assert_int_equal(queue.append_count, 1);
+    assert_int_equal(queue.appends[0].count, 1);
+    assert_int_equal(queue.map_gets, 0);
+    assert_int_equal(queue.map_count, 0);
+    /* With a pre-image the delete needs no map. */
+    fake_queue_t again = {0};
+    fake_channel_t with_pre = {0};
+    channel_add(&with_pre, mapped_frame("delete", 1, -1, 101, 2, false), true);
+    assert_int_equal(run_mapped_worker(&again, &with_pre, 100, false), FTS_WORKER_EXIT_OK);
+    assert_string_equal(again.appends[0].ids[0], "101");
+    channel_cleanup(&with_pre);
+    channel_cleanup(&channel);
+}
+
 static void test_worker_bad_frame_retry(void **state)
 {
     (void)state;
@@ -975,6 +1246,13 @@ int main(void)
         cmocka_unit_test(test_worker_token_frame_checkpoints),
         cmocka_unit_test(test_worker_careful_frame_alone),
         cmocka_unit_test(test_worker_bad_frame_retry),
+        cmocka_unit_test(test_idmap_insert_and_delete_in_one_batch),
+        cmocka_unit_test(test_idmap_deletes_batch_their_lookups),
+        cmocka_unit_test(test_idmap_unknown_delete_dead_lettered),
+        cmocka_unit_test(test_idmap_id_change_deletes_old_id_first),
+        cmocka_unit_test(test_idmap_update_without_post_image),
+        cmocka_unit_test(test_idmap_snapshot_fills_the_map),
+        cmocka_unit_test(test_idmap_off_needs_pre_images),
         cmocka_unit_test(test_parent_backpressure_stops_reading),
         cmocka_unit_test(test_parent_reads_below_max),
         cmocka_unit_test(test_parent_history_lost_resyncs),
