@@ -19,16 +19,16 @@
  *   ftsync:{P}:ids       hash, the id map (FTSYNC_ID_MAP): field = canonical extended JSON of
  *                        a source document's _id, value = its index id; written only by the
  *                        append script, with the entries it belongs to
- * The streams and the id map live on the queue server, the hashes and the lease on the state
- * server; they may be one server (the default).
+ * The streams and the id map live on the queue server, the position hashes and the lease on
+ * the state server; they may be one server (the default).
  *
  * The saved position is exactly one of: nothing (start with a snapshot), a snapshot in
  * progress, or a token. Every checkpoint writes one of the two hashes and deletes the other in
- * the same MULTI/EXEC on the state server, so the position moves from "snapshot at T after
- * _id X" to "resume after token" in one step: the first change-stream checkpoint is also the
- * end of the snapshot. Deleting the snapshot hash as a step of its own would leave, before
- * the token exists, a moment with no position (a crash then re-snapshots: safe, but the whole
- * collection again), or, after it, a moment with two.
+ * the same step (the append script, or one MULTI/EXEC on the state server), so the position
+ * moves from "snapshot at T after _id X" to "resume after token" in one step: the first
+ * change-stream checkpoint is also the end of the snapshot. Deleting the snapshot hash as a
+ * step of its own would leave, before the token exists, a moment with no position (a crash
+ * then re-snapshots: safe, but the whole collection again), or, after it, a moment with two.
  *
  * Invariants kept here:
  *   1. a checkpoint is written only after every stream entry given with it is in the stream:
