@@ -195,7 +195,8 @@ typedef struct {
     bool (*append)(void *context, const fts_queue_batch_t *batch,
                    const fts_checkpoint_t *checkpoint, fts_error_t *err);
     /* Reads the id map: index_ids[i] (bson_free it) is the index id saved for source_ids[i],
-     * NULL when the map has no entry. The map reflects every append that returned true. */
+     * NULL when the map has no entry. The map reflects every append that returned true. A
+     * value may still be no valid index id (a hand-edited map): the caller validates it. */
     bool (*id_map_get)(void *context, const char *const *source_ids, size_t count, char **index_ids,
                        fts_error_t *err);
     /* Saves a position with no entries; the caller has queued everything before it. */

@@ -62,7 +62,7 @@ typedef struct {
     item_t *items;
     size_t count;
     pending_position_t position;
-    uint64_t unknown_deletes; /* deletes dead-lettered because nothing knew the document */
+    uint64_t unknown_deletes; /* events dead-lettered because no index id could be named */
 } worker_t;
 
 /* ---- The overlay: the id map as the batch so far changes it ---- */
@@ -207,7 +207,8 @@ static void plan_dead_letter(worker_t *worker, flush_plan_t *plan, item_t *item,
 {
     size_t n = plan->dead_count++;
     plan->dead_items[2 * n] = "event";
-    plan->dead_items[2 * n + 1] = item->event_json ? item->event_json : "(not representable)";
+    plan->dead_items[2 * n + 1] =
+        item->event_json ? item->event_json : "(the event is not kept; see the reason)";
     plan->reasons[n] = reason;
     plan->dead[n] = (fts_dead_letter_t){
         .items = &plan->dead_items[2 * n], .count = 2, .reason = reason, .stage = "transform"};
@@ -224,6 +225,7 @@ static bool plan_build(worker_t *worker, flush_plan_t *plan, fts_error_t *err)
     const char **keys = NULL;
     char **values = NULL;
     overlay_t overlay = {0};
+    fts_error_t invalid;
     memset(plan, 0, sizeof *plan);
     plan->actions = bson_malloc0((2 * worker->count + 1) * sizeof *plan->actions);
     plan->extra = bson_malloc0((worker->count + 1) * sizeof *plan->extra);
@@ -275,7 +277,17 @@ static bool plan_build(worker_t *worker, flush_plan_t *plan, fts_error_t *err)
             size_t prior_len = need->prior_id ? need->prior_id_len : (prior ? strlen(prior) : 0);
             if (prior && (prior_len != action->id_len || memcmp(prior, action->id, prior_len))) {
                 /* The id field changed: the old index document goes first (invariant 7). */
-                plan->actions[plan->count++] = plan_extra_delete(plan, action, prior, prior_len);
+                fts_action_t *extra = plan_extra_delete(plan, action, prior, prior_len);
+                if (fts_action_validate(extra, &invalid)) {
+                    plan->actions[plan->count++] = extra;
+                } else {
+                    plan_dead_letter(worker, plan, item,
+                                     bson_strdup_printf("transform failed: update of _id %s: its "
+                                                        "former index id (from the id map) is "
+                                                        "not an index id, so it is not deleted: "
+                                                        "%s",
+                                                        need->source_id, invalid.message));
+                }
             }
             overlay_set(slot, action->id, action->id_len);
             break;
@@ -303,6 +315,14 @@ static bool plan_build(worker_t *worker, flush_plan_t *plan, fts_error_t *err)
             action->id = bson_strndup(slot->value, action->id_len);
             if (need->use == FTS_ID_MAP_LOOKUP) {
                 overlay_set(slot, NULL, 0);
+            }
+            if (!fts_action_validate(action, &invalid)) {
+                /* Only a hand-edited map holds an id the index would refuse. */
+                plan_dead_letter(worker, plan, item,
+                                 bson_strdup_printf("transform failed: delete of _id %s: the id "
+                                                    "map's entry is not an index id: %s",
+                                                    need->source_id, invalid.message));
+                continue;
             }
             break;
         }

@@ -1141,14 +1141,15 @@ bool fts_redis_queue_id_map_get(fts_redis_queue_t *queue, const char *const *sou
         if (value->type == REDIS_REPLY_NIL) {
             continue;
         }
-        if (value->type != REDIS_REPLY_STRING || value->len == 0 ||
-            memchr(value->str, '\0', value->len)) {
-            fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
-                          "the entry of %s in %s is not an index id", source_ids[i],
-                          queue->keys.ids);
+        if (value->type != REDIS_REPLY_STRING) {
+            fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL,
+                          "HMGET returned something other than a string or nil");
             goto cleanup;
         }
-        index_ids[i] = bson_strndup(value->str, value->len);
+        /* A value holding a NUL byte (a hand-edited map) comes back empty, which no index id
+         * is: the caller refuses it instead of using a truncated id. */
+        index_ids[i] = memchr(value->str, '\0', value->len) ? bson_strdup("")
+                                                            : bson_strndup(value->str, value->len);
     }
     ok = true;
 

@@ -141,7 +141,8 @@ bool fts_redis_queue_append(fts_redis_queue_t *queue, const fts_action_argv_t *a
                             size_t count, const fts_checkpoint_t *checkpoint, fts_error_t *err);
 
 /* HMGET of the id map: index_ids[i] (bson_free it) is the index id saved for source_ids[i],
- * NULL when the map has no entry for it. On failure every index_ids[i] is NULL. */
+ * NULL when the map has no entry for it, "" when the entry holds a NUL byte (no index id does;
+ * the caller refuses it). On failure every index_ids[i] is NULL. */
 bool fts_redis_queue_id_map_get(fts_redis_queue_t *queue, const char *const *source_ids,
                                 size_t count, char **index_ids, fts_error_t *err);
 

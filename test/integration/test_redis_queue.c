@@ -1255,6 +1255,19 @@ static void test_separate_servers(void **state)
     assert_false(exists(state_redis, keys->dead));
     assert_saved_token(state_redis, queue, TOKEN_TEXT(2));
 
+    /* The id map lives with the stream: written by the script on the queue server, the token
+     * on the state server only after it. */
+    fts_id_map_change_t map[] = {
+        {.source_id = "{ \"$numberInt\" : \"9\" }", .index_id = "109", .index_id_len = 3}};
+    fts_queue_batch_t with_map = {.actions = batch->argv, .count = 0, .map = map, .map_count = 1};
+    fts_checkpoint_t mapped = token_checkpoint(TOKEN_TEXT(3), BASE_SECONDS + 5);
+    fts_error_clear(&err);
+    assert_true(fts_redis_queue_append_batch(queue, &with_map, &mapped, &err));
+    assert_true(exists(queue_redis, keys->ids));
+    assert_false(exists(state_redis, keys->ids));
+    assert_saved_token(state_redis, queue, TOKEN_TEXT(3));
+    freeReplyObject(run(queue_redis, "DEL %s", keys->ids));
+
     /* Backlog and trim look at the queue server. */
     assert_int_equal(backlog_ok(queue).entries, 4);
     assert_true(trim_ok(queue).trimmed);

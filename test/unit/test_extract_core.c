@@ -745,6 +745,30 @@ static void test_idmap_snapshot_fills_the_map(void **state)
     channel_cleanup(&channel);
 }
 
+static void test_idmap_bad_entry_dead_lettered(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    /* Hand-edited entries that are no index ids (invalid UTF-8). */
+    map_put(&queue, key_of(3), "\xff");
+    map_put(&queue, key_of(4), "\xfe");
+    channel_add(&channel, mapped_frame("delete", 3, -1, -1, 1, false), false);
+    channel_add(&channel, mapped_frame("update", 4, 204, -1, 2, false), true);
+    assert_int_equal(run_mapped_worker(&queue, &channel, 100, true), FTS_WORKER_EXIT_OK);
+    /* Neither is used as an id nor makes the worker retry for ever: each event is
+     * dead-lettered with the reason, the update's new id is still indexed. */
+    assert_int_equal(queue.append_count, 1);
+    assert_int_equal(queue.appends[0].count, 1);
+    assert_string_equal(queue.appends[0].ops[0], "index");
+    assert_string_equal(queue.appends[0].ids[0], "204");
+    assert_int_equal(queue.dead_count, 2);
+    assert_contains(queue.dead[0].reason, "is not an index id");
+    assert_contains(queue.dead[1].reason, "former index id");
+    assert_string_equal(map_value(&queue, key_of(4)), "204");
+    channel_cleanup(&channel);
+}
+
 static void test_idmap_off_needs_pre_images(void **state)
 {
     (void)state;
@@ -1252,6 +1276,7 @@ int main(void)
         cmocka_unit_test(test_idmap_id_change_deletes_old_id_first),
         cmocka_unit_test(test_idmap_update_without_post_image),
         cmocka_unit_test(test_idmap_snapshot_fills_the_map),
+        cmocka_unit_test(test_idmap_bad_entry_dead_lettered),
         cmocka_unit_test(test_idmap_off_needs_pre_images),
         cmocka_unit_test(test_parent_backpressure_stops_reading),
         cmocka_unit_test(test_parent_reads_below_max),
