@@ -11,6 +11,9 @@
  *     process at seeded random moments in between: replaying the stream gives exactly the
  *     collection, document by document, nothing is dead-lettered, and the index the loader
  *     builds from it equals the collection document by document (_id and _source);
+ *   - the workload generator's documents with --object-ids (Steam-shaped, `_id` an ObjectId
+ *     made from `id`), inserts, updates, replaces and deletes, kill -9 of extract twice while
+ *     it writes: the stream replays to the collection, nothing dead-lettered;
  *   - the id map lost (the hash deleted by hand): a delete nobody can name is dead-lettered with
  *     a reason naming its _id, counted, and extract goes on; `reset-token --clear` (a
  *     re-snapshot) rebuilds the map, after which deletes are followed again.
@@ -578,11 +581,52 @@ static void test_lost_map_dead_letters_then_resnapshot_rebuilds(void **state)
     assert_int_equal(dead_count(f), 1);
 }
 
+/* The workload generator's Steam-shaped documents with ObjectId _ids (--object-ids), deletes
+ * among the changes, kill -9 of extract twice while it writes. */
+static void test_workload_with_object_ids(void **state)
+{
+    fixture_t *f = *state = fixture_new("idmap-workload");
+    const char *initial[] = {"--count", "500", "--mix",        "insert=100",
+                             "--seed",  "7",   "--object-ids", NULL};
+    assert_int_equal(fts_test_pipeline_workload_run(&f->p, initial, 120000), 0);
+    f->extract = start_extract(f);
+    wait_caught_up(f, MARKER_ID - 1);
+    const char *changes[] = {
+        "--count", "3000", "--mix",        "insert=30,update=35,replace=15,delete=20",
+        "--seed",  "8",    "--id-start",   "100000",
+        "--rate",  "1500", "--object-ids", NULL};
+    pid_t writer = fts_test_pipeline_workload_spawn(&f->p, changes);
+    assert_true(writer > 0);
+    for (int k = 0; k < 2; k++) {
+        fts_test_sleep_ms(600);
+        assert_true(fts_test_extract_kill(f->extract, SIGKILL));
+        fts_test_extract_destroy(f->extract);
+        f->extract = start_extract(f);
+    }
+    assert_int_equal(fts_test_wait_pid(writer, 180000), 0);
+    wait_caught_up(f, MARKER_ID);
+    assert_int_equal(dead_count(f), 0);
+    assert_stream_equals_collection(f, "idmap workload");
+    /* The documents really have ObjectId _ids and integer ids that differ from them. */
+    bson_t *query = bson_new();
+    bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
+    mongoc_cursor_t *cursor = mongoc_collection_find_with_opts(f->p.coll, query, opts, NULL);
+    const bson_t *doc = NULL;
+    assert_true(mongoc_cursor_next(cursor, &doc));
+    bson_iter_t iter;
+    assert_true(bson_iter_init_find(&iter, doc, "_id") && BSON_ITER_HOLDS_OID(&iter));
+    assert_true(bson_iter_init_find(&iter, doc, "id") && BSON_ITER_HOLDS_INT32(&iter));
+    mongoc_cursor_destroy(cursor);
+    bson_destroy(opts);
+    bson_destroy(query);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_original_configuration_with_kills, teardown),
         cmocka_unit_test_teardown(test_lost_map_dead_letters_then_resnapshot_rebuilds, teardown),
+        cmocka_unit_test_teardown(test_workload_with_object_ids, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
