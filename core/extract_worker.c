@@ -303,9 +303,11 @@ static bool plan_build(worker_t *worker, flush_plan_t *plan, fts_error_t *err)
                         worker, plan, item,
                         bson_strdup_printf(
                             "transform failed: delete of _id %s at %u.%u on %s: the event does "
-                            "not carry the id field and the id map does not know the document "
-                            "(indexed before the map existed, or the map was lost): remove its "
-                            "index document by hand, or rebuild the map with a re-snapshot",
+                            "not carry the id field and the id map does not know the document: "
+                            "deleted while a snapshot ran, before the scan reached it (then it "
+                            "was never indexed from this snapshot), indexed before the map "
+                            "existed, or the map was lost; if the index still holds it, remove "
+                            "it by hand (a re-snapshot rebuilds the map)",
                             need->source_id, action->ts_seconds, action->ts_increment, action->ns));
                 }
                 /* LOOKUP_KEEP: the delete event that follows speaks for it. */
