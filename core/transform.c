@@ -4,7 +4,9 @@
  * Keeps invariant 3 (every action carries the version of the change it comes from, and a
  * delete names the same id the index used) and invariants 5 and 6 (an event that cannot be
  * turned into an action fails with a message naming the event and the reason; it is never
- * skipped silently, and nothing half-built is returned).
+ * skipped silently, and nothing half-built is returned). The one deliberate exception is a
+ * delete only the id map can name (FTS_ID_MAP_LOOKUP): its action is returned without an id,
+ * unvalidated, and says so in its fts_id_map_need_t; the worker completes and validates it.
  */
 #include "transform.h"
 
