@@ -8,7 +8,8 @@
  * What is pinned (each failed before the id map: the first delete stopped extract with exit 3,
  * and an id change left the old index document for ever):
  *   - inserts, updates, id changes (update and replace) and deletes, with kill -9 of the extract
- *     process at seeded random moments in between: replaying the stream gives exactly the
+ *     process (4 times) and of its transform worker alone (twice) at seeded random moments in
+ *     between: replaying the stream gives exactly the
  *     collection, document by document, nothing is dead-lettered, and the index the loader
  *     builds from it equals the collection document by document (_id and _source);
  *   - the workload generator's documents with --object-ids (Steam-shaped, `_id` an ObjectId
@@ -472,9 +473,17 @@ static void test_original_configuration_with_kills(void **state)
     int next_kill = 0;
     for (uint64_t op = 0; op < OPERATIONS; op++) {
         if (next_kill < KILLS && op == kill_at[next_kill]) {
-            assert_true(fts_test_extract_kill(f->extract, SIGKILL));
-            fts_test_extract_destroy(f->extract);
-            f->extract = start_extract(f);
+            if (next_kill % 3 == 2) {
+                /* The worker alone, perhaps mid-append: the parent restarts it from the saved
+                 * position. */
+                pid_t worker = fts_test_extract_worker_pid(f->extract, 10000);
+                assert_true(worker > 0);
+                assert_true(fts_test_kill_pid(worker, SIGKILL));
+            } else {
+                assert_true(fts_test_extract_kill(f->extract, SIGKILL));
+                fts_test_extract_destroy(f->extract);
+                f->extract = start_extract(f);
+            }
             next_kill++;
         }
         random_operation(f);
