@@ -213,7 +213,10 @@ static void plan_dead_letter(worker_t *worker, flush_plan_t *plan, item_t *item,
     plan->dead[n] = (fts_dead_letter_t){
         .items = &plan->dead_items[2 * n], .count = 2, .reason = reason, .stage = "transform"};
     worker->unknown_deletes++;
-    fts_log(FTS_LOG_WARN, COMPONENT, "event dead-lettered: %s unknown_delete_total=%llu", reason,
+    /* Counted when found; the queue logs it again once it is written (a failed append re-sends
+     * the batch, which finds it again). */
+    fts_log(FTS_LOG_WARN, COMPONENT,
+            "event to dead-letter with this batch: %s unknown_delete_total=%llu", reason,
             (unsigned long long)worker->unknown_deletes);
 }
 
