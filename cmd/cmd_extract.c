@@ -46,6 +46,10 @@ void fts_cmd_extract_options(const fts_config_t *config, fts_extract_options_t *
         .batch_size = (size_t)config->batch_size,
         .transform =
             {
+                /* auto: on exactly when a delete event cannot name the index id itself. */
+                .id_map = config->id_map == FTS_ID_MAP_ON ||
+                          (config->id_map == FTS_ID_MAP_AUTO && config->id_field &&
+                           strcmp(config->id_field, "_id") != 0),
                 .id_field = config->id_field,
                 .fields = &config->fields,
                 .on_drop = config->on_drop,

@@ -72,6 +72,11 @@ static int worker_run(const fts_config_t *config, int fd)
         fts_log(FTS_LOG_ERROR, "worker", "cannot make the socket non-blocking");
         goto cleanup;
     }
+    if (options.transform.id_map) {
+        fts_log(FTS_LOG_INFO, "worker",
+                "id map on: deletes without the id field \"%s\" take their index id from %s",
+                config->id_field, fts_redis_queue_keys(queue)->ids);
+    }
     fts_queue_port_t queue_port = fts_redis_queue_port(queue);
     fts_channel_port_t channel_port = fts_socket_channel_port(&channel);
     status = fts_extract_worker_loop(transform, options.batch_size, &queue_port, &channel_port);

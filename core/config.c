@@ -58,12 +58,14 @@ const char *const fts_full_document_names[] = {"updateLookup", "whenAvailable", 
 const char *const fts_pre_images_names[] = {"off", "whenAvailable", "required", NULL};
 const char *const fts_on_drop_names[] = {"delete", "ignore", NULL};
 const char *const fts_on_history_lost_names[] = {"resync", "stop", NULL};
+const char *const fts_id_map_names[] = {"auto", "on", "off", NULL};
 
 /* A TYPE_CHOICE field is written and read as an int: each of its enums must be one. */
 _Static_assert(sizeof(fts_scope_t) == sizeof(int) && sizeof(fts_full_document_t) == sizeof(int) &&
                    sizeof(fts_pre_images_t) == sizeof(int) &&
                    sizeof(fts_on_drop_t) == sizeof(int) &&
-                   sizeof(fts_on_history_lost_t) == sizeof(int),
+                   sizeof(fts_on_history_lost_t) == sizeof(int) &&
+                   sizeof(fts_id_map_mode_t) == sizeof(int),
                "choice enums are stored as int");
 
 static const setting_t settings[] = {
@@ -86,8 +88,8 @@ static const setting_t settings[] = {
      fts_full_document_names},
     {"FTSYNC_MONGO_PRE_IMAGES", TYPE_CHOICE, "off", NULL, FIELD(mongo_pre_images), 0, 0, 0, 0,
      "pre-images of changes (fullDocumentBeforeChange): off, whenAvailable or required; needed "
-     "for deletes when FTSYNC_ID_FIELD is not _id (the collection needs "
-     "changeStreamPreAndPostImages)",
+     "for deletes when FTSYNC_ID_FIELD is not _id and FTSYNC_ID_MAP is off (the collection "
+     "needs changeStreamPreAndPostImages)",
      fts_pre_images_names},
     {"FTSYNC_MONGO_MAX_AWAIT_MS", TYPE_INT, "1000", NULL, FIELD(mongo_max_await_ms), 0, 0, 10,
      60000, "how long one change-stream read waits for an event (maxAwaitTimeMS)", NULL},
@@ -189,6 +191,12 @@ static const setting_t settings[] = {
 
     {"FTSYNC_ID_FIELD", TYPE_STRING, "_id", NULL, FIELD(id_field), 0, 0, 0, 0,
      "document field whose value becomes the index _id", NULL},
+    {"FTSYNC_ID_MAP", TYPE_CHOICE, "auto", NULL, FIELD(id_map), 0, 0, 0, 0,
+     "keep the id map (source _id -> index id, the Redis hash ftsync:{<pipeline>}:ids) so that "
+     "deletes find their index id without pre-images and id changes remove the old document: "
+     "auto (on when FTSYNC_ID_FIELD is not _id), on or off (then deletes need pre-images when "
+     "FTSYNC_ID_FIELD is not _id)",
+     fts_id_map_names},
     {"FTSYNC_FIELDS", TYPE_LIST, NULL, NULL, FIELD(fields), 0, 0, 0, 0,
      "comma-separated fields copied into the index; unset copies the whole document", NULL},
 

@@ -87,12 +87,20 @@ typedef enum {
     FTS_ON_HISTORY_LOST_STOP        /* stop in an error state for an operator */
 } fts_on_history_lost_t;
 
+/* FTSYNC_ID_MAP: whether extract keeps the id map (source _id -> index id) in the queue Redis. */
+typedef enum {
+    FTS_ID_MAP_AUTO = 0, /* on when FTSYNC_ID_FIELD is not _id */
+    FTS_ID_MAP_ON,
+    FTS_ID_MAP_OFF
+} fts_id_map_mode_t;
+
 /* NULL-terminated, indexed by the enums above. */
 extern const char *const fts_scope_names[];
 extern const char *const fts_full_document_names[];
 extern const char *const fts_pre_images_names[];
 extern const char *const fts_on_drop_names[];
 extern const char *const fts_on_history_lost_names[];
+extern const char *const fts_id_map_names[];
 
 typedef struct {
     /* MongoDB source */
@@ -152,6 +160,7 @@ typedef struct {
 
     /* Projection of documents */
     char *id_field;
+    fts_id_map_mode_t id_map;
     fts_string_list_t fields;
 
     /* Operation */

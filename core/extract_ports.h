@@ -11,7 +11,8 @@
  * directly: there is nothing to convert. The promises each port makes are the ones the loops
  * rely on for the invariants of README.md, Architecture:
  *   1. fts_queue_ops_t.append saves a checkpoint only once every action given with it is in
- *      the queue; dead_letter likewise for its entry;
+ *      the queue (and the id map changes with them are written); dead_letter likewise for
+ *      its entry;
  *   4. backlog reports what the loaders have not acknowledged; trim removes only what every
  *      consumer acknowledged;
  *   one active extractor: fts_lease_ops_t.remaining_ms is a conservative local deadline.
@@ -143,6 +144,26 @@ typedef struct {
     const char *stage; /* "transform", "extract", "load" */
 } fts_dead_letter_t;
 
+/* One change of the id map (README.md, Extract: the id map), kept in the queue beside the
+ * stream: which index id a source document (_id) was indexed under. Borrowed for the call. */
+typedef struct {
+    const char *source_id; /* canonical extended JSON of the document's _id */
+    const char *index_id;  /* NULL: remove the entry (the document was deleted) */
+    size_t index_id_len;
+} fts_id_map_change_t;
+
+/* What one append writes, in this order and in one step: the actions, the dead letters found
+ * while building them (an event refused inside the batch), the id map changes they imply.
+ * Borrowed for the duration of the call. */
+typedef struct {
+    const fts_action_argv_t *actions;
+    size_t count;
+    const fts_dead_letter_t *dead;
+    size_t dead_count;
+    const fts_id_map_change_t *map;
+    size_t map_count;
+} fts_queue_batch_t;
+
 /* How far the loaders are behind. The loop compares only entries with its maximum; the rest
  * is detail for logs and tests. */
 typedef struct {
@@ -167,10 +188,17 @@ typedef struct {
     const char *(*stream_key)(void *context);
     /* Creates the loaders' group if missing. */
     bool (*ensure_group)(void *context, fts_error_t *err);
-    /* Appends count actions, then (checkpoint not NULL) saves the checkpoint, never before
-     * every action is in (invariant 1). On failure the checkpoint stays where it was. */
-    bool (*append)(void *context, const fts_action_argv_t *actions, size_t count,
+    /* Appends batch (actions, dead letters, id map changes), then (checkpoint not NULL) saves
+     * the checkpoint, never before every action and dead letter is in and the map changed
+     * (invariant 1). On failure the checkpoint and the map stay where they were (entries of
+     * the batch may be in: a re-sent batch duplicates them, harmless). */
+    bool (*append)(void *context, const fts_queue_batch_t *batch,
                    const fts_checkpoint_t *checkpoint, fts_error_t *err);
+    /* Reads the id map: index_ids[i] (bson_free it) is the index id saved for source_ids[i],
+     * NULL when the map has no entry. The map reflects every append that returned true. A
+     * value may still be no valid index id (a hand-edited map): the caller validates it. */
+    bool (*id_map_get)(void *context, const char *const *source_ids, size_t count, char **index_ids,
+                       fts_error_t *err);
     /* Saves a position with no entries; the caller has queued everything before it. */
     bool (*checkpoint)(void *context, const fts_checkpoint_t *checkpoint, fts_error_t *err);
     /* Writes a dead letter and then (not NULL) the checkpoint past it. */

@@ -10,7 +10,15 @@
  *   3. versions come from the frames (the event's clusterTime, the snapshot's time);
  *   5. a bad event is dead-lettered with its reason and the position moves past it; an event
  *      only an operator can resolve ends the worker with FTS_WORKER_EXIT_UNSUPPORTED, which
- *      the parent turns into a clear error state.
+ *      the parent turns into a clear error state;
+ *   7. with the id map on (README.md, Extract: the id map), a delete the event cannot name is
+ *      named by the map, and one the map does not know either is dead-lettered with a reason
+ *      naming its _id (counted; never guessed, never a stop); an update that changed the id
+ *      field's value deletes the old index id before indexing the new one.
+ * The map is resolved when a batch is flushed: one id_map_get (HMGET) for every event of the
+ * batch that reads it, then the batch is walked in order over an overlay of the map as the
+ * batch changes it (an insert and a delete of one document can be in one batch), and the
+ * resulting map changes go into the same append as the entries and the checkpoint.
  * It knows no server: the queue and the channel are ports (extract_ports.h).
  */
 #include <stdio.h>
@@ -44,15 +52,82 @@ typedef struct {
     uint64_t queued;
 } pending_position_t;
 
+/* One produced action of the batch, with what it means for the id map. */
+typedef struct {
+    fts_action_t action;
+    fts_id_map_need_t need;
+    char *event_json; /* LOOKUP only: the event, for a dead letter when the map does not know
+                       * the document; owned */
+} item_t;
+
 typedef struct {
     const fts_queue_port_t *queue;
     fts_transform_t *transform;
     size_t capacity;
-    fts_action_t *actions;
-    fts_action_argv_t *argv; /* argv[i] points into actions[i]; never copied */
+    item_t *items;
     size_t count;
     pending_position_t position;
+    uint64_t unknown_deletes; /* events dead-lettered because no index id could be named */
 } worker_t;
+
+/* ---- The overlay: the id map as the batch so far changes it ---- */
+
+typedef struct {
+    const char *key; /* borrowed from an item's need */
+    char *value;     /* owned; NULL: no entry (unknown, or removed) */
+    bool touched;    /* the batch changed it: written with the append */
+} overlay_slot_t;
+
+typedef struct {
+    overlay_slot_t *slots;
+    size_t size; /* a power of two, at least twice the keys */
+} overlay_t;
+
+static uint64_t key_hash(const char *key)
+{
+    uint64_t hash = 1469598103934665603ull; /* FNV-1a */
+    for (; *key; key++) {
+        hash = (hash ^ (unsigned char)*key) * 1099511628211ull;
+    }
+    return hash;
+}
+
+static void overlay_init(overlay_t *overlay, size_t keys)
+{
+    overlay->size = 16;
+    while (overlay->size < 2 * keys) {
+        overlay->size *= 2;
+    }
+    overlay->slots = bson_malloc0(overlay->size * sizeof *overlay->slots);
+}
+
+/* The slot of key, added (no value, untouched) when absent; *added says which. */
+static overlay_slot_t *overlay_slot(overlay_t *overlay, const char *key, bool *added)
+{
+    size_t i = (size_t)key_hash(key) & (overlay->size - 1);
+    while (overlay->slots[i].key && strcmp(overlay->slots[i].key, key) != 0) {
+        i = (i + 1) & (overlay->size - 1);
+    }
+    *added = !overlay->slots[i].key;
+    overlay->slots[i].key = key;
+    return &overlay->slots[i];
+}
+
+static void overlay_set(overlay_slot_t *slot, const char *value, size_t len)
+{
+    bson_free(slot->value);
+    slot->value = value ? bson_strndup(value, len) : NULL;
+    slot->touched = true;
+}
+
+static void overlay_cleanup(overlay_t *overlay)
+{
+    for (size_t i = 0; i < overlay->size; i++) {
+        bson_free(overlay->slots[i].value);
+    }
+    bson_free(overlay->slots);
+    memset(overlay, 0, sizeof *overlay);
+}
 
 static void position_clear(pending_position_t *position)
 {
@@ -75,21 +150,273 @@ static void position_to_checkpoint(const pending_position_t *position, fts_check
     checkpoint->queued = position->queued;
 }
 
+static void item_clear(item_t *item)
+{
+    fts_action_cleanup(&item->action);
+    fts_id_map_need_cleanup(&item->need);
+    bson_free(item->event_json);
+    item->event_json = NULL;
+}
+
+/* What one flush sends, built from the items. */
+typedef struct {
+    fts_action_t **actions; /* in stream order; borrowed from items or extra */
+    size_t count;
+    fts_action_t *extra; /* the deletes of ids an update replaced; owned */
+    size_t extra_count;
+    fts_dead_letter_t *dead; /* deletes nobody could name */
+    const char **dead_items; /* 2 per dead letter: "event", json (borrowed) */
+    char **reasons;          /* owned */
+    size_t dead_count;
+    fts_id_map_change_t *map;
+    size_t map_count;
+    overlay_slot_t *overlay_slots; /* what map points into; freed by flush */
+    size_t overlay_size;
+} flush_plan_t;
+
+static void plan_cleanup(flush_plan_t *plan)
+{
+    for (size_t i = 0; i < plan->extra_count; i++) {
+        fts_action_cleanup(&plan->extra[i]);
+    }
+    for (size_t i = 0; i < plan->dead_count; i++) {
+        bson_free(plan->reasons[i]);
+    }
+    bson_free(plan->actions);
+    bson_free(plan->extra);
+    bson_free(plan->dead);
+    bson_free(plan->dead_items);
+    bson_free(plan->reasons);
+    bson_free(plan->map);
+    memset(plan, 0, sizeof *plan);
+}
+
+/* A delete of the index id an update or replace replaced (prior), with the item's version. */
+static fts_action_t *plan_extra_delete(flush_plan_t *plan, const fts_action_t *index,
+                                       const char *prior, size_t prior_len)
+{
+    fts_action_t *extra = &plan->extra[plan->extra_count++];
+    fts_action_init(extra);
+    extra->op = FTS_ACTION_DELETE;
+    extra->origin = index->origin;
+    extra->ts_seconds = index->ts_seconds;
+    extra->ts_increment = index->ts_increment;
+    extra->version = index->version;
+    extra->ns = bson_strdup(index->ns);
+    extra->id = bson_strndup(prior, prior_len);
+    extra->id_len = prior_len;
+    return extra;
+}
+
+static void plan_dead_letter(worker_t *worker, flush_plan_t *plan, item_t *item, char *reason)
+{
+    size_t n = plan->dead_count++;
+    plan->dead_items[2 * n] = "event";
+    plan->dead_items[2 * n + 1] =
+        item->event_json ? item->event_json : "(the event is not kept; see the reason)";
+    plan->reasons[n] = reason;
+    plan->dead[n] = (fts_dead_letter_t){
+        .items = &plan->dead_items[2 * n], .count = 2, .reason = reason, .stage = "transform"};
+    worker->unknown_deletes++;
+    /* Counted when found; the queue logs it again once it is written (a failed append re-sends
+     * the batch, which finds it again). */
+    fts_log(FTS_LOG_WARN, COMPONENT,
+            "event to dead-letter with this batch: %s unknown_delete_total=%llu", reason,
+            (unsigned long long)worker->unknown_deletes);
+}
+
+/* Resolves the id map for the batch (see the top of this file) into plan. */
+static bool plan_build(worker_t *worker, flush_plan_t *plan, fts_error_t *err)
+{
+    bool ok = false;
+    size_t reads = 0;
+    const char **keys = NULL;
+    char **values = NULL;
+    overlay_t overlay = {0};
+    fts_error_t invalid;
+    memset(plan, 0, sizeof *plan);
+    plan->actions = bson_malloc0((2 * worker->count + 1) * sizeof *plan->actions);
+    plan->extra = bson_malloc0((worker->count + 1) * sizeof *plan->extra);
+    plan->dead = bson_malloc0((worker->count + 1) * sizeof *plan->dead);
+    plan->dead_items = bson_malloc0((2 * worker->count + 1) * sizeof *plan->dead_items);
+    plan->reasons = bson_malloc0((worker->count + 1) * sizeof *plan->reasons);
+    plan->map = bson_malloc0((worker->count + 1) * sizeof *plan->map);
+
+    /* The map as it is before the batch, for every document the batch reads it for. */
+    keys = bson_malloc0((worker->count + 1) * sizeof *keys);
+    values = bson_malloc0((worker->count + 1) * sizeof *values);
+    for (size_t i = 0; i < worker->count; i++) {
+        fts_id_map_use_t use = worker->items[i].need.use;
+        if ((use == FTS_ID_MAP_CHANGE && !worker->items[i].need.prior_id) ||
+            use == FTS_ID_MAP_LOOKUP || use == FTS_ID_MAP_LOOKUP_KEEP) {
+            keys[reads++] = worker->items[i].need.source_id;
+        }
+    }
+    if (reads > 0 &&
+        !worker->queue->ops->id_map_get(worker->queue->context, keys, reads, values, err)) {
+        goto cleanup;
+    }
+    overlay_init(&overlay, worker->count);
+    for (size_t i = 0; i < reads; i++) {
+        bool added;
+        overlay_slot_t *slot = overlay_slot(&overlay, keys[i], &added);
+        if (added) {
+            slot->value = values[i];
+            values[i] = NULL;
+        }
+    }
+
+    /* The batch in order, over the overlay. */
+    for (size_t i = 0; i < worker->count; i++) {
+        item_t *item = &worker->items[i];
+        fts_id_map_need_t *need = &item->need;
+        fts_action_t *action = &item->action;
+        bool added;
+        overlay_slot_t *slot =
+            need->use != FTS_ID_MAP_NONE ? overlay_slot(&overlay, need->source_id, &added) : NULL;
+        switch (need->use) {
+        case FTS_ID_MAP_NONE:
+            break;
+        case FTS_ID_MAP_SET:
+            overlay_set(slot, action->id, action->id_len);
+            break;
+        case FTS_ID_MAP_CHANGE: {
+            const char *prior = need->prior_id ? need->prior_id : slot->value;
+            size_t prior_len = need->prior_id ? need->prior_id_len : (prior ? strlen(prior) : 0);
+            if (prior && (prior_len != action->id_len || memcmp(prior, action->id, prior_len))) {
+                /* The id field changed: the old index document goes first (invariant 7). */
+                fts_action_t *extra = plan_extra_delete(plan, action, prior, prior_len);
+                if (fts_action_validate(extra, &invalid)) {
+                    plan->actions[plan->count++] = extra;
+                } else {
+                    plan_dead_letter(worker, plan, item,
+                                     bson_strdup_printf("transform failed: update of _id %s: its "
+                                                        "former index id (from the id map) is "
+                                                        "not an index id, so it is not deleted: "
+                                                        "%s",
+                                                        need->source_id, invalid.message));
+                }
+            }
+            overlay_set(slot, action->id, action->id_len);
+            break;
+        }
+        case FTS_ID_MAP_REMOVE:
+            overlay_set(slot, NULL, 0);
+            break;
+        case FTS_ID_MAP_LOOKUP:
+        case FTS_ID_MAP_LOOKUP_KEEP:
+            if (!slot->value) {
+                if (need->use == FTS_ID_MAP_LOOKUP) {
+                    plan_dead_letter(
+                        worker, plan, item,
+                        bson_strdup_printf(
+                            "transform failed: delete of _id %s at %u.%u on %s: the event does "
+                            "not carry the id field and the id map does not know the document: "
+                            "deleted while a snapshot ran, before the scan reached it (then it "
+                            "was never indexed from this snapshot), indexed before the map "
+                            "existed, or the map was lost; if the index still holds it, remove "
+                            "it by hand (a re-snapshot rebuilds the map)",
+                            need->source_id, action->ts_seconds, action->ts_increment, action->ns));
+                }
+                /* LOOKUP_KEEP: the delete event that follows speaks for it. */
+                continue;
+            }
+            action->id_len = strlen(slot->value);
+            action->id = bson_strndup(slot->value, action->id_len);
+            if (need->use == FTS_ID_MAP_LOOKUP) {
+                overlay_set(slot, NULL, 0);
+            }
+            if (!fts_action_validate(action, &invalid)) {
+                /* Only a hand-edited map holds an id the index would refuse. */
+                plan_dead_letter(worker, plan, item,
+                                 bson_strdup_printf("transform failed: delete of _id %s: the id "
+                                                    "map's entry is not an index id: %s",
+                                                    need->source_id, invalid.message));
+                continue;
+            }
+            break;
+        }
+        plan->actions[plan->count++] = action;
+    }
+    for (size_t i = 0; i < overlay.size; i++) {
+        overlay_slot_t *slot = &overlay.slots[i];
+        if (slot->key && slot->touched) {
+            plan->map[plan->map_count++] =
+                (fts_id_map_change_t){.source_id = slot->key,
+                                      .index_id = slot->value,
+                                      .index_id_len = slot->value ? strlen(slot->value) : 0};
+        }
+    }
+    ok = true;
+
+cleanup:
+    for (size_t i = 0; i < reads; i++) {
+        bson_free(values[i]);
+    }
+    bson_free(values);
+    bson_free(keys);
+    if (!ok) {
+        overlay_cleanup(&overlay);
+        plan_cleanup(plan);
+        return false;
+    }
+    /* The map changes point at the overlay's values: keep them until the append is done. */
+    plan->overlay_slots = overlay.slots;
+    plan->overlay_size = overlay.size;
+    return true;
+}
+
 /* Appends the batch with the pending position, then empties both. */
 static bool flush(worker_t *worker, fts_error_t *err)
 {
     if (worker->count == 0 && !worker->position.set) {
         return true;
     }
+    bool ok = false;
+    flush_plan_t plan;
+    fts_action_argv_t *argv = NULL;
+    if (!plan_build(worker, &plan, err)) {
+        goto cleanup;
+    }
+    argv = bson_malloc0((plan.count + 1) * sizeof *argv);
+    const char *stream_key = worker->queue->ops->stream_key(worker->queue->context);
+    size_t encoded = 0;
+    for (size_t i = 0; i < plan.count; i++) {
+        /* Every action was validated when it was made, except the id a lookup filled in,
+         * which came from an action validated before (the map holds only queued ids). */
+        if (!fts_action_encode(plan.actions[i], stream_key, &argv[encoded], err)) {
+            fts_error_prefix(err, "an action built from the id map");
+            goto cleanup;
+        }
+        encoded++;
+    }
     fts_checkpoint_t checkpoint;
     position_to_checkpoint(&worker->position, &checkpoint);
-    bool ok = worker->queue->ops->append(worker->queue->context, worker->argv, worker->count,
-                                         worker->position.set ? &checkpoint : NULL, err);
-    for (size_t i = 0; i < worker->count; i++) {
-        if (ok) { /* counted into the parent's shared block (core/metrics.h) */
-            fts_metric_add(FTS_METRIC_ACTIONS_QUEUED, (unsigned)worker->actions[i].op - 1, 1);
+    fts_queue_batch_t batch = {
+        .actions = argv,
+        .count = encoded,
+        .dead = plan.dead,
+        .dead_count = plan.dead_count,
+        .map = plan.map,
+        .map_count = plan.map_count,
+    };
+    ok = worker->queue->ops->append(worker->queue->context, &batch,
+                                    worker->position.set ? &checkpoint : NULL, err);
+    if (ok) { /* counted into the parent's shared block (core/metrics.h) */
+        for (size_t i = 0; i < encoded; i++) {
+            fts_metric_add(FTS_METRIC_ACTIONS_QUEUED, (unsigned)plan.actions[i]->op - 1, 1);
         }
-        fts_action_cleanup(&worker->actions[i]);
+    }
+
+cleanup:
+    if (plan.overlay_slots) {
+        overlay_t overlay = {.slots = plan.overlay_slots, .size = plan.overlay_size};
+        overlay_cleanup(&overlay);
+    }
+    plan_cleanup(&plan);
+    bson_free(argv);
+    for (size_t i = 0; i < worker->count; i++) {
+        item_clear(&worker->items[i]);
     }
     worker->count = 0;
     position_clear(&worker->position);
@@ -155,7 +482,8 @@ static int handle_frame(worker_t *worker, const bson_t *frame)
         return FTS_WORKER_EXIT_RETRY;
     }
     const bson_t *payload = message.payload;
-    fts_action_t *action = &worker->actions[worker->count];
+    item_t *item = &worker->items[worker->count];
+    fts_action_t *action = &item->action;
     bool produced = false;
     bool transformed = false;
 
@@ -167,7 +495,8 @@ static int handle_frame(worker_t *worker, const bson_t *frame)
             BSON_ITER_HOLDS_TIMESTAMP(&iter)) {
             bson_iter_timestamp(&iter, &cluster_time.seconds, &cluster_time.increment);
         }
-        transformed = fts_transform_event(worker->transform, payload, action, &produced, &err);
+        transformed = fts_transform_event_mapped(worker->transform, payload, action, &produced,
+                                                 &item->need, &err);
         if (!transformed && (err.code == FTS_TRANSFORM_UNSUPPORTED_EVENT ||
                              err.code == FTS_TRANSFORM_NEEDS_PRE_IMAGE)) {
             fts_error_t flush_err;
@@ -185,9 +514,9 @@ static int handle_frame(worker_t *worker, const bson_t *frame)
         break;
     }
     case FTS_WORKER_MESSAGE_SNAPSHOT:
-        transformed =
-            fts_transform_snapshot(worker->transform, payload, message.ns, message.started.seconds,
-                                   message.started.increment, action, &produced, &err);
+        transformed = fts_transform_snapshot_mapped(
+            worker->transform, payload, message.ns, message.started.seconds,
+            message.started.increment, action, &produced, &item->need, &err);
         position_clear(&worker->position);
         worker->position.set = true;
         worker->position.kind = FTS_CHECKPOINT_SNAPSHOT;
@@ -222,11 +551,17 @@ static int handle_frame(worker_t *worker, const bson_t *frame)
         fts_log(FTS_LOG_WARN, COMPONENT, "event dead-lettered: %s", reason);
         return -1;
     }
-    if (produced) {
+    fts_action_argv_t argv;
+    if (produced && item->need.use == FTS_ID_MAP_LOOKUP) {
+        /* Its id comes from the map at flush time; a dead letter then needs the event. */
+        item->event_json = bson_as_relaxed_extended_json(payload, NULL);
+    } else if (produced && item->need.use != FTS_ID_MAP_LOOKUP_KEEP) {
+        /* Encoded again at flush: here only to refuse a bad action while the event is at
+         * hand. */
         if (!fts_action_encode(action, worker->queue->ops->stream_key(worker->queue->context),
-                               &worker->argv[worker->count], &err)) {
+                               &argv, &err)) {
             /* validate refused what the transform made: treat it as a bad event. */
-            fts_action_cleanup(action);
+            item_clear(item);
             char reason[FTS_ERROR_MESSAGE_SIZE + 32];
             snprintf(reason, sizeof reason, "action refused: %s", err.message);
             if (!dead_letter_after_batch(worker, payload, reason)) {
@@ -234,6 +569,8 @@ static int handle_frame(worker_t *worker, const bson_t *frame)
             }
             return -1;
         }
+    }
+    if (produced) {
         worker->count++;
     }
     if (message.careful || worker->count == worker->capacity) {
@@ -255,10 +592,9 @@ int fts_extract_worker_loop(fts_transform_t *transform, size_t batch_size,
     worker.queue = queue;
     worker.transform = transform;
     worker.capacity = batch_size;
-    worker.actions = bson_malloc0(worker.capacity * sizeof *worker.actions);
-    worker.argv = bson_malloc0(worker.capacity * sizeof *worker.argv);
+    worker.items = bson_malloc0(worker.capacity * sizeof *worker.items);
     for (size_t i = 0; i < worker.capacity; i++) {
-        fts_action_init(&worker.actions[i]);
+        fts_action_init(&worker.items[i].action);
     }
 
     for (;;) {
@@ -296,10 +632,9 @@ int fts_extract_worker_loop(fts_transform_t *transform, size_t batch_size,
 
 cleanup:
     for (size_t i = 0; i < worker.capacity; i++) {
-        fts_action_cleanup(&worker.actions[i]);
+        item_clear(&worker.items[i]);
     }
-    bson_free(worker.actions);
-    bson_free(worker.argv);
+    bson_free(worker.items);
     position_clear(&worker.position);
     return status;
 }

@@ -4,7 +4,9 @@
  * Keeps invariant 3 (every action carries the version of the change it comes from, and a
  * delete names the same id the index used) and invariants 5 and 6 (an event that cannot be
  * turned into an action fails with a message naming the event and the reason; it is never
- * skipped silently, and nothing half-built is returned).
+ * skipped silently, and nothing half-built is returned). The one deliberate exception is a
+ * delete only the id map can name (FTS_ID_MAP_LOOKUP): its action is returned without an id,
+ * unvalidated, and says so in its fts_id_map_need_t; the worker completes and validates it.
  */
 #include "transform.h"
 
@@ -24,6 +26,7 @@ struct fts_transform {
     fts_projection_t *projection;
     fts_plugin_t *plugin; /* NULL without a plugin */
     fts_on_drop_t on_drop;
+    bool id_map;
 };
 
 /* Where an action comes from, gathered before it is built. */
@@ -54,6 +57,7 @@ fts_transform_t *fts_transform_new(const fts_transform_options_t *options, fts_e
 {
     fts_transform_t *transform = bson_malloc0(sizeof *transform);
     transform->on_drop = options->on_drop;
+    transform->id_map = options->id_map;
     transform->projection = fts_projection_new(options->id_field, options->fields, err);
     if (!transform->projection) {
         goto fail;
@@ -79,6 +83,60 @@ void fts_transform_destroy(fts_transform_t *transform)
     fts_plugin_close(transform->plugin);
     bson_free(transform);
 }
+
+void fts_id_map_need_cleanup(fts_id_map_need_t *need)
+{
+    bson_free(need->source_id);
+    bson_free(need->prior_id);
+    memset(need, 0, sizeof *need);
+}
+
+char *fts_transform_value_json(const bson_value_t *value)
+{
+    bson_t doc = BSON_INITIALIZER;
+    bson_append_value(&doc, "v", 1, value);
+    size_t len = 0;
+    char *json = bson_as_canonical_extended_json(&doc, &len);
+    bson_destroy(&doc);
+    /* "{ "v" : <value> }" -> "<value>"; libbson writes exactly that shape. */
+    const char *start = json ? strchr(json, ':') : NULL;
+    char *end = json ? strrchr(json, '}') : NULL;
+    assert(start && end && end > start);
+    start++;
+    while (*start == ' ') {
+        start++;
+    }
+    while (end > start && end[-1] == ' ') {
+        end--;
+    }
+    char *out = bson_strndup(start, (size_t)(end - start));
+    bson_free(json);
+    return out;
+}
+
+bool fts_transform_id_map(const fts_transform_t *transform)
+{
+    return transform->id_map;
+}
+
+/* The _id of the document an event is about, as map key: documentKey._id, else the
+ * document's own _id. NULL when neither has one. */
+static char *source_id_json(const bson_t *event, const bson_t *document)
+{
+    bson_iter_t iter;
+    bson_iter_t found;
+    if (event && bson_iter_init(&iter, event) &&
+        bson_iter_find_descendant(&iter, "documentKey._id", &found)) {
+        return fts_transform_value_json(bson_iter_value(&found));
+    }
+    if (document && bson_iter_init_find(&iter, document, "_id")) {
+        return fts_transform_value_json(bson_iter_value(&iter));
+    }
+    return NULL;
+}
+
+typedef enum { FIELD_ABSENT, FIELD_DOCUMENT, FIELD_MALFORMED } field_state_t;
+static field_state_t event_document(const bson_t *event, const char *field, bson_t *out);
 
 /* Fills the parts every action has; takes the id and body out of their buffers. */
 static bool build_action(fts_action_t *action, fts_action_op_t op, const source_t *source,
@@ -109,6 +167,41 @@ static bool build_action(fts_action_t *action, fts_action_op_t op, const source_
 
 /* The index path shared by change events and snapshot documents: id from the original
  * document, then the plugin, then the projection of whatever the plugin left. */
+static bool index_document(fts_transform_t *transform, const bson_t *document,
+                           const source_t *source, fts_action_t *action, fts_error_t *err);
+
+/* index_document, then what it means for the map: use (SET or CHANGE) for the document's
+ * source id; for CHANGE the pre-image's index id, when the event has one. */
+static bool index_mapped(fts_transform_t *transform, const bson_t *event, const bson_t *document,
+                         const source_t *source, fts_action_t *action, fts_id_map_use_t use,
+                         fts_id_map_need_t *need, fts_error_t *err)
+{
+    if (!index_document(transform, document, source, action, err)) {
+        return false;
+    }
+    if (!need || !transform->id_map) {
+        return true;
+    }
+    need->source_id = source_id_json(event, document);
+    if (!need->source_id) {
+        return true; /* no _id: nothing to remember (a stored document always has one) */
+    }
+    need->use = use;
+    bson_t pre_image;
+    if (use == FTS_ID_MAP_CHANGE && event &&
+        event_document(event, "fullDocumentBeforeChange", &pre_image) == FIELD_DOCUMENT) {
+        fts_buffer_t prior = {0};
+        fts_error_t ignored;
+        /* A pre-image without the id field says nothing: the map decides then. */
+        if (fts_projection_document_id(transform->projection, &pre_image, &prior, &ignored)) {
+            need->prior_id_len = prior.len;
+            need->prior_id = fts_buffer_steal(&prior);
+        }
+        fts_buffer_destroy(&prior);
+    }
+    return true;
+}
+
 static bool index_document(fts_transform_t *transform, const bson_t *document,
                            const source_t *source, fts_action_t *action, fts_error_t *err)
 {
@@ -143,8 +236,6 @@ cleanup:
     fts_buffer_destroy(&body);
     return ok;
 }
-
-typedef enum { FIELD_ABSENT, FIELD_DOCUMENT, FIELD_MALFORMED } field_state_t;
 
 /* A sub-document of the event. Absent and null both mean "no document" (updateLookup found
  * none, or pre-images are off); anything else that is not a well-formed document is malformed,
@@ -241,12 +332,43 @@ static bool delete_id(fts_transform_t *transform, const bson_t *event, fts_buffe
     return false;
 }
 
+/* A delete (keep false) or an update whose post-image is gone (keep true). With the map on
+ * (need given) a delete the event cannot name becomes FTS_ID_MAP_LOOKUP(_KEEP): an action
+ * without id, for the caller to complete from the map. */
 static bool delete_document(fts_transform_t *transform, const bson_t *event, const source_t *source,
-                            fts_action_t *action, fts_error_t *err)
+                            fts_action_t *action, fts_id_map_need_t *need, bool keep,
+                            fts_error_t *err)
 {
     fts_buffer_t id = {0};
-    bool ok = delete_id(transform, event, &id, err) &&
-              build_action(action, FTS_ACTION_DELETE, source, &id, NULL, err);
+    bool mapped = need && transform->id_map;
+    fts_error_t id_err = {0};
+    bool ok = false;
+    if (delete_id(transform, event, &id, &id_err)) {
+        ok = build_action(action, FTS_ACTION_DELETE, source, &id, NULL, err);
+        if (ok && mapped && !keep) {
+            need->source_id = source_id_json(event, NULL);
+            need->use = need->source_id ? FTS_ID_MAP_REMOVE : FTS_ID_MAP_NONE;
+        }
+    } else if (mapped && id_err.code == FTS_TRANSFORM_NEEDS_PRE_IMAGE) {
+        need->source_id = source_id_json(event, NULL);
+        if (!need->source_id) {
+            fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_MISSING,
+                          "the event's documentKey has no _id");
+            goto cleanup;
+        }
+        need->use = keep ? FTS_ID_MAP_LOOKUP_KEEP : FTS_ID_MAP_LOOKUP;
+        /* Everything but the id, which only the map knows; validated once it is filled in. */
+        action->op = FTS_ACTION_DELETE;
+        action->origin = source->origin;
+        action->ts_seconds = source->seconds;
+        action->ts_increment = source->increment;
+        action->version = fts_version_from_timestamp(source->seconds, source->increment);
+        action->ns = bson_strdup(source->ns);
+        ok = true;
+    } else if (err) {
+        *err = id_err;
+    }
+cleanup:
     fts_buffer_destroy(&id);
     return ok;
 }
@@ -278,8 +400,29 @@ static event_kind_t event_kind(const char *type)
     return EVENT_UNSUPPORTED;
 }
 
+static bool transform_event(fts_transform_t *transform, const bson_t *event, fts_action_t *action,
+                            bool *produced, fts_id_map_need_t *need, fts_error_t *err);
+
 bool fts_transform_event(fts_transform_t *transform, const bson_t *event, fts_action_t *action,
                          bool *produced, fts_error_t *err)
+{
+    return transform_event(transform, event, action, produced, NULL, err);
+}
+
+bool fts_transform_event_mapped(fts_transform_t *transform, const bson_t *event,
+                                fts_action_t *action, bool *produced, fts_id_map_need_t *need,
+                                fts_error_t *err)
+{
+    fts_id_map_need_cleanup(need);
+    bool ok = transform_event(transform, event, action, produced, need, err);
+    if (!ok || !*produced) {
+        fts_id_map_need_cleanup(need);
+    }
+    return ok;
+}
+
+static bool transform_event(fts_transform_t *transform, const bson_t *event, fts_action_t *action,
+                            bool *produced, fts_id_map_need_t *need, fts_error_t *err)
 {
     bool ok = false;
     char ns[512] = "";
@@ -349,14 +492,18 @@ bool fts_transform_event(fts_transform_t *transform, const bson_t *event, fts_ac
                           "the event has no fullDocument");
             goto cleanup;
         }
-        ok = index_document(transform, &document, &source, action, err);
+        /* An insert creates the _id (no earlier index id to remove); a replace may change
+         * the id field. */
+        ok = index_mapped(transform, event, &document, &source, action,
+                          kind == EVENT_INSERT ? FTS_ID_MAP_SET : FTS_ID_MAP_CHANGE, need, err);
         break;
     case EVENT_UPDATE:
-        ok = have_document ? index_document(transform, &document, &source, action, err)
-                           : delete_document(transform, event, &source, action, err);
+        ok = have_document ? index_mapped(transform, event, &document, &source, action,
+                                          FTS_ID_MAP_CHANGE, need, err)
+                           : delete_document(transform, event, &source, action, need, true, err);
         break;
     case EVENT_DELETE:
-        ok = delete_document(transform, event, &source, action, err);
+        ok = delete_document(transform, event, &source, action, need, false, err);
         break;
     case EVENT_DROP:
         if (transform->on_drop == FTS_ON_DROP_IGNORE) {
@@ -380,11 +527,27 @@ bool fts_transform_snapshot(fts_transform_t *transform, const bson_t *document, 
                             uint32_t seconds, uint32_t increment, fts_action_t *action,
                             bool *produced, fts_error_t *err)
 {
+    fts_id_map_need_t need = {0};
+    bool ok = fts_transform_snapshot_mapped(transform, document, ns, seconds, increment, action,
+                                            produced, &need, err);
+    fts_id_map_need_cleanup(&need);
+    return ok;
+}
+
+bool fts_transform_snapshot_mapped(fts_transform_t *transform, const bson_t *document,
+                                   const char *ns, uint32_t seconds, uint32_t increment,
+                                   fts_action_t *action, bool *produced, fts_id_map_need_t *need,
+                                   fts_error_t *err)
+{
     fts_action_cleanup(action);
+    fts_id_map_need_cleanup(need);
     *produced = false;
     source_t source = {
         .origin = FTS_ACTION_FROM_SNAPSHOT, .ns = ns, .seconds = seconds, .increment = increment};
-    if (!index_document(transform, document, &source, action, err)) {
+    /* A snapshot only sets entries: what the map said before is not read, so a re-snapshot
+     * overwrites the entry of every document it reads (README.md, Extract: the id map). */
+    if (!index_mapped(transform, NULL, document, &source, action, FTS_ID_MAP_SET, need, err)) {
+        fts_id_map_need_cleanup(need);
         return fts_error_prefix(err, "snapshot document of %s", ns);
     }
     *produced = true;

@@ -2,21 +2,14 @@
  * redis_queue.c - the action stream, dead letters, saved position, backlog and trimming of one
  * pipeline (see redis_queue.h for the keys and the promises).
  *
- * Every write goes out as one pipeline of commands. When stream and state share a server it
- * is one transaction, MULTI; XADD...; HSET <position>; DEL <other position>; EXEC, so the
- * entries and the checkpoint become visible (and reach the AOF) together or not at all: a
- * connection lost before EXEC was read discards the transaction on the server, and one lost
- * after EXEC ran leaves both written (the caller re-sends; duplicates are harmless). When they
- * are two servers, the XADDs go first and the checkpoint transaction is sent only after every
- * XADD was answered with an entry ID (invariant 1).
- *
- * MULTI/EXEC does not roll back: a command that fails while EXEC runs does not stop the others.
- * For "XADD <stream> * field value..." the failures that can happen then are WRONGTYPE (someone
- * stored something else under the stream key) and an exhausted ID space; malformed arguments
- * are refused before sending (fts_redis_action_argv_check), so that Redis never gets an XADD it
- * would refuse at run time. ensure_group refuses a stream key of the wrong type at start-up.
- * Should an XADD still fail inside EXEC, the checkpoint beside it was written: the error then
- * says so loudly (and is logged) instead of pretending nothing happened.
+ * Appends (entries, dead letters, id map changes, checkpoint) go out as one EVAL of
+ * APPEND_SCRIPT on the queue server. When stream and state share a server the checkpoint is
+ * written by the same script after the last XADD, so the entries, the map and the checkpoint
+ * reach the AOF together, and a failing XADD (the stream's ID space exhausted, out of memory)
+ * stops the script before the checkpoint. An earlier version used MULTI/EXEC, which runs every
+ * queued command even when one fails, so a failed XADD could still write the token. When they
+ * are two servers, the checkpoint transaction (MULTI; HSET; DEL; EXEC on the state server) is
+ * sent only after the script returned (invariant 1). A checkpoint alone is that transaction.
  *
  * The queue is the extract's queue port (extract_ports.h): its functions take the port's types
  * and the port's table (fts_redis_queue_port) only adapts the context pointer.
@@ -46,6 +39,56 @@
 
 /* Arguments a dead letter adds to the original fields: XADD key * and three pairs. */
 #define DEAD_LETTER_EXTRA_ARGS 9
+
+/* Appends a batch in one atomic step; KEYS: 1 the stream, 2 the dead-letter stream, 3 the id
+ * map, 4 the position hash the checkpoint writes, 5 the other one (deleted with it). ARGV:
+ *   N, then N entries: <1 stream | 2 dead>, <item count>, field, value, ...
+ *   S, then S pairs: source id, index id          (HSET of the id map)
+ *   D, then D source ids                          (HDEL of the id map)
+ *   <0: no checkpoint | 1>, then <1: DEL 4 first | 0>, P, then P field/value pairs (HSET 4)
+ * and returns N.
+ *
+ * Why the checkpoint can never pass an entry that is not in (invariant 1): the script runs
+ * alone (no other client's command interleaves), it first checks that no key it writes holds
+ * the wrong type, and redis.call raises at the first command that fails, ending the script
+ * there: the map changes and the checkpoint come after every XADD, so they are written only
+ * when every XADD succeeded. A script is not rolled back: the entries before a failing one stay
+ * (a re-sent batch duplicates them, which is harmless, invariant 3). Unlike MULTI/EXEC, which
+ * runs the commands after a failed one, including the checkpoint. */
+#define APPEND_SCRIPT                                                                              \
+    "local kinds = {'stream', 'stream', 'hash', 'hash', 'hash'}\n"                                 \
+    "for k = 1, 5 do\n"                                                                            \
+    "  local t = redis.call('TYPE', KEYS[k])['ok']\n"                                              \
+    "  if t ~= 'none' and t ~= kinds[k] then\n"                                                    \
+    "    return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' holds a ' .. t .. ', not a ' ..\n"  \
+    "      kinds[k] .. '; nothing was written')\n"                                                 \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "local i = 1\n"                                                                                \
+    "local function take() local v = ARGV[i]; i = i + 1; return v end\n"                           \
+    "local n = tonumber(take())\n"                                                                 \
+    "for e = 1, n do\n"                                                                            \
+    "  local key = KEYS[tonumber(take())]\n"                                                       \
+    "  local count = tonumber(take())\n"                                                           \
+    "  local items = {}\n"                                                                         \
+    "  for j = 1, count do items[j] = take() end\n"                                                \
+    "  redis.call('XADD', key, '*', unpack(items))\n"                                              \
+    "end\n"                                                                                        \
+    "for e = 1, tonumber(take()) do\n"                                                             \
+    "  local source = take()\n"                                                                    \
+    "  local index = take()\n"                                                                     \
+    "  redis.call('HSET', KEYS[3], source, index)\n"                                               \
+    "end\n"                                                                                        \
+    "for e = 1, tonumber(take()) do redis.call('HDEL', KEYS[3], take()) end\n"                     \
+    "if take() == '1' then\n"                                                                      \
+    "  if take() == '1' then redis.call('DEL', KEYS[4]) end\n"                                     \
+    "  local pairs = tonumber(take())\n"                                                           \
+    "  local fields = {}\n"                                                                        \
+    "  for j = 1, 2 * pairs do fields[j] = take() end\n"                                           \
+    "  redis.call('HSET', KEYS[4], unpack(fields))\n"                                              \
+    "  redis.call('DEL', KEYS[5])\n"                                                               \
+    "end\n"                                                                                        \
+    "return n\n"
 
 /* Trims the stream down to what every consumer group acknowledged; KEYS[1] is the stream.
  * Returns {removed, threshold}, or {-1, ""} when there is no stream or no group.
@@ -150,6 +193,7 @@ bool fts_redis_keys_init(fts_redis_keys_t *keys, const char *pipeline, fts_error
     snprintf(keys->token, sizeof keys->token, "ftsync:{%s}:token", pipeline);
     snprintf(keys->snapshot, sizeof keys->snapshot, "ftsync:{%s}:snapshot", pipeline);
     snprintf(keys->lease, sizeof keys->lease, "ftsync:{%s}:lease", pipeline);
+    snprintf(keys->ids, sizeof keys->ids, "ftsync:{%s}:ids", pipeline);
     return true;
 }
 
@@ -601,15 +645,209 @@ static bool checkpoint_results(fts_redis_t *redis, redisReply *const *results, s
     return true;
 }
 
-/* Writes the XADD commands xadds[0..count) and then the checkpoint (may be NULL), following
- * invariant 1 (see the top of this file). what names the operation for messages. */
+/* The XADD of one dead letter, with the storage its arguments point to. */
+typedef struct {
+    fts_redis_cmd_t xadd;
+    const char **argv;
+    size_t *argvlen;
+    char failed_at[24];
+} dead_letter_cmd_t;
+
+/* Builds "XADD <dead> * <fields...> reason R stage S failed_at T" (the extra fields last, so a
+ * reader that takes the last occurrence of a name reads ours). Fails on a malformed letter. */
+static bool dead_letter_cmd_build(const fts_redis_queue_t *queue, const fts_dead_letter_t *dead,
+                                  dead_letter_cmd_t *out, fts_error_t *err)
+{
+    memset(out, 0, sizeof *out);
+    if (dead->count % 2 != 0 || (dead->count && !dead->items) || !dead->reason ||
+        !dead->reason[0] || !dead->stage || !dead->stage[0]) {
+        return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
+                             "a dead letter needs field/value pairs, a reason and a stage");
+    }
+    size_t argc = dead->count + DEAD_LETTER_EXTRA_ARGS;
+    out->argv = bson_malloc0(argc * sizeof *out->argv);
+    out->argvlen = bson_malloc0(argc * sizeof *out->argvlen);
+    snprintf(out->failed_at, sizeof out->failed_at, "%" PRIu64, fts_clock_wall_ms());
+    size_t n = 0;
+    out->argv[n++] = "XADD";
+    out->argv[n++] = queue->keys.dead;
+    out->argv[n++] = "*";
+    for (size_t i = 0; i < dead->count; i++) {
+        out->argv[n] = dead->items[i];
+        out->argvlen[n] = dead->lens ? dead->lens[i] : strlen(dead->items[i]);
+        n++;
+    }
+    out->argv[n++] = "reason";
+    out->argv[n++] = dead->reason;
+    out->argv[n++] = "stage";
+    out->argv[n++] = dead->stage;
+    out->argv[n++] = "failed_at";
+    out->argv[n++] = out->failed_at;
+    for (size_t i = 0; i < n; i++) {
+        if (i < 3 || i >= 3 + dead->count) {
+            out->argvlen[i] = strlen(out->argv[i]);
+        }
+    }
+    out->xadd = (fts_redis_cmd_t){(int)n, out->argv, out->argvlen};
+    return true;
+}
+
+static void dead_letter_cmd_cleanup(dead_letter_cmd_t *cmd)
+{
+    bson_free(cmd->argv);
+    bson_free(cmd->argvlen);
+    memset(cmd, 0, sizeof *cmd);
+}
+
+/* The arguments of one EVAL of APPEND_SCRIPT, pointing into the caller's data; the numbers
+ * the layout needs live in numbers (allocated once, never moved, so the pointers stay good). */
+typedef struct {
+    const char **argv;
+    size_t *argvlen;
+    size_t argc;
+    size_t cap;
+    char (*numbers)[24];
+    size_t nnumbers;
+    size_t numbers_cap;
+} script_args_t;
+
+static void script_args_push(script_args_t *args, const char *data, size_t len)
+{
+    if (args->argc == args->cap) {
+        args->cap = args->cap ? args->cap * 2 : 64;
+        args->argv = bson_realloc(args->argv, args->cap * sizeof *args->argv);
+        args->argvlen = bson_realloc(args->argvlen, args->cap * sizeof *args->argvlen);
+    }
+    args->argv[args->argc] = data;
+    args->argvlen[args->argc] = len;
+    args->argc++;
+}
+
+static void script_args_push_str(script_args_t *args, const char *text)
+{
+    script_args_push(args, text, strlen(text));
+}
+
+static void script_args_push_number(script_args_t *args, uint64_t number)
+{
+    assert(args->nnumbers < args->numbers_cap);
+    char *text = args->numbers[args->nnumbers++];
+    snprintf(text, sizeof args->numbers[0], "%" PRIu64, number);
+    script_args_push_str(args, text);
+}
+
+static void script_args_cleanup(script_args_t *args)
+{
+    bson_free(args->argv);
+    bson_free(args->argvlen);
+    bson_free(args->numbers);
+    memset(args, 0, sizeof *args);
+}
+
+/* The length of argument i of a command (argvlen NULL: NUL-terminated). */
+static size_t cmd_arg_len(const fts_redis_cmd_t *cmd, int i)
+{
+    return cmd->argvlen ? cmd->argvlen[i] : strlen(cmd->argv[i]);
+}
+
+/* Builds EVAL APPEND_SCRIPT 5 <stream> <dead> <ids> <self> <other> <ARGV...> (layout: see
+ * APPEND_SCRIPT) for the XADDs xadds[0..count) (each addressed to the stream or the dead-letter
+ * stream), the id map changes and the checkpoint commands saved (NULL: none). */
+static void append_script_build(const fts_redis_queue_t *queue, const fts_redis_cmd_t *xadds,
+                                size_t count, const fts_id_map_change_t *map, size_t map_count,
+                                const fts_checkpoint_t *checkpoint, const checkpoint_cmds_t *saved,
+                                script_args_t *args)
+{
+    memset(args, 0, sizeof *args);
+    args->numbers_cap = 2 * count + 8;
+    args->numbers = bson_malloc0(args->numbers_cap * sizeof *args->numbers);
+    bool token = !checkpoint || checkpoint->kind == FTS_CHECKPOINT_TOKEN;
+    script_args_push_str(args, "EVAL");
+    script_args_push_str(args, APPEND_SCRIPT);
+    script_args_push_str(args, "5");
+    script_args_push_str(args, queue->keys.stream);
+    script_args_push_str(args, queue->keys.dead);
+    script_args_push_str(args, queue->keys.ids);
+    script_args_push_str(args, token ? queue->keys.token : queue->keys.snapshot);
+    script_args_push_str(args, token ? queue->keys.snapshot : queue->keys.token);
+
+    script_args_push_number(args, count);
+    for (size_t i = 0; i < count; i++) {
+        const fts_redis_cmd_t *xadd = &xadds[i];
+        bool dead = strcmp(xadd->argv[1], queue->keys.dead) == 0;
+        script_args_push_number(args, dead ? 2 : 1);
+        script_args_push_number(args, (uint64_t)(xadd->argc - 3));
+        for (int j = 3; j < xadd->argc; j++) {
+            script_args_push(args, xadd->argv[j], cmd_arg_len(xadd, j));
+        }
+    }
+    size_t sets = 0;
+    for (size_t i = 0; i < map_count; i++) {
+        sets += map[i].index_id != NULL;
+    }
+    script_args_push_number(args, sets);
+    for (size_t i = 0; i < map_count; i++) {
+        if (map[i].index_id) {
+            script_args_push_str(args, map[i].source_id);
+            script_args_push(args, map[i].index_id, map[i].index_id_len);
+        }
+    }
+    script_args_push_number(args, map_count - sets);
+    for (size_t i = 0; i < map_count; i++) {
+        if (!map[i].index_id) {
+            script_args_push_str(args, map[i].source_id);
+        }
+    }
+    if (!saved) {
+        script_args_push_str(args, "0");
+        return;
+    }
+    /* saved: [DEL self,] HSET self pairs..., DEL other (checkpoint_build). */
+    script_args_push_str(args, "1");
+    script_args_push_str(args, saved->count == 3 ? "1" : "0");
+    const fts_redis_cmd_t *hset = &saved->cmds[saved->count - 2];
+    script_args_push_number(args, (uint64_t)(hset->argc - 2) / 2);
+    for (int j = 2; j < hset->argc; j++) {
+        script_args_push(args, hset->argv[j], cmd_arg_len(hset, j));
+    }
+}
+
+/* Runs APPEND_SCRIPT on the queue server; see write_entries. */
+static bool append_script_run(fts_redis_queue_t *queue, const fts_redis_cmd_t *xadds, size_t count,
+                              const fts_id_map_change_t *map, size_t map_count,
+                              const fts_checkpoint_t *checkpoint, const checkpoint_cmds_t *saved,
+                              fts_error_t *err)
+{
+    script_args_t args;
+    append_script_build(queue, xadds, count, map, map_count, checkpoint, saved, &args);
+    redisReply *reply =
+        fts_redis_command_argv(queue->queue, (int)args.argc, args.argv, args.argvlen, err);
+    script_args_cleanup(&args);
+    if (!reply) {
+        /* An error reply: the script stopped at its first failure, before the checkpoint. */
+        return fts_error_prefix(err, "%s; the checkpoint was not saved",
+                                saved ? "the append script stopped" : "the entries script stopped");
+    }
+    bool ok = reply->type == REDIS_REPLY_INTEGER && reply->integer == (long long)count;
+    freeReplyObject(reply);
+    if (!ok) {
+        return fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL,
+                             "the append script did not return its entry count %zu", count);
+    }
+    return true;
+}
+
+/* Writes the XADD commands xadds[0..count) (to the stream or the dead-letter stream), the id
+ * map changes map[0..map_count) and then the checkpoint (may be NULL), following invariant 1
+ * (see the top of this file). what names the operation for messages. */
 static bool write_entries(fts_redis_queue_t *queue, const fts_redis_cmd_t *xadds, size_t count,
+                          const fts_id_map_change_t *map, size_t map_count,
                           const fts_checkpoint_t *checkpoint, const char *what, fts_error_t *err)
 {
     bool ok = false;
     checkpoint_cmds_t saved;
-    fts_redis_cmd_t *cmds = NULL;
-    redisReply **replies = NULL;
+    fts_redis_cmd_t cmds[CHECKPOINT_COMMANDS_MAX + 2];
+    redisReply *replies[CHECKPOINT_COMMANDS_MAX + 2] = {NULL};
     size_t ncmds = 0;
     const char *multi[] = {"MULTI"};
     const char *exec[] = {"EXEC"};
@@ -621,115 +859,108 @@ static bool write_entries(fts_redis_queue_t *queue, const fts_redis_cmd_t *xadds
         }
         checkpoint_build(&queue->keys, checkpoint, fts_clock_wall_ms(), &saved);
     }
-    if (count == 0 && saved.count == 0) {
+    if (count == 0 && map_count == 0 && saved.count == 0) {
         ok = true;
         goto cleanup;
     }
-    cmds = bson_malloc0((count + saved.count + 2) * sizeof *cmds);
-    replies = bson_malloc0((count + saved.count + 2) * sizeof *replies);
-
-    if (queue->atomic || count == 0) {
-        /* One transaction on one server: entries (if any) and checkpoint together. */
-        fts_redis_t *redis = count > 0 ? queue->queue : queue->state;
-        cmds[ncmds++] = (fts_redis_cmd_t){1, multi, NULL};
-        for (size_t i = 0; i < count; i++) {
-            cmds[ncmds++] = xadds[i];
-        }
-        for (size_t i = 0; i < saved.count; i++) {
-            cmds[ncmds++] = saved.cmds[i];
-        }
-        cmds[ncmds++] = (fts_redis_cmd_t){1, exec, NULL};
-        if (!fts_redis_pipeline(redis, cmds, ncmds, replies, err)) {
+    if (count > 0 || map_count > 0) {
+        /* One script on the queue server: entries, map and (one server) the checkpoint. */
+        bool with_checkpoint = queue->atomic && saved.count > 0;
+        if (!append_script_run(queue, xadds, count, map, map_count, checkpoint,
+                               with_checkpoint ? &saved : NULL, err)) {
             goto cleanup;
         }
-        const redisReply *results = exec_results(redis, replies, ncmds, err);
-        if (!results) {
+        if (with_checkpoint || saved.count == 0) {
+            ok = true;
             goto cleanup;
         }
-        for (size_t i = 0; i < count; i++) {
-            if (!fts_redis_reply_check(redis, results->element[i], "XADD", err)) {
-                /* EXEC does not roll back: the checkpoint beside it was written. */
-                if (saved.count) {
-                    fts_error_prefix(err,
-                                     "entry %zu of %zu was NOT queued although the checkpoint in "
-                                     "the same transaction was written; the saved position may "
-                                     "be past it: fix the key, then run reset-token --clear",
-                                     i + 1, count);
-                    fts_log(FTS_LOG_ERROR, LOG_COMPONENT, "%s: %s", what, err->message);
-                }
-                goto cleanup;
-            }
-        }
-        if (!checkpoint_results(redis, results->element + count, saved.count, err)) {
-            fts_error_prefix(err, "the entries are queued, the checkpoint was not saved");
-            goto cleanup;
-        }
-        ok = true;
-        goto cleanup;
     }
 
-    /* Two servers: every XADD answered with an ID first, then the checkpoint. */
-    if (!fts_redis_pipeline(queue->queue, xadds, count, replies, err)) {
-        fts_error_prefix(err, "the checkpoint was not saved");
-        goto cleanup;
-    }
-    for (size_t i = 0; i < count; i++) {
-        if (!fts_redis_reply_check(queue->queue, replies[i], "XADD", err)) {
-            fts_error_prefix(err, "entry %zu of %zu; the checkpoint was not saved", i + 1, count);
-            goto cleanup;
-        }
-    }
-    fts_redis_replies_free(replies, count);
-    if (saved.count == 0) {
-        ok = true;
-        goto cleanup;
-    }
+    /* The checkpoint alone on the state server (two servers: only now that the script said
+     * every entry is in). */
     cmds[ncmds++] = (fts_redis_cmd_t){1, multi, NULL};
     for (size_t i = 0; i < saved.count; i++) {
         cmds[ncmds++] = saved.cmds[i];
     }
     cmds[ncmds++] = (fts_redis_cmd_t){1, exec, NULL};
     if (!fts_redis_pipeline(queue->state, cmds, ncmds, replies, err)) {
-        fts_error_prefix(err, "the entries are queued, the checkpoint was not saved");
+        fts_error_prefix(err, count ? "the entries are queued, the checkpoint was not saved"
+                                    : "the checkpoint was not saved");
         goto cleanup;
     }
     const redisReply *results = exec_results(queue->state, replies, ncmds, err);
     if (!results || !checkpoint_results(queue->state, results->element, saved.count, err)) {
-        fts_error_prefix(err, "the entries are queued, the checkpoint was not saved");
+        fts_error_prefix(err, count ? "the entries are queued, the checkpoint was not saved"
+                                    : "the checkpoint was not saved");
         goto cleanup;
     }
     ok = true;
 
 cleanup:
-    if (replies) {
-        fts_redis_replies_free(replies, count + saved.count + 2);
-    }
-    bson_free(replies);
-    bson_free(cmds);
+    fts_redis_replies_free(replies, ncmds);
     if (!ok) {
         fts_error_prefix(err, "%s", what);
     }
     return ok;
 }
 
+bool fts_redis_queue_append_batch(fts_redis_queue_t *queue, const fts_queue_batch_t *batch,
+                                  const fts_checkpoint_t *checkpoint, fts_error_t *err)
+{
+    char what[FTS_REDIS_KEY_SIZE + 64];
+    snprintf(what, sizeof what, "cannot append %zu action%s to %s", batch->count,
+             batch->count == 1 ? "" : "s", queue->keys.stream);
+    size_t total = batch->count + batch->dead_count;
+    fts_redis_cmd_t *xadds = total ? bson_malloc0(total * sizeof *xadds) : NULL;
+    dead_letter_cmd_t *dead =
+        batch->dead_count ? bson_malloc0(batch->dead_count * sizeof *dead) : NULL;
+    bool ok = false;
+    for (size_t i = 0; i < batch->count; i++) {
+        const fts_action_argv_t *action = &batch->actions[i];
+        if (!fts_redis_action_argv_check(action, queue->keys.stream, err)) {
+            fts_error_prefix(err, "%s (action %zu; nothing was sent)", what, i + 1);
+            goto cleanup;
+        }
+        xadds[i] = (fts_redis_cmd_t){action->argc, (const char **)action->argv, action->argvlen};
+    }
+    for (size_t i = 0; i < batch->map_count; i++) {
+        const fts_id_map_change_t *change = &batch->map[i];
+        if (!change->source_id || !change->source_id[0] ||
+            (change->index_id && change->index_id_len == 0)) {
+            fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
+                          "%s: id map change %zu has an empty id (nothing was sent)", what, i + 1);
+            goto cleanup;
+        }
+    }
+    for (size_t i = 0; i < batch->dead_count; i++) {
+        if (!dead_letter_cmd_build(queue, &batch->dead[i], &dead[i], err)) {
+            fts_error_prefix(err, "%s (dead letter %zu; nothing was sent)", what, i + 1);
+            goto cleanup;
+        }
+        xadds[batch->count + i] = dead[i].xadd;
+    }
+    ok = write_entries(queue, xadds, total, batch->map, batch->map_count, checkpoint, what, err);
+    if (ok) {
+        for (size_t i = 0; i < batch->dead_count; i++) {
+            fts_log(FTS_LOG_WARN, LOG_COMPONENT, "dead-lettered an entry to %s (stage %s): %s",
+                    queue->keys.dead, batch->dead[i].stage, batch->dead[i].reason);
+        }
+    }
+
+cleanup:
+    for (size_t i = 0; i < batch->dead_count; i++) {
+        dead_letter_cmd_cleanup(&dead[i]);
+    }
+    bson_free(dead);
+    bson_free(xadds);
+    return ok;
+}
+
 bool fts_redis_queue_append(fts_redis_queue_t *queue, const fts_action_argv_t *actions,
                             size_t count, const fts_checkpoint_t *checkpoint, fts_error_t *err)
 {
-    char what[FTS_REDIS_KEY_SIZE + 64];
-    snprintf(what, sizeof what, "cannot append %zu action%s to %s", count, count == 1 ? "" : "s",
-             queue->keys.stream);
-    fts_redis_cmd_t *xadds = count ? bson_malloc0(count * sizeof *xadds) : NULL;
-    for (size_t i = 0; i < count; i++) {
-        if (!fts_redis_action_argv_check(&actions[i], queue->keys.stream, err)) {
-            bson_free(xadds);
-            return fts_error_prefix(err, "%s (action %zu; nothing was sent)", what, i + 1);
-        }
-        xadds[i] =
-            (fts_redis_cmd_t){actions[i].argc, (const char **)actions[i].argv, actions[i].argvlen};
-    }
-    bool ok = write_entries(queue, xadds, count, checkpoint, what, err);
-    bson_free(xadds);
-    return ok;
+    fts_queue_batch_t batch = {.actions = actions, .count = count};
+    return fts_redis_queue_append_batch(queue, &batch, checkpoint, err);
 }
 
 bool fts_redis_queue_checkpoint(fts_redis_queue_t *queue, const fts_checkpoint_t *checkpoint,
@@ -743,52 +974,24 @@ bool fts_redis_queue_checkpoint(fts_redis_queue_t *queue, const fts_checkpoint_t
     snprintf(what, sizeof what, "cannot save the position in %s",
              checkpoint->kind == FTS_CHECKPOINT_SNAPSHOT ? queue->keys.snapshot
                                                          : queue->keys.token);
-    return write_entries(queue, NULL, 0, checkpoint, what, err);
+    return write_entries(queue, NULL, 0, NULL, 0, checkpoint, what, err);
 }
 
 bool fts_redis_queue_dead_letter(fts_redis_queue_t *queue, const fts_dead_letter_t *dead,
                                  const fts_checkpoint_t *checkpoint, fts_error_t *err)
 {
     char what[FTS_REDIS_KEY_SIZE + 64];
-    char failed_at[24];
     snprintf(what, sizeof what, "cannot dead-letter an entry to %s", queue->keys.dead);
-    if (dead->count % 2 != 0 || (dead->count && !dead->items) || !dead->reason ||
-        !dead->reason[0] || !dead->stage || !dead->stage[0]) {
-        return fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
-                             "%s: it needs field/value pairs, a reason and a stage", what);
+    dead_letter_cmd_t cmd;
+    if (!dead_letter_cmd_build(queue, dead, &cmd, err)) {
+        return fts_error_prefix(err, "%s", what);
     }
-    size_t argc = dead->count + DEAD_LETTER_EXTRA_ARGS;
-    const char **argv = bson_malloc0(argc * sizeof *argv);
-    size_t *argvlen = bson_malloc0(argc * sizeof *argvlen);
-    snprintf(failed_at, sizeof failed_at, "%" PRIu64, fts_clock_wall_ms());
-    size_t n = 0;
-    argv[n++] = "XADD";
-    argv[n++] = queue->keys.dead;
-    argv[n++] = "*";
-    for (size_t i = 0; i < dead->count; i++) {
-        argv[n] = dead->items[i];
-        argvlen[n] = dead->lens ? dead->lens[i] : strlen(dead->items[i]);
-        n++;
-    }
-    argv[n++] = "reason";
-    argv[n++] = dead->reason;
-    argv[n++] = "stage";
-    argv[n++] = dead->stage;
-    argv[n++] = "failed_at";
-    argv[n++] = failed_at;
-    for (size_t i = 0; i < n; i++) {
-        if (i < 3 || i >= 3 + dead->count) {
-            argvlen[i] = strlen(argv[i]);
-        }
-    }
-    fts_redis_cmd_t xadd = {(int)n, argv, argvlen};
-    bool ok = write_entries(queue, &xadd, 1, checkpoint, what, err);
+    bool ok = write_entries(queue, &cmd.xadd, 1, NULL, 0, checkpoint, what, err);
     if (ok) {
         fts_log(FTS_LOG_WARN, LOG_COMPONENT, "dead-lettered an entry to %s (stage %s): %s",
                 queue->keys.dead, dead->stage, dead->reason);
     }
-    bson_free(argv);
-    bson_free(argvlen);
+    dead_letter_cmd_cleanup(&cmd);
     return ok;
 }
 
@@ -907,6 +1110,63 @@ cleanup:
     return ok;
 }
 
+bool fts_redis_queue_id_map_get(fts_redis_queue_t *queue, const char *const *source_ids,
+                                size_t count, char **index_ids, fts_error_t *err)
+{
+    bool ok = false;
+    for (size_t i = 0; i < count; i++) {
+        index_ids[i] = NULL;
+    }
+    if (count == 0) {
+        return true;
+    }
+    const char **argv = bson_malloc0((count + 2) * sizeof *argv);
+    argv[0] = "HMGET";
+    argv[1] = queue->keys.ids;
+    for (size_t i = 0; i < count; i++) {
+        argv[i + 2] = source_ids[i];
+    }
+    redisReply *reply = fts_redis_command_argv(queue->queue, (int)(count + 2), argv, NULL, err);
+    bson_free(argv);
+    if (!reply) {
+        goto cleanup;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != count) {
+        fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL,
+                      "HMGET did not return %zu values", count);
+        goto cleanup;
+    }
+    for (size_t i = 0; i < count; i++) {
+        const redisReply *value = reply->element[i];
+        if (value->type == REDIS_REPLY_NIL) {
+            continue;
+        }
+        if (value->type != REDIS_REPLY_STRING) {
+            fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL,
+                          "HMGET returned something other than a string or nil");
+            goto cleanup;
+        }
+        /* A value holding a NUL byte (a hand-edited map) comes back empty, which no index id
+         * is: the caller refuses it instead of using a truncated id. */
+        index_ids[i] = memchr(value->str, '\0', value->len) ? bson_strdup("")
+                                                            : bson_strndup(value->str, value->len);
+    }
+    ok = true;
+
+cleanup:
+    if (reply) {
+        freeReplyObject(reply);
+    }
+    if (!ok) {
+        for (size_t i = 0; i < count; i++) {
+            bson_free(index_ids[i]);
+            index_ids[i] = NULL;
+        }
+        fts_error_prefix(err, "cannot read the id map %s", queue->keys.ids);
+    }
+    return ok;
+}
+
 /* ---- The queue port ---- */
 
 static const char *port_stream_key(void *context)
@@ -919,10 +1179,16 @@ static bool port_ensure_group(void *context, fts_error_t *err)
     return fts_redis_queue_ensure_group(context, err);
 }
 
-static bool port_append(void *context, const fts_action_argv_t *actions, size_t count,
+static bool port_append(void *context, const fts_queue_batch_t *batch,
                         const fts_checkpoint_t *checkpoint, fts_error_t *err)
 {
-    return fts_redis_queue_append(context, actions, count, checkpoint, err);
+    return fts_redis_queue_append_batch(context, batch, checkpoint, err);
+}
+
+static bool port_id_map_get(void *context, const char *const *source_ids, size_t count,
+                            char **index_ids, fts_error_t *err)
+{
+    return fts_redis_queue_id_map_get(context, source_ids, count, index_ids, err);
 }
 
 static bool port_checkpoint(void *context, const fts_checkpoint_t *checkpoint, fts_error_t *err)
@@ -960,6 +1226,7 @@ static const fts_queue_ops_t queue_ops = {
     .stream_key = port_stream_key,
     .ensure_group = port_ensure_group,
     .append = port_append,
+    .id_map_get = port_id_map_get,
     .checkpoint = port_checkpoint,
     .dead_letter = port_dead_letter,
     .read_position = port_read_position,

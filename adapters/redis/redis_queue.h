@@ -3,7 +3,8 @@
  * stream, the saved position (resume token or snapshot progress), the loaders' backlog and
  * trimming.
  *
- * Keys of pipeline P (one hash tag, so one Redis Cluster slot, so one MULTI can span them):
+ * Keys of pipeline P (one hash tag, so one Redis Cluster slot, so one script or MULTI can span
+ * them):
  *   ftsync:{P}:stream    stream of actions (fields: see core/action.h); consumer group
  *                        FTS_LOAD_GROUP reads it
  *   ftsync:{P}:dead      stream of dead letters: the original fields, then reason, stage,
@@ -15,24 +16,31 @@
  *                        extended JSON of the last _id queued; absent before the first batch),
  *                        queued (documents queued so far), updated_at (ms)
  *   ftsync:{P}:lease     the extractor lease (redis_lease.h)
- * The streams live on the queue server, the hashes and the lease on the state server; they
- * may be one server (the default).
+ *   ftsync:{P}:ids       hash, the id map (FTSYNC_ID_MAP): field = canonical extended JSON of
+ *                        a source document's _id, value = its index id; written only by the
+ *                        append script, with the entries it belongs to
+ * The streams and the id map live on the queue server, the position hashes and the lease on
+ * the state server; they may be one server (the default).
  *
  * The saved position is exactly one of: nothing (start with a snapshot), a snapshot in
  * progress, or a token. Every checkpoint writes one of the two hashes and deletes the other in
- * the same MULTI/EXEC on the state server, so the position moves from "snapshot at T after
- * _id X" to "resume after token" in one step: the first change-stream checkpoint is also the
- * end of the snapshot. Deleting the snapshot hash as a step of its own would leave, before
- * the token exists, a moment with no position (a crash then re-snapshots: safe, but the whole
- * collection again), or, after it, a moment with two.
+ * the same step (the append script, or one MULTI/EXEC on the state server), so the position
+ * moves from "snapshot at T after _id X" to "resume after token" in one step: the first
+ * change-stream checkpoint is also the end of the snapshot. Deleting the snapshot hash as a
+ * step of its own would leave, before the token exists, a moment with no position (a crash
+ * then re-snapshots: safe, but the whole collection again), or, after it, a moment with two.
  *
  * Invariants kept here:
  *   1. a checkpoint is written only after every stream entry given with it is in the stream:
- *      in the same MULTI/EXEC when stream and state share a server, otherwise only after every
- *      XADD was answered with an entry ID. A failed append leaves the checkpoint as it was,
- *      except when the connection broke after the server had run the checkpoint (EXEC or the
- *      second step), whose reply was lost: then it may have advanced to this batch, which is
- *      then queued too. Either way the caller re-sends from its last checkpoint;
+ *      by the same Lua script, after its last XADD, when stream and state share a server
+ *      (redis.call stops the script at the first failing command, so a failed XADD leaves the
+ *      checkpoint untouched), otherwise only after the script on the queue server returned. A
+ *      failed append leaves the checkpoint as it was, except when the connection broke after
+ *      the server had run the checkpoint (the script or the second step), whose reply was
+ *      lost: then it may have advanced to this batch, which is then queued too. Either way the
+ *      caller re-sends from its last checkpoint. The id map changes of a batch are written by
+ *      the same script, after its XADDs and before the checkpoint, so on one server the map,
+ *      the stream and the position never disagree;
  *   3. duplicates are what a re-sent batch produces, and they are harmless (external
  *      versions), so nothing here ever tries to "undo" a partly written batch;
  *   4. no MAXLEN/MINID on XADD, ever (every XADD is built here or checked to be "XADD <stream>
@@ -84,6 +92,7 @@ typedef struct {
     char token[FTS_REDIS_KEY_SIZE];
     char snapshot[FTS_REDIS_KEY_SIZE];
     char lease[FTS_REDIS_KEY_SIZE];
+    char ids[FTS_REDIS_KEY_SIZE];
 } fts_redis_keys_t;
 
 typedef struct fts_redis_queue fts_redis_queue_t;
@@ -103,7 +112,7 @@ fts_queue_port_t fts_redis_queue_port(fts_redis_queue_t *queue);
 /* Borrowed until destroy. The stream key is what fts_action_encode() must be given. */
 const fts_redis_keys_t *fts_redis_queue_keys(const fts_redis_queue_t *queue);
 
-/* True when one MULTI/EXEC covers entries and checkpoint (one server). */
+/* True when one script covers entries and checkpoint (one server). */
 bool fts_redis_queue_is_atomic(const fts_redis_queue_t *queue);
 
 /* XGROUP CREATE <stream> loaders 0 MKSTREAM; an existing group (BUSYGROUP) is fine. Call before
@@ -111,17 +120,31 @@ bool fts_redis_queue_is_atomic(const fts_redis_queue_t *queue);
  * stream key holds something else. */
 bool fts_redis_queue_ensure_group(fts_redis_queue_t *queue, fts_error_t *err);
 
-/* Appends count actions (each "XADD <stream> * field value...", as fts_action_encode builds
- * them with fts_redis_queue_keys()->stream) and then, if checkpoint is not NULL, saves it:
- *   - one server: MULTI; XADD...; HSET <position>; DEL <other position>; EXEC, pipelined;
- *   - two servers: the XADDs pipelined on the queue server; only when every one returned an
- *     entry ID, MULTI; HSET; DEL; EXEC on the state server.
+/* Appends a batch: its actions (each "XADD <stream> * field value...", as fts_action_encode
+ * builds them with fts_redis_queue_keys()->stream), then its dead letters (as
+ * fts_redis_queue_dead_letter writes them), then its id map changes (HSET/HDEL of
+ * ftsync:{P}:ids), and then, if checkpoint is not NULL, saves it:
+ *   - one server: one EVAL of a Lua script doing all of it in that order (see APPEND_SCRIPT in
+ *     redis_queue.c: a failing XADD ends it before the map and the checkpoint);
+ *   - two servers: the script without the checkpoint on the queue server; only when it
+ *     returned, MULTI; HSET; DEL; EXEC on the state server.
  * On failure returns false and the checkpoint is left as it was (see invariant 1 above); the
- * caller re-sends the batch from its last checkpoint. Actions are checked before anything is
- * sent (key, "*", an even number of field/value items): a malformed one fails the whole call
- * with nothing sent. count 0 with a checkpoint is fts_redis_queue_checkpoint(). */
+ * caller re-sends the batch from its last checkpoint. Actions, dead letters and map changes are
+ * checked before anything is sent (key, "*", an even number of field/value items; non-empty
+ * ids): a malformed one fails the whole call with nothing sent. An empty batch with a
+ * checkpoint is fts_redis_queue_checkpoint(). */
+bool fts_redis_queue_append_batch(fts_redis_queue_t *queue, const fts_queue_batch_t *batch,
+                                  const fts_checkpoint_t *checkpoint, fts_error_t *err);
+
+/* fts_redis_queue_append_batch of count actions alone. */
 bool fts_redis_queue_append(fts_redis_queue_t *queue, const fts_action_argv_t *actions,
                             size_t count, const fts_checkpoint_t *checkpoint, fts_error_t *err);
+
+/* HMGET of the id map: index_ids[i] (bson_free it) is the index id saved for source_ids[i],
+ * NULL when the map has no entry for it, "" when the entry holds a NUL byte (no index id does;
+ * the caller refuses it). On failure every index_ids[i] is NULL. */
+bool fts_redis_queue_id_map_get(fts_redis_queue_t *queue, const char *const *source_ids,
+                                size_t count, char **index_ids, fts_error_t *err);
 
 /* Saves a position with no entries: a post-batch resume token that advanced while no event
  * arrived, the start of a snapshot, or an operator's `reset-token`. One MULTI on the state
@@ -132,7 +155,7 @@ bool fts_redis_queue_checkpoint(fts_redis_queue_t *queue, const fts_checkpoint_t
                                 fts_error_t *err);
 
 /* XADD to the dead-letter stream (the original fields, then reason, stage, failed_at) and
- * then, if checkpoint is not NULL, the checkpoint past it, atomically as in append. The same
+ * then, if checkpoint is not NULL, the checkpoint past it, in one script as in append. The same
  * ordering promise as fts_redis_queue_checkpoint: every action before the dead event is
  * already queued. The extra fields come last, so a reader that takes the last occurrence of a
  * field name reads ours even when the original entry had a field of the same name. */

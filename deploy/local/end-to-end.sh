@@ -70,9 +70,11 @@ export FTSYNC_ES_INDEX_DEFINITION="${FTSYNC_ES_INDEX_DEFINITION:-$definition}"
 export FTSYNC_MONGO_URI="${FTSYNC_MONGO_URI:-mongodb://127.0.0.1:$mongo_port/?replicaSet=rs0}"
 export FTSYNC_MONGO_DB="${FTSYNC_MONGO_DB:-steam}"
 export FTSYNC_MONGO_COLLECTION="${FTSYNC_MONGO_COLLECTION:-apps}"
-# The workload's documents carry the Steam appid both as `id` and as `_id`, so the index ids are
-# the original service's; `_id` (unlike `id`) is in every delete event, pre-images or not.
-export FTSYNC_ID_FIELD="${FTSYNC_ID_FIELD:-_id}"
+# The original service's configuration: the index id is the Steam appid in `id`, while `_id` is
+# an ObjectId (--object-ids below). Delete events carry only `_id`, so the id map
+# (FTSYNC_ID_MAP=auto turns it on) tells extract which index document a delete removes; the
+# collection needs no pre-images.
+export FTSYNC_ID_FIELD="${FTSYNC_ID_FIELD:-id}"
 export FTSYNC_FIELDS="${FTSYNC_FIELDS:-name,short_description,developers,publishers,updated_at}"
 
 echo "== ftsync config"
@@ -99,7 +101,7 @@ if [[ "$tokens" != "run game " ]]; then
 fi
 echo "== ftsync-workload: 2000 Steam-shaped documents into $FTSYNC_MONGO_DB.$FTSYNC_MONGO_COLLECTION"
 "$workload" --uri "$FTSYNC_MONGO_URI" --db "$FTSYNC_MONGO_DB" --collection "$FTSYNC_MONGO_COLLECTION" \
-    --count 2000 --mix insert=100 --seed 1
+    --count 2000 --mix insert=100 --seed 1 --object-ids
 stream="ftsync:{${FTSYNC_PIPELINE:-default}}:stream"
 redis_port=${FTSYNC_STATE_REDIS_URL##*:}
 redis_port=${redis_port%%/*}
@@ -108,7 +110,8 @@ echo "== ftsync run (extract + load), while the workload changes the collection"
 FTSYNC_ADMIN_ADDR=off "$ftsync" run 2>"$local_dir/ftsync.log" &
 run_pid=$!
 "$workload" --uri "$FTSYNC_MONGO_URI" --db "$FTSYNC_MONGO_DB" --collection "$FTSYNC_MONGO_COLLECTION" \
-    --count 1000 --mix insert=40,update=30,replace=10,delete=20 --seed 2 --id-start 100000
+    --count 1000 --mix insert=40,update=30,replace=10,delete=20 --seed 2 --id-start 100000 \
+    --object-ids
 
 # Done when the collection's last change is queued and the loaders acknowledged everything:
 # the group has read the whole stream (lag 0) and holds nothing pending.

@@ -690,10 +690,11 @@ static void test_history_lost_resyncs(void **state)
     stop_extract_clean(f);
 }
 
-/* With an id field other than _id, a delete event carries only documentKey {_id}: extract needs
- * the pre-image to name the index document. With FTSYNC_MONGO_PRE_IMAGES it gets it; without,
- * it stops with a clear error (exit 3) instead of guessing, and the token stays before the
- * delete (invariant 1). */
+/* With an id field other than _id and the id map off (FTSYNC_ID_MAP=off; the default, auto,
+ * turns it on: test_extract_idmap.c), a delete event carries only documentKey {_id}: extract
+ * needs the pre-image to name the index document. With FTSYNC_MONGO_PRE_IMAGES it gets it;
+ * without, it stops with a clear error (exit 3) instead of guessing, and the token stays before
+ * the delete (invariant 1). */
 static void test_custom_id_field_needs_pre_images(void **state)
 {
     fixture_t *f = fixture_new(fts_test_mongo_double_uri(group.mongo), "preimages");
@@ -709,6 +710,7 @@ static void test_custom_id_field_needs_pre_images(void **state)
     mongoc_database_destroy(database);
 
     fts_test_pipeline_set(&f->p, "FTSYNC_ID_FIELD", "id");
+    fts_test_pipeline_set(&f->p, "FTSYNC_ID_MAP", "off");
     fts_test_pipeline_set(&f->p, "FTSYNC_FIELDS", "name");
     fts_test_pipeline_set(&f->p, "FTSYNC_MONGO_PRE_IMAGES", "required");
     start_extract(f);

@@ -534,8 +534,8 @@ static void test_atomic_append_and_checkpoint(void **state)
 
     batch_t *batch = batch_new(queue, 0, 5, false);
     fts_checkpoint_t checkpoint = token_checkpoint(TOKEN_TEXT(1), BASE_SECONDS + 4);
+    long long eval = calls_of(redis, "eval");
     long long multi = calls_of(redis, "multi");
-    long long exec = calls_of(redis, "exec");
     long long xadd = calls_of(redis, "xadd");
     long long hset = calls_of(redis, "hset");
     struct timespec now;
@@ -543,9 +543,10 @@ static void test_atomic_append_and_checkpoint(void **state)
     long long before_ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
     append_ok(queue, batch, &checkpoint);
 
-    /* One transaction: five XADDs and the HSET in one MULTI/EXEC. */
-    assert_int_equal(calls_of(redis, "multi") - multi, 1);
-    assert_int_equal(calls_of(redis, "exec") - exec, 1);
+    /* One step: five XADDs and the HSET in one script (no MULTI/EXEC, which would run the
+     * HSET even after a failed XADD). */
+    assert_int_equal(calls_of(redis, "eval") - eval, 1);
+    assert_int_equal(calls_of(redis, "multi"), multi);
     assert_int_equal(calls_of(redis, "xadd") - xadd, 5);
     assert_int_equal(calls_of(redis, "hset") - hset, 1);
 
@@ -645,8 +646,9 @@ static void test_failure_inside_the_transaction(void **state)
     ensure_group_ok(queue);
     fts_error_t err;
 
-    /* The token key holds a string: the entries are queued, the checkpoint is refused and
-     * reported (the caller re-sends; duplicates are harmless), the key left as it was. */
+    /* The token key holds a string: the append script checks every key it writes before the
+     * first write, so nothing is queued, the checkpoint is refused and reported (the caller
+     * re-sends), the key left as it was. */
     freeReplyObject(run(redis, "SET %s not-a-hash", keys->token));
     batch_t *batch = batch_new(queue, 0, 3, false);
     fts_checkpoint_t checkpoint = token_checkpoint(TOKEN_TEXT(3), BASE_SECONDS + 2);
@@ -658,18 +660,152 @@ static void test_failure_inside_the_transaction(void **state)
     redisReply *value = run(redis, "GET %s", keys->token);
     assert_string_equal(value->str, "not-a-hash");
     freeReplyObject(value);
-    assert_int_equal(xlen(redis, keys->stream), 3);
+    assert_int_equal(xlen(redis, keys->stream), 0);
 
-    /* The stream key replaced by a string while running: EXEC does not roll back, so the
-     * error must say loudly that the checkpoint went ahead of the entries. */
+    /* The stream key replaced by a string: the append script finds it before writing
+     * anything, so neither entries nor checkpoint (MULTI/EXEC used to write the checkpoint
+     * beside the failed XADDs). */
     freeReplyObject(run(redis, "DEL %s", keys->token));
     freeReplyObject(run(redis, "DEL %s", keys->stream));
     freeReplyObject(run(redis, "SET %s not-a-stream", keys->stream));
     fts_error_clear(&err);
     assert_false(fts_redis_queue_append(queue, batch->argv, 3, &checkpoint, &err));
-    assert_contains(err.message, "NOT queued");
-    assert_contains(err.message, "reset-token --clear");
+    assert_contains(err.message, "checkpoint was not saved");
     assert_contains(err.message, "WRONGTYPE");
+    assert_false(exists(redis, keys->token));
+    value = run(redis, "GET %s", keys->stream);
+    assert_string_equal(value->str, "not-a-stream");
+    freeReplyObject(value);
+
+    batch_free(batch);
+    fts_redis_queue_destroy(queue);
+    fts_redis_destroy(redis);
+}
+
+/* Issue 11, section 5: an XADD that fails while the append runs, past every check made before
+ * sending (here the stream's ID space runs out after the first entry of the batch), must leave
+ * the saved token where it was. MULTI/EXEC ran the HSET of the token anyway. */
+static void test_failed_xadd_leaves_the_token(void **state)
+{
+    (void)state;
+    char pipeline[64];
+    unique_pipeline(pipeline, sizeof pipeline, "xaddfail");
+    fts_redis_t *redis = connect_ok(fts_test_redis_server_url(shared_server));
+    fts_redis_queue_t *queue = queue_ok(redis, NULL, pipeline);
+    const fts_redis_keys_t *keys = fts_redis_queue_keys(queue);
+    ensure_group_ok(queue);
+    fts_error_t err;
+
+    fts_checkpoint_t before = token_checkpoint(TOKEN_TEXT(1), BASE_SECONDS + 1);
+    checkpoint_ok(queue, &before);
+    /* One ID left: the batch's first XADD takes it, the second fails at run time. */
+    freeReplyObject(
+        run(redis, "XADD %s 18446744073709551615-18446744073709551614 op filler", keys->stream));
+    batch_t *batch = batch_new(queue, 0, 3, false);
+    fts_checkpoint_t after = token_checkpoint(TOKEN_TEXT(2), BASE_SECONDS + 3);
+    fts_error_clear(&err);
+    assert_false(fts_redis_queue_append(queue, batch->argv, 3, &after, &err));
+    assert_int_equal(err.domain, FTS_ERROR_REDIS);
+    assert_contains(err.message, "exhausted");
+    assert_contains(err.message, "checkpoint was not saved");
+    assert_saved_token(redis, queue, TOKEN_TEXT(1));
+    /* The entry before the failure stays (a re-sent batch duplicates it: harmless). */
+    assert_int_equal(xlen(redis, keys->stream), 2);
+
+    /* The same with id map changes: neither the map nor the token moves. */
+    fts_id_map_change_t map[] = {
+        {.source_id = "{ \"$numberInt\" : \"1\" }", .index_id = "101", .index_id_len = 3}};
+    fts_queue_batch_t with_map = {.actions = batch->argv, .count = 3, .map = map, .map_count = 1};
+    fts_error_clear(&err);
+    assert_false(fts_redis_queue_append_batch(queue, &with_map, &after, &err));
+    assert_contains(err.message, "exhausted");
+    assert_false(exists(redis, keys->ids));
+    assert_saved_token(redis, queue, TOKEN_TEXT(1));
+
+    batch_free(batch);
+    fts_redis_queue_destroy(queue);
+    fts_redis_destroy(redis);
+}
+
+/* The id map is written by the append, with its entries and checkpoint, and read back with
+ * HMGET; dead letters of the batch go to the dead-letter stream in the same step. */
+static void test_id_map_append_and_read(void **state)
+{
+    (void)state;
+    char pipeline[64];
+    unique_pipeline(pipeline, sizeof pipeline, "idmap");
+    fts_redis_t *redis = connect_ok(fts_test_redis_server_url(shared_server));
+    fts_redis_queue_t *queue = queue_ok(redis, NULL, pipeline);
+    const fts_redis_keys_t *keys = fts_redis_queue_keys(queue);
+    ensure_group_ok(queue);
+    char expected[FTS_REDIS_KEY_SIZE];
+    snprintf(expected, sizeof expected, "ftsync:{%s}:ids", pipeline);
+    assert_string_equal(keys->ids, expected);
+
+    batch_t *batch = batch_new(queue, 0, 2, false);
+    const char *oid = "{ \"$oid\" : \"65a000000000000000000001\" }";
+    const char *two = "{ \"$numberInt\" : \"2\" }";
+    fts_id_map_change_t map[] = {{.source_id = oid, .index_id = "101", .index_id_len = 3},
+                                 {.source_id = two, .index_id = "102", .index_id_len = 3}};
+    const char *items[] = {"event", "{\"operationType\":\"delete\"}"};
+    fts_dead_letter_t dead = {
+        .items = items, .count = 2, .reason = "unknown document", .stage = "transform"};
+    fts_queue_batch_t first = {.actions = batch->argv,
+                               .count = 2,
+                               .dead = &dead,
+                               .dead_count = 1,
+                               .map = map,
+                               .map_count = 2};
+    fts_checkpoint_t checkpoint = token_checkpoint(TOKEN_TEXT(1), BASE_SECONDS + 1);
+    fts_error_t err;
+    fts_error_clear(&err);
+    long long eval = calls_of(redis, "eval");
+    if (!fts_redis_queue_append_batch(queue, &first, &checkpoint, &err)) {
+        fail_msg("append: %s", err.message);
+    }
+    assert_int_equal(calls_of(redis, "eval") - eval, 1);
+    assert_int_equal(xlen(redis, keys->stream), 2);
+    assert_int_equal(xlen(redis, keys->dead), 1);
+    assert_saved_token(redis, queue, TOKEN_TEXT(1));
+    redisReply *value = fts_redis_command(redis, &err, "HGET %s %s", keys->ids, oid);
+    assert_non_null(value);
+    assert_string_equal(value->str, "101");
+    freeReplyObject(value);
+
+    /* A removal and an unknown document read back as NULL. */
+    fts_id_map_change_t removal[] = {{.source_id = two}};
+    fts_queue_batch_t second = {.actions = batch->argv, .count = 1, .map = removal, .map_count = 1};
+    checkpoint = token_checkpoint(TOKEN_TEXT(2), BASE_SECONDS + 2);
+    assert_true(fts_redis_queue_append_batch(queue, &second, &checkpoint, &err));
+    const char *asked[] = {oid, two, "{ \"$numberInt\" : \"3\" }"};
+    char *found[3];
+    assert_true(fts_redis_queue_id_map_get(queue, asked, 3, found, &err));
+    assert_string_equal(found[0], "101");
+    assert_null(found[1]);
+    assert_null(found[2]);
+    bson_free(found[0]);
+
+    /* The port reads the same. */
+    fts_queue_port_t port = fts_redis_queue_port(queue);
+    assert_true(port.ops->id_map_get(port.context, asked, 1, found, &err));
+    assert_string_equal(found[0], "101");
+    bson_free(found[0]);
+
+    /* A map key of the wrong type: nothing written at all, the token stays. */
+    freeReplyObject(run(redis, "DEL %s", keys->ids));
+    freeReplyObject(run(redis, "SET %s oops", keys->ids));
+    long long length = xlen(redis, keys->stream);
+    checkpoint = token_checkpoint(TOKEN_TEXT(3), BASE_SECONDS + 3);
+    fts_error_clear(&err);
+    assert_false(fts_redis_queue_append_batch(queue, &first, &checkpoint, &err));
+    assert_contains(err.message, "WRONGTYPE");
+    assert_contains(err.message, keys->ids);
+    assert_int_equal(xlen(redis, keys->stream), length);
+    assert_saved_token(redis, queue, TOKEN_TEXT(2));
+    fts_error_clear(&err);
+    assert_false(fts_redis_queue_id_map_get(queue, asked, 1, found, &err));
+    assert_null(found[0]);
+    assert_contains(err.message, keys->ids);
 
     batch_free(batch);
     fts_redis_queue_destroy(queue);
@@ -772,13 +908,13 @@ static void test_snapshot_progress(void **state)
     assert_int_equal(position.queued, 5);
     fts_position_cleanup(&position);
 
-    /* The first change-stream checkpoint ends the snapshot in the same transaction. */
+    /* The first change-stream checkpoint ends the snapshot in the same step (script). */
     batch_t *change = batch_new(queue, 5, 1, false);
     fts_checkpoint_t token = token_checkpoint(TOKEN_TEXT(7), BASE_SECONDS + 5);
-    long long multi = calls_of(redis, "multi");
+    long long eval = calls_of(redis, "eval");
     long long del = calls_of(redis, "del");
     append_ok(queue, change, &token);
-    assert_int_equal(calls_of(redis, "multi") - multi, 1);
+    assert_int_equal(calls_of(redis, "eval") - eval, 1);
     assert_int_equal(calls_of(redis, "del") - del, 1);
     assert_false(exists(redis, keys->snapshot));
     assert_saved_token(redis, queue, TOKEN_TEXT(7));
@@ -1037,11 +1173,11 @@ static void test_dead_letter(void **state)
                               .reason = "the transform worker crashed 3 times (signal 11)",
                               .stage = "transform"};
     fts_checkpoint_t past = token_checkpoint(TOKEN_TEXT(2), BASE_SECONDS + 2);
-    long long multi = calls_of(redis, "multi");
+    long long eval = calls_of(redis, "eval");
     fts_error_t err;
     fts_error_clear(&err);
     assert_true(fts_redis_queue_dead_letter(queue, &dead, &past, &err));
-    assert_int_equal(calls_of(redis, "multi") - multi, 1);
+    assert_int_equal(calls_of(redis, "eval") - eval, 1);
     assert_saved_token(redis, queue, TOKEN_TEXT(2));
     assert_int_equal(xlen(redis, keys->stream), 2);
 
@@ -1118,6 +1254,19 @@ static void test_separate_servers(void **state)
     assert_int_equal(xlen(queue_redis, keys->dead), 1);
     assert_false(exists(state_redis, keys->dead));
     assert_saved_token(state_redis, queue, TOKEN_TEXT(2));
+
+    /* The id map lives with the stream: written by the script on the queue server, the token
+     * on the state server only after it. */
+    fts_id_map_change_t map[] = {
+        {.source_id = "{ \"$numberInt\" : \"9\" }", .index_id = "109", .index_id_len = 3}};
+    fts_queue_batch_t with_map = {.actions = batch->argv, .count = 0, .map = map, .map_count = 1};
+    fts_checkpoint_t mapped = token_checkpoint(TOKEN_TEXT(3), BASE_SECONDS + 5);
+    fts_error_clear(&err);
+    assert_true(fts_redis_queue_append_batch(queue, &with_map, &mapped, &err));
+    assert_true(exists(queue_redis, keys->ids));
+    assert_false(exists(state_redis, keys->ids));
+    assert_saved_token(state_redis, queue, TOKEN_TEXT(3));
+    freeReplyObject(run(queue_redis, "DEL %s", keys->ids));
 
     /* Backlog and trim look at the queue server. */
     assert_int_equal(backlog_ok(queue).entries, 4);
@@ -1336,6 +1485,8 @@ int main(void)
         cmocka_unit_test(test_atomic_append_and_checkpoint),
         cmocka_unit_test(test_malformed_action_sends_nothing),
         cmocka_unit_test(test_failure_inside_the_transaction),
+        cmocka_unit_test(test_failed_xadd_leaves_the_token),
+        cmocka_unit_test(test_id_map_append_and_read),
         cmocka_unit_test(test_token_only_checkpoint),
         cmocka_unit_test(test_snapshot_progress),
         cmocka_unit_test(test_position_malformed_and_clear),

@@ -13,7 +13,10 @@
  * comes from one seeded generator, never from the clock, so the same --seed and options write
  * the same changes and produce the same report byte for byte. `_id` is the integer `id` (the
  * Steam appid): an ObjectId would differ between runs, and the appid is the natural key that
- * ftsync's documentKey and Elasticsearch ids follow.
+ * ftsync's documentKey and Elasticsearch ids follow. With --object-ids, `_id` is instead an
+ * ObjectId made from the id (24 hex digits: "f75c" and the id in 20 hex digits, so the same
+ * on every run and in the same order as the ids), as a collection written by a driver has,
+ * for ftsync's FTSYNC_ID_FIELD=id (the id map: deletes carry only the `_id`).
  *
  * The report (--report FILE) is the expected final state of the collection: one document per
  * line, canonical extended JSON, keys sorted at every level, lines in ascending _id. The program
@@ -241,12 +244,29 @@ static void append_price(bson_t *doc, const char *key, int country, const price_
     bson_append_document_end(doc, &child);
 }
 
+/* --object-ids: `_id` is an ObjectId made from the id instead of the id itself. */
+static bool object_ids;
+
+/* Appends the _id of the application with this id under key. */
+static void append_source_id(bson_t *doc, const char *key, int32_t id)
+{
+    if (!object_ids) {
+        BSON_APPEND_INT32(doc, key, id);
+        return;
+    }
+    char hex[25];
+    bson_oid_t oid;
+    snprintf(hex, sizeof hex, "f75c%020" PRIx32, (uint32_t)id);
+    bson_oid_init_from_string(&oid, hex);
+    BSON_APPEND_OID(doc, key, &oid);
+}
+
 /* The document, keys in sorted order at every level (so the report is canonical as written).
  * with_id: false for a replacement body, which must not change _id anyway. */
 static void app_to_bson(const app_t *app, bson_t *doc, bool with_id)
 {
     if (with_id) {
-        BSON_APPEND_INT32(doc, "_id", app->id);
+        append_source_id(doc, "_id", app->id);
     }
     append_strings(doc, "developers", app->developers, app->developer_count);
     BSON_APPEND_INT32(doc, "id", app->id);
@@ -415,6 +435,8 @@ static void usage(FILE *out)
             "(the default); missing kinds weigh 0\n"
             "  --id-start N       id (and _id) of the first inserted application (default 10; "
             "ids step by 10 like Steam appids)\n"
+            "  --object-ids       _id is an ObjectId made from the id (f75c + the id in 20 hex "
+            "digits) instead of the id itself\n"
             "  --drop             drop the collection first\n"
             "  --report FILE      write the expected final state: one canonical extended JSON "
             "document per line, keys sorted, ascending _id\n"
@@ -486,6 +508,7 @@ static int parse_options(int argc, char **argv, options_t *opts)
         {"report", required_argument, NULL, 'o'},
         {"id-start", required_argument, NULL, 'i'},
         {"drop", no_argument, NULL, 'D'},
+        {"object-ids", no_argument, NULL, 'O'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -547,6 +570,9 @@ static int parse_options(int argc, char **argv, options_t *opts)
             break;
         case 'D':
             opts->drop = true;
+            break;
+        case 'O':
+            object_ids = true;
             break;
         case 'h':
             usage(stdout);
@@ -685,7 +711,7 @@ static bool run_one(mongoc_collection_t *coll, model_t *model, const options_t *
         app_t *app = &model->apps[model->live[slot]];
         int32_t target = app->id;
         bson_t filter = BSON_INITIALIZER;
-        BSON_APPEND_INT32(&filter, "_id", target);
+        append_source_id(&filter, "_id", target);
         bson_t body = BSON_INITIALIZER;
         bson_t reply;
         const char *count_field = "matchedCount";

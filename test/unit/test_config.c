@@ -137,6 +137,7 @@ static void test_defaults_apply(void **state)
     assert_int_equal(result.config.mongo_pre_images, FTS_PRE_IMAGES_OFF);
     assert_int_equal(result.config.on_drop, FTS_ON_DROP_DELETE);
     assert_int_equal(result.config.on_history_lost, FTS_ON_HISTORY_LOST_RESYNC);
+    assert_int_equal(result.config.id_map, FTS_ID_MAP_AUTO);
     assert_null(result.config.transform_plugin);
     assert_int_equal(result.config.backlog_max, 100000);
     assert_int_equal(result.config.trim_interval_ms, 10000);
@@ -279,6 +280,9 @@ static void test_bad_enums_and_names(void **state)
     fake_minimal(&env);
     fake_set(&env, "FTSYNC_ON_DROP", "Delete");
     expect_problem(&env, "FTSYNC_ON_DROP", "\"Delete\" is not one of delete|ignore");
+    fake_minimal(&env);
+    fake_set(&env, "FTSYNC_ID_MAP", "true");
+    expect_problem(&env, "FTSYNC_ID_MAP", "\"true\" is not one of auto|on|off");
 }
 
 /* Every choice setting parses into its enum, is printed back by its name, and its choices are
@@ -293,6 +297,7 @@ static void test_choices_parse_into_enums(void **state)
     fake_set(&env, "FTSYNC_MONGO_PRE_IMAGES", "required");
     fake_set(&env, "FTSYNC_ON_DROP", "ignore");
     fake_set(&env, "FTSYNC_ON_HISTORY_LOST", "stop");
+    fake_set(&env, "FTSYNC_ID_MAP", "off");
     load_result_t result;
     load(&result, &env, FTS_ROLE_ALL);
     assert_true(result.ok);
@@ -301,6 +306,7 @@ static void test_choices_parse_into_enums(void **state)
     assert_int_equal(result.config.mongo_pre_images, FTS_PRE_IMAGES_REQUIRED);
     assert_int_equal(result.config.on_drop, FTS_ON_DROP_IGNORE);
     assert_int_equal(result.config.on_history_lost, FTS_ON_HISTORY_LOST_STOP);
+    assert_int_equal(result.config.id_map, FTS_ID_MAP_OFF);
 
     fts_buffer_t printed = {0};
     fts_config_print(&result.config, &checks, &printed);
@@ -309,6 +315,7 @@ static void test_choices_parse_into_enums(void **state)
     assert_non_null(strstr(printed.data, "FTSYNC_MONGO_PRE_IMAGES=required "));
     assert_non_null(strstr(printed.data, "FTSYNC_ON_DROP=ignore "));
     assert_non_null(strstr(printed.data, "FTSYNC_ON_HISTORY_LOST=stop "));
+    assert_non_null(strstr(printed.data, "FTSYNC_ID_MAP=off "));
     fts_buffer_destroy(&printed);
     unload(&result);
 
@@ -316,8 +323,10 @@ static void test_choices_parse_into_enums(void **state)
     fake_minimal(&env);
     fake_set(&env, "FTSYNC_MONGO_FULL_DOCUMENT", "required");
     fake_set(&env, "FTSYNC_MONGO_PRE_IMAGES", "whenAvailable");
+    fake_set(&env, "FTSYNC_ID_MAP", "on");
     load(&result, &env, FTS_ROLE_ALL);
     assert_true(result.ok);
+    assert_int_equal(result.config.id_map, FTS_ID_MAP_ON);
     assert_int_equal(result.config.mongo_full_document, FTS_FULL_DOCUMENT_REQUIRED);
     assert_int_equal(result.config.mongo_pre_images, FTS_PRE_IMAGES_WHEN_AVAILABLE);
     fts_config_print(&result.config, &checks, &printed);
@@ -335,6 +344,7 @@ static void test_choices_parse_into_enums(void **state)
     assert_non_null(strstr(help.data, "FTSYNC_MONGO_PRE_IMAGES (off|whenAvailable|required)"));
     assert_non_null(strstr(help.data, "FTSYNC_ON_DROP (delete|ignore)"));
     assert_non_null(strstr(help.data, "FTSYNC_ON_HISTORY_LOST (resync|stop)"));
+    assert_non_null(strstr(help.data, "FTSYNC_ID_MAP (auto|on|off)"));
     fts_buffer_destroy(&help);
 
     int value = -1;

@@ -46,9 +46,17 @@ typedef struct {
     char reason[256]; /* dead letters */
 } record_t;
 
+#define MAX_MAP 64
+
 typedef struct {
     record_t appends[MAX_RECORDS];
     size_t append_count;
+    /* The id map: keys[i] -> values[i] ("" = no entry), as the appends left it. */
+    char map_keys[MAX_MAP][96];
+    char map_values[MAX_MAP][64];
+    size_t map_count;
+    unsigned map_gets;      /* id_map_get calls */
+    size_t map_get_keys[8]; /* how many keys each of the first calls asked for */
     record_t dead[MAX_RECORDS];
     size_t dead_count;
     fts_position_t saved; /* what read_position returns (copied) */
@@ -89,8 +97,58 @@ static bool fq_ensure_group(void *context, fts_error_t *err)
     return true;
 }
 
-static bool fq_append(void *context, const fts_action_argv_t *actions, size_t count,
-                      const fts_checkpoint_t *checkpoint, fts_error_t *err)
+/* The slot of key in the fake map (added empty when absent). */
+static size_t map_slot(fake_queue_t *queue, const char *key)
+{
+    for (size_t i = 0; i < queue->map_count; i++) {
+        if (strcmp(queue->map_keys[i], key) == 0) {
+            return i;
+        }
+    }
+    assert_true(queue->map_count < MAX_MAP);
+    snprintf(queue->map_keys[queue->map_count], sizeof queue->map_keys[0], "%s", key);
+    queue->map_values[queue->map_count][0] = '\0';
+    return queue->map_count++;
+}
+
+static const char *map_value(fake_queue_t *queue, const char *key)
+{
+    return queue->map_values[map_slot(queue, key)];
+}
+
+static void map_put(fake_queue_t *queue, const char *key, const char *value)
+{
+    snprintf(queue->map_values[map_slot(queue, key)], sizeof queue->map_values[0], "%s", value);
+}
+
+static bool fq_id_map_get(void *context, const char *const *keys, size_t count, char **values,
+                          fts_error_t *err)
+{
+    (void)err;
+    fake_queue_t *queue = context;
+    if (queue->map_gets < 8) {
+        queue->map_get_keys[queue->map_gets] = count;
+    }
+    queue->map_gets++;
+    for (size_t i = 0; i < count; i++) {
+        const char *value = map_value(queue, keys[i]);
+        values[i] = value[0] ? bson_strdup(value) : NULL;
+    }
+    return true;
+}
+
+static void record_dead(fake_queue_t *queue, const fts_dead_letter_t *dead,
+                        const fts_checkpoint_t *checkpoint)
+{
+    assert_true(queue->dead_count < MAX_RECORDS);
+    record_t *record = &queue->dead[queue->dead_count++];
+    memset(record, 0, sizeof *record);
+    snprintf(record->reason, sizeof record->reason, "%s", dead->reason);
+    record_checkpoint(record, checkpoint);
+}
+
+static bool fq_append_actions(void *context, const fts_action_argv_t *actions, size_t count,
+                              const fts_checkpoint_t *checkpoint, fts_error_t *err)
 {
     (void)err;
     fake_queue_t *queue = context;
@@ -114,21 +172,36 @@ static bool fq_append(void *context, const fts_action_argv_t *actions, size_t co
     return true;
 }
 
+/* Records the actions as one append, its dead letters (marked with the append's checkpoint)
+ * and applies its map changes. */
+static bool fq_append(void *context, const fts_queue_batch_t *batch,
+                      const fts_checkpoint_t *checkpoint, fts_error_t *err)
+{
+    fake_queue_t *queue = context;
+    for (size_t i = 0; i < batch->dead_count; i++) {
+        record_dead(queue, &batch->dead[i], checkpoint);
+    }
+    for (size_t i = 0; i < batch->map_count; i++) {
+        const fts_id_map_change_t *change = &batch->map[i];
+        char value[64] = "";
+        if (change->index_id) {
+            snprintf(value, sizeof value, "%.*s", (int)change->index_id_len, change->index_id);
+        }
+        map_put(queue, change->source_id, value);
+    }
+    return fq_append_actions(context, batch->actions, batch->count, checkpoint, err);
+}
+
 static bool fq_checkpoint(void *context, const fts_checkpoint_t *checkpoint, fts_error_t *err)
 {
-    return fq_append(context, NULL, 0, checkpoint, err);
+    return fq_append_actions(context, NULL, 0, checkpoint, err);
 }
 
 static bool fq_dead_letter(void *context, const fts_dead_letter_t *dead,
                            const fts_checkpoint_t *checkpoint, fts_error_t *err)
 {
     (void)err;
-    fake_queue_t *queue = context;
-    assert_true(queue->dead_count < MAX_RECORDS);
-    record_t *record = &queue->dead[queue->dead_count++];
-    memset(record, 0, sizeof *record);
-    snprintf(record->reason, sizeof record->reason, "%s", dead->reason);
-    record_checkpoint(record, checkpoint);
+    record_dead(context, dead, checkpoint);
     return true;
 }
 
@@ -180,6 +253,7 @@ static const fts_queue_ops_t fake_queue_ops = {
     .stream_key = fq_stream_key,
     .ensure_group = fq_ensure_group,
     .append = fq_append,
+    .id_map_get = fq_id_map_get,
     .checkpoint = fq_checkpoint,
     .dead_letter = fq_dead_letter,
     .read_position = fq_read_position,
@@ -421,6 +495,301 @@ static void test_worker_careful_frame_alone(void **state)
     assert_string_equal(queue.appends[0].token, "{\"_data\":\"01\"}");
     assert_int_equal(queue.appends[1].count, 1);
     assert_string_equal(queue.appends[1].token, "{\"_data\":\"02\"}");
+    channel_cleanup(&channel);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The id map (FTSYNC_ID_FIELD=id, documents whose _id is not their id)                      */
+
+/* An event of type op on the document with _id source and, when id >= 0, id field id (in the
+ * full document; in the pre-image too when pre_id >= 0). */
+static bson_t *mapped_event(const char *op, int32_t source, int32_t id, int32_t pre_id,
+                            uint32_t increment)
+{
+    bson_t *event = bson_new();
+    BSON_APPEND_UTF8(event, "operationType", op);
+    BSON_APPEND_TIMESTAMP(event, "clusterTime", 1700000000u, increment);
+    bson_t ns;
+    BSON_APPEND_DOCUMENT_BEGIN(event, "ns", &ns);
+    BSON_APPEND_UTF8(&ns, "db", "d");
+    BSON_APPEND_UTF8(&ns, "coll", "c");
+    bson_append_document_end(event, &ns);
+    bson_t key;
+    BSON_APPEND_DOCUMENT_BEGIN(event, "documentKey", &key);
+    BSON_APPEND_INT32(&key, "_id", source);
+    bson_append_document_end(event, &key);
+    if (id >= 0) {
+        bson_t doc;
+        BSON_APPEND_DOCUMENT_BEGIN(event, "fullDocument", &doc);
+        BSON_APPEND_INT32(&doc, "_id", source);
+        BSON_APPEND_INT32(&doc, "id", id);
+        BSON_APPEND_UTF8(&doc, "name", "app");
+        bson_append_document_end(event, &doc);
+    }
+    if (pre_id >= 0) {
+        bson_t doc;
+        BSON_APPEND_DOCUMENT_BEGIN(event, "fullDocumentBeforeChange", &doc);
+        BSON_APPEND_INT32(&doc, "_id", source);
+        BSON_APPEND_INT32(&doc, "id", pre_id);
+        bson_append_document_end(event, &doc);
+    }
+    return event;
+}
+
+static bson_t *mapped_frame(const char *op, int32_t source, int32_t id, int32_t pre_id,
+                            uint32_t increment, bool burst_end_hint)
+{
+    (void)burst_end_hint;
+    bson_t *event = mapped_event(op, source, id, pre_id, increment);
+    bson_t *frame = bson_new();
+    char token[64];
+    snprintf(token, sizeof token, "{\"_data\":\"%02u\"}", increment);
+    BSON_APPEND_UTF8(frame, "t", "event");
+    BSON_APPEND_DOCUMENT(frame, "ev", event);
+    BSON_APPEND_UTF8(frame, "tok", token);
+    BSON_APPEND_UTF8(frame, "kind", "resume");
+    bson_destroy(event);
+    return frame;
+}
+
+static bson_t *mapped_snapshot_frame(int32_t source, int32_t id, int64_t queued)
+{
+    bson_t *frame = bson_new();
+    BSON_APPEND_UTF8(frame, "t", "snap");
+    bson_t doc;
+    BSON_APPEND_DOCUMENT_BEGIN(frame, "doc", &doc);
+    BSON_APPEND_INT32(&doc, "_id", source);
+    BSON_APPEND_INT32(&doc, "id", id);
+    bson_append_document_end(frame, &doc);
+    BSON_APPEND_UTF8(frame, "ns", "d.c");
+    BSON_APPEND_TIMESTAMP(frame, "started", 1700000000u, 1);
+    char last_id[64];
+    snprintf(last_id, sizeof last_id, "{ \"$numberInt\" : \"%d\" }", source);
+    BSON_APPEND_UTF8(frame, "last_id", last_id);
+    BSON_APPEND_INT64(frame, "queued", queued);
+    return frame;
+}
+
+/* The map key of _id n (canonical extended JSON of an int32). */
+static const char *key_of(int32_t n)
+{
+    static char keys[8][48];
+    static unsigned next;
+    char *key = keys[next++ % 8];
+    snprintf(key, sizeof keys[0], "{ \"$numberInt\" : \"%d\" }", n);
+    return key;
+}
+
+/* Runs the worker with FTSYNC_ID_FIELD=id and the id map on or off. */
+static int run_mapped_worker(fake_queue_t *queue, fake_channel_t *channel, size_t batch_size,
+                             bool id_map)
+{
+    fts_string_list_t fields = {0};
+    fts_transform_options_t options = {
+        .fields = &fields, .id_field = "id", .id_map = id_map, .on_drop = FTS_ON_DROP_DELETE};
+    fts_error_t err;
+    fts_transform_t *transform = fts_transform_new(&options, &err);
+    if (!transform) {
+        fail_msg("transform: %s", err.message);
+    }
+    fts_queue_port_t qport = queue_port(queue);
+    static const fts_channel_ops_t fake_channel_ops = {.receive = fc_receive, .wait = fc_wait};
+    fts_channel_port_t cport = {.ops = &fake_channel_ops, .context = channel};
+    int status = fts_extract_worker_loop(transform, batch_size, &qport, &cport);
+    fts_transform_destroy(transform);
+    return status;
+}
+
+static void test_idmap_insert_and_delete_in_one_batch(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    channel_add(&channel, mapped_frame("insert", 1, 101, -1, 1, false), false);
+    channel_add(&channel, mapped_frame("insert", 2, 102, -1, 2, false), false);
+    channel_add(&channel, mapped_frame("delete", 1, -1, -1, 3, false), true);
+    assert_int_equal(run_mapped_worker(&queue, &channel, 100, true), FTS_WORKER_EXIT_OK);
+
+    /* The delete found its index id in the batch itself, before Redis knew it. */
+    assert_int_equal(queue.append_count, 1);
+    record_t *append = &queue.appends[0];
+    assert_int_equal(append->count, 3);
+    assert_string_equal(append->ops[2], "delete");
+    assert_string_equal(append->ids[2], "101");
+    assert_string_equal(append->token, "{\"_data\":\"03\"}");
+    assert_int_equal(queue.dead_count, 0);
+    /* Written with the batch: 2 -> 102, 1 removed. */
+    assert_string_equal(map_value(&queue, key_of(2)), "102");
+    assert_string_equal(map_value(&queue, key_of(1)), "");
+    channel_cleanup(&channel);
+}
+
+static void test_idmap_deletes_batch_their_lookups(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    map_put(&queue, key_of(7), "107");
+    map_put(&queue, key_of(8), "108");
+    channel_add(&channel, mapped_frame("delete", 7, -1, -1, 1, false), false);
+    channel_add(&channel, mapped_frame("delete", 8, -1, -1, 2, false), true);
+    assert_int_equal(run_mapped_worker(&queue, &channel, 100, true), FTS_WORKER_EXIT_OK);
+
+    /* One read of the map for the whole batch (HMGET), two deletes, both entries gone. */
+    assert_int_equal(queue.map_gets, 1);
+    assert_int_equal(queue.map_get_keys[0], 2);
+    assert_int_equal(queue.append_count, 1);
+    assert_int_equal(queue.appends[0].count, 2);
+    assert_string_equal(queue.appends[0].ids[0], "107");
+    assert_string_equal(queue.appends[0].ids[1], "108");
+    assert_string_equal(map_value(&queue, key_of(7)), "");
+    assert_string_equal(map_value(&queue, key_of(8)), "");
+    channel_cleanup(&channel);
+}
+
+static void test_idmap_unknown_delete_dead_lettered(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    channel_add(&channel, mapped_frame("insert", 1, 101, -1, 1, false), false);
+    channel_add(&channel, mapped_frame("delete", 9, -1, -1, 2, false), false);
+    channel_add(&channel, mapped_frame("insert", 3, 103, -1, 3, false), true);
+    assert_int_equal(run_mapped_worker(&queue, &channel, 100, true), FTS_WORKER_EXIT_OK);
+
+    /* Nobody knows _id 9: its event is dead-lettered inside the same append, naming the _id,
+     * and the pipeline goes on (no stop, no guessed id). */
+    assert_int_equal(queue.append_count, 1);
+    assert_int_equal(queue.appends[0].count, 2);
+    assert_string_equal(queue.appends[0].ids[0], "101");
+    assert_string_equal(queue.appends[0].ids[1], "103");
+    assert_string_equal(queue.appends[0].token, "{\"_data\":\"03\"}");
+    assert_int_equal(queue.dead_count, 1);
+    assert_contains(queue.dead[0].reason, "{ \"$numberInt\" : \"9\" }");
+    assert_contains(queue.dead[0].reason, "id map does not know");
+    assert_string_equal(queue.dead[0].token, "{\"_data\":\"03\"}");
+    channel_cleanup(&channel);
+}
+
+static void test_idmap_id_change_deletes_old_id_first(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    map_put(&queue, key_of(5), "105");
+    /* From the map: 105 -> 205. */
+    channel_add(&channel, mapped_frame("update", 5, 205, -1, 1, false), false);
+    /* From the pre-image (no map read needed): 205 -> 305, by a replace. */
+    channel_add(&channel, mapped_frame("replace", 5, 305, 205, 2, false), false);
+    /* Unchanged: no delete. */
+    channel_add(&channel, mapped_frame("update", 5, 305, -1, 3, false), true);
+    assert_int_equal(run_mapped_worker(&queue, &channel, 100, true), FTS_WORKER_EXIT_OK);
+
+    assert_int_equal(queue.append_count, 1);
+    record_t *append = &queue.appends[0];
+    assert_int_equal(append->count, 5);
+    assert_string_equal(append->ops[0], "delete");
+    assert_string_equal(append->ids[0], "105");
+    assert_string_equal(append->ops[1], "index");
+    assert_string_equal(append->ids[1], "205");
+    assert_string_equal(append->ops[2], "delete");
+    assert_string_equal(append->ids[2], "205");
+    assert_string_equal(append->ops[3], "index");
+    assert_string_equal(append->ids[3], "305");
+    assert_string_equal(append->ops[4], "index");
+    assert_string_equal(append->ids[4], "305");
+    assert_int_equal(queue.map_gets, 1);
+    assert_string_equal(map_value(&queue, key_of(5)), "305");
+    channel_cleanup(&channel);
+}
+
+static void test_idmap_update_without_post_image(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    map_put(&queue, key_of(4), "104");
+    /* Deleted after the update: updateLookup found nothing; its delete event follows. */
+    channel_add(&channel, mapped_frame("update", 4, -1, -1, 1, false), false);
+    channel_add(&channel, mapped_frame("delete", 4, -1, -1, 2, false), false);
+    /* Never known: the update gives nothing, its delete is dead-lettered once. */
+    channel_add(&channel, mapped_frame("update", 6, -1, -1, 3, false), false);
+    channel_add(&channel, mapped_frame("delete", 6, -1, -1, 4, false), true);
+    assert_int_equal(run_mapped_worker(&queue, &channel, 100, true), FTS_WORKER_EXIT_OK);
+
+    assert_int_equal(queue.append_count, 1);
+    assert_int_equal(queue.appends[0].count, 2);
+    assert_string_equal(queue.appends[0].ids[0], "104");
+    assert_string_equal(queue.appends[0].ids[1], "104");
+    assert_int_equal(queue.dead_count, 1);
+    assert_contains(queue.dead[0].reason, "{ \"$numberInt\" : \"6\" }");
+    assert_string_equal(map_value(&queue, key_of(4)), "");
+    channel_cleanup(&channel);
+}
+
+static void test_idmap_snapshot_fills_the_map(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    channel_add(&channel, mapped_snapshot_frame(1, 101, 1), false);
+    channel_add(&channel, mapped_snapshot_frame(2, 102, 2), true);
+    channel_add(&channel, mapped_frame("delete", 2, -1, -1, 5, false), true);
+    assert_int_equal(run_mapped_worker(&queue, &channel, 100, true), FTS_WORKER_EXIT_OK);
+    assert_int_equal(queue.append_count, 2);
+    assert_int_equal(queue.appends[0].kind, FTS_CHECKPOINT_SNAPSHOT);
+    assert_int_equal(queue.map_gets, 1); /* the delete's, not the snapshot's */
+    assert_string_equal(queue.appends[1].ids[0], "102");
+    assert_string_equal(map_value(&queue, key_of(1)), "101");
+    assert_string_equal(map_value(&queue, key_of(2)), "");
+    channel_cleanup(&channel);
+}
+
+static void test_idmap_bad_entry_dead_lettered(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    /* Hand-edited entries that are no index ids (invalid UTF-8). */
+    map_put(&queue, key_of(3), "\xff");
+    map_put(&queue, key_of(4), "\xfe");
+    channel_add(&channel, mapped_frame("delete", 3, -1, -1, 1, false), false);
+    channel_add(&channel, mapped_frame("update", 4, 204, -1, 2, false), true);
+    assert_int_equal(run_mapped_worker(&queue, &channel, 100, true), FTS_WORKER_EXIT_OK);
+    /* Neither is used as an id nor makes the worker retry for ever: each event is
+     * dead-lettered with the reason, the update's new id is still indexed. */
+    assert_int_equal(queue.append_count, 1);
+    assert_int_equal(queue.appends[0].count, 1);
+    assert_string_equal(queue.appends[0].ops[0], "index");
+    assert_string_equal(queue.appends[0].ids[0], "204");
+    assert_int_equal(queue.dead_count, 2);
+    assert_contains(queue.dead[0].reason, "is not an index id");
+    assert_contains(queue.dead[1].reason, "former index id");
+    assert_string_equal(map_value(&queue, key_of(4)), "204");
+    channel_cleanup(&channel);
+}
+
+static void test_idmap_off_needs_pre_images(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    channel_add(&channel, mapped_frame("insert", 1, 101, -1, 1, false), false);
+    channel_add(&channel, mapped_frame("delete", 1, -1, -1, 2, false), true);
+    /* FTSYNC_ID_MAP=off keeps the old rule: the delete stops the worker (exit 3), after
+     * queueing what came before it; no map is read or written. */
+    assert_int_equal(run_mapped_worker(&queue, &channel, 100, false), FTS_WORKER_EXIT_UNSUPPORTED);
+    assert_int_equal(queue.append_count, 1);
+    assert_int_equal(queue.appends[0].count, 1);
+    assert_int_equal(queue.map_gets, 0);
+    assert_int_equal(queue.map_count, 0);
+    /* With a pre-image the delete needs no map. */
+    fake_queue_t again = {0};
+    fake_channel_t with_pre = {0};
+    channel_add(&with_pre, mapped_frame("delete", 1, -1, 101, 2, false), true);
+    assert_int_equal(run_mapped_worker(&again, &with_pre, 100, false), FTS_WORKER_EXIT_OK);
+    assert_string_equal(again.appends[0].ids[0], "101");
+    channel_cleanup(&with_pre);
     channel_cleanup(&channel);
 }
 
@@ -901,6 +1270,14 @@ int main(void)
         cmocka_unit_test(test_worker_token_frame_checkpoints),
         cmocka_unit_test(test_worker_careful_frame_alone),
         cmocka_unit_test(test_worker_bad_frame_retry),
+        cmocka_unit_test(test_idmap_insert_and_delete_in_one_batch),
+        cmocka_unit_test(test_idmap_deletes_batch_their_lookups),
+        cmocka_unit_test(test_idmap_unknown_delete_dead_lettered),
+        cmocka_unit_test(test_idmap_id_change_deletes_old_id_first),
+        cmocka_unit_test(test_idmap_update_without_post_image),
+        cmocka_unit_test(test_idmap_snapshot_fills_the_map),
+        cmocka_unit_test(test_idmap_bad_entry_dead_lettered),
+        cmocka_unit_test(test_idmap_off_needs_pre_images),
         cmocka_unit_test(test_parent_backpressure_stops_reading),
         cmocka_unit_test(test_parent_reads_below_max),
         cmocka_unit_test(test_parent_history_lost_resyncs),

@@ -440,6 +440,141 @@ static void test_original_service_configuration(void **state)
     fts_transform_destroy(transform);
 }
 
+/* The id map (FTSYNC_ID_MAP on): what each action means for it. */
+static fts_transform_t *mapped_transform(bool id_map)
+{
+    fts_string_list_t list = {0};
+    fts_error_t err = {0};
+    assert_true(fts_string_list_parse("name", &list, &err));
+    fts_transform_options_t options = {
+        .id_field = "id", .id_map = id_map, .fields = &list, .on_drop = FTS_ON_DROP_DELETE};
+    fts_transform_t *transform = fts_transform_new(&options, &err);
+    if (!transform) {
+        fail_msg("transform refused: %s", err.message);
+    }
+    fts_string_list_cleanup(&list);
+    assert_int_equal(fts_transform_id_map(transform), id_map);
+    return transform;
+}
+
+static void expect_mapped(fts_transform_t *transform, const char *json, fts_action_t *action,
+                          fts_id_map_need_t *need)
+{
+    bson_t *event = event_from(json);
+    bool produced = false;
+    fts_error_t err = {0};
+    if (!fts_transform_event_mapped(transform, event, action, &produced, need, &err)) {
+        fail_msg("transform failed: %s", err.message);
+    }
+    assert_true(produced);
+    bson_destroy(event);
+}
+
+#define OID_KEY "{ \"$oid\" : \"" OID_HEX "\" }"
+
+static void test_id_map_needs(void **state)
+{
+    (void)state;
+    fts_transform_t *transform = mapped_transform(true);
+    fts_action_t action;
+    fts_id_map_need_t need = {0};
+    fts_action_init(&action);
+
+    /* An insert sets the entry of its _id (canonical extended JSON). */
+    expect_mapped(transform,
+                  "{" TOKEN "'operationType': 'insert', " TIME "'fullDocument': " APP ", " NS
+                  "'documentKey': {'_id': " OID "}}",
+                  &action, &need);
+    assert_int_equal(need.use, FTS_ID_MAP_SET);
+    assert_string_equal(need.source_id, OID_KEY);
+    assert_string_equal(action.id, "1091500");
+
+    /* An update may change the id field: CHANGE, with the pre-image's id when there is one. */
+    expect_mapped(transform,
+                  "{" TOKEN "'operationType': 'update', " TIME NS "'documentKey': {'_id': " OID
+                  "}, 'fullDocument': {'_id': " OID ", 'id': 7, 'name': 'n'}}",
+                  &action, &need);
+    assert_int_equal(need.use, FTS_ID_MAP_CHANGE);
+    assert_null(need.prior_id);
+    assert_string_equal(action.id, "7");
+    expect_mapped(transform,
+                  "{" TOKEN "'operationType': 'replace', " TIME NS "'documentKey': {'_id': " OID
+                  "}, 'fullDocument': {'_id': " OID ", 'id': 8, 'name': 'n'}, "
+                  "'fullDocumentBeforeChange': {'_id': " OID ", 'id': 7}}",
+                  &action, &need);
+    assert_int_equal(need.use, FTS_ID_MAP_CHANGE);
+    assert_string_equal(need.prior_id, "7");
+    assert_int_equal(need.prior_id_len, 1);
+
+    /* A delete the event cannot name is left to the map: no id yet, the _id to look up. */
+    expect_mapped(transform,
+                  "{" TOKEN "'operationType': 'delete', " TIME NS "'documentKey': {'_id': " OID
+                  "}}",
+                  &action, &need);
+    assert_int_equal(need.use, FTS_ID_MAP_LOOKUP);
+    assert_string_equal(need.source_id, OID_KEY);
+    assert_int_equal(action.op, FTS_ACTION_DELETE);
+    assert_null(action.id);
+    assert_true(action.version == VERSION);
+    assert_string_equal(action.ns, "shop.apps");
+
+    /* An update whose post-image is gone keeps the entry for the delete that follows. */
+    expect_mapped(transform,
+                  "{" TOKEN "'operationType': 'update', " TIME NS "'documentKey': {'_id': " OID
+                  "}, 'fullDocument': null}",
+                  &action, &need);
+    assert_int_equal(need.use, FTS_ID_MAP_LOOKUP_KEEP);
+
+    /* A delete with its pre-image names the id and removes the entry. */
+    expect_mapped(transform,
+                  "{" TOKEN "'operationType': 'delete', " TIME NS "'documentKey': {'_id': " OID
+                  "}, 'fullDocumentBeforeChange': " APP "}",
+                  &action, &need);
+    assert_int_equal(need.use, FTS_ID_MAP_REMOVE);
+    assert_string_equal(action.id, "1091500");
+
+    /* A drop does not touch the map. */
+    expect_mapped(transform, "{" TOKEN "'operationType': 'drop', " TIME NS "}", &action, &need);
+    assert_int_equal(need.use, FTS_ID_MAP_NONE);
+    assert_null(need.source_id);
+
+    /* The snapshot sets entries. */
+    bson_t *doc = event_from("{'_id': 5, 'id': 105, 'name': 'n'}");
+    bool produced = false;
+    fts_error_t err = {0};
+    assert_true(fts_transform_snapshot_mapped(transform, doc, "shop.apps", 1700000000u, 1, &action,
+                                              &produced, &need, &err));
+    assert_int_equal(need.use, FTS_ID_MAP_SET);
+    assert_string_equal(need.source_id, "{ \"$numberInt\" : \"5\" }");
+    bson_destroy(doc);
+
+    /* Without a need to fill (the plain call), the old rule holds even with the map on. */
+    fts_error_t failure = expect_failure(transform, "{" TOKEN "'operationType': 'delete', " TIME NS
+                                                    "'documentKey': {'_id': " OID "}}");
+    assert_int_equal(failure.code, FTS_TRANSFORM_NEEDS_PRE_IMAGE);
+
+    fts_id_map_need_cleanup(&need);
+    fts_action_cleanup(&action);
+    fts_transform_destroy(transform);
+
+    /* Map off: no needs, and the delete fails as before. */
+    transform = mapped_transform(false);
+    expect_mapped(transform,
+                  "{" TOKEN "'operationType': 'insert', " TIME "'fullDocument': " APP ", " NS
+                  "'documentKey': {'_id': " OID "}}",
+                  &action, &need);
+    assert_int_equal(need.use, FTS_ID_MAP_NONE);
+    bson_t *event = event_from("{" TOKEN "'operationType': 'delete', " TIME NS
+                               "'documentKey': {'_id': " OID "}}");
+    assert_false(fts_transform_event_mapped(transform, event, &action, &produced, &need, &err));
+    assert_int_equal(err.code, FTS_TRANSFORM_NEEDS_PRE_IMAGE);
+    assert_int_equal(need.use, FTS_ID_MAP_NONE);
+    bson_destroy(event);
+    fts_id_map_need_cleanup(&need);
+    fts_action_cleanup(&action);
+    fts_transform_destroy(transform);
+}
+
 static void test_snapshot_documents(void **state)
 {
     (void)state;
@@ -645,6 +780,7 @@ int main(void)
         cmocka_unit_test(test_malformed_events),
         cmocka_unit_test(test_original_service_configuration),
         cmocka_unit_test(test_snapshot_documents),
+        cmocka_unit_test(test_id_map_needs),
         cmocka_unit_test(test_bad_options),
         cmocka_unit_test(test_plugin_keep_replace_drop_error),
         cmocka_unit_test(test_plugin_id_from_original_document),
