@@ -232,7 +232,12 @@ static bool load_position(extract_t *ex, char **key, fts_error_t *err)
     /* A resync snapshot restarted by a crash still ends with its sweep. */
     ex->resync = ex->resync && !saved.has_token;
     bool ok = true;
-    if (saved.has_token) {
+    if (saved.has_token && saved.token_kind == FTS_TOKEN_START_AT) {
+        /* `reset-token --to-time`: no token yet, the stream starts at that cluster time. */
+        ex->pos = POS_TIME;
+        ex->snap_time = saved.cluster_time;
+        ex->cluster_time = saved.cluster_time;
+    } else if (saved.has_token) {
         ex->pos = POS_TOKEN;
         ex->token = bson_strdup(saved.token);
         ex->token_kind = saved.token_kind;
