@@ -535,7 +535,7 @@ static step_t source_failed(extract_t *ex, const fts_error_t *err, session_end_t
         if (ex->options->on_history_lost == FTS_ON_HISTORY_LOST_STOP) {
             fts_log(FTS_LOG_ERROR, COMPONENT,
                     "stopped: change stream history lost: the saved position is no "
-                    "longer in the oplog; run `ftsync reset-token --clear` to snapshot the "
+                    "longer in the oplog; run `ftsync reset-token --clear --yes` to snapshot the "
                     "collection again: %s history_lost_total=%llu state=error",
                     err->message, (unsigned long long)ex->history_lost_count);
             ex->exit_status = FTS_EXTRACT_EXIT_STOPPED;
