@@ -533,6 +533,9 @@ int fts_cmd_dlq(int argc, char **argv)
         fprintf(stderr, "ftsync dlq replay: --id and --since do not go together\n");
         return FTS_EXIT_USAGE;
     }
+    if (show_id) {
+        ids[id_count++] = show_id; /* checked with the others below, before any connection */
+    }
     for (size_t i = 0; i < id_count; i++) {
         if (!valid_stream_id(ids[i])) {
             fprintf(stderr,

@@ -228,22 +228,24 @@ int fts_cmd_reset_token(int argc, char **argv)
     fts_error_t err;
     if (action == TO_TIME) {
         int64_t seconds = 0;
-        if (!fts_ops_parse_time(value, &seconds) || seconds <= 0 || seconds > UINT32_MAX) {
+        if (!fts_ops_parse_time(value, &seconds) || seconds <= 0) {
             fprintf(stderr,
                     "ftsync reset-token: --to-time \"%s\" is neither an RFC 3339 time "
-                    "(2026-12-03T10:00:00Z) nor unix seconds (nothing was changed)\n",
+                    "(2026-12-03T10:00:00Z) nor unix seconds after 1970 (nothing was changed)\n",
                     value);
             return FTS_EXIT_USAGE;
         }
-        to_time.seconds = (uint32_t)seconds;
-        to_time.increment = 0;
-        if (seconds * 1000 > (int64_t)fts_clock_wall_ms() + 1000) {
+        /* A second of slack for this clock against MongoDB's; the server's own cluster time
+         * is compared again before anything is written. */
+        if (seconds > UINT32_MAX || seconds * 1000 > (int64_t)fts_clock_wall_ms() + 1000) {
             fprintf(stderr,
                     "ftsync reset-token: --to-time %s is in the future (nothing was "
                     "changed)\n",
                     value);
             return FTS_EXIT_USAGE;
         }
+        to_time.seconds = (uint32_t)seconds;
+        to_time.increment = 0;
     } else if (action == TO_TOKEN) {
         bson_t *token = fts_mongo_token_from_json(value, &err);
         bson_iter_t iter;
