@@ -104,6 +104,8 @@ static void env_cleanup(env_t *env)
 }
 
 /* The settings of one scenario: db, collection "items", pipeline and index named after name. */
+static void es(const char *method, const char *path, const char *body, long want);
+
 static void env_init(env_t *env, const char *name, const char *id_field)
 {
     memset(env, 0, sizeof *env);
@@ -131,6 +133,15 @@ static void env_init(env_t *env, const char *name, const char *id_field)
         snprintf(path, sizeof path, "%s/deploy/index/apps.json", FTSYNC_SOURCE_DIR);
     }
     env_set(env, "FTSYNC_ES_INDEX_DEFINITION", path);
+}
+
+/* A scenario's settings, and no index of that name left from an earlier run. */
+static void scenario_init(env_t *env, const char *name, const char *id_field)
+{
+    env_init(env, name, id_field);
+    char path[256];
+    snprintf(path, sizeof path, "/%s", name);
+    es("DELETE", path, NULL, 0);
 }
 
 typedef struct {
@@ -455,7 +466,7 @@ static void test_bad_input_changes_nothing(void **state)
     (void)state;
     const char *name = "opsbad";
     env_t env;
-    env_init(&env, name, "_id");
+    scenario_init(&env, name, "_id");
     char token_key[128], dead_key[128];
     fts_test_key(name, "token", token_key, sizeof token_key);
     fts_test_key(name, "dead", dead_key, sizeof dead_key);
@@ -543,7 +554,7 @@ static void test_bad_input_changes_nothing(void **state)
 static void verify_and_repair(const char *name, const char *id_field)
 {
     env_t env;
-    env_init(&env, name, id_field);
+    scenario_init(&env, name, id_field);
     fill(name, id_field, 300);
     start_pipeline(&env, name);
     wait_drained(name);
@@ -609,7 +620,7 @@ static void test_verify_under_steady_writes(void **state)
     (void)state;
     const char *name = "opssteady";
     env_t env;
-    env_init(&env, name, "_id");
+    scenario_init(&env, name, "_id");
     start_pipeline(&env, name);
     /* The workload writes for the whole test, at a steady rate. */
     char uri[256];
@@ -661,7 +672,7 @@ static void test_dlq_replay_after_fix(void **state)
     (void)state;
     const char *name = "opsdlq";
     env_t env;
-    env_init(&env, name, "_id");
+    scenario_init(&env, name, "_id");
     /* A strict mapping: a document with a field it does not know is refused (400). */
     char definition[512];
     snprintf(definition, sizeof definition, "%s/ops-strict.json", fts_testbed_dir());
@@ -755,7 +766,7 @@ static void test_reset_token_to_time(void **state)
     (void)state;
     const char *name = "opsreset";
     env_t env;
-    env_init(&env, name, "_id");
+    scenario_init(&env, name, "_id");
     mongoc_collection_t *coll = collection(name);
     insert_json(coll, "{\"_id\": 1, \"name\": \"before\"}");
     fts_test_sleep_ms(1100);
