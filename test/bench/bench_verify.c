@@ -90,7 +90,7 @@ static bool fill(mongoc_client_t *client, const char *es_url, const char *db, co
 {
     mongoc_collection_t *coll = mongoc_client_get_collection(client, db, "items");
     fts_buffer_t bulk = {0};
-    char url[512];
+    char url[1400];
     snprintf(url, sizeof url, "%s/%s/_bulk", es_url, index);
     bson_t **docs = calloc(MONGO_BATCH, sizeof *docs);
     bool ok = true;
@@ -146,7 +146,7 @@ static bool bench(mongoc_client_t *client, const char *mongo_uri, const char *es
     char index[64];
     snprintf(db, sizeof db, "bench%ld", n);
     snprintf(index, sizeof index, "bench-verify-%ld", n);
-    char url[512];
+    char url[1400];
     snprintf(url, sizeof url, "%s/%s", es_url, index);
     http("DELETE", url, NULL, 0, 0);
     const char *settings = "{\"settings\":{\"number_of_shards\":1,\"number_of_replicas\":0,"
@@ -159,7 +159,7 @@ static bool bench(mongoc_client_t *client, const char *mongo_uri, const char *es
     fprintf(stderr, "bench-verify: filled %ld documents in %" PRIu64 " ms\n", n,
             fts_test_monotonic_ms() - started);
 
-    char env_uri[512], env_db[128], env_es[512], env_index[128];
+    char env_uri[512], env_db[128], env_es[1200], env_index[128];
     snprintf(env_uri, sizeof env_uri, "FTSYNC_MONGO_URI=%s", mongo_uri);
     snprintf(env_db, sizeof env_db, "FTSYNC_MONGO_DB=%s", db);
     snprintf(env_es, sizeof env_es, "FTSYNC_ES_URL=%s", es_url);
@@ -228,7 +228,7 @@ int main(void)
     fts_error_t err;
     fts_test_mongo_double_t *mongo = fts_test_mongo_double_start(NULL, &err);
     mongoc_client_t *client = mongo ? mongoc_client_new(fts_test_mongo_double_uri(mongo)) : NULL;
-    char url[512];
+    char url[1400];
     snprintf(url, sizeof url, "%s/", es_url);
     long status = 0;
     fts_buffer_t out = {0};
