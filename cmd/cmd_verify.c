@@ -91,6 +91,7 @@ typedef struct {
     uint64_t found[KINDS];
     char **shown[KINDS];
     size_t shown_count[KINDS];
+    uint64_t unindexable; /* documents the transform refuses (the pipeline dead-letters them) */
     uint64_t queued_fixes;
     uint64_t changed_meanwhile;
 } verify_t;
@@ -418,7 +419,8 @@ static bool check_page(verify_t *v, bson_t **docs, size_t count, fts_error_t *er
         fts_error_t why;
         fts_timestamp_t any = {1, 0}; /* the version plays no part in the comparison */
         if (!expect(v, docs[i], any, &actions[i], &index[i], &why) || !actions[i].id) {
-            continue; /* the pipeline cannot index it either (it dead-letters it) */
+            v->unindexable++; /* the pipeline cannot index it either (it dead-letters it) */
+            continue;
         }
         usable[i] = true;
         ids[n] = actions[i].id;
@@ -649,6 +651,10 @@ static int run(verify_t *v)
             printf("  %s\n", v->shown[k][i]);
         }
         differences += v->found[k];
+    }
+    if (v->unindexable) {
+        printf("not indexable (the transform refuses them; see ftsync dlq list): %" PRIu64 "\n",
+               v->unindexable);
     }
     if (v->changed_meanwhile) {
         printf("changed while verifying (not counted): %" PRIu64 "\n", v->changed_meanwhile);
