@@ -8,7 +8,8 @@
  * timeouts), and is read-only. A server that does not answer does not stop the report: its
  * part is left out (or null) and the failure is listed under "errors", so an operator sees
  * whatever could be read (invariant 5: the error state is visible, never a silent blank).
- * Secrets never appear: no URL, password or API key is part of the report.
+ * Secrets never appear: no password or API key is part of the report; error messages name a
+ * server by host and port or by its URL with the password masked, as the adapters write them.
  */
 #ifndef FTS_STATUS_REPORT_H
 #define FTS_STATUS_REPORT_H
