@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cmd.h"
+#include "ops.h"
 
 typedef struct {
     const char *name;
@@ -24,7 +25,11 @@ static const command_t commands[] = {
      "bulk-index the queued actions into Elasticsearch (one consumer of the group)"},
     {"run", fts_cmd_run, "extract and load together, supervised, on one machine"},
     {"reset-token", fts_cmd_reset_token,
-     "show (--show) or clear (--clear) the saved change-stream position"},
+     "show, clear, or move (--to-time, --to-token) the saved change-stream position"},
+    {"status", fts_cmd_status,
+     "saved position, lease, stream, consumer groups, lag, dead letters, versions"},
+    {"dlq", fts_cmd_dlq, "list, show, replay or purge dead letters"},
+    {"verify", fts_cmd_verify, "compare the index with the collection (--repair queues the fixes)"},
 };
 
 static void print_usage(FILE *out)

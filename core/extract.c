@@ -234,7 +234,12 @@ static bool load_position(extract_t *ex, char **key, fts_error_t *err)
     /* A resync snapshot restarted by a crash still ends with its sweep. */
     ex->resync = ex->resync && !saved.has_token;
     bool ok = true;
-    if (saved.has_token) {
+    if (saved.has_token && saved.token_kind == FTS_TOKEN_START_AT) {
+        /* `reset-token --to-time`: no token yet, the stream starts at that cluster time. */
+        ex->pos = POS_TIME;
+        ex->snap_time = saved.cluster_time;
+        ex->cluster_time = saved.cluster_time;
+    } else if (saved.has_token) {
         ex->pos = POS_TOKEN;
         ex->token = bson_strdup(saved.token);
         ex->token_kind = saved.token_kind;
@@ -551,7 +556,7 @@ static step_t source_failed(extract_t *ex, const fts_error_t *err, session_end_t
         if (ex->options->on_history_lost == FTS_ON_HISTORY_LOST_STOP) {
             fts_log(FTS_LOG_ERROR, COMPONENT,
                     "stopped: change stream history lost: the saved position is no "
-                    "longer in the oplog; run `ftsync reset-token --clear` to snapshot the "
+                    "longer in the oplog; run `ftsync reset-token --clear --yes` to snapshot the "
                     "collection again: %s history_lost_total=%llu state=error",
                     err->message, (unsigned long long)ex->history_lost_count);
             ex->exit_status = FTS_EXTRACT_EXIT_STOPPED;

@@ -24,6 +24,8 @@ const char *fts_token_kind_name(fts_token_kind_t kind)
         return "resume";
     case FTS_TOKEN_START_AFTER:
         return "start_after";
+    case FTS_TOKEN_START_AT:
+        return "start_at";
     }
     return "?";
 }
@@ -36,6 +38,10 @@ bool fts_token_kind_parse(const char *text, fts_token_kind_t *kind)
     }
     if (text && strcmp(text, "start_after") == 0) {
         *kind = FTS_TOKEN_START_AFTER;
+        return true;
+    }
+    if (text && strcmp(text, "start_at") == 0) {
+        *kind = FTS_TOKEN_START_AT;
         return true;
     }
     return false;

@@ -97,8 +97,11 @@ typedef struct {
 /* ---- Queue port: the action stream, the dead letters, the saved position ---- */
 
 typedef enum {
-    FTS_TOKEN_RESUME = 1, /* reopen with resumeAfter */
-    FTS_TOKEN_START_AFTER /* the token is an invalidate's: reopen with startAfter */
+    FTS_TOKEN_RESUME = 1,  /* reopen with resumeAfter */
+    FTS_TOKEN_START_AFTER, /* the token is an invalidate's: reopen with startAfter */
+    FTS_TOKEN_START_AT     /* no token yet: open with startAtOperationTime = cluster_time
+                            * (written by `ftsync reset-token --to-time`; the token field holds
+                            * that time as extended JSON, for people) */
 } fts_token_kind_t;
 
 typedef enum {
@@ -221,8 +224,8 @@ typedef struct {
 /* Frees what position owns and empties it. */
 void fts_position_cleanup(fts_position_t *position);
 
-/* "resume" / "start_after" ("?" for no kind); parse returns false for anything else, NULL
- * included. */
+/* "resume" / "start_after" / "start_at" ("?" for no kind); parse returns false for anything else,
+ * NULL included. */
 const char *fts_token_kind_name(fts_token_kind_t kind);
 bool fts_token_kind_parse(const char *text, fts_token_kind_t *kind);
 

@@ -331,10 +331,10 @@ static void test_snapshot_changes_stop_and_reset(void **state)
 
     redisReply *held = redisCommand(c, "SET %s someone:1:abc PX 60000", lease);
     freeReplyObject(held);
-    const char *const clear_args[] = {"reset-token", "--clear", NULL};
+    const char *const clear_args[] = {"reset-token", "--clear", "--yes", NULL};
     assert_int_equal(run_ftsync(db, pipeline, clear_args, &out), 1);
     free(out);
-    const char *const force_args[] = {"reset-token", "--clear", "--force", NULL};
+    const char *const force_args[] = {"reset-token", "--clear", "--yes", "--force", NULL};
     assert_int_equal(run_ftsync(db, pipeline, force_args, &out), 0);
     free(out);
     assert_int_equal(run_ftsync(db, pipeline, show_args, &out), 0);

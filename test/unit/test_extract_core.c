@@ -1137,6 +1137,30 @@ static void test_parent_backpressure_stops_reading(void **state)
     worker_cleanup(&worker);
 }
 
+static void test_parent_start_at_time(void **state)
+{
+    (void)state;
+    fts_extract_options_t options = test_options();
+    fake_source_t source = {0};
+    fake_queue_t queue = {0};
+    fake_worker_t worker = {0};
+    /* What `reset-token --to-time` saves: no token yet, start the stream at that time. */
+    queue.saved.has_token = true;
+    queue.saved.token = bson_strdup("{\"$timestamp\":{\"t\":1700000000,\"i\":0}}");
+    queue.saved.token_kind = FTS_TOKEN_START_AT;
+    queue.saved.cluster_time = (fts_timestamp_t){1700000000, 0};
+    queue.backlog = 6; /* > backlog_max 5: open, then stop without reading */
+    queue.backlog_calls_until_stop = 3;
+
+    assert_int_equal(run_parent(&options, &source, &queue, &worker), FTS_EXTRACT_EXIT_OK);
+    assert_int_equal(source.opens, 1);
+    assert_int_equal(source.last_open.from, FTS_SOURCE_START_AT_TIME);
+    assert_int_equal(source.last_open.time.seconds, 1700000000);
+    assert_int_equal(source.last_open.time.increment, 0);
+    fts_position_cleanup(&queue.saved);
+    worker_cleanup(&worker);
+}
+
 static void test_parent_reads_below_max(void **state)
 {
     (void)state;
@@ -1280,6 +1304,7 @@ int main(void)
         cmocka_unit_test(test_idmap_off_needs_pre_images),
         cmocka_unit_test(test_parent_backpressure_stops_reading),
         cmocka_unit_test(test_parent_reads_below_max),
+        cmocka_unit_test(test_parent_start_at_time),
         cmocka_unit_test(test_parent_history_lost_resyncs),
         cmocka_unit_test(test_parent_history_lost_stop),
         cmocka_unit_test(test_parent_poison_dead_lettered),

@@ -145,6 +145,9 @@ static void test_token_kind(void **state)
     assert_int_equal(kind, FTS_TOKEN_RESUME);
     assert_true(fts_token_kind_parse("start_after", &kind));
     assert_int_equal(kind, FTS_TOKEN_START_AFTER);
+    assert_string_equal(fts_token_kind_name(FTS_TOKEN_START_AT), "start_at");
+    assert_true(fts_token_kind_parse("start_at", &kind));
+    assert_int_equal(kind, FTS_TOKEN_START_AT);
     assert_false(fts_token_kind_parse("Resume", &kind));
     assert_false(fts_token_kind_parse("", &kind));
     assert_false(fts_token_kind_parse(NULL, &kind));
