@@ -1,11 +1,10 @@
 /*
  * admin.c - the admin endpoint's set-up shared by extract, load and run (admin.h).
  *
- * /status is routed to a callback (fts_admin_options_t.status); `ftsync status --json` is not
- * part of this build, so none is given and /status answers 501. To connect it: a callback
- * calling fts_status_report_json(config, json, err) with .status_context = the config given to
- * fts_cmd_admin_serve (extract, load and run keep it alive until fts_cmd_admin_cleanup). It
- * blocks the endpoint's thread while it runs, probes included.
+ * /status serves what `ftsync status --json` prints (cmd/status_report.c), read on the
+ * endpoint's thread with the config given to fts_cmd_admin_serve (extract, load and run keep it
+ * alive until fts_cmd_admin_cleanup). That read blocks the thread, probes included, so its
+ * server timeouts are capped (STATUS_TIMEOUT_MS) below a probe's usual period.
  */
 #include "admin.h"
 
@@ -13,6 +12,27 @@
 #include <string.h>
 
 #include "log.h"
+#include "status_report.h"
+
+/* Longest a server may take to answer a /status read (Redis and Elasticsearch; MongoDB's server
+ * selection is capped at 5 s by its admin client). */
+#define STATUS_TIMEOUT_MS 2000
+
+static int64_t capped(int64_t value)
+{
+    return value > STATUS_TIMEOUT_MS ? STATUS_TIMEOUT_MS : value;
+}
+
+static bool serve_status_json(void *context, char **json, fts_error_t *err)
+{
+    /* A shallow copy, read only and never cleaned up: only the timeouts differ. */
+    fts_config_t quick = *(const fts_config_t *)context;
+    quick.redis_connect_timeout_ms = capped(quick.redis_connect_timeout_ms);
+    quick.redis_command_timeout_ms = capped(quick.redis_command_timeout_ms);
+    quick.es_connect_timeout_ms = capped(quick.es_connect_timeout_ms);
+    quick.es_request_timeout_ms = capped(quick.es_request_timeout_ms);
+    return fts_status_report_json(&quick, json, err);
+}
 
 bool fts_cmd_admin_metrics(fts_cmd_admin_t *admin)
 {
@@ -52,7 +72,8 @@ bool fts_cmd_admin_serve(fts_cmd_admin_t *admin, const fts_config_t *config, uns
         .stall_ms = fts_config_health_stall_ms(config),
         .check = check,
         .check_context = check_context,
-        .status = NULL, /* `ftsync status --json` is not in this build: 501 */
+        .status = serve_status_json,
+        .status_context = (void *)config,
     };
     fts_error_t err;
     admin->server = fts_admin_server_start(&options, &err);
