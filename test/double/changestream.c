@@ -14,6 +14,7 @@
 #include "bsonval.h"
 #include "conn.h"
 #include "eventlog.h"
+#include "txn.h"
 #include "query.h"
 
 #include <string.h>
@@ -156,6 +157,11 @@ static bool render_event(fts_double_server_t *srv, const fts_double_stream_t *s,
     bson_append_date_time(out, "wallTime", 8, ev->wall_ms);
     if (s->expanded && ev->op != FTS_DOUBLE_OP_DROP_DATABASE) {
         bson_append_binary(out, "collectionUUID", 14, BSON_SUBTYPE_UUID, ev->uuid, 16);
+    }
+    if (ev->in_txn) {
+        /* A transaction's change: its session and transaction number (txn.h). */
+        bson_append_int64(out, "txnNumber", 9, ev->txn_number);
+        fts_double_txn_append_lsid(out, ev->lsid);
     }
 
     bool crud = ev->op == FTS_DOUBLE_OP_INSERT || ev->op == FTS_DOUBLE_OP_UPDATE ||

@@ -20,7 +20,7 @@
  *
  * COMMAND LINE
  *   ftsync-mongo-double [--port N] [--bind ADDR] [--history-events N] [--history-bytes N]
- *                       [--seed FILE] [--verbose]
+ *                       [--seed FILE] [--clock-start SECONDS] [--verbose]
  *     --port N            TCP port; 0 (the default) picks a free one
  *     --bind ADDR         IPv4 address to listen on (default 127.0.0.1); hello reports
  *                         ADDR:PORT as the member's name (127.0.0.1 for 0.0.0.0)
@@ -28,6 +28,9 @@
  *     --history-bytes N   bytes of change events kept (default 0 = no limit)
  *     --seed FILE         extended JSON lines {"ns": "db.coll", "doc": {...}} loaded at start,
  *                         WITHOUT change events: they are the state before history begins
+ *     --clock-start SECONDS  the cluster clock (clusterTime, operationTime, wallTime) starts at
+ *                         this Unix time and runs at the wall clock's pace: cluster times past
+ *                         January 2038 can be tested (timestamps' seconds are unsigned 32-bit)
  *     --verbose           log every command (truncated) and connection to stderr
  *   When it listens it prints exactly one line to stdout, `ftsync-mongo-double ready port=N`,
  *   and flushes it. SIGTERM or SIGINT stops it cleanly (exit status 0); a bad argument or a
@@ -113,6 +116,7 @@
 #include "replset.h"
 #include "seed.h"
 #include "server.h"
+#include "txn.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -181,6 +185,7 @@ typedef struct {
     size_t history_events;
     size_t history_bytes;
     const char *seed;
+    size_t clock_start; /* 0: the wall clock */
     bool verbose;
 } options_t;
 
@@ -188,7 +193,8 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: ftsync-mongo-double [--port N] [--bind ADDR] [--history-events N]\n"
-            "                           [--history-bytes N] [--seed FILE] [--verbose]\n"
+            "                           [--history-bytes N] [--seed FILE]\n"
+            "                           [--clock-start SECONDS] [--verbose]\n"
             "An in-memory MongoDB 6.0 replica-set double (set rs0) for ftsync's tests.\n"
             "  --port N            TCP port, 0 = any free port (default 0)\n"
             "  --bind ADDR         IPv4 address to listen on (default 127.0.0.1)\n"
@@ -196,6 +202,8 @@ static void usage(FILE *out)
             "  --history-bytes N   bytes of change events kept (default 0 = no limit)\n"
             "  --seed FILE         extended JSON lines {\"ns\": \"db.coll\", \"doc\": {...}},\n"
             "                      loaded before start without change events\n"
+            "  --clock-start SECONDS  the cluster clock starts at this Unix time (1..2^32-1)\n"
+            "                      and runs on at the wall clock's pace (default: now)\n"
             "  --verbose           log every command to stderr\n"
             "Prints \"ftsync-mongo-double ready port=N\" when listening; stops on SIGTERM.\n");
 }
@@ -264,6 +272,15 @@ static bool parse_options(int argc, char **argv, options_t *opts)
             }
         } else if ((v = option_value(argc, argv, &i, "--seed"))) {
             opts->seed = v;
+        } else if ((v = option_value(argc, argv, &i, "--clock-start"))) {
+            if (!parse_size(v, &opts->clock_start) || opts->clock_start == 0 ||
+                opts->clock_start > UINT32_MAX) {
+                fprintf(stderr,
+                        "ftsync-mongo-double: --clock-start %s is not a Unix time in "
+                        "1..4294967295\n",
+                        v);
+                return false;
+            }
         } else {
             fprintf(stderr, "ftsync-mongo-double: unknown or incomplete argument '%s'\n", argv[i]);
             usage(stderr);
@@ -318,6 +335,9 @@ int main(int argc, char **argv)
     }
     srv.store = fts_double_store_new();
     fts_double_eventlog_init(&srv.log, opts.history_events, opts.history_bytes);
+    if (opts.clock_start) {
+        fts_double_eventlog_set_clock(&srv.log, (int64_t)opts.clock_start);
+    }
     fts_double_failpoint_init(&srv.failpoint, "failCommand", NULL);
     fts_double_failpoint_init(&srv.fail_get_more, "failGetMoreAfterCursorCheckout", "getMore");
     fts_double_replset_init(&srv);
@@ -353,6 +373,7 @@ int main(int argc, char **argv)
     fts_double_replset_destroy(&srv);
     fts_double_failpoint_destroy(&srv.failpoint);
     fts_double_failpoint_destroy(&srv.fail_get_more);
+    fts_double_txn_destroy_all(&srv);
     fts_double_eventlog_destroy(&srv.log);
     fts_double_store_destroy(srv.store);
     event_free(srv.wake_ev);
