@@ -106,9 +106,9 @@ bool fts_decimal_parse(const char *text, size_t len, uint64_t max, uint64_t *val
  *     after the epoch): the largest version is 2^63 - 1, Elasticsearch's (and OpenSearch's)
  *     largest, a Java long;
  *   - increments up to 2^19 - 1 = 524,287 oplog entries in one second;
- *   - positions up to 2^13 - 1 = 8,191 operations in one transaction (MongoDB recommends at
- *     most 1,000 documents per transaction: docs/manual/core/transactions-production-consider
- *     ations, "Runtime Limit" and "Oplog Size Limit").
+ *   - positions up to 2^13 - 1 = 8,191 operations in one transaction (MongoDB's own advice
+ *     is to modify at most 1,000 documents per transaction: the "Performance Best Practices:
+ *     Transactions and Read / Write Concerns" article on mongodb.com).
  * Scheme 1 (before) was seconds << 32 | increment, which overflowed in January 2038 and gave
  * every change of a transaction one version. The scheme is recorded in the index mapping's
  * _meta (es_index.h), and load refuses an index written with another one: scheme 2 versions

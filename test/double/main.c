@@ -75,25 +75,40 @@
  *   - rename events: `to` always; with showExpandedEvents also operationDescription {to: {db,
  *     coll}, dropTarget: <UUID of the collection dropTarget replaced>, the latter only when
  *     there was one} (https://www.mongodb.com/docs/v6.0/reference/change-events/rename/).
+ *   - Transactions (txn.h): lsid + txnNumber + autocommit: false (+ startTransaction: true on
+ *     the first command), commitTransaction and abortTransaction. Writes inside are invisible
+ *     to other readers until commit and seen by the transaction's own reads; at commit every
+ *     event gets the commit's one clusterTime, the session's lsid and the txnNumber, and the
+ *     tokens are ordered by txnOpIndex; an abort leaves no change and no event. Misuse fails as
+ *     on mongod: 225 TransactionTooOld, 251 NoSuchTransaction (with TransientTransactionError),
+ *     256 TransactionCommitted, 263 OperationNotSupportedInTransaction (count, create, drop,
+ *     $changeStream...), 50911, 72 InvalidOptions (autocommit: true).
+ *   - Clock: --clock-start starts the cluster clock at a given second (past January 2038).
  *   - Unknown commands: CommandNotFound (59).
  *
  * WHERE IT KNOWINGLY DIFFERS FROM MONGOD
- *   - Resume tokens are the double's own hex layout (eventlog.h), not mongod's KeyString; they
- *     sort like mongod's and are opaque to drivers either way. Bad tokens fail with mongod's
- *     codes (_data missing 40647, empty 40649, not hex 9 FailedToParse, hex that is no token
- *     50811); a genuine mongod token is "no token" here (50811), where mongod would say 280 or
- *     286; a token from an earlier run of the double is history lost (286).
+ *   - Resume tokens start like mongod's KeyString tokens (clusterTime, version 1, tokenType,
+ *     txnOpIndex), then follow the double's own hex layout (eventlog.h); they sort like mongod's
+ *     and are opaque to drivers either way. tokenType is 128 on every token, also high-water
+ *     marks (mongod's are 0), so that a high-water mark sorts after the events at its time. Bad
+ * tokens fail with mongod's codes (_data missing 40647, empty 40649, not hex 9 FailedToParse, hex
+ * that is no token 50811); a genuine mongod token is "no token" here (50811), where mongod would
+ * say 280 or 286; a token from an earlier run of the double is history lost (286).
  *   - replSetStepDown succeeds without force: true and without electable secondaries (a real
  *     one-member set needs force: true); tests meant to run against both should pass force.
  *     Like mongod 4.2+, it closes no connection and a change-stream getMore in progress goes on
  *     waiting; new reads with a primary read preference fail with 13435, writes with 10107,
  *     each carrying the member's topologyVersion as mongod 4.4+ does.
- *   - No transactions, no retryable-write deduplication (a retried write runs again; failCommand
- *     closeConnection acts before the command, so a retry is still applied once), no sessions
- *     state, no auth, no TLS, no compression, no exhaust (awaitable hello is answered without
- *     moreToCome), no collation, no hint, no explain, no $expr/$where/$text/geo, no positional
- *     update operators, no arrayFilters, no pipeline updates, no views, no capped collections,
- *     no secondary indexes beyond recording their specification (unique ones are refused).
+ *   - Transactions (txn.h): no write conflicts (the commit applies the transaction's writes
+ *     over whatever changed meanwhile), no transactionLifetimeLimitSeconds, no prepared
+ *     transactions; the events' lsid.uid is the SHA-256 of "" (an unauthenticated user).
+ *   - No retryable-write deduplication (a retried write runs again; failCommand
+ *     closeConnection acts before the command, so a retry is still applied once), no session
+ *     state beyond transactions, no auth, no TLS, no compression, no exhaust (awaitable
+ *     hello is answered without moreToCome), no collation, no hint, no explain, no
+ *     $expr/$where/$text/geo, no positional update operators, no arrayFilters, no pipeline
+ *     updates, no views, no capped collections, no secondary indexes beyond recording their
+ *     specification (unique ones are refused).
  *   - Unknown fields in known commands are ignored, where mongod often refuses them (40415).
  *   - Find cursors are snapshots of the matching documents when the query ran.
  *   - $regex uses POSIX extended syntax (with \d \w \s), not PCRE.
