@@ -258,6 +258,7 @@ static bool parse_options(int argc, char **argv, options_t *opts)
     opts->history_events = 100000;
     opts->history_bytes = 0;
     opts->seed = NULL;
+    opts->clock_start = 0;
     opts->verbose = false;
     for (int i = 1; i < argc; i++) {
         const char *v;
