@@ -241,7 +241,9 @@ void fts_double_token_hwm(fts_double_eventlog_t *log, fts_double_token_t *out)
     out->kind = FTS_DOUBLE_TOKEN_HWM;
     out->seq = log->next_seq;
     out->run = log->run;
-    out->txn_op_index = 0;
+    /* The largest index: a high-water mark at a transaction's commit time then sorts after
+     * every event of that transaction, as "everything up to this time was seen" must. */
+    out->txn_op_index = UINT32_MAX;
 }
 
 /* The KeyString prefix every token shares after its timestamp: version 1, tokenType 128. */

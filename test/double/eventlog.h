@@ -32,7 +32,9 @@
  * Comparing two tokens as strings compares their positions in the log (KeyString sorts like
  * the values it encodes). kind 01 is an event, 02 the invalidate that follows the event with
  * that sequence, 03 a high-water mark ("everything up to this cluster time was seen"; its
- * sequence is the next event's). At one cluster time, event < invalidate < high-water mark.
+ * sequence is the next event's, its txnOpIndex 2^32 - 1 so that it sorts after every event of
+ * a transaction committed at that time). At one cluster time, event < invalidate < high-water
+ * mark.
  * "run" identifies this process: a token from an earlier run of the double points into a
  * history this run never had, so it is reported as lost (286).
  */

@@ -90,7 +90,8 @@
  *   - Resume tokens start like mongod's KeyString tokens (clusterTime, version 1, tokenType,
  *     txnOpIndex), then follow the double's own hex layout (eventlog.h); they sort like mongod's
  *     and are opaque to drivers either way. tokenType is 128 on every token, also high-water
- *     marks (mongod's are 0), so that a high-water mark sorts after the events at its time. Bad
+ *     marks (mongod's are 0), and a high-water mark's txnOpIndex is 2^32 - 1, so that it sorts
+ *     after the events at its time, a transaction's included. Bad
  * tokens fail with mongod's codes (_data missing 40647, empty 40649, not hex 9 FailedToParse, hex
  * that is no token 50811); a genuine mongod token is "no token" here (50811), where mongod would
  * say 280 or 286; a token from an earlier run of the double is history lost (286).

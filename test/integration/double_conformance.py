@@ -1579,6 +1579,9 @@ class TransactionTest(DoubleTest):
             self.assertIsInstance(event["txnNumber"], Int64)
         tokens = [e["_id"]["_data"] for e in events]
         self.assertEqual(tokens, sorted(set(tokens)), "resume tokens not strictly ordered")
+        # The driver's resume token (the last event's, or a later postBatchResumeToken) is
+        # never behind the last event it returned.
+        self.assertGreaterEqual(stream.resume_token["_data"], tokens[-1])
         self.coll.insert_one({"_id": 3})
         after = self.next_event(stream)
         self.assertGreater(after["clusterTime"], events[0]["clusterTime"])
