@@ -47,7 +47,8 @@ int fts_cmd_init_index(int argc, char **argv)
     }
     fts_es_index_spec_t spec = {.index = config.es_index,
                                 .alias = config.es_alias,
-                                .definition_path = config.es_index_definition};
+                                .definition_path = config.es_index_definition,
+                                .doc_type = config.es_doc_type};
     bool created = false;
     if (!fts_es_index_ensure(client, &spec, &created, &err)) {
         fts_log(FTS_LOG_ERROR, "es", "cannot ensure index %s: %s", config.es_index, err.message);

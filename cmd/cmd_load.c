@@ -6,7 +6,8 @@
  * Start-up, in order: the configuration (exit 2 on any problem); Elasticsearch answers and its
  * version agrees with FTSYNC_ES_DOC_TYPE (a typed action sent to a typeless cluster, or the
  * reverse, would be refused item by item and dead-letter everything: exit 2 instead); the index
- * exists (created from its definition when missing); a warning when index.gc_deletes is shorter
+ * exists (created from its definition when missing) and was not written with another version
+ * scheme (exit 2, core/action.h); a warning when index.gc_deletes is shorter
  * than a replay can be late (invariant 3). A server that does not answer yet is waited for with
  * backoff, so that a loader started before Elasticsearch simply waits. Then one event loop runs
  * until SIGTERM or SIGINT, after which in-flight requests get FTSYNC_STOP_TIMEOUT_MS to finish
@@ -24,6 +25,7 @@
 
 #include <bson/bson.h>
 
+#include "action.h"
 #include "backoff.h"
 #include "clock.h"
 #include "admin.h"
@@ -318,7 +320,8 @@ static bool ensure_index(fts_es_client_t *client, const fts_config_t *config, ft
 {
     fts_es_index_spec_t spec = {.index = config->es_index,
                                 .alias = config->es_alias,
-                                .definition_path = config->es_index_definition};
+                                .definition_path = config->es_index_definition,
+                                .doc_type = config->es_doc_type};
     fts_backoff_t backoff;
     fts_backoff_init(&backoff, (uint64_t)config->retry_base_ms, (uint64_t)config->retry_max_ms, 0);
     while (!fts_es_index_ensure(client, &spec, NULL, err)) {
@@ -449,6 +452,14 @@ int fts_cmd_load(int argc, char **argv)
         if (err.domain == FTS_ERROR_INPUT) {
             err.domain = FTS_ERROR_CONFIG;
         }
+        status = exit_status_for(&err);
+        goto cleanup;
+    }
+    /* An index written with another version scheme would turn every write into a 409 that
+     * load acknowledges as "newer": refuse it (exit 2) before anything is written. */
+    const char *target = config.es_alias ? config.es_alias : config.es_index;
+    if (!fts_es_index_check_version_scheme(client, target, FTS_VERSION_SCHEME, &err)) {
+        fts_log(FTS_LOG_ERROR, "es", "cannot load into %s: %s", target, err.message);
         status = exit_status_for(&err);
         goto cleanup;
     }

@@ -21,9 +21,171 @@
 /* Elasticsearch's largest version: versions are Java longs. */
 #define VERSION_MAX ((uint64_t)INT64_MAX)
 
+bool fts_version_compute(uint32_t seconds, uint32_t increment, uint32_t position, uint64_t *version,
+                         fts_error_t *err)
+{
+    if (seconds < FTS_VERSION_EPOCH || seconds > FTS_VERSION_SECONDS_MAX) {
+        return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                             "cluster time %" PRIu32 ".%" PRIu32
+                             " is outside what version scheme %d can hold (seconds %u to %u, "
+                             "2020-01-01 to 2088-01-19)",
+                             seconds, increment, FTS_VERSION_SCHEME, FTS_VERSION_EPOCH,
+                             FTS_VERSION_SECONDS_MAX);
+    }
+    if (increment > FTS_VERSION_INCREMENT_MAX) {
+        return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                             "cluster time increment %" PRIu32
+                             " is above what version scheme %d can hold (%u changes in one "
+                             "second)",
+                             increment, FTS_VERSION_SCHEME, FTS_VERSION_INCREMENT_MAX);
+    }
+    if (position > FTS_VERSION_POSITION_MAX) {
+        return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                             "position %" PRIu32
+                             " inside the transaction is above what version scheme %d can hold "
+                             "(%u operations in one transaction)",
+                             position, FTS_VERSION_SCHEME, FTS_VERSION_POSITION_MAX);
+    }
+    uint64_t value = (uint64_t)(seconds - FTS_VERSION_EPOCH) << 32 |
+                     (uint64_t)increment << FTS_VERSION_POSITION_BITS | position;
+    if (value == 0) {
+        return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                             "cluster time %" PRIu32 ".%" PRIu32
+                             " is the epoch of version scheme %d itself, version 0, which "
+                             "Elasticsearch does not accept as an external version",
+                             seconds, increment, FTS_VERSION_SCHEME);
+    }
+    *version = value;
+    return true;
+}
+
 uint64_t fts_version_from_timestamp(uint32_t seconds, uint32_t increment)
 {
-    return (uint64_t)seconds << 32 | increment;
+    uint64_t version = 0;
+    fts_error_t ignored = {0};
+    return fts_version_compute(seconds, increment, 0, &version, &ignored) ? version : 0;
+}
+
+/* KeyString (mongod's src/mongo/db/storage/key_string.cpp) type bytes of what a resume token
+ * starts with: a Timestamp, then non-negative integers. An integer n > 0 is stored as the
+ * type byte 0x2B - 1 + k followed by n << 1 in k big-endian bytes (the low bit would say a
+ * fraction follows); 0 is the single byte 0x29. */
+#define KS_TIMESTAMP        0x82
+#define KS_ZERO             0x29
+#define KS_POSITIVE_1_BYTE  0x2B
+#define KS_POSITIVE_8_BYTES 0x32
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    return -1;
+}
+
+/* The byte at *at of a hex string, advancing *at; false past the end or on a non-hex digit. */
+static bool hex_byte(const char *hex, size_t len, size_t *at, uint8_t *byte)
+{
+    if (*at + 2 > len) {
+        return false;
+    }
+    int high = hex_digit(hex[*at]);
+    int low = hex_digit(hex[*at + 1]);
+    if (high < 0 || low < 0) {
+        return false;
+    }
+    *byte = (uint8_t)(high << 4 | low);
+    *at += 2;
+    return true;
+}
+
+/* A KeyString non-negative integer at *at. */
+static bool keystring_uint(const char *hex, size_t len, size_t *at, uint64_t *value)
+{
+    uint8_t type;
+    if (!hex_byte(hex, len, at, &type)) {
+        return false;
+    }
+    if (type == KS_ZERO) {
+        *value = 0;
+        return true;
+    }
+    if (type < KS_POSITIVE_1_BYTE || type > KS_POSITIVE_8_BYTES) {
+        return false;
+    }
+    uint64_t encoded = 0;
+    for (int n = 0; n <= type - KS_POSITIVE_1_BYTE; n++) {
+        uint8_t byte;
+        if (!hex_byte(hex, len, at, &byte)) {
+            return false;
+        }
+        encoded = encoded << 8 | byte;
+    }
+    if (encoded & 1) {
+        return false; /* a fraction: no integer field of a token has one */
+    }
+    *value = encoded >> 1;
+    return true;
+}
+
+bool fts_version_txn_position(const bson_t *event, uint32_t *position, fts_error_t *err)
+{
+    bson_iter_t iter;
+    *position = 0;
+    if (!bson_iter_init_find(&iter, event, "txnNumber")) {
+        return true;
+    }
+    const char *hex = NULL;
+    uint32_t len = 0;
+    bson_iter_t data;
+    if (bson_iter_init(&iter, event) && bson_iter_find_descendant(&iter, "_id._data", &data) &&
+        BSON_ITER_HOLDS_UTF8(&data)) {
+        hex = bson_iter_utf8(&data, &len);
+    }
+    uint32_t event_seconds = 0, event_increment = 0;
+    if (bson_iter_init_find(&iter, event, "clusterTime") && BSON_ITER_HOLDS_TIMESTAMP(&iter)) {
+        bson_iter_timestamp(&iter, &event_seconds, &event_increment);
+    }
+    size_t at = 0;
+    uint8_t type = 0;
+    uint64_t timestamp = 0;
+    uint64_t token_version = 0, token_type = 0, op_index = 0;
+    bool ok = hex && hex_byte(hex, len, &at, &type) && type == KS_TIMESTAMP;
+    for (int n = 0; ok && n < 8; n++) {
+        uint8_t byte;
+        ok = hex_byte(hex, len, &at, &byte);
+        timestamp = timestamp << 8 | byte;
+    }
+    ok = ok && keystring_uint(hex, len, &at, &token_version);
+    /* Version 0 tokens (MongoDB 4.0) have no tokenType. */
+    ok = ok && (token_version == 0 || keystring_uint(hex, len, &at, &token_type));
+    ok = ok && keystring_uint(hex, len, &at, &op_index);
+    if (!ok || token_version > 2) {
+        return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_UNSUPPORTED,
+                             "the event is part of a transaction but its resume token does not "
+                             "have the layout ftsync reads its position in the transaction "
+                             "(txnOpIndex) from, so the transaction's changes cannot be "
+                             "ordered");
+    }
+    if (timestamp != ((uint64_t)event_seconds << 32 | event_increment)) {
+        return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_UNSUPPORTED,
+                             "the event's resume token names cluster time %" PRIu64 ".%" PRIu64
+                             ", not the event's %" PRIu32 ".%" PRIu32
+                             "; its position in the transaction cannot be trusted",
+                             timestamp >> 32, timestamp & 0xFFFFFFFFu, event_seconds,
+                             event_increment);
+    }
+    if (op_index > UINT32_MAX) {
+        op_index = UINT32_MAX; /* fts_version_compute refuses it, naming the limit */
+    }
+    *position = (uint32_t)op_index;
+    return true;
 }
 
 void fts_action_init(fts_action_t *action)

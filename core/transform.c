@@ -35,6 +35,7 @@ typedef struct {
     const char *ns;
     uint32_t seconds;
     uint32_t increment;
+    uint32_t position; /* inside its transaction (fts_version_txn_position); 0 outside one */
 } source_t;
 
 bool fts_on_drop_parse(const char *text, fts_on_drop_t *on_drop)
@@ -146,7 +147,6 @@ static bool build_action(fts_action_t *action, fts_action_op_t op, const source_
     action->origin = source->origin;
     action->ts_seconds = source->seconds;
     action->ts_increment = source->increment;
-    action->version = fts_version_from_timestamp(source->seconds, source->increment);
     action->ns = bson_strdup(source->ns);
     if (id) {
         action->id_len = id->len;
@@ -156,9 +156,12 @@ static bool build_action(fts_action_t *action, fts_action_op_t op, const source_
         action->body_len = body->len;
         action->body = fts_buffer_steal(body);
     }
-    /* Refuse here what a loader would refuse (a version past 2038, a malformed ns...), so the
-     * event is dead-lettered with its reason instead of queued as a poisoned entry. */
-    if (!fts_action_validate(action, err)) {
+    /* Refuse here what a loader would refuse (a cluster time outside the version scheme, a
+     * malformed ns...), so the event is dead-lettered with its reason instead of queued as a
+     * poisoned entry. */
+    if (!fts_version_compute(source->seconds, source->increment, source->position, &action->version,
+                             err) ||
+        !fts_action_validate(action, err)) {
         fts_action_cleanup(action);
         return false;
     }
@@ -474,6 +477,12 @@ static bool transform_event(fts_transform_t *transform, const bson_t *event, fts
     if (!db || !coll) {
         fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_MISSING,
                       "the event has no ns.db and ns.coll strings");
+        goto cleanup;
+    }
+    if (!fts_version_txn_position(event, &source.position, err)) {
+        /* Without its place in the transaction the change would get a version equal to its
+         * neighbours' and could lose to an earlier one: only an operator can resolve that. */
+        err->code = FTS_TRANSFORM_UNSUPPORTED_EVENT;
         goto cleanup;
     }
 

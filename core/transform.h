@@ -18,9 +18,10 @@
  *     anything else          caller enters a clear error state instead of guessing
  * A snapshot document becomes an index action with origin "snapshot" and the snapshot's time.
  *
- * Versions (invariant 3) come from the event's clusterTime (fts_version_from_timestamp); the
- * namespace from its ns. The id of a delete must be computed exactly like the id of an index
- * (projection.h), or the delete would miss the document:
+ * Versions (invariant 3) come from the event's clusterTime and its position inside its
+ * transaction (fts_version_compute, fts_version_txn_position); the namespace from its ns. The id of
+ * a delete must be computed exactly like the id of an index (projection.h), or the delete would
+ * miss the document:
  *   - the id field is looked up in documentKey first: it always has _id, and on a sharded
  *     collection also the shard key;
  *   - otherwise in fullDocumentBeforeChange, the pre-image;

@@ -9,10 +9,12 @@
 #include <bson/bson.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "action.h"
 #include "es_json.h"
 #include "log.h"
 
@@ -219,6 +221,7 @@ static bool create_index(fts_es_client_t *client, const fts_es_index_spec_t *spe
 {
     bool ok = false;
     fts_buffer_t definition = {0};
+    fts_buffer_t marked = {0};
     fts_es_response_t response = {0};
 
     if (!spec->definition_path || !*spec->definition_path) {
@@ -232,8 +235,13 @@ static bool create_index(fts_es_client_t *client, const fts_es_index_spec_t *spe
     if (!fts_es_index_definition_load(spec->definition_path, &definition, err)) {
         goto cleanup;
     }
-    if (!fts_es_request(client, "PUT", index_path, "application/json", definition.data,
-                        definition.len, &response, err)) {
+    if (!fts_es_index_definition_mark(&definition, spec->doc_type, FTS_VERSION_SCHEME, &marked,
+                                      err)) {
+        fts_error_prefix(err, "index definition %s", spec->definition_path);
+        goto cleanup;
+    }
+    if (!fts_es_request(client, "PUT", index_path, "application/json", marked.data, marked.len,
+                        &response, err)) {
         fts_error_prefix(err, "creating index %s", spec->index);
         goto cleanup;
     }
@@ -256,6 +264,7 @@ static bool create_index(fts_es_client_t *client, const fts_es_index_spec_t *spe
 
 cleanup:
     fts_buffer_destroy(&definition);
+    fts_buffer_destroy(&marked);
     fts_es_response_cleanup(&response);
     return ok;
 }
@@ -290,6 +299,301 @@ static bool add_alias(fts_es_client_t *client, const char *index, const char *al
 cleanup:
     fts_buffer_destroy(&body);
     fts_es_response_cleanup(&response);
+    return ok;
+}
+
+/* Keys that only typeless mappings have at their top level; mappings without any of them are
+ * {type: mapping, ...} (Elasticsearch before 7). */
+static bool is_typeless_mapping(const bson_t *mappings)
+{
+    static const char *const keys[] = {"properties",     "dynamic",           "_meta",
+                                       "_source",        "_routing",          "dynamic_templates",
+                                       "date_detection", "numeric_detection", "_all",
+                                       "enabled",        "_field_names",      "runtime"};
+    if (bson_empty(mappings)) {
+        return true;
+    }
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        if (bson_has_field(mappings, keys[i])) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Appends under key a copy of mapping with _meta.ftsync.version_scheme = scheme. */
+static void append_marked_mapping(bson_t *dst, const char *key, const bson_t *mapping, int scheme)
+{
+    bson_t out, meta, ftsync;
+    bson_iter_t iter;
+    bson_append_document_begin(dst, key, -1, &out);
+    bson_append_document_begin(&out, "_meta", 5, &meta);
+    if (bson_iter_init_find(&iter, mapping, "_meta") && BSON_ITER_HOLDS_DOCUMENT(&iter)) {
+        bson_t old_meta;
+        uint32_t len;
+        const uint8_t *data;
+        bson_iter_document(&iter, &len, &data);
+        if (bson_init_static(&old_meta, data, len)) {
+            bson_copy_to_excluding_noinit(&old_meta, &meta, "ftsync", NULL);
+        }
+    }
+    bson_append_document_begin(&meta, "ftsync", 6, &ftsync);
+    bson_append_int32(&ftsync, "version_scheme", 14, scheme);
+    bson_append_document_end(&meta, &ftsync);
+    bson_append_document_end(&out, &meta);
+    bson_copy_to_excluding_noinit(mapping, &out, "_meta", NULL);
+    bson_append_document_end(dst, &out);
+}
+
+bool fts_es_index_definition_mark(const fts_buffer_t *definition, const char *doc_type, int scheme,
+                                  fts_buffer_t *out, fts_error_t *err)
+{
+    bool ok = false;
+    bson_t doc, marked = BSON_INITIALIZER;
+    bson_error_t error;
+    bool have_doc = false;
+    if (!bson_init_from_json(&doc, definition->data, (ssize_t)definition->len, &error)) {
+        fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                      "the index definition is not valid JSON: %s", error.message);
+        goto cleanup;
+    }
+    have_doc = true;
+    bson_iter_t iter;
+    bool have_mappings = bson_iter_init_find(&iter, &doc, "mappings");
+    if (have_mappings && !BSON_ITER_HOLDS_DOCUMENT(&iter)) {
+        fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                      "the index definition's \"mappings\" is not a JSON object");
+        goto cleanup;
+    }
+    bson_copy_to_excluding_noinit(&doc, &marked, "mappings", NULL);
+    if (!have_mappings) {
+        bson_t empty = BSON_INITIALIZER;
+        if (doc_type && *doc_type) {
+            bson_t mappings;
+            bson_append_document_begin(&marked, "mappings", 8, &mappings);
+            append_marked_mapping(&mappings, doc_type, &empty, scheme);
+            bson_append_document_end(&marked, &mappings);
+        } else {
+            append_marked_mapping(&marked, "mappings", &empty, scheme);
+        }
+        bson_destroy(&empty);
+    } else {
+        bson_t mappings;
+        uint32_t len;
+        const uint8_t *data;
+        bson_iter_document(&iter, &len, &data);
+        bson_init_static(&mappings, data, len);
+        if (is_typeless_mapping(&mappings)) {
+            append_marked_mapping(&marked, "mappings", &mappings, scheme);
+        } else {
+            bson_t types;
+            bson_iter_t type;
+            bson_append_document_begin(&marked, "mappings", 8, &types);
+            bson_iter_init(&type, &mappings);
+            while (bson_iter_next(&type)) {
+                if (!BSON_ITER_HOLDS_DOCUMENT(&type)) {
+                    bson_append_value(&types, bson_iter_key(&type), -1, bson_iter_value(&type));
+                    continue;
+                }
+                bson_t mapping;
+                bson_iter_document(&type, &len, &data);
+                bson_init_static(&mapping, data, len);
+                append_marked_mapping(&types, bson_iter_key(&type), &mapping, scheme);
+            }
+            bson_append_document_end(&marked, &types);
+        }
+    }
+    size_t json_len = 0;
+    char *json = bson_as_relaxed_extended_json(&marked, &json_len);
+    fts_buffer_clear(out);
+    fts_buffer_append(out, json, json_len);
+    bson_free(json);
+    ok = true;
+
+cleanup:
+    if (have_doc) {
+        bson_destroy(&doc);
+    }
+    bson_destroy(&marked);
+    return ok;
+}
+
+/* Reads _meta.ftsync.version_scheme of one mapping: *found tells whether it has one. */
+static void mapping_scheme(bson_iter_t *mapping, bool *found, int64_t *scheme)
+{
+    bson_iter_t child;
+    if (bson_iter_recurse(mapping, &child) &&
+        bson_iter_find_descendant(&child, "_meta.ftsync.version_scheme", &child) &&
+        (BSON_ITER_HOLDS_INT32(&child) || BSON_ITER_HOLDS_INT64(&child) ||
+         BSON_ITER_HOLDS_DOUBLE(&child))) {
+        *found = true;
+        *scheme = bson_iter_as_int64(&child);
+    }
+}
+
+/* GET path and parse the JSON answer into reply (which the caller destroys on true). */
+static bool get_json(fts_es_client_t *client, const char *method, const char *path,
+                     const char *body, const char *what, bson_t *reply, fts_error_t *err)
+{
+    fts_es_response_t response = {0};
+    bool ok = false;
+    if (!fts_es_request(client, method, path, body ? "application/json" : NULL, body,
+                        body ? strlen(body) : 0, &response, err)) {
+        fts_error_prefix(err, "%s", what);
+        goto cleanup;
+    }
+    if (response.status != 200) {
+        fts_es_reply_fail(err, what, response.status, response.body.data, response.body.len);
+        goto cleanup;
+    }
+    bson_error_t parse_error;
+    if (!response.body.data ||
+        !bson_init_from_json(reply, response.body.data, (ssize_t)response.body.len, &parse_error)) {
+        fts_error_set(err, FTS_ERROR_ES, FTS_ERROR_CODE_PROTOCOL, "%s: the answer is not JSON",
+                      what);
+        goto cleanup;
+    }
+    ok = true;
+cleanup:
+    fts_es_response_cleanup(&response);
+    return ok;
+}
+
+/* The smallest scheme-1 version of anything written since 2020: 2020-01-01 << 32. */
+#define SCHEME_1_FLOOR ((int64_t)FTS_VERSION_EPOCH << 32)
+/* Documents whose versions are looked at when an index has no mark. */
+#define SAMPLE_SIZE 20
+
+bool fts_es_index_check_version_scheme(fts_es_client_t *client, const char *name, int scheme,
+                                       fts_error_t *err)
+{
+    bool ok = false;
+    bson_t reply;
+    bool have_reply = false;
+    fts_buffer_t path = {0};
+    char what[400];
+
+    fts_buffer_append_char(&path, '/');
+    append_escaped(&path, name);
+    fts_buffer_append_str(&path, "/_mapping");
+    snprintf(what, sizeof what, "reading the mapping of %s", name);
+    if (!get_json(client, "GET", path.data, NULL, what, &reply, err)) {
+        goto cleanup;
+    }
+    have_reply = true;
+    /* {"<index>": {"mappings": {_meta...}}} (typeless), or {"<index>": {"mappings": {"<type>":
+     * {_meta...}}}} (typed). Every index behind an alias, and every type, must agree. */
+    bool unmarked = false;
+    bson_iter_t index_iter;
+    bson_iter_init(&index_iter, &reply);
+    while (bson_iter_next(&index_iter)) {
+        bson_iter_t mappings;
+        if (!BSON_ITER_HOLDS_DOCUMENT(&index_iter) || !bson_iter_recurse(&index_iter, &mappings) ||
+            !bson_iter_find(&mappings, "mappings") || !BSON_ITER_HOLDS_DOCUMENT(&mappings)) {
+            unmarked = true;
+            continue;
+        }
+        /* The marks of this index: its typeless mapping's, or each type's. */
+        int64_t schemes[64];
+        size_t count = 0;
+        bool found = false;
+        int64_t value = 0;
+        mapping_scheme(&mappings, &found, &value);
+        if (found) {
+            schemes[count++] = value;
+        } else {
+            bson_iter_t type;
+            bson_iter_recurse(&mappings, &type);
+            while (bson_iter_next(&type)) {
+                const char *key = bson_iter_key(&type);
+                if (!BSON_ITER_HOLDS_DOCUMENT(&type) || key[0] == '_' ||
+                    strcmp(key, "properties") == 0 || strcmp(key, "dynamic_templates") == 0) {
+                    continue; /* parts of a typeless mapping, not types */
+                }
+                bool type_found = false;
+                mapping_scheme(&type, &type_found, &value);
+                if (!type_found) {
+                    unmarked = true;
+                } else if (count < sizeof schemes / sizeof schemes[0]) {
+                    schemes[count++] = value;
+                }
+            }
+            if (count == 0) {
+                unmarked = true;
+            }
+        }
+        for (size_t i = 0; i < count; i++) {
+            if (schemes[i] != scheme) {
+                fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                              "index %s was written with version scheme %" PRId64
+                              " (its mapping's _meta.ftsync.version_scheme), but this ftsync "
+                              "writes version scheme %d; versions of the two do not compare, so "
+                              "writes would be refused or win wrongly: load into a new index "
+                              "(reindex from a fresh snapshot) instead",
+                              bson_iter_key(&index_iter), schemes[i], scheme);
+                goto cleanup;
+            }
+        }
+    }
+    if (!unmarked) {
+        ok = true;
+        goto cleanup;
+    }
+
+    /* No mark: what do the documents' versions look like? */
+    bson_destroy(&reply);
+    have_reply = false;
+    fts_buffer_clear(&path);
+    fts_buffer_append_char(&path, '/');
+    append_escaped(&path, name);
+    fts_buffer_append_str(&path, "/_search");
+    char body[160];
+    snprintf(body, sizeof body,
+             "{\"size\":%d,\"version\":true,\"_source\":false,\"query\":{\"match_all\":{}}}",
+             SAMPLE_SIZE);
+    snprintf(what, sizeof what, "sampling the document versions of %s", name);
+    if (!get_json(client, "POST", path.data, body, what, &reply, err)) {
+        goto cleanup;
+    }
+    have_reply = true;
+    bson_iter_t hits, hit;
+    int64_t largest = 0;
+    size_t sampled = 0;
+    if (bson_iter_init(&hits, &reply) && bson_iter_find_descendant(&hits, "hits.hits", &hits) &&
+        BSON_ITER_HOLDS_ARRAY(&hits) && bson_iter_recurse(&hits, &hit)) {
+        while (bson_iter_next(&hit)) {
+            bson_iter_t version;
+            if (BSON_ITER_HOLDS_DOCUMENT(&hit) && bson_iter_recurse(&hit, &version) &&
+                bson_iter_find(&version, "_version")) {
+                int64_t v = bson_iter_as_int64(&version);
+                largest = v > largest ? v : largest;
+                sampled++;
+            }
+        }
+    }
+    if (largest >= SCHEME_1_FLOOR) {
+        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                      "index %s has no version-scheme mark and holds documents with versions "
+                      "like %" PRId64 ", written with version scheme 1 (cluster seconds << 32) "
+                      "by an older ftsync; this ftsync writes version scheme %d, whose versions "
+                      "are smaller, so every write would be refused as a conflict: load into a "
+                      "new index (reindex from a fresh snapshot) instead",
+                      name, largest, scheme);
+        goto cleanup;
+    }
+    fts_log(FTS_LOG_WARN, "es",
+            "index %s has no version-scheme mark (_meta.ftsync.version_scheme in its mapping); "
+            "%s, so it is used with version scheme %d. Add the mark to its mapping, or let "
+            "ftsync create the index, to have this checked",
+            name, sampled == 0 ? "it is empty" : "the versions of its documents fit this scheme",
+            scheme);
+    ok = true;
+
+cleanup:
+    if (have_reply) {
+        bson_destroy(&reply);
+    }
+    fts_buffer_destroy(&path);
     return ok;
 }
 

@@ -32,6 +32,7 @@
 #include "bsonval.h"
 #include "conn.h"
 #include "eventlog.h"
+#include "txn.h"
 #include "query.h"
 
 #include <stdlib.h>
@@ -209,6 +210,11 @@ static bool render_event(fts_double_server_t *srv, const fts_double_stream_t *s,
     bson_append_date_time(out, "wallTime", 8, ev->wall_ms);
     if (s->expanded && ev->op != FTS_DOUBLE_OP_DROP_DATABASE) {
         bson_append_binary(out, "collectionUUID", 14, BSON_SUBTYPE_UUID, ev->uuid, 16);
+    }
+    if (ev->in_txn) {
+        /* A transaction's change: its session and transaction number (txn.h). */
+        bson_append_int64(out, "txnNumber", 9, ev->txn_number);
+        fts_double_txn_append_lsid(out, ev->lsid);
     }
 
     bool crud = ev->op == FTS_DOUBLE_OP_INSERT || ev->op == FTS_DOUBLE_OP_UPDATE ||
@@ -411,13 +417,13 @@ static void fragment_token_append(bson_t *dst, const char *key, const fts_double
 {
     bson_t tmp = BSON_INITIALIZER, doc;
     bson_iter_t it;
-    char hex[FTS_DOUBLE_TOKEN_HEX_LEN + FRAGMENT_HEX_LEN + 1];
+    char hex[FTS_DOUBLE_TOKEN_HEX_MAX + FRAGMENT_HEX_LEN + 1];
     fts_double_token_append(&tmp, "t", base);
     bool found = bson_iter_init_find(&it, &tmp, "t") && bson_iter_recurse(&it, &it) &&
                  bson_iter_find(&it, "_data") && BSON_ITER_HOLDS_UTF8(&it);
     BSON_ASSERT(found);
-    snprintf(hex, sizeof hex, "%.*s%0*X", FTS_DOUBLE_TOKEN_HEX_LEN, bson_iter_utf8(&it, NULL),
-             FRAGMENT_HEX_LEN, (unsigned)index);
+    snprintf(hex, sizeof hex, "%s%0*X", bson_iter_utf8(&it, NULL), FRAGMENT_HEX_LEN,
+             (unsigned)index);
     bson_destroy(&tmp);
     bson_append_document_begin(dst, key, -1, &doc);
     bson_append_utf8(&doc, "_data", 5, hex, -1);
@@ -994,11 +1000,12 @@ static bool position_stream(fts_double_server_t *srv, fts_double_stream_t *s,
             bson_iter_init_find(&it, &doc, "_data") && BSON_ITER_HOLDS_UTF8(&it)) {
             data = bson_iter_utf8(&it, &len);
         }
-        if (data && len == FTS_DOUBLE_TOKEN_HEX_LEN + FRAGMENT_HEX_LEN &&
-            strspn(data + FTS_DOUBLE_TOKEN_HEX_LEN, "0123456789ABCDEF") == FRAGMENT_HEX_LEN) {
+        size_t base_len = data ? fts_double_token_hex_len(data, len) : 0;
+        if (base_len && len == base_len + FRAGMENT_HEX_LEN &&
+            strspn(data + base_len, "0123456789ABCDEF") == FRAGMENT_HEX_LEN) {
             fragment_token = true;
-            fragment = strtoul(data + FTS_DOUBLE_TOKEN_HEX_LEN, NULL, 16);
-            bson_append_utf8(&event_token, "_data", 5, data, FTS_DOUBLE_TOKEN_HEX_LEN);
+            fragment = strtoul(data + base_len, NULL, 16);
+            bson_append_utf8(&event_token, "_data", 5, data, (int)base_len);
             event_token_value.value_type = BSON_TYPE_DOCUMENT;
             event_token_value.value.v_doc.data = (uint8_t *)(uintptr_t)bson_get_data(&event_token);
             event_token_value.value.v_doc.data_len = event_token.len;

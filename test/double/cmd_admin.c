@@ -5,6 +5,7 @@
  */
 #include "bsonval.h"
 #include "commands.h"
+#include "txn.h"
 #include "cursor.h"
 #include "replset.h"
 
@@ -45,7 +46,10 @@ fts_double_cmd_status_t fts_double_cmd_build_info(fts_double_cmd_t *cmd)
 
 fts_double_cmd_status_t fts_double_cmd_sessions(fts_double_cmd_t *cmd)
 {
-    (void)cmd; /* sessions carry no state in the double */
+    /* Sessions carry no state in the double beyond their transactions (txn.h). */
+    if (strcmp(cmd->name, "endSessions") == 0 || strcmp(cmd->name, "killSessions") == 0) {
+        fts_double_txn_end_sessions(cmd->srv, cmd->body);
+    }
     return FTS_DOUBLE_CMD_OK;
 }
 
@@ -67,10 +71,9 @@ fts_double_cmd_status_t fts_double_cmd_start_session(fts_double_cmd_t *cmd)
 
 fts_double_cmd_status_t fts_double_cmd_transaction(fts_double_cmd_t *cmd)
 {
-    return fts_double_cmd_fail(cmd, FTS_DOUBLE_E_NO_SUCH_TRANSACTION,
-                               "Transactions are not supported by ftsync-mongo-double, so there "
-                               "is no transaction to %s",
-                               strcmp(cmd->name, "commitTransaction") == 0 ? "commit" : "abort");
+    /* Reached only when fts_double_txn_enter let a commit or abort through, which it never
+     * does: it answers both itself. */
+    return fts_double_cmd_fail(cmd, FTS_DOUBLE_E_INTERNAL, "%s was not handled", cmd->name);
 }
 
 fts_double_cmd_status_t fts_double_cmd_list_databases(fts_double_cmd_t *cmd)

@@ -7,6 +7,7 @@
 #include "changestream.h"
 #include "conn.h"
 #include "cursor.h"
+#include "txn.h"
 #include "wire.h"
 
 #include <stdarg.h>
@@ -102,8 +103,10 @@ static void label_facts(const fts_double_request_t *req, bool is_change_stream, 
 {
     bson_value_t v;
     facts->command = req->name ? req->name : "";
-    facts->has_txn_number = fts_double_doc_get(&req->body, "txnNumber", &v) &&
-                            !fts_double_doc_get(&req->body, "autocommit", &v);
+    bool txn_number = fts_double_doc_get(&req->body, "txnNumber", &v);
+    bool autocommit = fts_double_doc_get(&req->body, "autocommit", &v);
+    facts->has_txn_number = txn_number && !autocommit;
+    facts->in_transaction = txn_number && autocommit;
     facts->is_change_stream = is_change_stream;
     facts->write_concern_code = wce_code;
 }
@@ -322,17 +325,9 @@ static void run_command(fts_double_server_t *srv, fts_double_request_t *req)
             return;
         }
     }
-    bson_value_t v;
     if ((command->flags & ADMIN_ONLY) && strcmp(req->db, "admin") != 0) {
         fts_double_error_set(&cmd.err, FTS_DOUBLE_E_UNAUTHORIZED,
                              "%s may only be run against the admin database.", req->name);
-        fts_double_reply_error(srv, req, &cmd.err, false);
-        return;
-    }
-    if (fts_double_doc_get(&req->body, "startTransaction", &v) ||
-        fts_double_doc_get(&req->body, "autocommit", &v)) {
-        fts_double_error_set(&cmd.err, FTS_DOUBLE_E_ILLEGAL_OPERATION,
-                             "Transactions are not supported by ftsync-mongo-double");
         fts_double_reply_error(srv, req, &cmd.err, false);
         return;
     }
@@ -351,7 +346,19 @@ static void run_command(fts_double_server_t *srv, fts_double_request_t *req)
     }
 
     bson_init(&cmd.reply);
-    fts_double_cmd_status_t status = command->fn(&cmd);
+    /* Transactions (txn.h): commit and abort are answered there; other commands of a
+     * transaction run against its private store. */
+    fts_double_txn_scope_t scope;
+    bool handled = false;
+    fts_double_cmd_status_t status;
+    if (!fts_double_txn_enter(&cmd, &scope, &handled)) {
+        status = FTS_DOUBLE_CMD_ERROR;
+    } else if (handled) {
+        status = FTS_DOUBLE_CMD_OK;
+    } else {
+        status = command->fn(&cmd);
+        fts_double_txn_leave(srv, &scope);
+    }
     switch (status) {
     case FTS_DOUBLE_CMD_OK:
         fts_double_reply_ok(srv, req, &cmd.reply);

@@ -8,8 +8,9 @@
  * a secondary only serves with a secondary read preference (else NotPrimaryNoSecondaryOk
  * 13435), and which must run on the admin database (else Unauthorized 13). Unknown commands
  * get CommandNotFound (59). Unknown fields in a known command are ignored (mongod would often
- * refuse them with 40415): lsid, txnNumber, $readPreference, readConcern, writeConcern,
- * $clusterTime, apiVersion, comment and the like are accepted and have no effect.
+ * refuse them with 40415): $readPreference, readConcern, writeConcern, $clusterTime,
+ * apiVersion, comment and the like are accepted and have no effect; lsid and txnNumber have
+ * none either, except with autocommit, which makes the command part of a transaction (txn.h).
  */
 #ifndef FTS_DOUBLE_COMMANDS_H
 #define FTS_DOUBLE_COMMANDS_H

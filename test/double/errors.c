@@ -179,7 +179,7 @@ static bool is_change_stream_resumable(int code)
 
 void fts_double_error_append_labels(bson_t *reply, int code, const fts_double_label_facts_t *facts)
 {
-    const char *labels[2];
+    const char *labels[3];
     int count = 0;
     bool retryable_write = false;
 
@@ -200,6 +200,17 @@ void fts_double_error_append_labels(bson_t *reply, int code, const fts_double_la
     } else if (code == FTS_DOUBLE_E_CHANGE_STREAM_FATAL ||
                code == FTS_DOUBLE_E_CHANGE_STREAM_HISTORY_LOST) {
         labels[count++] = "NonResumableChangeStreamError";
+    }
+    /* TransientTransactionError: in a transaction (txnNumber and autocommit), an error after
+     * which the whole transaction may be retried: NoSuchTransaction (on commit or abort only
+     * without a write-concern error, whose data could still roll back) and WriteConflict
+     * (mongod's error_labels.cpp, isTransientTransactionError). */
+    bool commit_or_abort = strcmp(facts->command, "commitTransaction") == 0 ||
+                           strcmp(facts->command, "abortTransaction") == 0;
+    if (facts->in_transaction && ((code == FTS_DOUBLE_E_NO_SUCH_TRANSACTION &&
+                                   !(commit_or_abort && facts->write_concern_code)) ||
+                                  code == FTS_DOUBLE_E_WRITE_CONFLICT)) {
+        labels[count++] = "TransientTransactionError";
     }
     if (count == 0) {
         return;

@@ -43,9 +43,13 @@ enum {
     FTS_DOUBLE_E_CURSOR_IN_USE = 143,
     FTS_DOUBLE_E_PRIMARY_STEPPED_DOWN = 189,
     FTS_DOUBLE_E_CURSOR_KILLED = 237,
+    FTS_DOUBLE_E_WRITE_CONFLICT = 112,
+    FTS_DOUBLE_E_TRANSACTION_TOO_OLD = 225,
     FTS_DOUBLE_E_NO_SUCH_TRANSACTION = 251,
+    FTS_DOUBLE_E_TRANSACTION_COMMITTED = 256,
     FTS_DOUBLE_E_INVALID_RESUME_TOKEN = 260,
     FTS_DOUBLE_E_EXCEEDED_TIME_LIMIT = 262,
+    FTS_DOUBLE_E_OPERATION_NOT_SUPPORTED_IN_TXN = 263,
     FTS_DOUBLE_E_CHANGE_STREAM_FATAL = 280,
     FTS_DOUBLE_E_CHANGE_STREAM_HISTORY_LOST = 286,
     FTS_DOUBLE_E_UNSUPPORTED_OP_QUERY = 352,
@@ -85,6 +89,7 @@ const char *fts_double_error_code_name(int code, char *buf, size_t size);
 typedef struct {
     const char *command;    /* command name */
     bool has_txn_number;    /* the command is a retryable write (txnNumber, no autocommit) */
+    bool in_transaction;    /* the command is part of a transaction (txnNumber and autocommit) */
     bool is_change_stream;  /* an aggregate with $changeStream or a getMore on its cursor */
     int write_concern_code; /* a writeConcernError's code, 0 if none */
 } fts_double_label_facts_t;

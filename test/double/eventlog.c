@@ -34,11 +34,28 @@ const char *fts_double_op_name(fts_double_op_t op)
     return "unknown";
 }
 
-static int64_t wall_now_ms(void)
+static int64_t wall_now_ms(const fts_double_eventlog_t *log)
 {
     struct timeval tv;
     gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    return ((int64_t)tv.tv_sec + log->clock_offset) * 1000 + tv.tv_usec / 1000;
+}
+
+uint32_t fts_double_eventlog_seconds(const fts_double_eventlog_t *log)
+{
+    return (uint32_t)((int64_t)time(NULL) + log->clock_offset);
+}
+
+bool fts_double_eventlog_set_clock(fts_double_eventlog_t *log, int64_t seconds)
+{
+    if (seconds <= 0 || seconds > (int64_t)UINT32_MAX) {
+        return false;
+    }
+    log->clock_offset = seconds - (int64_t)time(NULL);
+    log->last.t = (uint32_t)seconds;
+    log->last.i = 0;
+    log->floor = log->last;
+    return true;
 }
 
 void fts_double_eventlog_init(fts_double_eventlog_t *log, size_t max_events, size_t max_bytes)
@@ -80,7 +97,7 @@ fts_double_ts_t fts_double_eventlog_now(fts_double_eventlog_t *log)
 {
     /* Between writes the clock follows the wall clock with increment 0, which no event ever
      * has, so a high-water mark at "now" sorts before every later event. */
-    uint32_t now = (uint32_t)time(NULL);
+    uint32_t now = fts_double_eventlog_seconds(log);
     if (now > log->last.t) {
         fts_double_ts_t ts = {now, 0};
         return ts;
@@ -93,9 +110,9 @@ void fts_double_eventlog_mark_start(fts_double_eventlog_t *log)
     log->floor = fts_double_eventlog_now(log);
 }
 
-static fts_double_ts_t tick(fts_double_eventlog_t *log)
+fts_double_ts_t fts_double_eventlog_tick(fts_double_eventlog_t *log)
 {
-    uint32_t now = (uint32_t)time(NULL);
+    uint32_t now = fts_double_eventlog_seconds(log);
     if (now > log->last.t) {
         log->last.t = now;
         log->last.i = 1;
@@ -161,8 +178,10 @@ static size_t event_size(const fts_double_event_t *ev)
 const fts_double_event_t *fts_double_eventlog_append(fts_double_eventlog_t *log,
                                                      fts_double_event_t *event)
 {
-    event->ts = tick(log);
-    event->wall_ms = wall_now_ms();
+    if (!event->in_txn) {
+        event->ts = fts_double_eventlog_tick(log);
+    }
+    event->wall_ms = wall_now_ms(log);
     event->seq = log->next_seq++;
     event->bytes = event_size(event);
     while (log->count > 0 && ((log->max_events && log->count >= log->max_events) ||
@@ -213,6 +232,7 @@ void fts_double_token_for_event(const fts_double_eventlog_t *log, const fts_doub
     out->kind = kind;
     out->seq = ev->seq;
     out->run = log->run;
+    out->txn_op_index = ev->in_txn ? ev->txn_op_index : 0;
 }
 
 void fts_double_token_hwm(fts_double_eventlog_t *log, fts_double_token_t *out)
@@ -221,16 +241,36 @@ void fts_double_token_hwm(fts_double_eventlog_t *log, fts_double_token_t *out)
     out->kind = FTS_DOUBLE_TOKEN_HWM;
     out->seq = log->next_seq;
     out->run = log->run;
+    /* The largest index: a high-water mark at a transaction's commit time then sorts after
+     * every event of that transaction, as "everything up to this time was seen" must. */
+    out->txn_op_index = UINT32_MAX;
 }
+
+/* The KeyString prefix every token shares after its timestamp: version 1, tokenType 128. */
+#define TOKEN_VERSION_AND_TYPE "2B022C0100"
 
 void fts_double_token_append(bson_t *dst, const char *key, const fts_double_token_t *token)
 {
-    char hex[FTS_DOUBLE_TOKEN_HEX_LEN + 1];
-    snprintf(hex, sizeof hex, "82%08X%08X%02X%016llX%08X", token->ts.t, token->ts.i,
-             (unsigned)token->kind, (unsigned long long)token->seq, token->run);
+    char index[24];
+    if (token->txn_op_index == 0) {
+        snprintf(index, sizeof index, "29");
+    } else {
+        /* KeyString: type 0x2A + n, then index << 1 in the n bytes it needs. */
+        uint64_t encoded = (uint64_t)token->txn_op_index << 1;
+        int bytes = 1;
+        while (bytes < 8 && (encoded >> (8 * bytes)) != 0) {
+            bytes++;
+        }
+        snprintf(index, sizeof index, "%02X%0*llX", 0x2A + bytes, bytes * 2,
+                 (unsigned long long)encoded);
+    }
+    char hex[FTS_DOUBLE_TOKEN_HEX_MAX + 1];
+    int len = snprintf(hex, sizeof hex, "82%08X%08X" TOKEN_VERSION_AND_TYPE "%s%02X%016llX%08X",
+                       token->ts.t, token->ts.i, index, (unsigned)token->kind,
+                       (unsigned long long)token->seq, token->run);
     bson_t doc;
     bson_append_document_begin(dst, key, -1, &doc);
-    bson_append_utf8(&doc, "_data", 5, hex, FTS_DOUBLE_TOKEN_HEX_LEN);
+    bson_append_utf8(&doc, "_data", 5, hex, len);
     bson_append_document_end(dst, &doc);
 }
 
@@ -253,6 +293,23 @@ static bool hex_field(const char *s, size_t width, uint64_t *out)
     }
     *out = v;
     return true;
+}
+
+size_t fts_double_token_hex_len(const char *s, size_t len)
+{
+    const size_t prefix = 18 + strlen(TOKEN_VERSION_AND_TYPE);
+    uint64_t index_type = 0;
+    if (len < prefix + 2 || !hex_field(s + prefix, 2, &index_type)) {
+        return 0;
+    }
+    size_t bytes = 0;
+    if (index_type >= 0x2B && index_type <= 0x32) {
+        bytes = (size_t)(index_type - 0x2A);
+    } else if (index_type != 0x29) {
+        return 0;
+    }
+    size_t whole = prefix + 2 + 2 * bytes + 26;
+    return whole <= len ? whole : 0;
 }
 
 bool fts_double_token_parse(const bson_value_t *value, fts_double_token_t *out,
@@ -285,14 +342,30 @@ bool fts_double_token_parse(const bson_value_t *value, fts_double_token_t *out,
         return fts_double_error_set(err, FTS_DOUBLE_E_FAILED_TO_PARSE,
                                     "resume token string was not a valid hex string");
     }
-    uint64_t t, i, kind, seq, run;
-    if (len != FTS_DOUBLE_TOKEN_HEX_LEN || s[0] != '8' || s[1] != '2' || !hex_field(s + 2, 8, &t) ||
-        !hex_field(s + 10, 8, &i) || !hex_field(s + 18, 2, &kind) || !hex_field(s + 20, 16, &seq) ||
-        !hex_field(s + 36, 8, &run) || kind < 1 || kind > 3) {
+    uint64_t t, i, kind, seq, run, index = 0, index_type = 0;
+    const size_t prefix = 18 + strlen(TOKEN_VERSION_AND_TYPE);
+    size_t tail = prefix; /* where kind starts, after the txnOpIndex */
+    bool ok = len > prefix + 2 && s[0] == '8' && s[1] == '2' && hex_field(s + 2, 8, &t) &&
+              hex_field(s + 10, 8, &i) &&
+              strncmp(s + 18, TOKEN_VERSION_AND_TYPE, strlen(TOKEN_VERSION_AND_TYPE)) == 0 &&
+              hex_field(s + prefix, 2, &index_type);
+    if (ok && index_type == 0x29) {
+        tail = prefix + 2;
+    } else if (ok && index_type >= 0x2B && index_type <= 0x32) {
+        size_t bytes = (size_t)(index_type - 0x2A);
+        ok = len > prefix + 2 + 2 * bytes && hex_field(s + prefix + 2, 2 * bytes, &index);
+        tail = prefix + 2 + 2 * bytes;
+    } else {
+        ok = false;
+    }
+    if (!ok || len != tail + 26 || !hex_field(s + tail, 2, &kind) ||
+        !hex_field(s + tail + 2, 16, &seq) || !hex_field(s + tail + 18, 8, &run) || kind < 1 ||
+        kind > 3 || (index & 1) || (index >> 1) > UINT32_MAX) {
         return fts_double_error_set(err, 50811,
                                     "KeyString format error: not a resume token issued by "
                                     "ftsync-mongo-double");
     }
+    out->txn_op_index = (uint32_t)(index >> 1);
     out->ts.t = (uint32_t)t;
     out->ts.i = (uint32_t)i;
     out->kind = (fts_double_token_kind_t)kind;

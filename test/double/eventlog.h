@@ -8,17 +8,35 @@
  * exactly like oplog truncation, and a change stream that needs it fails with
  * ChangeStreamHistoryLost (286).
  *
- * Resume tokens are {_data: "<hex>"}: a fixed-width uppercase hex string, so that comparing two
- * tokens as strings compares their positions in the log:
+ * The clock can start elsewhere than now (--clock-start, fts_double_eventlog_set_clock): it
+ * then runs at the wall clock's pace from that second, so tests can see cluster times past
+ * January 2038 (BSON timestamps' seconds are unsigned 32-bit: up to 2106).
  *
- *     "82" | seconds (8) | increment (8) | kind (2) | sequence (16) | run (8)     = 44 chars
+ * The events of one committed transaction (txn.h) share the commit's cluster time, as on mongod
+ * ("all events of a transaction have the same clusterTime"), and carry the session's lsid, the
+ * txnNumber and their index in the transaction (txnOpIndex), which orders their tokens.
  *
- * kind 01 is an event, 02 the invalidate that follows the event with that sequence, 03 a
- * high-water mark ("everything up to this cluster time was seen"; its sequence is the next
- * event's). At one cluster time, event < invalidate < high-water mark. "run" identifies this
- * process: a token from an earlier run of the double points into a history this run never had,
- * so it is reported as lost (286). The leading 82 mimics mongod's tokens, which start with the
- * same byte (a KeyString timestamp); nothing should rely on the rest of the layout.
+ * Resume tokens are {_data: "<hex>"}. They start like mongod's, whose _data is the KeyString
+ * encoding of {clusterTime, version, tokenType, txnOpIndex, fromInvalidate, uuid, ...}
+ * (src/mongo/db/pipeline/resume_token.cpp), so that what ftsync reads from a token (the
+ * txnOpIndex of a transaction's event) is where a real server puts it; the double's own fields
+ * follow:
+ *
+ *     "82" | seconds (8) | increment (8)      KeyString Timestamp
+ *     "2B02"                                  version 1
+ *     "2C0100"                                tokenType 128 (an event), on every token here
+ *     txnOpIndex                              KeyString integer: "29" for 0, else 2B..32 and
+ *                                             the index << 1 in 1..8 bytes
+ *     kind (2) | sequence (16) | run (8)      the double's own
+ *
+ * Comparing two tokens as strings compares their positions in the log (KeyString sorts like
+ * the values it encodes). kind 01 is an event, 02 the invalidate that follows the event with
+ * that sequence, 03 a high-water mark ("everything up to this cluster time was seen"; its
+ * sequence is the next event's, its txnOpIndex 2^32 - 1 so that it sorts after every event of
+ * a transaction committed at that time). At one cluster time, event < invalidate < high-water
+ * mark.
+ * "run" identifies this process: a token from an earlier run of the double points into a
+ * history this run never had, so it is reported as lost (286).
  */
 #ifndef FTS_DOUBLE_EVENTLOG_H
 #define FTS_DOUBLE_EVENTLOG_H
@@ -73,6 +91,10 @@ typedef struct {
     bool has_drop_target;      /* rename only: an existing target was dropped (dropTarget) */
     uint8_t drop_target[16];   /* ... and this was its UUID */
     size_t bytes;              /* what the event counts against --history-bytes */
+    bool in_txn;               /* part of a committed multi-document transaction: */
+    uint8_t lsid[16];          /*   its session's id (a UUID) */
+    int64_t txn_number;        /*   its txnNumber */
+    uint32_t txn_op_index;     /*   its place in the transaction, from 0 */
 } fts_double_event_t;
 
 typedef struct {
@@ -89,18 +111,29 @@ typedef struct {
     fts_double_ts_t last;  /* the latest cluster time handed out */
     fts_double_ts_t floor; /* the earliest cluster time whose events are all retained */
     uint32_t run;
+    int64_t clock_offset; /* seconds added to the wall clock (--clock-start) */
 } fts_double_eventlog_t;
 
 void fts_double_eventlog_init(fts_double_eventlog_t *log, size_t max_events, size_t max_bytes);
 void fts_double_eventlog_destroy(fts_double_eventlog_t *log);
+
+/* Makes the cluster clock read `seconds` now and run on from there (call before any write).
+ * False if seconds is 0 or does not fit 32 bits. */
+bool fts_double_eventlog_set_clock(fts_double_eventlog_t *log, int64_t seconds);
+/* The clock's seconds now (wall clock plus the offset). */
+uint32_t fts_double_eventlog_seconds(const fts_double_eventlog_t *log);
+/* Takes the next cluster time for a write, as every logged event does; a transaction's commit
+ * takes one and gives it to all its events (fts_double_eventlog_append with in_txn). */
+fts_double_ts_t fts_double_eventlog_tick(fts_double_eventlog_t *log);
 
 /* The cluster time now (what replies carry as operationTime and $clusterTime). */
 fts_double_ts_t fts_double_eventlog_now(fts_double_eventlog_t *log);
 /* Marks "history starts here" (after seeding): nothing earlier can be resumed from. */
 void fts_double_eventlog_mark_start(fts_double_eventlog_t *log);
 
-/* Appends an event, taking over its references; fills seq, ts and wall time, evicts what the
- * bounds push out. Returns the stored event. */
+/* Appends an event, taking over its references; fills seq, ts (an in_txn event keeps the ts
+ * its commit gave it, which must be the latest tick) and wall time, evicts what the bounds push
+ * out. Returns the stored event. */
 const fts_double_event_t *fts_double_eventlog_append(fts_double_eventlog_t *log,
                                                      fts_double_event_t *event);
 
@@ -120,9 +153,11 @@ typedef struct {
     fts_double_token_kind_t kind;
     uint64_t seq;
     uint32_t run;
+    uint32_t txn_op_index;
 } fts_double_token_t;
 
-#define FTS_DOUBLE_TOKEN_HEX_LEN 44
+/* The longest token: 56 characters with a one-byte txnOpIndex, up to 72 with eight bytes. */
+#define FTS_DOUBLE_TOKEN_HEX_MAX 80
 
 void fts_double_token_for_event(const fts_double_eventlog_t *log, const fts_double_event_t *ev,
                                 fts_double_token_kind_t kind, fts_double_token_t *out);
@@ -130,9 +165,14 @@ void fts_double_token_for_event(const fts_double_eventlog_t *log, const fts_doub
 void fts_double_token_hwm(fts_double_eventlog_t *log, fts_double_token_t *out);
 /* Appends {_data: "<hex>"} under key. */
 void fts_double_token_append(bson_t *dst, const char *key, const fts_double_token_t *token);
+/* The length of the token at the start of the hex string s (len characters) as its own layout
+ * says (the txnOpIndex field's width varies), or 0 when s does not start like one: what follows
+ * it (a fragment's digits, changestream.c) is not part of it. */
+size_t fts_double_token_hex_len(const char *s, size_t len);
 /* Parses a resume token document ({_data: "<hex>"}). Fails as mongod would: _data missing or
  * not a string 40647, empty 40649, not hex 9 (FailedToParse), hex that does not decode to a
- * token 50811 (here: hex that is not a token of the double's layout). */
+ * token 50811 (here: hex that is not a token of the double's layout). out->txn_op_index is
+ * informative: the sequence alone says where the token points. */
 bool fts_double_token_parse(const bson_value_t *value, fts_double_token_t *out,
                             fts_double_error_t *err);
 

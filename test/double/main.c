@@ -20,7 +20,8 @@
  *
  * COMMAND LINE
  *   ftsync-mongo-double [--port N] [--bind ADDR] [--history-events N] [--history-bytes N]
- *                       [--seed FILE] [--no-split-stage] [--verbose]
+ *                       [--seed FILE] [--no-split-stage] [--clock-start SECONDS]
+ *                       [--verbose]
  *     --port N            TCP port; 0 (the default) picks a free one
  *     --bind ADDR         IPv4 address to listen on (default 127.0.0.1); hello reports
  *                         ADDR:PORT as the member's name (127.0.0.1 for 0.0.0.0)
@@ -28,6 +29,9 @@
  *     --history-bytes N   bytes of change events kept (default 0 = no limit)
  *     --seed FILE         extended JSON lines {"ns": "db.coll", "doc": {...}} loaded at start,
  *                         WITHOUT change events: they are the state before history begins
+ *     --clock-start SECONDS  the cluster clock (clusterTime, operationTime, wallTime) starts at
+ *                         this Unix time and runs at the wall clock's pace: cluster times past
+ *                         January 2038 can be tested (timestamps' seconds are unsigned 32-bit)
  *     --verbose           log every command (truncated) and connection to stderr
  *   When it listens it prints exactly one line to stdout, `ftsync-mongo-double ready port=N`,
  *   and flushes it. SIGTERM or SIGINT stops it cleanly (exit status 0); a bad argument or a
@@ -81,6 +85,15 @@
  *   - rename events: `to` always; with showExpandedEvents also operationDescription {to: {db,
  *     coll}, dropTarget: <UUID of the collection dropTarget replaced>, the latter only when
  *     there was one} (https://www.mongodb.com/docs/v6.0/reference/change-events/rename/).
+ *   - Transactions (txn.h): lsid + txnNumber + autocommit: false (+ startTransaction: true on
+ *     the first command), commitTransaction and abortTransaction. Writes inside are invisible
+ *     to other readers until commit and seen by the transaction's own reads; at commit every
+ *     event gets the commit's one clusterTime, the session's lsid and the txnNumber, and the
+ *     tokens are ordered by txnOpIndex; an abort leaves no change and no event. Misuse fails as
+ *     on mongod: 225 TransactionTooOld, 251 NoSuchTransaction (with TransientTransactionError),
+ *     256 TransactionCommitted, 263 OperationNotSupportedInTransaction (count, create, drop,
+ *     $changeStream...), 50911, 72 InvalidOptions (autocommit: true).
+ *   - Clock: --clock-start starts the cluster clock at a given second (past January 2038).
  *   - Unknown commands: CommandNotFound (59).
  *
  * WHERE IT KNOWINGLY DIFFERS FROM MONGOD
@@ -89,22 +102,29 @@
  *     knows it and refuses it for not following $changeStream. A fragment's resume token is
  *     its event's token plus four hex digits (the fragment index), where mongod's KeyString
  *     carries a fragmentNum field.
- *   - Resume tokens are the double's own hex layout (eventlog.h), not mongod's KeyString; they
- *     sort like mongod's and are opaque to drivers either way. Bad tokens fail with mongod's
- *     codes (_data missing 40647, empty 40649, not hex 9 FailedToParse, hex that is no token
- *     50811); a genuine mongod token is "no token" here (50811), where mongod would say 280 or
- *     286; a token from an earlier run of the double is history lost (286).
+ *   - Resume tokens start like mongod's KeyString tokens (clusterTime, version 1, tokenType,
+ *     txnOpIndex), then follow the double's own hex layout (eventlog.h); they sort like mongod's
+ *     and are opaque to drivers either way. tokenType is 128 on every token, also high-water
+ *     marks (mongod's are 0), and a high-water mark's txnOpIndex is 2^32 - 1, so that it sorts
+ *     after the events at its time, a transaction's included. Bad
+ * tokens fail with mongod's codes (_data missing 40647, empty 40649, not hex 9 FailedToParse, hex
+ * that is no token 50811); a genuine mongod token is "no token" here (50811), where mongod would
+ * say 280 or 286; a token from an earlier run of the double is history lost (286).
  *   - replSetStepDown succeeds without force: true and without electable secondaries (a real
  *     one-member set needs force: true); tests meant to run against both should pass force.
  *     Like mongod 4.2+, it closes no connection and a change-stream getMore in progress goes on
  *     waiting; new reads with a primary read preference fail with 13435, writes with 10107,
  *     each carrying the member's topologyVersion as mongod 4.4+ does.
- *   - No transactions, no retryable-write deduplication (a retried write runs again; failCommand
- *     closeConnection acts before the command, so a retry is still applied once), no sessions
- *     state, no auth, no TLS, no compression, no exhaust (awaitable hello is answered without
- *     moreToCome), no collation, no hint, no explain, no $expr/$where/$text/geo, no positional
- *     update operators, no arrayFilters, no pipeline updates, no views, no capped collections,
- *     no secondary indexes beyond recording their specification (unique ones are refused).
+ *   - Transactions (txn.h): no write conflicts (the commit applies the transaction's writes
+ *     over whatever changed meanwhile), no transactionLifetimeLimitSeconds, no prepared
+ *     transactions; the events' lsid.uid is the SHA-256 of "" (an unauthenticated user).
+ *   - No retryable-write deduplication (a retried write runs again; failCommand
+ *     closeConnection acts before the command, so a retry is still applied once), no session
+ *     state beyond transactions, no auth, no TLS, no compression, no exhaust (awaitable
+ *     hello is answered without moreToCome), no collation, no hint, no explain, no
+ *     $expr/$where/$text/geo, no positional update operators, no arrayFilters, no pipeline
+ *     updates, no views, no capped collections, no secondary indexes beyond recording their
+ *     specification (unique ones are refused).
  *   - Unknown fields in known commands are ignored, where mongod often refuses them (40415).
  *   - Find cursors are snapshots of the matching documents when the query ran.
  *   - $regex uses POSIX extended syntax (with \d \w \s), not PCRE.
@@ -127,6 +147,7 @@
 #include "replset.h"
 #include "seed.h"
 #include "server.h"
+#include "txn.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -196,6 +217,7 @@ typedef struct {
     size_t history_bytes;
     const char *seed;
     bool no_split_stage;
+    size_t clock_start; /* 0: the wall clock */
     bool verbose;
 } options_t;
 
@@ -204,7 +226,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: ftsync-mongo-double [--port N] [--bind ADDR] [--history-events N]\n"
             "                           [--history-bytes N] [--seed FILE] [--no-split-stage]\n"
-            "                           [--verbose]\n"
+            "                           [--clock-start SECONDS] [--verbose]\n"
             "An in-memory MongoDB 6.0 replica-set double (set rs0) for ftsync's tests.\n"
             "  --port N            TCP port, 0 = any free port (default 0)\n"
             "  --bind ADDR         IPv4 address to listen on (default 127.0.0.1)\n"
@@ -214,6 +236,8 @@ static void usage(FILE *out)
             "                      loaded before start without change events\n"
             "  --no-split-stage    $changeStreamSplitLargeEvent is unknown (40324), as before\n"
             "                      mongod 6.0.9\n"
+            "  --clock-start SECONDS  the cluster clock starts at this Unix time (1..2^32-1)\n"
+            "                      and runs on at the wall clock's pace (default: now)\n"
             "  --verbose           log every command to stderr\n"
             "Prints \"ftsync-mongo-double ready port=N\" when listening; stops on SIGTERM.\n");
 }
@@ -254,6 +278,7 @@ static bool parse_options(int argc, char **argv, options_t *opts)
     opts->history_bytes = 0;
     opts->seed = NULL;
     opts->no_split_stage = false;
+    opts->clock_start = 0;
     opts->verbose = false;
     for (int i = 1; i < argc; i++) {
         const char *v;
@@ -285,6 +310,15 @@ static bool parse_options(int argc, char **argv, options_t *opts)
             }
         } else if ((v = option_value(argc, argv, &i, "--seed"))) {
             opts->seed = v;
+        } else if ((v = option_value(argc, argv, &i, "--clock-start"))) {
+            if (!parse_size(v, &opts->clock_start) || opts->clock_start == 0 ||
+                opts->clock_start > UINT32_MAX) {
+                fprintf(stderr,
+                        "ftsync-mongo-double: --clock-start %s is not a Unix time in "
+                        "1..4294967295\n",
+                        v);
+                return false;
+            }
         } else {
             fprintf(stderr, "ftsync-mongo-double: unknown or incomplete argument '%s'\n", argv[i]);
             usage(stderr);
@@ -340,6 +374,9 @@ int main(int argc, char **argv)
     }
     srv.store = fts_double_store_new();
     fts_double_eventlog_init(&srv.log, opts.history_events, opts.history_bytes);
+    if (opts.clock_start) {
+        fts_double_eventlog_set_clock(&srv.log, (int64_t)opts.clock_start);
+    }
     fts_double_failpoint_init(&srv.failpoint, "failCommand", NULL);
     fts_double_failpoint_init(&srv.fail_get_more, "failGetMoreAfterCursorCheckout", "getMore");
     fts_double_replset_init(&srv);
@@ -375,6 +412,7 @@ int main(int argc, char **argv)
     fts_double_replset_destroy(&srv);
     fts_double_failpoint_destroy(&srv.failpoint);
     fts_double_failpoint_destroy(&srv.fail_get_more);
+    fts_double_txn_destroy_all(&srv);
     fts_double_eventlog_destroy(&srv.log);
     fts_double_store_destroy(srv.store);
     event_free(srv.wake_ev);

@@ -27,6 +27,7 @@ typedef struct fts_double_server fts_double_server_t;
 typedef struct fts_double_conn fts_double_conn_t;
 typedef struct fts_double_request fts_double_request_t;
 typedef struct fts_double_cursor fts_double_cursor_t;
+typedef struct fts_double_txn fts_double_txn_t; /* a session and its transaction (txn.h) */
 
 /* An OP_MSG document sequence (payload type 1): `count` documents starting at `data`. */
 typedef struct {
@@ -122,6 +123,8 @@ struct fts_double_server {
     fts_double_failpoint_t failpoint;     /* failCommand */
     fts_double_failpoint_t fail_get_more; /* failGetMoreAfterCursorCheckout */
     fts_double_replset_t rs;
+    fts_double_txn_t *sessions; /* every session that ran a transaction */
+    fts_double_txn_t *txn;      /* the transaction of the command running now, else NULL */
 
     fts_double_conn_t *conns;
     size_t conn_count;

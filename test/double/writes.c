@@ -5,6 +5,7 @@
 
 #include "changestream.h"
 #include "eventlog.h"
+#include "txn.h"
 
 #include <string.h>
 
@@ -20,6 +21,11 @@ static void log_event(fts_double_server_t *srv, fts_double_event_t *ev, const ui
     }
     if (uuid) {
         memcpy(ev->uuid, uuid, 16);
+    }
+    if (srv->txn) {
+        /* Inside a transaction nothing is logged before the commit (txn.h). */
+        fts_double_txn_buffer_event(srv->txn, ev);
+        return;
     }
     fts_double_eventlog_append(&srv->log, ev);
     fts_double_stream_notify(srv);

@@ -1691,6 +1691,120 @@ class NoSplitStageTest(DoubleTest):
         self.assertEqual(details["codeName"], "Location40324")
 
 
+def uuid_bytes(value):
+    """The 16 bytes of a UUID however pymongo decoded it."""
+    return value.bytes if hasattr(value, "bytes") else bytes(value)
+
+
+class TransactionTest(DoubleTest):
+    """Multi-document transactions as pymongo runs them (start_session, start_transaction,
+    commit_transaction, abort_transaction). https://www.mongodb.com/docs/v6.0/core/transactions/
+    and https://www.mongodb.com/docs/v6.0/reference/change-events/ (lsid, txnNumber; the events
+    of one transaction share its clusterTime)."""
+
+    def test_commit_is_atomic_and_events_share_the_commit_time(self):
+        self.coll.insert_one({"_id": 0, "name": "before"})
+        stream = self.watch(self.coll)
+        other = self.new_client(self.server.uri)[self.db_name].apps
+        with self.client.start_session() as session:
+            session.start_transaction()
+            self.coll.insert_one({"_id": 1, "name": "a"}, session=session)
+            self.coll.delete_one({"_id": 1}, session=session)
+            self.coll.insert_one({"_id": 2, "name": "b"}, session=session)
+            self.coll.update_one({"_id": 2}, {"$set": {"name": "b2"}}, session=session)
+            self.coll.delete_one({"_id": 0}, session=session)
+            # The transaction sees its writes; nobody else does yet.
+            self.assertEqual(list(self.coll.find({}, session=session)), [{"_id": 2, "name": "b2"}])
+            self.assertEqual(list(other.find({})), [{"_id": 0, "name": "before"}])
+            self.expect_no_event(stream)
+            session.commit_transaction()
+            lsid = session.session_id
+        self.assertEqual(list(other.find({})), [{"_id": 2, "name": "b2"}])
+        events = [self.next_event(stream) for _ in range(5)]
+        self.assertEqual(
+            [e["operationType"] for e in events], ["insert", "delete", "insert", "update", "delete"]
+        )
+        for event in events:
+            self.check_event(event, event["operationType"])
+            self.assertEqual(event["clusterTime"], events[0]["clusterTime"])
+            # UUID or Binary subtype 4, depending on pymongo's uuidRepresentation default.
+            self.assertEqual(uuid_bytes(event["lsid"]["id"]), uuid_bytes(lsid["id"]))
+            self.assertEqual(event["txnNumber"], 1)
+            self.assertIsInstance(event["txnNumber"], Int64)
+        tokens = [e["_id"]["_data"] for e in events]
+        self.assertEqual(tokens, sorted(set(tokens)), "resume tokens not strictly ordered")
+        # The driver's resume token (the last event's, or a later postBatchResumeToken) is
+        # never behind the last event it returned.
+        self.assertGreaterEqual(stream.resume_token["_data"], tokens[-1])
+        self.coll.insert_one({"_id": 3})
+        after = self.next_event(stream)
+        self.assertGreater(after["clusterTime"], events[0]["clusterTime"])
+        self.assertNotIn("lsid", after)
+        self.assertNotIn("txnNumber", after)
+        self.assertGreater(after["_id"]["_data"], tokens[-1])
+
+    def test_resume_inside_a_transaction(self):
+        stream = self.watch(self.coll)
+        with self.client.start_session() as session:
+            with session.start_transaction():
+                for i in range(4):
+                    self.coll.insert_one({"_id": i}, session=session)
+        events = [self.next_event(stream) for _ in range(4)]
+        resumed = self.watch(self.coll, resume_after=events[1]["_id"])
+        rest = [self.next_event(resumed) for _ in range(2)]
+        self.assertEqual([e["_id"] for e in rest], [e["_id"] for e in events[2:]])
+
+    def test_abort_changes_nothing_and_logs_nothing(self):
+        self.coll.insert_one({"_id": 0})
+        stream = self.watch(self.coll)
+        with self.client.start_session() as session:
+            session.start_transaction()
+            self.coll.insert_one({"_id": 1}, session=session)
+            self.coll.delete_one({"_id": 0}, session=session)
+            session.abort_transaction()
+        self.assertEqual(self.ids(self.coll), [0])
+        self.coll.insert_one({"_id": 7})
+        self.assertEqual(self.next_event(stream)["documentKey"], {"_id": 7})
+
+    def test_unknown_transaction_is_no_such_transaction(self):
+        # transaction_participant.cpp: "Given transaction number N does not match any in-progress
+        # transactions"; error_labels.cpp adds TransientTransactionError on commit without a
+        # write-concern error.
+        with self.client.start_session() as session:
+            with self.assertRaises(OperationFailure) as raised:
+                self.client.admin.command(
+                    SON([("commitTransaction", 1), ("txnNumber", Int64(42)), ("autocommit", False)]),
+                    session=session,
+                )
+        self.assertEqual(raised.exception.code, 251, raised.exception.details)
+        self.assertEqual(raised.exception.details["codeName"], "NoSuchTransaction")
+        self.assertIn("TransientTransactionError", raised.exception.details["errorLabels"])
+
+    def test_count_is_not_allowed_in_a_transaction(self):
+        with self.client.start_session() as session:
+            session.start_transaction()
+            with self.assertRaises(OperationFailure) as raised:
+                self.db.command(SON([("count", "apps")]), session=session)
+            self.assertEqual(raised.exception.code, 263, raised.exception.details)
+            session.abort_transaction()
+
+
+class ClockStartTest(DoubleTest):
+    """--clock-start: cluster times past January 2038 (2200000000 is 2039-09-18)."""
+
+    extra_args = ("--clock-start", "2200000000")
+
+    def test_cluster_time_past_2038(self):
+        stream = self.watch(self.coll)
+        self.coll.insert_one({"_id": 1})
+        event = self.next_event(stream)
+        if self.server.external:
+            return  # a real server's clock cannot be set
+        self.assertGreaterEqual(event["clusterTime"].time, 2200000000)
+        self.assertLess(event["clusterTime"].time, 2200000000 + 600)
+        self.assertGreaterEqual(event["wallTime"].year, 2039)
+
+
 if __name__ == "__main__":
     print("double_conformance: pymongo %s, Python %s" % (pymongo.version, sys.version.split()[0]))
     unittest.main(verbosity=2)

@@ -246,7 +246,7 @@ test_run_serves_metrics_prometheus_reads_them_and_a_stall_turns_healthz_red(void
         fail_msg("cannot start the MongoDB double: %s", err.message);
     }
     const char *redis_url = fts_testbed_require("FTSYNC_TEST_REDIS_URL");
-    const char *es_url = fts_testbed_require("FTSYNC_TEST_ES_URL");
+    const char *es_url = fts_testbed_es_url();
     char *dir = make_dir("admin-run");
     char name[64];
     snprintf(name, sizeof name, "admin%ld", (long)getpid());
@@ -259,8 +259,12 @@ test_run_serves_metrics_prometheus_reads_them_and_a_stall_turns_healthz_red(void
     setenv("FTSYNC_STATE_REDIS_URL", redis_url, 1);
     setenv("FTSYNC_ES_URL", es_url, 1);
     setenv("FTSYNC_ES_INDEX", name, 1);
-    setenv("FTSYNC_ES_DOC_TYPE", "doc", 1);
-    setenv("FTSYNC_ES_INDEX_DEFINITION", FTSYNC_SOURCE_DIR "/test/fixtures/apps-index-es1.json", 1);
+    if (fts_testbed_doc_type()) { /* Elasticsearch 1.5; OpenSearch is typeless */
+        setenv("FTSYNC_ES_DOC_TYPE", fts_testbed_doc_type(), 1);
+    } else {
+        unsetenv("FTSYNC_ES_DOC_TYPE");
+    }
+    setenv("FTSYNC_ES_INDEX_DEFINITION", fts_testbed_index_definition(), 1);
     setenv("FTSYNC_PIPELINE", name, 1);
     setenv("FTSYNC_BULK_MAX_WAIT_MS", "50", 1);
     setenv("FTSYNC_ADMIN_ADDR", "127.0.0.1:0", 1);

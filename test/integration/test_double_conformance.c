@@ -2898,6 +2898,188 @@ static void test_large_event_no_split_stage(void **state)
     assert_string_equal(STR(reply, "codeName"), "Location40324");
 }
 
+/* ==== transactions, the way drivers run them ==================================================
+ * https://www.mongodb.com/docs/v6.0/core/transactions/ and the drivers' Transactions spec: the
+ * writes of a transaction are invisible outside it until commit; at commit every change event
+ * has the commit's clusterTime, the session's lsid and the txnNumber, and their resume tokens
+ * stay strictly ordered; an aborted transaction changes nothing and logs nothing. */
+
+/* Documents of coll matching filter, as seen with opts (a session's, or none). */
+static int64_t count_with(mongoc_collection_t *coll, const char *filter, const bson_t *opts)
+{
+    bson_error_t error;
+    mongoc_cursor_t *cursor =
+        mongoc_collection_find_with_opts(coll, tmp_bson("%s", filter), opts, NULL);
+    const bson_t *doc;
+    int64_t n = 0;
+    while (mongoc_cursor_next(cursor, &doc)) {
+        n++;
+    }
+    if (mongoc_cursor_error(cursor, &error)) {
+        fail_msg("find %s failed: %s (code %u)", filter, error.message, error.code);
+    }
+    mongoc_cursor_destroy(cursor);
+    return n;
+}
+
+static bson_t *session_opts(mongoc_client_session_t *session)
+{
+    bson_error_t error;
+    bson_t *opts = keep(bson_new());
+    ASSERT_OK(mongoc_client_session_append(session, opts, &error), error);
+    return opts;
+}
+
+static void test_transaction_commit(void **state)
+{
+    fixture_t *f = *state;
+    INSERT(f->coll, "{'_id': 0, 'name': 'before'}");
+    mongoc_change_stream_t *stream = watch_collection(f, f->coll, NULL, NULL);
+    STREAM_OK(stream);
+    bson_error_t error;
+    mongoc_client_session_t *session = mongoc_client_start_session(f->client, NULL, &error);
+    ASSERT_OK(session, error);
+    ASSERT_OK(mongoc_client_session_start_transaction(session, NULL, &error), error);
+    bson_t *opts = session_opts(session);
+    ASSERT_OK(mongoc_collection_insert_one(f->coll, tmp_bson("{'_id': 1, 'name': 'a'}"), opts, NULL,
+                                           &error),
+              error);
+    ASSERT_OK(mongoc_collection_delete_one(f->coll, tmp_bson("{'_id': 1}"), opts, NULL, &error),
+              error);
+    ASSERT_OK(mongoc_collection_insert_one(f->coll, tmp_bson("{'_id': 2, 'name': 'b'}"), opts, NULL,
+                                           &error),
+              error);
+    ASSERT_OK(mongoc_collection_update_one(f->coll, tmp_bson("{'_id': 2}"),
+                                           tmp_bson("{'$set': {'name': 'b2'}}"), opts, NULL,
+                                           &error),
+              error);
+    ASSERT_OK(mongoc_collection_delete_one(f->coll, tmp_bson("{'_id': 0}"), opts, NULL, &error),
+              error);
+    /* Inside: the transaction's own writes; outside: nothing of them yet, and no event. */
+    assert_int_equal(count_with(f->coll, "{'_id': 2, 'name': 'b2'}", opts), 1);
+    assert_int_equal(count_with(f->coll, "{}", opts), 1);
+    assert_int_equal(count_with(f->coll, "{}", NULL), 1);
+    assert_int_equal(count_with(f->coll, "{'_id': 0, 'name': 'before'}", NULL), 1);
+    EXPECT_NO_EVENT(stream, 300);
+    ASSERT_OK(mongoc_client_session_commit_transaction(session, NULL, &error), error);
+    assert_int_equal(count_with(f->coll, "{}", NULL), 1);
+    assert_int_equal(count_with(f->coll, "{'_id': 2, 'name': 'b2'}", NULL), 1);
+
+    const char *expected[] = {"insert", "delete", "insert", "update", "delete"};
+    const bson_t *lsid = mongoc_client_session_get_lsid(session);
+    uint32_t first_t = 0, first_i = 0;
+    char *last_token = NULL;
+    for (size_t n = 0; n < sizeof expected / sizeof *expected; n++) {
+        bson_t *event = NEXT_EVENT(stream);
+        CHECK_EVENT(event, expected[n]);
+        uint32_t t, i;
+        TIMESTAMP(event, "clusterTime", &t, &i);
+        if (n == 0) {
+            first_t = t;
+            first_i = i;
+        } else if (t != first_t || i != first_i) {
+            fail_msg("event %zu: clusterTime (%u, %u), not the commit's (%u, %u)", n, t, i, first_t,
+                     first_i);
+        }
+        assert_int_equal(TYPE(event, "txnNumber"), BSON_TYPE_INT64);
+        assert_int_equal(INT(event, "txnNumber"), 1);
+        bson_iter_t event_id = field_at(__FILE__, __LINE__, event, "lsid.id");
+        bson_iter_t session_id = field_at(__FILE__, __LINE__, lsid, "id");
+        assert_true(bson_iter_value(&event_id)->value_type == BSON_TYPE_BINARY);
+        assert_true(bson_iter_value(&event_id)->value.v_binary.data_len == 16);
+        assert_memory_equal(bson_iter_value(&event_id)->value.v_binary.data,
+                            bson_iter_value(&session_id)->value.v_binary.data, 16);
+        const char *token = token_data(DOC(event, "_id"));
+        if (last_token && strcmp(token, last_token) <= 0) {
+            fail_msg("event %zu: resume token %s does not sort after %s", n, token, last_token);
+        }
+        bson_free(last_token);
+        last_token = bson_strdup(token);
+    }
+    bson_free(last_token);
+    /* A change after the commit is after all of them, without lsid or txnNumber. */
+    INSERT(f->coll, "{'_id': 3}");
+    bson_t *after = NEXT_EVENT(stream);
+    CHECK_EVENT(after, "insert");
+    assert_false(has_field(after, "lsid"));
+    assert_false(has_field(after, "txnNumber"));
+    uint32_t t, i;
+    TIMESTAMP(after, "clusterTime", &t, &i);
+    assert_true(t > first_t || (t == first_t && i > first_i));
+    mongoc_client_session_destroy(session);
+}
+
+static void test_transaction_abort_changes_nothing(void **state)
+{
+    fixture_t *f = *state;
+    INSERT(f->coll, "{'_id': 0}");
+    mongoc_change_stream_t *stream = watch_collection(f, f->coll, NULL, NULL);
+    STREAM_OK(stream);
+    bson_error_t error;
+    mongoc_client_session_t *session = mongoc_client_start_session(f->client, NULL, &error);
+    ASSERT_OK(session, error);
+    ASSERT_OK(mongoc_client_session_start_transaction(session, NULL, &error), error);
+    bson_t *opts = session_opts(session);
+    ASSERT_OK(mongoc_collection_insert_one(f->coll, tmp_bson("{'_id': 1}"), opts, NULL, &error),
+              error);
+    ASSERT_OK(mongoc_collection_delete_one(f->coll, tmp_bson("{'_id': 0}"), opts, NULL, &error),
+              error);
+    ASSERT_OK(mongoc_client_session_abort_transaction(session, &error), error);
+    assert_int_equal(count_with(f->coll, "{}", NULL), 1);
+    assert_int_equal(count_with(f->coll, "{'_id': 0}", NULL), 1);
+    /* The next event is the next write's: the aborted transaction logged none. */
+    INSERT(f->coll, "{'_id': 7}");
+    bson_t *event = NEXT_EVENT(stream);
+    CHECK_EVENT(event, "insert");
+    ASSERT_DOC(DOC(event, "documentKey"), "{'_id': 7}");
+    mongoc_client_session_destroy(session);
+}
+
+/* Misuse answered as mongod's transaction participant answers it (transaction_participant.cpp
+ * and error_labels.cpp): an unknown transaction is NoSuchTransaction (251) with the
+ * TransientTransactionError label; a command that may not run in a transaction is 263. */
+static void test_transaction_errors(void **state)
+{
+    fixture_t *f = *state;
+    bson_error_t error;
+    bson_t reply;
+    bson_t *opts = raw_opts(f);
+    bool ok = mongoc_client_command_with_opts(
+        f->client, "admin",
+        tmp_bson("{'commitTransaction': 1, 'txnNumber': {'$numberLong': '42'}, "
+                 "'autocommit': false}"),
+        NULL, opts, &reply, &error);
+    bson_t *answer = keep(bson_copy(&reply));
+    bson_destroy(&reply);
+    assert_false(ok);
+    assert_int_equal(error.code, 251);
+    assert_string_equal(STR(answer, "codeName"), "NoSuchTransaction");
+    assert_string_equal(STR(answer, "errorLabels.0"), "TransientTransactionError");
+    ok = mongoc_client_command_with_opts(
+        f->client, "admin",
+        tmp_bson("{'abortTransaction': 1, 'txnNumber': {'$numberLong': '42'}, "
+                 "'autocommit': false}"),
+        NULL, opts, &reply, &error);
+    bson_destroy(&reply);
+    assert_false(ok);
+    assert_int_equal(error.code, 251);
+
+    mongoc_client_session_t *session = mongoc_client_start_session(f->client, NULL, &error);
+    ASSERT_OK(session, error);
+    ASSERT_OK(mongoc_client_session_start_transaction(session, NULL, &error), error);
+    bson_t *in_txn = session_opts(session);
+    ok = mongoc_collection_insert_one(f->coll, tmp_bson("{'_id': 1}"), in_txn, NULL, &error);
+    ASSERT_OK(ok, error);
+    ok = mongoc_client_command_with_opts(f->client, f->db_name,
+                                         tmp_bson("{'count': 'apps', 'query': {}}"), NULL, in_txn,
+                                         &reply, &error);
+    bson_destroy(&reply);
+    assert_false(ok);
+    assert_int_equal(error.code, 263);
+    ASSERT_OK(mongoc_client_session_abort_transaction(session, &error), error);
+    mongoc_client_session_destroy(session);
+}
+
 int main(void)
 {
     mongoc_init();
@@ -2963,6 +3145,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_large_event_split_stage_position, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_event_no_split_stage, setup_no_split_stage,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_transaction_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transaction_abort_changes_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transaction_errors, setup, teardown),
     };
     int failed = cmocka_run_group_tests_name("double_conformance", tests, NULL, NULL);
     mongoc_cleanup();

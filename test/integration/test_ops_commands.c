@@ -410,7 +410,7 @@ static int group_setup(void **state)
     (void)state;
     fts_error_t err;
     fts_error_clear(&err);
-    group.es_url = fts_testbed_require("FTSYNC_TEST_ES_URL");
+    group.es_url = fts_testbed_es_url();
     group.mongo = fts_test_mongo_double_start(NULL, &err);
     if (!group.mongo) {
         fprintf(stderr, "cannot start the MongoDB double: %s\n", err.message);

@@ -633,11 +633,13 @@ def main():
         cm = by_kind(objects, "ConfigMap")[0]["data"]
         db, collection = cm["FTSYNC_MONGO_DB"], cm["FTSYNC_MONGO_COLLECTION"]
         bed = {"mongo_uri": f"mongodb://127.0.0.1:{mongo_port}/?replicaSet=rs0",
-               "redis_url": bed_env["FTSYNC_TEST_REDIS_URL"], "es_url": bed_env["FTSYNC_TEST_ES_URL"]}
+               "redis_url": bed_env["FTSYNC_TEST_REDIS_URL"], "es_url": bed_env["FTSYNC_TEST_OPENSEARCH_URL"]}
         unique = f"k8s-{label}-{args.check}-{os.getpid()}"
         overrides = {"FTSYNC_ES_URL": bed["es_url"], "FTSYNC_PIPELINE": unique, "FTSYNC_ES_INDEX": unique,
-                     "FTSYNC_ES_DOC_TYPE": "doc",
-                     "FTSYNC_ES_INDEX_DEFINITION": os.path.join(args.source, "test", "fixtures", "apps-index-es1.json")}
+                     # The test bed's default engine, OpenSearch 2.19: typeless (an empty value
+                     # counts as unset), the modern index definition the image ships.
+                     "FTSYNC_ES_DOC_TYPE": "",
+                     "FTSYNC_ES_INDEX_DEFINITION": os.path.join(args.source, "deploy", "index", "apps.json")}
         if "FTSYNC_ES_ALIAS" in cm:
             overrides["FTSYNC_ES_ALIAS"] = unique + "-alias"
         say("test-bed adaptations: the Secret files' MongoDB and Redis URLs and ES password, "

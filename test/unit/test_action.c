@@ -57,17 +57,139 @@ static void assert_arg(const fts_action_argv_t *argv, int i, const char *expecte
     }
 }
 
+static uint64_t version_of(uint32_t seconds, uint32_t increment, uint32_t position)
+{
+    uint64_t version = 0;
+    fts_error_t err = {0};
+    if (!fts_version_compute(seconds, increment, position, &version, &err)) {
+        fail_msg("version of %u.%u #%u: %s", seconds, increment, position, err.message);
+    }
+    return version;
+}
+
 static void test_version_from_timestamp(void **state)
 {
     (void)state;
-    assert_true(fts_version_from_timestamp(0, 1) == 1);
-    assert_true(fts_version_from_timestamp(1, 0) == 4294967296ULL);
-    assert_true(fts_version_from_timestamp(1795428000u, 3) == 7711304542322688003ULL);
+    /* Scheme 2: (seconds - 2020-01-01) << 32 | increment << 13 | position. */
+    assert_true(fts_version_from_timestamp(FTS_VERSION_EPOCH, 1) == 8192);
+    assert_true(fts_version_from_timestamp(FTS_VERSION_EPOCH + 1, 0) == 4294967296ULL);
+    assert_true(fts_version_from_timestamp(1795428000u, 3) ==
+                ((uint64_t)(1795428000u - 1577836800u) << 32 | 3u << 13));
     /* Later cluster times give larger versions, increments order within a second. */
-    assert_true(fts_version_from_timestamp(100, UINT32_MAX) < fts_version_from_timestamp(101, 0));
-    assert_true(fts_version_from_timestamp(100, 1) < fts_version_from_timestamp(100, 2));
-    /* The last second Elasticsearch's signed versions can hold: 2^31 - 1 (January 2038). */
-    assert_true(fts_version_from_timestamp(INT32_MAX, UINT32_MAX) == (uint64_t)INT64_MAX);
+    assert_true(version_of(1795428000u, FTS_VERSION_INCREMENT_MAX, FTS_VERSION_POSITION_MAX) <
+                version_of(1795428001u, 0, 0));
+    assert_true(fts_version_from_timestamp(1795428000u, 1) <
+                fts_version_from_timestamp(1795428000u, 2));
+    /* Outside the scheme: 0, which validation refuses. */
+    assert_true(fts_version_from_timestamp(FTS_VERSION_EPOCH - 1, 5) == 0);
+    assert_true(fts_version_from_timestamp(FTS_VERSION_EPOCH, 0) == 0);
+}
+
+/* Changes inside one transaction share a cluster time: their positions order them, and the
+ * next change after the transaction is above all of them. */
+static void test_version_orders_transaction(void **state)
+{
+    (void)state;
+    uint32_t t = 1795428000u;
+    assert_true(version_of(t, 7, 0) < version_of(t, 7, 1));
+    assert_true(version_of(t, 7, 1) < version_of(t, 7, 2));
+    assert_true(version_of(t, 7, FTS_VERSION_POSITION_MAX) < version_of(t, 8, 0));
+    /* Across transactions: the earlier commit's last change below the next commit's first. */
+    assert_true(version_of(t, 7, 5) < version_of(t, 9, 0));
+    assert_true(version_of(t, FTS_VERSION_INCREMENT_MAX, FTS_VERSION_POSITION_MAX) <
+                version_of(t + 1, 1, 0));
+    /* A snapshot at T (position 0) is below every change of a transaction committed at T. */
+    assert_true(fts_version_from_timestamp(t, 7) <= version_of(t, 7, 0));
+}
+
+static void test_version_past_2038(void **state)
+{
+    (void)state;
+    /* 2038-01-19T03:14:08Z, where scheme 1 went negative, and later ones still order. */
+    uint64_t at_2038 = version_of(0x80000000u, 1, 0);
+    assert_true(at_2038 > version_of(0x7FFFFFFFu, FTS_VERSION_INCREMENT_MAX, 3));
+    assert_true(at_2038 <= (uint64_t)INT64_MAX);
+    assert_true(version_of(3155760000u /* 2070-01-01 */, 1, 0) > at_2038);
+    /* The last representable instant is exactly Elasticsearch's largest version: no bit of
+     * the signed 64-bit long is ever set. */
+    assert_true(version_of(FTS_VERSION_SECONDS_MAX, FTS_VERSION_INCREMENT_MAX,
+                           FTS_VERSION_POSITION_MAX) == (uint64_t)INT64_MAX);
+    uint64_t version = 42;
+    fts_error_t err = {0};
+    assert_false(fts_version_compute(FTS_VERSION_SECONDS_MAX + 1u, 0, 0, &version, &err));
+    assert_contains(err.message, "version scheme 2");
+    assert_contains(err.message, "2088-01-19");
+    assert_true(version == 42);
+    assert_false(fts_version_compute(UINT32_MAX, UINT32_MAX, UINT32_MAX, &version, &err));
+    assert_false(
+        fts_version_compute(1795428000u, FTS_VERSION_INCREMENT_MAX + 1u, 0, &version, &err));
+    assert_contains(err.message, "524287 changes in one second");
+    assert_false(
+        fts_version_compute(1795428000u, 1, FTS_VERSION_POSITION_MAX + 1u, &version, &err));
+    assert_contains(err.message, "8191 operations in one transaction");
+    assert_false(fts_version_compute(1500000000u, 1, 0, &version, &err));
+    assert_contains(err.message, "2020-01-01");
+}
+
+/* A change event with the given token and fields. */
+static void make_event(bson_t *event, const char *token, uint32_t seconds, uint32_t increment,
+                       bool in_transaction)
+{
+    bson_init(event);
+    bson_t id;
+    BSON_APPEND_DOCUMENT_BEGIN(event, "_id", &id);
+    BSON_APPEND_UTF8(&id, "_data", token);
+    bson_append_document_end(event, &id);
+    BSON_APPEND_UTF8(event, "operationType", "insert");
+    BSON_APPEND_TIMESTAMP(event, "clusterTime", seconds, increment);
+    if (in_transaction) {
+        bson_t lsid;
+        BSON_APPEND_DOCUMENT_BEGIN(event, "lsid", &lsid);
+        BSON_APPEND_INT32(&lsid, "id", 1);
+        bson_append_document_end(event, &lsid);
+        BSON_APPEND_INT64(event, "txnNumber", 3);
+    }
+}
+
+static void test_txn_position_from_token(void **state)
+{
+    (void)state;
+    bson_t event;
+    uint32_t position = 99;
+    fts_error_t err = {0};
+    /* A mongod 6.0 event token (clusterTime 0x6B0D1AA0.2, version 1, tokenType 128,
+     * txnOpIndex 0, fromInvalidate false, the collection UUID, ...). */
+    make_event(&event,
+               "826B0D1AA0000000022B022C0100296E5A1004AABBCCDDEEFF00112233445566778899"
+               "46645F69640064000004",
+               0x6B0D1AA0u, 2, true);
+    assert_true(fts_version_txn_position(&event, &position, &err));
+    assert_int_equal(position, 0);
+    bson_destroy(&event);
+    /* txnOpIndex 5 (one byte: 5 << 1) and 300 (two bytes: 600). */
+    make_event(&event, "826B0D1AA0000000022B022C01002B0A6E5A1004AABB", 0x6B0D1AA0u, 2, true);
+    assert_true(fts_version_txn_position(&event, &position, &err));
+    assert_int_equal(position, 5);
+    bson_destroy(&event);
+    make_event(&event, "826B0D1AA0000000022B042C01002C02586E", 0x6B0D1AA0u, 2, true);
+    assert_true(fts_version_txn_position(&event, &position, &err));
+    assert_int_equal(position, 300);
+    bson_destroy(&event);
+    /* Outside a transaction the token is not even looked at. */
+    make_event(&event, "not hex at all", 0x6B0D1AA0u, 2, false);
+    assert_true(fts_version_txn_position(&event, &position, &err));
+    assert_int_equal(position, 0);
+    bson_destroy(&event);
+    /* In a transaction, a token without that layout, or naming another time, is refused. */
+    make_event(&event, "not hex at all", 0x6B0D1AA0u, 2, true);
+    assert_false(fts_version_txn_position(&event, &position, &err));
+    assert_int_equal(err.code, FTS_ERROR_CODE_UNSUPPORTED);
+    assert_contains(err.message, "txnOpIndex");
+    bson_destroy(&event);
+    make_event(&event, "826B0D1AA0000000022B022C01002B0A6E", 0x6B0D1AA0u, 3, true);
+    assert_false(fts_version_txn_position(&event, &position, &err));
+    assert_contains(err.message, "not the event's");
+    bson_destroy(&event);
 }
 
 static void test_encode_index(void **state)
@@ -87,7 +209,7 @@ static void test_encode_index(void **state)
                               "id",
                               "1091500",
                               "version",
-                              "7711304542322688003",
+                              "934547087897419776",
                               "ns",
                               "shop.apps",
                               "ts",
@@ -120,7 +242,7 @@ static void test_encode_delete_and_drop(void **state)
     assert_true(fts_action_encode(&action, "s", &argv, NULL));
     assert_int_equal(argv.argc, 13);
     const char *expected[] = {
-        "XADD", "s",         "*",  "op",           "drop",   "version", "7711304542322688003",
+        "XADD", "s",         "*",  "op",           "drop",   "version", "934547087897419776",
         "ns",   "shop.apps", "ts", "1795428000.3", "origin", "change"};
     for (int i = 0; i < 13; i++) {
         assert_arg(&argv, i, expected[i]);
@@ -155,9 +277,9 @@ static void test_encode_refuses_what_decode_would(void **state)
     assert_contains(err.message, "field \"id\" is missing; a delete needs one");
     fts_action_cleanup(&action);
 
-    /* January 2038: the version would not fit Elasticsearch's signed 64 bits. */
+    /* A version that would not fit Elasticsearch's signed 64 bits. */
     make_action(&action, FTS_ACTION_DELETE, "1", NULL);
-    action.version = fts_version_from_timestamp(0x80000000u, 0);
+    action.version = (uint64_t)INT64_MAX + 1u;
     assert_false(fts_action_encode(&action, "s", &argv, &err));
     assert_contains(err.message, "field \"version\"");
     assert_contains(err.message, "1..2^63-1");
@@ -551,6 +673,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version_from_timestamp),
+        cmocka_unit_test(test_version_orders_transaction),
+        cmocka_unit_test(test_version_past_2038),
+        cmocka_unit_test(test_txn_position_from_token),
         cmocka_unit_test(test_encode_index),
         cmocka_unit_test(test_encode_delete_and_drop),
         cmocka_unit_test(test_encode_refuses_what_decode_would),

@@ -103,7 +103,7 @@ static void test_index_typed(void **state)
     make_action(&action, FTS_ACTION_INDEX, "app-1", 5, "{\"a\":1}", version);
     check_append(&TYPED, &action,
                  "{\"index\":{\"_index\":\"apps\",\"_type\":\"doc\",\"_id\":\"app-1\","
-                 "\"version\":7711304542322688003,\"version_type\":\"external\"}}\n"
+                 "\"version\":934547087897419776,\"version_type\":\"external\"}}\n"
                  "{\"a\":1}\n");
     fts_action_cleanup(&action);
 }

@@ -511,7 +511,10 @@ static void test_ensure_index_race_counts_as_exists(void **state)
         const fts_http_captured_t *put = fts_http_capture_get(capture, 3 * i + 1);
         assert_string_equal(put->method, "PUT");
         assert_string_equal(put->uri, "/apps");
-        assert_string_equal(put->body, "{\"settings\":{\"number_of_shards\":1}}");
+        /* The definition, marked with the version scheme (es_index.h). */
+        assert_string_equal(put->body, "{ \"settings\" : { \"number_of_shards\" : 1 }, "
+                                       "\"mappings\" : { \"_meta\" : { \"ftsync\" : { "
+                                       "\"version_scheme\" : 2 } } } }");
         /* Whoever created it, the index is waited for before it is used. */
         assert_string_equal(fts_http_capture_get(capture, 3 * i + 2)->uri,
                             "/_cluster/health/apps?wait_for_status=yellow&timeout=30s");

@@ -39,8 +39,9 @@
     "'developers': ['A'], 'publishers': ['B'], 'updated_at': {'$date': "                           \
     "'2026-11-23T10:00:00.000Z'}, 'price': 2.5}"
 
-/* The version of clusterTime 1700000000.3. */
-static const uint64_t VERSION = (uint64_t)1700000000u << 32 | 3u;
+/* The version of clusterTime 1700000000.3 (scheme 2: seconds since 2020-01-01 << 32 |
+ * increment << 13, position 0 outside a transaction). */
+static const uint64_t VERSION = (uint64_t)(1700000000u - 1577836800u) << 32 | 3u << 13;
 
 /* Parses extended JSON written with single quotes, where a comma before a closing brace is
  * dropped so that the shared fragments above can all end with one. */
@@ -191,8 +192,10 @@ static void test_replace_and_update_with_document(void **state)
                   &action);
     assert_change(&action, FTS_ACTION_INDEX, OID_HEX, APP_BODY);
     /* The same action reused: what it held is released first. */
+    /* (in a transaction: its token names the event's clusterTime, as mongod's do) */
     expect_action(transform,
-                  "{" TOKEN "'operationType': 'update', " TIME "'fullDocument': " APP ", " NS
+                  "{'_id': {'_data': '826553F100000000032B022C0100296E5A1004AB'}, "
+                  "'operationType': 'update', " TIME "'fullDocument': " APP ", " NS
                   "'documentKey': {'_id': " OID "}, 'updateDescription': {'updatedFields': "
                   "{'price': 2.5}, 'removedFields': ['old'], 'truncatedArrays': []}, "
                   "'txnNumber': {'$numberLong': '4'}, 'lsid': {'id': {'$binary': {'base64': "
@@ -361,10 +364,10 @@ static void test_malformed_events(void **state)
          FTS_ERROR_CODE_MISSING, "the document has no id field \"_id\""},
         {"{" TOKEN "'operationType': 'insert', " TIME NS "'fullDocument': {'_id': [1, 2]}}",
          FTS_ERROR_CODE_INVALID, "id field \"_id\" is an array"},
-        /* 2^31 seconds: past January 2038 the version no longer fits Elasticsearch. */
-        {"{" TOKEN "'operationType': 'delete', 'clusterTime': {'$timestamp': {'t': 2147483648, "
+        /* 2^31 seconds after 2020-01-01 (January 2088): past what version scheme 2 holds. */
+        {"{" TOKEN "'operationType': 'delete', 'clusterTime': {'$timestamp': {'t': 3725320448, "
          "'i': 1}}, " NS "'documentKey': {'_id': 1}}",
-         FTS_ERROR_CODE_INVALID, "field \"version\""},
+         FTS_ERROR_CODE_INVALID, "outside what version scheme 2 can hold"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         print_message("malformed %zu\n", i);
@@ -610,7 +613,7 @@ static void test_snapshot_documents(void **state)
     doc = event_from(APP);
     assert_false(
         fts_transform_snapshot(transform, doc, "shop.apps", 0, 0, &action, &produced, &err));
-    assert_contains(err.message, "field \"version\"");
+    assert_contains(err.message, "outside what version scheme 2 can hold");
     bson_destroy(doc);
     fts_transform_destroy(transform);
 }
@@ -767,10 +770,58 @@ static void test_poison_plugin_crashes_only_its_process(void **state)
     fts_transform_destroy(transform);
 }
 
+/* Every change of a transaction has the commit's clusterTime; its txnOpIndex (in the resume
+ * token) orders them, so an insert and then a delete of one document in one transaction give
+ * the delete the larger version (scheme 2), and a replay gives the same versions. */
+static void test_transaction_positions(void **state)
+{
+    (void)state;
+    fts_transform_t *transform = default_transform();
+    fts_action_t insert, remove, again;
+    fts_action_init(&insert);
+    fts_action_init(&remove);
+    fts_action_init(&again);
+#define TXN                                                                                        \
+    "'lsid': {'id': {'$binary': {'base64': 'AAAAAAAAAAAAAAAAAAAAAA==', 'subType': '04'}}}, "       \
+    "'txnNumber': {'$numberLong': '7'}, "
+    expect_action(transform,
+                  "{'_id': {'_data': '826553F100000000032B022C0100296E'}, "
+                  "'operationType': 'insert', " TIME "'fullDocument': " APP ", " NS TXN
+                  "'documentKey': {'_id': " OID "}}",
+                  &insert);
+    expect_action(transform,
+                  "{'_id': {'_data': '826553F100000000032B022C01002B026E'}, "
+                  "'operationType': 'delete', " TIME NS TXN "'documentKey': {'_id': " OID "}}",
+                  &remove);
+    expect_action(transform,
+                  "{'_id': {'_data': '826553F100000000032B022C01002B046E'}, "
+                  "'operationType': 'insert', " TIME "'fullDocument': " APP ", " NS TXN
+                  "'documentKey': {'_id': " OID "}}",
+                  &again);
+    assert_true(insert.version == VERSION);
+    assert_true(remove.version == VERSION + 1);
+    assert_true(again.version == VERSION + 2);
+    assert_int_equal(remove.op, FTS_ACTION_DELETE);
+    fts_action_cleanup(&insert);
+    fts_action_cleanup(&remove);
+    fts_action_cleanup(&again);
+
+    /* A transaction's change whose token does not say where it stands stops the pipeline
+     * instead of being written with a version that could lose to its neighbours. */
+    fts_error_t err = expect_failure(transform, "{'_id': {'_data': 'ABCD'}, "
+                                                "'operationType': 'delete', " TIME NS TXN
+                                                "'documentKey': {'_id': " OID "}}");
+    assert_int_equal(err.code, FTS_TRANSFORM_UNSUPPORTED_EVENT);
+    assert_contains(err.message, "txnOpIndex");
+#undef TXN
+    fts_transform_destroy(transform);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_insert),
+        cmocka_unit_test(test_transaction_positions),
         cmocka_unit_test(test_replace_and_update_with_document),
         cmocka_unit_test(test_update_without_document_is_delete),
         cmocka_unit_test(test_delete),
