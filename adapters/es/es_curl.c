@@ -109,7 +109,7 @@ bool fts_es_node_parse(const char *text, const char *label, fts_es_node_t *node,
     node->user = url_part(url, CURLUPART_USER, CURLU_URLDECODE);
     node->password = url_part(url, CURLUPART_PASSWORD, CURLU_URLDECODE);
     if (node->password) {
-        fts_log_add_secret(node->password);
+        fts_log_add_basic_credentials(node->user, node->password);
         if (masked) {
             curl_url_set(url, CURLUPART_PASSWORD, "***", 0);
             *masked = url_part(url, CURLUPART_URL, 0);
@@ -207,7 +207,7 @@ bool fts_es_settings_init(fts_es_settings_t *settings, const fts_es_options_t *o
         return false;
     }
     /* Registered before anything can fail, so that no later message shows them. */
-    fts_log_add_secret(options->password);
+    fts_log_add_basic_credentials(options->user, options->password);
     fts_log_add_secret(options->api_key);
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
