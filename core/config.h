@@ -174,6 +174,7 @@ typedef struct {
     fts_config_check_fn mongo_uri;
     fts_config_check_fn redis_url;
     fts_config_check_fn es_url;
+    fts_config_check_fn es_index_name; /* an index or alias name (masked is left NULL) */
 } fts_config_checks_t;
 
 typedef struct {
