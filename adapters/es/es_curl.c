@@ -420,6 +420,20 @@ static size_t on_body(char *data, size_t size, size_t count, void *user)
 {
     fts_es_call_t *call = user;
     size_t len = size * count;
+    if (call->response->body.len == 0 && call->handle) {
+        /* A declared length over the limit is refused before any of it is held; one within it
+         * sizes the buffer once instead of doubling it up to twice the reply. (With a gzipped
+         * reply the length is the compressed one: only a hint, the limit still holds.) */
+        curl_off_t declared = -1;
+        curl_easy_getinfo(call->handle, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &declared);
+        if (declared > 0 && (uint64_t)declared > call->reply_limit) {
+            call->response_too_large = true;
+            return 0;
+        }
+        if (declared > 0) {
+            fts_buffer_reserve(&call->response->body, (size_t)declared);
+        }
+    }
     if (call->response->body.len + len > call->reply_limit) {
         call->response_too_large = true;
         return 0; /* makes curl stop with CURLE_WRITE_ERROR */
@@ -454,6 +468,7 @@ bool fts_es_call_apply(const fts_es_settings_t *settings, CURL *handle, fts_es_c
     SET(CURLOPT_ERRORBUFFER, call->curl_message);
     SET(CURLOPT_WRITEFUNCTION, on_body);
     SET(CURLOPT_WRITEDATA, call);
+    call->handle = handle; /* on_body reads the declared length from it */
     SET(CURLOPT_HTTPHEADER, call->headers);
     if (settings->ca_file) {
         SET(CURLOPT_CAINFO, settings->ca_file);

@@ -76,6 +76,7 @@ typedef struct {
     char *api_key_header; /* "Authorization: ApiKey ...", kept to be wiped */
     fts_es_response_t *response;
     size_t reply_limit; /* fts_es_reply_limit() of this request: a longer reply is cut off */
+    CURL *handle;       /* the handle last applied (fts_es_call_apply), borrowed */
     bool response_too_large;
     char curl_message[CURL_ERROR_SIZE];
 } fts_es_call_t;

@@ -60,6 +60,7 @@ struct fts_http_capture {
     bool echo;           /* reply bodies echo the request's headers (fts_http_capture_set_echo) */
     size_t echo_padding; /* 'x' bytes before the echoed headers */
     size_t large_reply;  /* when not 0, every reply is a JSON body of this many bytes */
+    bool large_chunked;  /* ...sent chunked, without a Content-Length */
     fts_http_captured_t **requests;
     size_t request_count;
     size_t request_cap;
@@ -265,6 +266,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     bool echo = capture->echo;
     size_t echo_padding = capture->echo_padding;
     size_t large_reply = capture->large_reply;
+    bool large_chunked = capture->large_chunked;
     pthread_mutex_unlock(&capture->lock);
     if (echo) {
         free(body);
@@ -285,7 +287,13 @@ static void on_request(struct evhttp_request *req, void *arg)
         } else {
             evbuffer_add(reply, body, strlen(body));
         }
-        evhttp_send_reply(req, status, status < 400 ? "OK" : "Error", reply);
+        if (large_reply && large_chunked) {
+            evhttp_send_reply_start(req, status, status < 400 ? "OK" : "Error");
+            evhttp_send_reply_chunk(req, reply);
+            evhttp_send_reply_end(req);
+        } else {
+            evhttp_send_reply(req, status, status < 400 ? "OK" : "Error", reply);
+        }
         evbuffer_free(reply);
     }
     free(content_type);
@@ -450,11 +458,12 @@ void fts_http_capture_set_echo(fts_http_capture_t *capture, bool echo, size_t pa
     pthread_mutex_unlock(&capture->lock);
 }
 
-void fts_http_capture_set_large_reply(fts_http_capture_t *capture, size_t bytes)
+void fts_http_capture_set_large_reply(fts_http_capture_t *capture, size_t bytes, bool chunked)
 {
     assert(bytes == 0 || bytes >= 4);
     pthread_mutex_lock(&capture->lock);
     capture->large_reply = bytes;
+    capture->large_chunked = chunked;
     pthread_mutex_unlock(&capture->lock);
 }
 

@@ -57,8 +57,9 @@ void fts_http_capture_queue_reply(fts_http_capture_t *capture, int status, const
 void fts_http_capture_set_echo(fts_http_capture_t *capture, bool echo, size_t padding);
 
 /* When bytes is not 0, every reply body is a valid JSON object of that many bytes ("{", blanks,
- * "}"), sent without the server holding a copy of it: for a client's memory bound. */
-void fts_http_capture_set_large_reply(fts_http_capture_t *capture, size_t bytes);
+ * "}"), sent without the server holding a copy of it: for a client's memory bound. Chunked: with
+ * chunked transfer encoding, so the client learns the size only by reading. */
+void fts_http_capture_set_large_reply(fts_http_capture_t *capture, size_t bytes, bool chunked);
 
 /* When stalling, requests are recorded but never answered (until the server is destroyed):
  * for client timeouts. */

@@ -721,14 +721,13 @@ static void reset_peak_rss(void)
 /* A hostile server answers a _bulk of 2 actions with 50 MB: the reply is cut off at what a
  * reply to 2 actions can be, the request fails as "no answer" (nothing in it is used, the
  * caller retries), the process does not grow by the 50 MB, and the retry is answered. */
-static void test_bulk_reply_bounded_by_its_items(void **state)
+static void check_bulk_reply_bounded(fixture_t *fixture, bool chunked)
 {
-    fixture_t *fixture = *state;
     const char *body = "{\"index\":{\"_id\":\"1\"}}\n{\"a\":1}\n{\"delete\":{\"_id\":\"2\"}}\n";
     size_t bound = fts_es_reply_limit("/_bulk", body, strlen(body));
     assert_int_equal(bound, FTS_ES_BULK_REPLY_BASE_BYTES + 3 * FTS_ES_BULK_REPLY_ITEM_BYTES);
     const size_t sent = 50u * 1024u * 1024u;
-    fts_http_capture_set_large_reply(fixture->capture, sent);
+    fts_http_capture_set_large_reply(fixture->capture, sent, chunked);
     const char *urls[] = {fts_http_capture_url(fixture->capture)};
     fts_es_async_t *es =
         client_with(fixture->base, (fts_es_options_t){.urls = urls, .url_count = 1});
@@ -751,7 +750,7 @@ static void test_bulk_reply_bounded_by_its_items(void **state)
     assert_non_null(strstr(outcome.err.message, "reply larger than"));
 
     /* The retry (the loader's, after "no answer") gets a real answer. */
-    fts_http_capture_set_large_reply(fixture->capture, 0);
+    fts_http_capture_set_large_reply(fixture->capture, 0, false);
     fts_http_capture_set_reply(fixture->capture, 200, "application/json",
                                "{\"took\":1,\"errors\":false,\"items\":[]}");
     outcome_t retry = {0};
@@ -766,6 +765,18 @@ static void test_bulk_reply_bounded_by_its_items(void **state)
     assert_int_equal(fts_es_reply_limit("/apps/_bulk?refresh=true", body, strlen(body)), bound);
     assert_int_equal(fts_es_reply_limit("/_bulkx", body, strlen(body)), FTS_ES_REPLY_MAX_BYTES);
     fts_es_async_destroy(es);
+}
+
+/* Declared with a Content-Length, the reply is refused before any of it is held; sent chunked,
+ * it is cut off as it crosses the bound. */
+static void test_bulk_reply_bounded_by_its_items(void **state)
+{
+    check_bulk_reply_bounded(*state, false);
+}
+
+static void test_chunked_bulk_reply_bounded_by_its_items(void **state)
+{
+    check_bulk_reply_bounded(*state, true);
 }
 
 static void test_options_validated_like_the_blocking_client(void **state)
@@ -795,6 +806,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_requests_overlap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bulk_reply_bounded_by_its_items, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chunked_bulk_reply_bounded_by_its_items, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_requests_in_flight_all_complete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_status_and_body_passed_through, setup, teardown),
         cmocka_unit_test_setup_teardown(test_head_and_empty_reply, setup, teardown),
