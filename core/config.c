@@ -953,12 +953,10 @@ static bool load_dotenv(loader_t *loader, fts_config_t *config, dotenv_t *dotenv
     const char *path = named && *named ? named : ".env";
     char *text = NULL;
     fts_error_t problem;
-    if (!named || !*named) {
-        FILE *probe = fopen(path, "rb");
-        if (!probe) {
-            return true; /* no .env file in the working directory: nothing to read */
-        }
-        fclose(probe);
+    if ((!named || !*named) && access(path, F_OK) != 0) {
+        /* No .env file in the working directory: nothing to read. (Not probed by opening it:
+         * a FIFO there would block; read_small_file refuses one at once.) */
+        return true;
     }
     if (!read_small_file(path, &text, &problem) || !dotenv_parse(path, text, dotenv, &problem)) {
         add_problem(loader, "FTSYNC_ENV_FILE", &problem);
