@@ -627,6 +627,9 @@ static void test_refuses_what_roles_refuse(void **state)
     fake_minimal(&env);
     fake_set(&env, "FTSYNC_TRANSFORM_PLUGIN", fifo);
     expect_problem(&env, "FTSYNC_TRANSFORM_PLUGIN", "not a regular file");
+    fake_minimal(&env);
+    env.values[0] = fifo; /* FTSYNC_ENV_FILE */
+    expect_problem(&env, "FTSYNC_ENV_FILE", "not a regular file");
     unlink(fifo);
 
     /* Valid neighbours still load. */
