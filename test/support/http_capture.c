@@ -61,6 +61,7 @@ struct fts_http_capture {
     size_t echo_padding; /* 'x' bytes before the echoed headers */
     size_t large_reply;  /* when not 0, every reply is a JSON body of this many bytes */
     bool large_chunked;  /* ...sent chunked, without a Content-Length */
+    char *large_only;    /* ...only to requests whose URI contains this (NULL: every one) */
     fts_http_captured_t **requests;
     size_t request_count;
     size_t request_cap;
@@ -266,6 +267,9 @@ static void on_request(struct evhttp_request *req, void *arg)
     bool echo = capture->echo;
     size_t echo_padding = capture->echo_padding;
     size_t large_reply = capture->large_reply;
+    if (large_reply && capture->large_only && !strstr(request->uri, capture->large_only)) {
+        large_reply = 0;
+    }
     bool large_chunked = capture->large_chunked;
     pthread_mutex_unlock(&capture->lock);
     if (echo) {
@@ -411,6 +415,7 @@ void fts_http_capture_destroy(fts_http_capture_t *capture)
     free(capture->requests);
     free(capture->reply.content_type);
     free(capture->reply.body);
+    free(capture->large_only);
     for (size_t i = 0; i < capture->queued_count; i++) {
         free(capture->queued[i].content_type);
         free(capture->queued[i].body);
@@ -460,8 +465,16 @@ void fts_http_capture_set_echo(fts_http_capture_t *capture, bool echo, size_t pa
 
 void fts_http_capture_set_large_reply(fts_http_capture_t *capture, size_t bytes, bool chunked)
 {
+    fts_http_capture_set_large_reply_for(capture, bytes, chunked, NULL);
+}
+
+void fts_http_capture_set_large_reply_for(fts_http_capture_t *capture, size_t bytes, bool chunked,
+                                          const char *uri_part)
+{
     assert(bytes == 0 || bytes >= 4);
     pthread_mutex_lock(&capture->lock);
+    free(capture->large_only);
+    capture->large_only = uri_part ? copy_text(uri_part) : NULL;
     capture->large_reply = bytes;
     capture->large_chunked = chunked;
     pthread_mutex_unlock(&capture->lock);

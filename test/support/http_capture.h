@@ -61,6 +61,11 @@ void fts_http_capture_set_echo(fts_http_capture_t *capture, bool echo, size_t pa
  * chunked transfer encoding, so the client learns the size only by reading. */
 void fts_http_capture_set_large_reply(fts_http_capture_t *capture, size_t bytes, bool chunked);
 
+/* The same, for requests whose URI contains uri_part only (e.g. "_bulk"; NULL: every request);
+ * the others get the replies set as usual. */
+void fts_http_capture_set_large_reply_for(fts_http_capture_t *capture, size_t bytes, bool chunked,
+                                          const char *uri_part);
+
 /* When stalling, requests are recorded but never answered (until the server is destroyed):
  * for client timeouts. */
 void fts_http_capture_set_stall(fts_http_capture_t *capture, bool stall);
