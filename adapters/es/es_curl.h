@@ -10,11 +10,12 @@
  * Only running the transfer differs: curl_easy_perform() in one client, the multi interface on
  * a libevent loop in the other.
  *
- * Invariants kept here for both clients: secrets (passwords, API keys) are registered with the
- * logger before anything can fail and are wiped before their memory is freed; node URLs are kept
- * without their password, so that they can be shown in errors and logs; a failed transfer that
- * sent nothing is the only kind a client may fail over on (nothing reached a node, so nothing
- * can have been applied twice).
+ * Invariants kept here for both clients: secrets (passwords with their Basic base64 form, API
+ * keys) are registered with the logger before anything can fail and are wiped before their memory
+ * is freed; node URLs are kept without their password, so that they can be shown in errors and
+ * logs; a failed transfer that sent nothing is the only kind a client may fail over on (nothing
+ * reached a node, so nothing can have been applied twice); no reply is held beyond its bound
+ * (fts_es_reply_limit()).
  */
 #ifndef FTS_ES_CURL_H
 #define FTS_ES_CURL_H
