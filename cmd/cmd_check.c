@@ -11,12 +11,17 @@
 #include <bson/bson.h>
 
 #include "cmd.h"
+#include "log.h"
 #include "redis_conn.h"
 #include "redis_url.h"
 
+/* detail may quote a server's reply, and a hostile server quotes our request headers: it goes
+ * through the logger's secret filter like every log line. */
 static void report(bool ok, const char *what, const char *detail)
 {
-    printf("%-5s %-18s %s\n", ok ? "ok" : "FAIL", what, detail);
+    char redacted[FTS_ERROR_MESSAGE_SIZE + 128];
+    fts_log_redact(detail, redacted, sizeof redacted);
+    printf("%-5s %-18s %s\n", ok ? "ok" : "FAIL", what, redacted);
 }
 
 static bool check_redis(const char *what, const char *url, const fts_config_t *config)

@@ -7,6 +7,7 @@
 
 #include "cmd.h"
 #include "es_client.h"
+#include "es_index.h"
 #include "log.h"
 #include "mongo_uri.h"
 #include "redis_conn.h"
@@ -28,10 +29,17 @@ static bool check_redis_url(const char *value, char **masked, fts_error_t *err)
     return true;
 }
 
+static bool check_index_name(const char *value, char **masked, fts_error_t *err)
+{
+    (void)masked; /* a name hides nothing */
+    return fts_es_index_name_validate(value, "index or alias", err);
+}
+
 const fts_config_checks_t fts_cmd_config_checks = {
     .mongo_uri = fts_mongo_uri_check,
     .redis_url = check_redis_url,
     .es_url = fts_es_url_check,
+    .es_index_name = check_index_name,
 };
 
 bool fts_cmd_parse_role(const char *text, unsigned *roles)

@@ -6,6 +6,10 @@
  */
 #include "config.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -17,6 +21,8 @@
 
 #include <bson/bson.h>
 
+#include "projection.h"
+
 typedef enum {
     TYPE_STRING,      /* any non-empty text */
     TYPE_NAME,        /* [A-Za-z0-9_.-]+, safe inside Redis key names and logs */
@@ -26,8 +32,11 @@ typedef enum {
     TYPE_BOOL,        /* true/false, yes/no, on/off, 1/0 */
     TYPE_LOG_LEVEL,   /* debug, info, warn, error */
     TYPE_LOG_FORMAT,  /* logfmt, json */
-    TYPE_FILE,        /* path of a file that must be readable */
+    TYPE_FILE,        /* path of a regular file that must be readable */
     TYPE_LIST,        /* comma-separated names */
+    TYPE_FIELD_PATH,  /* a dotted document path, as the projection takes it (projection.h) */
+    TYPE_FIELD_LIST,  /* FTSYNC_FIELDS: a list the projection accepts (projection.h) */
+    TYPE_INDEX_NAME,  /* an index or alias name, checked by checks->es_index_name */
     TYPE_ADDRESS,     /* host:port to listen on */
     TYPE_MONGO_URI,   /* checked by checks->mongo_uri */
     TYPE_REDIS_URL,   /* checked by checks->redis_url */
@@ -131,9 +140,9 @@ static const setting_t settings[] = {
      "Elasticsearch or OpenSearch base URL(s), comma-separated; the next is tried when one is "
      "unreachable",
      NULL},
-    {"FTSYNC_ES_INDEX", TYPE_STRING, NULL, NULL, FIELD(es_index), 0, FTS_ROLE_LOAD, 0, 0,
+    {"FTSYNC_ES_INDEX", TYPE_INDEX_NAME, NULL, NULL, FIELD(es_index), 0, FTS_ROLE_LOAD, 0, 0,
      "index written to; created from the index definition when absent", NULL},
-    {"FTSYNC_ES_ALIAS", TYPE_STRING, NULL, NULL, FIELD(es_alias), 0, 0, 0, 0,
+    {"FTSYNC_ES_ALIAS", TYPE_INDEX_NAME, NULL, NULL, FIELD(es_alias), 0, 0, 0, 0,
      "optional alias pointing at FTSYNC_ES_INDEX, created with it; searches can use the alias",
      NULL},
     {"FTSYNC_ES_INDEX_DEFINITION", TYPE_FILE, NULL, NULL, FIELD(es_index_definition), 0, 0, 0, 0,
@@ -189,7 +198,7 @@ static const setting_t settings[] = {
     {"FTSYNC_STOP_TIMEOUT_MS", TYPE_INT, "10000", NULL, FIELD(stop_timeout_ms), 0, 0, 0, 600000,
      "on SIGTERM, how long in-flight requests may finish before they are abandoned", NULL},
 
-    {"FTSYNC_ID_FIELD", TYPE_STRING, "_id", NULL, FIELD(id_field), 0, 0, 0, 0,
+    {"FTSYNC_ID_FIELD", TYPE_FIELD_PATH, "_id", NULL, FIELD(id_field), 0, 0, 0, 0,
      "document field whose value becomes the index _id", NULL},
     {"FTSYNC_ID_MAP", TYPE_CHOICE, "auto", NULL, FIELD(id_map), 0, 0, 0, 0,
      "keep the id map (source _id -> index id, the Redis hash ftsync:{<pipeline>}:ids) so that "
@@ -197,7 +206,7 @@ static const setting_t settings[] = {
      "auto (on when FTSYNC_ID_FIELD is not _id), on or off (then deletes need pre-images when "
      "FTSYNC_ID_FIELD is not _id)",
      fts_id_map_names},
-    {"FTSYNC_FIELDS", TYPE_LIST, NULL, NULL, FIELD(fields), 0, 0, 0, 0,
+    {"FTSYNC_FIELDS", TYPE_FIELD_LIST, NULL, NULL, FIELD(fields), 0, 0, 0, 0,
      "comma-separated fields copied into the index; unset copies the whole document", NULL},
 
     {"FTSYNC_PIPELINE", TYPE_NAME, "default", NULL, FIELD(pipeline), 0, 0, 0, 0,
@@ -275,15 +284,81 @@ static char *trim(char *text)
     return text;
 }
 
+/* What kind of file st is, for a message saying why it is refused. */
+static const char *file_kind(const struct stat *st)
+{
+    return S_ISDIR(st->st_mode)    ? "a directory"
+           : S_ISFIFO(st->st_mode) ? "a FIFO"
+           : S_ISSOCK(st->st_mode) ? "a socket"
+           : S_ISBLK(st->st_mode)  ? "a block device"
+           : S_ISCHR(st->st_mode)  ? "a character device"
+                                   : "not a plain file";
+}
+
+/* Opens path for reading without ever blocking (a FIFO with no writer would block a plain
+ * open until one comes: `ftsync config` hung) and checks what it is: a regular file, or with
+ * allow_devices a character device too (/dev/null stands for "empty"). Returns the descriptor,
+ * or -1 with err set. */
+static int open_checked(const char *path, bool allow_devices, fts_error_t *err)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_IO, "cannot read %s: %s", path,
+                      strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_IO, "cannot read %s: %s", path,
+                      strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode) && !(allow_devices && S_ISCHR(st.st_mode))) {
+        fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                      "%s is not a regular file (it is %s)", path, file_kind(&st));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 static bool read_small_file(const char *path, char **contents, fts_error_t *err)
 {
-    fts_buffer_t data = {0};
-    if (!fts_buffer_read_file(&data, path, MAX_VALUE_FILE_BYTES, err)) {
-        fts_buffer_destroy(&data);
+    int fd = open_checked(path, true, err);
+    if (fd < 0) {
         return false;
     }
+    bool ok = false;
+    fts_buffer_t data = {0};
+    char chunk[8192];
+    for (;;) {
+        ssize_t got = read(fd, chunk, sizeof chunk);
+        if (got < 0 && errno == EINTR) {
+            continue;
+        }
+        if (got < 0) {
+            fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_IO, "cannot read %s: %s", path,
+                          strerror(errno));
+            goto cleanup;
+        }
+        if (got == 0) {
+            break;
+        }
+        if (data.len + (size_t)got > MAX_VALUE_FILE_BYTES) {
+            fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                          "%s is larger than %d bytes", path, MAX_VALUE_FILE_BYTES);
+            goto cleanup;
+        }
+        fts_buffer_append(&data, chunk, (size_t)got);
+    }
+    fts_buffer_append(&data, "", 0); /* an empty file still reads as "" */
     *contents = fts_buffer_steal(&data);
-    return true;
+    ok = true;
+cleanup:
+    fts_buffer_destroy(&data);
+    close(fd);
+    return ok;
 }
 
 /* Parses KEY=VALUE lines: blank lines and # comments skipped, an optional "export " prefix,
@@ -503,15 +578,34 @@ static bool check_address(const char *text, fts_error_t *err)
     return true;
 }
 
+/* The files these settings name (an index definition, a CA, a plugin) are read whole by a role
+ * later: a directory or a FIFO would fail (or block) only then. */
 static bool check_file(const char *path, fts_error_t *err)
 {
-    FILE *file = fopen(path, "rb");
-    if (!file) {
-        return fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_IO, "cannot read %s: %s", path,
-                             strerror(errno));
+    int fd = open_checked(path, false, err);
+    if (fd < 0) {
+        return false;
     }
-    fclose(file);
+    close(fd);
     return true;
+}
+
+/* The projection's own rules (projection.h), so that what extract would refuse at start is
+ * refused here. */
+static bool check_field_path(const char *text, fts_error_t *err)
+{
+    fts_projection_t *projection = fts_projection_new(text, NULL, err);
+    bool ok = projection != NULL;
+    fts_projection_destroy(projection);
+    return ok;
+}
+
+static bool check_field_list(const fts_string_list_t *fields, fts_error_t *err)
+{
+    fts_projection_t *projection = fts_projection_new(NULL, fields, err);
+    bool ok = projection != NULL;
+    fts_projection_destroy(projection);
+    return ok;
 }
 
 static bool run_check(fts_config_check_fn check, const char *kind, const char *value,
@@ -586,6 +680,25 @@ static bool store_value(fts_config_t *config, const setting_t *row, const char *
         return true;
     case TYPE_LIST:
         return fts_string_list_parse(text, (fts_string_list_t *)field, err);
+    case TYPE_FIELD_LIST: {
+        fts_string_list_t fields = {0};
+        if (!fts_string_list_parse(text, &fields, err) || !check_field_list(&fields, err)) {
+            fts_string_list_cleanup(&fields);
+            return false;
+        }
+        *(fts_string_list_t *)field = fields;
+        return true;
+    }
+    case TYPE_FIELD_PATH:
+        if (!check_field_path(text, err)) {
+            return false;
+        }
+        break;
+    case TYPE_INDEX_NAME:
+        if (!run_check(checks ? checks->es_index_name : NULL, "index name", text, err)) {
+            return false;
+        }
+        break;
     case TYPE_ES_URL_LIST: {
         fts_string_list_t urls = {0};
         if (!fts_string_list_parse(text, &urls, err)) {
@@ -862,12 +975,10 @@ static bool load_dotenv(loader_t *loader, fts_config_t *config, dotenv_t *dotenv
     const char *path = named && *named ? named : ".env";
     char *text = NULL;
     fts_error_t problem;
-    if (!named || !*named) {
-        FILE *probe = fopen(path, "rb");
-        if (!probe) {
-            return true; /* no .env file in the working directory: nothing to read */
-        }
-        fclose(probe);
+    if ((!named || !*named) && access(path, F_OK) != 0) {
+        /* No .env file in the working directory: nothing to read. (Not probed by opening it:
+         * a FIFO there would block; read_small_file refuses one at once.) */
+        return true;
     }
     if (!read_small_file(path, &text, &problem) || !dotenv_parse(path, text, dotenv, &problem)) {
         add_problem(loader, "FTSYNC_ENV_FILE", &problem);
@@ -899,12 +1010,23 @@ bool fts_config_load(fts_config_t *config, const fts_config_source_t *source,
         }
     }
 
+    /* Checks that involve two rows; each message names the row to change. */
+    if (config->retry_base_ms > config->retry_max_ms) {
+        fts_error_t problem;
+        fts_error_set(&problem, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
+                      "%" PRId64 " is above FTSYNC_RETRY_MAX_MS (%" PRId64
+                      "); the first backoff cannot exceed the largest",
+                      config->retry_base_ms, config->retry_max_ms);
+        add_problem(&loader, "FTSYNC_RETRY_BASE_MS", &problem);
+    }
     if (config->es_user && !config->es_password) {
         fts_error_t problem;
         fts_error_set(&problem, FTS_ERROR_CONFIG, FTS_ERROR_CODE_MISSING,
                       "FTSYNC_ES_USER is set, so a password is needed too");
         add_problem(&loader, "FTSYNC_ES_PASSWORD", &problem);
     }
+    /* What Basic authentication puts on the wire is as secret as the password. */
+    fts_log_add_basic_credentials(config->es_user, config->es_password);
     if (config->es_api_key && (config->es_user || config->es_password)) {
         fts_error_t problem;
         fts_error_set(&problem, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,
@@ -932,6 +1054,7 @@ void fts_config_cleanup(fts_config_t *config)
         void *field = (char *)config + settings[i].offset;
         switch (settings[i].type) {
         case TYPE_LIST:
+        case TYPE_FIELD_LIST:
         case TYPE_ES_URL_LIST:
             fts_string_list_cleanup((fts_string_list_t *)field);
             break;
@@ -1014,6 +1137,7 @@ static void append_value(fts_buffer_t *out, const fts_config_t *config, const se
         fts_buffer_append_str(out, row->choices[*(const int *)field]);
         break;
     case TYPE_LIST:
+    case TYPE_FIELD_LIST:
     case TYPE_ES_URL_LIST: {
         const fts_string_list_t *list = field;
         for (size_t i = 0; i < list->count; i++) {
@@ -1084,6 +1208,12 @@ static const char *type_name(const setting_t *row, char *scratch, size_t size)
         return "file path";
     case TYPE_LIST:
         return "list";
+    case TYPE_FIELD_PATH:
+        return "field path";
+    case TYPE_FIELD_LIST:
+        return "field list";
+    case TYPE_INDEX_NAME:
+        return "index name";
     case TYPE_ADDRESS:
         return "host:port|off";
     case TYPE_MONGO_URI:

@@ -11,8 +11,12 @@
  * A bad value never starts the service: loading collects every problem, each naming the
  * variable and what is wrong, and the commands exit with status 2 (invariant 6).
  *
- * Core depends on libbson only, so URL syntax is checked by functions the adapters supply
- * (fts_config_checks_t): libmongoc for MongoDB URIs, libcurl's URL API for the others.
+ * Core depends on libbson only, so URL syntax and index names are checked by functions the
+ * adapters supply (fts_config_checks_t): libmongoc for MongoDB URIs, libcurl's URL API for the
+ * others, Elasticsearch's naming rules for FTSYNC_ES_INDEX and FTSYNC_ES_ALIAS. The field list
+ * and id field are checked by the projection's own rules (projection.h), and the checks that
+ * involve two settings run after every row is read: whatever a role would refuse at start is
+ * refused by loading (invariant 6).
  */
 #ifndef FTS_CONFIG_H
 #define FTS_CONFIG_H
@@ -186,6 +190,7 @@ typedef struct {
     fts_config_check_fn mongo_uri;
     fts_config_check_fn redis_url;
     fts_config_check_fn es_url;
+    fts_config_check_fn es_index_name; /* an index or alias name (masked is left NULL) */
 } fts_config_checks_t;
 
 typedef struct {

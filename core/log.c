@@ -1,5 +1,9 @@
 /*
  * log.c - leveled, rate-limited, secret-scrubbing logger (see log.h).
+ *
+ * Keeps the secret rule of log.h even at a cut: a message is masked whole before it is
+ * truncated, text that someone else cut short is masked where it ends in the start of a
+ * secret, and fts_log_safe_cut() tells other code where it may cut without splitting one.
  */
 #include "log.h"
 
@@ -113,7 +117,7 @@ bool fts_log_format_parse(const char *text, fts_log_format_t *format)
 
 void fts_log_add_secret(const char *secret)
 {
-    if (!secret || strlen(secret) < 3 || logger.secret_count == MAX_SECRETS) {
+    if (!secret || strlen(secret) < FTS_LOG_MIN_SECRET || logger.secret_count == MAX_SECRETS) {
         return;
     }
     for (size_t i = 0; i < logger.secret_count; i++) {
@@ -133,6 +137,66 @@ void fts_log_clear_secrets(void)
     logger.secret_count = 0;
 }
 
+/* Base64 (RFC 4648, padded) of text, as HTTP Basic authentication sends it. Never NULL:
+ * allocation failure aborts. */
+static char *base64_encode(const char *text, size_t len)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *out = bson_malloc((len + 2) / 3 * 4 + 1);
+    size_t written = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t group = (uint32_t)(unsigned char)text[i] << 16;
+        if (i + 1 < len) {
+            group |= (uint32_t)(unsigned char)text[i + 1] << 8;
+        }
+        if (i + 2 < len) {
+            group |= (uint32_t)(unsigned char)text[i + 2];
+        }
+        out[written++] = alphabet[(group >> 18) & 63];
+        out[written++] = alphabet[(group >> 12) & 63];
+        out[written++] = i + 1 < len ? alphabet[(group >> 6) & 63] : '=';
+        out[written++] = i + 2 < len ? alphabet[group & 63] : '=';
+    }
+    out[written] = '\0';
+    return out;
+}
+
+void fts_log_add_basic_credentials(const char *user, const char *password)
+{
+    if (!password || !*password) {
+        return;
+    }
+    fts_log_add_secret(password);
+    char *pair = bson_strdup_printf("%s:%s", user ? user : "", password);
+    char *encoded = base64_encode(pair, strlen(pair));
+    fts_log_add_secret(encoded);
+    /* The pair itself is as secret as the password; wipe it before it is freed. */
+    volatile char *p = pair;
+    while (*p) {
+        *p++ = '\0';
+    }
+    bson_free(pair);
+    bson_free(encoded);
+}
+
+/* How many bytes of the secret at text match, counting a text that ends inside the secret
+ * (at least FTS_LOG_MIN_SECRET bytes of it) as a match: someone cut it there. 0: none. */
+static size_t secret_match(const char *text)
+{
+    for (size_t i = 0; i < logger.secret_count; i++) {
+        const char *secret = logger.secrets[i];
+        size_t n = 0;
+        while (secret[n] && text[n] == secret[n]) {
+            n++;
+        }
+        if (secret[n] == '\0' || (text[n] == '\0' && n >= FTS_LOG_MIN_SECRET)) {
+            return n;
+        }
+    }
+    return 0;
+}
+
 void fts_log_redact(const char *text, char *out, size_t size)
 {
     if (size == 0) {
@@ -140,14 +204,7 @@ void fts_log_redact(const char *text, char *out, size_t size)
     }
     size_t written = 0;
     while (*text && written + 1 < size) {
-        size_t matched = 0;
-        for (size_t i = 0; i < logger.secret_count; i++) {
-            size_t secret_len = strlen(logger.secrets[i]);
-            if (strncmp(text, logger.secrets[i], secret_len) == 0) {
-                matched = secret_len;
-                break;
-            }
-        }
+        size_t matched = secret_match(text);
         if (matched) {
             for (const char *mask = "***"; *mask && written + 1 < size; mask++) {
                 out[written++] = *mask;
@@ -158,6 +215,35 @@ void fts_log_redact(const char *text, char *out, size_t size)
         }
     }
     out[written] = '\0';
+}
+
+size_t fts_log_safe_cut(const char *text, size_t len, size_t cut)
+{
+    if (cut >= len) {
+        return len;
+    }
+    bool moved = true;
+    while (moved && cut > 0) {
+        moved = false;
+        for (size_t i = 0; i < logger.secret_count && !moved; i++) {
+            const char *secret = logger.secrets[i];
+            size_t secret_len = strlen(secret);
+            /* Every start that would put the cut strictly inside this secret. */
+            size_t first = cut >= secret_len ? cut - secret_len + 1 : 0;
+            for (size_t start = first; start < cut; start++) {
+                size_t n = 0;
+                while (n < secret_len && start + n < len && text[start + n] == secret[n]) {
+                    n++;
+                }
+                if (n == secret_len || start + n == len) {
+                    cut = start;
+                    moved = true;
+                    break;
+                }
+            }
+        }
+    }
+    return cut;
 }
 
 static void format_timestamp(uint64_t ms, char *out, size_t size)
@@ -261,22 +347,38 @@ void fts_log(fts_log_level_t level, const char *component, const char *format, .
     if (level < logger.level) {
         return;
     }
-    char raw[FTS_LOG_MAX_MESSAGE + 64];
+    /* Masked whole before it is cut, so a secret at the cut cannot leave a part behind. */
+    char small[FTS_LOG_MAX_MESSAGE + 64];
     va_list args;
     va_start(args, format);
-    int full_len = vsnprintf(raw, FTS_LOG_MAX_MESSAGE + 1, format, args);
+    int full_len = vsnprintf(small, sizeof small, format, args);
     va_end(args);
-    if (full_len > FTS_LOG_MAX_MESSAGE) {
-        snprintf(raw + FTS_LOG_MAX_MESSAGE, 64, "...(truncated %d bytes)",
-                 full_len - FTS_LOG_MAX_MESSAGE);
+    if (full_len < 0) {
+        return;
     }
-
-    char redacted[sizeof raw];
-    fts_log_redact(raw, redacted, sizeof redacted);
+    char *raw = small;
+    if ((size_t)full_len >= sizeof small) {
+        raw = bson_malloc((size_t)full_len + 1);
+        va_start(args, format);
+        vsnprintf(raw, (size_t)full_len + 1, format, args);
+        va_end(args);
+    }
+    /* A mask is never longer than what it hides (secrets are at least as long as "***"). */
+    char *redacted = bson_malloc((size_t)full_len + 64);
+    fts_log_redact(raw, redacted, (size_t)full_len + 1);
+    size_t redacted_len = strlen(redacted);
+    if (redacted_len > FTS_LOG_MAX_MESSAGE) {
+        snprintf(redacted + FTS_LOG_MAX_MESSAGE, 64, "...(truncated %zu bytes)",
+                 redacted_len - FTS_LOG_MAX_MESSAGE);
+    }
     uint64_t suppressed;
     if (admit_repeat(level, component, format, redacted, &suppressed)) {
         emit(level, component, redacted, suppressed);
     }
+    if (raw != small) {
+        bson_free(raw);
+    }
+    bson_free(redacted);
 }
 
 void fts_log_flush_repeats(void)

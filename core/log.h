@@ -39,9 +39,23 @@ bool fts_log_level_parse(const char *text, fts_log_level_t *level);
 const char *fts_log_level_name(fts_log_level_t level);
 bool fts_log_format_parse(const char *text, fts_log_format_t *format);
 
-/* Registers a value that must never be printed (copied). Values shorter than 3 bytes are
- * ignored: masking every "a" would make logs unreadable and protect nothing. */
+/* Shortest secret masked; also the shortest start of a secret masked where a text ends. */
+#define FTS_LOG_MIN_SECRET 3
+
+/* Registers a value that must never be printed (copied). Values shorter than
+ * FTS_LOG_MIN_SECRET bytes are ignored: masking every "a" would make logs unreadable and
+ * protect nothing. Where a text ends in the first FTS_LOG_MIN_SECRET or more bytes of a secret
+ * (someone cut it there), that end is masked too. */
 void fts_log_add_secret(const char *secret);
+
+/* Registers the password and the base64 of "user:password", the form HTTP Basic
+ * authentication puts in the Authorization header, which a server may quote back. */
+void fts_log_add_basic_credentials(const char *user, const char *password);
+
+/* Where text (len bytes) may be cut at or before `cut` without leaving part of a registered
+ * secret before the cut: `cut` moved back to the start of any secret it would split. For code
+ * that quotes a part of a longer text (a server's reply) before redacting it. */
+size_t fts_log_safe_cut(const char *text, size_t len, size_t cut);
 void fts_log_clear_secrets(void);
 
 /* Writes text with every registered secret replaced by "***" into out (size bytes). */

@@ -10,8 +10,9 @@
  * The split of outcomes is what the load path relies on to keep invariant 2 (see README.md,
  * Architecture): fts_es_request() fails only when no HTTP answer came; any HTTP status, 4xx and 5xx
  * included, is an answer the caller must judge. Credentials never appear in errors or logs:
- * passwords and API keys are registered with fts_log_add_secret(), and URLs are shown without their
- * password.
+ * passwords and API keys are registered with the logger (a password with the base64 of
+ * user:password that Basic authentication sends, fts_log_add_basic_credentials()), and URLs are
+ * shown without their password. A reply is held whole, so its size is bounded (es_curl.h).
  */
 #ifndef FTS_ES_CLIENT_H
 #define FTS_ES_CLIENT_H

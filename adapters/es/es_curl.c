@@ -24,10 +24,6 @@
 #error "FTSYNC_VERSION must be defined by the build (CMake does it for every target)"
 #endif
 
-/* A reply larger than this is refused instead of growing a buffer until malloc fails: the
- * largest legitimate ones (bulk results of big batches) stay far below. */
-#define MAX_RESPONSE_BYTES (256u * 1024u * 1024u)
-
 /* NULL for NULL; otherwise never NULL: allocation failure aborts. */
 static char *copy_or_null(const char *text)
 {
@@ -109,7 +105,7 @@ bool fts_es_node_parse(const char *text, const char *label, fts_es_node_t *node,
     node->user = url_part(url, CURLUPART_USER, CURLU_URLDECODE);
     node->password = url_part(url, CURLUPART_PASSWORD, CURLU_URLDECODE);
     if (node->password) {
-        fts_log_add_secret(node->password);
+        fts_log_add_basic_credentials(node->user, node->password);
         if (masked) {
             curl_url_set(url, CURLUPART_PASSWORD, "***", 0);
             *masked = url_part(url, CURLUPART_URL, 0);
@@ -207,7 +203,7 @@ bool fts_es_settings_init(fts_es_settings_t *settings, const fts_es_options_t *o
         return false;
     }
     /* Registered before anything can fail, so that no later message shows them. */
-    fts_log_add_secret(options->password);
+    fts_log_add_basic_credentials(options->user, options->password);
     fts_log_add_secret(options->api_key);
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -371,6 +367,7 @@ bool fts_es_call_build(fts_es_call_t *call, const fts_es_settings_t *settings, c
     call->has_body = body != NULL || !method_is_bodiless(method);
     call->send_body = body ? body : "";
     call->send_len = body ? body_len : 0;
+    call->reply_limit = fts_es_reply_limit(path, call->send_body, call->send_len);
     if (call->has_body) {
         char header[256];
         snprintf(header, sizeof header, "Content-Type: %s",
@@ -397,11 +394,47 @@ bool fts_es_call_build(fts_es_call_t *call, const fts_es_settings_t *settings, c
     return true;
 }
 
+/* True for a request to a _bulk endpoint ("/_bulk", "/<index>/_bulk", with or without a query). */
+static bool path_is_bulk(const char *path)
+{
+    size_t len = strcspn(path, "?");
+    return len >= 6 && strncmp(path + len - 6, "/_bulk", 6) == 0;
+}
+
+size_t fts_es_reply_limit(const char *path, const char *body, size_t body_len)
+{
+    if (!path_is_bulk(path)) {
+        return FTS_ES_REPLY_MAX_BYTES;
+    }
+    /* Every item of the reply answers one action, and every action starts a line of the body
+     * (an index action is two lines, a delete one): the line count bounds the item count. */
+    size_t lines = 0;
+    for (const char *p = body, *end = body + body_len; p && p < end; lines++) {
+        p = memchr(p, '\n', (size_t)(end - p));
+        p = p ? p + 1 : NULL;
+    }
+    return FTS_ES_BULK_REPLY_BASE_BYTES + lines * FTS_ES_BULK_REPLY_ITEM_BYTES;
+}
+
 static size_t on_body(char *data, size_t size, size_t count, void *user)
 {
     fts_es_call_t *call = user;
     size_t len = size * count;
-    if (call->response->body.len + len > MAX_RESPONSE_BYTES) {
+    if (call->response->body.len == 0 && call->handle) {
+        /* A declared length over the limit is refused before any of it is held; one within it
+         * sizes the buffer once instead of doubling it up to twice the reply. (With a gzipped
+         * reply the length is the compressed one: only a hint, the limit still holds.) */
+        curl_off_t declared = -1;
+        curl_easy_getinfo(call->handle, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &declared);
+        if (declared > 0 && (uint64_t)declared > call->reply_limit) {
+            call->response_too_large = true;
+            return 0;
+        }
+        if (declared > 0) {
+            fts_buffer_reserve(&call->response->body, (size_t)declared);
+        }
+    }
+    if (call->response->body.len + len > call->reply_limit) {
         call->response_too_large = true;
         return 0; /* makes curl stop with CURLE_WRITE_ERROR */
     }
@@ -435,6 +468,7 @@ bool fts_es_call_apply(const fts_es_settings_t *settings, CURL *handle, fts_es_c
     SET(CURLOPT_ERRORBUFFER, call->curl_message);
     SET(CURLOPT_WRITEFUNCTION, on_body);
     SET(CURLOPT_WRITEDATA, call);
+    call->handle = handle; /* on_body reads the declared length from it */
     SET(CURLOPT_HTTPHEADER, call->headers);
     if (settings->ca_file) {
         SET(CURLOPT_CAINFO, settings->ca_file);
@@ -471,7 +505,10 @@ bool fts_es_call_apply(const fts_es_settings_t *settings, CURL *handle, fts_es_c
 void fts_es_call_describe_failure(const fts_es_call_t *call, CURLcode rc, char *out, size_t size)
 {
     if (rc == CURLE_WRITE_ERROR && call->response_too_large) {
-        snprintf(out, size, "reply larger than %u bytes", MAX_RESPONSE_BYTES);
+        snprintf(out, size,
+                 "reply larger than %zu bytes, the most a reply to this request can be; "
+                 "transfer aborted, the reply is not used",
+                 call->reply_limit);
     } else if (call->curl_message[0] && strstr(call->curl_message, curl_easy_strerror(rc))) {
         snprintf(out, size, "%s", call->curl_message);
     } else if (call->curl_message[0]) {

@@ -10,11 +10,12 @@
  * Only running the transfer differs: curl_easy_perform() in one client, the multi interface on
  * a libevent loop in the other.
  *
- * Invariants kept here for both clients: secrets (passwords, API keys) are registered with the
- * logger before anything can fail and are wiped before their memory is freed; node URLs are kept
- * without their password, so that they can be shown in errors and logs; a failed transfer that
- * sent nothing is the only kind a client may fail over on (nothing reached a node, so nothing
- * can have been applied twice).
+ * Invariants kept here for both clients: secrets (passwords with their Basic base64 form, API
+ * keys) are registered with the logger before anything can fail and are wiped before their memory
+ * is freed; node URLs are kept without their password, so that they can be shown in errors and
+ * logs; a failed transfer that sent nothing is the only kind a client may fail over on (nothing
+ * reached a node, so nothing can have been applied twice); no reply is held beyond its bound
+ * (fts_es_reply_limit()).
  */
 #ifndef FTS_ES_CURL_H
 #define FTS_ES_CURL_H
@@ -75,9 +76,31 @@ typedef struct {
     bool has_body;
     char *api_key_header; /* "Authorization: ApiKey ...", kept to be wiped */
     fts_es_response_t *response;
+    size_t reply_limit; /* fts_es_reply_limit() of this request: a longer reply is cut off */
+    CURL *handle;       /* the handle last applied (fts_es_call_apply), borrowed */
     bool response_too_large;
     char curl_message[CURL_ERROR_SIZE];
 } fts_es_call_t;
+
+/* The most a reply may hold before its transfer is aborted (the write callback returns 0,
+ * the request fails as "no answer": nothing in it is used, so nothing is acknowledged, and the
+ * caller retries). A reply is held whole in memory, so these bound a process's memory: see
+ * README, Load, for the worst case per process.
+ *
+ * A _bulk reply has one item per action, so it is bounded by what it can be:
+ * FTS_ES_BULK_REPLY_BASE_BYTES (the envelope, or an error replying to the whole request) plus
+ * FTS_ES_BULK_REPLY_ITEM_BYTES per line of the request body (a line count bounds the action
+ * count). An item holds an index name (at most 255 bytes), an id (at most 512), a status,
+ * version and shard counts, and for a failed action an error whose type, reason and caused_by
+ * chain Elasticsearch keeps short (values quoted in reasons are cut); 16 KiB is many times the
+ * largest seen. Any other reply (server info, health, settings, a HEAD) is bounded by
+ * FTS_ES_REPLY_MAX_BYTES. */
+#define FTS_ES_BULK_REPLY_BASE_BYTES ((size_t)64 * 1024)
+#define FTS_ES_BULK_REPLY_ITEM_BYTES ((size_t)16 * 1024)
+#define FTS_ES_REPLY_MAX_BYTES       ((size_t)64 * 1024 * 1024)
+
+/* The reply limit of a request to path with body (body_len bytes; may be NULL when 0). */
+size_t fts_es_reply_limit(const char *path, const char *body, size_t body_len);
 
 /* Checks method and path and builds the headers and the (possibly gzipped) body. On failure
  * call may hold allocations: fts_es_call_cleanup() it in every case. */

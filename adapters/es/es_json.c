@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
+
 /* Copies at most size-1 bytes of text and always terminates; error and reply fields are
  * fixed-size, and a long server string must be cut rather than overflow. */
 static void copy_text(char *out, size_t size, const char *text, size_t len)
@@ -37,7 +39,9 @@ void fts_es_body_quote(const char *body, size_t len, char *out, size_t size)
     }
     size_t keep = len;
     if (keep > FTS_ES_QUOTE_MAX) {
-        keep = FTS_ES_QUOTE_MAX;
+        /* A reply may quote our credentials back (a proxy echoing headers): the cut must not
+         * leave the start of one behind, or redacting the quote could not find it. */
+        keep = fts_log_safe_cut(body, len, FTS_ES_QUOTE_MAX);
         while (keep > 0 && ((unsigned char)body[keep] & 0xC0) == 0x80) {
             keep--;
         }
@@ -50,7 +54,7 @@ void fts_es_body_quote(const char *body, size_t len, char *out, size_t size)
     size_t marker_len = strlen(marker);
     size_t room = size - 1 > marker_len ? size - 1 - marker_len : 0;
     if (keep > room) {
-        keep = room;
+        keep = fts_log_safe_cut(body, len, room);
         while (keep > 0 && ((unsigned char)body[keep] & 0xC0) == 0x80) {
             keep--;
         }

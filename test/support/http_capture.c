@@ -9,6 +9,7 @@
 #include "http_capture.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -56,6 +57,11 @@ struct fts_http_capture {
     size_t queued_next;
     size_t queued_count;
     bool stall;
+    bool echo;           /* reply bodies echo the request's headers (fts_http_capture_set_echo) */
+    size_t echo_padding; /* 'x' bytes before the echoed headers */
+    size_t large_reply;  /* when not 0, every reply is a JSON body of this many bytes */
+    bool large_chunked;  /* ...sent chunked, without a Content-Length */
+    char *large_only;    /* ...only to requests whose URI contains this (NULL: every one) */
     fts_http_captured_t **requests;
     size_t request_count;
     size_t request_cap;
@@ -185,6 +191,54 @@ static fts_http_captured_t *record(struct evhttp_request *req)
     return request;
 }
 
+/* What a hostile server sends back: padding, then every header of the request, the
+ * Authorization header first, as "Name: value" separated by "; ". */
+static char *echo_body(const fts_http_captured_t *request, size_t padding)
+{
+    size_t size = padding + 1;
+    for (size_t i = 0; i < request->header_count; i++) {
+        size += strlen(request->headers[i].name) + strlen(request->headers[i].value) + 4;
+    }
+    char *body = malloc(size);
+    if (!body) {
+        abort();
+    }
+    memset(body, 'x', padding);
+    size_t len = padding;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < request->header_count; i++) {
+            const fts_http_header_t *header = &request->headers[i];
+            bool authorization = strcasecmp(header->name, "Authorization") == 0;
+            if (authorization != (pass == 0)) {
+                continue;
+            }
+            len +=
+                (size_t)snprintf(body + len, size - len, "%s: %s; ", header->name, header->value);
+        }
+    }
+    body[len] = '\0';
+    return body;
+}
+
+/* A valid JSON object of exactly size bytes (at least 4), made of references to one static
+ * chunk of blanks: the server itself does not grow by what it sends, so a test can measure the
+ * memory of the client in the same process. */
+static void add_large_body(struct evbuffer *reply, size_t size)
+{
+    static char blanks[64 * 1024];
+    if (blanks[0] != ' ') {
+        memset(blanks, ' ', sizeof blanks); /* only ever set to the same bytes: no race */
+    }
+    evbuffer_add(reply, "{", 1);
+    size_t left = size - 2;
+    while (left > 0) {
+        size_t chunk = left < sizeof blanks ? left : sizeof blanks;
+        evbuffer_add_reference(reply, blanks, chunk, NULL, NULL);
+        left -= chunk;
+    }
+    evbuffer_add(reply, "}", 1);
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     fts_http_capture_t *capture = arg;
@@ -210,7 +264,18 @@ static void on_request(struct evhttp_request *req, void *arg)
     int status = chosen->status;
     char *content_type = copy_text(chosen->content_type);
     char *body = copy_text(chosen->body);
+    bool echo = capture->echo;
+    size_t echo_padding = capture->echo_padding;
+    size_t large_reply = capture->large_reply;
+    if (large_reply && capture->large_only && !strstr(request->uri, capture->large_only)) {
+        large_reply = 0;
+    }
+    bool large_chunked = capture->large_chunked;
     pthread_mutex_unlock(&capture->lock);
+    if (echo) {
+        free(body);
+        body = echo_body(request, echo_padding);
+    }
 
     if (!stall) {
         /* evhttp would not send Content-Type on its own; an empty one means none. */
@@ -221,8 +286,18 @@ static void on_request(struct evhttp_request *req, void *arg)
         if (!reply) {
             abort();
         }
-        evbuffer_add(reply, body, strlen(body));
-        evhttp_send_reply(req, status, status < 400 ? "OK" : "Error", reply);
+        if (large_reply) {
+            add_large_body(reply, large_reply);
+        } else {
+            evbuffer_add(reply, body, strlen(body));
+        }
+        if (large_reply && large_chunked) {
+            evhttp_send_reply_start(req, status, status < 400 ? "OK" : "Error");
+            evhttp_send_reply_chunk(req, reply);
+            evhttp_send_reply_end(req);
+        } else {
+            evhttp_send_reply(req, status, status < 400 ? "OK" : "Error", reply);
+        }
         evbuffer_free(reply);
     }
     free(content_type);
@@ -340,6 +415,7 @@ void fts_http_capture_destroy(fts_http_capture_t *capture)
     free(capture->requests);
     free(capture->reply.content_type);
     free(capture->reply.body);
+    free(capture->large_only);
     for (size_t i = 0; i < capture->queued_count; i++) {
         free(capture->queued[i].content_type);
         free(capture->queued[i].body);
@@ -376,6 +452,31 @@ void fts_http_capture_queue_reply(fts_http_capture_t *capture, int status, const
     }
     capture->queued[capture->queued_count++] = (reply_t){
         .status = status, .content_type = copy_text(content_type), .body = copy_text(body)};
+    pthread_mutex_unlock(&capture->lock);
+}
+
+void fts_http_capture_set_echo(fts_http_capture_t *capture, bool echo, size_t padding)
+{
+    pthread_mutex_lock(&capture->lock);
+    capture->echo = echo;
+    capture->echo_padding = padding;
+    pthread_mutex_unlock(&capture->lock);
+}
+
+void fts_http_capture_set_large_reply(fts_http_capture_t *capture, size_t bytes, bool chunked)
+{
+    fts_http_capture_set_large_reply_for(capture, bytes, chunked, NULL);
+}
+
+void fts_http_capture_set_large_reply_for(fts_http_capture_t *capture, size_t bytes, bool chunked,
+                                          const char *uri_part)
+{
+    assert(bytes == 0 || bytes >= 4);
+    pthread_mutex_lock(&capture->lock);
+    free(capture->large_only);
+    capture->large_only = uri_part ? copy_text(uri_part) : NULL;
+    capture->large_reply = bytes;
+    capture->large_chunked = chunked;
     pthread_mutex_unlock(&capture->lock);
 }
 

@@ -51,6 +51,21 @@ void fts_http_capture_set_reply(fts_http_capture_t *capture, int status, const c
 void fts_http_capture_queue_reply(fts_http_capture_t *capture, int status, const char *content_type,
                                   const char *body);
 
+/* When echo is on, every reply body (status and content type as set) is `padding` bytes of
+ * 'x' followed by the request's headers, Authorization first, as "Name: value; ": a hostile
+ * server that quotes credentials back, with the padding placing them where a cut falls. */
+void fts_http_capture_set_echo(fts_http_capture_t *capture, bool echo, size_t padding);
+
+/* When bytes is not 0, every reply body is a valid JSON object of that many bytes ("{", blanks,
+ * "}"), sent without the server holding a copy of it: for a client's memory bound. Chunked: with
+ * chunked transfer encoding, so the client learns the size only by reading. */
+void fts_http_capture_set_large_reply(fts_http_capture_t *capture, size_t bytes, bool chunked);
+
+/* The same, for requests whose URI contains uri_part only (e.g. "_bulk"; NULL: every request);
+ * the others get the replies set as usual. */
+void fts_http_capture_set_large_reply_for(fts_http_capture_t *capture, size_t bytes, bool chunked,
+                                          const char *uri_part);
+
 /* When stalling, requests are recorded but never answered (until the server is destroyed):
  * for client timeouts. */
 void fts_http_capture_set_stall(fts_http_capture_t *capture, bool stall);

@@ -13,10 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "es_client.h"
+#include "es_index.h"
 #include "log.h"
 #include "mongo_uri.h"
 #include "redis_url.h"
@@ -58,8 +60,16 @@ static bool check_redis(const char *value, char **masked, fts_error_t *err)
     return url != NULL;
 }
 
-static const fts_config_checks_t checks = {
-    .mongo_uri = fts_mongo_uri_check, .redis_url = check_redis, .es_url = fts_es_url_check};
+static bool check_index_name(const char *value, char **masked, fts_error_t *err)
+{
+    (void)masked;
+    return fts_es_index_name_validate(value, "index or alias", err);
+}
+
+static const fts_config_checks_t checks = {.mongo_uri = fts_mongo_uri_check,
+                                           .redis_url = check_redis,
+                                           .es_url = fts_es_url_check,
+                                           .es_index_name = check_index_name};
 
 /* A complete, valid environment; tests add or override variables on top of it. */
 static void fake_minimal(fake_env_t *env)
@@ -576,6 +586,101 @@ static void test_help_lists_every_setting(void **state)
     fts_buffer_destroy(&help);
 }
 
+/* What a role would refuse when it starts is refused by loading, naming the variable: the
+ * field list and id field (the projection's rules), index names (Elasticsearch's rules), file
+ * settings naming something that is not a regular file, and the retry bounds. */
+static void test_refuses_what_roles_refuse(void **state)
+{
+    (void)state;
+    fake_env_t env;
+    fake_minimal(&env);
+    fake_set(&env, "FTSYNC_FIELDS", "_id,name");
+    expect_problem(&env, "FTSYNC_FIELDS", "metadata field");
+
+    fake_minimal(&env);
+    fake_set(&env, "FTSYNC_FIELDS", "a..b");
+    expect_problem(&env, "FTSYNC_FIELDS", "empty name between dots");
+
+    fake_minimal(&env);
+    fake_set(&env, "FTSYNC_ID_FIELD", ".");
+    expect_problem(&env, "FTSYNC_ID_FIELD", "empty name between dots");
+
+    fake_minimal(&env);
+    fake_set(&env, "FTSYNC_ES_INDEX_DEFINITION", "/tmp");
+    expect_problem(&env, "FTSYNC_ES_INDEX_DEFINITION", "not a regular file");
+
+    fake_minimal(&env);
+    fake_set(&env, "FTSYNC_ES_CA_FILE", "/tmp");
+    expect_problem(&env, "FTSYNC_ES_CA_FILE", "not a regular file");
+
+    fake_minimal(&env);
+    fake_set(&env, "FTSYNC_RETRY_BASE_MS", "5000");
+    fake_set(&env, "FTSYNC_RETRY_MAX_MS", "1000");
+    expect_problem(&env, "FTSYNC_RETRY_BASE_MS", "above FTSYNC_RETRY_MAX_MS");
+
+    static const char *const bad_indices[] = {"_all", "s4?x=1", "..", "Apps"};
+    for (size_t i = 0; i < sizeof bad_indices / sizeof bad_indices[0]; i++) {
+        fake_minimal(&env);
+        env.values[4] = bad_indices[i]; /* FTSYNC_ES_INDEX */
+        expect_problem(&env, "FTSYNC_ES_INDEX", bad_indices[i]);
+    }
+    fake_minimal(&env);
+    fake_set(&env, "FTSYNC_ES_ALIAS", "_all");
+    expect_problem(&env, "FTSYNC_ES_ALIAS", "_all");
+
+    /* A _FILE naming a FIFO would block a plain open() until a writer comes: refused at once. */
+    char fifo[] = "/tmp/ftsync-test-fifo-XXXXXX";
+    int fd = mkstemp(fifo);
+    assert_true(fd >= 0);
+    close(fd);
+    unlink(fifo);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    fake_minimal(&env);
+    fake_set(&env, "FTSYNC_ES_API_KEY_FILE", fifo);
+    expect_problem(&env, "FTSYNC_ES_API_KEY", "not a regular file");
+    fake_minimal(&env);
+    fake_set(&env, "FTSYNC_TRANSFORM_PLUGIN", fifo);
+    expect_problem(&env, "FTSYNC_TRANSFORM_PLUGIN", "not a regular file");
+    fake_minimal(&env);
+    env.values[0] = fifo; /* FTSYNC_ENV_FILE */
+    expect_problem(&env, "FTSYNC_ENV_FILE", "not a regular file");
+    unlink(fifo);
+
+    /* Valid neighbours still load. */
+    fake_minimal(&env);
+    fake_set(&env, "FTSYNC_FIELDS", "name,prices.us.final:price,_id:mongo_id");
+    fake_set(&env, "FTSYNC_ID_FIELD", "meta.key");
+    fake_set(&env, "FTSYNC_ES_ALIAS", "apps-live");
+    fake_set(&env, "FTSYNC_RETRY_BASE_MS", "1000");
+    fake_set(&env, "FTSYNC_RETRY_MAX_MS", "1000");
+    load_result_t result;
+    load(&result, &env, FTS_ROLE_ALL);
+    if (!result.ok) {
+        fail_msg("%s", result.problems.data);
+    }
+    unload(&result);
+}
+
+/* The base64 form of the Basic credentials is registered with the logger along with the
+ * password, so an echo of the Authorization header is masked too. */
+static void test_basic_credentials_registered(void **state)
+{
+    (void)state;
+    fts_log_reset();
+    fake_env_t env;
+    fake_minimal(&env);
+    fake_set(&env, "FTSYNC_ES_USER", "elastic");
+    fake_set(&env, "FTSYNC_ES_PASSWORD", "very-secret-pw");
+    load_result_t result;
+    load(&result, &env, FTS_ROLE_ALL);
+    assert_true(result.ok);
+    char out[256];
+    fts_log_redact("Authorization: Basic ZWxhc3RpYzp2ZXJ5LXNlY3JldC1wdw==", out, sizeof out);
+    assert_string_equal(out, "Authorization: Basic ***");
+    unload(&result);
+    fts_log_reset();
+}
+
 static void test_size_parser(void **state)
 {
     (void)state;
@@ -614,6 +719,8 @@ int main(void)
         cmocka_unit_test(test_print_masks_url_passwords),
         cmocka_unit_test(test_help_lists_every_setting),
         cmocka_unit_test(test_size_parser),
+        cmocka_unit_test(test_refuses_what_roles_refuse),
+        cmocka_unit_test(test_basic_credentials_registered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

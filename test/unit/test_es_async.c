@@ -24,6 +24,7 @@
 
 #include "es_async.h"
 #include "es_async_testing.h"
+#include "es_curl.h"
 #include "http_capture.h"
 #include "log.h"
 #include "redis_server.h"
@@ -688,6 +689,96 @@ static void test_done_destroys_the_client(void **state)
 
 /* ---- options -------------------------------------------------------------------------------- */
 
+/* ---- memory bound ---------------------------------------------------------------------------- */
+
+/* The process's peak resident set (VmHWM), in bytes. */
+static size_t peak_rss(void)
+{
+    FILE *status = fopen("/proc/self/status", "r");
+    assert_non_null(status);
+    char line[256];
+    size_t kib = 0;
+    while (fgets(line, sizeof line, status)) {
+        if (sscanf(line, "VmHWM: %zu kB", &kib) == 1) {
+            break;
+        }
+    }
+    fclose(status);
+    assert_true(kib > 0);
+    return kib * 1024;
+}
+
+/* Resets VmHWM to the current resident set (Linux 4.0+), so the peak measured next is this
+ * test's own. */
+static void reset_peak_rss(void)
+{
+    FILE *clear = fopen("/proc/self/clear_refs", "w");
+    assert_non_null(clear);
+    assert_true(fputs("5", clear) >= 0);
+    fclose(clear);
+}
+
+/* A hostile server answers a _bulk of 2 actions with 50 MB: the reply is cut off at what a
+ * reply to 2 actions can be, the request fails as "no answer" (nothing in it is used, the
+ * caller retries), the process does not grow by the 50 MB, and the retry is answered. */
+static void check_bulk_reply_bounded(fixture_t *fixture, bool chunked)
+{
+    const char *body = "{\"index\":{\"_id\":\"1\"}}\n{\"a\":1}\n{\"delete\":{\"_id\":\"2\"}}\n";
+    size_t bound = fts_es_reply_limit("/_bulk", body, strlen(body));
+    assert_int_equal(bound, FTS_ES_BULK_REPLY_BASE_BYTES + 3 * FTS_ES_BULK_REPLY_ITEM_BYTES);
+    const size_t sent = 50u * 1024u * 1024u;
+    fts_http_capture_set_large_reply(fixture->capture, sent, chunked);
+    const char *urls[] = {fts_http_capture_url(fixture->capture)};
+    fts_es_async_t *es =
+        client_with(fixture->base, (fts_es_options_t){.urls = urls, .url_count = 1});
+
+    reset_peak_rss();
+    size_t before = peak_rss();
+    outcome_t outcome = {0};
+    start(es, "POST", "/_bulk", body, &outcome);
+    outcomes_t all = {&outcome, 1};
+    assert_true(run_until(fixture->base, all_done, &all, 20000));
+    size_t grown = peak_rss() - before;
+
+    /* The reply buffer holds at most the bound (twice that while it grows); the slack is for
+     * libcurl's connection buffers and the sanitizers' bookkeeping, far below what was sent. */
+    if (grown > 2 * bound + 4u * 1024u * 1024u) {
+        fail_msg("the process grew by %zu bytes for a reply bounded at %zu", grown, bound);
+    }
+    assert_true(outcome.failed);
+    assert_int_equal(outcome.err.code, FTS_ERROR_CODE_PROTOCOL);
+    assert_non_null(strstr(outcome.err.message, "reply larger than"));
+
+    /* The retry (the loader's, after "no answer") gets a real answer. */
+    fts_http_capture_set_large_reply(fixture->capture, 0, false);
+    fts_http_capture_set_reply(fixture->capture, 200, "application/json",
+                               "{\"took\":1,\"errors\":false,\"items\":[]}");
+    outcome_t retry = {0};
+    start(es, "POST", "/_bulk", body, &retry);
+    outcomes_t again = {&retry, 1};
+    assert_true(run_until(fixture->base, all_done, &again, 5000));
+    assert_false(retry.failed);
+    assert_int_equal(retry.status, 200);
+
+    /* Other replies have their own cap; a bulk of more actions a larger one. */
+    assert_int_equal(fts_es_reply_limit("/", NULL, 0), FTS_ES_REPLY_MAX_BYTES);
+    assert_int_equal(fts_es_reply_limit("/apps/_bulk?refresh=true", body, strlen(body)), bound);
+    assert_int_equal(fts_es_reply_limit("/_bulkx", body, strlen(body)), FTS_ES_REPLY_MAX_BYTES);
+    fts_es_async_destroy(es);
+}
+
+/* Declared with a Content-Length, the reply is refused before any of it is held; sent chunked,
+ * it is cut off as it crosses the bound. */
+static void test_bulk_reply_bounded_by_its_items(void **state)
+{
+    check_bulk_reply_bounded(*state, false);
+}
+
+static void test_chunked_bulk_reply_bounded_by_its_items(void **state)
+{
+    check_bulk_reply_bounded(*state, true);
+}
+
 static void test_options_validated_like_the_blocking_client(void **state)
 {
     fixture_t *fixture = *state;
@@ -714,6 +805,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_requests_overlap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bulk_reply_bounded_by_its_items, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chunked_bulk_reply_bounded_by_its_items, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_requests_in_flight_all_complete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_status_and_body_passed_through, setup, teardown),
         cmocka_unit_test_setup_teardown(test_head_and_empty_reply, setup, teardown),

@@ -145,6 +145,51 @@ static void test_long_message_truncated(void **state)
     free(payload);
 }
 
+/* A secret cut by the length limit must not leak in part: masking comes before the cut. */
+static void test_secret_at_cut_masked(void **state)
+{
+    capture_t *capture = *state;
+    const char *secret = "Sup3rSecretApiKey";
+    fts_log_add_secret(secret);
+    char *payload = malloc(FTS_LOG_MAX_MESSAGE + 64);
+    size_t filler = FTS_LOG_MAX_MESSAGE - 6; /* the cut falls 6 bytes into the secret */
+    memset(payload, 'a', filler);
+    snprintf(payload + filler, 64, "%s tail", secret);
+    fts_log(FTS_LOG_ERROR, "es", "%s", payload);
+    fflush(capture->stream);
+    assert_null(strstr(capture->data, "Sup3rS"));
+    assert_non_null(strstr(capture->data, "truncated"));
+    free(payload);
+}
+
+/* Text cut by someone else (a fixed-size error message) may end in the start of a secret. */
+static void test_secret_prefix_at_end_masked(void **state)
+{
+    (void)state;
+    fts_log_add_secret("Sup3rSecretApiKey");
+    char out[128];
+    fts_log_redact("reply echoed: Authorization: ApiKey Sup3rSec", out, sizeof out);
+    assert_null(strstr(out, "Sup3r"));
+    assert_non_null(strstr(out, "reply echoed: Authorization: ApiKey ***"));
+    /* Short tails are not taken for secrets: "Su" alone says nothing. */
+    fts_log_redact("Su", out, sizeof out);
+    assert_string_equal(out, "Su");
+}
+
+/* Basic authentication sends base64(user:password): that form is a secret too. */
+static void test_basic_credentials_masked(void **state)
+{
+    capture_t *capture = *state;
+    fts_log_add_basic_credentials("elastic", "pa55word-xyz");
+    fts_log(FTS_LOG_WARN, "es",
+            "echo: Authorization: Basic ZWxhc3RpYzpwYTU1d29yZC14eXo= and "
+            "pa55word-xyz");
+    fflush(capture->stream);
+    assert_null(strstr(capture->data, "ZWxhc3RpYzpwYTU1d29yZC14eXo"));
+    assert_null(strstr(capture->data, "pa55word-xyz"));
+    assert_non_null(strstr(capture->data, "Authorization: Basic ***"));
+}
+
 static void test_level_names(void **state)
 {
     (void)state;
@@ -166,6 +211,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_repeats_rate_limited, setup, teardown),
         cmocka_unit_test_setup_teardown(test_secrets_scrubbed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_message_truncated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secret_at_cut_masked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secret_prefix_at_end_masked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_basic_credentials_masked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_level_names, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
