@@ -157,17 +157,41 @@ static void report(verify_t *v, kind_t kind, const char *id)
     }
 }
 
-/* Whether two JSON objects are the same document (key order included: the index keeps the
- * _source exactly as it was sent, and the transform is deterministic). */
-static bool same_json(const char *a, size_t a_len, const bson_t *b)
+/* The loader's mark of the collection a document came from (FTSYNC_NS_FIELD), NULL when the
+ * loaders write none. */
+static const char *ns_field(const verify_t *v)
+{
+    const char *field = v->config.ns_field;
+    return field && strcmp(field, "off") != 0 ? field : NULL;
+}
+
+/* Whether the indexed _source is the document the transform makes (key order included: the
+ * index keeps the _source exactly as it was sent, and the transform is deterministic), once the
+ * loader's ns mark is checked and set aside: a document of another collection under this id is
+ * not ours, so it is stale. */
+static bool same_json(const verify_t *v, const char *a, size_t a_len, const bson_t *indexed)
 {
     bson_error_t error;
     bson_t *parsed = bson_new_from_json((const uint8_t *)a, (ssize_t)a_len, &error);
     if (!parsed) {
         return false;
     }
-    bool same =
-        parsed->len == b->len && memcmp(bson_get_data(parsed), bson_get_data(b), parsed->len) == 0;
+    const char *field = ns_field(v);
+    bson_t unmarked = BSON_INITIALIZER;
+    const bson_t *b = indexed;
+    bool same = true;
+    if (field) {
+        char ns[512];
+        snprintf(ns, sizeof ns, "%s.%s", v->config.mongo_db, v->config.mongo_collection);
+        bson_iter_t iter;
+        same = bson_iter_init_find(&iter, indexed, field) && BSON_ITER_HOLDS_UTF8(&iter) &&
+               strcmp(bson_iter_utf8(&iter, NULL), ns) == 0; /* unmarked: not as loaded */
+        bson_copy_to_excluding_noinit(indexed, &unmarked, field, NULL);
+        b = &unmarked;
+    }
+    same = same && parsed->len == b->len &&
+           memcmp(bson_get_data(parsed), bson_get_data(b), parsed->len) == 0;
+    bson_destroy(&unmarked);
     bson_destroy(parsed);
     return same;
 }
@@ -347,7 +371,7 @@ static bool recheck_all(verify_t *v, fts_error_t *err)
             changed = !transformed || !index || !c->expected ||
                       strcmp(action.body ? action.body : "", c->expected) != 0;
             still = !changed &&
-                    (!indexed.found || !same_json(action.body, action.body_len, indexed.source));
+                    (!indexed.found || !same_json(v, action.body, action.body_len, indexed.source));
             if (still && c->kind == STALE && !indexed.found) {
                 c->kind = MISSING;
             }
@@ -417,7 +441,9 @@ static bool check_page(verify_t *v, bson_t **docs, size_t count, fts_error_t *er
     for (size_t i = 0; i < count; i++) {
         fts_action_init(&actions[i]);
         fts_error_t why;
-        fts_timestamp_t any = {1, 0}; /* the version plays no part in the comparison */
+        /* Any time the version scheme can express (its epoch itself would be version 0): the
+         * version plays no part here. */
+        fts_timestamp_t any = {FTS_VERSION_EPOCH, 1};
         if (!expect(v, docs[i], any, &actions[i], &index[i], &why) || !actions[i].id) {
             v->unindexable++; /* the pipeline cannot index it either (it dead-letters it) */
             continue;
@@ -441,7 +467,7 @@ static bool check_page(verify_t *v, bson_t **docs, size_t count, fts_error_t *er
             }
         } else if (!indexed[j].found) {
             add_candidate(v, MISSING, ids[j], lens[j], source_id, actions[i].body, 0);
-        } else if (!same_json(actions[i].body, actions[i].body_len, indexed[j].source)) {
+        } else if (!same_json(v, actions[i].body, actions[i].body_len, indexed[j].source)) {
             add_candidate(v, STALE, ids[j], lens[j], source_id, actions[i].body,
                           indexed[j].version);
         }
@@ -511,6 +537,11 @@ static bool collection_to_index(verify_t *v, uint64_t total, fts_error_t *err)
 static bool index_to_collection(verify_t *v, uint64_t total, fts_error_t *err)
 {
     fts_es_scroll_t *scroll = fts_es_scroll_new(v->es, v->config.es_index, v->page);
+    char ns[512];
+    snprintf(ns, sizeof ns, "%s.%s", v->config.mongo_db, v->config.mongo_collection);
+    if (ns_field(v)) { /* an index or alias shared with other collections: only ours */
+        fts_es_scroll_only_ns(scroll, ns_field(v), ns);
+    }
     bool ok = true;
     uint64_t picked = 0;
     const char *field = v->config.id_field ? v->config.id_field : "_id";
@@ -558,6 +589,11 @@ static bool index_to_collection(verify_t *v, uint64_t total, fts_error_t *err)
         bson_destroy(&values);
         bson_free(present);
         bson_free(ids);
+    }
+    if (ok && fts_es_scroll_skipped(scroll)) {
+        printf("not compared: %" PRIu64 " documents of the index belong to another collection "
+               "than %s (their %s says so)\n",
+               fts_es_scroll_skipped(scroll), ns, ns_field(v));
     }
     fts_es_scroll_destroy(scroll);
     return ok;

@@ -22,6 +22,9 @@ struct fts_es_scroll {
     bool done;
     char **ids;
     size_t id_count;
+    char *ns_field; /* NULL: every document; else only those whose _source field is ns */
+    char *ns;
+    uint64_t skipped; /* documents of another ns, or without the field */
 };
 
 void fts_es_url_escape(fts_buffer_t *buf, const char *text)
@@ -123,6 +126,37 @@ fts_es_scroll_t *fts_es_scroll_new(fts_es_client_t *client, const char *index, s
     return scroll;
 }
 
+void fts_es_scroll_only_ns(fts_es_scroll_t *scroll, const char *field, const char *ns)
+{
+    bson_free(scroll->ns_field);
+    bson_free(scroll->ns);
+    scroll->ns_field = bson_strdup(field);
+    scroll->ns = bson_strdup(ns);
+}
+
+uint64_t fts_es_scroll_skipped(const fts_es_scroll_t *scroll)
+{
+    return scroll->skipped;
+}
+
+/* Whether a hit belongs to the scroll's ns (always, without a filter): its _source field is the
+ * ns, or it has none (a document nobody marked, such as one written by hand, is this
+ * collection's to judge). The field is read from _source, as the loader's sweeps do, so it needs
+ * no mapping. */
+static bool hit_is_ours(const fts_es_scroll_t *scroll, bson_iter_t *hit)
+{
+    if (!scroll->ns_field) {
+        return true;
+    }
+    bson_iter_t field;
+    char path[300];
+    snprintf(path, sizeof path, "_source.%s", scroll->ns_field);
+    if (!bson_iter_recurse(hit, &field) || !bson_iter_find_descendant(&field, path, &field)) {
+        return true;
+    }
+    return BSON_ITER_HOLDS_UTF8(&field) && strcmp(bson_iter_utf8(&field, NULL), scroll->ns) == 0;
+}
+
 static void free_ids(fts_es_scroll_t *scroll)
 {
     for (size_t i = 0; i < scroll->id_count; i++) {
@@ -147,8 +181,17 @@ bool fts_es_scroll_next(fts_es_scroll_t *scroll, char ***ids, size_t *count, fts
     bool ok = false;
     if (!scroll->scroll_id) {
         index_path(&path, scroll->index, "/_search?scroll=" SCROLL_KEEP);
-        body = bson_strdup_printf("{\"size\":%zu,\"_source\":false,\"query\":{\"match_all\":{}}}",
-                                  scroll->page_size);
+        if (scroll->ns_field) { /* only the ns field of each _source comes back */
+            fts_buffer_t source = {0};
+            fts_buffer_append_json_escaped(&source, scroll->ns_field, strlen(scroll->ns_field));
+            body = bson_strdup_printf(
+                "{\"size\":%zu,\"_source\":[\"%s\"],\"query\":{\"match_all\":{}}}",
+                scroll->page_size, source.data);
+            fts_buffer_destroy(&source);
+        } else {
+            body = bson_strdup_printf(
+                "{\"size\":%zu,\"_source\":false,\"query\":{\"match_all\":{}}}", scroll->page_size);
+        }
         ok = request_json(scroll->client, "POST", path.data, body, "scrolling the index", &reply,
                           err);
     } else {
@@ -174,7 +217,13 @@ bool fts_es_scroll_next(fts_es_scroll_t *scroll, char ***ids, size_t *count, fts
     }
     bson_iter_t hit;
     bson_iter_recurse(&hits, &hit);
+    size_t raw = 0;
     while (bson_iter_next(&hit)) {
+        raw++;
+        if (BSON_ITER_HOLDS_DOCUMENT(&hit) && !hit_is_ours(scroll, &hit)) {
+            scroll->skipped++;
+            continue;
+        }
         bson_iter_t id;
         if (!BSON_ITER_HOLDS_DOCUMENT(&hit) || !bson_iter_recurse(&hit, &id) ||
             !bson_iter_find(&id, "_id") || !BSON_ITER_HOLDS_UTF8(&id)) {
@@ -185,7 +234,14 @@ bool fts_es_scroll_next(fts_es_scroll_t *scroll, char ***ids, size_t *count, fts
         scroll->ids = bson_realloc(scroll->ids, (scroll->id_count + 1) * sizeof *scroll->ids);
         scroll->ids[scroll->id_count++] = bson_strdup(bson_iter_utf8(&id, NULL));
     }
-    scroll->done = scroll->id_count == 0;
+    scroll->done = raw == 0;
+    if (!scroll->done && scroll->id_count == 0) {
+        /* A page of other collections' documents only: read on, an empty page ends. */
+        bson_destroy(reply);
+        bson_free(body);
+        fts_buffer_destroy(&path);
+        return fts_es_scroll_next(scroll, ids, count, err);
+    }
     *ids = scroll->ids;
     *count = scroll->id_count;
 cleanup:
@@ -215,6 +271,8 @@ void fts_es_scroll_destroy(fts_es_scroll_t *scroll)
     free_ids(scroll);
     bson_free(scroll->scroll_id);
     bson_free(scroll->index);
+    bson_free(scroll->ns_field);
+    bson_free(scroll->ns);
     bson_free(scroll);
 }
 

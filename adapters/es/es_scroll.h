@@ -38,6 +38,15 @@ typedef struct fts_es_scroll fts_es_scroll_t;
  * until destroy). Nothing is sent before the first next. Never NULL. */
 fts_es_scroll_t *fts_es_scroll_new(fts_es_client_t *client, const char *index, size_t page_size);
 
+/* Passes over the documents whose _source field `field` names another ns than ns (the loader's
+ * mark of the collection a document came from, FTSYNC_NS_FIELD), so that an index or alias
+ * shared with other collections is read as this collection's part; unmarked documents are kept.
+ * Call before the first next. */
+void fts_es_scroll_only_ns(fts_es_scroll_t *scroll, const char *field, const char *ns);
+
+/* Documents the ns filter passed over so far (marked with another collection). */
+uint64_t fts_es_scroll_skipped(const fts_es_scroll_t *scroll);
+
 /* The next page: *ids (an array of *count NUL-terminated ids) owned by the scroll until the
  * next call. *count 0: the end. */
 bool fts_es_scroll_next(fts_es_scroll_t *scroll, char ***ids, size_t *count, fts_error_t *err);
