@@ -9,8 +9,9 @@
  *     killed (CLIENT KILL) and the next command reconnects;
  *   - the loaders' asynchronous consumer group (adapters/redis/redis_group.c, both of its
  *     connections): killed likewise, it reconnects on the event loop;
- *   - the Elasticsearch client (adapters/es/es_client.c): a stand-in server closes every
- *     connection after one reply, so each request connects again;
+ *   - the Elasticsearch clients, blocking (adapters/es/es_client.c) and asynchronous
+ *     (adapters/es/es_async.c, the loaders'): a stand-in server closes every connection after
+ *     one reply, so each request connects again;
  *   - the MongoDB source (adapters/mongo/mongo_source.c): re-opened against the double while
  *     a closeConnection fail point drops the connection its aggregate arrives on.
  * Every test asserts that the reconnects really happened (connection counts), so that a
@@ -34,6 +35,7 @@
 #include <event2/event.h>
 #include <mongoc/mongoc.h>
 
+#include "es_async.h"
 #include "es_client.h"
 #include "log.h"
 #include "mongo_double.h"
@@ -385,6 +387,76 @@ static void test_es_client_reconnects(void **state)
     assert_no_growth("es_client", before, after);
 }
 
+/* The loaders' asynchronous client (adapters/es/es_async.c, curl's multi interface on the
+ * event loop) against the same closing server. */
+typedef struct {
+    bool done;
+    long status;
+    char message[FTS_ERROR_MESSAGE_SIZE];
+} async_result_t;
+
+static void on_async_done(void *arg, const fts_es_response_t *response, const fts_error_t *err)
+{
+    async_result_t *result = arg;
+    result->done = true;
+    result->status = response ? response->status : 0;
+    if (err) {
+        snprintf(result->message, sizeof result->message, "%s", err->message);
+    }
+}
+
+static void es_async_request_ok(struct event_base *base, fts_es_async_t *es)
+{
+    async_result_t result = {0};
+    fts_error_t err;
+    fts_error_clear(&err);
+    if (!fts_es_async_request(es, "GET", "/", NULL, NULL, 0, on_async_done, &result, &err)) {
+        fail_msg("GET / could not be sent: %s", err.message);
+    }
+    uint64_t deadline = fts_test_monotonic_ms() + DEADLINE_MS;
+    while (!result.done) {
+        if (fts_test_monotonic_ms() > deadline) {
+            fail_msg("GET / never completed");
+        }
+        event_base_loop(base, EVLOOP_ONCE);
+    }
+    if (result.status != 200) {
+        fail_msg("GET / answered %ld: %s", result.status, result.message);
+    }
+}
+
+static void test_es_async_reconnects(void **state)
+{
+    (void)state;
+    closing_server_t server;
+    closing_server_start(&server);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", server.port);
+    const char *urls[] = {url};
+    fts_es_options_t options = {.urls = urls, .url_count = 1};
+    struct event_base *base = event_base_new();
+    assert_non_null(base);
+    fts_error_t err;
+    fts_error_clear(&err);
+    fts_es_async_t *es = fts_es_async_new(base, &options, &err);
+    if (!es) {
+        fail_msg("cannot make the async client: %s", err.message);
+    }
+    es_async_request_ok(base, es);
+    es_async_request_ok(base, es);
+
+    int before = open_fds();
+    for (int i = 0; i < RECONNECTS; i++) {
+        es_async_request_ok(base, es);
+    }
+    int after = open_fds();
+    fts_es_async_destroy(es);
+    event_base_free(base);
+    closing_server_stop(&server);
+    assert_int_equal(server.accepted, RECONNECTS + 2);
+    assert_no_growth("es_async", before, after);
+}
+
 /* ---- the MongoDB source ----------------------------------------------------------------- */
 
 static void run_admin(mongoc_client_t *client, bson_t *command)
@@ -490,9 +562,8 @@ int main(void)
     fts_mongo_init();
     fts_log_set_level(FTS_LOG_WARN); /* a reconnect logs a line; 400 of them say nothing */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_redis_conn_reconnects),
-        cmocka_unit_test(test_redis_group_reconnects),
-        cmocka_unit_test(test_es_client_reconnects),
+        cmocka_unit_test(test_redis_conn_reconnects), cmocka_unit_test(test_redis_group_reconnects),
+        cmocka_unit_test(test_es_client_reconnects),  cmocka_unit_test(test_es_async_reconnects),
         cmocka_unit_test(test_mongo_source_reopens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
