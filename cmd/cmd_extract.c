@@ -76,8 +76,9 @@ static void mongo_source_options(const fts_config_t *config, fts_mongo_source_op
 
 int fts_cmd_extract(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+    /* The one argument accepted is --help (or -h); anything else is refused. */
+    if (argc > 1) {
+        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
             printf("usage: ftsync extract\n\nFollows the MongoDB collection (a snapshot first "
                    "when no position is saved) and queues\nits changes in the Redis stream. One "
                    "instance per pipeline is active; others wait as standby.\nExit status: 0 "
@@ -87,7 +88,7 @@ int fts_cmd_extract(int argc, char **argv)
                    "/readyz, /metrics.\n");
             return FTS_EXIT_OK;
         }
-        fprintf(stderr, "ftsync extract: unknown option %s\n", argv[i]);
+        fprintf(stderr, "ftsync extract: unknown option %s\n", argv[1]);
         return FTS_EXIT_USAGE;
     }
     fts_config_t config;

@@ -378,7 +378,8 @@ bool fts_decimal_parse(const char *text, size_t len, uint64_t max, uint64_t *val
             return false;
         }
         unsigned digit = (unsigned)(text[i] - '0');
-        if (result > (max - digit) / 10) {
+        /* digit > max first: max - digit would wrap round and accept anything. */
+        if (digit > max || result > (max - digit) / 10) {
             return false;
         }
         result = result * 10 + digit;

@@ -412,7 +412,10 @@ fts_bulk_response_verdict_t fts_bulk_response_judge(long status, const char *bod
     }
     if (!parsed) {
         /* A body cut by a dropped connection or a proxy lands here too. */
-        fts_buffer_appendf(&why, "not JSON (%s)", parse_error.data);
+        /* libbson's message quotes the offending byte as it is: keep the line printable. */
+        fts_buffer_append_str(&why, "not JSON (");
+        append_line_text(&why, parse_error.data, parse_error.len);
+        fts_buffer_append_char(&why, ')');
         goto cleanup;
     }
     if (!has_items || !BSON_ITER_HOLDS_ARRAY(&array)) {

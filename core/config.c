@@ -882,7 +882,8 @@ static void load_row(loader_t *loader, fts_config_t *config, size_t index)
         size_t from;
         if (find_setting(row->default_from, &from) && row_has_value(config, from)) {
             const setting_t *source_row = &settings[from];
-            text = *(char **)((char *)config + source_row->offset);
+            const void *field = (const char *)config + source_row->offset;
+            text = *(char *const *)field;
             origin = FTS_ORIGIN_DEFAULT;
         }
     }

@@ -3,7 +3,8 @@
 # installs every dependency (deploy/local/install-deps.sh), checks formatting, builds with
 # -Werror and AddressSanitizer + UndefinedBehaviorSanitizer, and runs every CTest test. The
 # integration tests start their own redis-server, OpenSearch 2.19 and Elasticsearch 1.5 (the
-# `testbed` and `testbed_es1` fixtures) on free loopback ports and stop them afterwards.
+# `testbed` and `testbed_es1` fixtures) on free loopback ports and stop them afterwards. Then
+# the fuzz targets run for a bounded time each (test/fuzz/run-fuzzers.sh, about 2 minutes).
 #
 # Environment:
 #   FTSYNC_BUILD_DIR   build directory (default: .build/test in the repository)
@@ -44,3 +45,7 @@ echo "== tests"
 cd "$build"
 # shellcheck disable=SC2086 # CTEST_ARGS is a list of words on purpose
 ctest --output-on-failure --timeout 600 --label-exclude bench ${CTEST_ARGS:-}
+
+# libFuzzer targets (clang, ASan + UBSan) for a bounded time each, from the seed corpora.
+echo "== fuzzing (test/fuzz/run-fuzzers.sh)"
+bash "$root/test/fuzz/run-fuzzers.sh"

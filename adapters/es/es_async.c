@@ -255,7 +255,8 @@ static void collect_finished(fts_es_async_t *es)
         CURLcode rc = message->data.result; /* message is gone after remove_handle */
         char *private = NULL;
         curl_easy_getinfo(handle, CURLINFO_PRIVATE, &private);
-        es_async_request_t *request = (es_async_request_t *)private;
+        /* curl hands back as char * the pointer CURLOPT_PRIVATE was given: a request. */
+        es_async_request_t *request = (es_async_request_t *)(void *)private;
         curl_multi_remove_handle(es->multi, handle);
         if (!request) {
             continue; /* not ours: every handle we add carries its request */

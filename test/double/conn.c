@@ -324,10 +324,12 @@ static void on_accept(struct evconnlistener *listener, evutil_socket_t fd, struc
     conn->srv = srv;
     conn->id = ++srv->conns_created;
     if (addr->sa_family == AF_INET) {
-        struct sockaddr_in *in = (struct sockaddr_in *)addr;
+        /* Copied: a struct sockaddr * promises less alignment than a sockaddr_in needs. */
+        struct sockaddr_in in;
+        memcpy(&in, addr, sizeof in);
         char ip[INET_ADDRSTRLEN];
-        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
-        snprintf(conn->peer, sizeof conn->peer, "%s:%d", ip, ntohs(in->sin_port));
+        inet_ntop(AF_INET, &in.sin_addr, ip, sizeof ip);
+        snprintf(conn->peer, sizeof conn->peer, "%s:%d", ip, ntohs(in.sin_port));
     } else {
         snprintf(conn->peer, sizeof conn->peer, "unknown");
     }

@@ -141,6 +141,7 @@ static void assert_same_doc(const char *file, int line, const bson_t *actual,
 static bson_iter_t field_at(const char *file, int line, const bson_t *doc, const char *path)
 {
     bson_iter_t iter, found;
+    memset(&found, 0, sizeof found); /* fail_msg is not declared noreturn */
     if (!bson_iter_init(&iter, doc) || !bson_iter_find_descendant(&iter, path, &found)) {
         const char *text = msg(bson_as_canonical_extended_json(doc, NULL));
         fail_msg("%s:%d: no field \"%s\" in %s", file, line, path, text);

@@ -332,13 +332,29 @@ void fts_test_extract_print_log_tail(const fts_test_extract_t *extract, unsigned
     fts_test_print_log_tail("ftsync extract", extract->log_path, lines);
 }
 
+/* As for loaders (load_harness.c): a process the test left running gets SIGTERM and this long
+ * to stop before SIGKILL, so that LeakSanitizer checks it and its forked transform worker. */
+#define LEAK_CHECK_GRACE_MS 3000
+
+/* Stops an extractor still running with SIGTERM (SIGKILL after LEAK_CHECK_GRACE_MS), then fails
+ * the test when its log holds a leak report, from it or from its worker: nothing else reads
+ * that log when the test passed. */
 void fts_test_extract_destroy(fts_test_extract_t *extract)
 {
     if (!extract) {
         return;
     }
     if (extract->pid > 0) {
-        fts_test_extract_kill(extract, SIGKILL);
+        int status;
+        fts_test_extract_stop(extract, LEAK_CHECK_GRACE_MS, &status);
+    }
+    char *log = fts_test_extract_log(extract);
+    bool leaked = log && strstr(log, "ERROR: LeakSanitizer") != NULL;
+    free(log);
+    if (leaked) {
+        fprintf(stderr, "ftsync extract leaked memory: LeakSanitizer's report is in %s\n",
+                extract->log_path);
+        abort();
     }
     free(extract->log_path);
     free(extract);

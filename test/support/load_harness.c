@@ -331,12 +331,33 @@ void fts_test_loader_print_log_tail(const fts_test_loader_t *loader, unsigned li
     fts_test_print_log_tail(who, loader->log_path, lines);
 }
 
+/* How long a loader still running at the end of a test gets to stop on SIGTERM before it is
+ * killed: enough for a clean stop, short for one stuck in a request to a dead server. */
+#define LEAK_CHECK_GRACE_MS 3000
+
+/* Ends a loader the test left running with SIGTERM rather than SIGKILL, so that in a sanitizer
+ * build LeakSanitizer checks it on its way out (a SIGKILLed process is never checked); a
+ * loader that does not stop within LEAK_CHECK_GRACE_MS is killed. A leak report in the
+ * loader's log, whoever stopped it, fails the test here: nothing else reads that log when the
+ * test passed. */
 void fts_test_loader_destroy(fts_test_loader_t *loader)
 {
     if (!loader) {
         return;
     }
-    fts_test_loader_kill9(loader);
+    if (fts_test_loader_signal(loader, SIGTERM) &&
+        fts_test_loader_wait(loader, LEAK_CHECK_GRACE_MS) < 0) {
+        fts_test_loader_kill9(loader);
+    }
+    char *log = fts_test_loader_log(loader);
+    bool leaked = strstr(log, "ERROR: LeakSanitizer") != NULL;
+    bson_free(log);
+    if (leaked) {
+        fts_test_loader_print_log_tail(loader, 80);
+        fprintf(stderr, "ftsync load %s leaked memory: LeakSanitizer's report is in %s\n",
+                loader->consumer, loader->log_path);
+        abort();
+    }
     free(loader->log_path);
     free(loader);
 }

@@ -128,8 +128,9 @@ static const char *double_path(void)
 }
 
 /* In the child: stdout to the pipe, stderr to the log, then exec. Never returns. */
-static void exec_double(const fts_test_mongo_double_t *server, int stdout_write,
-                        const char *const *extra_args, pid_t parent)
+__attribute__((noreturn)) static void exec_double(const fts_test_mongo_double_t *server,
+                                                  int stdout_write, const char *const *extra_args,
+                                                  pid_t parent)
 {
     /* Die with the test: a crashed test must not leave a server holding a port. The parent
      * may already be gone between fork and prctl, hence the check. */

@@ -190,7 +190,8 @@ cleanup:
 }
 
 /* Runs in the forked child: never returns. */
-static void exec_server(const fts_test_redis_server_t *server, pid_t parent)
+__attribute__((noreturn)) static void exec_server(const fts_test_redis_server_t *server,
+                                                  pid_t parent)
 {
     /* Should the test die (a crash, a CTest timeout's SIGKILL), the server goes with it. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);

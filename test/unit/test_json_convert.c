@@ -345,9 +345,9 @@ static void test_doubles(void **state)
         {DBL_MAX, "1.7976931348623157e+308"},
         {DBL_MIN, "2.2250738585072014e-308"},
         {5e-324, "5e-324"},
-        {NAN, "null"},
-        {INFINITY, "null"},
-        {-INFINITY, "null"},
+        {(double)NAN, "null"},
+        {(double)INFINITY, "null"},
+        {-(double)INFINITY, "null"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         bson_t doc = BSON_INITIALIZER;
