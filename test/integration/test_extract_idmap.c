@@ -583,7 +583,7 @@ static void test_lost_map_dead_letters_then_resnapshot_rebuilds(void **state)
     setenv("FTSYNC_STATE_REDIS_URL", fts_test_redis_server_url(group.redis), 1);
     setenv("FTSYNC_ENV_FILE", "/dev/null", 1);
     setenv("FTSYNC_ADMIN_ADDR", "off", 1);
-    const char *reset_args[] = {"reset-token", "--clear", NULL};
+    const char *reset_args[] = {"reset-token", "--clear", "--yes", NULL};
     pid_t reset = fts_test_spawn(FTSYNC_BINARY, reset_args, log_path);
     assert_true(reset > 0);
     assert_int_equal(fts_test_wait_pid(reset, 30000), 0);
