@@ -136,7 +136,20 @@ typedef struct {
     char *last_id; /* NULL: no document queued yet */
     uint64_t queued;
     uint64_t snapshot_updated_at_ms; /* as token_updated_at_ms */
+    /* FTS_DATA_LOST_* bits (read_position of the extract's queue port only): a server lost
+     * what ftsync wrote since this process last looked (README.md, Reliability). The
+     * position read is then not to be trusted: the extract resyncs. */
+    unsigned data_lost;
 } fts_position_t;
+
+/* Bits of fts_position_t.data_lost. */
+#define FTS_DATA_LOST_STATE  1u /* the state server (two-server mode): position, lease */
+#define FTS_DATA_LOST_STREAM 2u /* the queue server (or the one server): stream, group, map */
+
+/* err->code of a queue error saying a write was refused because the server lost its data
+ * since the writer last saw it (the epoch marker is gone or changed): nothing was saved,
+ * and only a resync (the extract parent's) can follow. */
+#define FTS_QUEUE_DATA_LOST 1102
 
 /* An entry to dead-letter. Borrowed for the duration of the call. */
 typedef struct {

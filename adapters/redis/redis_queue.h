@@ -93,7 +93,11 @@ typedef struct {
     char snapshot[FTS_REDIS_KEY_SIZE];
     char lease[FTS_REDIS_KEY_SIZE];
     char ids[FTS_REDIS_KEY_SIZE];
+    char epoch[FTS_REDIS_KEY_SIZE]; /* on the state server and on the queue server */
 } fts_redis_keys_t;
+
+/* Room for an epoch marker's value: 24 hex digits of an ObjectId and a NUL. */
+#define FTS_REDIS_EPOCH_SIZE 25
 
 typedef struct fts_redis_queue fts_redis_queue_t;
 
@@ -119,6 +123,21 @@ bool fts_redis_queue_is_atomic(const fts_redis_queue_t *queue);
  * the first append, so that every entry is kept for the loaders. Fails (WRONGTYPE) when the
  * stream key holds something else. */
 bool fts_redis_queue_ensure_group(fts_redis_queue_t *queue, fts_error_t *err);
+
+/* The data-loss check of the extract (README.md, Reliability). The epoch marker
+ * ftsync:{P}:epoch holds a random id, the same on the state and the queue server; every write
+ * that saves a checkpoint first checks, in the same script, that the marker still holds the id
+ * this process knows (learnt from the queue server at its first such write; a marker already
+ * gone then is a loss too) and refuses with err->code FTS_QUEUE_DATA_LOST otherwise. So after
+ * FLUSHALL, or a restart without persistence, no remembered position is written back.
+ *
+ * This reads the marker on both servers and compares it with the one this queue knows:
+ * *lost gets FTS_DATA_LOST_STATE / _STREAM for each server whose marker is gone or changed
+ * (one server: _STREAM); with none known yet, a marker on one server only is a loss of the
+ * other. Unless both hold the known (or, none known, the same) id, a new id is written to both
+ * and remembered: writers that knew the old one are refused from then on. Called by the
+ * extract parent before it reads the position (port read_position). */
+bool fts_redis_queue_check_epoch(fts_redis_queue_t *queue, unsigned *lost, fts_error_t *err);
 
 /* Appends a batch: its actions (each "XADD <stream> * field value...", as fts_action_encode
  * builds them with fts_redis_queue_keys()->stream), then its dead letters (as
