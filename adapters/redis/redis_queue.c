@@ -8,8 +8,10 @@
  * reach the AOF together, and a failing XADD (the stream's ID space exhausted, out of memory)
  * stops the script before the checkpoint. An earlier version used MULTI/EXEC, which runs every
  * queued command even when one fails, so a failed XADD could still write the token. When they
- * are two servers, the checkpoint transaction (MULTI; HSET; DEL; EXEC on the state server) is
- * sent only after the script returned (invariant 1). A checkpoint alone is that transaction.
+ * are two servers, the checkpoint goes to the state server by the same script with no entries,
+ * sent only after the script on the queue server returned (invariant 1). A checkpoint alone is
+ * that script too. Every script that saves a checkpoint first checks the epoch marker on its
+ * server (fts_redis_queue_check_epoch; README.md, Reliability).
  *
  * The queue is the extract's queue port (extract_ports.h): its functions take the port's types
  * and the port's table (fts_redis_queue_port) only adapts the context pointer.
