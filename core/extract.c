@@ -12,6 +12,10 @@
  *      before it: positions travel in the frames and the worker saves them with the actions;
  *      the only exceptions (dead-lettering a poison event, clearing for a resync) happen while
  *      no worker holds unqueued frames (it is dead, or was drained first);
+ *   a Redis that lost its data (the queue port's read says so: README.md, Reliability) never
+ *      gets the remembered position back: the position is cleared and a resync (snapshot,
+ *      then sweep) runs, as after a lost history; the worker's checkpoints are refused
+ *      meanwhile, so it ends and this parent reads the position (and the loss) again;
  *   4. backpressure: above FTSYNC_BACKLOG_MAX unacknowledged entries reading stops (the lease
  *      is still renewed and trimming goes on); nothing is dropped;
  *   5. every failure is retried (source errors, worker restarts, with capped backoff),

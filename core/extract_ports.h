@@ -220,7 +220,9 @@ typedef struct {
     /* Writes a dead letter and then (not NULL) the checkpoint past it. */
     bool (*dead_letter)(void *context, const fts_dead_letter_t *dead,
                         const fts_checkpoint_t *checkpoint, fts_error_t *err);
-    /* Reads the saved position (owned strings: fts_position_cleanup). */
+    /* Reads the saved position (owned strings: fts_position_cleanup). The extract parent's
+     * read also checks that the queue did not lose its data since the last read
+     * (fts_position_t.data_lost; the Redis adapter: its epoch marker). */
     bool (*read_position)(void *context, fts_position_t *position, fts_error_t *err);
     /* Forgets the saved position: the next start snapshots again. */
     bool (*clear_position)(void *context, fts_error_t *err);
