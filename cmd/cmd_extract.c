@@ -51,6 +51,7 @@ void fts_cmd_extract_options(const fts_config_t *config, fts_extract_options_t *
                           (config->id_map == FTS_ID_MAP_AUTO && config->id_field &&
                            strcmp(config->id_field, "_id") != 0),
                 .id_field = config->id_field,
+                .id_typed = config->id_format == FTS_ID_FORMAT_TYPED,
                 .fields = &config->fields,
                 .on_drop = config->on_drop,
                 .plugin_path = config->transform_plugin,

@@ -615,6 +615,9 @@ static int run(verify_t *v)
     v->transform = v->es ? fts_ops_transform_new(&v->config, &err) : NULL;
     v->projection =
         v->transform ? fts_projection_new(v->config.id_field, &v->config.fields, &err) : NULL;
+    if (v->projection) {
+        fts_projection_set_id_typed(v->projection, v->config.id_format == FTS_ID_FORMAT_TYPED);
+    }
     v->source = v->projection ? fts_ops_mongo_source_new(&v->config, &err) : NULL;
     v->mongo = v->source ? fts_mongo_admin_new(v->config.mongo_uri, v->config.mongo_db,
                                                v->config.mongo_collection, &err)

@@ -48,6 +48,7 @@ fts_transform_t *fts_ops_transform_new(const fts_config_t *config, fts_error_t *
 {
     fts_transform_options_t options = {
         .id_field = config->id_field,
+        .id_typed = config->id_format == FTS_ID_FORMAT_TYPED,
         .fields = &config->fields,
         .on_drop = config->on_drop,
         .plugin_path = config->transform_plugin,

@@ -68,6 +68,7 @@ const char *const fts_pre_images_names[] = {"off", "whenAvailable", "required", 
 const char *const fts_on_drop_names[] = {"delete", "ignore", NULL};
 const char *const fts_on_history_lost_names[] = {"resync", "stop", NULL};
 const char *const fts_id_map_names[] = {"auto", "on", "off", NULL};
+const char *const fts_id_format_names[] = {"plain", "typed", NULL};
 
 /* A TYPE_CHOICE field is written and read as an int: each of its enums must be one. */
 _Static_assert(sizeof(fts_scope_t) == sizeof(int) && sizeof(fts_full_document_t) == sizeof(int) &&
@@ -206,6 +207,12 @@ static const setting_t settings[] = {
      "auto (on when FTSYNC_ID_FIELD is not _id), on or off (then deletes need pre-images when "
      "FTSYNC_ID_FIELD is not _id)",
      fts_id_map_names},
+    {"FTSYNC_ID_FORMAT", TYPE_CHOICE, "plain", NULL, FIELD(id_format), 0, 0, 0, 0,
+     "how the id value becomes the index id: plain (ObjectId as hex, numbers in decimal, strings "
+     "as they are: 424242 and \"424242\" are one index id) or typed (tagged with the value's "
+     "type: o:<hex>, i:<decimal>, s:<string>, never shared by different types); changing it "
+     "needs a reindex",
+     fts_id_format_names},
     {"FTSYNC_FIELDS", TYPE_FIELD_LIST, NULL, NULL, FIELD(fields), 0, 0, 0, 0,
      "comma-separated fields copied into the index; unset copies the whole document", NULL},
 

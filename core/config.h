@@ -98,6 +98,12 @@ typedef enum {
     FTS_ID_MAP_OFF
 } fts_id_map_mode_t;
 
+/* FTSYNC_ID_FORMAT: how an id value becomes the index id (README.md, Extract: index ids). */
+typedef enum {
+    FTS_ID_FORMAT_PLAIN = 0, /* ObjectId as hex, numbers in decimal, strings as they are */
+    FTS_ID_FORMAT_TYPED      /* the same, tagged with the value's type: o:, i:, s: */
+} fts_id_format_t;
+
 /* NULL-terminated, indexed by the enums above. */
 extern const char *const fts_scope_names[];
 extern const char *const fts_full_document_names[];
@@ -105,6 +111,7 @@ extern const char *const fts_pre_images_names[];
 extern const char *const fts_on_drop_names[];
 extern const char *const fts_on_history_lost_names[];
 extern const char *const fts_id_map_names[];
+extern const char *const fts_id_format_names[];
 
 typedef struct {
     /* MongoDB source */
@@ -165,6 +172,7 @@ typedef struct {
     /* Projection of documents */
     char *id_field;
     fts_id_map_mode_t id_map;
+    fts_id_format_t id_format;
     fts_string_list_t fields;
 
     /* Operation */

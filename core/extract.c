@@ -12,6 +12,10 @@
  *      before it: positions travel in the frames and the worker saves them with the actions;
  *      the only exceptions (dead-lettering a poison event, clearing for a resync) happen while
  *      no worker holds unqueued frames (it is dead, or was drained first);
+ *   a Redis that lost its data (the queue port's read says so: README.md, Reliability) never
+ *      gets the remembered position back: the position is cleared and a resync (snapshot,
+ *      then sweep) runs, as after a lost history; the worker's checkpoints are refused
+ *      meanwhile, so it ends and this parent reads the position (and the loss) again;
  *   4. backpressure: above FTSYNC_BACKLOG_MAX unacknowledged entries reading stops (the lease
  *      is still renewed and trimming goes on); nothing is dropped;
  *   5. every failure is retried (source errors, worker restarts, with capped backoff),
@@ -111,6 +115,8 @@ typedef struct {
     bool reload_position; /* the next open must read the saved position first */
 
     uint64_t history_lost_count;
+    uint64_t data_lost_count;
+    bool data_lost_pending;     /* Redis lost its data: clear the position and resync first */
     uint64_t worker_quick_ends; /* worker ends in a row within WORKER_HEALTHY_MS of its start */
     int exit_status;
 } extract_t;
@@ -222,6 +228,24 @@ static char *position_key(const fts_position_t *saved)
     return bson_strdup("none");
 }
 
+/* Redis lost its data (README.md, Reliability): what was queued and not yet loaded is gone,
+ * and whatever position a server still holds no longer says what is in the queue. Clears it
+ * (pending until done, so that a failure here is not forgotten), recreates the loaders' group
+ * (entries from now on are kept for them) and starts a resync: a snapshot, then a sweep of
+ * what was deleted meanwhile, as after a lost history. */
+static bool data_lost_resync(extract_t *ex, fts_error_t *err)
+{
+    if (!ex->queue->ops->clear_position(ex->queue->context, err) ||
+        !ex->queue->ops->ensure_group(ex->queue->context, err)) {
+        return false;
+    }
+    ex->data_lost_pending = false;
+    clear_pos(ex);
+    ex->pos = POS_NONE;
+    ex->resync = true;
+    return true;
+}
+
 /* Reads the saved position into ex (the worker must not be holding frames). */
 static bool load_position(extract_t *ex, char **key, fts_error_t *err)
 {
@@ -229,6 +253,34 @@ static bool load_position(extract_t *ex, char **key, fts_error_t *err)
     memset(&saved, 0, sizeof saved);
     if (!ex->queue->ops->read_position(ex->queue->context, &saved, err)) {
         return false;
+    }
+    if (saved.data_lost) {
+        ex->data_lost_count++;
+        ex->data_lost_pending = true;
+        if (saved.data_lost & FTS_DATA_LOST_STATE) {
+            fts_metric_add(FTS_METRIC_DATA_LOST, FTS_LOST_STATE, 1);
+        }
+        if (saved.data_lost & FTS_DATA_LOST_STREAM) {
+            fts_metric_add(FTS_METRIC_DATA_LOST, FTS_LOST_STREAM, 1);
+        }
+        fts_log(FTS_LOG_ERROR, COMPONENT,
+                "Redis lost its data (the epoch marker ftsync:{P}:epoch is gone or changed on "
+                "the %s): changes queued and not loaded are gone; not writing the remembered "
+                "position back; resyncing (a new snapshot, then a sweep of documents deleted "
+                "meanwhile) data_lost_total=%llu",
+                saved.data_lost == (FTS_DATA_LOST_STATE | FTS_DATA_LOST_STREAM)
+                    ? "state and queue servers"
+                : saved.data_lost & FTS_DATA_LOST_STATE ? "state server"
+                                                        : "queue server",
+                (unsigned long long)ex->data_lost_count);
+    }
+    if (ex->data_lost_pending) {
+        bool ok = data_lost_resync(ex, err);
+        if (ok && key) {
+            *key = bson_strdup("none");
+        }
+        fts_position_cleanup(&saved);
+        return ok;
     }
     clear_pos(ex);
     /* A resync snapshot restarted by a crash still ends with its sweep. */

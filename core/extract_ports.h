@@ -136,7 +136,20 @@ typedef struct {
     char *last_id; /* NULL: no document queued yet */
     uint64_t queued;
     uint64_t snapshot_updated_at_ms; /* as token_updated_at_ms */
+    /* FTS_DATA_LOST_* bits (read_position of the extract's queue port only): a server lost
+     * what ftsync wrote since this process last looked (README.md, Reliability). The
+     * position read is then not to be trusted: the extract resyncs. */
+    unsigned data_lost;
 } fts_position_t;
+
+/* Bits of fts_position_t.data_lost. */
+#define FTS_DATA_LOST_STATE  1u /* the state server (two-server mode): position, lease */
+#define FTS_DATA_LOST_STREAM 2u /* the queue server (or the one server): stream, group, map */
+
+/* err->code of a queue error saying a write was refused because the server lost its data
+ * since the writer last saw it (the epoch marker is gone or changed): nothing was saved,
+ * and only a resync (the extract parent's) can follow. */
+#define FTS_QUEUE_DATA_LOST 1102
 
 /* An entry to dead-letter. Borrowed for the duration of the call. */
 typedef struct {
@@ -207,7 +220,9 @@ typedef struct {
     /* Writes a dead letter and then (not NULL) the checkpoint past it. */
     bool (*dead_letter)(void *context, const fts_dead_letter_t *dead,
                         const fts_checkpoint_t *checkpoint, fts_error_t *err);
-    /* Reads the saved position (owned strings: fts_position_cleanup). */
+    /* Reads the saved position (owned strings: fts_position_cleanup). The extract parent's
+     * read also checks that the queue did not lose its data since the last read
+     * (fts_position_t.data_lost; the Redis adapter: its epoch marker). */
     bool (*read_position)(void *context, fts_position_t *position, fts_error_t *err);
     /* Forgets the saved position: the next start snapshots again. */
     bool (*clear_position)(void *context, fts_error_t *err);

@@ -41,6 +41,7 @@ static const char *const result_values[] = {"indexed", "deleted",       "conflic
                                             "retried", "dead_lettered", NULL};
 static const char *const stage_values[] = {"transform", "load", NULL};
 static const char *const outcome_values[] = {"answered", "failed", "split", NULL};
+static const char *const lost_values[] = {"state", "stream", "group", NULL};
 
 /* Upper bounds of the bulk duration buckets, seconds (+Inf is implied). */
 static const double bulk_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -92,6 +93,11 @@ static const family_t families[FTS_METRIC_COUNT] = {
     [FTS_METRIC_LEASE_HELD] = {"ftsync_lease_held",
                                "1 while this extractor holds the lease (is active), else 0.",
                                KIND_GAUGE, FTS_METRICS_ROLE_EXTRACT, NULL, NULL},
+    [FTS_METRIC_DATA_LOST] = {"ftsync_queue_data_lost_total",
+                              "Times Redis was found to have lost ftsync's data (FLUSHALL, a "
+                              "restart without persistence), by what: state, stream, group. "
+                              "Each was repaired by a resync.",
+                              KIND_COUNTER, FTS_METRICS_ROLE_ALL, "what", lost_values},
 };
 
 /* Cells a family takes: one per label value; a histogram's buckets, the one above the last

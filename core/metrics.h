@@ -54,6 +54,7 @@ typedef enum {
     FTS_METRIC_WORKER_RESTARTS,    /* counter */
     FTS_METRIC_HISTORY_LOST,       /* counter */
     FTS_METRIC_LEASE_HELD,         /* gauge 0/1 */
+    FTS_METRIC_DATA_LOST,          /* counter {what} */
     FTS_METRIC_COUNT
 } fts_metric_t;
 
@@ -78,6 +79,13 @@ typedef enum {
 } fts_metric_result_t;
 /* dead_letters{stage} */
 typedef enum { FTS_STAGE_TRANSFORM = 0, FTS_STAGE_LOAD, FTS_STAGE_COUNT } fts_metric_stage_t;
+/* queue_data_lost{what}: which Redis data was found lost. */
+typedef enum {
+    FTS_LOST_STATE = 0, /* the state server's (position, lease) */
+    FTS_LOST_STREAM,    /* the queue server's (stream, id map; the one server) */
+    FTS_LOST_GROUP,     /* the loaders' consumer group */
+    FTS_LOST_COUNT
+} fts_metric_lost_t;
 /* bulk_requests{outcome} */
 typedef enum {
     FTS_OUTCOME_ANSWERED = 0, /* an answer with a verdict per item */

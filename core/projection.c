@@ -21,6 +21,7 @@ typedef struct {
 
 struct fts_projection {
     char *id_field;
+    bool id_typed;             /* FTSYNC_ID_FORMAT=typed: tag ids with their type */
     projected_field_t *fields; /* NULL when the whole document is copied */
     size_t count;
 };
@@ -172,6 +173,11 @@ void fts_projection_destroy(fts_projection_t *projection)
     bson_free(projection);
 }
 
+void fts_projection_set_id_typed(fts_projection_t *projection, bool typed)
+{
+    projection->id_typed = typed;
+}
+
 const char *fts_projection_id_field(const fts_projection_t *projection)
 {
     return projection->id_field;
@@ -268,21 +274,39 @@ bool fts_projection_document_id(const fts_projection_t *projection, const bson_t
         return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
                              "corrupt BSON on the way to id field \"%s\"", field);
     }
+    /* The tag (typed ids) goes first: the cases below only append. */
+    const char *tag = "";
+    if (projection->id_typed) {
+        switch (bson_iter_type(&iter)) {
+        case BSON_TYPE_OID:
+            tag = "o:";
+            break;
+        case BSON_TYPE_UTF8:
+            tag = "s:";
+            break;
+        default:
+            tag = "i:"; /* numbers; any other type is refused below, and id left as it was */
+            break;
+        }
+    }
+    size_t tag_len = strlen(tag);
     switch (bson_iter_type(&iter)) {
     case BSON_TYPE_OID: {
         char hex[25];
         bson_oid_to_string(bson_iter_oid(&iter), hex);
+        fts_buffer_append(id, tag, tag_len);
         fts_buffer_append(id, hex, 24);
         return true;
     }
     case BSON_TYPE_UTF8: {
         uint32_t len = 0;
         const char *text = bson_iter_utf8(&iter, &len);
-        if (len == 0 || len > FTS_ACTION_ID_MAX) {
+        if (len == 0 || len + tag_len > FTS_ACTION_ID_MAX) {
             return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
                                  "id field \"%s\" is a string of %" PRIu32
-                                 " bytes; an index id has 1 to %d",
-                                 field, len, FTS_ACTION_ID_MAX);
+                                 " bytes; an index id has 1 to %zu%s",
+                                 field, len, (size_t)FTS_ACTION_ID_MAX - tag_len,
+                                 tag_len ? " (typed: 2 of the 512 are the tag)" : "");
         }
         if (memchr(text, '\0', len) || !fts_utf8_validate(text, len)) {
             /* Repairing it would let two different ids collide, so refuse instead. */
@@ -290,14 +314,15 @@ bool fts_projection_document_id(const fts_projection_t *projection, const bson_t
                                  "id field \"%s\" is a string with a NUL byte or invalid UTF-8",
                                  field);
         }
+        fts_buffer_append(id, tag, tag_len);
         fts_buffer_append(id, text, len);
         return true;
     }
     case BSON_TYPE_INT32:
-        fts_buffer_appendf(id, "%" PRId32, bson_iter_int32(&iter));
+        fts_buffer_appendf(id, "%s%" PRId32, tag, bson_iter_int32(&iter));
         return true;
     case BSON_TYPE_INT64:
-        fts_buffer_appendf(id, "%" PRId64, bson_iter_int64(&iter));
+        fts_buffer_appendf(id, "%s%" PRId64, tag, bson_iter_int64(&iter));
         return true;
     case BSON_TYPE_DOUBLE: {
         double value = bson_iter_double(&iter);
@@ -311,7 +336,7 @@ bool fts_projection_document_id(const fts_projection_t *projection, const bson_t
                                  "number in the 64-bit range",
                                  field, value);
         }
-        fts_buffer_appendf(id, "%" PRId64, (int64_t)value);
+        fts_buffer_appendf(id, "%s%" PRId64, tag, (int64_t)value);
         return true;
     }
     default:

@@ -41,11 +41,17 @@ fts_projection_t *fts_projection_new(const char *id_field, const fts_string_list
                                      fts_error_t *err);
 void fts_projection_destroy(fts_projection_t *projection);
 
+/* Index ids tagged with their value's type (FTSYNC_ID_FORMAT=typed; README.md, Extract: index
+ * ids): "o:" + 24 hex digits for an ObjectId, "i:" + decimal for an int32, int64 or whole
+ * double (numbers MongoDB holds equal stay one id), "s:" + the text for a string. Off (plain)
+ * by default: the value alone, so an integer and the string of its digits share an id. */
+void fts_projection_set_id_typed(fts_projection_t *projection, bool typed);
+
 /* The configured id field ("_id" by default). Borrowed until the projection is destroyed. */
 const char *fts_projection_id_field(const fts_projection_t *projection);
 
-/* Appends the document's id (raw bytes, not JSON) to id. A missing field fails with
- * FTS_ERROR_CODE_MISSING, a value that cannot be an id with FTS_ERROR_CODE_INVALID; both
+/* Appends the document's id (raw bytes, not JSON; tagged when typed) to id. A missing field fails
+ * with FTS_ERROR_CODE_MISSING, a value that cannot be an id with FTS_ERROR_CODE_INVALID; both
  * FTS_ERROR_INPUT. On failure id is left as it was. */
 bool fts_projection_document_id(const fts_projection_t *projection, const bson_t *doc,
                                 fts_buffer_t *id, fts_error_t *err);

@@ -63,6 +63,7 @@ fts_transform_t *fts_transform_new(const fts_transform_options_t *options, fts_e
     if (!transform->projection) {
         goto fail;
     }
+    fts_projection_set_id_typed(transform->projection, options->id_typed);
     if (options->plugin_path && options->plugin_path[0]) {
         transform->plugin = fts_plugin_open(options->plugin_path, err);
         if (!transform->plugin) {

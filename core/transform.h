@@ -69,6 +69,7 @@
 typedef struct {
     bool id_map;                     /* keep the id map (README.md, Extract: the id map) */
     const char *id_field;            /* NULL: "_id" */
+    bool id_typed;                   /* FTSYNC_ID_FORMAT=typed (projection.h) */
     const fts_string_list_t *fields; /* NULL or empty: the whole document */
     fts_on_drop_t on_drop;           /* config.h */
     const char *plugin_path;         /* NULL or "": no plugin */

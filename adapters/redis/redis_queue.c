@@ -8,8 +8,10 @@
  * reach the AOF together, and a failing XADD (the stream's ID space exhausted, out of memory)
  * stops the script before the checkpoint. An earlier version used MULTI/EXEC, which runs every
  * queued command even when one fails, so a failed XADD could still write the token. When they
- * are two servers, the checkpoint transaction (MULTI; HSET; DEL; EXEC on the state server) is
- * sent only after the script returned (invariant 1). A checkpoint alone is that transaction.
+ * are two servers, the checkpoint goes to the state server by the same script with no entries,
+ * sent only after the script on the queue server returned (invariant 1). A checkpoint alone is
+ * that script too. Every script that saves a checkpoint first checks the epoch marker on its
+ * server (fts_redis_queue_check_epoch; README.md, Reliability).
  *
  * The queue is the extract's queue port (extract_ports.h): its functions take the port's types
  * and the port's table (fts_redis_queue_port) only adapts the context pointer.
@@ -41,7 +43,9 @@
 #define DEAD_LETTER_EXTRA_ARGS 9
 
 /* Appends a batch in one atomic step; KEYS: 1 the stream, 2 the dead-letter stream, 3 the id
- * map, 4 the position hash the checkpoint writes, 5 the other one (deleted with it). ARGV:
+ * map, 4 the position hash the checkpoint writes, 5 the other one (deleted with it), 6 the
+ * epoch marker. ARGV:
+ *   E: the epoch marker's expected value, or "" not to check it (no checkpoint)
  *   N, then N entries: <1 stream | 2 dead>, <item count>, field, value, ...
  *   S, then S pairs: source id, index id          (HSET of the id map)
  *   D, then D source ids                          (HDEL of the id map)
@@ -54,8 +58,25 @@
  * there: the map changes and the checkpoint come after every XADD, so they are written only
  * when every XADD succeeded. A script is not rolled back: the entries before a failing one stay
  * (a re-sent batch duplicates them, which is harmless, invariant 3). Unlike MULTI/EXEC, which
- * runs the commands after a failed one, including the checkpoint. */
+ * runs the commands after a failed one, including the checkpoint.
+ *
+ * Why a position is never written back over lost data (README.md, Reliability): a marker that
+ * is not the expected one stops the script before anything is written, with an error starting
+ * with DATA_LOST_TAG. */
+#define DATA_LOST_TAG "FTSYNC_DATA_LOST"
 #define APPEND_SCRIPT                                                                              \
+    "local i = 1\n"                                                                                \
+    "local function take() local v = ARGV[i]; i = i + 1; return v end\n"                           \
+    "local epoch = take()\n"                                                                       \
+    "if epoch ~= '' then\n"                                                                        \
+    "  local have = redis.call('GET', KEYS[6])\n"                                                  \
+    "  if have ~= epoch then\n"                                                                    \
+    "    return redis.error_reply('" DATA_LOST_TAG " the epoch marker ' .. KEYS[6] ..\n"           \
+    "      (have and (' holds ' .. have .. ', not ' .. epoch) or (' (' .. epoch .. ') is "         \
+    "gone'))\n"                                                                                    \
+    "      .. ': Redis lost its data; nothing was written')\n"                                     \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
     "local kinds = {'stream', 'stream', 'hash', 'hash', 'hash'}\n"                                 \
     "for k = 1, 5 do\n"                                                                            \
     "  local t = redis.call('TYPE', KEYS[k])['ok']\n"                                              \
@@ -64,8 +85,6 @@
     "      kinds[k] .. '; nothing was written')\n"                                                 \
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
-    "local i = 1\n"                                                                                \
-    "local function take() local v = ARGV[i]; i = i + 1; return v end\n"                           \
     "local n = tonumber(take())\n"                                                                 \
     "for e = 1, n do\n"                                                                            \
     "  local key = KEYS[tonumber(take())]\n"                                                       \
@@ -152,8 +171,12 @@
 struct fts_redis_queue {
     fts_redis_t *state; /* borrowed: token and snapshot hashes */
     fts_redis_t *queue; /* borrowed: the streams; == state when there is one connection */
-    bool atomic;        /* one server: entries and checkpoint share a MULTI/EXEC */
+    bool atomic;        /* one server: entries and checkpoint share one script */
     fts_redis_keys_t keys;
+    /* The epoch marker's value this process knows ("" before the first checkpoint or check):
+     * every checkpoint write expects it (fts_redis_queue_check_epoch). */
+    char epoch[FTS_REDIS_EPOCH_SIZE];
+    unsigned lost_pending; /* FTS_DATA_LOST_* found by a check, not yet reported */
 };
 
 /* The commands of one checkpoint, with the text they point to. Must not be copied once built. */
@@ -194,6 +217,7 @@ bool fts_redis_keys_init(fts_redis_keys_t *keys, const char *pipeline, fts_error
     snprintf(keys->snapshot, sizeof keys->snapshot, "ftsync:{%s}:snapshot", pipeline);
     snprintf(keys->lease, sizeof keys->lease, "ftsync:{%s}:lease", pipeline);
     snprintf(keys->ids, sizeof keys->ids, "ftsync:{%s}:ids", pipeline);
+    snprintf(keys->epoch, sizeof keys->epoch, "ftsync:{%s}:epoch", pipeline);
     return true;
 }
 
@@ -750,13 +774,14 @@ static size_t cmd_arg_len(const fts_redis_cmd_t *cmd, int i)
     return cmd->argvlen ? cmd->argvlen[i] : strlen(cmd->argv[i]);
 }
 
-/* Builds EVAL APPEND_SCRIPT 5 <stream> <dead> <ids> <self> <other> <ARGV...> (layout: see
- * APPEND_SCRIPT) for the XADDs xadds[0..count) (each addressed to the stream or the dead-letter
- * stream), the id map changes and the checkpoint commands saved (NULL: none). */
+/* Builds EVAL APPEND_SCRIPT 6 <stream> <dead> <ids> <self> <other> <epoch> <ARGV...> (layout:
+ * see APPEND_SCRIPT) for the XADDs xadds[0..count) (each addressed to the stream or the
+ * dead-letter stream), the id map changes and the checkpoint commands saved (NULL: none), the
+ * marker expected to hold epoch ("": not checked). */
 static void append_script_build(const fts_redis_queue_t *queue, const fts_redis_cmd_t *xadds,
                                 size_t count, const fts_id_map_change_t *map, size_t map_count,
                                 const fts_checkpoint_t *checkpoint, const checkpoint_cmds_t *saved,
-                                script_args_t *args)
+                                const char *epoch, script_args_t *args)
 {
     memset(args, 0, sizeof *args);
     args->numbers_cap = 2 * count + 8;
@@ -764,12 +789,14 @@ static void append_script_build(const fts_redis_queue_t *queue, const fts_redis_
     bool token = !checkpoint || checkpoint->kind == FTS_CHECKPOINT_TOKEN;
     script_args_push_str(args, "EVAL");
     script_args_push_str(args, APPEND_SCRIPT);
-    script_args_push_str(args, "5");
+    script_args_push_str(args, "6");
     script_args_push_str(args, queue->keys.stream);
     script_args_push_str(args, queue->keys.dead);
     script_args_push_str(args, queue->keys.ids);
     script_args_push_str(args, token ? queue->keys.token : queue->keys.snapshot);
     script_args_push_str(args, token ? queue->keys.snapshot : queue->keys.token);
+    script_args_push_str(args, queue->keys.epoch);
+    script_args_push_str(args, epoch);
 
     script_args_push_number(args, count);
     for (size_t i = 0; i < count; i++) {
@@ -812,18 +839,28 @@ static void append_script_build(const fts_redis_queue_t *queue, const fts_redis_
     }
 }
 
-/* Runs APPEND_SCRIPT on the queue server; see write_entries. */
-static bool append_script_run(fts_redis_queue_t *queue, const fts_redis_cmd_t *xadds, size_t count,
+/* Runs APPEND_SCRIPT on server (the queue server; the state server for a checkpoint alone);
+ * see write_entries. A refusal for a lost epoch marker comes back as FTS_QUEUE_DATA_LOST. */
+static bool append_script_run(fts_redis_queue_t *queue, fts_redis_t *server,
+                              const fts_redis_cmd_t *xadds, size_t count,
                               const fts_id_map_change_t *map, size_t map_count,
                               const fts_checkpoint_t *checkpoint, const checkpoint_cmds_t *saved,
-                              fts_error_t *err)
+                              const char *epoch, fts_error_t *err)
 {
     script_args_t args;
-    append_script_build(queue, xadds, count, map, map_count, checkpoint, saved, &args);
+    append_script_build(queue, xadds, count, map, map_count, checkpoint, saved, epoch, &args);
     redisReply *reply =
-        fts_redis_command_argv(queue->queue, (int)args.argc, args.argv, args.argvlen, err);
+        fts_redis_command_argv(server, (int)args.argc, args.argv, args.argvlen, err);
     script_args_cleanup(&args);
     if (!reply) {
+        if (err && strstr(err->message, DATA_LOST_TAG)) {
+            err->code = FTS_QUEUE_DATA_LOST;
+            fts_log(FTS_LOG_ERROR, LOG_COMPONENT,
+                    "Redis lost its data (the epoch marker %s is gone or changed): the "
+                    "position is not saved; the extract resyncs",
+                    queue->keys.epoch);
+            return false;
+        }
         /* An error reply: the script stopped at its first failure, before the checkpoint. */
         return fts_error_prefix(err, "%s; the checkpoint was not saved",
                                 saved ? "the append script stopped" : "the entries script stopped");
@@ -837,20 +874,48 @@ static bool append_script_run(fts_redis_queue_t *queue, const fts_redis_cmd_t *x
     return true;
 }
 
+/* The epoch marker value a checkpoint write expects: the one this process knows, else (the
+ * first checkpoint of a worker) the queue server's, remembered from then on. A marker already
+ * gone is a loss (the extract parent writes it before the first frame of a session). */
+static bool epoch_for_write(fts_redis_queue_t *queue, fts_error_t *err)
+{
+    if (queue->epoch[0]) {
+        return true;
+    }
+    const char *argv[] = {"GET", queue->keys.epoch};
+    redisReply *reply = fts_redis_command_argv(queue->queue, 2, argv, NULL, err);
+    if (!reply) {
+        return fts_error_prefix(err, "cannot read the epoch marker %s", queue->keys.epoch);
+    }
+    bool ok =
+        reply->type == REDIS_REPLY_STRING && reply->len > 0 && reply->len < sizeof queue->epoch;
+    if (ok) {
+        memcpy(queue->epoch, reply->str, reply->len);
+        queue->epoch[reply->len] = '\0';
+    } else {
+        fts_log(FTS_LOG_ERROR, LOG_COMPONENT,
+                "Redis lost its data (the epoch marker %s is gone): the position is not saved; "
+                "the extract resyncs",
+                queue->keys.epoch);
+        fts_error_set(err, FTS_ERROR_REDIS, FTS_QUEUE_DATA_LOST,
+                      "%s the epoch marker %s is gone: Redis lost its data; nothing was written",
+                      DATA_LOST_TAG, queue->keys.epoch);
+    }
+    freeReplyObject(reply);
+    return ok;
+}
+
 /* Writes the XADD commands xadds[0..count) (to the stream or the dead-letter stream), the id
  * map changes map[0..map_count) and then the checkpoint (may be NULL), following invariant 1
- * (see the top of this file). what names the operation for messages. */
+ * (see the top of this file). A write with a checkpoint checks the epoch marker on each server
+ * it writes to, in the script that writes (fts_redis_queue_check_epoch). what names the
+ * operation for messages. */
 static bool write_entries(fts_redis_queue_t *queue, const fts_redis_cmd_t *xadds, size_t count,
                           const fts_id_map_change_t *map, size_t map_count,
                           const fts_checkpoint_t *checkpoint, const char *what, fts_error_t *err)
 {
     bool ok = false;
     checkpoint_cmds_t saved;
-    fts_redis_cmd_t cmds[CHECKPOINT_COMMANDS_MAX + 2];
-    redisReply *replies[CHECKPOINT_COMMANDS_MAX + 2] = {NULL};
-    size_t ncmds = 0;
-    const char *multi[] = {"MULTI"};
-    const char *exec[] = {"EXEC"};
     saved.count = 0;
 
     if (checkpoint) {
@@ -858,16 +923,20 @@ static bool write_entries(fts_redis_queue_t *queue, const fts_redis_cmd_t *xadds
             goto cleanup;
         }
         checkpoint_build(&queue->keys, checkpoint, fts_clock_wall_ms(), &saved);
+        if (!epoch_for_write(queue, err)) {
+            goto cleanup;
+        }
     }
     if (count == 0 && map_count == 0 && saved.count == 0) {
         ok = true;
         goto cleanup;
     }
+    const char *epoch = saved.count > 0 ? queue->epoch : "";
     if (count > 0 || map_count > 0) {
         /* One script on the queue server: entries, map and (one server) the checkpoint. */
         bool with_checkpoint = queue->atomic && saved.count > 0;
-        if (!append_script_run(queue, xadds, count, map, map_count, checkpoint,
-                               with_checkpoint ? &saved : NULL, err)) {
+        if (!append_script_run(queue, queue->queue, xadds, count, map, map_count, checkpoint,
+                               with_checkpoint ? &saved : NULL, epoch, err)) {
             goto cleanup;
         }
         if (with_checkpoint || saved.count == 0) {
@@ -877,19 +946,9 @@ static bool write_entries(fts_redis_queue_t *queue, const fts_redis_cmd_t *xadds
     }
 
     /* The checkpoint alone on the state server (two servers: only now that the script said
-     * every entry is in). */
-    cmds[ncmds++] = (fts_redis_cmd_t){1, multi, NULL};
-    for (size_t i = 0; i < saved.count; i++) {
-        cmds[ncmds++] = saved.cmds[i];
-    }
-    cmds[ncmds++] = (fts_redis_cmd_t){1, exec, NULL};
-    if (!fts_redis_pipeline(queue->state, cmds, ncmds, replies, err)) {
-        fts_error_prefix(err, count ? "the entries are queued, the checkpoint was not saved"
-                                    : "the checkpoint was not saved");
-        goto cleanup;
-    }
-    const redisReply *results = exec_results(queue->state, replies, ncmds, err);
-    if (!results || !checkpoint_results(queue->state, results->element, saved.count, err)) {
+     * every entry is in), by the same script with no entries, so that it checks the marker
+     * there too. */
+    if (!append_script_run(queue, queue->state, NULL, 0, NULL, 0, checkpoint, &saved, epoch, err)) {
         fts_error_prefix(err, count ? "the entries are queued, the checkpoint was not saved"
                                     : "the checkpoint was not saved");
         goto cleanup;
@@ -897,7 +956,6 @@ static bool write_entries(fts_redis_queue_t *queue, const fts_redis_cmd_t *xadds
     ok = true;
 
 cleanup:
-    fts_redis_replies_free(replies, ncmds);
     if (!ok) {
         fts_error_prefix(err, "%s", what);
     }
@@ -993,6 +1051,83 @@ bool fts_redis_queue_dead_letter(fts_redis_queue_t *queue, const fts_dead_letter
     }
     dead_letter_cmd_cleanup(&cmd);
     return ok;
+}
+
+/* GET of the epoch marker on server into value ("" when absent). */
+static bool epoch_read(fts_redis_queue_t *queue, fts_redis_t *server, char *value, size_t size,
+                       fts_error_t *err)
+{
+    const char *argv[] = {"GET", queue->keys.epoch};
+    redisReply *reply = fts_redis_command_argv(server, 2, argv, NULL, err);
+    if (!reply) {
+        return fts_error_prefix(err, "cannot read the epoch marker %s on %s", queue->keys.epoch,
+                                fts_redis_masked_url(server));
+    }
+    value[0] = '\0';
+    if (reply->type == REDIS_REPLY_STRING && reply->len < size) {
+        memcpy(value, reply->str, reply->len);
+        value[reply->len] = '\0';
+    }
+    freeReplyObject(reply);
+    return true;
+}
+
+bool fts_redis_queue_check_epoch(fts_redis_queue_t *queue, unsigned *lost, fts_error_t *err)
+{
+    char on_state[FTS_REDIS_EPOCH_SIZE];
+    char on_queue[FTS_REDIS_EPOCH_SIZE];
+    *lost = 0;
+    if (!epoch_read(queue, queue->queue, on_queue, sizeof on_queue, err)) {
+        return false;
+    }
+    if (queue->atomic) {
+        memcpy(on_state, on_queue, sizeof on_state);
+    } else if (!epoch_read(queue, queue->state, on_state, sizeof on_state, err)) {
+        return false;
+    }
+    if (queue->epoch[0]) {
+        if (strcmp(on_queue, queue->epoch) != 0) {
+            *lost |= FTS_DATA_LOST_STREAM;
+        }
+        if (!queue->atomic && strcmp(on_state, queue->epoch) != 0) {
+            *lost |= FTS_DATA_LOST_STATE;
+        }
+    } else if (!queue->atomic && strcmp(on_state, on_queue) != 0) {
+        /* None known yet (a new process): a marker on one server only (or two different ones)
+         * means the other lost its data while no extract ran. Both absent: a new pipeline,
+         * or one written before markers existed (see README.md, Reliability). */
+        if (!on_queue[0]) {
+            *lost = FTS_DATA_LOST_STREAM;
+        } else if (!on_state[0]) {
+            *lost = FTS_DATA_LOST_STATE;
+        } else {
+            *lost = FTS_DATA_LOST_STATE | FTS_DATA_LOST_STREAM;
+        }
+    }
+    if (*lost == 0 && on_queue[0] && strcmp(on_queue, on_state) == 0) {
+        snprintf(queue->epoch, sizeof queue->epoch, "%s", on_queue);
+        return true;
+    }
+    /* A new marker on both servers (state first: a writer checks the queue server's first):
+     * from now on a writer that knew the old one is refused. */
+    bson_oid_t oid;
+    char fresh[FTS_REDIS_EPOCH_SIZE];
+    bson_oid_init(&oid, NULL);
+    bson_oid_to_string(&oid, fresh);
+    fts_redis_t *servers[2] = {queue->state, queue->queue};
+    for (size_t i = 0; i < (queue->atomic ? 1u : 2u); i++) {
+        const char *argv[] = {"SET", queue->keys.epoch, fresh};
+        redisReply *reply = fts_redis_command_argv(servers[i], 3, argv, NULL, err);
+        if (!reply) {
+            queue->epoch[0] = '\0';
+            return fts_error_prefix(err, "cannot write the epoch marker %s", queue->keys.epoch);
+        }
+        freeReplyObject(reply);
+    }
+    snprintf(queue->epoch, sizeof queue->epoch, "%s", fresh);
+    fts_log(FTS_LOG_INFO, LOG_COMPONENT, "epoch marker %s set to %s%s", queue->keys.epoch, fresh,
+            *lost ? " after a data loss" : "");
+    return true;
 }
 
 bool fts_redis_queue_read_position(fts_redis_queue_t *queue, fts_position_t *position,
@@ -1202,9 +1337,23 @@ static bool port_dead_letter(void *context, const fts_dead_letter_t *dead,
     return fts_redis_queue_dead_letter(context, dead, checkpoint, err);
 }
 
+/* The extract parent's read: the data-loss check first, then the position (README.md,
+ * Reliability). */
 static bool port_read_position(void *context, fts_position_t *position, fts_error_t *err)
 {
-    return fts_redis_queue_read_position(context, position, err);
+    fts_redis_queue_t *queue = context;
+    unsigned lost = 0;
+    if (!fts_redis_queue_check_epoch(queue, &lost, err)) {
+        return false;
+    }
+    /* The marker is new already: a loss is reported by the next read that succeeds. */
+    queue->lost_pending |= lost;
+    if (!fts_redis_queue_read_position(queue, position, err)) {
+        return false;
+    }
+    position->data_lost = queue->lost_pending;
+    queue->lost_pending = 0;
+    return true;
 }
 
 static bool port_clear_position(void *context, fts_error_t *err)

@@ -24,11 +24,12 @@
  *
  * The saved position is exactly one of: nothing (start with a snapshot), a snapshot in
  * progress, or a token. Every checkpoint writes one of the two hashes and deletes the other in
- * the same step (the append script, or one MULTI/EXEC on the state server), so the position
- * moves from "snapshot at T after _id X" to "resume after token" in one step: the first
- * change-stream checkpoint is also the end of the snapshot. Deleting the snapshot hash as a
- * step of its own would leave, before the token exists, a moment with no position (a crash
- * then re-snapshots: safe, but the whole collection again), or, after it, a moment with two.
+ * the same step (the append script, on the state server with no entries when it is another
+ * server), so the position moves from "snapshot at T after _id X" to "resume after token" in
+ * one step: the first change-stream checkpoint is also the end of the snapshot. Deleting the
+ * snapshot hash as a step of its own would leave, before the token exists, a moment with no
+ * position (a crash then re-snapshots: safe, but the whole collection again), or, after it, a
+ * moment with two.
  *
  * Invariants kept here:
  *   1. a checkpoint is written only after every stream entry given with it is in the stream:
@@ -93,7 +94,11 @@ typedef struct {
     char snapshot[FTS_REDIS_KEY_SIZE];
     char lease[FTS_REDIS_KEY_SIZE];
     char ids[FTS_REDIS_KEY_SIZE];
+    char epoch[FTS_REDIS_KEY_SIZE]; /* on the state server and on the queue server */
 } fts_redis_keys_t;
+
+/* Room for an epoch marker's value: 24 hex digits of an ObjectId and a NUL. */
+#define FTS_REDIS_EPOCH_SIZE 25
 
 typedef struct fts_redis_queue fts_redis_queue_t;
 
@@ -120,6 +125,21 @@ bool fts_redis_queue_is_atomic(const fts_redis_queue_t *queue);
  * stream key holds something else. */
 bool fts_redis_queue_ensure_group(fts_redis_queue_t *queue, fts_error_t *err);
 
+/* The data-loss check of the extract (README.md, Reliability). The epoch marker
+ * ftsync:{P}:epoch holds a random id, the same on the state and the queue server; every write
+ * that saves a checkpoint first checks, in the same script, that the marker still holds the id
+ * this process knows (learnt from the queue server at its first such write; a marker already
+ * gone then is a loss too) and refuses with err->code FTS_QUEUE_DATA_LOST otherwise. So after
+ * FLUSHALL, or a restart without persistence, no remembered position is written back.
+ *
+ * This reads the marker on both servers and compares it with the one this queue knows:
+ * *lost gets FTS_DATA_LOST_STATE / _STREAM for each server whose marker is gone or changed
+ * (one server: _STREAM); with none known yet, a marker on one server only is a loss of the
+ * other. Unless both hold the known (or, none known, the same) id, a new id is written to both
+ * and remembered: writers that knew the old one are refused from then on. Called by the
+ * extract parent before it reads the position (port read_position). */
+bool fts_redis_queue_check_epoch(fts_redis_queue_t *queue, unsigned *lost, fts_error_t *err);
+
 /* Appends a batch: its actions (each "XADD <stream> * field value...", as fts_action_encode
  * builds them with fts_redis_queue_keys()->stream), then its dead letters (as
  * fts_redis_queue_dead_letter writes them), then its id map changes (HSET/HDEL of
@@ -127,7 +147,9 @@ bool fts_redis_queue_ensure_group(fts_redis_queue_t *queue, fts_error_t *err);
  *   - one server: one EVAL of a Lua script doing all of it in that order (see APPEND_SCRIPT in
  *     redis_queue.c: a failing XADD ends it before the map and the checkpoint);
  *   - two servers: the script without the checkpoint on the queue server; only when it
- *     returned, MULTI; HSET; DEL; EXEC on the state server.
+ *     returned, the script with the checkpoint alone on the state server.
+ * A checkpoint is refused (FTS_QUEUE_DATA_LOST, nothing written) when the epoch marker is not
+ * the one this queue knows (fts_redis_queue_check_epoch).
  * On failure returns false and the checkpoint is left as it was (see invariant 1 above); the
  * caller re-sends the batch from its last checkpoint. Actions, dead letters and map changes are
  * checked before anything is sent (key, "*", an even number of field/value items; non-empty
@@ -147,10 +169,10 @@ bool fts_redis_queue_id_map_get(fts_redis_queue_t *queue, const char *const *sou
                                 size_t count, char **index_ids, fts_error_t *err);
 
 /* Saves a position with no entries: a post-batch resume token that advanced while no event
- * arrived, the start of a snapshot, or an operator's `reset-token`. One MULTI on the state
- * server. The caller guarantees invariant 1 by ordering: it calls this only once every action
- * before the position is queued (an append returned true for it), which in a single-threaded
- * extract is every append made so far. */
+ * arrived, the start of a snapshot. The append script with no entries on the state server
+ * (it checks the epoch marker). The caller guarantees invariant 1 by ordering: it calls this only
+ * once every action before the position is queued (an append returned true for it), which in a
+ * single-threaded extract is every append made so far. */
 bool fts_redis_queue_checkpoint(fts_redis_queue_t *queue, const fts_checkpoint_t *checkpoint,
                                 fts_error_t *err);
 

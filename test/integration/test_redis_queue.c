@@ -93,6 +93,13 @@ static fts_redis_queue_t *queue_ok(fts_redis_t *state, fts_redis_t *queue, const
     if (!result) {
         fail_msg("cannot create the queue: %s", err.message);
     }
+    /* As the extract parent does before its first frame: the epoch marker every checkpoint
+     * write checks (a fresh pipeline has lost nothing). */
+    unsigned lost = 99;
+    if (!fts_redis_queue_check_epoch(result, &lost, &err)) {
+        fail_msg("cannot set the epoch marker: %s", err.message);
+    }
+    assert_int_equal(lost, 0);
     return result;
 }
 
@@ -829,10 +836,11 @@ static void test_token_only_checkpoint(void **state)
     fts_checkpoint_t later = token_checkpoint(TOKEN_TEXT(5), BASE_SECONDS + 60);
     later.token_kind = FTS_TOKEN_START_AFTER;
     long long xadd = calls_of(redis, "xadd");
-    long long multi = calls_of(redis, "multi");
+    long long eval = calls_of(redis, "eval");
     checkpoint_ok(queue, &later);
     assert_int_equal(calls_of(redis, "xadd"), xadd);
-    assert_int_equal(calls_of(redis, "multi") - multi, 1);
+    /* One script: it checks the epoch marker and writes the position. */
+    assert_int_equal(calls_of(redis, "eval") - eval, 1);
     assert_int_equal(xlen(redis, keys->stream), 2);
     redisReply *hash = run(redis, "HGETALL %s", keys->token);
     assert_field(hash, "token", TOKEN_TEXT(5));
@@ -1217,6 +1225,96 @@ static void test_dead_letter(void **state)
 
 /* ---- Two servers ---- */
 
+/* Redis lost its data (issue 13, item 1; README.md, Reliability): once the epoch marker is
+ * gone or changed, no checkpoint is written (the remembered position would claim entries that
+ * are gone), the refusal says so with FTS_QUEUE_DATA_LOST, and the next check reports the loss
+ * and sets a new marker; on two servers the state server's marker is checked too. */
+static void test_epoch_marker_lost_refuses_checkpoints(void **state)
+{
+    (void)state;
+    char pipeline[64];
+    unique_pipeline(pipeline, sizeof pipeline, "epoch");
+    fts_redis_t *redis = connect_ok(fts_test_redis_server_url(shared_server));
+    fts_redis_queue_t *queue = queue_ok(redis, NULL, pipeline);
+    const fts_redis_keys_t *keys = fts_redis_queue_keys(queue);
+    ensure_group_ok(queue);
+    batch_t *batch = batch_new(queue, 0, 2, false);
+    fts_checkpoint_t first = token_checkpoint(TOKEN_TEXT(1), BASE_SECONDS + 1);
+    append_ok(queue, batch, &first);
+
+    /* The marker is gone (FLUSHALL, a restart without persistence): refused, nothing written. */
+    freeReplyObject(run(redis, "DEL %s", keys->epoch));
+    fts_checkpoint_t later = token_checkpoint(TOKEN_TEXT(2), BASE_SECONDS + 2);
+    fts_error_t err;
+    fts_error_clear(&err);
+    assert_false(fts_redis_queue_append(queue, batch->argv, batch->count, &later, &err));
+    assert_int_equal(err.code, FTS_QUEUE_DATA_LOST);
+    assert_contains(err.message, "Redis lost its data");
+    assert_int_equal(xlen(redis, keys->stream), 2);
+    assert_false(fts_redis_queue_checkpoint(queue, &later, &err));
+    assert_int_equal(err.code, FTS_QUEUE_DATA_LOST);
+    assert_saved_token(redis, queue, TOKEN_TEXT(1));
+
+    /* A writer that never saw a marker (a new worker) refuses too when there is none. */
+    fts_redis_queue_t *fresh = fts_redis_queue_new(redis, NULL, pipeline, &err);
+    assert_non_null(fresh);
+    assert_false(fts_redis_queue_checkpoint(fresh, &later, &err));
+    assert_int_equal(err.code, FTS_QUEUE_DATA_LOST);
+
+    /* The parent's check reports the loss and sets a new marker, which the new writer learns;
+     * a writer that knew the old one is still refused. */
+    unsigned lost = 0;
+    fts_redis_t *parent_redis = connect_ok(fts_test_redis_server_url(shared_server));
+    fts_redis_queue_t *parent = fts_redis_queue_new(parent_redis, NULL, pipeline, &err);
+    assert_non_null(parent);
+    assert_true(fts_redis_queue_check_epoch(parent, &lost, &err));
+    assert_int_equal(lost, 0); /* it knew no marker: a fresh start, as far as it can tell */
+    assert_true(fts_redis_queue_check_epoch(queue, &lost, &err));
+    assert_int_equal(lost, FTS_DATA_LOST_STREAM);
+    assert_true(fts_redis_queue_checkpoint(fresh, &later, &err));
+    assert_saved_token(redis, queue, TOKEN_TEXT(2));
+    assert_true(fts_redis_queue_check_epoch(parent, &lost, &err));
+    assert_int_equal(lost, FTS_DATA_LOST_STREAM); /* queue set a newer one */
+    assert_false(fts_redis_queue_checkpoint(fresh, &first, &err));
+    assert_int_equal(err.code, FTS_QUEUE_DATA_LOST);
+    assert_saved_token(redis, queue, TOKEN_TEXT(2));
+    fts_redis_queue_destroy(parent);
+    fts_redis_destroy(parent_redis);
+    fts_redis_queue_destroy(fresh);
+
+    /* Two servers: the state server lost its data, the queue server did not. The entries go
+     * in, the checkpoint is refused on the state server. */
+    fts_test_redis_server_t *queue_server = start_server();
+    fts_redis_t *queue_redis = connect_ok(fts_test_redis_server_url(queue_server));
+    char split[64];
+    unique_pipeline(split, sizeof split, "epochsplit");
+    fts_redis_queue_t *two = queue_ok(redis, queue_redis, split);
+    const fts_redis_keys_t *two_keys = fts_redis_queue_keys(two);
+    ensure_group_ok(two);
+    batch_t *two_batch = batch_new(two, 0, 2, false);
+    append_ok(two, two_batch, &first);
+    freeReplyObject(run(redis, "DEL %s", two_keys->epoch));
+    assert_false(fts_redis_queue_append(two, two_batch->argv, two_batch->count, &later, &err));
+    assert_int_equal(err.code, FTS_QUEUE_DATA_LOST);
+    assert_saved_token(redis, two, TOKEN_TEXT(1));
+    assert_true(fts_redis_queue_check_epoch(two, &lost, &err));
+    assert_int_equal(lost, FTS_DATA_LOST_STATE);
+    /* A new process that finds a marker on the queue server only: the state server lost it. */
+    freeReplyObject(run(redis, "DEL %s", two_keys->epoch));
+    fts_redis_queue_t *two_fresh = fts_redis_queue_new(redis, queue_redis, split, &err);
+    assert_true(fts_redis_queue_check_epoch(two_fresh, &lost, &err));
+    assert_int_equal(lost, FTS_DATA_LOST_STATE);
+    fts_redis_queue_destroy(two_fresh);
+
+    batch_free(two_batch);
+    fts_redis_queue_destroy(two);
+    fts_redis_destroy(queue_redis);
+    fts_test_redis_server_destroy(queue_server);
+    batch_free(batch);
+    fts_redis_queue_destroy(queue);
+    fts_redis_destroy(redis);
+}
+
 static void test_separate_servers(void **state)
 {
     (void)state;
@@ -1494,6 +1592,7 @@ int main(void)
         cmocka_unit_test(test_trim),
         cmocka_unit_test(test_dead_letter),
         cmocka_unit_test(test_separate_servers),
+        cmocka_unit_test(test_epoch_marker_lost_refuses_checkpoints),
         cmocka_unit_test(test_queue_server_dies_mid_append),
         cmocka_unit_test(test_restart_mid_append),
     };

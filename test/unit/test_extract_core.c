@@ -213,6 +213,7 @@ static bool fq_read_position(void *context, fts_position_t *position, fts_error_
     *position = queue->saved;
     position->token = queue->saved.token ? bson_strdup(queue->saved.token) : NULL;
     position->last_id = queue->saved.last_id ? bson_strdup(queue->saved.last_id) : NULL;
+    queue->saved.data_lost = 0; /* a loss is reported once, as the Redis adapter does */
     return true;
 }
 
@@ -1224,6 +1225,41 @@ static void test_parent_history_lost_resyncs(void **state)
     worker_cleanup(&worker);
 }
 
+/* Redis lost its data (the port's read says so): the remembered token is not followed, the
+ * position is cleared and a resync runs, a snapshot then a sweep, as after a lost history. */
+static void test_parent_data_lost_resyncs(void **state)
+{
+    (void)state;
+    fts_extract_options_t options = test_options();
+    fake_source_t source = {0};
+    fake_queue_t queue = {0};
+    fake_worker_t worker = {0};
+    queue.saved.has_token = true;
+    queue.saved.token = bson_strdup("{\"_data\":\"OLD\"}");
+    queue.saved.data_lost = FTS_DATA_LOST_STREAM;
+    source.now = (fts_timestamp_t){1700000200u, 2};
+    source.scan_docs = 2;
+    source.nexts_until_stop = 1;
+
+    assert_int_equal(run_parent(&options, &source, &queue, &worker), FTS_EXTRACT_EXIT_OK);
+    assert_int_equal(queue.clears, 1);
+    assert_int_equal(source.scans, 1);
+    assert_true(worker.count >= 3);
+    assert_string_equal(frame_type(worker.frames[0]), "snap");
+    assert_string_equal(frame_type(worker.frames[1]), "snap");
+    assert_string_equal(frame_type(worker.frames[2]), "sweep");
+    bson_iter_t iter;
+    assert_true(bson_iter_init_find(&iter, worker.frames[2], "started"));
+    uint32_t seconds = 0, increment = 0;
+    bson_iter_timestamp(&iter, &seconds, &increment);
+    assert_int_equal(seconds, 1700000200u);
+    assert_int_equal(increment, 2);
+    /* Never opened from the remembered token. */
+    assert_int_equal(source.last_open.from, FTS_SOURCE_START_AT_TIME);
+    fts_position_cleanup(&queue.saved);
+    worker_cleanup(&worker);
+}
+
 static void test_parent_history_lost_stop(void **state)
 {
     (void)state;
@@ -1307,6 +1343,7 @@ int main(void)
         cmocka_unit_test(test_parent_start_at_time),
         cmocka_unit_test(test_parent_history_lost_resyncs),
         cmocka_unit_test(test_parent_history_lost_stop),
+        cmocka_unit_test(test_parent_data_lost_resyncs),
         cmocka_unit_test(test_parent_poison_dead_lettered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -16,6 +16,7 @@
 #include "assertions.h"
 #include "buffer.h"
 #include "config.h"
+#include "action.h"
 #include "projection.h"
 
 /* Builds a projection from FTSYNC_FIELDS-style text (NULL: no list), failing the test on error. */
@@ -137,6 +138,71 @@ static void test_id_types(void **state)
 
     doc = BCON_NEW("_id", BCON_DOUBLE(-9223372036854775808.0));
     assert_id(projection, doc, "-9223372036854775808");
+    bson_destroy(doc);
+    fts_projection_destroy(projection);
+}
+
+/* FTSYNC_ID_FORMAT=typed (issue 13, item 2): the type tags the id, so an integer, the string
+ * of its digits and an ObjectId and its hex string never share an index id; numbers MongoDB
+ * holds equal (int32, int64, whole double) stay one id. */
+static void test_id_typed(void **state)
+{
+    (void)state;
+    fts_projection_t *projection = projection_from(NULL, NULL);
+    fts_projection_set_id_typed(projection, true);
+    bson_oid_t oid;
+    bson_oid_init_from_string(&oid, "65a0000000000000000000aa");
+    bson_t *doc = BCON_NEW("_id", BCON_OID(&oid));
+    assert_id(projection, doc, "o:65a0000000000000000000aa");
+    bson_destroy(doc);
+    doc = BCON_NEW("_id", BCON_UTF8("65a0000000000000000000aa"));
+    assert_id(projection, doc, "s:65a0000000000000000000aa");
+    bson_destroy(doc);
+    doc = BCON_NEW("_id", BCON_INT32(424242));
+    assert_id(projection, doc, "i:424242");
+    bson_destroy(doc);
+    doc = BCON_NEW("_id", BCON_UTF8("424242"));
+    assert_id(projection, doc, "s:424242");
+    bson_destroy(doc);
+    doc = BCON_NEW("_id", BCON_INT64(424242));
+    assert_id(projection, doc, "i:424242");
+    bson_destroy(doc);
+    doc = BCON_NEW("_id", BCON_DOUBLE(-7.0));
+    assert_id(projection, doc, "i:-7");
+    bson_destroy(doc);
+    doc = BCON_NEW("_id", BCON_UTF8("i:1"));
+    assert_id(projection, doc, "s:i:1");
+    bson_destroy(doc);
+
+    /* The tag counts toward Elasticsearch's 512 bytes. */
+    char text[FTS_ACTION_ID_MAX + 1];
+    memset(text, 'x', sizeof text - 1);
+    text[FTS_ACTION_ID_MAX - 2] = '\0';
+    doc = BCON_NEW("_id", BCON_UTF8(text));
+    fts_buffer_t id = {0};
+    fts_error_t err = {0};
+    assert_true(fts_projection_document_id(projection, doc, &id, &err));
+    assert_int_equal(id.len, FTS_ACTION_ID_MAX);
+    fts_buffer_destroy(&id);
+    bson_destroy(doc);
+    text[FTS_ACTION_ID_MAX - 2] = 'x';
+    text[FTS_ACTION_ID_MAX - 1] = '\0';
+    doc = BCON_NEW("_id", BCON_UTF8(text));
+    err = id_refusal(projection, doc);
+    assert_int_equal(err.code, FTS_ERROR_CODE_INVALID);
+    bson_destroy(doc);
+    /* A refused type appends nothing, tag included. */
+    doc = BCON_NEW("_id", BCON_BOOL(true));
+    id_refusal(projection, doc);
+    bson_destroy(doc);
+
+    /* Plain (the default) keeps the value alone: the collision typed avoids. */
+    fts_projection_set_id_typed(projection, false);
+    doc = BCON_NEW("_id", BCON_UTF8("424242"));
+    assert_id(projection, doc, "424242");
+    bson_destroy(doc);
+    doc = BCON_NEW("_id", BCON_INT32(424242));
+    assert_id(projection, doc, "424242");
     bson_destroy(doc);
     fts_projection_destroy(projection);
 }
@@ -445,6 +511,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_id_types),
         cmocka_unit_test(test_id_string_limits),
+        cmocka_unit_test(test_id_typed),
         cmocka_unit_test(test_id_refused_types),
         cmocka_unit_test(test_id_missing),
         cmocka_unit_test(test_id_dotted_path),

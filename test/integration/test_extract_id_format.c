@@ -1,0 +1,235 @@
+/*
+ * test_extract_id_format.c - FTSYNC_ID_FORMAT end to end (issue 13, item 2; README.md, Index
+ * ids): documents whose `_id`s differ only in type (the int32 424242 and the string "424242",
+ * an ObjectId and the string of its 24 hex digits) through extract (the MongoDB double, a
+ * private redis-server) and one loader into the test bed's search engine.
+ *
+ * What is pinned: with FTSYNC_ID_FORMAT=typed each of the four documents is its own index
+ * document (i:424242, s:424242, o:<hex>, s:<hex>) with its own body, and deleting one leaves the
+ * others. (With plain, the default, the pairs share one index id each: the index held two
+ * documents for four, and a delete removed the other's document.)
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "assertions.h"
+
+#include <mongoc/mongoc.h>
+
+#include "extract_harness.h"
+#include "load_harness.h"
+#include "mongo_double.h"
+#include "redis_server.h"
+#include "testbed.h"
+
+#ifndef FTSYNC_BINARY
+#define FTSYNC_BINARY "ftsync"
+#endif
+#ifndef FTSYNC_WORKLOAD
+#define FTSYNC_WORKLOAD "ftsync-workload"
+#endif
+#define DEFINITION_PATH fts_testbed_index_definition()
+#define DRAIN_WAIT_MS   120000
+#define OID_HEX         "65a0000000000000000000aa"
+
+typedef struct {
+    fts_test_mongo_double_t *mongo;
+    fts_test_redis_server_t *redis;
+} group_t;
+
+static group_t group;
+
+typedef struct {
+    fts_test_pipeline_t p;
+    fts_test_extract_t *extract;
+    fts_test_load_t load;
+    bool load_ready;
+} fixture_t;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    fts_error_t err;
+    fts_error_clear(&err);
+    mongoc_init();
+    group.redis = fts_test_redis_server_start(NULL, &err);
+    if (!group.redis) {
+        fprintf(stderr, "cannot start redis-server: %s\n", err.message);
+        return -1;
+    }
+    group.mongo = fts_test_mongo_double_start(NULL, &err);
+    if (!group.mongo) {
+        fprintf(stderr, "cannot start the MongoDB double: %s\n", err.message);
+        return -1;
+    }
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    fts_test_mongo_double_destroy(group.mongo);
+    fts_test_redis_server_destroy(group.redis);
+    mongoc_cleanup();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    if (f) {
+        fts_test_extract_destroy(f->extract);
+        if (f->load_ready) {
+            fts_test_load_cleanup(&f->load);
+        }
+        fts_test_pipeline_cleanup(&f->p);
+        free(f);
+    }
+    return 0;
+}
+
+static void insert_ok(fixture_t *f, bson_t *doc)
+{
+    bson_error_t error;
+    if (!mongoc_collection_insert_one(f->p.coll, doc, NULL, NULL, &error)) {
+        fail_msg("insert failed: %s", error.message);
+    }
+    bson_destroy(doc);
+}
+
+/* GET of one index document: its name field, or NULL when the index has no such id. */
+static char *index_name(fixture_t *f, const char *id)
+{
+    fts_error_t err;
+    fts_error_clear(&err);
+    char url[1024];
+    long status = 0;
+    const char *type = fts_testbed_doc_type();
+    snprintf(url, sizeof url, "%s/%s/%s/%s", f->load.es_url, f->load.index, type ? type : "_doc",
+             id);
+    fts_buffer_t body = {0};
+    assert_true(fts_test_http("GET", url, NULL, 0, &status, &body, &err));
+    char *name = NULL;
+    if (status == 200) {
+        bson_error_t error;
+        bson_t *answer = bson_new_from_json((const uint8_t *)body.data, (ssize_t)body.len, &error);
+        assert_non_null(answer);
+        bson_iter_t iter;
+        if (bson_iter_init(&iter, answer) &&
+            bson_iter_find_descendant(&iter, "_source.name", &iter) &&
+            BSON_ITER_HOLDS_UTF8(&iter)) {
+            name = strdup(bson_iter_utf8(&iter, NULL));
+        }
+        bson_destroy(answer);
+    } else {
+        assert_int_equal(status, 404);
+    }
+    fts_buffer_destroy(&body);
+    return name;
+}
+
+static void assert_index_name(fixture_t *f, const char *id, const char *expected)
+{
+    char *name = index_name(f, id);
+    if (!expected) {
+        if (name) {
+            fail_msg("index id %s holds \"%s\"; expected no document", id, name);
+        }
+        return;
+    }
+    if (!name) {
+        fts_test_load_print_logs(&f->load, 30);
+        fail_msg("index id %s: no document; expected \"%s\"", id, expected);
+    }
+    assert_string_equal(name, expected);
+    free(name);
+}
+
+static void refresh_and_drain(fixture_t *f)
+{
+    fts_error_t err;
+    fts_error_clear(&err);
+    if (!fts_test_load_wait_drained(&f->load, DRAIN_WAIT_MS, &err)) {
+        fts_test_load_print_logs(&f->load, 30);
+        fail_msg("the loader did not drain the stream: %s", err.message);
+    }
+    char url[1024];
+    long status = 0;
+    snprintf(url, sizeof url, "%s/%s/_refresh", f->load.es_url, f->load.index);
+    assert_true(fts_test_http("POST", url, "", 0, &status, NULL, &err));
+}
+
+static void test_typed_ids_keep_type_different_ids_apart(void **state)
+{
+    fixture_t *f = *state = calloc(1, sizeof *f);
+    assert_non_null(f);
+    fts_error_t err;
+    fts_error_clear(&err);
+    if (!fts_test_pipeline_init(&f->p, FTSYNC_BINARY, FTSYNC_WORKLOAD,
+                                fts_test_mongo_double_uri(group.mongo),
+                                fts_test_redis_server_url(group.redis), "idformat", &err)) {
+        fail_msg("cannot set the pipeline up: %s", err.message);
+    }
+    fts_test_pipeline_set(&f->p, "FTSYNC_ID_FORMAT", "typed");
+    bson_oid_t oid;
+    bson_oid_init_from_string(&oid, OID_HEX);
+    /* Two before extract starts (the snapshot), two after (change events). */
+    insert_ok(f, BCON_NEW("_id", BCON_INT32(424242), "name", BCON_UTF8("the integer")));
+    insert_ok(f, BCON_NEW("_id", BCON_OID(&oid), "name", BCON_UTF8("the ObjectId")));
+    f->extract = fts_test_pipeline_start(&f->p, &err);
+    if (!f->extract) {
+        fail_msg("cannot start ftsync extract: %s", err.message);
+    }
+    insert_ok(f, BCON_NEW("_id", BCON_UTF8("424242"), "name", BCON_UTF8("the string")));
+    insert_ok(f, BCON_NEW("_id", BCON_UTF8(OID_HEX), "name", BCON_UTF8("the hex string")));
+
+    if (!fts_test_load_init(&f->load, FTSYNC_BINARY, DEFINITION_PATH,
+                            fts_test_redis_server_url(group.redis), fts_testbed_es_url(),
+                            "idformat", &err)) {
+        fail_msg("cannot set the loader up: %s", err.message);
+    }
+    f->load_ready = true;
+    snprintf(f->load.pipeline, sizeof f->load.pipeline, "%s", f->p.pipeline);
+    snprintf(f->load.stream_key, sizeof f->load.stream_key, "%s", f->p.stream_key);
+    snprintf(f->load.dead_key, sizeof f->load.dead_key, "%s", f->p.dead_key);
+    fts_test_load_set(&f->load, "FTSYNC_PIPELINE", f->p.pipeline);
+    if (!fts_test_load_start_loader(&f->load, NULL, &err)) {
+        fail_msg("cannot start ftsync load: %s", err.message);
+    }
+    /* The last insert is queued: everything before it is. */
+    assert_true(fts_test_stream_wait_for(f->p.redis, f->p.stream_key, &f->p.entries, "s:" OID_HEX,
+                                         0, 0, 90000) >= 0);
+    refresh_and_drain(f);
+    assert_index_name(f, "i:424242", "the integer");
+    assert_index_name(f, "s:424242", "the string");
+    assert_index_name(f, "o:" OID_HEX, "the ObjectId");
+    assert_index_name(f, "s:" OID_HEX, "the hex string");
+    assert_index_name(f, "424242", NULL);
+
+    /* Deleting the string leaves the integer's document. */
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8("424242"));
+    bson_error_t error;
+    assert_true(mongoc_collection_delete_one(f->p.coll, filter, NULL, NULL, &error));
+    bson_destroy(filter);
+    assert_true(fts_test_stream_wait_for(f->p.redis, f->p.stream_key, &f->p.entries, "s:424242",
+                                         FTS_ACTION_DELETE, 0, 90000) >= 0);
+    refresh_and_drain(f);
+    assert_index_name(f, "s:424242", NULL);
+    assert_index_name(f, "i:424242", "the integer");
+    assert_int_equal(fts_test_redis_xlen(f->p.redis, f->p.dead_key), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_typed_ids_keep_type_different_ids_apart, teardown),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
