@@ -1,0 +1,91 @@
+/*
+ * test_stop_waits.c - SIGTERM is honoured while a process waits on a server that accepts
+ * connections and never answers (issue 13, item 4).
+ *
+ * Each case points one setting at a stand-in that takes the connection and then says nothing
+ * (http_capture.h stalling), waits until the process is seen waiting on it, sends SIGTERM and
+ * asserts the process ends by itself, with exit status 0, within STOP_BOUND_MS. The bound is
+ * far above the one second the code aims at: it asserts liveness (the wait does end on SIGTERM,
+ * not at a 60 s request timeout), not speed, so that a loaded machine does not fail it.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <inttypes.h>
+#include <signal.h>
+
+#include "http_capture.h"
+#include "load_harness.h"
+#include "testbed.h"
+
+#ifndef FTSYNC_BINARY
+#define FTSYNC_BINARY "ftsync"
+#endif
+
+/* Liveness bound for the exit after SIGTERM (see the file comment). */
+#define STOP_BOUND_MS 5000
+/* How long the process may take to reach the stand-in. */
+#define REACH_TIMEOUT_MS 30000
+/* How long the wait lasts before SIGTERM: past any short first timeout. */
+#define STALL_MS 1500
+
+static void test_load_start_es_never_answers(void **state)
+{
+    (void)state;
+    fts_error_t err = {0};
+    fts_http_capture_t *es = fts_http_capture_new(&err);
+    assert_non_null(es);
+    fts_http_capture_set_stall(es, true);
+
+    char es_url[256];
+    snprintf(es_url, sizeof es_url, "FTSYNC_ES_URL=%s", fts_http_capture_url(es));
+    char redis[320];
+    snprintf(redis, sizeof redis, "FTSYNC_QUEUE_REDIS_URL=%s",
+             fts_testbed_require("FTSYNC_TEST_REDIS_URL"));
+    char log_path[512];
+    snprintf(log_path, sizeof log_path, "%s/stop-waits-load-es.log", fts_testbed_dir());
+    const char *env[] = {es_url,
+                         redis,
+                         "FTSYNC_PIPELINE=stop-waits-es",
+                         "FTSYNC_ES_INDEX=stop-waits-es",
+                         "FTSYNC_ES_REQUEST_TIMEOUT_MS=60000",
+                         "FTSYNC_ADMIN_ADDR=127.0.0.1:0",
+                         NULL};
+    fts_test_loader_t *loader = fts_test_loader_start(FTSYNC_BINARY, env, log_path, &err);
+    assert_non_null(loader);
+
+    /* The loader is in its start-up probe once the stand-in holds its request. */
+    assert_true(fts_http_capture_wait(es, 1, REACH_TIMEOUT_MS));
+    fts_test_sleep_ms(STALL_MS);
+    assert_true(fts_test_loader_running(loader));
+
+    uint64_t start = fts_test_monotonic_ms();
+    assert_true(fts_test_loader_signal(loader, SIGTERM));
+    int status = fts_test_loader_wait(loader, STOP_BOUND_MS);
+    uint64_t took = fts_test_monotonic_ms() - start;
+    fprintf(stderr, "load (Elasticsearch never answers): exit %d %" PRIu64 " ms after SIGTERM\n",
+            status, took);
+    if (status != 0) {
+        fts_test_loader_print_log_tail(loader, 20);
+    }
+    assert_int_equal(status, 0);
+    assert_true(took < STOP_BOUND_MS);
+
+    fts_test_loader_destroy(loader);
+    fts_http_capture_destroy(es);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_load_start_es_never_answers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
