@@ -21,6 +21,7 @@
  *   one active extractor: reading happens only while the lease is ours; a renewal that finds
  *      it lost (or a local deadline that runs out) stops reading at once and kills the worker.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -433,6 +434,28 @@ static bool wait_maintaining(extract_t *ex, uint64_t ms)
 
 typedef enum { STEP_OK = 0, STEP_REOPEN, STEP_END } step_t;
 
+/* True for the signals a process raises on itself by what it does (a bad access, abort(), an
+ * illegal instruction, a division by zero, a bad system call): a worker dying of one crashed
+ * on the event it was transforming. Any other signal (SIGKILL, SIGHUP, ...) came from outside
+ * and says nothing about the event. A SIGKILL while transforming (e.g. the OOM killer on a
+ * huge event) is indistinguishable from an operator's kill -9; it is not counted, so such an
+ * event is retried rather than dead-lettered. */
+static bool worker_caused_death(int sig)
+{
+    switch (sig) {
+    case SIGSEGV:
+    case SIGBUS:
+    case SIGABRT:
+    case SIGILL:
+    case SIGFPE:
+    case SIGSYS:
+    case SIGTRAP:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* The worker ended (status from waitpid). Decides what follows: a fatal stop (STEP_END with
  * ex->exit_status), or a restart and a reopen from the saved position (STEP_REOPEN). */
 static step_t worker_ended(extract_t *ex, int status, session_end_t *end)
@@ -474,7 +497,15 @@ static step_t worker_ended(extract_t *ex, int status, session_end_t *end)
         ex->reload_position = true;
         key = NULL;
     }
-    if (WIFSIGNALED(status)) {
+    if (WIFSIGNALED(status) && !worker_caused_death(WTERMSIG(status))) {
+        /* Killed from outside (kill -9 by an operator, an OOM killer, a SIGHUP): nothing says
+         * the event was at fault, so it is retried without counting toward
+         * FTSYNC_WORKER_CRASH_LIMIT (issue 13, item 3). Careful mode is kept as it was. */
+        fts_log(FTS_LOG_WARN, COMPONENT,
+                "transform worker killed from outside (%s); restarting it from the saved "
+                "position, not counted as a crash on the event",
+                text);
+    } else if (WIFSIGNALED(status)) {
         /* Only a crash of a careful worker (which checkpoints after every event) pins the
          * event right after the saved position as the one it dies on. */
         if (was_careful && key && ex->crash_key && strcmp(key, ex->crash_key) == 0) {
