@@ -68,6 +68,8 @@ static void mongo_source_options(const fts_config_t *config, fts_mongo_source_op
     options->batch_size = (int32_t)config->batch_size;
     options->max_await_time_ms = config->mongo_max_await_ms;
     options->scan_batch_size = (int32_t)config->batch_size;
+    /* A call must fail before the lease (renewed every TTL / 3) expires: half the TTL. */
+    options->call_timeout_ms = (int32_t)(config->lease_ttl_ms / 2);
 }
 
 int fts_cmd_extract(int argc, char **argv)

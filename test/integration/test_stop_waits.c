@@ -20,7 +20,10 @@
 
 #include <inttypes.h>
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include "extract_harness.h"
 #include "http_capture.h"
 #include "load_harness.h"
 #include "testbed.h"
@@ -82,10 +85,82 @@ static void test_load_start_es_never_answers(void **state)
     fts_http_capture_destroy(es);
 }
 
+/* extract with a MongoDB that accepts and never answers (not even the handshake): libmongoc's
+ * defaults would block a call for 10 s (connect) to 30 s (server selection); the calls are
+ * bounded below the lease TTL, so the SIGTERM is seen once the call fails. With
+ * FTSYNC_LEASE_TTL_MS=2000 the bound is 2 s (max(TTL / 2, max await + 1 s)). */
+static void test_extract_mongo_never_answers(void **state)
+{
+    (void)state;
+    fts_error_t err = {0};
+    fts_http_capture_t *mongo = fts_http_capture_new(&err);
+    assert_non_null(mongo);
+    fts_http_capture_set_stall(mongo, true);
+    const char *port = strrchr(fts_http_capture_url(mongo), ':');
+    assert_non_null(port);
+
+    char uri[256];
+    snprintf(uri, sizeof uri, "FTSYNC_MONGO_URI=mongodb://127.0.0.1%s/?directConnection=true",
+             port);
+    char redis[320];
+    snprintf(redis, sizeof redis, "FTSYNC_STATE_REDIS_URL=%s",
+             fts_testbed_require("FTSYNC_TEST_REDIS_URL"));
+    char log_path[512];
+    snprintf(log_path, sizeof log_path, "%s/stop-waits-extract-mongo.log", fts_testbed_dir());
+    const char *env[] = {uri,
+                         redis,
+                         "FTSYNC_PIPELINE=stop-waits-mongo",
+                         "FTSYNC_MONGO_DB=stopwaits",
+                         "FTSYNC_MONGO_COLLECTION=apps",
+                         "FTSYNC_LEASE_TTL_MS=2000",
+                         "FTSYNC_ADMIN_ADDR=127.0.0.1:0",
+                         NULL};
+    unlink(log_path); /* this run's log only */
+    fts_test_extract_t *extract = fts_test_extract_start(FTSYNC_BINARY, env, log_path, &err);
+    assert_non_null(extract);
+
+    /* The source is opened (and blocks on the stand-in) once the worker is started. */
+    uint64_t deadline = fts_test_monotonic_ms() + REACH_TIMEOUT_MS;
+    bool reached = false;
+    while (!reached && fts_test_monotonic_ms() < deadline) {
+        char *log = fts_test_extract_log(extract);
+        reached = log && strstr(log, "transform worker started");
+        free(log);
+        fts_test_sleep_ms(20);
+    }
+    assert_true(reached);
+    fts_test_sleep_ms(STALL_MS);
+    assert_true(fts_test_extract_running(extract));
+
+    uint64_t start = fts_test_monotonic_ms();
+    int status = 0;
+    bool exited = fts_test_extract_stop(extract, STOP_BOUND_MS, &status);
+    uint64_t took = fts_test_monotonic_ms() - start;
+    fprintf(stderr,
+            "extract (MongoDB never answers): exited %d status 0x%x %" PRIu64 " ms after SIGTERM\n",
+            exited, status, took);
+    if (!exited || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fts_test_extract_print_log_tail(extract, 20);
+    }
+    assert_true(exited);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_true(took < STOP_BOUND_MS);
+    /* The calls failed before the lease expired: it was renewed, never lost. */
+    char *log = fts_test_extract_log(extract);
+    assert_non_null(log);
+    assert_null(strstr(log, "lease lost"));
+    free(log);
+
+    fts_test_extract_destroy(extract);
+    fts_http_capture_destroy(mongo);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_start_es_never_answers),
+        cmocka_unit_test(test_extract_mongo_never_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
