@@ -103,6 +103,7 @@ void fts_loader_read_done(fts_loader_t *loader, const fts_stream_entry_t *entrie
 void fts_loader_claim_done(fts_loader_t *loader, const fts_stream_entry_t *entries, size_t count,
                            const char *next_cursor, uint64_t deleted, const fts_error_t *err);
 void fts_loader_touch_done(fts_loader_t *loader, const fts_error_t *err);
+void fts_loader_mark_done(fts_loader_t *loader, const fts_error_t *err);
 void fts_loader_settle_done(fts_loader_t *loader, void *token, const fts_error_t *err);
 /* An HTTP answer (status, body) or, with err set, none. */
 void fts_loader_bulk_done(fts_loader_t *loader, void *token, long status, const char *body,
