@@ -131,6 +131,10 @@ int fts_cmd_extract(int argc, char **argv)
         queue_conn = fts_cmd_redis_connect(&config, config.queue_redis_url, &err);
     }
     if (!state || (strcmp(config.queue_redis_url, config.state_redis_url) != 0 && !queue_conn)) {
+        if (fts_signals_stop_requested()) {
+            status = FTS_EXIT_OK; /* stopped while waiting for Redis: a clean stop */
+            goto cleanup;
+        }
         fts_log(FTS_LOG_ERROR, COMPONENT, "cannot connect to Redis: %s", err.message);
         goto cleanup;
     }

@@ -21,11 +21,13 @@
  *   one active extractor: reading happens only while the lease is ours; a renewal that finds
  *      it lost (or a local deadline that runs out) stops reading at once and kills the worker.
  */
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include <bson/bson.h>
 
@@ -128,8 +130,12 @@ static bool spawn_worker(extract_t *ex, fts_error_t *err)
     return true;
 }
 
-/* Closes the channel (the worker queues what it has and exits) and waits for it. Returns the
- * wait status, or -1 when there was no worker. */
+/* Closes the channel (the worker queues what it has and exits) and waits for it, for half the
+ * lease TTL at most: a worker stuck on a Redis that never answers (it ignores SIGTERM, so only
+ * its command timeout would end the wait) is then killed, so that a stop ends in bounded time
+ * (issue 13, item 4). Killing it loses nothing: its position is saved only after what came
+ * before is queued, so the next start reads the rest again. Returns the wait status, or -1
+ * when there was no worker. */
 static int drain_worker(extract_t *ex)
 {
     ex->worker->ops->close(ex->worker->context);
@@ -137,8 +143,26 @@ static int drain_worker(extract_t *ex)
         return -1;
     }
     int status = 0;
-    if (!ex->worker->ops->reap(ex->worker->context, true, &status)) {
-        status = -1;
+    uint64_t deadline = fts_clock_monotonic_ms() + ex->options->lease_ttl_ms / 2;
+    while (!ex->worker->ops->reap(ex->worker->context, false, &status)) {
+        if (!ex->worker->ops->running(ex->worker->context)) {
+            return -1;
+        }
+        if (fts_clock_monotonic_ms() >= deadline) {
+            fts_log(FTS_LOG_WARN, COMPONENT,
+                    "the transform worker did not finish within %" PRIu64
+                    " ms (half the lease TTL); killing it (what it had not queued is read again "
+                    "from the saved position)",
+                    ex->options->lease_ttl_ms / 2);
+            ex->worker->ops->kill(ex->worker->context);
+            if (!ex->worker->ops->reap(ex->worker->context, true, &status)) {
+                status = -1;
+            }
+            return status;
+        }
+        /* Not fts_signals_sleep_ms: during a stop it would not sleep at all. */
+        struct timespec pause = {.tv_sec = 0, .tv_nsec = 10 * 1000 * 1000};
+        nanosleep(&pause, NULL);
     }
     return status;
 }

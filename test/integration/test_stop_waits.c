@@ -20,6 +20,9 @@
 
 #include <inttypes.h>
 #include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,6 +41,8 @@
 #define REACH_TIMEOUT_MS 30000
 /* How long the wait lasts before SIGTERM: past any short first timeout. */
 #define STALL_MS 1500
+/* How long a process is given to start and reach a Redis that never answers. */
+#define REDIS_SETTLE_MS 3000
 
 static void test_load_start_es_never_answers(void **state)
 {
@@ -156,11 +161,130 @@ static void test_extract_mongo_never_answers(void **state)
     fts_http_capture_destroy(mongo);
 }
 
+/* A TCP listener on 127.0.0.1 that nobody accepts on or reads from: connections complete (the
+ * kernel's backlog), what is sent is never answered. Returns the socket; *port its port. */
+static int silent_listener(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = 0};
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&address, sizeof address), 0);
+    assert_int_equal(listen(fd, 16), 0);
+    socklen_t length = sizeof address;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&address, &length), 0);
+    *port = ntohs(address.sin_port);
+    return fd;
+}
+
+/* Runs `ftsync <role>` with env, waits until the stand-in redis holds a connection of it and a
+ * while more, sends SIGTERM and asserts a clean exit within the bound. */
+static void stop_while_redis_stalls(const char *role, const char *const *env)
+{
+    fts_error_t err = {0};
+    char log_path[512];
+    snprintf(log_path, sizeof log_path, "%s/stop-waits-%s-redis.log", fts_testbed_dir(), role);
+    unlink(log_path);
+    pid_t pid = 0;
+    fts_test_loader_t *loader = NULL;
+    fts_test_extract_t *extract = NULL;
+    if (strcmp(role, "load") == 0) {
+        loader = fts_test_loader_start(FTSYNC_BINARY, env, log_path, &err);
+        assert_non_null(loader);
+    } else {
+        extract = fts_test_extract_start(FTSYNC_BINARY, env, log_path, &err);
+        assert_non_null(extract);
+        pid = fts_test_extract_pid(extract);
+    }
+    /* Started, connected to the silent listener (nothing to see there), and waiting. */
+    fts_test_sleep_ms(REDIS_SETTLE_MS);
+    fts_test_sleep_ms(STALL_MS);
+    uint64_t start = fts_test_monotonic_ms();
+    int status = -1;
+    if (loader) {
+        assert_true(fts_test_loader_running(loader));
+        assert_true(fts_test_loader_signal(loader, SIGTERM));
+        status = fts_test_loader_wait(loader, STOP_BOUND_MS);
+    } else {
+        assert_true(fts_test_extract_running(extract));
+        int wait_status = 0;
+        if (fts_test_extract_stop(extract, STOP_BOUND_MS, &wait_status)) {
+            status = WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : 128;
+        }
+    }
+    uint64_t took = fts_test_monotonic_ms() - start;
+    fprintf(stderr, "%s (Redis never answers): exit %d %" PRIu64 " ms after SIGTERM\n", role,
+            status, took);
+    if (status != 0) {
+        if (loader) {
+            fts_test_loader_print_log_tail(loader, 20);
+        } else {
+            fts_test_extract_print_log_tail(extract, 20);
+        }
+    }
+    (void)pid;
+    assert_int_equal(status, 0);
+    assert_true(took < STOP_BOUND_MS);
+    fts_test_loader_destroy(loader);
+    fts_test_extract_destroy(extract);
+}
+
+static void test_extract_redis_never_answers(void **state)
+{
+    (void)state;
+    int port = 0;
+    int listener = silent_listener(&port);
+    char url[256];
+    snprintf(url, sizeof url, "FTSYNC_STATE_REDIS_URL=redis://127.0.0.1:%d/0", port);
+    const char *env[] = {url,
+                         "FTSYNC_MONGO_URI=mongodb://127.0.0.1:1/?directConnection=true",
+                         "FTSYNC_PIPELINE=stop-waits-redis",
+                         "FTSYNC_MONGO_DB=stopwaits",
+                         "FTSYNC_MONGO_COLLECTION=apps",
+                         "FTSYNC_REDIS_COMMAND_TIMEOUT_MS=60000",
+                         "FTSYNC_LEASE_TTL_MS=2000",
+                         "FTSYNC_ADMIN_ADDR=127.0.0.1:0",
+                         NULL};
+    stop_while_redis_stalls("extract", env);
+    close(listener);
+}
+
+static void test_load_redis_never_answers(void **state)
+{
+    (void)state;
+    fts_error_t err = {0};
+    int port = 0;
+    int listener = silent_listener(&port);
+    fts_http_capture_t *es = fts_http_capture_new(&err);
+    assert_non_null(es);
+    fts_http_capture_queue_reply(es, 200, "application/json",
+                                 "{\"name\":\"stand-in\",\"cluster_name\":\"test\",\"version\":"
+                                 "{\"number\":\"7.10.2\"},\"tagline\":\"You Know, for Search\"}");
+    fts_http_capture_queue_reply(es, 200, "application/json", "");
+    fts_http_capture_set_reply(es, 500, "application/json", "{}");
+    char url[256];
+    snprintf(url, sizeof url, "FTSYNC_QUEUE_REDIS_URL=redis://127.0.0.1:%d/0", port);
+    char es_url[256];
+    snprintf(es_url, sizeof es_url, "FTSYNC_ES_URL=%s", fts_http_capture_url(es));
+    const char *env[] = {url,
+                         es_url,
+                         "FTSYNC_PIPELINE=stop-waits-redis-load",
+                         "FTSYNC_ES_INDEX=stop-waits-redis-load",
+                         "FTSYNC_REDIS_COMMAND_TIMEOUT_MS=60000",
+                         "FTSYNC_ADMIN_ADDR=127.0.0.1:0",
+                         NULL};
+    stop_while_redis_stalls("load", env);
+    fts_http_capture_destroy(es);
+    close(listener);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_start_es_never_answers),
         cmocka_unit_test(test_extract_mongo_never_answers),
+        cmocka_unit_test(test_extract_redis_never_answers),
+        cmocka_unit_test(test_load_redis_never_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
