@@ -14,8 +14,9 @@
  *      loaders sending the same entry are harmless;
  *   5. every entry ends acknowledged, dead-lettered with its reason, or still pending in
  *      Redis (retried in memory, or claimed again after this process dies). Entries it cannot
- *      trust - undecodable, delivered more than max_deliveries times, a drop or sweep when no
- *      ns field is configured - are dead-lettered, never skipped;
+ *      trust - undecodable, sent max_deliveries times by loaders that died while sending it
+ *      (the delivery count the loader keeps in Redis, load.c), a drop or sweep when no ns
+ *      field is configured - are dead-lettered, never skipped;
  *   6. a malformed entry or server reply is an error for that entry or that request only;
  *   7. a drop or sweep entry is applied (load_sweep.h): once the barrier says every entry
  *      before it is acknowledged (load_ports.h), it scrolls through the index and deletes,
