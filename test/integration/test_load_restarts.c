@@ -42,6 +42,8 @@
 #define SETTLE_MS        300
 #define DRAIN_TIMEOUT_MS 120000
 #define LOG_LINES        40
+/* FTSYNC_MAX_DELIVERIES of the poison test: the deaths that dead-letter its entry. */
+#define POISON_MAX "3"
 
 /* Index of the first request at or after from whose URI contains needle, waiting up to
  * timeout_ms; -1 when none came. */
@@ -142,6 +144,74 @@ static void test_restarts_during_outage_dead_letter_nothing(void **state)
     fts_http_capture_destroy(es);
 }
 
+/* The other side: an entry that "kills" every loader sending it (here: the loader is killed
+ * while its bulk request is out, to a stand-in that never answers) is dead-lettered once that
+ * happened FTSYNC_MAX_DELIVERIES times, and not before. */
+static void test_deaths_while_sending_dead_letter_the_entry(void **state)
+{
+    fts_test_load_t *t = calloc(1, sizeof *t);
+    *state = t;
+    fts_error_t err;
+    fts_error_clear(&err);
+    if (!fts_test_load_init(t, FTSYNC_BINARY, fts_testbed_index_definition(),
+                            fts_testbed_require("FTSYNC_TEST_REDIS_URL"), fts_testbed_es_url(),
+                            "poison", &err)) {
+        fail_msg("cannot set up the test bed: %s", err.message);
+    }
+    fts_test_load_set(t, "FTSYNC_MAX_DELIVERIES", POISON_MAX);
+    uint64_t version = fts_version_from_timestamp(1795428000u, 0);
+    fts_test_load_index(t, "p1", version, "{\"name\":\"poison\"}");
+    if (!fts_test_load_flush(t, &err)) {
+        fail_msg("%s", err.message);
+    }
+    fts_http_capture_t *es = fts_http_capture_new(&err);
+    assert_non_null(es);
+    fts_test_load_set(t, "FTSYNC_ES_URL", fts_http_capture_url(es));
+    char consumer[96];
+    snprintf(consumer, sizeof consumer, "poison-%ld", (long)getpid());
+    int max = atoi(POISON_MAX);
+    for (int r = 0; r <= max; r++) {
+        size_t from = fts_http_capture_count(es);
+        fts_http_capture_set_stall(es, false);
+        fts_http_capture_queue_reply(es, 200, "application/json",
+                                     "{\"name\":\"stand-in\",\"cluster_name\":\"test\",\"version\":"
+                                     "{\"number\":\"7.10.2\"},\"tagline\":\"You Know, for "
+                                     "Search\"}");
+        fts_http_capture_queue_reply(es, 200, "application/json", "");
+        fts_http_capture_set_reply(es, 500, "application/json", "{}");
+        fts_test_loader_t *loader = fts_test_load_start_loader(t, consumer, &err);
+        if (!loader) {
+            fail_msg("cannot start ftsync load: %s", err.message);
+        }
+        if (r == max) {
+            break; /* this one must dead-letter it without sending it */
+        }
+        /* Start-up answered, then the bulk hangs: kill -9 while it is out. */
+        assert_true(wait_request(es, from, "_settings", REACH_TIMEOUT_MS) >= 0 ||
+                    wait_request(es, from, "_bulk", 1) >= 0);
+        fts_http_capture_set_stall(es, true);
+        if (wait_request(es, from, "_bulk", REACH_TIMEOUT_MS) < 0) {
+            fts_test_load_print_logs(t, LOG_LINES);
+            fail_msg("death %d: no bulk request reached the stand-in", r);
+        }
+        fts_test_sleep_ms(SETTLE_MS);
+        assert_int_equal(fts_test_load_dead_count(t), 0);
+        assert_true(fts_test_load_kill9(t, loader));
+    }
+    uint64_t deadline = fts_test_monotonic_ms() + REACH_TIMEOUT_MS;
+    while (fts_test_load_dead_count(t) < 1 && fts_test_monotonic_ms() < deadline) {
+        fts_test_sleep_ms(50);
+    }
+    if (fts_test_load_dead_count(t) != 1) {
+        fts_test_load_print_logs(t, LOG_LINES);
+    }
+    assert_int_equal(fts_test_load_dead_count(t), 1);
+    fts_test_load_cleanup(t);
+    free(t);
+    *state = NULL;
+    fts_http_capture_destroy(es);
+}
+
 static int teardown(void **state)
 {
     fts_test_load_t *t = *state;
@@ -156,6 +226,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_restarts_during_outage_dead_letter_nothing, teardown),
+        cmocka_unit_test_teardown(test_deaths_while_sending_dead_letter_the_entry, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
