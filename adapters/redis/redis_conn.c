@@ -14,7 +14,8 @@
  * A pipeline appends every command to hiredis's output buffer first and only then lets the
  * first wait for a reply write them all, so a pipeline never leaves half its commands behind
  * for the next one. Every wait for a reply is cut into slices that look at the stop flag, so
- * SIGTERM ends it within about 100 ms instead of at the command timeout (wait_reply). Appending
+ * SIGTERM ends it within about 100 ms instead of at the command timeout, and a command sent
+ * during the stop (releasing the lease) waits 1 s at most (wait_reply). Appending
  * fails only when hiredis cannot allocate, which aborts (fts_fatal_oom), as does any allocation
  * failure hiredis reports (REDIS_ERR_OOM).
  */
@@ -189,10 +190,12 @@ static bool set_context_error(fts_redis_t *redis, redisContext *context, int sav
 
 /* How long one wait for a reply lasts before the stop flag is looked at again. */
 #define STOP_CHECK_SLICE_MS 100
+/* How long a command sent during a stop may wait for its answer. */
+#define STOP_GRACE_MS 1000
 
 /* redisGetReply() for a blocking context, except that the wait for the reply is cut into
- * slices and ends when a stop is requested (SIGTERM): hiredis retries a read interrupted by a
- * signal, so on its own it would wait out the whole command timeout (issue 13, item 4). The
+ * slices and ends when a stop is requested (SIGTERM) meanwhile: hiredis retries a read interrupted
+ * by a signal, so on its own it would wait out the whole command timeout (issue 13, item 4). The
  * command timeout still applies, as a whole. On failure the context is left with err set (an
  * I/O error: "interrupted by a stop", or EAGAIN's message for a timeout, with errno to match)
  * and must be dropped, like any failed blocking context. */
@@ -211,9 +214,17 @@ static int wait_reply(fts_redis_t *redis, redisContext *context, void **reply)
             return REDIS_ERR;
         }
     } while (!done);
-    uint64_t deadline = fts_clock_monotonic_ms() + (uint64_t)redis->options.command_timeout_ms;
+    /* A command sent once the stop is under way (the lease's release, a last checkpoint) is
+     * part of the stop: it gets its answer, but within STOP_GRACE_MS at most. One under way
+     * when the stop comes is given up at once. */
+    bool stopping_already = fts_signals_stop_requested();
+    uint64_t timeout = (uint64_t)redis->options.command_timeout_ms;
+    if (stopping_already && timeout > STOP_GRACE_MS) {
+        timeout = STOP_GRACE_MS;
+    }
+    uint64_t deadline = fts_clock_monotonic_ms() + timeout;
     while (!*reply) {
-        if (fts_signals_stop_requested()) {
+        if (!stopping_already && fts_signals_stop_requested()) {
             context->err = REDIS_ERR_IO;
             snprintf(context->errstr, sizeof context->errstr, "interrupted by a stop request");
             errno = EINTR;

@@ -93,7 +93,8 @@ static void test_load_start_es_never_answers(void **state)
 /* extract with a MongoDB that accepts and never answers (not even the handshake): libmongoc's
  * defaults would block a call for 10 s (connect) to 30 s (server selection); the calls are
  * bounded below the lease TTL, so the SIGTERM is seen once the call fails. With
- * FTSYNC_LEASE_TTL_MS=2000 the bound is 2 s (max(TTL / 2, max await + 1 s)). */
+ * FTSYNC_LEASE_TTL_MS=4500 the bound is 2.25 s (max(TTL / 2, max await + 1 s)), so a call that
+ * starts right before a renewal is due (every TTL / 3) still ends before the lease expires. */
 static void test_extract_mongo_never_answers(void **state)
 {
     (void)state;
@@ -117,7 +118,7 @@ static void test_extract_mongo_never_answers(void **state)
                          "FTSYNC_PIPELINE=stop-waits-mongo",
                          "FTSYNC_MONGO_DB=stopwaits",
                          "FTSYNC_MONGO_COLLECTION=apps",
-                         "FTSYNC_LEASE_TTL_MS=2000",
+                         "FTSYNC_LEASE_TTL_MS=4500",
                          "FTSYNC_ADMIN_ADDR=127.0.0.1:0",
                          NULL};
     unlink(log_path); /* this run's log only */
@@ -155,6 +156,10 @@ static void test_extract_mongo_never_answers(void **state)
     char *log = fts_test_extract_log(extract);
     assert_non_null(log);
     assert_null(strstr(log, "lease lost"));
+    assert_null(strstr(log, "lost the lease"));
+    /* Redis answers: the stop's own commands are not cut short by the stop. */
+    assert_null(strstr(log, "cannot release the lease"));
+    assert_non_null(strstr(log, "released the lease"));
     free(log);
 
     fts_test_extract_destroy(extract);
