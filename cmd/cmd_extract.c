@@ -73,6 +73,8 @@ static void mongo_source_options(const fts_config_t *config, fts_mongo_source_op
     options->batch_size = (int32_t)config->batch_size;
     options->max_await_time_ms = config->mongo_max_await_ms;
     options->scan_batch_size = (int32_t)config->batch_size;
+    /* A call must fail before the lease (renewed every TTL / 3) expires: half the TTL. */
+    options->call_timeout_ms = (int32_t)(config->lease_ttl_ms / 2);
 }
 
 int fts_cmd_extract(int argc, char **argv)
@@ -135,6 +137,10 @@ int fts_cmd_extract(int argc, char **argv)
         queue_conn = fts_cmd_redis_connect(&config, config.queue_redis_url, &err);
     }
     if (!state || (strcmp(config.queue_redis_url, config.state_redis_url) != 0 && !queue_conn)) {
+        if (fts_signals_stop_requested()) {
+            status = FTS_EXIT_OK; /* stopped while waiting for Redis: a clean stop */
+            goto cleanup;
+        }
         fts_log(FTS_LOG_ERROR, COMPONENT, "cannot connect to Redis: %s", err.message);
         goto cleanup;
     }

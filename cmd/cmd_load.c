@@ -102,6 +102,12 @@ static void on_touch(void *arg, const fts_error_t *err)
     fts_loader_touch_done(driver->loader, err);
 }
 
+static void on_mark(void *arg, const fts_error_t *err)
+{
+    driver_t *driver = arg;
+    fts_loader_mark_done(driver->loader, err);
+}
+
 static void on_settle(void *arg, const fts_error_t *err)
 {
     driver_t *driver = arg;
@@ -186,6 +192,12 @@ static void port_touch(void *context, const char *const *ids, size_t count)
 {
     driver_t *driver = context;
     fts_redis_group_touch(driver->group, ids, count, on_touch, driver);
+}
+
+static void port_mark(void *context, const char *const *ids, const uint64_t *counts, size_t count)
+{
+    driver_t *driver = context;
+    fts_redis_group_mark(driver->group, ids, counts, count, on_mark, driver);
 }
 
 static void port_settle(void *context, const fts_settlement_t *settlement, void *token)
@@ -523,6 +535,7 @@ int fts_cmd_load(int argc, char **argv)
         .read = port_read,
         .claim = port_claim,
         .touch = port_touch,
+        .mark = port_mark,
         .settle = port_settle,
         .bulk = port_bulk,
         .barrier = port_barrier,

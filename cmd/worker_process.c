@@ -13,8 +13,10 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "cmd.h"
 #include "extract_worker.h"
 #include "log.h"
@@ -194,6 +196,20 @@ fts_worker_port_t fts_worker_process_port(fts_worker_process_t *process)
 void fts_worker_process_cleanup(fts_worker_process_t *process)
 {
     int status = 0;
-    worker_reap(process, true, &status);
+    /* Bounded like the core's drain (half the lease TTL): a worker stuck on a Redis that never
+     * answers ignores SIGTERM, and must not hold up the end of a stop (issue 13, item 4). */
+    worker_close(process);
+    uint64_t deadline = fts_clock_monotonic_ms() + (uint64_t)process->config->lease_ttl_ms / 2;
+    while (process->child.pid > 0 && !worker_reap(process, false, &status)) {
+        if (fts_clock_monotonic_ms() >= deadline) {
+            fts_log(FTS_LOG_WARN, "extract",
+                    "the transform worker did not end within half the lease TTL; killing it");
+            worker_kill(process);
+            worker_reap(process, true, &status);
+            break;
+        }
+        struct timespec pause = {.tv_sec = 0, .tv_nsec = 10 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
     fts_socket_channel_cleanup(&process->channel);
 }

@@ -25,10 +25,13 @@
  *   one active extractor: reading happens only while the lease is ours; a renewal that finds
  *      it lost (or a local deadline that runs out) stops reading at once and kills the worker.
  */
+#include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include <bson/bson.h>
 
@@ -133,8 +136,12 @@ static bool spawn_worker(extract_t *ex, fts_error_t *err)
     return true;
 }
 
-/* Closes the channel (the worker queues what it has and exits) and waits for it. Returns the
- * wait status, or -1 when there was no worker. */
+/* Closes the channel (the worker queues what it has and exits) and waits for it, for half the
+ * lease TTL at most: a worker stuck on a Redis that never answers (it ignores SIGTERM, so only
+ * its command timeout would end the wait) is then killed, so that a stop ends in bounded time
+ * (issue 13, item 4). Killing it loses nothing: its position is saved only after what came
+ * before is queued, so the next start reads the rest again. Returns the wait status, or -1
+ * when there was no worker. */
 static int drain_worker(extract_t *ex)
 {
     ex->worker->ops->close(ex->worker->context);
@@ -142,8 +149,26 @@ static int drain_worker(extract_t *ex)
         return -1;
     }
     int status = 0;
-    if (!ex->worker->ops->reap(ex->worker->context, true, &status)) {
-        status = -1;
+    uint64_t deadline = fts_clock_monotonic_ms() + ex->options->lease_ttl_ms / 2;
+    while (!ex->worker->ops->reap(ex->worker->context, false, &status)) {
+        if (!ex->worker->ops->running(ex->worker->context)) {
+            return -1;
+        }
+        if (fts_clock_monotonic_ms() >= deadline) {
+            fts_log(FTS_LOG_WARN, COMPONENT,
+                    "the transform worker did not finish within %" PRIu64
+                    " ms (half the lease TTL); killing it (what it had not queued is read again "
+                    "from the saved position)",
+                    ex->options->lease_ttl_ms / 2);
+            ex->worker->ops->kill(ex->worker->context);
+            if (!ex->worker->ops->reap(ex->worker->context, true, &status)) {
+                status = -1;
+            }
+            return status;
+        }
+        /* Not fts_signals_sleep_ms: during a stop it would not sleep at all. */
+        struct timespec pause = {.tv_sec = 0, .tv_nsec = 10 * 1000 * 1000};
+        nanosleep(&pause, NULL);
     }
     return status;
 }
@@ -490,6 +515,28 @@ static bool wait_maintaining(extract_t *ex, uint64_t ms)
 
 typedef enum { STEP_OK = 0, STEP_REOPEN, STEP_END } step_t;
 
+/* True for the signals a process raises on itself by what it does (a bad access, abort(), an
+ * illegal instruction, a division by zero, a bad system call): a worker dying of one crashed
+ * on the event it was transforming. Any other signal (SIGKILL, SIGHUP, ...) came from outside
+ * and says nothing about the event. A SIGKILL while transforming (e.g. the OOM killer on a
+ * huge event) is indistinguishable from an operator's kill -9; it is not counted, so such an
+ * event is retried rather than dead-lettered. */
+static bool worker_caused_death(int sig)
+{
+    switch (sig) {
+    case SIGSEGV:
+    case SIGBUS:
+    case SIGABRT:
+    case SIGILL:
+    case SIGFPE:
+    case SIGSYS:
+    case SIGTRAP:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* The worker ended (status from waitpid). Decides what follows: a fatal stop (STEP_END with
  * ex->exit_status), or a restart and a reopen from the saved position (STEP_REOPEN). */
 static step_t worker_ended(extract_t *ex, int status, session_end_t *end)
@@ -531,7 +578,15 @@ static step_t worker_ended(extract_t *ex, int status, session_end_t *end)
         ex->reload_position = true;
         key = NULL;
     }
-    if (WIFSIGNALED(status)) {
+    if (WIFSIGNALED(status) && !worker_caused_death(WTERMSIG(status))) {
+        /* Killed from outside (kill -9 by an operator, an OOM killer, a SIGHUP): nothing says
+         * the event was at fault, so it is retried without counting toward
+         * FTSYNC_WORKER_CRASH_LIMIT (issue 13, item 3). Careful mode is kept as it was. */
+        fts_log(FTS_LOG_WARN, COMPONENT,
+                "transform worker killed from outside (%s); restarting it from the saved "
+                "position, not counted as a crash on the event",
+                text);
+    } else if (WIFSIGNALED(status)) {
         /* Only a crash of a careful worker (which checkpoints after every event) pins the
          * event right after the saved position as the one it dies on. */
         if (was_careful && key && ex->crash_key && strcmp(key, ex->crash_key) == 0) {

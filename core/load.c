@@ -67,6 +67,7 @@ typedef struct entry {
                           * entry was deleted from the stream */
     size_t count;
     uint64_t deliveries;
+    uint64_t deaths;      /* loaders that died while sending it: Redis's count - 1 (marks) */
     unsigned attempts;    /* item retries so far */
     uint64_t not_before;  /* a retried item waits until then */
     uint64_t ready_since; /* when it (first) became ready: the batch wait runs from here */
@@ -171,6 +172,12 @@ struct fts_loader {
 
     bool claim_outstanding;
     bool touch_outstanding;
+    /* Delivery counts to write (port mark), gathered during one turn of run(): */
+    char (*mark_ids)[FTS_STREAM_ID_SIZE];
+    uint64_t *mark_counts;
+    size_t mark_count;
+    size_t mark_room;
+    unsigned marks_outstanding;
     char claim_cursor[FTS_STREAM_ID_SIZE];
     uint64_t next_claim_at;
 
@@ -336,6 +343,46 @@ static void make_ready(fts_loader_t *loader, entry_t *entry, bool front)
     }
 }
 
+/* ---- delivery counts (README.md, Load: "Deliveries") ----
+ * Redis counts every delivery, restarts included, so its count alone would make an
+ * Elasticsearch outage with restarts look like a poison entry. The loader rewrites the count of
+ * every entry it holds so that it means "loaders that died while sending this entry, plus the
+ * current delivery": right after taking it, deaths (the count Redis reported - 1); just before
+ * sending it in a bulk request, deaths + 1 ("armed"); once that request ended, whatever its
+ * outcome, deaths again. A loader that dies while the entry is armed leaves the extra 1, which
+ * the next holder then counts; one that dies while it is not leaves nothing. */
+
+static void mark_queue(fts_loader_t *loader, const char *id, uint64_t count)
+{
+    if (loader->mark_count == loader->mark_room) {
+        loader->mark_room = loader->mark_room ? loader->mark_room * 2 : 64;
+        loader->mark_ids =
+            bson_realloc(loader->mark_ids, loader->mark_room * sizeof *loader->mark_ids);
+        loader->mark_counts =
+            bson_realloc(loader->mark_counts, loader->mark_room * sizeof *loader->mark_counts);
+    }
+    snprintf(loader->mark_ids[loader->mark_count], FTS_STREAM_ID_SIZE, "%s", id);
+    loader->mark_counts[loader->mark_count] = count;
+    loader->mark_count++;
+}
+
+/* Sends the queued marks, in the order queued, as one port call. */
+static void mark_flush(fts_loader_t *loader)
+{
+    if (loader->mark_count == 0 || loader->finished) {
+        loader->mark_count = 0;
+        return;
+    }
+    const char **ids = bson_malloc(loader->mark_count * sizeof *ids);
+    for (size_t i = 0; i < loader->mark_count; i++) {
+        ids[i] = loader->mark_ids[i];
+    }
+    loader->marks_outstanding++;
+    loader->ports.mark(loader->ports.context, ids, loader->mark_counts, loader->mark_count);
+    loader->mark_count = 0;
+    bson_free(ids);
+}
+
 /* Takes one entry as read or claimed: held from now on, unless it is held already. */
 static void take_entry(fts_loader_t *loader, const fts_stream_entry_t *source, bool claimed,
                        uint64_t now)
@@ -349,6 +396,7 @@ static void take_entry(fts_loader_t *loader, const fts_stream_entry_t *source, b
     snprintf(entry->id, sizeof entry->id, "%s", source->id);
     entry->hash = hash;
     entry->deliveries = source->deliveries;
+    entry->deaths = source->deliveries ? source->deliveries - 1 : 0;
     entry->ready_since = now;
     fts_action_init(&entry->action);
     held_insert(loader, entry);
@@ -371,12 +419,16 @@ static void take_entry(fts_loader_t *loader, const fts_stream_entry_t *source, b
     entry->items = copy_items(source->items, source->count);
     entry->count = source->count;
 
-    if (loader->options.max_deliveries && source->deliveries > loader->options.max_deliveries) {
+    if (loader->options.max_deliveries && entry->deaths >= loader->options.max_deliveries) {
         judge(loader, entry,
               format_reason("delivered %" PRIu64 " times, more than FTSYNC_MAX_DELIVERIES=%" PRIu64
-                            ": loaders holding it died or stalled that often",
-                            source->deliveries, loader->options.max_deliveries));
+                            ": loaders sending it died or stalled %" PRIu64 " times",
+                            source->deliveries, loader->options.max_deliveries, entry->deaths));
         return;
+    }
+    if (source->deliveries > 1) {
+        /* This delivery is not a death (yet): take it back out of Redis's count. */
+        mark_queue(loader, entry->id, entry->deaths);
     }
     fts_error_t err = {0};
     if (!fts_action_decode(entry->items, entry->count, &entry->action, &err)) {
@@ -549,6 +601,12 @@ static uint64_t pump_batches(fts_loader_t *loader, uint64_t now)
         batch->in_use = true;
         batch->sent_at = now;
         loader->in_flight++;
+        /* Armed before the request goes out: the mark is queued on the Redis connection
+         * first, so it is on its way before Elasticsearch can answer. */
+        for (size_t i = 0; i < batch->count; i++) {
+            mark_queue(loader, batch->entries[i]->id, batch->entries[i]->deaths + 1);
+        }
+        mark_flush(loader);
         loader->ports.bulk(loader->ports.context, batch->body.data, batch->body.len, batch);
     }
     return 0;
@@ -1041,7 +1099,10 @@ static void run(fts_loader_t *loader)
     uint64_t batch_due = 0;
     if (loader->stopping) {
         maybe_settle(loader, now);
-        bool idle = loader->in_flight == 0 && !loader->settle_outstanding && !loader->judged.head;
+        mark_flush(loader);
+        /* Marks too: a disarm left unwritten would count this stop as a death. */
+        bool idle = loader->in_flight == 0 && !loader->settle_outstanding && !loader->judged.head &&
+                    loader->marks_outstanding == 0;
         if (idle || now >= loader->stop_deadline) {
             finish(loader);
             return;
@@ -1059,6 +1120,7 @@ static void run(fts_loader_t *loader)
         }
         batch_due = pump_batches(loader, now);
         maybe_settle(loader, now);
+        mark_flush(loader);
         log_progress(loader, now);
     }
     fts_metric_set(FTS_METRIC_PENDING, 0, (double)loader->held);
@@ -1136,6 +1198,8 @@ void fts_loader_destroy(fts_loader_t *loader)
         }
     }
     bson_free(loader->buckets);
+    bson_free(loader->mark_ids);
+    bson_free(loader->mark_counts);
     for (size_t i = 0; i < loader->options.bulk_max_in_flight; i++) {
         bson_free(loader->batches[i].entries);
         bson_free(loader->batches[i].ops);
@@ -1287,6 +1351,20 @@ void fts_loader_claim_done(fts_loader_t *loader, const fts_stream_entry_t *entri
     run(loader);
 }
 
+void fts_loader_mark_done(fts_loader_t *loader, const fts_error_t *err)
+{
+    assert(loader->marks_outstanding > 0);
+    loader->marks_outstanding--;
+    if (err && err->domain != FTS_ERROR_NONE && !loader->finished) {
+        loader->stats.redis_errors++;
+        fts_log(FTS_LOG_WARN, LOG_COMPONENT,
+                "writing delivery counts failed (an entry may count a loader death it did not "
+                "cause, or miss one): %s",
+                err->message);
+    }
+    run(loader);
+}
+
 void fts_loader_touch_done(fts_loader_t *loader, const fts_error_t *err)
 {
     loader->touch_outstanding = false;
@@ -1374,6 +1452,11 @@ void fts_loader_bulk_done(fts_loader_t *loader, void *token, long status, const 
         return;
     }
     uint64_t now = now_ms(loader);
+    /* The request ended with this loader alive: disarm (entries acknowledged meanwhile are no
+     * longer pending, and XCLAIM leaves them alone). */
+    for (size_t i = 0; i < batch->count; i++) {
+        mark_queue(loader, batch->entries[i]->id, batch->entries[i]->deaths);
+    }
     char reason[FTS_BULK_REASON_SIZE];
     fts_bulk_response_verdict_t verdict;
     if (err && err->domain != FTS_ERROR_NONE) {

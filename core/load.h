@@ -14,8 +14,9 @@
  *      loaders sending the same entry are harmless;
  *   5. every entry ends acknowledged, dead-lettered with its reason, or still pending in
  *      Redis (retried in memory, or claimed again after this process dies). Entries it cannot
- *      trust - undecodable, delivered more than max_deliveries times, a drop or sweep when no
- *      ns field is configured - are dead-lettered, never skipped;
+ *      trust - undecodable, sent max_deliveries times by loaders that died while sending it
+ *      (the delivery count the loader keeps in Redis, load.c), a drop or sweep when no ns
+ *      field is configured - are dead-lettered, never skipped;
  *   6. a malformed entry or server reply is an error for that entry or that request only;
  *   7. a drop or sweep entry is applied (load_sweep.h): once the barrier says every entry
  *      before it is acknowledged (load_ports.h), it scrolls through the index and deletes,
@@ -103,6 +104,7 @@ void fts_loader_read_done(fts_loader_t *loader, const fts_stream_entry_t *entrie
 void fts_loader_claim_done(fts_loader_t *loader, const fts_stream_entry_t *entries, size_t count,
                            const char *next_cursor, uint64_t deleted, const fts_error_t *err);
 void fts_loader_touch_done(fts_loader_t *loader, const fts_error_t *err);
+void fts_loader_mark_done(fts_loader_t *loader, const fts_error_t *err);
 void fts_loader_settle_done(fts_loader_t *loader, void *token, const fts_error_t *err);
 /* An HTTP answer (status, body) or, with err set, none. */
 void fts_loader_bulk_done(fts_loader_t *loader, void *token, long status, const char *body,

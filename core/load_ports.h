@@ -73,6 +73,11 @@ typedef struct {
      * count a delivery), so that live work is not claimed by others. Completes with
      * fts_loader_touch_done. */
     void (*touch)(void *context, const char *const *ids, size_t count);
+    /* Sets these pending entries' delivery counts to counts[i] (XCLAIM ... RETRYCOUNT, which
+     * also resets their idle time): the loader keeps in that count how often a loader died
+     * while sending the entry (README.md, Load), not how often Redis delivered it. Completes
+     * with fts_loader_mark_done; several may be outstanding. */
+    void (*mark)(void *context, const char *const *ids, const uint64_t *counts, size_t count);
     /* Dead-letters and acknowledges, see fts_settlement_t. Completes with
      * fts_loader_settle_done(token). */
     void (*settle)(void *context, const fts_settlement_t *settlement, void *token);

@@ -389,6 +389,34 @@ static void build_collection_filter(char **names, bson_t *pipeline)
     bson_append_array_end(pipeline, &stages);
 }
 
+/* Bounds every call by options->call_timeout_ms where the URI says nothing (see the option). */
+static void apply_call_timeout(mongoc_uri_t *parsed, const fts_mongo_source_options_t *options)
+{
+    if (options->call_timeout_ms <= 0) {
+        return;
+    }
+    int64_t await_ms = options->max_await_time_ms > 0 ? options->max_await_time_ms
+                                                      : FTS_MONGO_DEFAULT_MAX_AWAIT_TIME_MS;
+    int64_t timeout = options->call_timeout_ms;
+    if (timeout < await_ms + 1000) {
+        timeout = await_ms + 1000;
+    }
+    if (timeout > INT32_MAX) {
+        timeout = INT32_MAX;
+    }
+    int32_t bound = (int32_t)timeout;
+    if (!mongoc_uri_has_option(parsed, MONGOC_URI_SOCKETTIMEOUTMS)) {
+        mongoc_uri_set_option_as_int32(parsed, MONGOC_URI_SOCKETTIMEOUTMS, bound);
+    }
+    if (!mongoc_uri_has_option(parsed, MONGOC_URI_SERVERSELECTIONTIMEOUTMS)) {
+        mongoc_uri_set_option_as_int32(parsed, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, bound);
+    }
+    if (!mongoc_uri_has_option(parsed, MONGOC_URI_CONNECTTIMEOUTMS) &&
+        bound < MONGOC_DEFAULT_CONNECTTIMEOUTMS) {
+        mongoc_uri_set_option_as_int32(parsed, MONGOC_URI_CONNECTTIMEOUTMS, bound);
+    }
+}
+
 fts_mongo_source_t *fts_mongo_source_new(const char *uri, const char *database,
                                          const char *collection,
                                          const fts_mongo_source_options_t *options,
@@ -431,6 +459,7 @@ fts_mongo_source_t *fts_mongo_source_new(const char *uri, const char *database,
     if (!mongoc_uri_get_appname(parsed)) {
         mongoc_uri_set_appname(parsed, "ftsync");
     }
+    apply_call_timeout(parsed, options);
     source->client = mongoc_client_new_from_uri_with_error(parsed, &error);
     if (!source->client) {
         fts_error_set(err, FTS_ERROR_CONFIG, FTS_ERROR_CODE_INVALID,

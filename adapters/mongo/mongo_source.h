@@ -88,6 +88,13 @@ typedef struct {
     int32_t batch_size;        /* events per change-stream batch; 0 = the server's default */
     int64_t max_await_time_ms; /* how long next waits for an event; 0 = default (1000) */
     int32_t scan_batch_size;   /* documents per snapshot-scan batch; 0 = default (1000) */
+    /* Upper bound on one call to the server: socketTimeoutMS and serverSelectionTimeoutMS (and
+     * connectTimeoutMS, when lower than libmongoc's 10 s) for the ones the URI does not set.
+     * extract derives it from the lease TTL so that a server that accepts and never answers
+     * fails the call before the lease expires (issue 13, item 4). Raised to
+     * max_await_time_ms + 1000 if lower, so that an idle getMore is not cut off. 0 = libmongoc's
+     * defaults (no socket timeout). */
+    int32_t call_timeout_ms;
 } fts_mongo_source_options_t;
 
 typedef struct fts_mongo_source fts_mongo_source_t;

@@ -12,9 +12,12 @@
  * nothing has been sent, and it spares the caller an avoidable error.
  *
  * A pipeline appends every command to hiredis's output buffer first and only then lets the
- * first redisGetReply() write them all, so a pipeline never leaves half its commands behind
- * for the next one. Appending fails only when hiredis cannot allocate, which aborts
- * (fts_fatal_oom), as does any allocation failure hiredis reports (REDIS_ERR_OOM).
+ * first wait for a reply write them all, so a pipeline never leaves half its commands behind
+ * for the next one. Every wait for a reply is cut into slices that look at the stop flag, so
+ * SIGTERM ends it within about 100 ms instead of at the command timeout, and a command sent
+ * during the stop (releasing the lease) waits 1 s at most (wait_reply). Appending
+ * fails only when hiredis cannot allocate, which aborts (fts_fatal_oom), as does any allocation
+ * failure hiredis reports (REDIS_ERR_OOM).
  */
 #include "redis_conn.h"
 
@@ -185,6 +188,92 @@ static bool set_context_error(fts_redis_t *redis, redisContext *context, int sav
     return set_context_error_n(redis, context, saved_errno, command, callers, false, err);
 }
 
+/* How long one wait for a reply lasts before the stop flag is looked at again. */
+#define STOP_CHECK_SLICE_MS 100
+/* How long a command sent during a stop may wait for its answer. */
+#define STOP_GRACE_MS 1000
+
+/* redisGetReply() for a blocking context, except that the wait for the reply is cut into
+ * slices and ends when a stop is requested (SIGTERM) meanwhile: hiredis retries a read interrupted
+ * by a signal, so on its own it would wait out the whole command timeout (issue 13, item 4). The
+ * command timeout still applies, as a whole. On failure the context is left with err set (an
+ * I/O error: "interrupted by a stop", or EAGAIN's message for a timeout, with errno to match)
+ * and must be dropped, like any failed blocking context. */
+static int wait_reply(fts_redis_t *redis, redisContext *context, void **reply)
+{
+    *reply = NULL;
+    if (redisGetReplyFromReader(context, reply) != REDIS_OK) {
+        return REDIS_ERR;
+    }
+    if (*reply) {
+        return REDIS_OK;
+    }
+    int done = 0;
+    do {
+        if (redisBufferWrite(context, &done) != REDIS_OK) {
+            return REDIS_ERR;
+        }
+    } while (!done);
+    /* A command sent once the stop is under way (the lease's release, a last checkpoint) is
+     * part of the stop: it gets its answer, but within STOP_GRACE_MS at most. One under way
+     * when the stop comes is given up at once. */
+    bool stopping_already = fts_signals_stop_requested();
+    uint64_t timeout = (uint64_t)redis->options.command_timeout_ms;
+    if (stopping_already && timeout > STOP_GRACE_MS) {
+        timeout = STOP_GRACE_MS;
+    }
+    uint64_t deadline = fts_clock_monotonic_ms() + timeout;
+    while (!*reply) {
+        if (!stopping_already && fts_signals_stop_requested()) {
+            context->err = REDIS_ERR_IO;
+            snprintf(context->errstr, sizeof context->errstr, "interrupted by a stop request");
+            errno = EINTR;
+            return REDIS_ERR;
+        }
+        uint64_t now = fts_clock_monotonic_ms();
+        if (now >= deadline) {
+            context->err = REDIS_ERR_IO;
+            snprintf(context->errstr, sizeof context->errstr, "%s", strerror(EAGAIN));
+            errno = EAGAIN;
+            return REDIS_ERR;
+        }
+        uint64_t slice =
+            deadline - now < STOP_CHECK_SLICE_MS ? deadline - now : STOP_CHECK_SLICE_MS;
+        struct pollfd pfd = {.fd = context->fd, .events = POLLIN};
+        int ready = poll(&pfd, 1, (int)slice);
+        if (ready < 0 && errno != EINTR) {
+            context->err = REDIS_ERR_IO;
+            snprintf(context->errstr, sizeof context->errstr, "%s", strerror(errno));
+            return REDIS_ERR;
+        }
+        if (ready <= 0) {
+            continue;
+        }
+        /* Readable: the read returns at once (data, or the peer's close). */
+        if (redisBufferRead(context) != REDIS_OK) {
+            return REDIS_ERR;
+        }
+        if (redisGetReplyFromReader(context, reply) != REDIS_OK) {
+            return REDIS_ERR;
+        }
+    }
+    return REDIS_OK;
+}
+
+/* redisCommandArgv() with wait_reply()'s wait. NULL on failure (context->err set). */
+static redisReply *command_argv(fts_redis_t *redis, redisContext *context, int argc,
+                                const char **argv, const size_t *argvlen)
+{
+    if (redisAppendCommandArgv(context, argc, argv, argvlen) != REDIS_OK) {
+        if (context->err == REDIS_ERR_OOM) {
+            fts_fatal_oom("a command for Redis");
+        }
+        return NULL;
+    }
+    void *reply = NULL;
+    return wait_reply(redis, context, &reply) == REDIS_OK ? reply : NULL;
+}
+
 /* Sends one command on a fresh context during connection set-up. *retryable tells whether
  * trying again later may help (a timeout, a server still loading) or not (wrong password). */
 static bool setup_command(fts_redis_t *redis, redisContext *context, int argc, const char **argv,
@@ -192,7 +281,8 @@ static bool setup_command(fts_redis_t *redis, redisContext *context, int argc, c
                           fts_error_t *err)
 {
     bool ok = false;
-    redisReply *reply = redisCommandArgv(context, argc, argv, NULL);
+    errno = 0;
+    redisReply *reply = command_argv(redis, context, argc, argv, NULL);
     if (!reply) {
         set_context_error(redis, context, errno, shown, false, err);
         *retryable = true;
@@ -475,7 +565,15 @@ redisReply *fts_redis_command(fts_redis_t *redis, fts_error_t *err, const char *
     va_list args;
     va_start(args, format);
     errno = 0;
-    redisReply *reply = redisvCommand(redis->context, format, args);
+    redisReply *reply = NULL;
+    void *raw = NULL;
+    if (redisvAppendCommand(redis->context, format, args) != REDIS_OK) {
+        if (redis->context->err == REDIS_ERR_OOM) {
+            fts_fatal_oom("a command for Redis");
+        }
+    } else if (wait_reply(redis, redis->context, &raw) == REDIS_OK) {
+        reply = raw;
+    }
     int saved_errno = errno;
     va_end(args);
     return finish_command(redis, reply, saved_errno, name, err);
@@ -491,7 +589,7 @@ redisReply *fts_redis_command_argv(fts_redis_t *redis, int argc, const char **ar
         return NULL;
     }
     errno = 0;
-    redisReply *reply = redisCommandArgv(redis->context, argc, argv, argvlen);
+    redisReply *reply = command_argv(redis, redis->context, argc, argv, argvlen);
     int saved_errno = errno;
     return finish_command(redis, reply, saved_errno, name, err);
 }
@@ -525,7 +623,7 @@ bool fts_redis_pipeline(fts_redis_t *redis, const fts_redis_cmd_t *commands, siz
     for (; received < count; received++) {
         void *reply = NULL;
         errno = 0;
-        if (redisGetReply(redis->context, &reply) != REDIS_OK || !reply) {
+        if (wait_reply(redis, redis->context, &reply) != REDIS_OK || !reply) {
             int saved_errno = errno;
             fts_error_t failure;
             set_context_error_n(redis, redis->context, saved_errno, what, true, true, &failure);

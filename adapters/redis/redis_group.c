@@ -1093,6 +1093,33 @@ void fts_redis_group_touch(fts_redis_group_t *group, const char *const *ids, siz
     op_send(op);
 }
 
+void fts_redis_group_mark(fts_redis_group_t *group, const char *const *ids, const uint64_t *counts,
+                          size_t count, fts_redis_group_done_fn done, void *arg)
+{
+    op_t *op =
+        op_new(group, &group->command_conn, OP_TOUCH, "XCLAIM RETRYCOUNT", group->stream_key);
+    op->done = done;
+    op->arg = arg;
+    if (count == 0) {
+        op_complete_later(op);
+        return;
+    }
+    for (size_t i = 0; i < count; i++) {
+        assert(ids[i]);
+        fts_redis_argv_t *command = op_add_command(op);
+        const char *head[] = {"XCLAIM", group->stream_key, group->group_name, group->consumer, "0",
+                              NULL};
+        fts_redis_argv_push_all(command, head);
+        fts_redis_argv_push_str(command, ids[i]);
+        fts_redis_argv_push_str(command, "RETRYCOUNT");
+        char number[24];
+        snprintf(number, sizeof number, "%" PRIu64, counts[i]);
+        fts_redis_argv_push_str(command, number);
+        fts_redis_argv_push_str(command, "JUSTID");
+    }
+    op_send(op);
+}
+
 void fts_redis_group_settle(fts_redis_group_t *group, const fts_settlement_t *settlement,
                             fts_redis_group_done_fn done, void *arg)
 {

@@ -84,6 +84,13 @@ void fts_redis_group_read(fts_redis_group_t *group, const char *start_id, size_t
 void fts_redis_group_claim(fts_redis_group_t *group, const char *cursor, size_t count,
                            fts_redis_group_entries_fn done, void *arg);
 
+/* One XCLAIM <stream> <group> <consumer> 0 <id> RETRYCOUNT <n> JUSTID per entry, pipelined:
+ * sets each pending entry's delivery count to counts[i] (and resets its idle time). The loader
+ * keeps that count as its own "died while sending it" counter (README.md, Load). An ID no
+ * longer pending is left alone (no FORCE). */
+void fts_redis_group_mark(fts_redis_group_t *group, const char *const *ids, const uint64_t *counts,
+                          size_t count, fts_redis_group_done_fn done, void *arg);
+
 /* XCLAIM <stream> <group> <consumer> 0 ids... JUSTID: resets the entries' idle time without
  * counting a delivery. */
 void fts_redis_group_touch(fts_redis_group_t *group, const char *const *ids, size_t count,

@@ -1007,6 +1007,7 @@ typedef struct {
     bool running;
     bool crash_on_events; /* an event frame kills the worker (SIGSEGV) */
     bool crashed;
+    bool closed; /* its channel was closed: like the real one, it ends (reapable at once) */
     unsigned spawns;
     bson_t *frames[256];
     size_t count;
@@ -1017,6 +1018,7 @@ static bool fw_spawn(void *context, fts_error_t *err)
     (void)err;
     fake_worker_t *worker = context;
     worker->running = true;
+    worker->closed = false;
     worker->spawns++;
     return true;
 }
@@ -1048,12 +1050,17 @@ static bool fw_reap(void *context, bool block, int *status)
         *status = SIGSEGV; /* a wait status: killed by SIGSEGV */
         return true;
     }
-    if (!block || !worker->running) {
+    if ((!block && !worker->closed) || !worker->running) {
         return false;
     }
     worker->running = false;
     *status = 0; /* exited 0 */
     return true;
+}
+
+static void fw_close(void *context)
+{
+    ((fake_worker_t *)context)->closed = true;
 }
 
 static void fw_nothing(void *context)
@@ -1066,7 +1073,7 @@ static const fts_worker_ops_t fake_worker_ops = {
     .running = fw_running,
     .send = fw_send,
     .reap = fw_reap,
-    .close = fw_nothing,
+    .close = fw_close,
     .kill = fw_nothing,
 };
 

@@ -57,6 +57,10 @@ typedef struct {
     unsigned claim_calls;
     unsigned touch_calls;
     size_t touched;
+    unsigned marks_pending; /* mark calls not completed yet */
+    size_t mark_count;      /* the last mark call's entries, and the first of them: */
+    char mark_first_id[FTS_STREAM_ID_SIZE];
+    uint64_t mark_first_count;
     bulk_call_t bulks[MAX_CALLS];
     size_t bulk_count;
     settle_call_t settles[MAX_CALLS];
@@ -94,6 +98,17 @@ static void fake_touch(void *context, const char *const *ids, size_t count)
     fake_t *fake = context;
     fake->touch_calls++;
     fake->touched = count;
+}
+
+static void fake_mark(void *context, const char *const *ids, const uint64_t *counts, size_t count)
+{
+    fake_t *fake = context;
+    fake->marks_pending++;
+    fake->mark_count = count;
+    if (count > 0) {
+        snprintf(fake->mark_first_id, sizeof fake->mark_first_id, "%s", ids[0]);
+        fake->mark_first_count = counts[0];
+    }
 }
 
 static void fake_settle(void *context, const fts_settlement_t *settlement, void *token)
@@ -204,6 +219,7 @@ static fixture_t *fixture_new(const fts_load_options_t *options)
         .read = fake_read,
         .claim = fake_claim,
         .touch = fake_touch,
+        .mark = fake_mark,
         .settle = fake_settle,
         .bulk = fake_bulk,
         .barrier = fake_barrier,
@@ -230,6 +246,15 @@ static void fixture_destroy(fixture_t *f)
 }
 
 /* Moves the clock to the armed wake-up and fires it. */
+/* Completes every outstanding mark call, as Redis would. */
+static void complete_marks(fixture_t *f)
+{
+    while (f->fake.marks_pending > 0) {
+        f->fake.marks_pending--;
+        fts_loader_mark_done(f->loader, NULL);
+    }
+}
+
 static void fire_timer(fixture_t *f)
 {
     assert_true(f->fake.wake_armed);
@@ -656,6 +681,53 @@ static void test_claims_and_touches_on_interval(void **state)
     fixture_destroy(f);
 }
 
+/* Redis's delivery count is rewritten to mean "loaders that died while sending it, plus
+ * this delivery": restarts that never sent the entry do not count (issue 13, item 3). */
+static void test_delivery_counts_count_only_deaths_while_sending(void **state)
+{
+    (void)state;
+    fts_load_options_t options = default_options();
+    fixture_t *f = fixture_new(&options);
+    start_reading_new(f);
+    test_entry_t e[3];
+    three_entries(e);
+    e[0].deliveries = e[1].deliveries = e[2].deliveries = 4; /* 3 earlier deliveries */
+    deliver(f, e, 3);
+    assert_int_equal(f->fake.bulk_count, 1);
+    /* taken: back to 3 (this delivery not counted); then armed (4) for the request */
+    assert_int_equal(f->fake.mark_count, 6);
+    assert_string_equal(f->fake.mark_first_id, "1-0");
+    assert_int_equal(f->fake.mark_first_count, 3);
+    /* the request ends, Elasticsearch down: disarmed, back to 3 */
+    fts_loader_bulk_done(f->loader, f->fake.bulks[0].token, 500, "{}", 2, NULL);
+    assert_int_equal(f->fake.mark_count, 3);
+    assert_int_equal(f->fake.mark_first_count, 3);
+    complete_marks(f);
+    /* a fifth delivery after a loader died while sending (count 4 left + 1): still loaded;
+     * max_deliveries 5 is reached only by the fifth death */
+    assert_int_equal(fts_loader_stats(f->loader)->dead, 0);
+    fixture_destroy(f);
+}
+
+/* An entry whose senders died max_deliveries times is dead-lettered, not sent. */
+static void test_entry_killing_its_senders_is_dead_lettered(void **state)
+{
+    (void)state;
+    fts_load_options_t options = default_options();
+    fixture_t *f = fixture_new(&options);
+    start_reading_new(f);
+    test_entry_t e[1];
+    entry_make(&e[0], "1-0", "index", "a", "10", "{\"name\":\"A\"}");
+    e[0].deliveries = 6; /* 5 deaths while armed + this delivery */
+    deliver(f, e, 1);
+    fire_timer(f);
+    assert_int_equal(f->fake.bulk_count, 0);
+    assert_int_equal(f->fake.settle_count, 1);
+    assert_int_equal(f->fake.settles[0].dead_count, 1);
+    assert_contains(f->fake.settles[0].dead_reasons[0], "died or stalled 5 times");
+    fixture_destroy(f);
+}
+
 static void test_stop_finishes_in_flight_then_reports_finished(void **state)
 {
     (void)state;
@@ -678,6 +750,9 @@ static void test_stop_finishes_in_flight_then_reports_finished(void **state)
     assert_false(f->fake.finished);
     assert_int_equal(f->fake.settle_count, 1);
     fts_loader_settle_done(f->loader, f->fake.settles[0].token, NULL);
+    /* and the delivery counts written around the request are confirmed */
+    assert_false(f->fake.finished);
+    complete_marks(f);
     assert_true(f->fake.finished);
     assert_int_equal(fts_loader_stats(f->loader)->acked, 3);
     assert_int_equal(f->fake.bulk_count, 1);
@@ -1109,6 +1184,8 @@ int main(void)
         cmocka_unit_test(test_entry_deleted_from_stream_is_acknowledged),
         cmocka_unit_test(test_reading_is_bounded_by_what_is_held),
         cmocka_unit_test(test_claims_and_touches_on_interval),
+        cmocka_unit_test(test_delivery_counts_count_only_deaths_while_sending),
+        cmocka_unit_test(test_entry_killing_its_senders_is_dead_lettered),
         cmocka_unit_test(test_stop_finishes_in_flight_then_reports_finished),
         cmocka_unit_test(test_stop_abandons_after_timeout_without_acknowledging),
         cmocka_unit_test(test_sweep_waits_for_its_barrier_without_holding_up_later_entries),
