@@ -1101,7 +1101,7 @@ fts_double_cmd_status_t fts_double_stream_aggregate(fts_double_cmd_t *cmd, const
     bool all_for_cluster = false;
     const bson_value_t *resume = NULL, *start_after = NULL, *start_at = NULL;
     bson_value_t resume_v, start_after_v, start_at_v;
-    int mode;
+    int mode = 0;
 
     bson_iter_init(&pipe, pipeline);
     bson_iter_next(&pipe);

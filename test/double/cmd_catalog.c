@@ -125,7 +125,7 @@ fts_double_cmd_status_t fts_double_cmd_rename_collection(fts_double_cmd_t *cmd)
 {
     bson_value_t from_v, to_v;
     char from_db[256], to_db[256];
-    const char *from, *to;
+    const char *from = NULL, *to = NULL;
     bool drop_target;
     if (!fts_double_doc_get(cmd->body, "renameCollection", &from_v) ||
         !fts_double_doc_get(cmd->body, "to", &to_v) ||

@@ -81,6 +81,7 @@ static void fix_height(fts_double_node_t *n)
 static fts_double_node_t *rotate_right(fts_double_node_t *n)
 {
     fts_double_node_t *l = n->left;
+    BSON_ASSERT(l); /* a right rotation is only made of a node with a left child */
     n->left = l->right;
     l->right = n;
     fix_height(n);
@@ -91,6 +92,7 @@ static fts_double_node_t *rotate_right(fts_double_node_t *n)
 static fts_double_node_t *rotate_left(fts_double_node_t *n)
 {
     fts_double_node_t *r = n->right;
+    BSON_ASSERT(r); /* a left rotation is only made of a node with a right child */
     n->right = r->left;
     r->left = n;
     fix_height(n);
