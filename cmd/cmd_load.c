@@ -33,6 +33,7 @@
 #include "event_loop.h"
 #include "load.h"
 #include "log.h"
+#include "permanent.h"
 #include "redis_group.h"
 #include "redis_queue.h"
 #include "signals.h"
@@ -274,17 +275,21 @@ static bool wait_for_server(fts_es_client_t *client, const fts_config_t *config,
     fts_backoff_t backoff;
     fts_backoff_init(&backoff, (uint64_t)config->retry_base_ms, (uint64_t)config->retry_max_ms, 0);
     while (!fts_es_server_info(client, info, err)) {
-        if (err->code == FTS_ERROR_CODE_AUTH) {
-            return false;
-        }
+        /* A failure that needs an operator is retried too (they may fix it while we wait),
+         * but shown by /readyz and logged as permanent (permanent.h), not as "not yet". */
         uint64_t delay = fts_backoff_next_ms(&backoff);
-        fts_log(FTS_LOG_WARN, "es",
-                "Elasticsearch does not answer yet, retrying in %" PRIu64 " ms: %s", delay,
-                err->message);
+        if (fts_permanent_classify(err) != FTS_PERMANENT_NONE) {
+            fts_permanent_report_error(FTS_SERVER_ELASTICSEARCH, err);
+        } else {
+            fts_log(FTS_LOG_WARN, "es",
+                    "Elasticsearch does not answer yet, retrying in %" PRIu64 " ms: %s", delay,
+                    err->message);
+        }
         if (!fts_signals_sleep_ms((unsigned long)delay)) {
             return false;
         }
     }
+    fts_permanent_report(FTS_SERVER_ELASTICSEARCH, FTS_PERMANENT_NONE, NULL);
     return true;
 }
 
