@@ -8,7 +8,9 @@
  * reverse, would be refused item by item and dead-letter everything: exit 2 instead); the index
  * exists (created from its definition when missing); a warning when index.gc_deletes is shorter
  * than a replay can be late (invariant 3). A server that does not answer yet is waited for with
- * backoff, so that a loader started before Elasticsearch simply waits. Then one event loop runs
+ * backoff, so that a loader started before Elasticsearch simply waits; so is one that refuses
+ * the credentials or is not Elasticsearch, shown by /readyz as permanent (core/permanent.h)
+ * until the operator fixes it. Then one event loop runs
  * until SIGTERM or SIGINT, after which in-flight requests get FTSYNC_STOP_TIMEOUT_MS to finish
  * and the process exits 0; whatever was not acknowledged stays pending in the group.
  * Drops and sweeps (core/load.c) use the same loop: their barrier is a query on the group's

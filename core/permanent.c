@@ -82,6 +82,34 @@ fts_permanent_reason_t fts_permanent_classify_http(long status, const char *body
     return FTS_PERMANENT_NONE;
 }
 
+/* A change of state, always printed: the logger holds back repeats of one call site (format)
+ * within its interval, so each reason has a call site of its own; the once-a-minute repeat has
+ * another. */
+static void log_change(fts_server_t server, fts_permanent_reason_t reason, const char *detail)
+{
+    const char *advice = fts_permanent_advice(server, reason);
+    switch (reason) {
+    case FTS_PERMANENT_AUTH:
+        fts_log(FTS_LOG_ERROR, "permanent", "permanent (auth): %s; retrying until fixed: %s",
+                advice, detail);
+        break;
+    case FTS_PERMANENT_API_KEY:
+        fts_log(FTS_LOG_ERROR, "permanent", "permanent (api_key): %s; retrying until fixed: %s",
+                advice, detail);
+        break;
+    case FTS_PERMANENT_NOT_ELASTICSEARCH:
+        fts_log(FTS_LOG_ERROR, "permanent",
+                "permanent (not_elasticsearch): %s; retrying until fixed: %s", advice, detail);
+        break;
+    case FTS_PERMANENT_TLS:
+        fts_log(FTS_LOG_ERROR, "permanent", "permanent (tls): %s; retrying until fixed: %s", advice,
+                detail);
+        break;
+    default:
+        assert(!"a permanent reason");
+    }
+}
+
 void fts_permanent_report(fts_server_t server, fts_permanent_reason_t reason, const char *detail)
 {
     assert(server < FTS_SERVER_COUNT && reason < FTS_PERMANENT_COUNT);
@@ -99,12 +127,14 @@ void fts_permanent_report(fts_server_t server, fts_permanent_reason_t reason, co
         return;
     }
     fts_metric_add(FTS_METRIC_PERMANENT_ERRORS, fts_permanent_label(server, reason), 1);
-    if (reason != before || now - logged_at[server] >= FTS_PERMANENT_LOG_EVERY_MS) {
+    if (reason != before) {
         logged_at[server] = now;
-        fts_log(FTS_LOG_ERROR, "permanent",
-                "permanent: %s; retrying until it is fixed (reason=%s%s): %s",
-                fts_permanent_advice(server, reason), fts_permanent_reason_name(reason),
-                reason == before ? ", still" : "", detail ? detail : "");
+        log_change(server, reason, detail ? detail : "");
+    } else if (now - logged_at[server] >= FTS_PERMANENT_LOG_EVERY_MS) {
+        logged_at[server] = now;
+        fts_log(FTS_LOG_ERROR, "permanent", "permanent (%s), still: %s: %s",
+                fts_permanent_reason_name(reason), fts_permanent_advice(server, reason),
+                detail ? detail : "");
     }
 }
 

@@ -4,7 +4,8 @@
  * a refused certificate. They are retried like any other failure (the operator may fix the
  * setting, or the server), but while one lasts /readyz answers 503 naming it, the metrics count
  * it (ftsync_permanent_errors_total{server,reason}, ftsync_permanent_error{server}) and the log
- * says "permanent: ... (fix the setting X)" once per change of state, then once a minute.
+ * says "permanent (<reason>): ... (fix the setting X)" once per change of state, then once
+ * a minute.
  *
  * The adapters mark these failures with the error codes below (or FTS_ERROR_CODE_AUTH); the
  * classification reads only domain, code and, for the API key's type, the server's message.

@@ -284,7 +284,7 @@ static void test_elasticsearch_permanent_errors_are_reported_until_fixed(void **
     assert_int_equal(sample(text, "ftsync_permanent_error{server=\"elasticsearch\"}"), 1);
     assert_int_equal(sample(text, "ftsync_permanent_error{server=\"redis\"}"), 0);
     bson_free(text);
-    assert_true(log_contains(log_path, "permanent: ", 5000));
+    assert_true(log_contains(log_path, "permanent (auth): ", 5000));
     char *output = NULL;
     assert_int_equal(run_check(dir, &output), 1);
     if (!strstr(output, "permanent (auth)")) {
@@ -297,6 +297,8 @@ static void test_elasticsearch_permanent_errors_are_reported_until_fixed(void **
                                "<html><body><h1>Welcome to nginx!</h1></body></html>");
     const char *const html[] = {"permanent", "not_elasticsearch", "FTSYNC_ES_URL", NULL};
     expect(port, "/readyz", 503, html, log_path);
+    /* The change of state is logged, though the last error line is only a second old. */
+    assert_true(log_contains(log_path, "permanent (not_elasticsearch): ", 5000));
     assert_running(load);
     fts_http_capture_set_reply(es, 200, "application/json", "{\"status\":\"ok\",\"items\":[]}");
     sleep_ms(1000);
@@ -359,7 +361,7 @@ static void test_redis_wrong_password_is_reported_until_fixed(void **state)
                 1);
     assert_int_equal(sample(text, "ftsync_permanent_error{server=\"redis\"}"), 1);
     bson_free(text);
-    assert_true(log_contains(log_path, "permanent: ", 5000));
+    assert_true(log_contains(log_path, "permanent (auth): ", 5000));
     char *output = NULL;
     assert_int_equal(run_check(dir, &output), 1);
     if (!strstr(output, "permanent (auth)") || strstr(output, "wrong-password")) {
