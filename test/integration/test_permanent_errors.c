@@ -8,9 +8,9 @@
  *     stand-in answers as Elasticsearch, /readyz is 200 and the gauge 0;
  *   - the same with a private redis-server that requires another password than the one given,
  *     until the server's password is changed to the one ftsync has;
- *   - a loader reading a private redis-server that is FLUSHALLed (the group and the stream are
- *     gone): new entries are still read and loaded, the loss is logged and counted
- *     (ftsync_queue_data_lost_total{what="group"}).
+ *   - a loader reading a private redis-server that is FLUSHALLed, then restarted without
+ *     persistence (each time the group and the stream are gone): new entries are still read
+ *     and loaded, each loss is logged and counted (ftsync_queue_data_lost_total{what="group"}).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -441,7 +441,9 @@ static void test_loader_recreates_a_vanished_group(void **state)
 {
     (void)state;
     fts_error_t err;
-    fts_test_redis_server_t *redis = fts_test_redis_server_start(NULL, &err);
+    /* No persistence: a restart loses everything, like FLUSHALL. */
+    const char *const no_persistence[] = {"--appendonly", "no", "--save", "", NULL};
+    fts_test_redis_server_t *redis = fts_test_redis_server_start(no_persistence, &err);
     assert_non_null(redis);
     fts_http_capture_t *es = fts_http_capture_new(&err);
     assert_non_null(es);
@@ -481,6 +483,26 @@ static void test_loader_recreates_a_vanished_group(void **state)
     assert_true(log_contains(log_path, "lost the consumer group", 5000));
     char *text = metrics(port);
     assert_int_equal(sample(text, "ftsync_queue_data_lost_total{what=\"group\"}"), 1);
+    bson_free(text);
+    assert_running(load);
+
+    /* Again, by a restart without persistence. */
+    redisFree(client);
+    assert_true(fts_test_redis_server_restart(redis, &err));
+    client = fts_test_redis_connect(fts_test_redis_server_url(redis), &err);
+    assert_non_null(client);
+    reply = redisCommand(client, "EXISTS %s", stream);
+    assert_non_null(reply);
+    assert_int_equal(reply->integer, 0); /* the restart did lose the stream */
+    freeReplyObject(reply);
+    set_bulk_reply(es, "c1");
+    xadd(client, stream, "c1");
+    if (!bulk_seen(es, "c1", 20000)) {
+        print_log_tail(log_path);
+        fail_msg("the loader read nothing after a restart without persistence");
+    }
+    text = metrics(port);
+    assert_int_equal(sample(text, "ftsync_queue_data_lost_total{what=\"group\"}"), 2);
     bson_free(text);
     assert_running(load);
 
