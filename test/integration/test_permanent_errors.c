@@ -6,6 +6,8 @@
  *     the permanent reason, /metrics counts it (ftsync_permanent_errors_total{server,reason}) and
  *     shows ftsync_permanent_error{server} 1, `ftsync check` exits 1 with the reason; once the
  *     stand-in answers as Elasticsearch, /readyz is 200 and the gauge 0;
+ *   - an Elasticsearch URL served by a TLS server (openssl s_server) whose self-signed
+ *     certificate is not trusted: /readyz and `ftsync check` name "permanent (tls)";
  *   - the same with a private redis-server that requires another password than the one given,
  *     until the server's password is changed to the one ftsync has;
  *   - a loader reading a private redis-server that is FLUSHALLed, then restarted without
@@ -329,6 +331,68 @@ static void test_elasticsearch_permanent_errors_are_reported_until_fixed(void **
     remove_dir(dir);
 }
 
+/* ---- Elasticsearch behind a certificate nobody vouches for -------------------------------- */
+
+static void test_a_refused_certificate_is_permanent(void **state)
+{
+    (void)state;
+    fts_error_t err;
+    fts_test_redis_server_t *redis = fts_test_redis_server_start(NULL, &err);
+    assert_non_null(redis);
+    char *dir = make_dir("permanent-tls");
+    char command[2600];
+    snprintf(command, sizeof command,
+             "openssl req -x509 -newkey rsa:2048 -nodes -keyout '%s/key.pem' -out '%s/cert.pem' "
+             "-days 2 -subj /CN=localhost >/dev/null 2>&1",
+             dir, dir);
+    assert_int_equal(system(command), 0);
+    /* A TLS server whose self-signed certificate FTSYNC_ES_CA_FILE (unset) does not trust. */
+    int tls_port = fts_test_free_port();
+    assert_true(tls_port > 0);
+    char accept[64];
+    char cert[1200];
+    char key[1200];
+    snprintf(accept, sizeof accept, "127.0.0.1:%d", tls_port);
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(key, sizeof key, "%s/key.pem", dir);
+    const char *const server_args[] = {"s_server", "-accept", accept, "-cert", cert,
+                                       "-key",     key,       "-www", NULL};
+    char server_log[1200];
+    snprintf(server_log, sizeof server_log, "%s/s_server.log", dir);
+    pid_t server = fts_test_spawn("/usr/bin/openssl", server_args, server_log);
+    assert_true(server > 0);
+
+    char name[64];
+    snprintf(name, sizeof name, "permtls%ld", (long)getpid());
+    char es_url[128];
+    snprintf(es_url, sizeof es_url, "https://127.0.0.1:%d", tls_port);
+    common_env(name, fts_test_redis_server_url(redis), es_url);
+    char log_path[1200];
+    snprintf(log_path, sizeof log_path, "%s/load.log", dir);
+    int port;
+    pid_t load = start_load(log_path, &port);
+    const char *const tls[] = {"permanent (tls)", "FTSYNC_ES_CA_FILE", NULL};
+    expect(port, "/readyz", 503, tls, log_path);
+    char *text = metrics(port);
+    assert_true(sample(text, "ftsync_permanent_errors_total{server=\"elasticsearch\",reason="
+                             "\"tls\"}") >= 1);
+    bson_free(text);
+    char *output = NULL;
+    assert_int_equal(run_check(dir, &output), 1);
+    if (!strstr(output, "permanent (tls)")) {
+        fail_msg("ftsync check did not name the reason: %s", output);
+    }
+    bson_free(output);
+    assert_running(load);
+
+    kill(load, SIGTERM);
+    assert_int_equal(fts_test_wait_pid(load, 30000), 0);
+    kill(server, SIGTERM);
+    (void)fts_test_wait_pid(server, 10000);
+    fts_test_redis_server_destroy(redis);
+    remove_dir(dir);
+}
+
 /* ---- Redis: a wrong password ------------------------------------------------------------- */
 
 static void test_redis_wrong_password_is_reported_until_fixed(void **state)
@@ -519,6 +583,7 @@ int main(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_elasticsearch_permanent_errors_are_reported_until_fixed),
+        cmocka_unit_test(test_a_refused_certificate_is_permanent),
         cmocka_unit_test(test_redis_wrong_password_is_reported_until_fixed),
         cmocka_unit_test(test_loader_recreates_a_vanished_group),
     };
