@@ -1,7 +1,9 @@
 /*
  * cmd_check.c - `ftsync check`: a preflight an operator (or a readiness script) runs to learn
  * whether every server ftsync needs answers: the state and queue Redis, the Elasticsearch
- * cluster and its health, and the index. One line per check; exit 1 if any failed.
+ * cluster and its health, and the index. One line per check; exit 1 if any failed. A failure
+ * that needs an operator (permanent.h: credentials refused, not Elasticsearch, a refused
+ * certificate) says so: "permanent (<reason>): <what to fix>: <the server's answer>".
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -12,6 +14,7 @@
 
 #include "cmd.h"
 #include "log.h"
+#include "permanent.h"
 #include "redis_conn.h"
 #include "redis_url.h"
 
@@ -24,6 +27,20 @@ static void report(bool ok, const char *what, const char *detail)
     printf("%-5s %-18s %s\n", ok ? "ok" : "FAIL", what, redacted);
 }
 
+/* A failed check's line, naming the permanent reason when there is one. */
+static void report_failure(const char *what, fts_server_t server, const fts_error_t *err)
+{
+    fts_permanent_reason_t reason = fts_permanent_classify(err);
+    if (reason == FTS_PERMANENT_NONE) {
+        report(false, what, err->message);
+        return;
+    }
+    char detail[FTS_ERROR_MESSAGE_SIZE + 512];
+    snprintf(detail, sizeof detail, "permanent (%s): %s: %s", fts_permanent_reason_name(reason),
+             fts_permanent_advice(server, reason), err->message);
+    report(false, what, detail);
+}
+
 static bool check_redis(const char *what, const char *url, const fts_config_t *config)
 {
     fts_error_t err;
@@ -33,7 +50,7 @@ static bool check_redis(const char *what, const char *url, const fts_config_t *c
     if (ok) {
         report(true, what, masked);
     } else {
-        report(false, what, err.message);
+        report_failure(what, FTS_SERVER_REDIS, &err);
     }
     fts_redis_destroy(redis);
     bson_free(masked);
@@ -55,7 +72,7 @@ static bool check_elasticsearch(const fts_config_t *config)
     fts_es_response_t response;
     fts_es_response_init(&response);
     if (!fts_es_server_info(client, &info, &err)) {
-        report(false, "elasticsearch", err.message);
+        report_failure("elasticsearch", FTS_SERVER_ELASTICSEARCH, &err);
         goto cleanup;
     }
     snprintf(detail, sizeof detail, "%s %s at %s", fts_es_distribution_name(info.distribution),
@@ -63,7 +80,7 @@ static bool check_elasticsearch(const fts_config_t *config)
     report(true, "elasticsearch", detail);
 
     if (!fts_es_cluster_health(client, &health, &err)) {
-        report(false, "cluster health", err.message);
+        report_failure("cluster health", FTS_SERVER_ELASTICSEARCH, &err);
         goto cleanup;
     }
     snprintf(detail, sizeof detail, "%s, %d node(s)", fts_es_health_status_name(health.status),
@@ -76,7 +93,7 @@ static bool check_elasticsearch(const fts_config_t *config)
     char path[512];
     snprintf(path, sizeof path, "/%s", config->es_alias ? config->es_alias : config->es_index);
     if (!fts_es_request(client, "HEAD", path, NULL, NULL, 0, &response, &err)) {
-        report(false, "index", err.message);
+        report_failure("index", FTS_SERVER_ELASTICSEARCH, &err);
         goto cleanup;
     }
     if (response.status == 200) {
@@ -85,6 +102,12 @@ static bool check_elasticsearch(const fts_config_t *config)
     } else if (response.status == 404) {
         snprintf(detail, sizeof detail, "%s does not exist (ftsync init-index creates it)",
                  path + 1);
+        report(false, "index", detail);
+    } else if (response.status == 401 || response.status == 403) {
+        /* HEAD has no body: the status alone says the credentials lack the privilege. */
+        snprintf(detail, sizeof detail, "permanent (auth): %s: %s: HTTP %ld",
+                 fts_permanent_advice(FTS_SERVER_ELASTICSEARCH, FTS_PERMANENT_AUTH), path + 1,
+                 response.status);
         report(false, "index", detail);
     } else {
         snprintf(detail, sizeof detail, "%s: unexpected HTTP status %ld", path + 1,
@@ -107,7 +130,10 @@ int fts_cmd_check(int argc, char **argv)
             printf("usage: ftsync check\n\n"
                    "Checks that the state and queue Redis answer PING, that Elasticsearch\n"
                    "answers with a cluster that is not red, and that the index (or alias)\n"
-                   "exists. Exit status: 0 all good, 1 a check failed, 2 bad configuration.\n");
+                   "exists. A failure that needs an operator (credentials refused, a server\n"
+                   "that is not Elasticsearch, a refused certificate) is marked\n"
+                   "\"permanent (<reason>)\" with the setting to fix.\n"
+                   "Exit status: 0 all good, 1 a check failed, 2 bad configuration.\n");
             return FTS_EXIT_OK;
         }
         fprintf(stderr, "usage: ftsync check [--help]\n");

@@ -9,7 +9,9 @@
  * exists (created from its definition when missing) and was not written with another version
  * scheme (exit 2, core/action.h); a warning when index.gc_deletes is shorter
  * than a replay can be late (invariant 3). A server that does not answer yet is waited for with
- * backoff, so that a loader started before Elasticsearch simply waits. Then one event loop runs
+ * backoff, so that a loader started before Elasticsearch simply waits; so is one that refuses
+ * the credentials or is not Elasticsearch, shown by /readyz as permanent (core/permanent.h)
+ * until the operator fixes it. Then one event loop runs
  * until SIGTERM or SIGINT, after which in-flight requests get FTSYNC_STOP_TIMEOUT_MS to finish
  * and the process exits 0; whatever was not acknowledged stays pending in the group.
  * Drops and sweeps (core/load.c) use the same loop: their barrier is a query on the group's
@@ -35,6 +37,7 @@
 #include "event_loop.h"
 #include "load.h"
 #include "log.h"
+#include "permanent.h"
 #include "redis_group.h"
 #include "redis_queue.h"
 #include "signals.h"
@@ -288,17 +291,21 @@ static bool wait_for_server(fts_es_client_t *client, const fts_config_t *config,
     fts_backoff_t backoff;
     fts_backoff_init(&backoff, (uint64_t)config->retry_base_ms, (uint64_t)config->retry_max_ms, 0);
     while (!fts_es_server_info(client, info, err)) {
-        if (err->code == FTS_ERROR_CODE_AUTH) {
-            return false;
-        }
+        /* A failure that needs an operator is retried too (they may fix it while we wait),
+         * but shown by /readyz and logged as permanent (permanent.h), not as "not yet". */
         uint64_t delay = fts_backoff_next_ms(&backoff);
-        fts_log(FTS_LOG_WARN, "es",
-                "Elasticsearch does not answer yet, retrying in %" PRIu64 " ms: %s", delay,
-                err->message);
+        if (fts_permanent_classify(err) != FTS_PERMANENT_NONE) {
+            fts_permanent_report_error(FTS_SERVER_ELASTICSEARCH, err);
+        } else {
+            fts_log(FTS_LOG_WARN, "es",
+                    "Elasticsearch does not answer yet, retrying in %" PRIu64 " ms: %s", delay,
+                    err->message);
+        }
         if (!fts_signals_sleep_ms((unsigned long)delay)) {
             return false;
         }
     }
+    fts_permanent_report(FTS_SERVER_ELASTICSEARCH, FTS_PERMANENT_NONE, NULL);
     return true;
 }
 

@@ -31,6 +31,7 @@
 #include "load_sweep.h"
 #include "log.h"
 #include "metrics.h"
+#include "permanent.h"
 
 #define LOG_COMPONENT "load"
 
@@ -1254,9 +1255,41 @@ void fts_loader_stop(fts_loader_t *loader)
     run(loader);
 }
 
+/* A read or claim found no group (NOGROUP): Redis lost it, with the stream (FLUSHALL, a
+ * restart without persistence). Recreate it from 0 (ensure_group), so that the loader reads
+ * what is queued from now on instead of nothing; entries still in the stream are delivered
+ * again, harmless (versions, invariant 3). True when err says so. */
+static bool group_vanished(fts_loader_t *loader, const fts_error_t *err)
+{
+    if (!err || err->domain != FTS_ERROR_REDIS || err->code != FTS_ERROR_CODE_NO_GROUP) {
+        return false;
+    }
+    if (loader->group_ready) { /* once per loss, though a read and a claim may both see it */
+        loader->group_ready = false;
+        loader->group_retry_at = 0;
+        fts_metric_add(FTS_METRIC_DATA_LOST, FTS_LOST_GROUP, 1);
+        fts_log(FTS_LOG_ERROR, LOG_COMPONENT,
+                "the queue Redis lost the consumer group: recreated; entries queued before the "
+                "loss may be gone — run ftsync verify (%s)",
+                err->message);
+    }
+    return true;
+}
+
+/* Redis's state for /readyz (permanent.h): err NULL or empty when Redis just answered. */
+static void note_redis(const fts_error_t *err)
+{
+    if (err && err->domain != FTS_ERROR_NONE) {
+        fts_permanent_report_error(FTS_SERVER_REDIS, err);
+    } else {
+        fts_permanent_report(FTS_SERVER_REDIS, FTS_PERMANENT_NONE, NULL);
+    }
+}
+
 void fts_loader_group_done(fts_loader_t *loader, const fts_error_t *err)
 {
     loader->group_outstanding = false;
+    note_redis(err);
     if (err && err->domain != FTS_ERROR_NONE) {
         loader->stats.redis_errors++;
         uint64_t delay = fts_backoff_next_ms(&loader->group_backoff);
@@ -1282,7 +1315,9 @@ void fts_loader_read_done(fts_loader_t *loader, const fts_stream_entry_t *entrie
     }
     uint64_t now = now_ms(loader);
     fts_signal_set(FTS_SIGNAL_LOAD_REDIS_OK, !(err && err->domain != FTS_ERROR_NONE));
+    note_redis(err);
     if (err && err->domain != FTS_ERROR_NONE) {
+        group_vanished(loader, err);
         loader->stats.redis_errors++;
         uint64_t delay = fts_backoff_next_ms(&loader->read_backoff);
         loader->read_retry_at = now + delay;
@@ -1321,6 +1356,7 @@ void fts_loader_claim_done(fts_loader_t *loader, const fts_stream_entry_t *entri
         return;
     }
     if (err && err->domain != FTS_ERROR_NONE) {
+        group_vanished(loader, err);
         loader->stats.redis_errors++;
         fts_log(FTS_LOG_WARN, LOG_COMPONENT,
                 "claiming idle entries failed (redis_errors=%" PRIu64 "): %s",
@@ -1473,6 +1509,12 @@ void fts_loader_bulk_done(fts_loader_t *loader, void *token, long status, const 
                                                         : FTS_OUTCOME_ANSWERED,
                    1);
     fts_signal_set(FTS_SIGNAL_ES_OK, verdict != FTS_BULK_RESPONSE_RETRY);
+    fts_permanent_reason_t permanent = err && err->domain != FTS_ERROR_NONE
+                                           ? fts_permanent_classify(err)
+                                           : fts_permanent_classify_http(status, body, body_len);
+    if (permanent != FTS_PERMANENT_NONE || verdict != FTS_BULK_RESPONSE_RETRY) {
+        fts_permanent_report(FTS_SERVER_ELASTICSEARCH, permanent, reason);
+    }
 
     if (verdict == FTS_BULK_RESPONSE_RETRY) {
         loader->stats.es_errors++;

@@ -24,6 +24,10 @@
 #include "action.h"
 #include "error.h"
 
+/* The error code (of the Redis domain) of a read, claim or touch whose group or stream is gone
+ * (Redis answered NOGROUP): the loader recreates the group (ensure_group). */
+#define FTS_ERROR_CODE_NO_GROUP 1003
+
 /* Room for a stream entry ID: two 20-digit decimals, a dash and the NUL. */
 #define FTS_STREAM_ID_SIZE 48
 

@@ -42,6 +42,23 @@ static const char *const result_values[] = {"indexed", "deleted",       "conflic
 static const char *const stage_values[] = {"transform", "load", NULL};
 static const char *const outcome_values[] = {"answered", "failed", "split", NULL};
 static const char *const lost_values[] = {"state", "stream", "group", NULL};
+static const char *const server_values[] = {"redis", "elasticsearch", NULL};
+/* permanent_errors{server,reason}: one cell per server and reason above NONE, server-major;
+ * rendered with two labels (render_family), these names only count the cells. */
+static const char *const server_reason_cells[] = {"redis/auth",
+                                                  "redis/api_key",
+                                                  "redis/not_elasticsearch",
+                                                  "redis/tls",
+                                                  "elasticsearch/auth",
+                                                  "elasticsearch/api_key",
+                                                  "elasticsearch/not_elasticsearch",
+                                                  "elasticsearch/tls",
+                                                  NULL};
+static const char *const reason_names[FTS_PERMANENT_COUNT] = {"none", "auth", "api_key",
+                                                              "not_elasticsearch", "tls"};
+_Static_assert(sizeof server_reason_cells / sizeof server_reason_cells[0] - 1 ==
+                   FTS_SERVER_COUNT * (FTS_PERMANENT_COUNT - 1),
+               "a permanent_errors cell per server and reason");
 
 /* Upper bounds of the bulk duration buckets, seconds (+Inf is implied). */
 static const double bulk_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -98,6 +115,15 @@ static const family_t families[FTS_METRIC_COUNT] = {
                               "restart without persistence), by what: state, stream, group. "
                               "Each was repaired by a resync.",
                               KIND_COUNTER, FTS_METRICS_ROLE_ALL, "what", lost_values},
+    [FTS_METRIC_PERMANENT_ERRORS] = {"ftsync_permanent_errors_total",
+                                     "Failures that need an operator (retried until fixed), by "
+                                     "server and reason: auth, api_key, not_elasticsearch, tls.",
+                                     KIND_COUNTER, FTS_METRICS_ROLE_ALL, "server",
+                                     server_reason_cells},
+    [FTS_METRIC_PERMANENT_ERROR] = {"ftsync_permanent_error",
+                                    "1 while the server's last failure needs an operator (until "
+                                    "it answers properly), else 0.",
+                                    KIND_GAUGE, FTS_METRICS_ROLE_ALL, "server", server_values},
 };
 
 /* Cells a family takes: one per label value; a histogram's buckets, the one above the last
@@ -144,6 +170,25 @@ struct fts_metrics {
 };
 
 static fts_metrics_t *installed;
+
+unsigned fts_permanent_label(fts_server_t server, fts_permanent_reason_t reason)
+{
+    assert(server < FTS_SERVER_COUNT && reason > FTS_PERMANENT_NONE &&
+           reason < FTS_PERMANENT_COUNT);
+    return (unsigned)server * (FTS_PERMANENT_COUNT - 1) + (unsigned)reason - 1;
+}
+
+const char *fts_permanent_reason_name(fts_permanent_reason_t reason)
+{
+    assert(reason < FTS_PERMANENT_COUNT);
+    return reason_names[reason];
+}
+
+const char *fts_server_name(fts_server_t server)
+{
+    assert(server < FTS_SERVER_COUNT);
+    return server_values[server];
+}
 
 static uint64_t layout_signature(void)
 {
@@ -434,6 +479,28 @@ static void render_family(const fts_metrics_t *metrics, fts_metric_t id, uint64_
         fts_buffer_append_char(out, '\n');
         return;
     }
+    if (id == FTS_METRIC_PERMANENT_ERRORS) {
+        for (unsigned server = 0; server < FTS_SERVER_COUNT; server++) {
+            for (unsigned reason = 1; reason < FTS_PERMANENT_COUNT; reason++) {
+                unsigned label =
+                    fts_permanent_label((fts_server_t)server, (fts_permanent_reason_t)reason);
+                fts_buffer_appendf(out, "%s{server=\"%s\",reason=\"%s\"} %llu\n", family->name,
+                                   server_values[server], reason_names[reason],
+                                   (unsigned long long)fts_metrics_counter(metrics, id, label));
+            }
+        }
+        return;
+    }
+    if (id == FTS_METRIC_PERMANENT_ERROR) {
+        /* From the signals, the one truth /readyz reads too. */
+        static const fts_signal_t signals[FTS_SERVER_COUNT] = {FTS_SIGNAL_PERMANENT_REDIS,
+                                                               FTS_SIGNAL_PERMANENT_ES};
+        for (unsigned server = 0; server < FTS_SERVER_COUNT; server++) {
+            fts_buffer_appendf(out, "%s{server=\"%s\"} %d\n", family->name, server_values[server],
+                               fts_metrics_signal(metrics, signals[server]) ? 1 : 0);
+        }
+        return;
+    }
     if (family->kind == KIND_HISTOGRAM) {
         uint64_t cumulative = 0;
         for (unsigned i = 0; i <= BULK_BUCKETS; i++) {
@@ -524,8 +591,57 @@ bool fts_health_check(const fts_metrics_t *metrics, unsigned roles, uint64_t now
     return true;
 }
 
+const char *fts_permanent_advice(fts_server_t server, fts_permanent_reason_t reason)
+{
+    if (server == FTS_SERVER_REDIS) {
+        switch (reason) {
+        case FTS_PERMANENT_AUTH:
+            return "Redis refused the credentials or the user's permissions (fix the user and "
+                   "password in FTSYNC_STATE_REDIS_URL / FTSYNC_QUEUE_REDIS_URL, or the user's "
+                   "ACL)";
+        case FTS_PERMANENT_TLS:
+            return "Redis's TLS certificate is refused (fix the Redis URL or the CA)";
+        default:
+            return "Redis cannot be used as configured (fix FTSYNC_STATE_REDIS_URL / "
+                   "FTSYNC_QUEUE_REDIS_URL)";
+        }
+    }
+    switch (reason) {
+    case FTS_PERMANENT_AUTH:
+        return "Elasticsearch refused the credentials (fix the setting FTSYNC_ES_API_KEY or "
+               "FTSYNC_ES_USER / FTSYNC_ES_PASSWORD, or their privileges)";
+    case FTS_PERMANENT_API_KEY:
+        return "Elasticsearch refused the API key's type (fix the setting FTSYNC_ES_API_KEY: a "
+               "REST API key, not a cross-cluster one)";
+    case FTS_PERMANENT_NOT_ELASTICSEARCH:
+        return "the server does not answer as Elasticsearch or OpenSearch (fix the setting "
+               "FTSYNC_ES_URL)";
+    case FTS_PERMANENT_TLS:
+        return "Elasticsearch's TLS certificate is refused (fix the setting FTSYNC_ES_CA_FILE, "
+               "or the host name in FTSYNC_ES_URL)";
+    default:
+        return "Elasticsearch cannot be used as configured";
+    }
+}
+
 bool fts_ready_check(const fts_metrics_t *metrics, unsigned roles, char *reason, size_t reason_size)
 {
+    /* First, what needs an operator: it says more than "starting" or "does not answer". Only
+     * processes that reach a server set its signal, so this holds for any roles. */
+    static const fts_signal_t permanent[FTS_SERVER_COUNT] = {FTS_SIGNAL_PERMANENT_REDIS,
+                                                             FTS_SIGNAL_PERMANENT_ES};
+    for (unsigned server = 0; server < FTS_SERVER_COUNT; server++) {
+        uint64_t which = fts_metrics_signal(metrics, permanent[server]);
+        if (which > FTS_PERMANENT_NONE && which < FTS_PERMANENT_COUNT) {
+            snprintf(reason, reason_size, "%s: permanent (%s): %s",
+                     roles == FTS_METRICS_ROLE_EXTRACT ? "extract"
+                     : roles == FTS_METRICS_ROLE_LOAD  ? "load"
+                                                       : "run",
+                     reason_names[which],
+                     fts_permanent_advice((fts_server_t)server, (fts_permanent_reason_t)which));
+            return false;
+        }
+    }
     if (roles & FTS_METRICS_ROLE_EXTRACT) {
         uint64_t state = fts_metrics_signal(metrics, FTS_SIGNAL_EXTRACT_STATE);
         if (state == FTS_EXTRACT_STATE_NONE || state == FTS_EXTRACT_STATE_STARTING) {

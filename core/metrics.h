@@ -55,6 +55,8 @@ typedef enum {
     FTS_METRIC_HISTORY_LOST,       /* counter */
     FTS_METRIC_LEASE_HELD,         /* gauge 0/1 */
     FTS_METRIC_DATA_LOST,          /* counter {what} */
+    FTS_METRIC_PERMANENT_ERRORS,   /* counter {server,reason}: label fts_permanent_label() */
+    FTS_METRIC_PERMANENT_ERROR,    /* gauge {server}, from the signals (computed when rendered) */
     FTS_METRIC_COUNT
 } fts_metric_t;
 
@@ -94,6 +96,28 @@ typedef enum {
     FTS_OUTCOME_COUNT
 } fts_metric_outcome_t;
 
+/* Failures that need an operator (README.md, Operations): retried like any other, but shown
+ * by /readyz, counted by reason and logged as "permanent". The servers, and the reasons (their
+ * names are the label values: a fixed vocabulary). */
+typedef enum { FTS_SERVER_REDIS = 0, FTS_SERVER_ELASTICSEARCH, FTS_SERVER_COUNT } fts_server_t;
+typedef enum {
+    FTS_PERMANENT_NONE = 0,          /* not in a permanent failure */
+    FTS_PERMANENT_AUTH,              /* credentials refused (WRONGPASS, NOAUTH, NOPERM; 401, 403) */
+    FTS_PERMANENT_API_KEY,           /* an API key of a type that cannot call the REST API */
+    FTS_PERMANENT_NOT_ELASTICSEARCH, /* the URL answers, but not as Elasticsearch/OpenSearch */
+    FTS_PERMANENT_TLS,               /* the server's certificate is refused */
+    FTS_PERMANENT_COUNT
+} fts_permanent_reason_t;
+/* The label of permanent_errors{server,reason} (reason above NONE). */
+unsigned fts_permanent_label(fts_server_t server, fts_permanent_reason_t reason);
+/* "auth", "api_key", "not_elasticsearch", "tls" ("none" for NONE). */
+const char *fts_permanent_reason_name(fts_permanent_reason_t reason);
+/* "redis", "elasticsearch". */
+const char *fts_server_name(fts_server_t server);
+/* What is wrong and which setting to fix, in words: "Elasticsearch refused the credentials (fix
+ * the setting FTSYNC_ES_API_KEY ...)". A static string; no secrets. */
+const char *fts_permanent_advice(fts_server_t server, fts_permanent_reason_t reason);
+
 /* The health signals: not rendered as they are, read by fts_health_check/fts_ready_check
  * and, for two of them, the lag gauge. Times are milliseconds of the monotonic clock (one
  * clock for the whole machine, so comparable across processes) unless named _wall. */
@@ -109,6 +133,8 @@ typedef enum {
     FTS_SIGNAL_LOAD_REDIS_OK,        /* 1: the last consumer-group call succeeded */
     FTS_SIGNAL_ES_OK,                /* 1: the last bulk request got a usable answer */
     FTS_SIGNAL_LAST_ACK_TS_WALL_MS,  /* cluster time (ms) of the newest acknowledged action */
+    FTS_SIGNAL_PERMANENT_REDIS,      /* fts_permanent_reason_t of Redis now (NONE: none) */
+    FTS_SIGNAL_PERMANENT_ES,         /* fts_permanent_reason_t of Elasticsearch now */
     FTS_SIGNAL_COUNT
 } fts_signal_t;
 

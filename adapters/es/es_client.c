@@ -21,6 +21,7 @@
 #include "signals.h"
 #include "es_json.h"
 #include "log.h"
+#include "permanent.h"
 
 struct fts_es_client {
     CURL *handle;
@@ -202,7 +203,11 @@ bool fts_es_server_info(fts_es_client_t *client, fts_es_server_info_t *out, fts_
     fts_es_response_t response = {0};
     bool ok = get_ok(client, "/", &response, err);
     if (ok && !fts_es_server_info_parse(response.body.data, response.body.len, out, err)) {
-        fts_error_prefix(err, "Elasticsearch at %s", fts_es_client_current_url(client));
+        /* A 2xx answer to GET / without Elasticsearch's version: another server is at the URL
+         * (permanent.h), not one that is starting. */
+        err->code = FTS_ERROR_CODE_NOT_ELASTICSEARCH;
+        fts_error_prefix(err, "the server at %s is not Elasticsearch or OpenSearch",
+                         fts_es_client_current_url(client));
         ok = false;
     }
     fts_es_response_cleanup(&response);

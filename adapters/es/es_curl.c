@@ -19,6 +19,7 @@
 #include <bson/bson.h>
 
 #include "log.h"
+#include "permanent.h"
 
 #ifndef FTSYNC_VERSION
 #error "FTSYNC_VERSION must be defined by the build (CMake does it for every target)"
@@ -528,6 +529,10 @@ void fts_es_call_reset(fts_es_call_t *call)
 
 int fts_es_curl_error_code(CURLcode rc)
 {
+    if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
+        rc == CURLE_SSL_CERTPROBLEM) {
+        return FTS_ERROR_CODE_TLS; /* needs an operator (permanent.h) */
+    }
     return rc == CURLE_OPERATION_TIMEDOUT ? FTS_ERROR_CODE_TIMEOUT
            : rc == CURLE_WRITE_ERROR      ? FTS_ERROR_CODE_PROTOCOL
                                           : FTS_ERROR_CODE_CONNECT;

@@ -303,10 +303,14 @@ static void op_server_error_on(op_t *op, const redisReply *reply, const char *co
 {
     char text[FTS_ERROR_MESSAGE_SIZE];
     fts_redis_reply_text(reply, text, sizeof text);
+    /* NOGROUP: the group or its stream vanished (FLUSHALL, a restart without persistence); the
+     * loader recreates it (load_ports.h). */
+    int code = fts_redis_is_auth_error(text)      ? FTS_ERROR_CODE_AUTH
+               : strncmp(text, "NOGROUP", 7) == 0 ? FTS_ERROR_CODE_NO_GROUP
+                                                  : FTS_ERROR_CODE_SERVER;
     fts_error_t err;
-    fts_error_set(&err, FTS_ERROR_REDIS,
-                  fts_redis_is_auth_error(text) ? FTS_ERROR_CODE_AUTH : FTS_ERROR_CODE_SERVER,
-                  "Redis at %s refused %s on \"%s\": %s", op->group->address, command, key, text);
+    fts_error_set(&err, FTS_ERROR_REDIS, code, "Redis at %s refused %s on \"%s\": %s",
+                  op->group->address, command, key, text);
     op_set_error(op, &err);
 }
 
