@@ -261,6 +261,22 @@ static void port_finished(void *context)
     fts_event_loop_break(driver->loop);
 }
 
+/* The loader's port, driven by this file's event loop. */
+static const fts_load_ops_t driver_ops = {
+    .ensure_group = port_ensure_group,
+    .read = port_read,
+    .claim = port_claim,
+    .touch = port_touch,
+    .mark = port_mark,
+    .settle = port_settle,
+    .bulk = port_bulk,
+    .barrier = port_barrier,
+    .request = port_request,
+    .wake_after = port_wake_after,
+    .now_ms = port_now_ms,
+    .finished = port_finished,
+};
+
 /* ---- start-up ---- */
 
 void fts_cmd_consumer_name(const fts_config_t *config, char *name, size_t size)
@@ -536,21 +552,7 @@ int fts_cmd_load(int argc, char **argv)
     if (config.ns_field && strcmp(config.ns_field, "off") != 0) {
         load_options.target.ns_field = config.ns_field;
     }
-    fts_load_ports_t ports = {
-        .context = &driver,
-        .ensure_group = port_ensure_group,
-        .read = port_read,
-        .claim = port_claim,
-        .touch = port_touch,
-        .mark = port_mark,
-        .settle = port_settle,
-        .bulk = port_bulk,
-        .barrier = port_barrier,
-        .request = port_request,
-        .wake_after = port_wake_after,
-        .now_ms = port_now_ms,
-        .finished = port_finished,
-    };
+    fts_load_ports_t ports = {.ops = &driver_ops, .context = &driver};
     driver.loader = fts_loader_new(&load_options, &ports);
     driver.timer = fts_event_timer_new(driver.loop, on_timer, &driver);
     driver.stop_watch = fts_event_watch_new(driver.loop, fts_signals_fd(), on_stop_signal, &driver);

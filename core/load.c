@@ -203,7 +203,7 @@ static void run(fts_loader_t *loader);
 
 static uint64_t now_ms(fts_loader_t *loader)
 {
-    return loader->ports.now_ms(loader->ports.context);
+    return loader->ports.ops->now_ms(loader->ports.context);
 }
 
 static uint64_t id_hash(const char *id)
@@ -379,7 +379,7 @@ static void mark_flush(fts_loader_t *loader)
         ids[i] = loader->mark_ids[i];
     }
     loader->marks_outstanding++;
-    loader->ports.mark(loader->ports.context, ids, loader->mark_counts, loader->mark_count);
+    loader->ports.ops->mark(loader->ports.context, ids, loader->mark_counts, loader->mark_count);
     loader->mark_count = 0;
     bson_free(ids);
 }
@@ -477,8 +477,8 @@ static void maybe_read(fts_loader_t *loader, uint64_t now)
     size_t count =
         room < loader->options.bulk_max_actions ? room : loader->options.bulk_max_actions;
     loader->read_outstanding = true;
-    loader->ports.read(loader->ports.context,
-                       loader->reading_history ? loader->history_cursor : ">", count);
+    loader->ports.ops->read(loader->ports.context,
+                            loader->reading_history ? loader->history_cursor : ">", count);
 }
 
 static void maybe_claim(fts_loader_t *loader, uint64_t now)
@@ -498,7 +498,7 @@ static void maybe_claim(fts_loader_t *loader, uint64_t now)
             }
         }
         loader->touch_outstanding = true;
-        loader->ports.touch(loader->ports.context, ids, n);
+        loader->ports.ops->touch(loader->ports.context, ids, n);
         bson_free(ids);
     }
     if (!loader->claim_outstanding && loader->held < loader->max_held) {
@@ -506,7 +506,7 @@ static void maybe_claim(fts_loader_t *loader, uint64_t now)
         size_t count =
             room < loader->options.bulk_max_actions ? room : loader->options.bulk_max_actions;
         loader->claim_outstanding = true;
-        loader->ports.claim(loader->ports.context, loader->claim_cursor, count);
+        loader->ports.ops->claim(loader->ports.context, loader->claim_cursor, count);
     }
 }
 
@@ -608,7 +608,7 @@ static uint64_t pump_batches(fts_loader_t *loader, uint64_t now)
             mark_queue(loader, batch->entries[i]->id, batch->entries[i]->deaths + 1);
         }
         mark_flush(loader);
-        loader->ports.bulk(loader->ports.context, batch->body.data, batch->body.len, batch);
+        loader->ports.ops->bulk(loader->ports.context, batch->body.data, batch->body.len, batch);
     }
     return 0;
 }
@@ -672,7 +672,7 @@ static void maybe_settle(fts_loader_t *loader, uint64_t now)
         .dead_count = dead,
     };
     loader->settle_outstanding = true;
-    loader->ports.settle(loader->ports.context, &settlement, settle);
+    loader->ports.ops->settle(loader->ports.context, &settlement, settle);
 }
 
 /* ---- drop and sweep ----
@@ -753,9 +753,9 @@ static void sweep_finish(fts_loader_t *loader, sweep_t *sweep)
         fts_sweep_request_t clear;
         fts_sweep_request_init(&clear);
         fts_sweep_clear_request(&clear, loader->options.sweep_dialect, sweep->scroll_id);
-        loader->ports.request(loader->ports.context, clear.method, clear.path.data,
-                              clear.content_type, clear.body.data, clear.body.len,
-                              &loader->clear_token);
+        loader->ports.ops->request(loader->ports.context, clear.method, clear.path.data,
+                                   clear.content_type, clear.body.data, clear.body.len,
+                                   &loader->clear_token);
         fts_sweep_request_destroy(&clear);
     }
     char *reason = NULL;
@@ -996,12 +996,12 @@ static void maybe_sweep(fts_loader_t *loader, uint64_t now)
     }
     sweep->outstanding = true;
     if (sweep->phase == SWEEP_BARRIER) {
-        loader->ports.barrier(loader->ports.context, sweep->entry->id);
+        loader->ports.ops->barrier(loader->ports.context, sweep->entry->id);
         return;
     }
     const fts_sweep_request_t *request = &sweep->request;
-    loader->ports.request(loader->ports.context, request->method, request->path.data,
-                          request->content_type, request->body.data, request->body.len, sweep);
+    loader->ports.ops->request(loader->ports.context, request->method, request->path.data,
+                               request->content_type, request->body.data, request->body.len, sweep);
 }
 
 /* ---- the driver of it all ---- */
@@ -1014,7 +1014,7 @@ static void finish(fts_loader_t *loader)
             "stopped: acked=%" PRIu64 " dead=%" PRIu64 " abandoned=%zu (left pending in the "
             "group, delivered again later)",
             loader->stats.acked, loader->stats.dead, abandoned);
-    loader->ports.finished(loader->ports.context);
+    loader->ports.ops->finished(loader->ports.context);
 }
 
 static void log_progress(fts_loader_t *loader, uint64_t now)
@@ -1087,7 +1087,7 @@ static void arm_timer(fts_loader_t *loader, uint64_t now, uint64_t batch_due)
     }
 #undef CONSIDER
     if (next != UINT64_MAX) {
-        loader->ports.wake_after(loader->ports.context, next > now ? next - now : 0);
+        loader->ports.ops->wake_after(loader->ports.context, next > now ? next - now : 0);
     }
 }
 
@@ -1112,7 +1112,7 @@ static void run(fts_loader_t *loader)
         if (!loader->group_ready) {
             if (!loader->group_outstanding && now >= loader->group_retry_at) {
                 loader->group_outstanding = true;
-                loader->ports.ensure_group(loader->ports.context);
+                loader->ports.ops->ensure_group(loader->ports.context);
             }
         } else {
             maybe_read(loader, now);
@@ -1135,7 +1135,7 @@ static void run(fts_loader_t *loader)
 
 fts_loader_t *fts_loader_new(const fts_load_options_t *options, const fts_load_ports_t *ports)
 {
-    assert(options && ports && ports->now_ms);
+    assert(options && ports && ports->ops && ports->ops->now_ms);
     fts_loader_t *loader = bson_malloc0(sizeof *loader);
     loader->options = *options;
     loader->ports = *ports;

@@ -93,7 +93,7 @@ void fts_loader_destroy(fts_loader_t *loader);
 void fts_loader_start(fts_loader_t *loader);
 
 /* Clean stop: no more reads, claims or new requests; in-flight requests and settles may finish
- * within stop_timeout_ms; then ports.finished. Entries not settled stay pending in Redis and
+ * within stop_timeout_ms; then ports.ops->finished. Entries not settled stay pending in Redis and
  * are delivered again later (to this consumer's history on restart, or claimed by others). */
 void fts_loader_stop(fts_loader_t *loader);
 
@@ -109,7 +109,7 @@ void fts_loader_settle_done(fts_loader_t *loader, void *token, const fts_error_t
 /* An HTTP answer (status, body) or, with err set, none. */
 void fts_loader_bulk_done(fts_loader_t *loader, void *token, long status, const char *body,
                           size_t body_len, const fts_error_t *err);
-/* The barrier query of ports.barrier: clear when no entry before the asked one is pending. */
+/* The barrier query of ports.ops->barrier: clear when no entry before the asked one is pending. */
 void fts_loader_barrier_done(fts_loader_t *loader, bool clear, const fts_error_t *err);
 /* An HTTP answer to ports.request (status, body) or, with err set, none. */
 void fts_loader_request_done(fts_loader_t *loader, void *token, long status, const char *body,

@@ -61,8 +61,9 @@ typedef struct {
     size_t dead_count;
 } fts_settlement_t;
 
+/* The loader's port, in the one shape of every port (README.md, Architecture): a table of
+ * functions, `static const` in whoever drives the loader, each called with the port's context. */
 typedef struct {
-    void *context;
     /* Creates the consumer group from the start of the stream (MKSTREAM) unless it exists.
      * Completes with fts_loader_group_done. */
     void (*ensure_group)(void *context);
@@ -108,6 +109,11 @@ typedef struct {
     /* The loader has stopped (after fts_loader_stop): nothing of it is in flight any more, or
      * the stop timeout passed. The driver ends its loop. */
     void (*finished)(void *context);
+} fts_load_ops_t;
+
+typedef struct {
+    const fts_load_ops_t *ops;
+    void *context;
 } fts_load_ports_t;
 
 #endif

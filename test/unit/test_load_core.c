@@ -185,6 +185,21 @@ static void fake_finished(void *context)
     ((fake_t *)context)->finished = true;
 }
 
+static const fts_load_ops_t fake_ops = {
+    .ensure_group = fake_ensure,
+    .read = fake_read,
+    .claim = fake_claim,
+    .touch = fake_touch,
+    .mark = fake_mark,
+    .settle = fake_settle,
+    .bulk = fake_bulk,
+    .barrier = fake_barrier,
+    .request = fake_request,
+    .wake_after = fake_wake_after,
+    .now_ms = fake_now,
+    .finished = fake_finished,
+};
+
 typedef struct {
     fake_t fake;
     fts_loader_t *loader;
@@ -213,21 +228,7 @@ static fixture_t *fixture_new(const fts_load_options_t *options)
 {
     fixture_t *f = calloc(1, sizeof *f);
     f->fake.now = 1000000;
-    fts_load_ports_t ports = {
-        .context = &f->fake,
-        .ensure_group = fake_ensure,
-        .read = fake_read,
-        .claim = fake_claim,
-        .touch = fake_touch,
-        .mark = fake_mark,
-        .settle = fake_settle,
-        .bulk = fake_bulk,
-        .barrier = fake_barrier,
-        .request = fake_request,
-        .wake_after = fake_wake_after,
-        .now_ms = fake_now,
-        .finished = fake_finished,
-    };
+    fts_load_ports_t ports = {.ops = &fake_ops, .context = &f->fake};
     f->loader = fts_loader_new(options, &ports);
     assert_non_null(f->loader);
     return f;
