@@ -43,6 +43,11 @@ bool fts_cmd_load_config(fts_config_t *config, unsigned roles);
 /* Parses a --role value (extract, load, all) into fts_role_t bits; false if unknown. */
 bool fts_cmd_parse_role(const char *text, unsigned *roles);
 
+/* The arguments of a command that takes none but --help (-h): true when the command should run;
+ * false with *status FTS_EXIT_OK after printing help on stdout, or FTS_EXIT_USAGE after naming
+ * the unknown option or unexpected argument, and the usage line, on stderr. */
+bool fts_cmd_no_arguments(int argc, char **argv, const char *name, const char *help, int *status);
+
 /* Connects to the Redis at url with the configuration's timeouts (adapters/redis defaults for
  * reconnecting). */
 fts_redis_t *fts_cmd_redis_connect(const fts_config_t *config, const char *url, fts_error_t *err);

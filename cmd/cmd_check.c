@@ -5,7 +5,6 @@
  * that needs an operator (permanent.h: credentials refused, not Elasticsearch, a refused
  * certificate) says so: "permanent (<reason>): <what to fix>: <the server's answer>".
  */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,28 +119,20 @@ cleanup:
     return ok;
 }
 
+static const char check_help[] =
+    "usage: ftsync check\n\n"
+    "Checks that the state and queue Redis answer PING, that Elasticsearch\n"
+    "answers with a cluster that is not red, and that the index (or alias)\n"
+    "exists. A failure that needs an operator (credentials refused, a server\n"
+    "that is not Elasticsearch, a refused certificate) is marked\n"
+    "\"permanent (<reason>)\" with the setting to fix.\n"
+    "Exit status: 0 all good, 1 a check failed, 2 bad configuration.\n";
+
 int fts_cmd_check(int argc, char **argv)
 {
-    static const struct option options[] = {{"help", no_argument, NULL, 'h'}, {0}};
-    int option;
-    optind = 1;
-    while ((option = getopt_long(argc, argv, "h", options, NULL)) != -1) {
-        if (option == 'h') {
-            printf("usage: ftsync check\n\n"
-                   "Checks that the state and queue Redis answer PING, that Elasticsearch\n"
-                   "answers with a cluster that is not red, and that the index (or alias)\n"
-                   "exists. A failure that needs an operator (credentials refused, a server\n"
-                   "that is not Elasticsearch, a refused certificate) is marked\n"
-                   "\"permanent (<reason>)\" with the setting to fix.\n"
-                   "Exit status: 0 all good, 1 a check failed, 2 bad configuration.\n");
-            return FTS_EXIT_OK;
-        }
-        fprintf(stderr, "usage: ftsync check [--help]\n");
-        return FTS_EXIT_USAGE;
-    }
-    if (optind < argc) {
-        fprintf(stderr, "ftsync check: unexpected argument \"%s\"\n", argv[optind]);
-        return FTS_EXIT_USAGE;
+    int usage_status = FTS_EXIT_OK;
+    if (!fts_cmd_no_arguments(argc, argv, "check", check_help, &usage_status)) {
+        return usage_status;
     }
     fts_config_t config;
     if (!fts_cmd_load_config(&config, FTS_ROLE_LOAD)) {

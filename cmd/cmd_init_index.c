@@ -3,32 +3,23 @@
  * definition file when absent, and leaves an existing one alone. `ftsync load` does the same
  * at start; this command lets an operator do it ahead of time, e.g. from a Kubernetes Job.
  */
-#include <getopt.h>
 #include <stdio.h>
 
 #include "cmd.h"
 #include "es_index.h"
 #include "log.h"
 
+static const char init_index_help[] =
+    "usage: ftsync init-index\n\n"
+    "Creates FTSYNC_ES_INDEX from FTSYNC_ES_INDEX_DEFINITION (and the alias\n"
+    "FTSYNC_ES_ALIAS, if set) unless it exists. Exit status: 0 done, 1 the\n"
+    "cluster refused or could not be reached, 2 bad configuration.\n";
+
 int fts_cmd_init_index(int argc, char **argv)
 {
-    static const struct option options[] = {{"help", no_argument, NULL, 'h'}, {0}};
-    int option;
-    optind = 1;
-    while ((option = getopt_long(argc, argv, "h", options, NULL)) != -1) {
-        if (option == 'h') {
-            printf("usage: ftsync init-index\n\n"
-                   "Creates FTSYNC_ES_INDEX from FTSYNC_ES_INDEX_DEFINITION (and the alias\n"
-                   "FTSYNC_ES_ALIAS, if set) unless it exists. Exit status: 0 done, 1 the\n"
-                   "cluster refused or could not be reached, 2 bad configuration.\n");
-            return FTS_EXIT_OK;
-        }
-        fprintf(stderr, "usage: ftsync init-index [--help]\n");
-        return FTS_EXIT_USAGE;
-    }
-    if (optind < argc) {
-        fprintf(stderr, "ftsync init-index: unexpected argument \"%s\"\n", argv[optind]);
-        return FTS_EXIT_USAGE;
+    int usage_status = FTS_EXIT_OK;
+    if (!fts_cmd_no_arguments(argc, argv, "init-index", init_index_help, &usage_status)) {
+        return usage_status;
     }
 
     int status = FTS_EXIT_FAILURE;

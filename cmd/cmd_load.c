@@ -18,7 +18,6 @@
  * connection, their scroll pages and deletes go through the same asynchronous client as the
  * bulks, and the server's version picks how a scroll id is sent (bare before 2.0).
  */
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -393,36 +392,22 @@ static void warn_about_gc_deletes(fts_es_client_t *client, const fts_config_t *c
     }
 }
 
-static void print_help(FILE *out)
-{
-    fprintf(out,
-            "usage: ftsync load\n\n"
-            "Reads the action stream ftsync:{<FTSYNC_PIPELINE>}:stream as one consumer of the\n"
-            "group \"loaders\" and bulk-indexes it into FTSYNC_ES_INDEX with external versions.\n"
-            "An entry is acknowledged only once Elasticsearch accepted it, or after it was\n"
-            "written to ftsync:{<pipeline>}:dead with its reason. drop and sweep entries are\n"
-            "applied: the documents of their ns below their version are deleted (see\n"
-            "FTSYNC_NS_FIELD). Run as many as you like.\n"
-            "Stops cleanly on SIGTERM or SIGINT (exit 0). Admin endpoint on FTSYNC_ADMIN_ADDR:\n"
-            "/healthz, /readyz, /metrics. Settings: ftsync config --help.\n");
-}
+static const char load_help[] =
+    "usage: ftsync load\n\n"
+    "Reads the action stream ftsync:{<FTSYNC_PIPELINE>}:stream as one consumer of the\n"
+    "group \"loaders\" and bulk-indexes it into FTSYNC_ES_INDEX with external versions.\n"
+    "An entry is acknowledged only once Elasticsearch accepted it, or after it was\n"
+    "written to ftsync:{<pipeline>}:dead with its reason. drop and sweep entries are\n"
+    "applied: the documents of their ns below their version are deleted (see\n"
+    "FTSYNC_NS_FIELD). Run as many as you like.\n"
+    "Stops cleanly on SIGTERM or SIGINT (exit 0). Admin endpoint on FTSYNC_ADMIN_ADDR:\n"
+    "/healthz, /readyz, /metrics. Settings: ftsync config --help.\n";
 
 int fts_cmd_load(int argc, char **argv)
 {
-    static const struct option options[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-    optind = 1;
-    int opt;
-    while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
-        if (opt == 'h') {
-            print_help(stdout);
-            return FTS_EXIT_OK;
-        }
-        print_help(stderr);
-        return FTS_EXIT_USAGE;
-    }
-    if (optind < argc) {
-        fprintf(stderr, "ftsync load: unexpected argument \"%s\"\n", argv[optind]);
-        return FTS_EXIT_USAGE;
+    int usage_status = FTS_EXIT_OK;
+    if (!fts_cmd_no_arguments(argc, argv, "load", load_help, &usage_status)) {
+        return usage_status;
     }
 
     int status = FTS_EXIT_FAILURE;

@@ -20,7 +20,6 @@
  * checks plus "the child is running". Counters survive a child's restart; a child's gauges and
  * state are reset by run when it ends.
  */
-#include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -156,33 +155,19 @@ static void stop_children(child_t *children, size_t count, uint64_t timeout_ms)
     }
 }
 
-static void print_help(FILE *out)
-{
-    fprintf(out,
-            "usage: ftsync run\n\n"
-            "Runs `ftsync extract` and `ftsync load` as supervised child processes: a child\n"
-            "that fails is restarted with backoff; exit 2 or 3 of a child (bad settings,\n"
-            "or a state only an operator can clear) stops both and is run's exit status.\n"
-            "SIGTERM or SIGINT stops both cleanly (exit 0). One admin endpoint for both on\n"
-            "FTSYNC_ADMIN_ADDR: /healthz, /readyz, /metrics. Settings: ftsync config --help.\n");
-}
+static const char run_help[] =
+    "usage: ftsync run\n\n"
+    "Runs `ftsync extract` and `ftsync load` as supervised child processes: a child\n"
+    "that fails is restarted with backoff; exit 2 or 3 of a child (bad settings,\n"
+    "or a state only an operator can clear) stops both and is run's exit status.\n"
+    "SIGTERM or SIGINT stops both cleanly (exit 0). One admin endpoint for both on\n"
+    "FTSYNC_ADMIN_ADDR: /healthz, /readyz, /metrics. Settings: ftsync config --help.\n";
 
 int fts_cmd_run(int argc, char **argv)
 {
-    static const struct option options[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-    optind = 1;
-    int opt;
-    while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
-        if (opt == 'h') {
-            print_help(stdout);
-            return FTS_EXIT_OK;
-        }
-        print_help(stderr);
-        return FTS_EXIT_USAGE;
-    }
-    if (optind < argc) {
-        fprintf(stderr, "ftsync run: unexpected argument \"%s\"\n", argv[optind]);
-        return FTS_EXIT_USAGE;
+    int usage_status = FTS_EXIT_OK;
+    if (!fts_cmd_no_arguments(argc, argv, "run", run_help, &usage_status)) {
+        return usage_status;
     }
     fts_config_t config;
     /* Every problem of both roles at once, before anything starts. */

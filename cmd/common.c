@@ -2,6 +2,7 @@
  * common.c - what the subcommands share: loading the configuration with the adapters' URL
  * checkers, and building clients from it.
  */
+#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -113,4 +114,30 @@ fts_redis_t *fts_cmd_redis_connect(const fts_config_t *config, const char *url, 
     options.connect_timeout_ms = (long)config->redis_connect_timeout_ms;
     options.command_timeout_ms = (long)config->redis_command_timeout_ms;
     return fts_redis_new(url, &options, err);
+}
+
+bool fts_cmd_no_arguments(int argc, char **argv, const char *name, const char *help, int *status)
+{
+    static const struct option options[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    optind = 1;
+    opterr = 0; /* the message below names the command */
+    int option;
+    while ((option = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+        if (option == 'h') {
+            fputs(help, stdout);
+            *status = FTS_EXIT_OK;
+            return false;
+        }
+        fprintf(stderr, "ftsync %s: unknown option %s\nusage: ftsync %s [--help]\n", name,
+                argv[optind - 1], name);
+        *status = FTS_EXIT_USAGE;
+        return false;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ftsync %s: unexpected argument \"%s\"\nusage: ftsync %s [--help]\n", name,
+                argv[optind], name);
+        *status = FTS_EXIT_USAGE;
+        return false;
+    }
+    return true;
 }
