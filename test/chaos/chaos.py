@@ -646,6 +646,12 @@ class Chaos:
         if verify.returncode != 0:
             ok = False
             print("ftsync verify disagrees (exit %d):\n%s%s" % (verify.returncode, verify.stdout, verify.stderr))
+        # verify must have compared the documents' contents, not only their ids: the workload
+        # writes nothing the transform refuses, so "not indexable" means verify checked nothing.
+        if "not indexable" in verify.stdout:
+            ok = False
+            print("ftsync verify compared ids only: it found every document not indexable:\n%s"
+                  % verify.stdout)
         if dead:
             ok = False
             print("dead letters, none expected from the injected causes:\n%s" % dead[:4000])
