@@ -26,12 +26,11 @@ cluster and no container engine run here, so the pods are played by local proces
               loader is a consumer named after its pod; then, per --check:
        pods   SIGTERM ends every process within terminationGracePeriodSeconds, exit 0.
        probes each pod's startup, liveness and readiness probes (path and port) answer 200
-              within the probe's own timing; the standby extractor is ready too. Needs the
-              admin endpoint (issue 12).
+              within the probe's own timing; the standby extractor is ready too.
        job    the extractor "scaled to 0" (its pods stopped), the reset-token Job's command runs
               with the Job's environment and exits 0, and the saved position is gone; the
               --to-time Job (its time replaced by one inside the double's history) exits 0 and
-              the position shows that time. Needs reset-token --yes/--to-time (issue 12).
+              the position shows that time.
 
 usage: simulate_pods.py --source DIR --kustomization REL --check pods|probes|job --ftsync BIN
          --double BIN --workload BIN --testbed-env FILE --scratch DIR [--documents N]
@@ -56,7 +55,7 @@ import urllib.request
 import yaml
 
 failures = []
-ADMIN_MISSING = "the admin endpoint is not built in this branch (issue 12)"
+ADMIN_MISSING = "the admin endpoint does not answer"
 
 
 def check(ok, what, detail=""):
@@ -579,8 +578,6 @@ def run_job(job, objects, args, bed, overrides, scratch, arg_rewrite=None):
                             capture_output=True, text=True, timeout=job["spec"].get("activeDeadlineSeconds", 300))
     sys.stdout.write(result.stdout)
     detail = " / ".join(result.stderr.strip().splitlines()[:3])[-600:]
-    if re.search(r"unknown option --(yes|to-time)", result.stderr):
-        detail += " (reset-token's --yes and --to-time come with issue 12)"
     check(result.returncode == 0, f"Job {job['metadata']['name']}: `ftsync {' '.join(pod.argv[1:])}` exits 0",
           f"exit {result.returncode}: {detail}")
     return pod, result
