@@ -35,6 +35,10 @@
 #define FTSYNC_BINARY "ftsync"
 #endif
 
+/* GET <index>/_mapping of an index ftsync made: marked with the version scheme it writes. */
+#define MARKED_MAPPING                                                                             \
+    "{\"stand-in\":{\"mappings\":{\"_meta\":{\"ftsync\":{\"version_scheme\":2}}}}}"
+
 #define ENTRIES          20
 #define RESTARTS         12
 #define REACH_TIMEOUT_MS 30000
@@ -107,6 +111,8 @@ static void test_restarts_during_outage_dead_letter_nothing(void **state)
                                      "{\"number\":\"7.10.2\"},\"tagline\":\"You Know, for "
                                      "Search\"}");
         fts_http_capture_queue_reply(es, 200, "application/json", "");
+        /* The index's mapping carries this version scheme (README.md, Load). */
+        fts_http_capture_queue_reply(es, 200, "application/json", MARKED_MAPPING);
         fts_test_loader_t *loader = fts_test_load_start_loader(t, consumer, &err);
         if (!loader) {
             fail_msg("cannot start ftsync load: %s", err.message);
@@ -178,6 +184,8 @@ static void test_deaths_while_sending_dead_letter_the_entry(void **state)
                                      "{\"number\":\"7.10.2\"},\"tagline\":\"You Know, for "
                                      "Search\"}");
         fts_http_capture_queue_reply(es, 200, "application/json", "");
+        /* The index's mapping carries this version scheme (README.md, Load). */
+        fts_http_capture_queue_reply(es, 200, "application/json", MARKED_MAPPING);
         fts_http_capture_set_reply(es, 500, "application/json", "{}");
         fts_test_loader_t *loader = fts_test_load_start_loader(t, consumer, &err);
         if (!loader) {

@@ -513,6 +513,10 @@ static void test_loader_recreates_a_vanished_group(void **state)
     assert_non_null(es);
     fts_http_capture_queue_reply(es, 200, "application/json", SERVER_INFO);
     fts_http_capture_queue_reply(es, 200, "application/json", "");
+    /* The index's mapping carries this version scheme (README.md, Load). */
+    fts_http_capture_queue_reply(
+        es, 200, "application/json",
+        "{\"stand-in\":{\"mappings\":{\"_meta\":{\"ftsync\":{\"version_scheme\":2}}}}}");
     set_bulk_reply(es, "a1");
 
     char *dir = make_dir("permanent-group");

@@ -266,6 +266,10 @@ static void test_load_redis_never_answers(void **state)
                                  "{\"name\":\"stand-in\",\"cluster_name\":\"test\",\"version\":"
                                  "{\"number\":\"7.10.2\"},\"tagline\":\"You Know, for Search\"}");
     fts_http_capture_queue_reply(es, 200, "application/json", "");
+    /* The index's mapping carries this version scheme (README.md, Load). */
+    fts_http_capture_queue_reply(
+        es, 200, "application/json",
+        "{\"stand-in\":{\"mappings\":{\"_meta\":{\"ftsync\":{\"version_scheme\":2}}}}}");
     fts_http_capture_set_reply(es, 500, "application/json", "{}");
     char url[256];
     snprintf(url, sizeof url, "FTSYNC_QUEUE_REDIS_URL=redis://127.0.0.1:%d/0", port);

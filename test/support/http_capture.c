@@ -28,7 +28,7 @@
 /* Connections the server can tell apart at once; tests open a handful. */
 #define MAX_OPEN_CONNECTIONS 64
 /* Scripted replies waiting at once; a test scripts a short conversation. */
-#define MAX_QUEUED_REPLIES 32
+#define MAX_QUEUED_REPLIES 128
 
 typedef struct {
     int status;
