@@ -260,7 +260,7 @@ static char *position_key(const fts_position_t *saved)
  * what was deleted meanwhile, as after a lost history. */
 static bool data_lost_resync(extract_t *ex, fts_error_t *err)
 {
-    if (!ex->queue->ops->clear_position(ex->queue->context, err) ||
+    if (!ex->queue->ops->clear_position(ex->queue->context, true, err) ||
         !ex->queue->ops->ensure_group(ex->queue->context, err)) {
         return false;
     }
@@ -308,8 +308,9 @@ static bool load_position(extract_t *ex, char **key, fts_error_t *err)
         return ok;
     }
     clear_pos(ex);
-    /* A resync snapshot restarted by a crash still ends with its sweep. */
-    ex->resync = ex->resync && !saved.has_token;
+    /* A resync snapshot restarted by a worker crash (ex->resync) or by a new process (the flag
+     * clear_position(resync) saved with the clearing) still ends with its sweep. */
+    ex->resync = !saved.has_token && (ex->resync || saved.sweep);
     bool ok = true;
     if (saved.has_token && saved.token_kind == FTS_TOKEN_START_AT) {
         /* `reset-token --to-time`: no token yet, the stream starts at that cluster time. */
@@ -681,7 +682,7 @@ static step_t source_failed(extract_t *ex, const fts_error_t *err, session_end_t
             return worker_ended(ex, status, end);
         }
         fts_error_t clear_err;
-        while (!ex->queue->ops->clear_position(ex->queue->context, &clear_err)) {
+        while (!ex->queue->ops->clear_position(ex->queue->context, true, &clear_err)) {
             fts_log(FTS_LOG_ERROR, COMPONENT, "cannot clear the position: %s", clear_err.message);
             if (!wait_maintaining(ex, fts_backoff_next_ms(&ex->source_backoff))) {
                 *end = fts_signals_stop_requested() ? SESSION_STOP : SESSION_LEASE_LOST;

@@ -136,6 +136,10 @@ typedef struct {
     char *last_id; /* NULL: no document queued yet */
     uint64_t queued;
     uint64_t snapshot_updated_at_ms; /* as token_updated_at_ms */
+    /* The snapshot (in progress, or still to start when has_snapshot is false) is a resync's:
+     * its end queues a sweep. Written by clear_position(resync) in the same step as the
+     * clearing, kept by the snapshot's checkpoints, gone with the first token checkpoint. */
+    bool sweep;
     /* FTS_DATA_LOST_* bits (read_position of the extract's queue port only): a server lost
      * what ftsync wrote since this process last looked (README.md, Reliability). The
      * position read is then not to be trusted: the extract resyncs. */
@@ -224,8 +228,10 @@ typedef struct {
      * read also checks that the queue did not lose its data since the last read
      * (fts_position_t.data_lost; the Redis adapter: its epoch marker). */
     bool (*read_position)(void *context, fts_position_t *position, fts_error_t *err);
-    /* Forgets the saved position: the next start snapshots again. */
-    bool (*clear_position)(void *context, fts_error_t *err);
+    /* Forgets the saved position: the next start snapshots again. resync: in the same step,
+     * notes that this snapshot must end with a sweep (fts_position_t.sweep), so that a crash
+     * before its end does not lose the sweep. */
+    bool (*clear_position)(void *context, bool resync, fts_error_t *err);
     bool (*backlog)(void *context, fts_backlog_t *backlog, fts_error_t *err);
     /* Removes what every consumer group acknowledged. */
     bool (*trim)(void *context, fts_trim_result_t *result, fts_error_t *err);

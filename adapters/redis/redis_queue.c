@@ -270,7 +270,10 @@ bool fts_redis_checkpoint_validate(const fts_checkpoint_t *checkpoint, fts_error
 }
 
 /* Builds the commands that save checkpoint: HSET of its hash, DEL of the other (and first a
- * DEL of its own hash when a snapshot starts afresh, so no last_id of an earlier run stays). */
+ * DEL of its own hash when a snapshot starts afresh, so no last_id of an earlier run stays).
+ * A snapshot checkpoint with a last_id (the only kind extract writes) keeps the hash's other
+ * fields, the resync's sweep flag among them (fts_redis_queue_clear_for_resync); a token
+ * checkpoint deletes the flag with the hash. */
 static void checkpoint_build(const fts_redis_keys_t *keys, const fts_checkpoint_t *checkpoint,
                              uint64_t now_ms, checkpoint_cmds_t *out)
 {
@@ -477,6 +480,16 @@ static bool parse_snapshot_hash(const char *key, const redisReply *hash, fts_pos
 {
     const char *text;
     size_t len;
+    uint64_t sweep = 0;
+    if (!hash_number(key, hash, "sweep", false, &sweep, err) ||
+        !hash_text(key, hash, "started_at", false, &text, &len, err)) {
+        return false;
+    }
+    position->sweep = sweep != 0;
+    if (!text && position->sweep) {
+        /* Only the flag of a resync whose snapshot has not saved progress yet. */
+        return true;
+    }
     if (!hash_time(key, hash, "started_at", true, &position->started, err) ||
         !hash_number(key, hash, "queued", true, &position->queued, err) ||
         !hash_number(key, hash, "updated_at", false, &position->snapshot_updated_at_ms, err) ||
@@ -1160,6 +1173,34 @@ cleanup:
     return ok;
 }
 
+bool fts_redis_queue_clear_for_resync(fts_redis_queue_t *queue, fts_error_t *err)
+{
+    /* One MULTI: a crash leaves either the old position or the cleared one with the flag,
+     * never a cleared position without it (the sweep would be lost). The snapshot's
+     * checkpoints only HSET their fields into this hash, so the flag stays until the first
+     * token checkpoint deletes the hash. */
+    const char *multi[] = {"MULTI"};
+    const char *del[] = {"DEL", queue->keys.token, queue->keys.snapshot};
+    const char *hset[] = {"HSET", queue->keys.snapshot, "sweep", "1"};
+    const char *exec[] = {"EXEC"};
+    fts_redis_cmd_t cmds[] = {{1, multi, NULL}, {3, del, NULL}, {4, hset, NULL}, {1, exec, NULL}};
+    redisReply *replies[4] = {NULL};
+    const redisReply *results = NULL;
+    bool ok = fts_redis_pipeline(queue->state, cmds, 4, replies, err) &&
+              (results = exec_results(queue->state, replies, 4, err)) != NULL &&
+              checkpoint_results(queue->state, results->element, 2, err);
+    fts_redis_replies_free(replies, 4);
+    if (!ok) {
+        return fts_error_prefix(err, "cannot clear the saved position (%s, %s) for a resync",
+                                queue->keys.token, queue->keys.snapshot);
+    }
+    fts_log(FTS_LOG_INFO, LOG_COMPONENT,
+            "cleared the saved position (%s, %s) for a resync: its snapshot ends with a sweep "
+            "(%s field sweep=1)",
+            queue->keys.token, queue->keys.snapshot, queue->keys.snapshot);
+    return true;
+}
+
 bool fts_redis_queue_clear_position(fts_redis_queue_t *queue, fts_error_t *err)
 {
     const char *argv[] = {"DEL", queue->keys.token, queue->keys.snapshot};
@@ -1356,9 +1397,10 @@ static bool port_read_position(void *context, fts_position_t *position, fts_erro
     return true;
 }
 
-static bool port_clear_position(void *context, fts_error_t *err)
+static bool port_clear_position(void *context, bool resync, fts_error_t *err)
 {
-    return fts_redis_queue_clear_position(context, err);
+    return resync ? fts_redis_queue_clear_for_resync(context, err)
+                  : fts_redis_queue_clear_position(context, err);
 }
 
 static bool port_backlog(void *context, fts_backlog_t *backlog, fts_error_t *err)

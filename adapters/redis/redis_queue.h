@@ -196,6 +196,11 @@ bool fts_redis_queue_read_position(fts_redis_queue_t *queue, fts_position_t *pos
  * snapshots the collection again. */
 bool fts_redis_queue_clear_position(fts_redis_queue_t *queue, fts_error_t *err);
 
+/* Deletes token and snapshot hashes and writes the snapshot hash's field sweep=1, in one
+ * MULTI (the extract's resync): the next snapshot, even one started by a new process after a
+ * crash, ends with a sweep (fts_position_t.sweep). */
+bool fts_redis_queue_clear_for_resync(fts_redis_queue_t *queue, fts_error_t *err);
+
 /* The loaders' backlog, from one MULTI of XLEN and XINFO GROUPS. No stream: all zero. With
  * the group: pending + lag (Redis 7 reports lag); when Redis cannot tell the lag (nil after
  * an XDEL past the group's last-delivered entry, or a server before 7.0) entries is XLEN, a

@@ -997,6 +997,35 @@ static void test_position_malformed_and_clear(void **state)
     assert_true(fts_redis_queue_read_position(queue, &position, &err));
     assert_false(position.has_token);
     assert_false(position.has_snapshot);
+    assert_false(position.sweep);
+
+    /* The extract's resync: cleared, and the sweep noted in the same step; the flag stays
+     * through the snapshot's checkpoints and goes with the first token checkpoint. */
+    checkpoint_ok(queue, &token);
+    assert_true(fts_redis_queue_clear_for_resync(queue, &err));
+    assert_false(exists(redis, keys->token));
+    assert_true(fts_redis_queue_read_position(queue, &position, &err));
+    assert_false(position.has_token);
+    assert_false(position.has_snapshot);
+    assert_true(position.sweep);
+    fts_checkpoint_t snapshot = {.kind = FTS_CHECKPOINT_SNAPSHOT,
+                                 .started = {BASE_SECONDS, 3},
+                                 .last_id = "{\"$numberInt\":\"7\"}",
+                                 .queued = 1};
+    checkpoint_ok(queue, &snapshot);
+    assert_true(fts_redis_queue_read_position(queue, &position, &err));
+    assert_true(position.has_snapshot);
+    assert_int_equal(position.started.seconds, BASE_SECONDS);
+    assert_int_equal(position.started.increment, 3);
+    assert_string_equal(position.last_id, "{\"$numberInt\":\"7\"}");
+    assert_true(position.sweep);
+    fts_position_cleanup(&position);
+    checkpoint_ok(queue, &token);
+    assert_true(fts_redis_queue_read_position(queue, &position, &err));
+    assert_true(position.has_token);
+    assert_false(position.has_snapshot);
+    assert_false(position.sweep);
+    fts_position_cleanup(&position);
 
     fts_redis_queue_destroy(queue);
     fts_redis_destroy(redis);

@@ -217,12 +217,13 @@ static bool fq_read_position(void *context, fts_position_t *position, fts_error_
     return true;
 }
 
-static bool fq_clear_position(void *context, fts_error_t *err)
+static bool fq_clear_position(void *context, bool resync, fts_error_t *err)
 {
     (void)err;
     fake_queue_t *queue = context;
     queue->clears++;
     fts_position_cleanup(&queue->saved);
+    queue->saved.sweep = resync; /* what survives a crash right after the clear */
     return true;
 }
 
@@ -1267,6 +1268,79 @@ static void test_parent_data_lost_resyncs(void **state)
     worker_cleanup(&worker);
 }
 
+/* A resync that dies after the clear, before its snapshot ends: the next run finds the
+ * durable sweep flag (alone, or with the snapshot's progress) and still ends with the sweep;
+ * a fresh pipeline's first snapshot queues none. */
+static void test_parent_resync_sweep_survives_a_crash(void **state)
+{
+    (void)state;
+    fts_extract_options_t options = test_options();
+    fake_source_t source = {0};
+    fake_queue_t queue = {0};
+    fake_worker_t worker = {0};
+    queue.saved.has_token = true;
+    queue.saved.token = bson_strdup("{\"_data\":\"OLD\"}");
+    source.history_lost_opens = 1;
+    source.now = (fts_timestamp_t){1700000100u, 4};
+    source.scan_docs = 2;
+    source.nexts_until_stop = 1;
+    assert_int_equal(run_parent(&options, &source, &queue, &worker), FTS_EXTRACT_EXIT_OK);
+    /* The clear noted the sweep in the same step. */
+    assert_int_equal(queue.clears, 1);
+    assert_true(queue.saved.sweep);
+    assert_false(queue.saved.has_token);
+    assert_false(queue.saved.has_snapshot);
+    worker_cleanup(&worker);
+
+    /* "Killed" right after the clear: a new process starts from what the queue holds. */
+    fake_source_t source2 = {.now = {1700000300u, 1}, .scan_docs = 2, .nexts_until_stop = 1};
+    fake_worker_t worker2 = {0};
+    assert_int_equal(run_parent(&options, &source2, &queue, &worker2), FTS_EXTRACT_EXIT_OK);
+    assert_true(worker2.count >= 3);
+    assert_string_equal(frame_type(worker2.frames[0]), "snap");
+    assert_string_equal(frame_type(worker2.frames[1]), "snap");
+    assert_string_equal(frame_type(worker2.frames[2]), "sweep");
+    bson_iter_t iter;
+    uint32_t seconds = 0, increment = 0;
+    assert_true(bson_iter_init_find(&iter, worker2.frames[2], "started"));
+    bson_iter_timestamp(&iter, &seconds, &increment);
+    assert_int_equal(seconds, 1700000300u);
+    assert_int_equal(increment, 1);
+    worker_cleanup(&worker2);
+
+    /* Killed in the middle of the snapshot: it continues from its progress and its start
+     * version, and still ends with the sweep. */
+    fts_position_cleanup(&queue.saved);
+    queue.saved.has_snapshot = true;
+    queue.saved.started = (fts_timestamp_t){1700000100u, 4};
+    queue.saved.last_id = bson_strdup("{\"$numberInt\":\"1\"}");
+    queue.saved.queued = 1;
+    queue.saved.sweep = true;
+    fake_source_t source3 = {.now = {1700000400u, 1}, .scan_docs = 1, .nexts_until_stop = 1};
+    fake_worker_t worker3 = {0};
+    assert_int_equal(run_parent(&options, &source3, &queue, &worker3), FTS_EXTRACT_EXIT_OK);
+    assert_true(worker3.count >= 2);
+    assert_string_equal(frame_type(worker3.frames[0]), "snap");
+    assert_string_equal(frame_type(worker3.frames[1]), "sweep");
+    assert_true(bson_iter_init_find(&iter, worker3.frames[1], "started"));
+    bson_iter_timestamp(&iter, &seconds, &increment);
+    assert_int_equal(seconds, 1700000100u);
+    assert_int_equal(increment, 4);
+    worker_cleanup(&worker3);
+
+    /* A fresh pipeline (nothing saved, no flag): its first snapshot queues no sweep. */
+    fts_position_cleanup(&queue.saved);
+    fake_source_t source4 = {.now = {1700000500u, 1}, .scan_docs = 2, .nexts_until_stop = 1};
+    fake_worker_t worker4 = {0};
+    assert_int_equal(run_parent(&options, &source4, &queue, &worker4), FTS_EXTRACT_EXIT_OK);
+    assert_true(worker4.count >= 2);
+    for (size_t i = 0; i < worker4.count; i++) {
+        assert_string_not_equal(frame_type(worker4.frames[i]), "sweep");
+    }
+    worker_cleanup(&worker4);
+    fts_position_cleanup(&queue.saved);
+}
+
 static void test_parent_history_lost_stop(void **state)
 {
     (void)state;
@@ -1351,6 +1425,7 @@ int main(void)
         cmocka_unit_test(test_parent_history_lost_resyncs),
         cmocka_unit_test(test_parent_history_lost_stop),
         cmocka_unit_test(test_parent_data_lost_resyncs),
+        cmocka_unit_test(test_parent_resync_sweep_survives_a_crash),
         cmocka_unit_test(test_parent_poison_dead_lettered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
