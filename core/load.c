@@ -8,7 +8,8 @@
  *   settle list  judged (acknowledge, or dead-letter with its reason), waiting for a settle;
  *   the settle   in the one settle in flight (one XACK, or one script that writes the dead
  *                letters and then acknowledges: load_ports.h).
- *   sweeps       a drop or sweep entry waiting for its turn (one runs at a time);
+ *   sweeps       a drop or sweep entry waiting for its turn (one runs at a time, the lowest
+ *                stream ID first: maybe_sweep);
  *   the sweep    the drop or sweep being carried out: barrier, refresh, scroll pages and
  *                versioned deletes (see "drop and sweep" below), then judged like any other.
  * Only a confirmed settle frees an entry, which is how invariant 2 is kept: an entry leaves
@@ -114,6 +115,9 @@ typedef struct {
     entry_t *entry; /* ENTRY_SWEEPING; NULL when none runs */
     sweep_phase_t phase;
     bool outstanding; /* the phase's barrier query or request is in flight */
+    /* The entry the last barrier query asked about: a sweep put back (maybe_sweep) may leave
+     * its query out, and its answer says nothing about the entry running when it comes. */
+    char barrier_id[FTS_STREAM_ID_SIZE];
     uint64_t next_at; /* when the phase's query or request goes (again) */
     fts_backoff_t backoff;
     fts_sweep_request_t request; /* the phase's request, sent again on a retry */
@@ -964,9 +968,36 @@ static entry_t *take_lowest_sweep(fts_loader_t *loader)
     return lowest;
 }
 
+/* Whether a waiting drop or sweep comes before the entry id in the stream. */
+static bool sweep_waiting_before(const fts_loader_t *loader, const char *id)
+{
+    for (const entry_t *e = loader->sweeps.head; e; e = e->next) {
+        if (stream_id_less(e->id, id)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static void maybe_sweep(fts_loader_t *loader, uint64_t now)
 {
     sweep_t *sweep = &loader->sweep;
+    /* A sweep at its barrier waits for every entry before it, an earlier drop or sweep this
+     * loader holds (claimed from a dead loader, say) included: running one at a time, it must
+     * put the later one back and take the earlier, or both wait forever. It deleted nothing
+     * yet, so it starts again from its barrier later. A sweep past its barrier needs no such
+     * switch: every entry before it was acknowledged then, so none can come to this loader. */
+    if (sweep->entry && sweep->phase == SWEEP_BARRIER &&
+        sweep_waiting_before(loader, sweep->entry->id)) {
+        entry_t *later = sweep->entry;
+        fts_log(FTS_LOG_INFO, LOG_COMPONENT,
+                "%s entry=%s: put back behind an earlier drop or sweep this loader holds",
+                fts_action_op_name(later->action.op), later->id);
+        later->state = ENTRY_WAITING;
+        list_push_back(&loader->sweeps, later);
+        sweep->entry = NULL;
+        sweep->phase = SWEEP_NONE;
+    }
     if (!sweep->entry) {
         entry_t *entry = take_lowest_sweep(loader);
         if (!entry) {
@@ -996,6 +1027,7 @@ static void maybe_sweep(fts_loader_t *loader, uint64_t now)
     }
     sweep->outstanding = true;
     if (sweep->phase == SWEEP_BARRIER) {
+        memcpy(sweep->barrier_id, sweep->entry->id, sizeof sweep->barrier_id);
         loader->ports.ops->barrier(loader->ports.context, sweep->entry->id);
         return;
     }
@@ -1624,7 +1656,10 @@ void fts_loader_barrier_done(fts_loader_t *loader, bool clear, const fts_error_t
     if (loader->finished) {
         return;
     }
-    if (loader->stopping || !sweep->entry || sweep->phase != SWEEP_BARRIER) {
+    if (loader->stopping || !sweep->entry || sweep->phase != SWEEP_BARRIER ||
+        strcmp(sweep->barrier_id, sweep->entry->id) != 0) {
+        /* In the last case the answer is about a sweep put back: the running one is asked
+         * about now (its next_at has come). */
         run(loader);
         return;
     }

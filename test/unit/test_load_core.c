@@ -1169,6 +1169,100 @@ static void test_the_lowest_waiting_sweep_goes_first(void **state)
     fixture_destroy(f);
 }
 
+/* Delivers entries as a claim does: taken over from a loader that died holding them. */
+static void claim_entries(fixture_t *f, test_entry_t *entries, size_t count)
+{
+    fts_stream_entry_t views[4];
+    assert_true(count <= 4);
+    for (size_t i = 0; i < count; i++) {
+        memset(&views[i], 0, sizeof views[i]);
+        memcpy(views[i].id, entries[i].id, sizeof views[i].id);
+        views[i].items = entries[i].items;
+        views[i].count = entries[i].count;
+        views[i].deliveries = 2;
+    }
+    fts_loader_claim_done(f->loader, views, count, "0-0", 0, NULL);
+}
+
+/* Runs the running sweep's empty scroll to its end and checks it is acknowledged alone. */
+static void finish_empty_sweep(fixture_t *f, const char *entry_id, const char *scroll_id)
+{
+    char empty[256];
+    size_t settles = f->fake.settle_count;
+    answer_request(f, 200, page_empty(scroll_id, empty, sizeof empty));
+    assert_int_equal(f->fake.settle_count, settles + 1);
+    assert_int_equal(f->fake.settles[settles].count, 1);
+    assert_string_equal(f->fake.settles[settles].ids[0], entry_id);
+    assert_int_equal(f->fake.settles[settles].dead_count, 0);
+    fts_loader_settle_done(f->loader, f->fake.settles[settles].token, NULL);
+}
+
+/* The chaos suite's deadlock: a later sweep waited at its barrier for an earlier one that the
+ * same loader then claimed, and the earlier one waited for its turn behind it. */
+static void test_an_earlier_sweep_claimed_goes_before_one_waiting_at_its_barrier(void **state)
+{
+    (void)state;
+    fts_load_options_t options = sweep_options();
+    fixture_t *f = fixture_new(&options);
+    start_reading_new(f);
+    deliver_sweep(f, "20-5", "sweep", "300");
+    assert_int_equal(f->fake.barrier_calls, 1);
+    assert_string_equal(f->fake.barrier_id, "20-5");
+    fts_loader_barrier_done(f->loader, false, NULL); /* 20-2 is pending in a dead loader */
+
+    test_entry_t e[1];
+    entry_make(&e[0], "20-2", "drop", NULL, "200", NULL);
+    claim_entries(f, e, 1);
+    complete_marks(f);
+    /* the earlier one is asked about at once; the later one waits, still held */
+    assert_int_equal(f->fake.barrier_calls, 2);
+    assert_string_equal(f->fake.barrier_id, "20-2");
+    assert_int_equal(fts_loader_held(f->loader), 2);
+    pass_barrier_and_refresh(f, "20-2");
+    finish_empty_sweep(f, "20-2", "a1");
+
+    /* 20-2 acknowledged: the later one's barrier is asked again, clears, and it runs */
+    while (strcmp(f->fake.barrier_id, "20-5") != 0) {
+        fire_timer(f);
+    }
+    pass_barrier_and_refresh(f, "20-5");
+    finish_empty_sweep(f, "20-5", "b1");
+    assert_int_equal(fts_loader_held(f->loader), 0);
+    assert_int_equal(fts_loader_stats(f->loader)->swept, 2);
+    fixture_destroy(f);
+}
+
+/* The same with the later one's barrier query still out when the earlier one comes: its
+ * answer is about the later entry, so it clears nothing; the earlier one is asked about then. */
+static void test_a_barrier_answer_for_a_put_back_sweep_clears_nothing(void **state)
+{
+    (void)state;
+    fts_load_options_t options = sweep_options();
+    fixture_t *f = fixture_new(&options);
+    start_reading_new(f);
+    deliver_sweep(f, "21-5", "sweep", "300");
+    assert_int_equal(f->fake.barrier_calls, 1);
+    test_entry_t e[1];
+    entry_make(&e[0], "21-2", "sweep", NULL, "200", NULL);
+    claim_entries(f, e, 1);
+    complete_marks(f);
+    assert_int_equal(f->fake.barrier_calls, 1); /* one query at a time */
+    size_t requests = f->fake.request_count;
+    fts_loader_barrier_done(f->loader, true, NULL); /* the answer about 21-5 */
+    assert_int_equal(f->fake.request_count, requests);
+    assert_int_equal(f->fake.barrier_calls, 2);
+    assert_string_equal(f->fake.barrier_id, "21-2");
+    pass_barrier_and_refresh(f, "21-2");
+    finish_empty_sweep(f, "21-2", "a1");
+    while (strcmp(f->fake.barrier_id, "21-5") != 0) {
+        fire_timer(f);
+    }
+    pass_barrier_and_refresh(f, "21-5");
+    finish_empty_sweep(f, "21-5", "b1");
+    assert_int_equal(fts_loader_held(f->loader), 0);
+    fixture_destroy(f);
+}
+
 int main(void)
 {
     fts_log_set_level(FTS_LOG_ERROR);
@@ -1197,6 +1291,8 @@ int main(void)
         cmocka_unit_test(test_loader_dying_mid_sweep_leaves_it_to_the_next),
         cmocka_unit_test(test_stop_abandons_a_running_sweep_and_leaves_it_pending),
         cmocka_unit_test(test_the_lowest_waiting_sweep_goes_first),
+        cmocka_unit_test(test_an_earlier_sweep_claimed_goes_before_one_waiting_at_its_barrier),
+        cmocka_unit_test(test_a_barrier_answer_for_a_put_back_sweep_clears_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
