@@ -213,6 +213,7 @@ int main(void)
         if (!mkdtemp(dir) || testbed("start", dir) != 0 ||
             !read_env(dir, "FTSYNC_TEST_OPENSEARCH_URL", es_url, sizeof es_url)) {
             fprintf(stderr, "bench-verify: the test bed did not start (logs under %s)\n", dir);
+            testbed("stop", dir); /* whatever did start */
             return 1;
         }
         own_testbed = true;
