@@ -1744,7 +1744,7 @@ void fts_loader_request_done(fts_loader_t *loader, void *token, long status, con
     case SWEEP_NONE:
     case SWEEP_BARRIER:
     default:
-        assert(!"a request completed in a phase that sends none");
+        assert(false && "a request completed in a phase that sends none");
         break;
     }
     run(loader);

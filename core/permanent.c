@@ -106,7 +106,7 @@ static void log_change(fts_server_t server, fts_permanent_reason_t reason, const
                 detail);
         break;
     default:
-        assert(!"a permanent reason");
+        assert(false && "a permanent reason");
     }
 }
 
