@@ -205,6 +205,14 @@ struct fts_loader {
 
 static void run(fts_loader_t *loader);
 
+/* The next backoff delay, at least 1 ms: a retry then always goes through the timer, never
+ * from inside the completion that failed (full jitter can draw 0). */
+static uint64_t retry_delay_ms(fts_backoff_t *backoff)
+{
+    uint64_t delay = fts_backoff_next_ms(backoff);
+    return delay ? delay : 1;
+}
+
 static uint64_t now_ms(fts_loader_t *loader)
 {
     return loader->ports.ops->now_ms(loader->ports.context);
@@ -718,7 +726,7 @@ static void sweep_begin_pass(fts_loader_t *loader, sweep_t *sweep)
 
 static void sweep_retry(fts_loader_t *loader, sweep_t *sweep, const char *what, const char *why)
 {
-    uint64_t delay = fts_backoff_next_ms(&sweep->backoff);
+    uint64_t delay = retry_delay_ms(&sweep->backoff);
     sweep->next_at = now_ms(loader) + delay;
     loader->stats.es_errors++;
     fts_log(FTS_LOG_WARN, LOG_COMPONENT,
@@ -1324,7 +1332,7 @@ void fts_loader_group_done(fts_loader_t *loader, const fts_error_t *err)
     note_redis(err);
     if (err && err->domain != FTS_ERROR_NONE) {
         loader->stats.redis_errors++;
-        uint64_t delay = fts_backoff_next_ms(&loader->group_backoff);
+        uint64_t delay = retry_delay_ms(&loader->group_backoff);
         loader->group_retry_at = now_ms(loader) + delay;
         fts_log(FTS_LOG_WARN, LOG_COMPONENT,
                 "cannot create the consumer group, retrying in %" PRIu64 " ms: %s", delay,
@@ -1351,7 +1359,7 @@ void fts_loader_read_done(fts_loader_t *loader, const fts_stream_entry_t *entrie
     if (err && err->domain != FTS_ERROR_NONE) {
         group_vanished(loader, err);
         loader->stats.redis_errors++;
-        uint64_t delay = fts_backoff_next_ms(&loader->read_backoff);
+        uint64_t delay = retry_delay_ms(&loader->read_backoff);
         loader->read_retry_at = now + delay;
         /* The reply may have been lost after Redis delivered entries to us: read our own
          * history again before anything new. */
@@ -1458,7 +1466,7 @@ void fts_loader_settle_done(fts_loader_t *loader, void *token, const fts_error_t
          * letter may be written twice, never lost). */
         loader->stats.redis_errors++;
         fts_signal_set(FTS_SIGNAL_LOAD_REDIS_OK, 0);
-        uint64_t delay = fts_backoff_next_ms(&loader->settle_backoff);
+        uint64_t delay = retry_delay_ms(&loader->settle_backoff);
         loader->settle_retry_at = now_ms(loader) + delay;
         for (size_t i = settle->count; i-- > 0;) {
             entry_t *e = settle->entries[i];
@@ -1551,7 +1559,7 @@ void fts_loader_bulk_done(fts_loader_t *loader, void *token, long status, const 
     if (verdict == FTS_BULK_RESPONSE_RETRY) {
         loader->stats.es_errors++;
         loader->stats.request_retries++;
-        uint64_t delay = fts_backoff_next_ms(&loader->es_backoff);
+        uint64_t delay = retry_delay_ms(&loader->es_backoff);
         loader->es_retry_at = now + delay;
         requeue_batch(loader, batch);
         fts_log(FTS_LOG_WARN, LOG_COMPONENT,
@@ -1666,7 +1674,7 @@ void fts_loader_barrier_done(fts_loader_t *loader, bool clear, const fts_error_t
     uint64_t now = now_ms(loader);
     if (err && err->domain != FTS_ERROR_NONE) {
         loader->stats.redis_errors++;
-        uint64_t delay = fts_backoff_next_ms(&sweep->backoff);
+        uint64_t delay = retry_delay_ms(&sweep->backoff);
         sweep->next_at = now + delay;
         fts_log(FTS_LOG_WARN, LOG_COMPONENT,
                 "asking whether the entries before %s %s are acknowledged failed, retrying in "
