@@ -207,14 +207,20 @@ pick_free_port() {
     die "no free port found in $PORT_MIN-$((PORT_MIN + PORT_SPAN - 1))"
 }
 
-# True if pid $1 is a live process (not a zombie) whose command line contains $2. The
-# command-line check keeps us from signalling an unrelated process that reused the pid.
-is_our_process() {
-    local pid=$1 marker=$2 state
+# True if pid $1 is a live process (not a zombie).
+is_alive() {
+    local pid=$1 state
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     [[ -r /proc/$pid/stat ]] || return 1
     state="$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$pid/stat" 2>/dev/null)" || return 1
-    [[ $state != Z && $state != X ]] || return 1
+    [[ $state != Z && $state != X ]]
+}
+
+# True if pid $1 is a live process whose command line contains $2. The command-line check
+# keeps us from signalling an unrelated process that reused the pid of a server of ours.
+is_our_process() {
+    local pid=$1 marker=$2
+    is_alive "$pid" || return 1
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$marker"
 }
 
@@ -402,11 +408,15 @@ es_answers() {
 
 # Waits until the server answers. Returns 0 when ready, 1 if the process died, 2 on timeout.
 wait_until_ready() {
-    local pid_file=$1 marker=$2 probe=$3 deadline pid
+    local pid_file=$1 probe=$2 deadline pid
     deadline=$((SECONDS + READY_TIMEOUT))
     pid="$(cat "$pid_file")"
     while ((SECONDS < deadline)); do
-        is_our_process "$pid" "$marker" || return 1
+        # Only alive, not "ours": the pid is our own unreaped child, so it cannot have been
+        # reused, and right after the launch its command line may still be this script's (the
+        # forked shell has not exec'd setsid and the server yet), which once failed a start
+        # on a busy machine.
+        is_alive "$pid" || return 1
         if "$probe" "$pid"; then
             return 0
         fi
@@ -489,7 +499,7 @@ start_redis() {
         REDIS_PORT="$(pick_free_port "$ES_HTTP_PORT" "$ES_TRANSPORT_PORT")"
         launch_redis
         status=0
-        wait_until_ready "$(redis_pid_file)" redis-server redis_answers || status=$?
+        wait_until_ready "$(redis_pid_file)" redis_answers || status=$?
         if [[ $status -eq 0 ]]; then
             say "redis-server ready on 127.0.0.1:$REDIS_PORT (pid $(cat "$(redis_pid_file)"))"
             return 0
@@ -507,7 +517,7 @@ await_elasticsearch() {
     local started=$1 attempt status
     for ((attempt = 1; ; attempt++)); do
         status=0
-        wait_until_ready "$(es_pid_file)" "$ES_MARKER" es_answers || status=$?
+        wait_until_ready "$(es_pid_file)" es_answers || status=$?
         if [[ $status -eq 0 ]]; then
             echo "$ES_HTTP_PORT" >"$(es_dir)/port"
             say "$ES_LABEL ready on 127.0.0.1:$ES_HTTP_PORT after $(seconds_since "$started") s (pid $(cat "$(es_pid_file)"))"
@@ -686,7 +696,7 @@ es_start_only() {
     launch_elasticsearch
     echo "$ES_CLUSTER_NAME" >"$(es_cluster_name_file)"
     status=0
-    wait_until_ready "$(es_pid_file)" "$ES_MARKER" es_answers || status=$?
+    wait_until_ready "$(es_pid_file)" es_answers || status=$?
     if [[ $status -ne 0 ]]; then
         stop_node >/dev/null 2>&1 || true
         if handle_start_failure "$ES_LABEL" "$(es_log)" "$status"; then
