@@ -18,16 +18,15 @@ What runs (all on loopback, all owned by this controller, all stopped at exit):
     multi-document transactions (through pymongo sessions) and large documents (200-600 KB).
 
 The faults, one at a time at random moments (the seed is printed; FTSYNC_CHAOS_SEED replays
-the same kinds, parameters and pauses; the
-processes' own timing still varies): kill -9 of the supervisor, of extract, of the transform worker
-and of a loader; SIGTERM of everything (a rolling restart); the search engine away for a while
-(FTSYNC_CHAOS_ES_OUTAGE_S, "10-15" in CI, "10-60" in the long form); Redis killed and
-restarted from its AOF; fail points of the double (failCommand closeConnection on the change
-stream's getMore and aggregate, failGetMoreAfterCursorCheckout with a resumable code,
+the same kinds, parameters and pauses; the processes' own timing still varies): kill -9 of the
+supervisor, of extract, of the transform worker and of a loader; SIGTERM of everything (a
+rolling restart); the search engine away for a while (FTSYNC_CHAOS_ES_OUTAGE_S, "10-15" in CI,
+"10-60" in the long form); Redis killed and restarted from its AOF; Redis killed and restarted
+WITHOUT its files (it lost its data: extract must notice through its epoch marker and resync,
+loaders must recreate the group); fail points of the double (failCommand closeConnection on the
+change stream's getMore and aggregate, failGetMoreAfterCursorCheckout with a resumable code,
 failCommand blockConnection); a step-down of the primary (and its step-up); a lost history
 (ftsync stopped while more changes than the double keeps are written, then started again).
-Redis restarted WITHOUT persistence is not injected: the recovery from a Redis that lost its
-data (issue 13, item 1) is not on this branch.
 
 Then the workload stops, the pipeline drains, and both must say the index equals the
 collection: `ftsync verify` (exit 0) and this controller's own comparison (every document read
@@ -38,8 +37,8 @@ every dead letter is explained (none is expected: a dead letter fails the run wi
 Environment: FTSYNC_BINARY, FTSYNC_MONGO_DOUBLE, FTSYNC_WORKLOAD (paths, set by CTest),
 FTSYNC_TESTBED_DIR (testbed.env), FTSYNC_SOURCE_DIR; FTSYNC_CHAOS_FAULTS (default 30),
 FTSYNC_CHAOS_SEED (default: from the clock, printed), FTSYNC_CHAOS_ES_OUTAGE_S ("10-15"),
-FTSYNC_CHAOS_ID_FIELD (`_id`, the default, or `id`: the original service's configuration with
-ObjectId _ids and the id map). Exit 0 when everything matched, 1 otherwise (what differed is
+FTSYNC_CHAOS_ID_FIELD (`id`, the default: the original service's configuration, with ObjectId
+_ids and the id map; or `_id`: integer _ids as index ids). Exit 0 when everything matched, 1 otherwise (what differed is
 printed), 2 on bad usage.
 """
 import json
@@ -55,6 +54,7 @@ import time
 import urllib.request
 
 import bson
+import bson.errors
 import pymongo
 from pymongo.errors import PyMongoError
 
@@ -169,20 +169,46 @@ class EsProxy:
 # ---- the controller ------------------------------------------------------------------------------
 
 
+class UsageError(Exception):
+    """A setting of this controller is wrong: exit 2 with the message."""
+
+
+def env_int(name, default):
+    text = os.environ.get(name, default)
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError("%s=%r: expected a whole number" % (name, text)) from None
+    if value < 0:
+        raise UsageError("%s=%r: expected a number >= 0" % (name, text))
+    return value
+
+
 class Chaos:
     def __init__(self):
+        for name in ("FTSYNC_BINARY", "FTSYNC_MONGO_DOUBLE", "FTSYNC_WORKLOAD"):
+            if not os.environ.get(name):
+                raise UsageError("%s is not set (the path of the program; CTest sets it)" % name)
         self.ftsync = os.environ["FTSYNC_BINARY"]
         self.double = os.environ["FTSYNC_MONGO_DOUBLE"]
         self.workload = os.environ["FTSYNC_WORKLOAD"]
         self.source = os.environ.get(
             "FTSYNC_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         self.testbed = os.environ.get("FTSYNC_TESTBED_DIR", "/tmp")
-        self.faults = int(os.environ.get("FTSYNC_CHAOS_FAULTS", "30"))
-        seed = os.environ.get("FTSYNC_CHAOS_SEED")
-        self.seed = int(seed) if seed else int(time.time() * 1000) % 1_000_000_007
-        lo, hi = os.environ.get("FTSYNC_CHAOS_ES_OUTAGE_S", "10-15").split("-")
-        self.outage_s = (float(lo), float(hi))
-        self.id_field = os.environ.get("FTSYNC_CHAOS_ID_FIELD", "_id")
+        self.faults = env_int("FTSYNC_CHAOS_FAULTS", "30")
+        self.seed = env_int("FTSYNC_CHAOS_SEED", str(int(time.time() * 1000) % 1_000_000_007))
+        outage = os.environ.get("FTSYNC_CHAOS_ES_OUTAGE_S", "10-15")
+        try:
+            lo, hi = (float(x) for x in outage.split("-"))
+        except ValueError:
+            lo, hi = -1, -2
+        if not 0 < lo <= hi:
+            raise UsageError("FTSYNC_CHAOS_ES_OUTAGE_S=%r: expected seconds MIN-MAX, such as 10-60"
+                             % outage)
+        self.outage_s = (lo, hi)
+        self.id_field = os.environ.get("FTSYNC_CHAOS_ID_FIELD", "id")
+        if self.id_field not in ("id", "_id"):
+            raise UsageError("FTSYNC_CHAOS_ID_FIELD=%r: expected id or _id" % self.id_field)
         self.rng = random.Random(self.seed)
         self.dir = os.path.join(self.testbed, "chaos-%d" % os.getpid())
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -427,6 +453,16 @@ class Chaos:
             p.wait()
             time.sleep(self.rng.uniform(0.2, 3))
             self.start_redis()
+        elif kind == "redis_restart_empty":
+            # Redis restarted without persistence: everything ftsync kept there is gone (token,
+            # stream, group, id map, lease). Extract must see the loss (its epoch marker),
+            # refuse to write its remembered token back, and resync; loaders recreate the group.
+            p = self.procs["redis"]
+            p.kill()
+            p.wait()
+            shutil.rmtree(os.path.join(self.dir, "redis"), ignore_errors=True)
+            time.sleep(self.rng.uniform(0.2, 3))
+            self.start_redis()
         elif kind == "fp_close_connection":
             self.fail_point("failCommand", {"times": self.rng.randrange(1, 4)},
                             {"failCommands": ["getMore", "aggregate"], "closeConnection": True})
@@ -462,17 +498,18 @@ class Chaos:
         self.ensure_running()
 
     KINDS = ["kill9_supervisor", "kill9_extract", "kill9_worker", "kill9_loader", "sigterm_rolling",
-             "es_outage", "redis_restart_aof", "fp_close_connection", "fp_getmore_resumable",
-             "fp_block_connection", "step_down", "history_lost"]
+             "es_outage", "redis_restart_aof", "redis_restart_empty", "fp_close_connection",
+             "fp_getmore_resumable", "fp_block_connection", "step_down", "history_lost"]
 
     def schedule(self):
-        """Every kind at least once (shuffled), then random kinds; the lost history and the
-        search engine outage, the slow ones, at most once per 15 faults."""
+        """Every kind at least once (shuffled), then random kinds; the slow ones (a lost
+        history, the search engine outage, and Redis losing its data, which costs a resync of the
+        whole collection) are drawn four times less often than the others."""
         kinds = list(self.KINDS)
         self.rng.shuffle(kinds)
         while len(kinds) < self.faults:
             k = self.rng.choice(self.KINDS)
-            if k in ("history_lost", "es_outage") and self.rng.random() < 0.75:
+            if k in ("history_lost", "es_outage", "redis_restart_empty") and self.rng.random() < 0.75:
                 continue
             kinds.append(k)
         return kinds[: max(self.faults, 0)]
@@ -538,11 +575,56 @@ class Chaos:
                     break
         return len(want), missing, extra, stale
 
+    def recoveries_logged(self):
+        """How often ftsync's own logs say it took each recovery path: evidence that the faults
+        reached the code they were meant for, not only that the end state matched."""
+        text = ""
+        for which in ("run", "load2"):
+            try:
+                with open(os.path.join(self.dir, "%s.log" % which), errors="replace") as f:
+                    text += f.read()
+            except OSError:
+                pass
+        return {
+            "Redis data loss seen": text.count("Redis lost its data"),
+            "history-lost resyncs": text.count("change stream history lost: resyncing"),
+            "group recreated": text.count("the queue Redis lost the consumer group: recreated"),
+            "worker restarts": text.count("transform worker ended; restarting it"),
+        }
+
     def dead_letters(self):
-        raw = subprocess.run(["redis-cli", "-p", str(self.redis_port), "XRANGE",
+        """The dead-letter stream's entries as (entry id, {field: value})."""
+        raw = subprocess.run(["redis-cli", "-2", "--json", "-p", str(self.redis_port), "XRANGE",
                               "ftsync:{%s}:dead" % self.pipeline, "-", "+"],
-                             capture_output=True, text=True).stdout
-        return raw.strip()
+                             capture_output=True, text=True, check=True).stdout
+        return [(entry_id, dict(zip(fields[::2], fields[1::2])))
+                for entry_id, fields in json.loads(raw or "[]")]
+
+    UNKNOWN_TO_ID_MAP = "the event does not carry the id field and the id map does not know"
+
+    def unexplained_dead_letters(self, dead, recoveries, extra):
+        """The dead letters that no fault of this run explains. One kind is explained: with
+        FTSYNC_ID_FIELD=id, a delete of a document the id map does not know, after a resync
+        (Redis lost the map, or the history was lost): the document was deleted before the
+        resync's snapshot reached it, so the snapshot never indexed it, and the resync's sweep
+        removes any older copy. It is explained only if the document is gone from the collection
+        and the index holds nothing extra, i.e. the sweep did its part."""
+        resyncs = recoveries["Redis data loss seen"] + recoveries["history-lost resyncs"]
+        out = []
+        for entry_id, fields in dead:
+            reason = fields.get("reason", "")
+            explained = False
+            if self.UNKNOWN_TO_ID_MAP in reason and resyncs > 0 and not extra:
+                try:
+                    event = json.loads(fields.get("event", ""))
+                    oid = bson.ObjectId(event["documentKey"]["_id"]["$oid"])
+                    explained = (event.get("operationType") == "delete"
+                                 and self.mongo.chaos.apps.find_one({"_id": oid}) is None)
+                except (ValueError, KeyError, TypeError, bson.errors.InvalidId):
+                    explained = False
+            if not explained:
+                out.append((entry_id, fields))
+        return out
 
     # -- the run --
 
@@ -646,7 +728,12 @@ class Chaos:
         print("group pending / lag      %s / %s" % (info.get("pending"), info.get("lag")))
         print("ftsync verify            exit %d (%s)" % (verify.returncode, " / ".join(
             l.strip() for l in verify.stdout.splitlines() if l.startswith(("checked", "missing", "stale", "extra")))))
-        print("dead letters             %s" % ("none" if not dead else "SOME"))
+        recoveries = self.recoveries_logged()
+        unexplained = self.unexplained_dead_letters(dead, recoveries, extra)
+        print("dead letters             %d (%d explained: deletes of documents the id map did not"
+              " know after a resync; %d unexplained)"
+              % (len(dead), len(dead) - len(unexplained), len(unexplained)))
+        print("recoveries in the logs   %s" % ", ".join("%s %d" % kv for kv in recoveries.items()))
         print("time                     %.0f s (drain %.0f s)" % (drained - started, drained - self.stopped))
         if missing or extra or stale:
             ok = False
@@ -663,9 +750,11 @@ class Chaos:
             ok = False
             print("ftsync verify compared ids only: it found every document not indexable:\n%s"
                   % verify.stdout)
-        if dead:
+        if unexplained:
             ok = False
-            print("dead letters, none expected from the injected causes:\n%s" % dead[:4000])
+            print("dead letters that no injected fault explains:")
+            for entry_id, fields in unexplained[:10]:
+                print("  %s %s" % (entry_id, json.dumps(fields)[:1500]))
         print("RESULT: %s" % ("PASS" if ok else "FAIL (logs in %s)" % self.dir))
         if ok:
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -673,4 +762,9 @@ class Chaos:
 
 
 if __name__ == "__main__":
-    sys.exit(Chaos().main())
+    try:
+        chaos = Chaos()
+    except UsageError as e:
+        print("chaos.py: %s" % e, file=sys.stderr)
+        sys.exit(2)
+    sys.exit(chaos.main())
