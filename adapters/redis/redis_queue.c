@@ -574,6 +574,13 @@ bool fts_redis_backlog_parse(const redisReply *xlen, const redisReply *groups,
             backlog->lag_known = true;
             backlog->lag = (uint64_t)lag->integer;
             backlog->entries = backlog->pending + backlog->lag;
+            if (backlog->entries > backlog->length) {
+                /* A lag Redis got wrong (7.0 can keep a stale entries-read after an AOF
+                 * restart): every unacknowledged entry is still in the stream, so the length
+                 * is the better bound. Overstated, reading could pause for good. */
+                backlog->exact = false;
+                backlog->entries = backlog->length;
+            }
         } else {
             /* Unknown lag: every unacknowledged entry is still in the stream (trimming keeps
              * them), so the stream's length bounds them from above. */
