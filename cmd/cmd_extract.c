@@ -43,6 +43,7 @@ void fts_cmd_extract_options(const fts_config_t *config, fts_extract_options_t *
         .lease_ttl_ms = (uint64_t)config->lease_ttl_ms,
         .on_history_lost = config->on_history_lost,
         .worker_crash_limit = (unsigned)config->worker_crash_limit,
+        .sweep_first_snapshot = config->ns_field && strcmp(config->ns_field, "off") != 0,
         .batch_size = (size_t)config->batch_size,
         .transform =
             {

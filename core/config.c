@@ -175,7 +175,8 @@ static const setting_t settings[] = {
     {"FTSYNC_NS_FIELD", TYPE_NAME, "_ftsync_ns", NULL, FIELD(ns_field), 0, 0, 0, 0,
      "field load writes into every indexed document with its source ns (db.collection), so "
      "that drops and sweeps remove only that collection's documents from a shared index or "
-     "alias; off: not written, and drop and sweep entries are dead-lettered instead",
+     "alias; off: not written, drop and sweep entries are dead-lettered instead, and extract "
+     "queues no sweep after a first snapshot",
      NULL},
     {"FTSYNC_SWEEP_PAGE_SIZE", TYPE_INT, "1000", NULL, FIELD(sweep_page_size), 0, 0, 1, 10000,
      "documents per scroll page while load applies a drop or sweep", NULL},

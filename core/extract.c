@@ -94,7 +94,7 @@ typedef struct {
     fts_timestamp_t snap_time;
     bson_value_t last_id; /* POS_SNAPSHOT; value_type 0 (EOD) before the first document */
     uint64_t snap_queued;
-    bool resync; /* this snapshot follows a lost history: queue a sweep at its end */
+    bool resync; /* queue a sweep at the end of this snapshot (every snapshot has one) */
     fts_timestamp_t cluster_time; /* of the last event sent */
     bool streaming;               /* the change stream is open (else the scan, if any) */
 
@@ -311,6 +311,18 @@ static bool load_position(extract_t *ex, char **key, fts_error_t *err)
     /* A resync snapshot restarted by a worker crash (ex->resync) or by a new process (the flag
      * clear_position(resync) saved with the clearing) still ends with its sweep. */
     ex->resync = !saved.has_token && (ex->resync || saved.sweep);
+    if (!saved.has_token && !saved.has_snapshot && !ex->resync &&
+        ex->options->sweep_first_snapshot) {
+        /* Nothing saved: a new pipeline, `reset-token --clear`, or a Redis that lost
+         * everything while no extractor ran, which no marker can tell from a new pipeline.
+         * So every first snapshot ends with a sweep too (on a new index it finds nothing), noted
+         * durably first so that a crash before its end does not lose it. */
+        if (!ex->queue->ops->clear_position(ex->queue->context, true, err)) {
+            fts_position_cleanup(&saved);
+            return false;
+        }
+        ex->resync = true;
+    }
     bool ok = true;
     if (saved.has_token && saved.token_kind == FTS_TOKEN_START_AT) {
         /* `reset-token --to-time`: no token yet, the stream starts at that cluster time. */

@@ -40,6 +40,8 @@ typedef struct {
     uint64_t lease_ttl_ms;                 /* renewed every third of it */
     fts_on_history_lost_t on_history_lost; /* resync, or stop in an error state */
     unsigned worker_crash_limit;           /* crashes on one event before it is dead-lettered */
+    bool sweep_first_snapshot; /* a snapshot with nothing saved before it ends with a sweep too
+                                * (off when FTSYNC_NS_FIELD=off: load could not apply it) */
     /* The worker (extract_worker.h) */
     size_t batch_size;                 /* most actions per queue append */
     fts_transform_options_t transform; /* id field, fields, on_drop, plugin path */

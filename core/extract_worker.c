@@ -13,8 +13,16 @@
  *      the parent turns into a clear error state;
  *   7. with the id map on (README.md, Extract: the id map), a delete the event cannot name is
  *      named by the map, and one the map does not know either is dead-lettered with a reason
- *      naming its _id (counted; never guessed, never a stop); an update that changed the id
- *      field's value deletes the old index id before indexing the new one.
+ *      naming its _id (counted; never guessed, never a stop), unless the map is known complete
+ *      at the delete's time (below); an update that changed the id field's value deletes the
+ *      old index id before indexing the new one.
+ * Every snapshot ends with a sweep at its start time V, and the sweep's append also writes
+ * V into the map under ID_MAP_COMPLETE_SINCE. From V on the map knows every document the
+ * snapshot or a later event indexed, so a delete at or after V of a document it does not know
+ * was deleted before the scan reached it: this snapshot never indexed it, and the sweep
+ * removes any older copy (its version is below V). Such a delete is counted and logged, not
+ * dead-lettered. The marker lives in the map's own hash, so a Redis that loses the map loses
+ * the marker with it.
  * The map is resolved when a batch is flushed: one id_map_get (HMGET) for every event of the
  * batch that reads it, then the batch is walked in order over an overlay of the map as the
  * batch changes it (an insert and a delete of one document can be in one batch), and the
@@ -35,6 +43,10 @@
 #include "worker_message.h"
 
 #define COMPONENT "worker"
+
+/* The id map's field holding "<seconds>.<increment>" of the latest sweep's snapshot time (see
+ * the top of this file). Source ids are canonical extended JSON, which never looks like this. */
+#define ID_MAP_COMPLETE_SINCE "complete-since"
 
 _Static_assert(FTS_ACTION_INDEX - 1 == FTS_OP_INDEX && FTS_ACTION_DELETE - 1 == FTS_OP_DELETE &&
                    FTS_ACTION_DROP - 1 == FTS_OP_DROP && FTS_ACTION_SWEEP - 1 == FTS_OP_SWEEP,
@@ -67,7 +79,8 @@ typedef struct {
     item_t *items;
     size_t count;
     pending_position_t position;
-    uint64_t unknown_deletes; /* events dead-lettered because no index id could be named */
+    uint64_t unknown_deletes;     /* events dead-lettered because no index id could be named */
+    uint64_t deletes_not_indexed; /* deletes of documents the snapshot never indexed */
 } worker_t;
 
 /* ---- The overlay: the id map as the batch so far changes it ---- */
@@ -225,6 +238,21 @@ static void plan_dead_letter(worker_t *worker, flush_plan_t *plan, item_t *item,
             (unsigned long long)worker->unknown_deletes);
 }
 
+/* True if the map, as the batch so far left it, is complete at action's time: a sweep at
+ * or before it wrote ID_MAP_COMPLETE_SINCE (see the top of this file). */
+static bool map_complete_at(overlay_t *overlay, const fts_action_t *action)
+{
+    bool added;
+    const overlay_slot_t *slot = overlay_slot(overlay, ID_MAP_COMPLETE_SINCE, &added);
+    unsigned seconds, increment;
+    char end;
+    if (!slot->value || sscanf(slot->value, "%u.%u%c", &seconds, &increment, &end) != 2) {
+        return false; /* no sweep since the map began, or a hand-edited value */
+    }
+    return action->ts_seconds > seconds ||
+           (action->ts_seconds == seconds && action->ts_increment >= increment);
+}
+
 /* Resolves the id map for the batch (see the top of this file) into plan. */
 static bool plan_build(worker_t *worker, flush_plan_t *plan, fts_error_t *err)
 {
@@ -245,18 +273,23 @@ static bool plan_build(worker_t *worker, flush_plan_t *plan, fts_error_t *err)
     /* The map as it is before the batch, for every document the batch reads it for. */
     keys = bson_malloc0((worker->count + 1) * sizeof *keys);
     values = bson_malloc0((worker->count + 1) * sizeof *values);
+    bool lookups = false;
     for (size_t i = 0; i < worker->count; i++) {
         fts_id_map_use_t use = worker->items[i].need.use;
         if ((use == FTS_ID_MAP_CHANGE && !worker->items[i].need.prior_id) ||
             use == FTS_ID_MAP_LOOKUP || use == FTS_ID_MAP_LOOKUP_KEEP) {
             keys[reads++] = worker->items[i].need.source_id;
         }
+        lookups = lookups || use == FTS_ID_MAP_LOOKUP;
+    }
+    if (lookups) { /* a delete the map does not know asks whether the map is complete */
+        keys[reads++] = ID_MAP_COMPLETE_SINCE;
     }
     if (reads > 0 &&
         !worker->queue->ops->id_map_get(worker->queue->context, keys, reads, values, err)) {
         goto cleanup;
     }
-    overlay_init(&overlay, worker->count);
+    overlay_init(&overlay, worker->count + 1); /* + ID_MAP_COMPLETE_SINCE */
     for (size_t i = 0; i < reads; i++) {
         bool added;
         overlay_slot_t *slot = overlay_slot(&overlay, keys[i], &added);
@@ -274,6 +307,12 @@ static bool plan_build(worker_t *worker, flush_plan_t *plan, fts_error_t *err)
         bool added;
         overlay_slot_t *slot =
             need->use != FTS_ID_MAP_NONE ? overlay_slot(&overlay, need->source_id, &added) : NULL;
+        if (action->op == FTS_ACTION_SWEEP && fts_transform_id_map(worker->transform)) {
+            char since[32];
+            int len =
+                snprintf(since, sizeof since, "%u.%u", action->ts_seconds, action->ts_increment);
+            overlay_set(overlay_slot(&overlay, ID_MAP_COMPLETE_SINCE, &added), since, (size_t)len);
+        }
         switch (need->use) {
         case FTS_ID_MAP_NONE:
             break;
@@ -306,7 +345,17 @@ static bool plan_build(worker_t *worker, flush_plan_t *plan, fts_error_t *err)
         case FTS_ID_MAP_LOOKUP:
         case FTS_ID_MAP_LOOKUP_KEEP:
             if (!slot->value) {
-                if (need->use == FTS_ID_MAP_LOOKUP) {
+                if (need->use == FTS_ID_MAP_LOOKUP && map_complete_at(&overlay, action)) {
+                    worker->deletes_not_indexed++;
+                    fts_metric_add(FTS_METRIC_DELETES_NOT_INDEXED, 0, 1);
+                    fts_log(FTS_LOG_INFO, COMPONENT,
+                            "delete of _id %s at %u.%u on %s: not indexed (deleted after the "
+                            "snapshot began, before its scan reached it); nothing to delete, "
+                            "the snapshot's sweep removes any older copy "
+                            "deletes_not_indexed_total=%llu",
+                            need->source_id, action->ts_seconds, action->ts_increment, action->ns,
+                            (unsigned long long)worker->deletes_not_indexed);
+                } else if (need->use == FTS_ID_MAP_LOOKUP) {
                     plan_dead_letter(
                         worker, plan, item,
                         bson_strdup_printf(

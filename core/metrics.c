@@ -124,6 +124,13 @@ static const family_t families[FTS_METRIC_COUNT] = {
                                     "1 while the server's last failure needs an operator (until "
                                     "it answers properly), else 0.",
                                     KIND_GAUGE, FTS_METRICS_ROLE_ALL, "server", server_values},
+    [FTS_METRIC_DELETES_NOT_INDEXED] = {"ftsync_deletes_not_indexed_total",
+                                        "Deletes (FTSYNC_ID_FIELD other than _id) of documents "
+                                        "the id map does not know, deleted after a snapshot "
+                                        "began and before its scan reached them: never indexed "
+                                        "by it, nothing to delete; its sweep removes older "
+                                        "copies.",
+                                        KIND_COUNTER, FTS_METRICS_ROLE_EXTRACT, NULL, NULL},
 };
 
 /* Cells a family takes: one per label value; a histogram's buckets, the one above the last

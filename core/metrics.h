@@ -40,23 +40,24 @@
 
 /* The families. */
 typedef enum {
-    FTS_METRIC_BUILD_INFO = 0,     /* gauge 1, {version} */
-    FTS_METRIC_EVENTS_READ,        /* counter: change events read */
-    FTS_METRIC_SNAPSHOT_DOCUMENTS, /* counter: documents read by snapshots */
-    FTS_METRIC_ACTIONS_QUEUED,     /* counter {op} */
-    FTS_METRIC_ITEMS,              /* counter {result} */
-    FTS_METRIC_DEAD_LETTERS,       /* counter {stage} */
-    FTS_METRIC_BULK_REQUESTS,      /* counter {outcome} */
-    FTS_METRIC_BULK_DURATION,      /* histogram, seconds */
-    FTS_METRIC_REPLICATION_LAG,    /* gauge, seconds (computed when rendered) */
-    FTS_METRIC_BACKLOG,            /* gauge: entries the loaders have not acknowledged */
-    FTS_METRIC_PENDING,            /* gauge: entries this loader holds */
-    FTS_METRIC_WORKER_RESTARTS,    /* counter */
-    FTS_METRIC_HISTORY_LOST,       /* counter */
-    FTS_METRIC_LEASE_HELD,         /* gauge 0/1 */
-    FTS_METRIC_DATA_LOST,          /* counter {what} */
-    FTS_METRIC_PERMANENT_ERRORS,   /* counter {server,reason}: label fts_permanent_label() */
-    FTS_METRIC_PERMANENT_ERROR,    /* gauge {server}, from the signals (computed when rendered) */
+    FTS_METRIC_BUILD_INFO = 0,      /* gauge 1, {version} */
+    FTS_METRIC_EVENTS_READ,         /* counter: change events read */
+    FTS_METRIC_SNAPSHOT_DOCUMENTS,  /* counter: documents read by snapshots */
+    FTS_METRIC_ACTIONS_QUEUED,      /* counter {op} */
+    FTS_METRIC_ITEMS,               /* counter {result} */
+    FTS_METRIC_DEAD_LETTERS,        /* counter {stage} */
+    FTS_METRIC_BULK_REQUESTS,       /* counter {outcome} */
+    FTS_METRIC_BULK_DURATION,       /* histogram, seconds */
+    FTS_METRIC_REPLICATION_LAG,     /* gauge, seconds (computed when rendered) */
+    FTS_METRIC_BACKLOG,             /* gauge: entries the loaders have not acknowledged */
+    FTS_METRIC_PENDING,             /* gauge: entries this loader holds */
+    FTS_METRIC_WORKER_RESTARTS,     /* counter */
+    FTS_METRIC_HISTORY_LOST,        /* counter */
+    FTS_METRIC_LEASE_HELD,          /* gauge 0/1 */
+    FTS_METRIC_DATA_LOST,           /* counter {what} */
+    FTS_METRIC_PERMANENT_ERRORS,    /* counter {server,reason}: label fts_permanent_label() */
+    FTS_METRIC_PERMANENT_ERROR,     /* gauge {server}, from the signals (computed when rendered) */
+    FTS_METRIC_DELETES_NOT_INDEXED, /* counter: deletes of documents a resync never indexed */
     FTS_METRIC_COUNT
 } fts_metric_t;
 

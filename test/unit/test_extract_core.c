@@ -637,9 +637,10 @@ static void test_idmap_deletes_batch_their_lookups(void **state)
     channel_add(&channel, mapped_frame("delete", 8, -1, -1, 2, false), true);
     assert_int_equal(run_mapped_worker(&queue, &channel, 100, true), FTS_WORKER_EXIT_OK);
 
-    /* One read of the map for the whole batch (HMGET), two deletes, both entries gone. */
+    /* One read of the map for the whole batch (HMGET: the two _ids and the map's
+     * complete-since marker), two deletes, both entries gone. */
     assert_int_equal(queue.map_gets, 1);
-    assert_int_equal(queue.map_get_keys[0], 2);
+    assert_int_equal(queue.map_get_keys[0], 3);
     assert_int_equal(queue.append_count, 1);
     assert_int_equal(queue.appends[0].count, 2);
     assert_string_equal(queue.appends[0].ids[0], "107");
@@ -671,6 +672,46 @@ static void test_idmap_unknown_delete_dead_lettered(void **state)
     assert_contains(queue.dead[0].reason, "id map does not know");
     assert_string_equal(queue.dead[0].token, "{\"_data\":\"03\"}");
     channel_cleanup(&channel);
+}
+
+static bson_t *sweep_frame(uint32_t increment)
+{
+    bson_t *frame = bson_new();
+    BSON_APPEND_UTF8(frame, "t", "sweep");
+    BSON_APPEND_UTF8(frame, "ns", "d.c");
+    BSON_APPEND_TIMESTAMP(frame, "started", 1700000000u, increment);
+    return frame;
+}
+
+/* A snapshot's sweep at V marks the map complete from V (in the sweep's own append): a delete
+ * at or after V that the map does not know was never indexed by that snapshot (the sweep
+ * removes older copies), so it is counted, not dead-lettered; one before V still is. */
+static void test_idmap_unknown_delete_after_sweep_not_dead_lettered(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    channel_add(&channel, mapped_frame("delete", 8, -1, -1, 2, false), false);
+    channel_add(&channel, sweep_frame(5), false);
+    channel_add(&channel, mapped_frame("delete", 9, -1, -1, 5, false), false);
+    channel_add(&channel, mapped_frame("insert", 3, 103, -1, 6, false), true);
+    assert_int_equal(run_mapped_worker(&queue, &channel, 100, true), FTS_WORKER_EXIT_OK);
+
+    assert_int_equal(queue.dead_count, 1);
+    assert_contains(queue.dead[0].reason, "{ \"$numberInt\" : \"8\" }");
+    assert_int_equal(queue.append_count, 1);
+    assert_int_equal(queue.appends[0].count, 2); /* the sweep and the insert */
+    assert_string_equal(map_value(&queue, "complete-since"), "1700000000.5");
+    channel_cleanup(&channel);
+
+    /* A later batch reads the marker from the map: after V skipped, before V dead-lettered. */
+    fake_channel_t later = {0};
+    channel_add(&later, mapped_frame("delete", 10, -1, -1, 7, false), false);
+    channel_add(&later, mapped_frame("delete", 11, -1, -1, 4, false), true);
+    assert_int_equal(run_mapped_worker(&queue, &later, 100, true), FTS_WORKER_EXIT_OK);
+    assert_int_equal(queue.dead_count, 2);
+    assert_contains(queue.dead[1].reason, "{ \"$numberInt\" : \"11\" }");
+    channel_cleanup(&later);
 }
 
 static void test_idmap_id_change_deletes_old_id_first(void **state)
@@ -1101,6 +1142,7 @@ static fts_extract_options_t test_options(void)
         .backlog_max = 5,
         .trim_interval_ms = 60000,
         .worker_crash_limit = 3,
+        .sweep_first_snapshot = true,
         .batch_size = 100,
     };
     return options;
@@ -1270,7 +1312,7 @@ static void test_parent_data_lost_resyncs(void **state)
 
 /* A resync that dies after the clear, before its snapshot ends: the next run finds the
  * durable sweep flag (alone, or with the snapshot's progress) and still ends with the sweep;
- * a fresh pipeline's first snapshot queues none. */
+ * a fresh pipeline's first snapshot notes the flag and ends with a sweep as well. */
 static void test_parent_resync_sweep_survives_a_crash(void **state)
 {
     (void)state;
@@ -1328,16 +1370,38 @@ static void test_parent_resync_sweep_survives_a_crash(void **state)
     assert_int_equal(increment, 4);
     worker_cleanup(&worker3);
 
-    /* A fresh pipeline (nothing saved, no flag): its first snapshot queues no sweep. */
+    /* Nothing saved and no flag (a new pipeline, `reset-token --clear`, or a Redis that lost
+     * everything while no extractor ran): the first snapshot ends with a sweep too, and the
+     * flag is saved before the snapshot starts, so that a crash does not lose it. */
     fts_position_cleanup(&queue.saved);
+    queue.clears = 0;
     fake_source_t source4 = {.now = {1700000500u, 1}, .scan_docs = 2, .nexts_until_stop = 1};
     fake_worker_t worker4 = {0};
     assert_int_equal(run_parent(&options, &source4, &queue, &worker4), FTS_EXTRACT_EXIT_OK);
-    assert_true(worker4.count >= 2);
-    for (size_t i = 0; i < worker4.count; i++) {
-        assert_string_not_equal(frame_type(worker4.frames[i]), "sweep");
-    }
+    assert_int_equal(queue.clears, 1);
+    assert_true(worker4.count >= 3);
+    assert_string_equal(frame_type(worker4.frames[0]), "snap");
+    assert_string_equal(frame_type(worker4.frames[1]), "snap");
+    assert_string_equal(frame_type(worker4.frames[2]), "sweep");
+    assert_true(bson_iter_init_find(&iter, worker4.frames[2], "started"));
+    bson_iter_timestamp(&iter, &seconds, &increment);
+    assert_int_equal(seconds, 1700000500u);
+    assert_int_equal(increment, 1);
     worker_cleanup(&worker4);
+
+    /* With FTSYNC_NS_FIELD=off load cannot apply a sweep: a first snapshot queues none. */
+    fts_position_cleanup(&queue.saved);
+    queue.clears = 0;
+    options.sweep_first_snapshot = false;
+    fake_source_t source5 = {.now = {1700000600u, 1}, .scan_docs = 2, .nexts_until_stop = 1};
+    fake_worker_t worker5 = {0};
+    assert_int_equal(run_parent(&options, &source5, &queue, &worker5), FTS_EXTRACT_EXIT_OK);
+    assert_int_equal(queue.clears, 0);
+    assert_true(worker5.count >= 2);
+    for (size_t i = 0; i < worker5.count; i++) {
+        assert_string_not_equal(frame_type(worker5.frames[i]), "sweep");
+    }
+    worker_cleanup(&worker5);
     fts_position_cleanup(&queue.saved);
 }
 
@@ -1414,6 +1478,7 @@ int main(void)
         cmocka_unit_test(test_idmap_insert_and_delete_in_one_batch),
         cmocka_unit_test(test_idmap_deletes_batch_their_lookups),
         cmocka_unit_test(test_idmap_unknown_delete_dead_lettered),
+        cmocka_unit_test(test_idmap_unknown_delete_after_sweep_not_dead_lettered),
         cmocka_unit_test(test_idmap_id_change_deletes_old_id_first),
         cmocka_unit_test(test_idmap_update_without_post_image),
         cmocka_unit_test(test_idmap_snapshot_fills_the_map),
