@@ -11,7 +11,7 @@
  *   every test of the extract side trusts it; where it knowingly differs, the list below says
  *   so. Every integration test can also run against a real replica set (FTSYNC_TEST_MONGO_URI).
  *   Everything lives in memory, in one thread, one libevent loop: no persistence, no
- *   authentication (libmongoc only authenticates when the URI has credentials), no TLS.
+ *   users (a URI with credentials is refused with 18 AuthenticationFailed), no TLS.
  *   For speed (it must never be what a benchmark of ftsync measures) documents are shared,
  *   reference-counted BSON, collections are AVL trees keyed by _id, the event log is a ring
  *   buffer, and after each request the loop polls briefly without sleeping (server.h,
@@ -95,6 +95,9 @@
  *     $changeStream...), 50911, 72 InvalidOptions (autocommit: true).
  *   - Clock: --clock-start starts the cluster clock at a given second (past January 2038).
  *   - Unknown commands: CommandNotFound (59).
+ *   - Authentication: saslStart, saslContinue and authenticate always fail with 18
+ *     AuthenticationFailed "Authentication failed." (no users: a URI with credentials is
+ *     refused as mongod refuses a wrong password, cmd_admin.c).
  *
  * WHERE IT KNOWINGLY DIFFERS FROM MONGOD
  *   - buildInfo says 6.0.0, yet $changeStreamSplitLargeEvent (6.0.9) is there unless
@@ -120,8 +123,10 @@
  *     transactions; the events' lsid.uid is the SHA-256 of "" (an unauthenticated user).
  *   - No retryable-write deduplication (a retried write runs again; failCommand
  *     closeConnection acts before the command, so a retry is still applied once), no session
- *     state beyond transactions, no auth, no TLS, no compression, no exhaust (awaitable
- *     hello is answered without moreToCome), no collation, no hint, no explain, no
+ *     state beyond transactions, no users (every saslStart, saslContinue and authenticate fails
+ *     with 18 AuthenticationFailed "Authentication failed.", as mongod answers a user it does not
+ *     have; no saslSupportedMechs nor speculativeAuthenticate in hello), no TLS, no compression, no
+ * exhaust (awaitable hello is answered without moreToCome), no collation, no hint, no explain, no
  *     $expr/$where/$text/geo, no positional update operators, no arrayFilters, no pipeline
  *     updates, no views, no capped collections, no secondary indexes beyond recording their
  *     specification (unique ones are refused).
