@@ -261,6 +261,15 @@ static bool fail_from_mongoc(fts_mongo_source_t *source, const char *what, const
                (server_code == CODE_INVALID_RESUME_TOKEN && role != POSITION_STREAM) ||
                (role == POSITION_TOKEN_OPEN && is_token_parse_code(server_code));
     }
+    if (lost && server_code == CODE_CHANGE_STREAM_FATAL) {
+        /* 280 "the resume token was not found": the stream went past the token without seeing
+         * it, which a token of another collection does too (it is not in this stream). */
+        return fts_error_set(err, FTS_ERROR_MONGO, FTS_SOURCE_HISTORY_LOST,
+                             "%s on %s: the change stream cannot continue: its token is not in "
+                             "this collection's stream (gone, or another collection's): server "
+                             "error %d (%s): %s",
+                             what, ns, server_code, reply_code_name(reply), error->message);
+    }
     if (lost) {
         return fts_error_set(err, FTS_ERROR_MONGO, FTS_SOURCE_HISTORY_LOST,
                              "%s on %s: the change stream cannot continue from its position, a "

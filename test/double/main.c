@@ -113,6 +113,12 @@
  * tokens fail with mongod's codes (_data missing 40647, empty 40649, not hex 9 FailedToParse, hex
  * that is no token 50811); a genuine mongod token is "no token" here (50811), where mongod would
  * say 280 or 286; a token from an earlier run of the double is history lost (286).
+ *   - A resume token of another collection's event (resumeAfter/startAfter): as on mongod the
+ *     aggregate succeeds and the first event of the watched collection after it fails with 280
+ *     ChangeStreamFatalError "cannot resume stream; the resume token was not found. <_id>"
+ *     (mongod's DocumentSourceEnsureResumeTokenPresent); until that event the post-batch
+ *     resume token stays the client's token, where mongod's may advance as a high-water mark
+ *     (not checked against a server).
  *   - replSetStepDown succeeds without force: true and without electable secondaries (a real
  *     one-member set needs force: true); tests meant to run against both should pass force.
  *     Like mongod 4.2+, it closes no connection and a change-stream getMore in progress goes on
