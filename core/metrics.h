@@ -107,7 +107,8 @@ typedef enum {
 } fts_server_t;
 typedef enum {
     FTS_PERMANENT_NONE = 0,          /* not in a permanent failure */
-    FTS_PERMANENT_AUTH,              /* credentials refused (WRONGPASS, NOAUTH, NOPERM; 401, 403) */
+    FTS_PERMANENT_AUTH,              /* credentials refused (WRONGPASS, NOAUTH, NOPERM; 401, 403;
+                                      * MongoDB 18, 13) */
     FTS_PERMANENT_API_KEY,           /* an API key of a type that cannot call the REST API */
     FTS_PERMANENT_NOT_ELASTICSEARCH, /* the URL answers, but not as Elasticsearch/OpenSearch */
     FTS_PERMANENT_TLS,               /* the server's certificate is refused */

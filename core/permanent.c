@@ -127,7 +127,6 @@ static void log_change(fts_server_t server, fts_permanent_reason_t reason, const
 void fts_permanent_report(fts_server_t server, fts_permanent_reason_t reason, const char *detail)
 {
     assert(server < FTS_SERVER_COUNT && reason < FTS_PERMANENT_COUNT);
-    uint64_t now = fts_clock_monotonic_ms();
     fts_permanent_reason_t before = reported[server];
     reported[server] = reason;
     fts_signal_set(fts_permanent_signal(server), (uint64_t)reason);
@@ -141,6 +140,7 @@ void fts_permanent_report(fts_server_t server, fts_permanent_reason_t reason, co
         return;
     }
     fts_metric_add(FTS_METRIC_PERMANENT_ERRORS, fts_permanent_label(server, reason), 1);
+    uint64_t now = fts_clock_monotonic_ms();
     if (reason != before) {
         logged_at[server] = now;
         log_change(server, reason, detail ? detail : "");
