@@ -7,18 +7,23 @@
  * any Redis connection (a child must not use a parent's client).
  * Workers forked again later keep only stdin/out/err and their socket (worker_process.c). The
  * invariants (1, 4, 5, one active extractor) are kept by the core loop; this file only builds
- * and frees.
+ * and frees, and connects to Redis: a connection refused for a reason that needs an operator
+ * (a wrong password) is retried until fixed and shown by /readyz meanwhile (permanent.h); any
+ * other failure to connect at start ends the command with status 1.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <bson/bson.h>
 
 #include "admin.h"
+#include "backoff.h"
 #include "cmd.h"
 #include "extract.h"
 #include "log.h"
 #include "mongo_source.h"
+#include "permanent.h"
 #include "redis_conn.h"
 #include "redis_lease.h"
 #include "redis_queue.h"
@@ -58,6 +63,31 @@ void fts_cmd_extract_options(const fts_config_t *config, fts_extract_options_t *
                 .plugin_path = config->transform_plugin,
             },
     };
+}
+
+/* Connects to the Redis at url (a URL of config). A failure that needs an operator is
+ * retried with backoff until fixed, reported as permanent meanwhile; NULL when another failure
+ * came (err says which) or a stop was requested while waiting. */
+static fts_redis_t *connect_redis(const fts_config_t *config, const char *url, fts_error_t *err)
+{
+    fts_backoff_t backoff;
+    fts_backoff_init(&backoff, (uint64_t)config->retry_base_ms, (uint64_t)config->retry_max_ms, 0);
+    for (;;) {
+        fts_redis_t *redis = fts_cmd_redis_connect(config, url, err);
+        if (redis) {
+            fts_permanent_report(FTS_SERVER_REDIS, FTS_PERMANENT_NONE, NULL);
+            return redis;
+        }
+        if (fts_permanent_classify(err) == FTS_PERMANENT_NONE) {
+            return NULL;
+        }
+        fts_permanent_report_error(FTS_SERVER_REDIS, err);
+        uint64_t delay = fts_backoff_next_ms(&backoff);
+        fts_log(FTS_LOG_DEBUG, COMPONENT, "connecting to Redis again in %" PRIu64 " ms", delay);
+        if (!fts_signals_sleep_ms((unsigned long)delay)) {
+            return NULL;
+        }
+    }
 }
 
 /* The MongoDB source's options, from the settings (the enums are the same). */
@@ -133,9 +163,9 @@ int fts_cmd_extract(int argc, char **argv)
     if (!fts_cmd_admin_serve(&admin, &config, FTS_METRICS_ROLE_EXTRACT, NULL, NULL)) {
         goto cleanup;
     }
-    state = fts_cmd_redis_connect(&config, config.state_redis_url, &err);
+    state = connect_redis(&config, config.state_redis_url, &err);
     if (state && strcmp(config.queue_redis_url, config.state_redis_url) != 0) {
-        queue_conn = fts_cmd_redis_connect(&config, config.queue_redis_url, &err);
+        queue_conn = connect_redis(&config, config.queue_redis_url, &err);
     }
     if (!state || (strcmp(config.queue_redis_url, config.state_redis_url) != 0 && !queue_conn)) {
         if (fts_signals_stop_requested()) {

@@ -18,6 +18,15 @@ void fts_backoff_init(fts_backoff_t *backoff, uint64_t base_ms, uint64_t cap_ms,
     backoff->cap_ms = cap_ms < backoff->base_ms ? backoff->base_ms : cap_ms;
     backoff->attempt = 0;
     backoff->rng = seed ? seed : 0x9e3779b97f4a7c15ull;
+    backoff->random = NULL;
+    backoff->random_context = NULL;
+}
+
+void fts_backoff_set_random(fts_backoff_t *backoff, uint64_t (*random)(void *context),
+                            void *context)
+{
+    backoff->random = random;
+    backoff->random_context = context;
 }
 
 uint64_t fts_backoff_ceiling_ms(const fts_backoff_t *backoff)
@@ -33,6 +42,9 @@ uint64_t fts_backoff_ceiling_ms(const fts_backoff_t *backoff)
 
 static uint64_t next_random(fts_backoff_t *backoff)
 {
+    if (backoff->random) {
+        return backoff->random(backoff->random_context);
+    }
     uint64_t x = backoff->rng;
     x ^= x << 13;
     x ^= x >> 7;

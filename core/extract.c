@@ -24,6 +24,9 @@
  *      history lost with FTSYNC_ON_HISTORY_LOST=stop);
  *   one active extractor: reading happens only while the lease is ours; a renewal that finds
  *      it lost (or a local deadline that runs out) stops reading at once and kills the worker.
+ *   A failure that needs an operator (wrong password, WRONGTYPE on ftsync's keys, a MongoDB
+ *   that refuses the credentials or is no replica set) is retried like any other, and also
+ *   reported (permanent.h: /readyz, metrics) until that server's next proper answer.
  */
 #include <inttypes.h>
 #include <signal.h>
@@ -42,6 +45,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "extract_ports.h"
+#include "permanent.h"
 #include "signals.h"
 #include "worker_message.h"
 #include "wait_status.h"
@@ -126,6 +130,27 @@ typedef struct {
 
 /* ---------------------------------------------------------------------------------------- */
 /* The worker                                                                               */
+
+/* What a call's outcome says about its server for /readyz and the metrics (permanent.h):
+ * err NULL when the server answered properly (ends a permanent state); a failure that needs an
+ * operator starts or continues one; a transient failure changes nothing. */
+static void redis_outcome(const fts_error_t *err)
+{
+    if (err) {
+        fts_permanent_report_error(FTS_SERVER_REDIS, err);
+    } else {
+        fts_permanent_report(FTS_SERVER_REDIS, FTS_PERMANENT_NONE, NULL);
+    }
+}
+
+static void mongo_outcome(const fts_error_t *err)
+{
+    if (err) {
+        fts_permanent_report_error(FTS_SERVER_MONGODB, err);
+    } else {
+        fts_permanent_report(FTS_SERVER_MONGODB, FTS_PERMANENT_NONE, NULL);
+    }
+}
 
 static bool spawn_worker(extract_t *ex, fts_error_t *err)
 {
@@ -277,8 +302,10 @@ static bool load_position(extract_t *ex, char **key, fts_error_t *err)
     fts_position_t saved;
     memset(&saved, 0, sizeof saved);
     if (!ex->queue->ops->read_position(ex->queue->context, &saved, err)) {
+        redis_outcome(err);
         return false;
     }
+    redis_outcome(NULL);
     if (saved.data_lost) {
         ex->data_lost_count++;
         ex->data_lost_pending = true;
@@ -443,8 +470,10 @@ static bool maintain(extract_t *ex)
             }
             ex->next_renew_ms = now + ttl / 3;
             fts_signal_set(FTS_SIGNAL_EXTRACT_REDIS_OK, 1);
+            redis_outcome(NULL);
         } else {
             fts_signal_set(FTS_SIGNAL_EXTRACT_REDIS_OK, 0);
+            redis_outcome(&err);
             fts_log(FTS_LOG_WARN, COMPONENT, "lease renewal failed: %s", err.message);
             ex->next_renew_ms = now + IDLE_SLICE_MS * 5;
         }
@@ -476,9 +505,11 @@ static bool maintain(extract_t *ex)
             ex->backlog = backlog.entries;
             fts_signal_set(FTS_SIGNAL_EXTRACT_PAUSED, over);
             fts_signal_set(FTS_SIGNAL_EXTRACT_REDIS_OK, 1);
+            redis_outcome(NULL);
             fts_metric_set(FTS_METRIC_BACKLOG, 0, (double)backlog.entries);
         } else {
             fts_signal_set(FTS_SIGNAL_EXTRACT_REDIS_OK, 0);
+            redis_outcome(&err);
             fts_log(FTS_LOG_WARN, COMPONENT, "reading the backlog failed: %s", err.message);
         }
     }
@@ -492,6 +523,7 @@ static bool maintain(extract_t *ex)
         ex->next_trim_ms = now + ex->options->trim_interval_ms;
         fts_trim_result_t trim;
         if (ex->queue->ops->trim(ex->queue->context, &trim, &err)) {
+            redis_outcome(NULL);
             if (trim.removed > 0) {
                 fts_log(FTS_LOG_INFO, COMPONENT,
                         "trimmed acknowledged entries "
@@ -499,6 +531,7 @@ static bool maintain(extract_t *ex)
                         (unsigned long long)trim.removed, trim.threshold);
             }
         } else {
+            redis_outcome(&err);
             fts_log(FTS_LOG_WARN, COMPONENT, "trimming failed: %s", err.message);
         }
     }
@@ -670,6 +703,7 @@ static step_t worker_gone(extract_t *ex, session_end_t *end)
 static step_t source_failed(extract_t *ex, const fts_error_t *err, session_end_t *end)
 {
     fts_signal_set(FTS_SIGNAL_MONGO_OK, 0);
+    mongo_outcome(err);
     if (err->code == FTS_SOURCE_HISTORY_LOST) {
         ex->history_lost_count++;
         fts_metric_add(FTS_METRIC_HISTORY_LOST, 0, 1);
@@ -695,6 +729,7 @@ static step_t source_failed(extract_t *ex, const fts_error_t *err, session_end_t
         }
         fts_error_t clear_err;
         while (!ex->queue->ops->clear_position(ex->queue->context, true, &clear_err)) {
+            redis_outcome(&clear_err);
             fts_log(FTS_LOG_ERROR, COMPONENT, "cannot clear the position: %s", clear_err.message);
             if (!wait_maintaining(ex, fts_backoff_next_ms(&ex->source_backoff))) {
                 *end = fts_signals_stop_requested() ? SESSION_STOP : SESSION_LEASE_LOST;
@@ -760,6 +795,7 @@ static step_t scan_step(extract_t *ex, session_end_t *end)
     }
     fts_signal_set(FTS_SIGNAL_EXTRACT_LAST_READ_MS, fts_clock_monotonic_ms());
     fts_signal_set(FTS_SIGNAL_MONGO_OK, 1);
+    mongo_outcome(NULL);
     if (doc) {
         fts_metric_add(FTS_METRIC_SNAPSHOT_DOCUMENTS, 0, 1);
     }
@@ -844,6 +880,7 @@ static step_t stream_step(extract_t *ex, session_end_t *end)
     /* Any answer, an idle one too, is the progress /healthz looks for. */
     fts_signal_set(FTS_SIGNAL_EXTRACT_LAST_READ_MS, fts_clock_monotonic_ms());
     fts_signal_set(FTS_SIGNAL_MONGO_OK, 1);
+    mongo_outcome(NULL);
     if (what == FTS_SOURCE_NEXT_EVENT) {
         fts_metric_add(FTS_METRIC_EVENTS_READ, 0, 1);
     }
@@ -930,6 +967,7 @@ static session_end_t run_session(extract_t *ex)
     ex->paused = false;
 
     while (!ex->queue->ops->ensure_group(ex->queue->context, &err)) {
+        redis_outcome(&err);
         fts_log(FTS_LOG_ERROR, COMPONENT, "cannot create the loaders' group: %s", err.message);
         if (!wait_maintaining(ex, fts_backoff_next_ms(&ex->source_backoff))) {
             return fts_signals_stop_requested() ? SESSION_STOP : SESSION_LEASE_LOST;
@@ -978,6 +1016,7 @@ static session_end_t run_session(extract_t *ex)
                 continue; /* reopen from ex's position (cleared after a resync) */
             }
             need_open = false;
+            mongo_outcome(NULL);
             fts_log(FTS_LOG_INFO, COMPONENT, "reading ns=%s from=%s", ex->ns,
                     ex->scan               ? "snapshot"
                     : ex->pos == POS_TOKEN ? "token"
@@ -1009,6 +1048,7 @@ static bool acquire_lease(extract_t *ex)
     while (!fts_signals_stop_requested()) {
         fts_lease_status_t status;
         if (ex->lease->ops->acquire(ex->lease->context, &status, &err)) {
+            redis_outcome(NULL);
             if (status.state == FTS_LEASE_ACQUIRED) {
                 /* The stall clock starts with the session. */
                 fts_signal_set(FTS_SIGNAL_EXTRACT_LAST_READ_MS, fts_clock_monotonic_ms());
@@ -1030,6 +1070,7 @@ static bool acquire_lease(extract_t *ex)
                 snprintf(last_holder, sizeof last_holder, "%s", status.holder);
             }
         } else {
+            redis_outcome(&err);
             fts_log(FTS_LOG_WARN, COMPONENT, "cannot reach the lease: %s", err.message);
         }
         fts_signals_sleep_ms((unsigned long)interval);

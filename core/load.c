@@ -1213,6 +1213,14 @@ fts_loader_t *fts_loader_new(const fts_load_options_t *options, const fts_load_p
     fts_backoff_init(&loader->read_backoff, base, cap, 0);
     fts_backoff_init(&loader->es_backoff, base, cap, 0);
     fts_backoff_init(&loader->sweep.backoff, base, cap, 0);
+    if (loader->ports.ops->random) {
+        fts_backoff_t *backoffs[] = {&loader->settle_backoff, &loader->group_backoff,
+                                     &loader->read_backoff, &loader->es_backoff,
+                                     &loader->sweep.backoff};
+        for (size_t i = 0; i < sizeof backoffs / sizeof backoffs[0]; i++) {
+            fts_backoff_set_random(backoffs[i], loader->ports.ops->random, loader->ports.context);
+        }
+    }
     fts_sweep_request_init(&loader->sweep.request);
     fts_sweep_page_init(&loader->sweep.page);
     if (loader->options.sweep_dialect == 0) {

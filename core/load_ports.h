@@ -106,6 +106,10 @@ typedef struct {
     void (*wake_after)(void *context, uint64_t delay_ms);
     /* A monotonic clock in milliseconds. */
     uint64_t (*now_ms)(void *context);
+    /* Optional (NULL: each backoff's own generator, seeded from the clock and the pid): the
+     * random numbers the retry backoffs draw their jitter from, so that a test can force a
+     * delay (0 jitter: the retry still waits the 1 ms floor, through wake_after). */
+    uint64_t (*random)(void *context);
     /* The loader has stopped (after fts_loader_stop): nothing of it is in flight any more, or
      * the stop timeout passed. The driver ends its loop. */
     void (*finished)(void *context);

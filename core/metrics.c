@@ -42,20 +42,33 @@ static const char *const result_values[] = {"indexed", "deleted",       "conflic
 static const char *const stage_values[] = {"transform", "load", NULL};
 static const char *const outcome_values[] = {"answered", "failed", "split", NULL};
 static const char *const lost_values[] = {"state", "stream", "group", NULL};
-static const char *const server_values[] = {"redis", "elasticsearch", NULL};
+static const char *const server_values[] = {"redis", "elasticsearch", "mongodb", NULL};
 /* permanent_errors{server,reason}: one cell per server and reason above NONE, server-major;
  * rendered with two labels (render_family), these names only count the cells. */
 static const char *const server_reason_cells[] = {"redis/auth",
                                                   "redis/api_key",
                                                   "redis/not_elasticsearch",
                                                   "redis/tls",
+                                                  "redis/wrong_type",
+                                                  "redis/not_replica_set",
                                                   "elasticsearch/auth",
                                                   "elasticsearch/api_key",
                                                   "elasticsearch/not_elasticsearch",
                                                   "elasticsearch/tls",
+                                                  "elasticsearch/wrong_type",
+                                                  "elasticsearch/not_replica_set",
+                                                  "mongodb/auth",
+                                                  "mongodb/api_key",
+                                                  "mongodb/not_elasticsearch",
+                                                  "mongodb/tls",
+                                                  "mongodb/wrong_type",
+                                                  "mongodb/not_replica_set",
                                                   NULL};
-static const char *const reason_names[FTS_PERMANENT_COUNT] = {"none", "auth", "api_key",
-                                                              "not_elasticsearch", "tls"};
+static const char *const reason_names[FTS_PERMANENT_COUNT] = {
+    "none", "auth", "api_key", "not_elasticsearch", "tls", "wrong_type", "not_replica_set"};
+/* The signal of each server (fts_permanent_signal). */
+static const fts_signal_t permanent_signals[FTS_SERVER_COUNT] = {
+    FTS_SIGNAL_PERMANENT_REDIS, FTS_SIGNAL_PERMANENT_ES, FTS_SIGNAL_PERMANENT_MONGO};
 _Static_assert(sizeof server_reason_cells / sizeof server_reason_cells[0] - 1 ==
                    FTS_SERVER_COUNT * (FTS_PERMANENT_COUNT - 1),
                "a permanent_errors cell per server and reason");
@@ -117,7 +130,8 @@ static const family_t families[FTS_METRIC_COUNT] = {
                               KIND_COUNTER, FTS_METRICS_ROLE_ALL, "what", lost_values},
     [FTS_METRIC_PERMANENT_ERRORS] = {"ftsync_permanent_errors_total",
                                      "Failures that need an operator (retried until fixed), by "
-                                     "server and reason: auth, api_key, not_elasticsearch, tls.",
+                                     "server and reason: auth, api_key, not_elasticsearch, tls, "
+                                     "wrong_type, not_replica_set.",
                                      KIND_COUNTER, FTS_METRICS_ROLE_ALL, "server",
                                      server_reason_cells},
     [FTS_METRIC_PERMANENT_ERROR] = {"ftsync_permanent_error",
@@ -160,7 +174,7 @@ static size_t family_base(fts_metric_t family)
     return base;
 }
 
-#define METRIC_CELLS 64 /* room for the table above (checked in fts_metrics_new) */
+#define METRIC_CELLS 96 /* room for the table above (checked in fts_metrics_new) */
 #define VERSION_SIZE 64
 #define MAGIC        0x6674736d65747231ull /* "ftsmetr1" */
 
@@ -195,6 +209,12 @@ const char *fts_server_name(fts_server_t server)
 {
     assert(server < FTS_SERVER_COUNT);
     return server_values[server];
+}
+
+fts_signal_t fts_permanent_signal(fts_server_t server)
+{
+    assert(server < FTS_SERVER_COUNT);
+    return permanent_signals[server];
 }
 
 static uint64_t layout_signature(void)
@@ -500,11 +520,9 @@ static void render_family(const fts_metrics_t *metrics, fts_metric_t id, uint64_
     }
     if (id == FTS_METRIC_PERMANENT_ERROR) {
         /* From the signals, the one truth /readyz reads too. */
-        static const fts_signal_t signals[FTS_SERVER_COUNT] = {FTS_SIGNAL_PERMANENT_REDIS,
-                                                               FTS_SIGNAL_PERMANENT_ES};
         for (unsigned server = 0; server < FTS_SERVER_COUNT; server++) {
             fts_buffer_appendf(out, "%s{server=\"%s\"} %d\n", family->name, server_values[server],
-                               fts_metrics_signal(metrics, signals[server]) ? 1 : 0);
+                               fts_metrics_signal(metrics, permanent_signals[server]) ? 1 : 0);
         }
         return;
     }
@@ -608,9 +626,25 @@ const char *fts_permanent_advice(fts_server_t server, fts_permanent_reason_t rea
                    "ACL)";
         case FTS_PERMANENT_TLS:
             return "Redis's TLS certificate is refused (fix the Redis URL or the CA)";
+        case FTS_PERMANENT_WRONG_TYPE:
+            return "a key ftsync uses holds another type of value in Redis (WRONGTYPE: remove "
+                   "the key, or give FTSYNC_PIPELINE a name no one else uses)";
         default:
             return "Redis cannot be used as configured (fix FTSYNC_STATE_REDIS_URL / "
                    "FTSYNC_QUEUE_REDIS_URL)";
+        }
+    }
+    if (server == FTS_SERVER_MONGODB) {
+        switch (reason) {
+        case FTS_PERMANENT_AUTH:
+            return "MongoDB refused the credentials or the user's privileges (fix the user and "
+                   "password in FTSYNC_MONGO_URI, or the user's roles: changeStream and find on "
+                   "the collection)";
+        case FTS_PERMANENT_NOT_REPLICA_SET:
+            return "MongoDB refuses change streams: it is not a replica set or sharded cluster "
+                   "(fix FTSYNC_MONGO_URI, or make the server a replica set)";
+        default:
+            return "MongoDB cannot be used as configured (fix FTSYNC_MONGO_URI)";
         }
     }
     switch (reason) {
@@ -635,10 +669,8 @@ bool fts_ready_check(const fts_metrics_t *metrics, unsigned roles, char *reason,
 {
     /* First, what needs an operator: it says more than "starting" or "does not answer". Only
      * processes that reach a server set its signal, so this holds for any roles. */
-    static const fts_signal_t permanent[FTS_SERVER_COUNT] = {FTS_SIGNAL_PERMANENT_REDIS,
-                                                             FTS_SIGNAL_PERMANENT_ES};
     for (unsigned server = 0; server < FTS_SERVER_COUNT; server++) {
-        uint64_t which = fts_metrics_signal(metrics, permanent[server]);
+        uint64_t which = fts_metrics_signal(metrics, permanent_signals[server]);
         if (which > FTS_PERMANENT_NONE && which < FTS_PERMANENT_COUNT) {
             snprintf(reason, reason_size, "%s: permanent (%s): %s",
                      roles == FTS_METRICS_ROLE_EXTRACT ? "extract"

@@ -100,20 +100,29 @@ typedef enum {
 /* Failures that need an operator (README.md, Operations): retried like any other, but shown
  * by /readyz, counted by reason and logged as "permanent". The servers, and the reasons (their
  * names are the label values: a fixed vocabulary). */
-typedef enum { FTS_SERVER_REDIS = 0, FTS_SERVER_ELASTICSEARCH, FTS_SERVER_COUNT } fts_server_t;
+typedef enum {
+    FTS_SERVER_REDIS = 0,
+    FTS_SERVER_ELASTICSEARCH,
+    FTS_SERVER_MONGODB, /* only extract reaches it */
+    FTS_SERVER_COUNT
+} fts_server_t;
 typedef enum {
     FTS_PERMANENT_NONE = 0,          /* not in a permanent failure */
-    FTS_PERMANENT_AUTH,              /* credentials refused (WRONGPASS, NOAUTH, NOPERM; 401, 403) */
+    FTS_PERMANENT_AUTH,              /* credentials refused (WRONGPASS, NOAUTH, NOPERM; 401, 403;
+                                      * MongoDB 18, 13) */
     FTS_PERMANENT_API_KEY,           /* an API key of a type that cannot call the REST API */
     FTS_PERMANENT_NOT_ELASTICSEARCH, /* the URL answers, but not as Elasticsearch/OpenSearch */
     FTS_PERMANENT_TLS,               /* the server's certificate is refused */
+    FTS_PERMANENT_WRONG_TYPE,      /* Redis: one of ftsync's keys holds another type (WRONGTYPE) */
+    FTS_PERMANENT_NOT_REPLICA_SET, /* MongoDB refuses change streams: not a replica set (40573) */
     FTS_PERMANENT_COUNT
 } fts_permanent_reason_t;
 /* The label of permanent_errors{server,reason} (reason above NONE). */
 unsigned fts_permanent_label(fts_server_t server, fts_permanent_reason_t reason);
-/* "auth", "api_key", "not_elasticsearch", "tls" ("none" for NONE). */
+/* "auth", "api_key", "not_elasticsearch", "tls", "wrong_type", "not_replica_set" ("none" for
+ * NONE). */
 const char *fts_permanent_reason_name(fts_permanent_reason_t reason);
-/* "redis", "elasticsearch". */
+/* "redis", "elasticsearch", "mongodb". */
 const char *fts_server_name(fts_server_t server);
 /* What is wrong and which setting to fix, in words: "Elasticsearch refused the credentials (fix
  * the setting FTSYNC_ES_API_KEY ...)". A static string; no secrets. */
@@ -136,8 +145,11 @@ typedef enum {
     FTS_SIGNAL_LAST_ACK_TS_WALL_MS,  /* cluster time (ms) of the newest acknowledged action */
     FTS_SIGNAL_PERMANENT_REDIS,      /* fts_permanent_reason_t of Redis now (NONE: none) */
     FTS_SIGNAL_PERMANENT_ES,         /* fts_permanent_reason_t of Elasticsearch now */
+    FTS_SIGNAL_PERMANENT_MONGO,      /* fts_permanent_reason_t of MongoDB now */
     FTS_SIGNAL_COUNT
 } fts_signal_t;
+/* The health signal that holds server's fts_permanent_reason_t. */
+fts_signal_t fts_permanent_signal(fts_server_t server);
 
 typedef enum {
     FTS_EXTRACT_STATE_NONE = 0, /* not running (or not started yet) */

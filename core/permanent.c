@@ -15,9 +15,6 @@
 #include "clock.h"
 #include "log.h"
 
-static const fts_signal_t signals[FTS_SERVER_COUNT] = {FTS_SIGNAL_PERMANENT_REDIS,
-                                                       FTS_SIGNAL_PERMANENT_ES};
-
 /* The state this process reported last, and when it last logged it. */
 static fts_permanent_reason_t reported[FTS_SERVER_COUNT];
 static uint64_t logged_at[FTS_SERVER_COUNT];
@@ -46,8 +43,15 @@ fts_permanent_reason_t fts_permanent_classify(const fts_error_t *err)
     if (!err || err->domain == FTS_ERROR_NONE) {
         return FTS_PERMANENT_NONE;
     }
-    if (err->domain != FTS_ERROR_REDIS && err->domain != FTS_ERROR_ES) {
+    if (err->domain != FTS_ERROR_REDIS && err->domain != FTS_ERROR_ES &&
+        err->domain != FTS_ERROR_MONGO) {
         return FTS_PERMANENT_NONE;
+    }
+    /* Redis answers "WRONGTYPE Operation against a key holding the wrong kind of value" to a
+     * command on a key of another type (someone else's key under ftsync's names): no retry
+     * changes that. The adapters quote the server's answer in the message. */
+    if (err->domain == FTS_ERROR_REDIS && strstr(err->message, "WRONGTYPE")) {
+        return FTS_PERMANENT_WRONG_TYPE;
     }
     switch (err->code) {
     case FTS_ERROR_CODE_AUTH:
@@ -55,9 +59,11 @@ fts_permanent_reason_t fts_permanent_classify(const fts_error_t *err)
                    ? FTS_PERMANENT_API_KEY
                    : FTS_PERMANENT_AUTH;
     case FTS_ERROR_CODE_NOT_ELASTICSEARCH:
-        return FTS_PERMANENT_NOT_ELASTICSEARCH;
+        return err->domain == FTS_ERROR_ES ? FTS_PERMANENT_NOT_ELASTICSEARCH : FTS_PERMANENT_NONE;
     case FTS_ERROR_CODE_TLS:
-        return FTS_PERMANENT_TLS;
+        return err->domain == FTS_ERROR_MONGO ? FTS_PERMANENT_NONE : FTS_PERMANENT_TLS;
+    case FTS_ERROR_CODE_NOT_REPLICA_SET:
+        return err->domain == FTS_ERROR_MONGO ? FTS_PERMANENT_NOT_REPLICA_SET : FTS_PERMANENT_NONE;
     default:
         return FTS_PERMANENT_NONE;
     }
@@ -105,6 +111,14 @@ static void log_change(fts_server_t server, fts_permanent_reason_t reason, const
         fts_log(FTS_LOG_ERROR, "permanent", "permanent (tls): %s; retrying until fixed: %s", advice,
                 detail);
         break;
+    case FTS_PERMANENT_WRONG_TYPE:
+        fts_log(FTS_LOG_ERROR, "permanent", "permanent (wrong_type): %s; retrying until fixed: %s",
+                advice, detail);
+        break;
+    case FTS_PERMANENT_NOT_REPLICA_SET:
+        fts_log(FTS_LOG_ERROR, "permanent",
+                "permanent (not_replica_set): %s; retrying until fixed: %s", advice, detail);
+        break;
     default:
         assert(false && "a permanent reason");
     }
@@ -113,10 +127,9 @@ static void log_change(fts_server_t server, fts_permanent_reason_t reason, const
 void fts_permanent_report(fts_server_t server, fts_permanent_reason_t reason, const char *detail)
 {
     assert(server < FTS_SERVER_COUNT && reason < FTS_PERMANENT_COUNT);
-    uint64_t now = fts_clock_monotonic_ms();
     fts_permanent_reason_t before = reported[server];
     reported[server] = reason;
-    fts_signal_set(signals[server], (uint64_t)reason);
+    fts_signal_set(fts_permanent_signal(server), (uint64_t)reason);
     if (reason == FTS_PERMANENT_NONE) {
         if (before != FTS_PERMANENT_NONE) {
             fts_log(FTS_LOG_INFO, "permanent",
@@ -127,6 +140,7 @@ void fts_permanent_report(fts_server_t server, fts_permanent_reason_t reason, co
         return;
     }
     fts_metric_add(FTS_METRIC_PERMANENT_ERRORS, fts_permanent_label(server, reason), 1);
+    uint64_t now = fts_clock_monotonic_ms();
     if (reason != before) {
         logged_at[server] = now;
         log_change(server, reason, detail ? detail : "");

@@ -8,7 +8,9 @@
  * a minute.
  *
  * The adapters mark these failures with the error codes below (or FTS_ERROR_CODE_AUTH); the
- * classification reads only domain, code and, for the API key's type, the server's message.
+ * classification reads only domain, code and, for the API key's type and Redis's WRONGTYPE,
+ * the server's message. Servers: Redis and Elasticsearch (load, extract's Redis calls), MongoDB
+ * (extract).
  */
 #ifndef FTS_PERMANENT_H
 #define FTS_PERMANENT_H
@@ -22,6 +24,8 @@
  * add theirs above 1000, error.h). */
 #define FTS_ERROR_CODE_NOT_ELASTICSEARCH 1001 /* answered, but not as Elasticsearch/OpenSearch */
 #define FTS_ERROR_CODE_TLS               1002 /* the server's certificate was refused */
+/* A code of the MongoDB domain: the server refuses change streams (a standalone, 40573). */
+#define FTS_ERROR_CODE_NOT_REPLICA_SET 1003
 
 /* How often a permanent failure that has not changed is logged again. */
 #define FTS_PERMANENT_LOG_EVERY_MS 60000

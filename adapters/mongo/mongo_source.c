@@ -36,6 +36,7 @@
 
 #include "log.h"
 #include "mongo_uri.h"
+#include "permanent.h"
 
 /* The log component of everything this adapter (and libmongoc) prints. */
 #define COMPONENT "mongo"
@@ -45,6 +46,15 @@
 #define CODE_INVALID_RESUME_TOKEN    260
 #define CODE_CHANGE_STREAM_FATAL     280
 #define CODE_CHANGE_STREAM_HIST_LOST 286
+
+/* Server error codes that need an operator (permanent.h): Unauthorized (13, the user lacks a
+ * privilege), AuthenticationFailed (18, wrong user or password), and 40573, what a standalone
+ * mongod answers a $changeStream (jstests/change_streams/change_stream_standalone.js:
+ * "notReplicaSetErrorCode = 40573"; the manual: change streams need a replica set or a
+ * sharded cluster). */
+#define CODE_UNAUTHORIZED          13
+#define CODE_AUTHENTICATION_FAILED 18
+#define CODE_NOT_REPLICA_SET       40573
 
 /* What mongod answers an aggregate whose resumeAfter/startAfter token it cannot parse:
  * FailedToParse (9) for a _data that is not hex, 50811 when the hex is no KeyString, and the
@@ -221,6 +231,22 @@ static bool fail_from_mongoc(fts_mongo_source_t *source, const char *what, const
 {
     int server_code = error->domain == MONGOC_ERROR_SERVER ? (int)error->code : 0;
     source->server_code = server_code;
+    /* Refused credentials come from libmongoc's handshake (client error "Authentication
+     * failed.") or from the server's reply to a command; either needs an operator, and is
+     * retried like the rest in case one fixes it (permanent.h). */
+    if ((error->domain == MONGOC_ERROR_CLIENT && error->code == MONGOC_ERROR_CLIENT_AUTHENTICATE) ||
+        server_code == CODE_AUTHENTICATION_FAILED || server_code == CODE_UNAUTHORIZED) {
+        return fts_error_set(err, FTS_ERROR_MONGO, FTS_ERROR_CODE_AUTH,
+                             "%s on %s (%s): credentials refused: %s (libmongoc error %u.%u)", what,
+                             ns, source->masked_uri, error->message, error->domain, error->code);
+    }
+    if (server_code == CODE_NOT_REPLICA_SET) {
+        return fts_error_set(err, FTS_ERROR_MONGO, FTS_ERROR_CODE_NOT_REPLICA_SET,
+                             "%s on %s (%s): change streams refused, not a replica set: server "
+                             "error %d (%s): %s",
+                             what, ns, source->masked_uri, server_code, reply_code_name(reply),
+                             error->message);
+    }
     if (server_code == 0) {
         /* Network, server selection, a reply that made no sense: worth retrying. */
         return fts_error_set(err, FTS_ERROR_MONGO, FTS_MONGO_RETRYABLE,
@@ -234,6 +260,15 @@ static bool fail_from_mongoc(fts_mongo_source_t *source, const char *what, const
                server_code == CODE_CHANGE_STREAM_FATAL ||
                (server_code == CODE_INVALID_RESUME_TOKEN && role != POSITION_STREAM) ||
                (role == POSITION_TOKEN_OPEN && is_token_parse_code(server_code));
+    }
+    if (lost && server_code == CODE_CHANGE_STREAM_FATAL) {
+        /* 280 "the resume token was not found": the stream went past the token without seeing
+         * it, which a token of another collection does too (it is not in this stream). */
+        return fts_error_set(err, FTS_ERROR_MONGO, FTS_SOURCE_HISTORY_LOST,
+                             "%s on %s: the change stream cannot continue: its token is not in "
+                             "this collection's stream (gone, or another collection's): server "
+                             "error %d (%s): %s",
+                             what, ns, server_code, reply_code_name(reply), error->message);
     }
     if (lost) {
         return fts_error_set(err, FTS_ERROR_MONGO, FTS_SOURCE_HISTORY_LOST,

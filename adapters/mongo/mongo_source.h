@@ -26,6 +26,11 @@
  *                               token is no resume token (no string _data; or the server
  *                               cannot parse it: 260 from the double, FailedToParse or a
  *                               resume-token location code from mongod): resync;
+ *       FTS_ERROR_CODE_AUTH     credentials refused (libmongoc's "Authentication failed",
+ *                               18 AuthenticationFailed, 13 Unauthorized), and
+ *       FTS_ERROR_CODE_NOT_REPLICA_SET  change streams refused by a standalone (40573):
+ *                               they need an operator (permanent.h), and are retried as the
+ *                               next one is;
  *       FTS_MONGO_RETRYABLE     anything else: reopen from the last checkpoint after a capped
  *                               backoff (invariant 5: retried, and logged by the caller).
  *     The message names the namespace, the server's code and codeName and its message;

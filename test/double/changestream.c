@@ -7,7 +7,10 @@
  * renders the rest as mongod's event documents, runs them through the user's stages and
  * appends what survives to the batch. Resume checks follow mongod: a token whose event fell
  * off the log is ChangeStreamHistoryLost (286), a token that is not one of ours is
- * InvalidResumeToken (260), and so is resuming with resumeAfter from an invalidate.
+ * InvalidResumeToken (260), and so is resuming with resumeAfter from an invalidate. A token of
+ * an event the stream does not watch (another collection's) opens the stream, and the first
+ * event the stream would return fails with ChangeStreamFatalError (280) "cannot resume stream;
+ * the resume token was not found.", as mongod's resume check does (position_stream).
  *
  * Large events (MongoDB manual, "Large change events" in Change Streams, and the
  * $changeStreamSplitLargeEvent stage page, new in 7.0 and 6.0.9): an event whose BSON, after the
@@ -83,6 +86,11 @@ struct fts_double_stream {
     bool resume_in_split;
     uint64_t resume_seq;
     size_t skip_fragments;
+    /* Resumed (resumeAfter/startAfter) from the token of an event this stream does not watch
+     * (another collection's): the stream never sees that token, so its first event fails with
+     * 280 (position_stream); until then the post-batch token stays the client's token. */
+    bool token_unseen;
+    fts_double_token_t client_token;
     /* Resumed right after an invalidating event: the invalidate comes first. */
     bool pending_invalidate;
     uint64_t invalidate_seq;
@@ -621,6 +629,27 @@ static bool stream_read(fts_double_server_t *srv, fts_double_stream_t *s, int64_
             (s->has_start_at && fts_double_ts_compare(ev->ts, s->start_at) < 0)) {
             continue;
         }
+        if (s->token_unseen) {
+            /* The first event past a token this stream never saw (position_stream). */
+            fts_double_token_t surpassing;
+            fts_double_token_for_event(log, ev, FTS_DOUBLE_TOKEN_EVENT, &surpassing);
+            bson_t id = BSON_INITIALIZER;
+            fts_double_token_append(&id, "_id", &surpassing);
+            bson_iter_t it;
+            char *id_json = NULL;
+            if (bson_iter_init_find(&it, &id, "_id")) {
+                id_json = fts_double_value_to_json(bson_iter_value(&it));
+            }
+            fts_double_error_set(err, FTS_DOUBLE_E_CHANGE_STREAM_FATAL,
+                                 "%s :: caused by :: cannot resume stream; the resume token was "
+                                 "not found. %s",
+                                 first ? "PlanExecutor error during aggregation"
+                                       : "Executor error during getMore",
+                                 id_json ? id_json : "?");
+            bson_free(id_json);
+            bson_destroy(&id);
+            return false;
+        }
         bson_t doc = BSON_INITIALIZER;
         bool keep;
         if (!render_final(srv, s, ev, false, &doc, &keep, &token, err)) {
@@ -727,7 +756,10 @@ static bool stream_read(fts_double_server_t *srv, fts_double_stream_t *s, int64_
         s->next_seq = s->frag_seq; /* split again from the start by the next read */
         drop_fragments(s);
     }
-    if (s->next_seq >= log->next_seq) {
+    if (s->token_unseen) {
+        /* Nothing past the client's token yet: the position stays there. */
+        *pbrt = s->client_token;
+    } else if (s->next_seq >= log->next_seq) {
         fts_double_token_hwm(log, pbrt);
     } else {
         /* Stopped before the end without returning anything (batchSize 0): stay before the
@@ -1069,6 +1101,19 @@ static bool position_stream(fts_double_server_t *srv, fts_double_stream_t *s,
                                     "cannot resume stream; the resume token was not found.");
     }
     s->next_seq = token.seq + 1;
+    if (!fragment_token && !in_scope(s, ev)) {
+        /* A token of an event this stream does not watch: another collection's (or, for a
+         * database stream, another database's). mongod's stream filters that event out before
+         * its resume check (DocumentSourceEnsureResumeTokenPresent, src/mongo/db/pipeline/
+         * document_source_change_stream_ensure_resume_token_present.cpp), so the check never
+         * sees the token, and the first event the stream does return surpasses it: uassert
+         * ChangeStreamFatalError (280) "cannot resume stream; the resume token was not found.
+         * <that event's _id>", NonResumableChangeStreamError. The aggregate itself succeeds
+         * when no such event follows yet. */
+        s->token_unseen = true;
+        s->client_token = token;
+        return true;
+    }
     if (fragment_token) {
         /* Split the event again and go on after that fragment (after its last one: with the
          * next event, split_event's check says so when nothing is left). */

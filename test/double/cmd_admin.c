@@ -19,6 +19,17 @@ fts_double_cmd_status_t fts_double_cmd_ping(fts_double_cmd_t *cmd)
     return FTS_DOUBLE_CMD_OK;
 }
 
+/* saslStart, saslContinue, authenticate: the double has no users, so every authentication
+ * fails as it does on mongod for a user that does not exist or a wrong password: 18
+ * AuthenticationFailed, "Authentication failed." (mongod tells neither case apart, so as not to
+ * reveal which users exist; MongoDB manual, "Authentication on Self-Managed Deployments" and
+ * "SCRAM"; src/mongo/db/auth/sasl_commands.cpp). A client only authenticates when its URI has
+ * credentials, so this changes nothing for URIs without them. */
+fts_double_cmd_status_t fts_double_cmd_authenticate(fts_double_cmd_t *cmd)
+{
+    return fts_double_cmd_fail(cmd, 18, "Authentication failed.");
+}
+
 fts_double_cmd_status_t fts_double_cmd_build_info(fts_double_cmd_t *cmd)
 {
     bson_t array;

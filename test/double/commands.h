@@ -68,6 +68,7 @@ bool fts_double_cmd_get_bool(fts_double_cmd_t *cmd, const char *field, bool dflt
 /* cmd_admin.c */
 fts_double_cmd_status_t fts_double_cmd_hello(fts_double_cmd_t *cmd);
 fts_double_cmd_status_t fts_double_cmd_ping(fts_double_cmd_t *cmd);
+fts_double_cmd_status_t fts_double_cmd_authenticate(fts_double_cmd_t *cmd);
 fts_double_cmd_status_t fts_double_cmd_build_info(fts_double_cmd_t *cmd);
 fts_double_cmd_status_t fts_double_cmd_sessions(fts_double_cmd_t *cmd);
 fts_double_cmd_status_t fts_double_cmd_start_session(fts_double_cmd_t *cmd);

@@ -11,7 +11,7 @@
  *   every test of the extract side trusts it; where it knowingly differs, the list below says
  *   so. Every integration test can also run against a real replica set (FTSYNC_TEST_MONGO_URI).
  *   Everything lives in memory, in one thread, one libevent loop: no persistence, no
- *   authentication (libmongoc only authenticates when the URI has credentials), no TLS.
+ *   users (a URI with credentials is refused with 18 AuthenticationFailed), no TLS.
  *   For speed (it must never be what a benchmark of ftsync measures) documents are shared,
  *   reference-counted BSON, collections are AVL trees keyed by _id, the event log is a ring
  *   buffer, and after each request the loop polls briefly without sleeping (server.h,
@@ -95,6 +95,9 @@
  *     $changeStream...), 50911, 72 InvalidOptions (autocommit: true).
  *   - Clock: --clock-start starts the cluster clock at a given second (past January 2038).
  *   - Unknown commands: CommandNotFound (59).
+ *   - Authentication: saslStart, saslContinue and authenticate always fail with 18
+ *     AuthenticationFailed "Authentication failed." (no users: a URI with credentials is
+ *     refused as mongod refuses a wrong password, cmd_admin.c).
  *
  * WHERE IT KNOWINGLY DIFFERS FROM MONGOD
  *   - buildInfo says 6.0.0, yet $changeStreamSplitLargeEvent (6.0.9) is there unless
@@ -110,6 +113,12 @@
  * tokens fail with mongod's codes (_data missing 40647, empty 40649, not hex 9 FailedToParse, hex
  * that is no token 50811); a genuine mongod token is "no token" here (50811), where mongod would
  * say 280 or 286; a token from an earlier run of the double is history lost (286).
+ *   - A resume token of another collection's event (resumeAfter/startAfter): as on mongod the
+ *     aggregate succeeds and the first event of the watched collection after it fails with 280
+ *     ChangeStreamFatalError "cannot resume stream; the resume token was not found. <_id>"
+ *     (mongod's DocumentSourceEnsureResumeTokenPresent); until that event the post-batch
+ *     resume token stays the client's token, where mongod's may advance as a high-water mark
+ *     (not checked against a server).
  *   - replSetStepDown succeeds without force: true and without electable secondaries (a real
  *     one-member set needs force: true); tests meant to run against both should pass force.
  *     Like mongod 4.2+, it closes no connection and a change-stream getMore in progress goes on
@@ -120,8 +129,10 @@
  *     transactions; the events' lsid.uid is the SHA-256 of "" (an unauthenticated user).
  *   - No retryable-write deduplication (a retried write runs again; failCommand
  *     closeConnection acts before the command, so a retry is still applied once), no session
- *     state beyond transactions, no auth, no TLS, no compression, no exhaust (awaitable
- *     hello is answered without moreToCome), no collation, no hint, no explain, no
+ *     state beyond transactions, no users (every saslStart, saslContinue and authenticate fails
+ *     with 18 AuthenticationFailed "Authentication failed.", as mongod answers a user it does not
+ *     have; no saslSupportedMechs nor speculativeAuthenticate in hello), no TLS, no compression, no
+ * exhaust (awaitable hello is answered without moreToCome), no collation, no hint, no explain, no
  *     $expr/$where/$text/geo, no positional update operators, no arrayFilters, no pipeline
  *     updates, no views, no capped collections, no secondary indexes beyond recording their
  *     specification (unique ones are refused).

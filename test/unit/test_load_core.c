@@ -200,6 +200,30 @@ static const fts_load_ops_t fake_ops = {
     .finished = fake_finished,
 };
 
+/* The backoffs' random source of fake_ops_no_jitter: every draw 0, so every retry delay is
+ * drawn as 0 (full jitter's lowest value). */
+static uint64_t fake_random_zero(void *context)
+{
+    (void)context;
+    return 0;
+}
+
+static const fts_load_ops_t fake_ops_no_jitter = {
+    .ensure_group = fake_ensure,
+    .read = fake_read,
+    .claim = fake_claim,
+    .touch = fake_touch,
+    .mark = fake_mark,
+    .settle = fake_settle,
+    .bulk = fake_bulk,
+    .barrier = fake_barrier,
+    .request = fake_request,
+    .wake_after = fake_wake_after,
+    .now_ms = fake_now,
+    .random = fake_random_zero,
+    .finished = fake_finished,
+};
+
 typedef struct {
     fake_t fake;
     fts_loader_t *loader;
@@ -224,14 +248,19 @@ static fts_load_options_t default_options(void)
     return options;
 }
 
-static fixture_t *fixture_new(const fts_load_options_t *options)
+static fixture_t *fixture_new_with(const fts_load_options_t *options, const fts_load_ops_t *ops)
 {
     fixture_t *f = calloc(1, sizeof *f);
     f->fake.now = 1000000;
-    fts_load_ports_t ports = {.ops = &fake_ops, .context = &f->fake};
+    fts_load_ports_t ports = {.ops = ops, .context = &f->fake};
     f->loader = fts_loader_new(options, &ports);
     assert_non_null(f->loader);
     return f;
+}
+
+static fixture_t *fixture_new(const fts_load_options_t *options)
+{
+    return fixture_new_with(options, &fake_ops);
 }
 
 static void fixture_destroy(fixture_t *f)
@@ -579,6 +608,62 @@ static void test_read_error_rereads_history_and_skips_what_is_held(void **state)
     assert_string_equal(f->fake.read_start, "1-2"); /* history continues after the last */
     fts_loader_read_done(f->loader, NULL, 0, NULL);
     assert_string_equal(f->fake.read_start, ">");
+    fixture_destroy(f);
+}
+
+/* The 1 ms floor of the retry delay (core/load.c, retry_delay_ms): with the jitter forced to 0,
+ * a failed read, bulk request or settle is not retried from inside the completion that
+ * reported the failure (a re-entrant call the driver's callbacks do not expect), but through
+ * the timer, armed 1 ms ahead. Without the floor the retry came at once, re-entrantly. */
+static void test_zero_jitter_retries_wait_for_the_timer(void **state)
+{
+    (void)state;
+    fts_load_options_t options = default_options();
+    fixture_t *f = fixture_new_with(&options, &fake_ops_no_jitter);
+    start_reading_new(f);
+    fts_error_t err = {0};
+
+    /* A failed read. */
+    unsigned reads = f->fake.read_calls;
+    f->fake.wake_armed = false;
+    fts_error_set(&err, FTS_ERROR_REDIS, FTS_ERROR_CODE_IO, "connection lost");
+    fts_loader_read_done(f->loader, NULL, 0, &err);
+    assert_int_equal(f->fake.read_calls, reads); /* not from inside read_done */
+    assert_true(f->fake.wake_armed);
+    assert_int_equal(f->fake.wake_delay, 1);
+    fire_timer(f);
+    assert_int_equal(f->fake.read_calls, reads + 1);
+    assert_string_equal(f->fake.read_start, "0"); /* the history again */
+    fts_loader_read_done(f->loader, NULL, 0, NULL);
+    assert_string_equal(f->fake.read_start, ">");
+
+    /* A failed bulk request. */
+    test_entry_t e[3];
+    three_entries(e);
+    deliver(f, e, 3);
+    assert_int_equal(f->fake.bulk_count, 1);
+    f->fake.wake_armed = false;
+    fts_error_set(&err, FTS_ERROR_ES, FTS_ERROR_CODE_CONNECT, "connection refused");
+    fts_loader_bulk_done(f->loader, f->fake.bulks[0].token, 0, NULL, 0, &err);
+    assert_int_equal(f->fake.bulk_count, 1); /* not from inside bulk_done */
+    assert_true(f->fake.wake_armed);
+    assert_int_equal(f->fake.wake_delay, 1);
+    fire_timer(f);
+    assert_int_equal(f->fake.bulk_count, 2);
+
+    /* A failed settle. */
+    fts_loader_bulk_done(f->loader, f->fake.bulks[1].token, 200, bulk_ok_3, strlen(bulk_ok_3),
+                         NULL);
+    assert_int_equal(f->fake.settle_count, 1);
+    f->fake.wake_armed = false;
+    fts_error_set(&err, FTS_ERROR_REDIS, FTS_ERROR_CODE_IO, "connection lost");
+    fts_loader_settle_done(f->loader, f->fake.settles[0].token, &err);
+    assert_int_equal(f->fake.settle_count, 1); /* not from inside settle_done */
+    assert_true(f->fake.wake_armed);
+    assert_int_equal(f->fake.wake_delay, 1);
+    fire_timer(f);
+    assert_int_equal(f->fake.settle_count, 2);
+    assert_int_equal(f->fake.settles[1].count, 3);
     fixture_destroy(f);
 }
 
@@ -1275,6 +1360,7 @@ int main(void)
         cmocka_unit_test(test_too_large_request_is_split),
         cmocka_unit_test(test_failed_settle_is_retried_with_the_same_entries),
         cmocka_unit_test(test_read_error_rereads_history_and_skips_what_is_held),
+        cmocka_unit_test(test_zero_jitter_retries_wait_for_the_timer),
         cmocka_unit_test(test_untrusted_entries_are_dead_lettered_not_sent),
         cmocka_unit_test(test_entry_deleted_from_stream_is_acknowledged),
         cmocka_unit_test(test_reading_is_bounded_by_what_is_held),

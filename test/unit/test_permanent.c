@@ -40,6 +40,19 @@ static void test_errors_are_classified(void **state)
     assert_int_equal(fts_permanent_classify(&err), FTS_PERMANENT_NOT_ELASTICSEARCH);
     err = error_of(FTS_ERROR_ES, FTS_ERROR_CODE_TLS, "SSL certificate problem");
     assert_int_equal(fts_permanent_classify(&err), FTS_PERMANENT_TLS);
+    /* Redis: someone else's key under ftsync's names; MongoDB (extract). */
+    err = error_of(FTS_ERROR_REDIS, FTS_ERROR_CODE_SERVER,
+                   "Redis at h:1 refused the checkpoint: WRONGTYPE Operation against a key "
+                   "holding the wrong kind of value");
+    assert_int_equal(fts_permanent_classify(&err), FTS_PERMANENT_WRONG_TYPE);
+    err = error_of(FTS_ERROR_MONGO, FTS_ERROR_CODE_AUTH, "Authentication failed.");
+    assert_int_equal(fts_permanent_classify(&err), FTS_PERMANENT_AUTH);
+    err = error_of(FTS_ERROR_MONGO, FTS_ERROR_CODE_NOT_REPLICA_SET, "server error 40573");
+    assert_int_equal(fts_permanent_classify(&err), FTS_PERMANENT_NOT_REPLICA_SET);
+    err = error_of(FTS_ERROR_ES, FTS_ERROR_CODE_NOT_REPLICA_SET, "not Mongo's code here");
+    assert_int_equal(fts_permanent_classify(&err), FTS_PERMANENT_NONE);
+    err = error_of(FTS_ERROR_MONGO, FTS_ERROR_CODE_SERVER, "WRONGTYPE in a document");
+    assert_int_equal(fts_permanent_classify(&err), FTS_PERMANENT_NONE);
     /* Transient. */
     const int transient[] = {FTS_ERROR_CODE_CONNECT, FTS_ERROR_CODE_TIMEOUT, FTS_ERROR_CODE_SERVER,
                              FTS_ERROR_CODE_PROTOCOL, FTS_ERROR_CODE_IO};
@@ -132,6 +145,13 @@ static void test_reports_show_in_metrics_and_readiness(void **state)
     assert_false(fts_ready_check(metrics, FTS_METRICS_ROLE_LOAD, reason, sizeof reason));
     assert_non_null(strstr(reason, "permanent (auth): Redis refused"));
     fts_permanent_report(FTS_SERVER_REDIS, FTS_PERMANENT_NONE, NULL);
+
+    /* MongoDB's reason names its setting. */
+    fts_permanent_report(FTS_SERVER_MONGODB, FTS_PERMANENT_NOT_REPLICA_SET, "40573");
+    assert_false(fts_ready_check(metrics, FTS_METRICS_ROLE_EXTRACT, reason, sizeof reason));
+    assert_non_null(strstr(reason, "extract: permanent (not_replica_set): MongoDB"));
+    assert_non_null(strstr(reason, "FTSYNC_MONGO_URI"));
+    fts_permanent_report(FTS_SERVER_MONGODB, FTS_PERMANENT_NONE, NULL);
     fts_metrics_destroy(metrics);
 }
 
