@@ -11,7 +11,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -28,6 +27,7 @@
 #include "log_tail.h"
 #include "mongo_double.h"
 #include "projection.h"
+#include "test_cleanup.h"
 #include "testbed.h"
 
 /* Most environment entries a started process gets from the caller. */
@@ -1253,18 +1253,10 @@ cleanup:
     return differ;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 void fts_test_pipeline_cleanup(fts_test_pipeline_t *p)
 {
     if (p->dir[0] && !getenv("FTSYNC_TEST_KEEP_LOGS")) {
-        nftw(p->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        fts_test_remove_tree(p->dir);
     }
     fts_test_entries_cleanup(&p->entries);
     mongoc_collection_destroy(p->coll);

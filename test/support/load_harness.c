@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -29,6 +28,7 @@
 #include "action.h"
 #include "log_tail.h"
 #include "sorted_bson.h"
+#include "test_cleanup.h"
 #include "testbed.h"
 
 /* Loader processes the atexit handler knows about. */
@@ -1302,15 +1302,6 @@ void fts_test_load_print_logs(fts_test_load_t *t, unsigned lines)
     }
 }
 
-static int remove_entry(const char *path, const struct stat *info, int flag, struct FTW *walk)
-{
-    (void)info;
-    (void)flag;
-    (void)walk;
-    remove(path);
-    return 0;
-}
-
 void fts_test_load_cleanup(fts_test_load_t *t)
 {
     for (size_t i = 0; i < t->loader_count; i++) {
@@ -1345,7 +1336,7 @@ void fts_test_load_cleanup(fts_test_load_t *t)
     t->model = NULL;
     const char *keep = getenv("FTSYNC_TEST_KEEP_LOGS");
     if (t->dir[0] && !(keep && *keep)) {
-        nftw(t->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        fts_test_remove_tree(t->dir);
     } else if (t->dir[0]) {
         fprintf(stderr, "[%s] logs kept in %s\n", t->name, t->dir);
     }
