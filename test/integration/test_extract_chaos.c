@@ -38,9 +38,9 @@
 
 #include <mongoc/mongoc.h>
 
+#include "extract_fixture.h"
 #include "extract_harness.h"
-#include "mongo_double.h"
-#include "redis_server.h"
+#include "test_rng.h"
 
 #ifndef FTSYNC_BINARY
 #define FTSYNC_BINARY "ftsync"
@@ -81,60 +81,35 @@
 #define MARKER_START 1
 #define MARKER_END   5
 
-typedef struct {
-    fts_test_mongo_double_t *mongo;
-    fts_test_redis_server_t *redis;
-    uint64_t seed;
-} group_t;
-
-static group_t group;
+static fts_test_extract_bed_t bed;
 
 typedef struct {
     fts_test_pipeline_t p;
     fts_test_extract_t *extract;
     fts_test_extract_t *second;
+    fts_test_rng_t rng; /* the seeded kill moments */
 } fixture_t;
 
 static int group_setup(void **state)
 {
     (void)state;
-    fts_error_t err;
-    fts_error_clear(&err);
-    mongoc_init();
-    const char *seed = getenv("FTSYNC_TEST_SEED");
-    group.seed = seed && *seed ? strtoull(seed, NULL, 10) : CHAOS_DEFAULT_SEED;
-    group.redis = fts_test_redis_server_start(NULL, &err);
-    if (!group.redis) {
-        fprintf(stderr, "cannot start redis-server: %s\n", err.message);
-        return -1;
-    }
-    group.mongo = fts_test_mongo_double_start(NULL, &err);
-    if (!group.mongo) {
-        fprintf(stderr, "cannot start the MongoDB double: %s\n", err.message);
-        return -1;
-    }
-    return 0;
+    return fts_test_extract_bed_start(&bed, FTSYNC_BINARY, FTSYNC_WORKLOAD, NULL,
+                                      CHAOS_DEFAULT_SEED)
+               ? 0
+               : -1;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    fts_test_mongo_double_destroy(group.mongo);
-    fts_test_redis_server_destroy(group.redis);
-    mongoc_cleanup();
+    fts_test_extract_bed_stop(&bed);
     return 0;
 }
 
 static fixture_t *fixture_new(const char *prefix)
 {
-    fixture_t *f = calloc(1, sizeof *f);
-    fts_error_t err;
-    fts_error_clear(&err);
-    if (!fts_test_pipeline_init(&f->p, FTSYNC_BINARY, FTSYNC_WORKLOAD,
-                                fts_test_mongo_double_uri(group.mongo),
-                                fts_test_redis_server_url(group.redis), prefix, &err)) {
-        fail_msg("cannot set the pipeline up: %s", err.message);
-    }
+    fixture_t *f = bson_malloc0(sizeof *f);
+    fts_test_extract_bed_pipeline(&bed, &f->p, NULL, prefix);
     return f;
 }
 
@@ -145,84 +120,12 @@ static int teardown(void **state)
         fts_test_extract_destroy(f->extract);
         fts_test_extract_destroy(f->second);
         fts_test_pipeline_cleanup(&f->p);
-        free(f);
+        bson_free(f);
     }
     return 0;
 }
 
 /* ---- helpers ------------------------------------------------------------------------------ */
-
-/* The seeded generator of the kill moments (splitmix64). */
-static uint64_t rng_state;
-
-static uint64_t rng_next(void)
-{
-    uint64_t z = (rng_state += UINT64_C(0x9E3779B97F4A7C15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return z ^ (z >> 31);
-}
-
-static fts_test_extract_t *start_extract(fixture_t *f)
-{
-    fts_error_t err;
-    fts_error_clear(&err);
-    fts_test_extract_t *extract = fts_test_pipeline_start(&f->p, &err);
-    if (!extract) {
-        fail_msg("cannot start ftsync extract: %s", err.message);
-    }
-    return extract;
-}
-
-static void stop_clean(fts_test_extract_t **extract)
-{
-    int status = 0;
-    bool exited = fts_test_extract_stop(*extract, STOP_WAIT_MS, &status);
-    if (!exited || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fts_test_extract_print_log_tail(*extract, 40);
-        fail_msg("ftsync extract did not exit 0 on SIGTERM (exited %d, status 0x%x)", exited,
-                 status);
-    }
-    fts_test_extract_destroy(*extract);
-    *extract = NULL;
-}
-
-static void insert_doc(fixture_t *f, int32_t id, bool poison)
-{
-    bson_t *doc =
-        BCON_NEW("_id", BCON_INT32(id), "name", BCON_UTF8("doc"), "poison", BCON_BOOL(poison));
-    bson_error_t error;
-    bool ok = mongoc_collection_insert_one(f->p.coll, doc, NULL, NULL, &error);
-    bson_destroy(doc);
-    if (!ok) {
-        fail_msg("insert of _id %d: %s", (int)id, error.message);
-    }
-}
-
-static void insert_marker(fixture_t *f, int32_t id)
-{
-    fts_error_t err;
-    fts_error_clear(&err);
-    if (!fts_test_pipeline_insert(&f->p, id, "marker", 30000, &err)) {
-        fail_msg("%s", err.message);
-    }
-}
-
-static size_t wait_entry(fixture_t *f, fts_test_extract_t *extract, int32_t id, int op, int origin)
-{
-    char id_text[32];
-    snprintf(id_text, sizeof id_text, "%d", (int)id);
-    long found = fts_test_stream_wait_for(f->p.redis, f->p.stream_key, &f->p.entries, id_text, op,
-                                          origin, ENTRY_WAIT_MS);
-    if (found < 0) {
-        if (extract) {
-            fts_test_extract_print_log_tail(extract, 40);
-        }
-        fail_msg("no entry for id %s in %s within %d ms (%zu entries read)", id_text,
-                 f->p.stream_key, ENTRY_WAIT_MS, f->p.entries.count);
-    }
-    return (size_t)found;
-}
 
 static void follow(fixture_t *f)
 {
@@ -230,23 +133,6 @@ static void follow(fixture_t *f)
     fts_error_clear(&err);
     if (!fts_test_stream_follow(f->p.redis, f->p.stream_key, &f->p.entries, &err)) {
         fail_msg("%s", err.message);
-    }
-}
-
-static void assert_final_state(fixture_t *f, const char *label)
-{
-    size_t differ = fts_test_pipeline_check_final(&f->p, label);
-    if (differ != 0) {
-        fail_msg("%s: replaying the stream does not give the collection (%zd documents differ)",
-                 label, (ssize_t)differ);
-    }
-}
-
-static void assert_dead_letters_empty(fixture_t *f)
-{
-    long long dead = fts_test_redis_xlen(f->p.redis, f->p.dead_key);
-    if (dead != 0) {
-        fail_msg("%lld entries in the dead-letter stream %s, expected none", dead, f->p.dead_key);
     }
 }
 
@@ -277,14 +163,14 @@ static void chaos(void **state, bool kill_worker, const char *prefix, uint64_t s
 {
     fixture_t *f = *state = fixture_new(prefix);
     fts_test_pipeline_set(&f->p, "FTSYNC_LEASE_TTL_MS", CHAOS_LEASE_TTL_MS);
-    rng_state = group.seed + seed_offset;
-    fprintf(stderr, "(seed %" PRIu64 ", killing the %s)\n", group.seed,
+    f->rng.state = bed.seed + seed_offset;
+    fprintf(stderr, "(seed %" PRIu64 ", killing the %s)\n", bed.seed,
             kill_worker ? "worker" : "extract process");
 
-    insert_marker(f, MARKER_START);
-    f->extract = start_extract(f);
-    size_t first =
-        wait_entry(f, f->extract, MARKER_START, FTS_ACTION_INDEX, FTS_ACTION_FROM_SNAPSHOT);
+    fts_test_pipeline_insert_marker(&f->p, MARKER_START);
+    f->extract = fts_test_pipeline_start_or_fail(&f->p);
+    size_t first = fts_test_pipeline_wait_entry_number(
+        &f->p, f->extract, MARKER_START, FTS_ACTION_INDEX, FTS_ACTION_FROM_SNAPSHOT, ENTRY_WAIT_MS);
     fts_test_entry_t start_marker = f->p.entries.items[first];
 
     const char *args[] = {
@@ -297,8 +183,9 @@ static void chaos(void **state, bool kill_worker, const char *prefix, uint64_t s
     unsigned during_workload = 0;
     unsigned stalled = 0;
     for (unsigned kill_no = 0; kill_no < CHAOS_KILLS; kill_no++) {
-        unsigned pause = CHAOS_PAUSE_MIN_MS +
-                         (unsigned)(rng_next() % (CHAOS_PAUSE_MAX_MS - CHAOS_PAUSE_MIN_MS + 1));
+        unsigned pause =
+            CHAOS_PAUSE_MIN_MS +
+            (unsigned)(fts_test_rng_next(&f->rng) % (CHAOS_PAUSE_MAX_MS - CHAOS_PAUSE_MIN_MS + 1));
         fts_test_sleep_ms(pause);
         long long length = fts_test_redis_xlen(f->p.redis, f->p.stream_key);
         if (still_running(writer)) {
@@ -318,7 +205,7 @@ static void chaos(void **state, bool kill_worker, const char *prefix, uint64_t s
         } else {
             assert_true(fts_test_extract_kill(f->extract, SIGKILL));
             fts_test_extract_destroy(f->extract);
-            f->extract = start_extract(f);
+            f->extract = fts_test_pipeline_start_or_fail(&f->p);
         }
         /* Progress before the next kill, so that no one event is crashed on three times in a
          * row (that would be a poison event, dead-lettered by design). */
@@ -334,8 +221,9 @@ static void chaos(void **state, bool kill_worker, const char *prefix, uint64_t s
             during_workload, CHAOS_KILLS, stalled);
     assert_true(during_workload >= CHAOS_KILLS / 2);
 
-    insert_marker(f, MARKER_END);
-    wait_entry(f, f->extract, MARKER_END, FTS_ACTION_INDEX, FTS_ACTION_FROM_CHANGE);
+    fts_test_pipeline_insert_marker(&f->p, MARKER_END);
+    fts_test_pipeline_wait_entry_number(&f->p, f->extract, MARKER_END, FTS_ACTION_INDEX,
+                                        FTS_ACTION_FROM_CHANGE, ENTRY_WAIT_MS);
     follow(f);
 
     fts_test_changes_t changes = {0};
@@ -350,9 +238,9 @@ static void chaos(void **state, bool kill_worker, const char *prefix, uint64_t s
     fprintf(stderr, "(%zu changes, %zu stream entries)\n", changes.count, f->p.entries.count);
     fts_test_changes_cleanup(&changes);
     assert_int_equal(missing, 0);
-    assert_final_state(f, prefix);
-    assert_dead_letters_empty(f);
-    stop_clean(&f->extract);
+    fts_test_pipeline_assert_replay_equals_collection(&f->p, NULL, prefix);
+    fts_test_pipeline_assert_no_dead_letters(&f->p);
+    fts_test_extract_stop_clean(&f->extract, STOP_WAIT_MS);
 }
 
 static void test_kill_extract_repeatedly(void **state)
@@ -372,22 +260,25 @@ static void test_poison_document_dead_lettered(void **state)
     fixture_t *f = *state = fixture_new("xpoison");
     fts_test_pipeline_set(&f->p, "FTSYNC_TRANSFORM_PLUGIN", FTSYNC_TEST_PLUGIN_POISON);
     fts_test_pipeline_set(&f->p, "FTSYNC_WORKER_CRASH_LIMIT", "3");
-    insert_marker(f, MARKER_START);
-    f->extract = start_extract(f);
+    fts_test_pipeline_insert_marker(&f->p, MARKER_START);
+    f->extract = fts_test_pipeline_start_or_fail(&f->p);
     pid_t pid = fts_test_extract_pid(f->extract);
-    wait_entry(f, f->extract, MARKER_START, FTS_ACTION_INDEX, FTS_ACTION_FROM_SNAPSHOT);
+    fts_test_pipeline_wait_entry_number(&f->p, f->extract, MARKER_START, FTS_ACTION_INDEX,
+                                        FTS_ACTION_FROM_SNAPSHOT, ENTRY_WAIT_MS);
 
     for (int32_t id = 100; id < 105; id++) {
-        insert_doc(f, id, false);
+        fts_test_pipeline_insert_doc(&f->p, id, false);
     }
-    insert_doc(f, 105, true);
+    fts_test_pipeline_insert_doc(&f->p, 105, true);
     for (int32_t id = 106; id <= 110; id++) {
-        insert_doc(f, id, false);
+        fts_test_pipeline_insert_doc(&f->p, id, false);
     }
-    wait_entry(f, f->extract, 110, FTS_ACTION_INDEX, FTS_ACTION_FROM_CHANGE);
+    fts_test_pipeline_wait_entry_number(&f->p, f->extract, 110, FTS_ACTION_INDEX,
+                                        FTS_ACTION_FROM_CHANGE, ENTRY_WAIT_MS);
     /* and the pipeline still goes on afterwards */
-    insert_doc(f, 111, false);
-    wait_entry(f, f->extract, 111, FTS_ACTION_INDEX, FTS_ACTION_FROM_CHANGE);
+    fts_test_pipeline_insert_doc(&f->p, 111, false);
+    fts_test_pipeline_wait_entry_number(&f->p, f->extract, 111, FTS_ACTION_INDEX,
+                                        FTS_ACTION_FROM_CHANGE, ENTRY_WAIT_MS);
     assert_true(fts_test_extract_running(f->extract));
     assert_int_equal(fts_test_extract_pid(f->extract), pid);
 
@@ -432,7 +323,7 @@ static void test_poison_document_dead_lettered(void **state)
     assert_true(names_it);
     fprintf(stderr, "(dead letter: reason \"%s\")\n", reason);
     fts_test_raw_entries_cleanup(&dead);
-    stop_clean(&f->extract);
+    fts_test_extract_stop_clean(&f->extract, STOP_WAIT_MS);
 }
 
 /* ---- two extractors ----------------------------------------------------------------------- */
@@ -452,12 +343,13 @@ static void test_two_extractors_one_reads(void **state)
 {
     fixture_t *f = *state = fixture_new("xlease");
     fts_test_pipeline_set(&f->p, "FTSYNC_LEASE_TTL_MS", LEASE_TTL_MS);
-    insert_marker(f, MARKER_START);
-    f->extract = start_extract(f);
-    wait_entry(f, f->extract, MARKER_START, FTS_ACTION_INDEX, FTS_ACTION_FROM_SNAPSHOT);
+    fts_test_pipeline_insert_marker(&f->p, MARKER_START);
+    f->extract = fts_test_pipeline_start_or_fail(&f->p);
+    fts_test_pipeline_wait_entry_number(&f->p, f->extract, MARKER_START, FTS_ACTION_INDEX,
+                                        FTS_ACTION_FROM_SNAPSHOT, ENTRY_WAIT_MS);
     assert_true(lease_held_by(f, fts_test_extract_pid(f->extract)));
 
-    f->second = start_extract(f);
+    f->second = fts_test_pipeline_start_or_fail(&f->p);
     /* Let the second one settle as standby, then write. */
     uint64_t deadline = fts_test_monotonic_ms() + 10000;
     char *log = fts_test_extract_log(f->second);
@@ -469,9 +361,10 @@ static void test_two_extractors_one_reads(void **state)
     assert_contains(log, "standby");
     free(log);
     for (int32_t id = 100; id < 200; id++) {
-        insert_doc(f, id, false);
+        fts_test_pipeline_insert_doc(&f->p, id, false);
     }
-    wait_entry(f, f->extract, 199, FTS_ACTION_INDEX, FTS_ACTION_FROM_CHANGE);
+    fts_test_pipeline_wait_entry_number(&f->p, f->extract, 199, FTS_ACTION_INDEX,
+                                        FTS_ACTION_FROM_CHANGE, ENTRY_WAIT_MS);
     fts_test_sleep_ms(1000);
     follow(f);
     assert_true(lease_held_by(f, fts_test_extract_pid(f->extract)));
@@ -503,17 +396,18 @@ static void test_two_extractors_one_reads(void **state)
     }
     uint64_t handover_ms = fts_test_monotonic_ms() - killed_at;
     for (int32_t id = 200; id < 220; id++) {
-        insert_doc(f, id, false);
+        fts_test_pipeline_insert_doc(&f->p, id, false);
     }
-    wait_entry(f, f->second, 219, FTS_ACTION_INDEX, FTS_ACTION_FROM_CHANGE);
+    fts_test_pipeline_wait_entry_number(&f->p, f->second, 219, FTS_ACTION_INDEX,
+                                        FTS_ACTION_FROM_CHANGE, ENTRY_WAIT_MS);
     uint64_t caught_up_ms = fts_test_monotonic_ms() - killed_at;
     fprintf(stderr,
             "(lease taken over %" PRIu64 " ms after the kill; new writes queued after %" PRIu64
             " ms)\n",
             handover_ms, caught_up_ms);
-    assert_final_state(f, "two extractors");
-    assert_dead_letters_empty(f);
-    stop_clean(&f->second);
+    fts_test_pipeline_assert_replay_equals_collection(&f->p, NULL, "two extractors");
+    fts_test_pipeline_assert_no_dead_letters(&f->p);
+    fts_test_extract_stop_clean(&f->second, STOP_WAIT_MS);
 }
 
 /* ---- backpressure ------------------------------------------------------------------------- */
@@ -606,7 +500,7 @@ static void test_backpressure(void **state)
     snprintf(value, sizeof value, "%d", BACKLOG_BATCH);
     fts_test_pipeline_set(&f->p, "FTSYNC_BATCH_SIZE", value);
     fts_test_pipeline_set(&f->p, "FTSYNC_TRIM_INTERVAL_MS", "500");
-    f->extract = start_extract(f);
+    f->extract = fts_test_pipeline_start_or_fail(&f->p);
     /* The group exists once extract runs. */
     uint64_t deadline = fts_test_monotonic_ms() + 20000;
     while (entries_added(f) < 0 && fts_test_monotonic_ms() < deadline) {
@@ -660,8 +554,8 @@ static void test_backpressure(void **state)
     fts_test_docs_destroy(expected);
     fts_test_docs_destroy(seen);
     assert_int_equal(differ, 0);
-    assert_dead_letters_empty(f);
-    stop_clean(&f->extract);
+    fts_test_pipeline_assert_no_dead_letters(&f->p);
+    fts_test_extract_stop_clean(&f->extract, STOP_WAIT_MS);
 }
 
 int main(void)

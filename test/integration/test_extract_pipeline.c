@@ -37,9 +37,9 @@
 
 #include <mongoc/mongoc.h>
 
+#include "extract_fixture.h"
 #include "extract_harness.h"
 #include "mongo_double.h"
-#include "redis_server.h"
 
 #ifndef FTSYNC_BINARY
 #define FTSYNC_BINARY "ftsync"
@@ -60,12 +60,7 @@
 #define MARKER_MIDDLE 3
 #define MARKER_END    5
 
-typedef struct {
-    fts_test_mongo_double_t *mongo;
-    fts_test_redis_server_t *redis;
-} group_t;
-
-static group_t group;
+static fts_test_extract_bed_t bed;
 
 typedef struct {
     fts_test_pipeline_t p;
@@ -76,40 +71,21 @@ typedef struct {
 static int group_setup(void **state)
 {
     (void)state;
-    fts_error_t err;
-    fts_error_clear(&err);
-    mongoc_init();
-    group.redis = fts_test_redis_server_start(NULL, &err);
-    if (!group.redis) {
-        fprintf(stderr, "cannot start redis-server: %s\n", err.message);
-        return -1;
-    }
-    group.mongo = fts_test_mongo_double_start(NULL, &err);
-    if (!group.mongo) {
-        fprintf(stderr, "cannot start the MongoDB double: %s\n", err.message);
-        return -1;
-    }
-    return 0;
+    /* No random choices here: the seed is unused. */
+    return fts_test_extract_bed_start(&bed, FTSYNC_BINARY, FTSYNC_WORKLOAD, NULL, 0) ? 0 : -1;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    fts_test_mongo_double_destroy(group.mongo);
-    fts_test_redis_server_destroy(group.redis);
-    mongoc_cleanup();
+    fts_test_extract_bed_stop(&bed);
     return 0;
 }
 
 static fixture_t *fixture_new(const char *mongo_uri, const char *prefix)
 {
-    fixture_t *f = calloc(1, sizeof *f);
-    fts_error_t err;
-    fts_error_clear(&err);
-    if (!fts_test_pipeline_init(&f->p, FTSYNC_BINARY, FTSYNC_WORKLOAD, mongo_uri,
-                                fts_test_redis_server_url(group.redis), prefix, &err)) {
-        fail_msg("cannot set the pipeline up: %s", err.message);
-    }
+    fixture_t *f = bson_malloc0(sizeof *f);
+    fts_test_extract_bed_pipeline(&bed, &f->p, mongo_uri, prefix);
     return f;
 }
 
@@ -120,60 +96,12 @@ static int teardown(void **state)
         fts_test_extract_destroy(f->extract);
         fts_test_pipeline_cleanup(&f->p);
         fts_test_mongo_double_destroy(f->own_mongo);
-        free(f);
+        bson_free(f);
     }
     return 0;
 }
 
 /* ---- helpers ------------------------------------------------------------------------------ */
-
-static void start_extract(fixture_t *f)
-{
-    fts_error_t err;
-    fts_error_clear(&err);
-    f->extract = fts_test_pipeline_start(&f->p, &err);
-    if (!f->extract) {
-        fail_msg("cannot start ftsync extract: %s", err.message);
-    }
-}
-
-static void stop_extract_clean(fixture_t *f)
-{
-    int status = 0;
-    bool exited = fts_test_extract_stop(f->extract, STOP_WAIT_MS, &status);
-    if (!exited || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fts_test_extract_print_log_tail(f->extract, 40);
-        fail_msg("ftsync extract did not exit 0 on SIGTERM (exited %d, status 0x%x)", exited,
-                 status);
-    }
-    fts_test_extract_destroy(f->extract);
-    f->extract = NULL;
-}
-
-static void insert_marker(fixture_t *f, int32_t id)
-{
-    fts_error_t err;
-    fts_error_clear(&err);
-    if (!fts_test_pipeline_insert(&f->p, id, "marker", 30000, &err)) {
-        fail_msg("%s", err.message);
-    }
-}
-
-/* Waits for an entry of id (op, origin: 0 = any); returns its index in f->p.entries. */
-static size_t wait_entry(fixture_t *f, const char *id, int op, int origin)
-{
-    long found = fts_test_stream_wait_for(f->p.redis, f->p.stream_key, &f->p.entries, id, op,
-                                          origin, ENTRY_WAIT_MS);
-    if (found < 0) {
-        if (f->extract) {
-            fts_test_extract_print_log_tail(f->extract, 40);
-        }
-        fail_msg("no %s entry for id %s (origin %d) in %s within %d ms (%zu entries read)",
-                 op ? fts_action_op_name((fts_action_op_t)op) : "any", id, origin, f->p.stream_key,
-                 ENTRY_WAIT_MS, f->p.entries.count);
-    }
-    return (size_t)found;
-}
 
 static void workload(fixture_t *f, const char *count, const char *seed, const char *id_start,
                      const char *mix)
@@ -183,15 +111,6 @@ static void workload(fixture_t *f, const char *count, const char *seed, const ch
     int status = fts_test_pipeline_workload_run(&f->p, args, 120000);
     if (status != 0) {
         fail_msg("ftsync-workload exited %d", status);
-    }
-}
-
-static void assert_final_state(fixture_t *f, const char *label)
-{
-    size_t differ = fts_test_pipeline_check_final(&f->p, label);
-    if (differ != 0) {
-        fail_msg("%s: replaying the stream does not give the collection (%zd documents differ)",
-                 label, (ssize_t)differ);
     }
 }
 
@@ -213,14 +132,6 @@ static uint64_t token_cluster_time(fixture_t *f)
     return value;
 }
 
-static void assert_dead_letters_empty(fixture_t *f)
-{
-    long long dead = fts_test_redis_xlen(f->p.redis, f->p.dead_key);
-    if (dead != 0) {
-        fail_msg("%lld entries in the dead-letter stream %s, expected none", dead, f->p.dead_key);
-    }
-}
-
 /* Reads every change event from the snapshot time of the start marker up to the end marker,
  * checks each is in the stream. Returns the changes (caller cleans up). */
 static fts_test_changes_t collect_changes(fixture_t *f, const fts_test_entry_t *start_marker)
@@ -240,13 +151,14 @@ static fts_test_changes_t collect_changes(fixture_t *f, const fts_test_entry_t *
 
 static void test_workload_actions_in_order(void **state)
 {
-    fixture_t *f = *state = fixture_new(fts_test_mongo_double_uri(group.mongo), "xorder");
+    fixture_t *f = *state = fixture_new(fts_test_mongo_double_uri(bed.mongo), "xorder");
     char id_text[32];
 
-    insert_marker(f, MARKER_START);
-    start_extract(f);
+    fts_test_pipeline_insert_marker(&f->p, MARKER_START);
+    f->extract = fts_test_pipeline_start_or_fail(&f->p);
     snprintf(id_text, sizeof id_text, "%d", MARKER_START);
-    size_t first = wait_entry(f, id_text, FTS_ACTION_INDEX, FTS_ACTION_FROM_SNAPSHOT);
+    size_t first = fts_test_pipeline_wait_entry(&f->p, f->extract, id_text, FTS_ACTION_INDEX,
+                                                FTS_ACTION_FROM_SNAPSHOT, ENTRY_WAIT_MS);
     assert_int_equal(first, 0);
     fts_test_entry_t start_marker = f->p.entries.items[first];
     assert_int_equal(start_marker.action.version,
@@ -254,9 +166,10 @@ static void test_workload_actions_in_order(void **state)
                                                 start_marker.action.ts_increment));
 
     workload(f, "400", "11", "10", "insert=40,update=30,replace=15,delete=15");
-    insert_marker(f, MARKER_MIDDLE);
+    fts_test_pipeline_insert_marker(&f->p, MARKER_MIDDLE);
     snprintf(id_text, sizeof id_text, "%d", MARKER_MIDDLE);
-    size_t middle = wait_entry(f, id_text, FTS_ACTION_INDEX, FTS_ACTION_FROM_CHANGE);
+    size_t middle = fts_test_pipeline_wait_entry(&f->p, f->extract, id_text, FTS_ACTION_INDEX,
+                                                 FTS_ACTION_FROM_CHANGE, ENTRY_WAIT_MS);
     /* The checkpoint follows the queue: give it a moment to cover the middle marker. */
     uint64_t middle_version = f->p.entries.items[middle].action.version;
     uint64_t deadline = fts_test_monotonic_ms() + 10000;
@@ -270,9 +183,10 @@ static void test_workload_actions_in_order(void **state)
     assert_true(token_time_1 >= middle_version);
 
     workload(f, "400", "12", "100000", "insert=40,update=30,replace=15,delete=15");
-    insert_marker(f, MARKER_END);
+    fts_test_pipeline_insert_marker(&f->p, MARKER_END);
     snprintf(id_text, sizeof id_text, "%d", MARKER_END);
-    size_t end = wait_entry(f, id_text, FTS_ACTION_INDEX, FTS_ACTION_FROM_CHANGE);
+    size_t end = fts_test_pipeline_wait_entry(&f->p, f->extract, id_text, FTS_ACTION_INDEX,
+                                              FTS_ACTION_FROM_CHANGE, ENTRY_WAIT_MS);
     uint64_t end_version = f->p.entries.items[end].action.version;
     deadline = fts_test_monotonic_ms() + 10000;
     uint64_t token_time_2 = token_cluster_time(f);
@@ -339,9 +253,9 @@ static void test_workload_actions_in_order(void **state)
     fprintf(stderr, "(%zu changes, each queued once, in order)\n", changes.count);
     fts_test_changes_cleanup(&changes);
 
-    assert_final_state(f, "actions in order");
-    assert_dead_letters_empty(f);
-    stop_extract_clean(f);
+    fts_test_pipeline_assert_replay_equals_collection(&f->p, NULL, "actions in order");
+    fts_test_pipeline_assert_no_dead_letters(&f->p);
+    fts_test_extract_stop_clean(&f->extract, STOP_WAIT_MS);
 }
 
 /* Bulk-inserts SNAPSHOT_DOCS documents {_id: 2i, name, n, tags} before extract starts. */
@@ -406,11 +320,11 @@ static size_t count_snapshot_entries(const fts_test_entries_t *entries, size_t f
 
 static void test_snapshot_killed_mid_scan(void **state)
 {
-    fixture_t *f = *state = fixture_new(fts_test_mongo_double_uri(group.mongo), "xsnap");
+    fixture_t *f = *state = fixture_new(fts_test_mongo_double_uri(bed.mongo), "xsnap");
     fts_test_pipeline_set(&f->p, "FTSYNC_BATCH_SIZE", "500");
     seed_snapshot_collection(f);
 
-    start_extract(f);
+    f->extract = fts_test_pipeline_start_or_fail(&f->p);
     /* Concurrent writes of the workload's own documents (ids from 1,000,000 up) for ~4 s. */
     const char *args[] = {"--count", "4000",   "--seed", "31", "--id-start",
                           "1000000", "--rate", "1000",   NULL};
@@ -459,18 +373,19 @@ static void test_snapshot_killed_mid_scan(void **state)
     touch_seeded(f, 0, 2000, 7, false);
     touch_seeded(f, SNAPSHOT_DOCS - 5000, SNAPSHOT_DOCS - 2000, 11, false);
 
-    start_extract(f);
+    f->extract = fts_test_pipeline_start_or_fail(&f->p);
     touch_seeded(f, 20000, 30000, 13, false);
     touch_seeded(f, 30000, 31000, 9, true);
     int status = fts_test_wait_pid(writer, 120000);
     if (status != 0) {
         fail_msg("ftsync-workload exited %d", status);
     }
-    insert_marker(f, MARKER_END);
+    fts_test_pipeline_insert_marker(&f->p, MARKER_END);
     char id_text[32];
     snprintf(id_text, sizeof id_text, "%d", MARKER_END);
     /* _id 5 is below the scan's position after the restart: it can only come as a change. */
-    wait_entry(f, id_text, FTS_ACTION_INDEX, FTS_ACTION_FROM_CHANGE);
+    fts_test_pipeline_wait_entry(&f->p, f->extract, id_text, FTS_ACTION_INDEX,
+                                 FTS_ACTION_FROM_CHANGE, ENTRY_WAIT_MS);
     /* The scan must have finished (the change stream follows it). */
 
     /* Resumed, not restarted: documents queued before the kill are read again at most once
@@ -500,9 +415,9 @@ static void test_snapshot_killed_mid_scan(void **state)
     /* A restart from the beginning would read all SNAPSHOT_KILL_AT or more again. */
     assert_true(again <= SNAPSHOT_KILL_AT / 3);
 
-    assert_final_state(f, "snapshot killed mid-scan");
-    assert_dead_letters_empty(f);
-    stop_extract_clean(f);
+    fts_test_pipeline_assert_replay_equals_collection(&f->p, NULL, "snapshot killed mid-scan");
+    fts_test_pipeline_assert_no_dead_letters(&f->p);
+    fts_test_extract_stop_clean(&f->extract, STOP_WAIT_MS);
 }
 
 /* Runs an admin command; returns the reply's "count" (configureFailPoint: how often the fail
@@ -530,24 +445,26 @@ static int64_t run_admin(fixture_t *f, bson_t *command)
 static void marker_queued(fixture_t *f, int32_t id)
 {
     char id_text[32];
-    insert_marker(f, id);
+    fts_test_pipeline_insert_marker(&f->p, id);
     snprintf(id_text, sizeof id_text, "%d", (int)id);
-    wait_entry(f, id_text, FTS_ACTION_INDEX, FTS_ACTION_FROM_CHANGE);
+    fts_test_pipeline_wait_entry(&f->p, f->extract, id_text, FTS_ACTION_INDEX,
+                                 FTS_ACTION_FROM_CHANGE, ENTRY_WAIT_MS);
 }
 
 static void test_fail_points(void **state)
 {
-    fixture_t *f = *state = fixture_new(fts_test_mongo_double_uri(group.mongo), "xfail");
-    if (fts_test_mongo_double_is_external(group.mongo)) {
+    fixture_t *f = *state = fixture_new(fts_test_mongo_double_uri(bed.mongo), "xfail");
+    if (fts_test_mongo_double_is_external(bed.mongo)) {
         /* A real server has failCommand only with enableTestCommands; the double always. */
         fprintf(stderr, "(external deployment: it must run with enableTestCommands=1)\n");
     }
-    insert_marker(f, MARKER_START);
-    start_extract(f);
+    fts_test_pipeline_insert_marker(&f->p, MARKER_START);
+    f->extract = fts_test_pipeline_start_or_fail(&f->p);
     pid_t pid = fts_test_extract_pid(f->extract);
     char id_text[32];
     snprintf(id_text, sizeof id_text, "%d", MARKER_START);
-    size_t first = wait_entry(f, id_text, FTS_ACTION_INDEX, FTS_ACTION_FROM_SNAPSHOT);
+    size_t first = fts_test_pipeline_wait_entry(&f->p, f->extract, id_text, FTS_ACTION_INDEX,
+                                                FTS_ACTION_FROM_SNAPSHOT, ENTRY_WAIT_MS);
     fts_test_entry_t start_marker = f->p.entries.items[first];
 
     workload(f, "200", "41", "10", "insert=50,update=30,replace=10,delete=10");
@@ -575,12 +492,14 @@ static void test_fail_points(void **state)
     /* 3. a step-down (forced: the double, like a one-member set, has no other member) */
     run_admin(f, BCON_NEW("replSetStepDown", BCON_INT32(2), "secondaryCatchUpPeriodSecs",
                           BCON_INT32(1), "force", BCON_BOOL(true)));
-    insert_marker(f, MARKER_MIDDLE); /* retried until the server takes writes again */
+    fts_test_pipeline_insert_marker(
+        &f->p, MARKER_MIDDLE); /* retried until the server takes writes again */
     workload(f, "200", "44", "300000", "insert=50,update=30,replace=10,delete=10");
 
-    insert_marker(f, MARKER_END);
+    fts_test_pipeline_insert_marker(&f->p, MARKER_END);
     snprintf(id_text, sizeof id_text, "%d", MARKER_END);
-    wait_entry(f, id_text, FTS_ACTION_INDEX, FTS_ACTION_FROM_CHANGE);
+    fts_test_pipeline_wait_entry(&f->p, f->extract, id_text, FTS_ACTION_INDEX,
+                                 FTS_ACTION_FROM_CHANGE, ENTRY_WAIT_MS);
 
     /* No manual action: the same process throughout. */
     assert_true(fts_test_extract_running(f->extract));
@@ -591,9 +510,9 @@ static void test_fail_points(void **state)
     fprintf(stderr, "(%zu changes through three failures)\n", changes.count);
     fts_test_changes_cleanup(&changes);
     assert_int_equal(missing, 0);
-    assert_final_state(f, "fail points");
-    assert_dead_letters_empty(f);
-    stop_extract_clean(f);
+    fts_test_pipeline_assert_replay_equals_collection(&f->p, NULL, "fail points");
+    fts_test_pipeline_assert_no_dead_letters(&f->p);
+    fts_test_extract_stop_clean(&f->extract, STOP_WAIT_MS);
 }
 
 static void test_history_lost_resyncs(void **state)
@@ -609,18 +528,20 @@ static void test_history_lost_resyncs(void **state)
     f->own_mongo = own;
     fts_test_pipeline_set(&f->p, "FTSYNC_ON_HISTORY_LOST", "resync");
 
-    insert_marker(f, MARKER_START);
-    start_extract(f);
+    fts_test_pipeline_insert_marker(&f->p, MARKER_START);
+    f->extract = fts_test_pipeline_start_or_fail(&f->p);
     char id_text[32];
     snprintf(id_text, sizeof id_text, "%d", MARKER_START);
-    wait_entry(f, id_text, FTS_ACTION_INDEX, FTS_ACTION_FROM_SNAPSHOT);
+    fts_test_pipeline_wait_entry(&f->p, f->extract, id_text, FTS_ACTION_INDEX,
+                                 FTS_ACTION_FROM_SNAPSHOT, ENTRY_WAIT_MS);
     workload(f, "150", "51", "10", "insert=80,update=20");
-    insert_marker(f, MARKER_MIDDLE);
+    fts_test_pipeline_insert_marker(&f->p, MARKER_MIDDLE);
     snprintf(id_text, sizeof id_text, "%d", MARKER_MIDDLE);
-    wait_entry(f, id_text, FTS_ACTION_INDEX, FTS_ACTION_FROM_CHANGE);
+    fts_test_pipeline_wait_entry(&f->p, f->extract, id_text, FTS_ACTION_INDEX,
+                                 FTS_ACTION_FROM_CHANGE, ENTRY_WAIT_MS);
     /* let the checkpoint cover it, then stop */
     fts_test_sleep_ms(1000);
-    stop_extract_clean(f);
+    fts_test_extract_stop_clean(&f->extract, STOP_WAIT_MS);
     if (!fts_test_stream_follow(f->p.redis, f->p.stream_key, &f->p.entries, &err)) {
         fail_msg("%s", err.message);
     }
@@ -643,7 +564,7 @@ static void test_history_lost_resyncs(void **state)
     bson_destroy(update);
     workload(f, "1500", "52", "500000", "insert=50,update=25,replace=10,delete=15");
 
-    start_extract(f);
+    f->extract = fts_test_pipeline_start_or_fail(&f->p);
     /* The resync: a snapshot, then a sweep at the snapshot's version. */
     uint64_t deadline = fts_test_monotonic_ms() + ENTRY_WAIT_MS;
     long sweep = -1;
@@ -682,12 +603,12 @@ static void test_history_lost_resyncs(void **state)
     assert_contains(log, "history lost");
     free(log);
 
-    insert_marker(f, MARKER_END);
+    fts_test_pipeline_insert_marker(&f->p, MARKER_END);
     snprintf(id_text, sizeof id_text, "%d", MARKER_END);
-    wait_entry(f, id_text, FTS_ACTION_INDEX, 0);
-    assert_final_state(f, "history lost");
-    assert_dead_letters_empty(f);
-    stop_extract_clean(f);
+    fts_test_pipeline_wait_entry(&f->p, f->extract, id_text, FTS_ACTION_INDEX, 0, ENTRY_WAIT_MS);
+    fts_test_pipeline_assert_replay_equals_collection(&f->p, NULL, "history lost");
+    fts_test_pipeline_assert_no_dead_letters(&f->p);
+    fts_test_extract_stop_clean(&f->extract, STOP_WAIT_MS);
 }
 
 /* With an id field other than _id and the id map off (FTSYNC_ID_MAP=off; the default, auto,
@@ -697,7 +618,7 @@ static void test_history_lost_resyncs(void **state)
  * the delete (invariant 1). */
 static void test_custom_id_field_needs_pre_images(void **state)
 {
-    fixture_t *f = fixture_new(fts_test_mongo_double_uri(group.mongo), "preimages");
+    fixture_t *f = fixture_new(fts_test_mongo_double_uri(bed.mongo), "preimages");
     *state = f;
     bson_error_t error;
     bson_t *create = BCON_NEW("create", BCON_UTF8(f->p.collection), "changeStreamPreAndPostImages",
@@ -713,7 +634,7 @@ static void test_custom_id_field_needs_pre_images(void **state)
     fts_test_pipeline_set(&f->p, "FTSYNC_ID_MAP", "off");
     fts_test_pipeline_set(&f->p, "FTSYNC_FIELDS", "name");
     fts_test_pipeline_set(&f->p, "FTSYNC_MONGO_PRE_IMAGES", "required");
-    start_extract(f);
+    f->extract = fts_test_pipeline_start_or_fail(&f->p);
     for (int32_t i = 1; i <= 3; i++) {
         bson_t *doc =
             BCON_NEW("_id", BCON_INT32(1000 + i), "id", BCON_INT32(i), "name", BCON_UTF8("app"));
@@ -729,14 +650,16 @@ static void test_custom_id_field_needs_pre_images(void **state)
     bson_destroy(selector);
 
     /* The delete names the document by its id field, taken from the pre-image. */
-    size_t deleted = wait_entry(f, "2", FTS_ACTION_DELETE, FTS_ACTION_FROM_CHANGE);
+    size_t deleted = fts_test_pipeline_wait_entry(&f->p, f->extract, "2", FTS_ACTION_DELETE,
+                                                  FTS_ACTION_FROM_CHANGE, ENTRY_WAIT_MS);
     assert_string_equal(f->p.entries.items[deleted].action.id, "2");
-    stop_extract_clean(f);
-    assert_final_state(f, "custom id field with pre-images");
+    fts_test_extract_stop_clean(&f->extract, STOP_WAIT_MS);
+    fts_test_pipeline_assert_replay_equals_collection(&f->p, NULL,
+                                                      "custom id field with pre-images");
 
     /* Without pre-images the same delete is an error an operator must resolve. */
     fts_test_pipeline_set(&f->p, "FTSYNC_MONGO_PRE_IMAGES", "off");
-    start_extract(f);
+    f->extract = fts_test_pipeline_start_or_fail(&f->p);
     selector = BCON_NEW("_id", BCON_INT32(1003));
     if (!mongoc_collection_delete_one(f->p.coll, selector, NULL, NULL, &error)) {
         fail_msg("delete: %s", error.message);

@@ -25,9 +25,8 @@
 
 #include <mongoc/mongoc.h>
 
+#include "extract_fixture.h"
 #include "extract_harness.h"
-#include "mongo_double.h"
-#include "redis_server.h"
 
 #ifndef FTSYNC_BINARY
 #define FTSYNC_BINARY "ftsync"
@@ -43,12 +42,7 @@
 #define STOP_WAIT_MS  15000
 #define MARKER_START  1
 
-typedef struct {
-    fts_test_mongo_double_t *mongo;
-    fts_test_redis_server_t *redis;
-} group_t;
-
-static group_t group;
+static fts_test_extract_bed_t bed;
 
 typedef struct {
     fts_test_pipeline_t p;
@@ -58,41 +52,21 @@ typedef struct {
 static int group_setup(void **state)
 {
     (void)state;
-    fts_error_t err;
-    fts_error_clear(&err);
-    mongoc_init();
-    group.redis = fts_test_redis_server_start(NULL, &err);
-    if (!group.redis) {
-        fprintf(stderr, "cannot start redis-server: %s\n", err.message);
-        return -1;
-    }
-    group.mongo = fts_test_mongo_double_start(NULL, &err);
-    if (!group.mongo) {
-        fprintf(stderr, "cannot start the MongoDB double: %s\n", err.message);
-        return -1;
-    }
-    return 0;
+    /* No random choices here: the seed is unused. */
+    return fts_test_extract_bed_start(&bed, FTSYNC_BINARY, FTSYNC_WORKLOAD, NULL, 0) ? 0 : -1;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    fts_test_mongo_double_destroy(group.mongo);
-    fts_test_redis_server_destroy(group.redis);
-    mongoc_cleanup();
+    fts_test_extract_bed_stop(&bed);
     return 0;
 }
 
 static fixture_t *fixture_new(const char *prefix)
 {
-    fixture_t *f = calloc(1, sizeof *f);
-    fts_error_t err;
-    fts_error_clear(&err);
-    if (!fts_test_pipeline_init(&f->p, FTSYNC_BINARY, FTSYNC_WORKLOAD,
-                                fts_test_mongo_double_uri(group.mongo),
-                                fts_test_redis_server_url(group.redis), prefix, &err)) {
-        fail_msg("cannot set the pipeline up: %s", err.message);
-    }
+    fixture_t *f = bson_malloc0(sizeof *f);
+    fts_test_extract_bed_pipeline(&bed, &f->p, NULL, prefix);
     fts_test_pipeline_set(&f->p, "FTSYNC_WORKER_CRASH_LIMIT", "1");
     fts_test_pipeline_set(&f->p, "FTSYNC_TRANSFORM_PLUGIN", FTSYNC_TEST_PLUGIN_POISON);
     return f;
@@ -104,56 +78,9 @@ static int teardown(void **state)
     if (f) {
         fts_test_extract_destroy(f->extract);
         fts_test_pipeline_cleanup(&f->p);
-        free(f);
+        bson_free(f);
     }
     return 0;
-}
-
-static void start(fixture_t *f)
-{
-    fts_error_t err;
-    fts_error_clear(&err);
-    f->extract = fts_test_pipeline_start(&f->p, &err);
-    if (!f->extract) {
-        fail_msg("cannot start ftsync extract: %s", err.message);
-    }
-}
-
-static void stop_clean(fixture_t *f)
-{
-    int status = 0;
-    bool exited = fts_test_extract_stop(f->extract, STOP_WAIT_MS, &status);
-    if (!exited || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fts_test_extract_print_log_tail(f->extract, 40);
-        fail_msg("ftsync extract did not exit 0 on SIGTERM (exited %d, status 0x%x)", exited,
-                 status);
-    }
-    fts_test_extract_destroy(f->extract);
-    f->extract = NULL;
-}
-
-static void insert_doc(fixture_t *f, int32_t id, bool poison)
-{
-    bson_t *doc =
-        BCON_NEW("_id", BCON_INT32(id), "name", BCON_UTF8("doc"), "poison", BCON_BOOL(poison));
-    bson_error_t error;
-    bool ok = mongoc_collection_insert_one(f->p.coll, doc, NULL, NULL, &error);
-    bson_destroy(doc);
-    if (!ok) {
-        fail_msg("insert of _id %d: %s", (int)id, error.message);
-    }
-}
-
-static void wait_entry(fixture_t *f, int32_t id, int origin)
-{
-    char id_text[32];
-    snprintf(id_text, sizeof id_text, "%d", (int)id);
-    long found = fts_test_stream_wait_for(f->p.redis, f->p.stream_key, &f->p.entries, id_text,
-                                          FTS_ACTION_INDEX, origin, ENTRY_WAIT_MS);
-    if (found < 0) {
-        fts_test_extract_print_log_tail(f->extract, 40);
-        fail_msg("no entry for id %s within %d ms", id_text, ENTRY_WAIT_MS);
-    }
 }
 
 /* True when an index entry for id is in the entries read so far. */
@@ -197,17 +124,19 @@ static void test_kills_from_outside_dead_letter_nothing(void **state)
     fts_error_t err;
     fts_error_clear(&err);
     assert_true(fts_test_pipeline_insert(&f->p, MARKER_START, "marker", 30000, &err));
-    start(f);
-    wait_entry(f, MARKER_START, FTS_ACTION_FROM_SNAPSHOT);
+    f->extract = fts_test_pipeline_start_or_fail(&f->p);
+    fts_test_pipeline_wait_entry_number(&f->p, f->extract, MARKER_START, FTS_ACTION_INDEX,
+                                        FTS_ACTION_FROM_SNAPSHOT, ENTRY_WAIT_MS);
 
     const int signals[] = {SIGKILL, SIGKILL, SIGHUP, SIGKILL};
     int32_t id = 100;
     for (size_t k = 0; k < sizeof signals / sizeof signals[0]; k++) {
         kill_worker(f, signals[k]);
         for (int i = 0; i < 3; i++) {
-            insert_doc(f, id++, false);
+            fts_test_pipeline_insert_doc(&f->p, id++, false);
         }
-        wait_entry(f, id - 1, FTS_ACTION_FROM_CHANGE);
+        fts_test_pipeline_wait_entry_number(&f->p, f->extract, id - 1, FTS_ACTION_INDEX,
+                                            FTS_ACTION_FROM_CHANGE, ENTRY_WAIT_MS);
     }
     for (int32_t check = 100; check < id; check++) {
         if (!queued(f, check)) {
@@ -221,12 +150,13 @@ static void test_kills_from_outside_dead_letter_nothing(void **state)
     }
 
     /* A death the worker causes itself still counts: the poison document goes at limit 1. */
-    insert_doc(f, 500, true);
-    insert_doc(f, 501, false);
-    wait_entry(f, 501, FTS_ACTION_FROM_CHANGE);
+    fts_test_pipeline_insert_doc(&f->p, 500, true);
+    fts_test_pipeline_insert_doc(&f->p, 501, false);
+    fts_test_pipeline_wait_entry_number(&f->p, f->extract, 501, FTS_ACTION_INDEX,
+                                        FTS_ACTION_FROM_CHANGE, ENTRY_WAIT_MS);
     assert_false(queued(f, 500));
     assert_int_equal(fts_test_redis_xlen(f->p.redis, f->p.dead_key), 1);
-    stop_clean(f);
+    fts_test_extract_stop_clean(&f->extract, STOP_WAIT_MS);
 }
 
 int main(void)

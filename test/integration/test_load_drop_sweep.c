@@ -36,6 +36,7 @@
 #include <inttypes.h>
 
 #include "action.h"
+#include "load_fixture.h"
 #include "load_harness.h"
 #include "testbed.h"
 #include "test_time.h"
@@ -46,8 +47,6 @@
 #ifndef FTSYNC_SOURCE_DIR
 #define FTSYNC_SOURCE_DIR "."
 #endif
-
-#define DEFINITION_PATH fts_testbed_index_definition()
 
 /* Another collection writing into the same index. */
 #define OTHER_NS         "other_db.games"
@@ -72,84 +71,6 @@ static int group_setup(void **state)
 static uint64_t at(uint32_t seconds, uint32_t increment)
 {
     return fts_version_from_timestamp(1795428000u + seconds, increment);
-}
-
-static int bed_teardown(void **state)
-{
-    fts_test_load_t *t = *state;
-    if (t) {
-        fts_test_load_cleanup(t);
-        free(t);
-    }
-    return 0;
-}
-
-static fts_test_load_t *bed_new(void **state, const char *name)
-{
-    fts_test_load_t *t = calloc(1, sizeof *t);
-    *state = t;
-    fts_error_t err;
-    fts_error_clear(&err);
-    if (!fts_test_load_init(t, FTSYNC_BINARY, DEFINITION_PATH, redis_url, es_url, name, &err)) {
-        fail_msg("cannot set up the test bed: %s", err.message);
-    }
-    return t;
-}
-
-static void fail_with_logs(fts_test_load_t *t, const char *what, const fts_error_t *err)
-{
-    fts_test_load_print_logs(t, LOG_LINES);
-    fail_msg("%s: %s", what, err ? err->message : "");
-}
-
-static void start_loader(fts_test_load_t *t)
-{
-    fts_error_t err;
-    fts_error_clear(&err);
-    if (!fts_test_load_start_loader(t, NULL, &err)) {
-        fail_with_logs(t, "cannot start ftsync load", &err);
-    }
-}
-
-static void flush(fts_test_load_t *t)
-{
-    fts_error_t err;
-    fts_error_clear(&err);
-    if (!fts_test_load_flush(t, &err)) {
-        fail_with_logs(t, "writing entries", &err);
-    }
-}
-
-static void wait_drained(fts_test_load_t *t)
-{
-    fts_error_t err;
-    fts_error_clear(&err);
-    if (!fts_test_load_wait_drained(t, DRAIN_TIMEOUT_MS, &err)) {
-        fail_with_logs(t, "waiting for the loaders to drain the stream", &err);
-    }
-}
-
-static void expect_index_equals_model(fts_test_load_t *t, const char *label)
-{
-    size_t differences = fts_test_load_check_index(t, label);
-    if (differences != 0) {
-        fts_test_load_print_logs(t, LOG_LINES);
-        if (differences == (size_t)-1) {
-            fail_msg("%s: Elasticsearch could not be read (see above)", label);
-        }
-        fail_msg("%s: the index differs from the model in %zu places (first ones above)", label,
-                 differences);
-    }
-}
-
-static void expect_dead_count(fts_test_load_t *t, long long expected)
-{
-    long long dead = fts_test_load_dead_count(t);
-    if (dead != expected) {
-        fts_test_load_print_logs(t, LOG_LINES);
-        fail_msg("dead-letter stream %s holds %lld entries, expected %lld", t->dead_key, dead,
-                 expected);
-    }
 }
 
 /* Whether some loader's log holds needle. */
@@ -191,7 +112,8 @@ static void body_for(char *out, size_t size, const char *id, const char *revisio
 
 static void test_history_lost_sweep_removes_only_stale_documents(void **state)
 {
-    fts_test_load_t *t = bed_new(state, "sweep");
+    fts_test_load_t *t =
+        fts_test_load_fixture_new(state, FTSYNC_BINARY, redis_url, es_url, "sweep");
     fts_test_load_set(t, "FTSYNC_SWEEP_PAGE_SIZE", "50");
     uint64_t v1 = at(0, 1);
     uint64_t v2 = at(100, 1);
@@ -208,11 +130,11 @@ static void test_history_lost_sweep_removes_only_stale_documents(void **state)
         body_for(body, sizeof body, id, "other v1");
         fts_test_load_index_ns(t, OTHER_NS, id, v1, body);
     }
-    flush(t);
-    start_loader(t);
-    start_loader(t);
-    wait_drained(t);
-    expect_index_equals_model(t, "before the history was lost");
+    fts_test_load_flush_or_fail(t);
+    fts_test_load_start_loader_or_fail(t, NULL);
+    fts_test_load_start_loader_or_fail(t, NULL);
+    fts_test_load_wait_drained_or_fail(t, DRAIN_TIMEOUT_MS);
+    fts_test_load_expect_index_equals_model(t, "before the history was lost");
 
     /* The resync: a snapshot at v2 of what is still in the collection, then the sweep; the
      * documents a2000.. were deleted while the history was lost. */
@@ -227,17 +149,17 @@ static void test_history_lost_sweep_removes_only_stale_documents(void **state)
         body_for(body, sizeof body, id, "v3 inserted again");
         fts_test_load_index(t, id, v3, body);
     }
-    flush(t);
+    fts_test_load_flush_or_fail(t);
     wait_for_log(t, "started: every entry before it is acknowledged");
     for (int n = RESYNC_DURING; n < RESYNC_IDS; n++) {
         snprintf(id, sizeof id, "a%d", n);
         body_for(body, sizeof body, id, "v3 during the sweep");
         fts_test_load_index(t, id, v3, body);
     }
-    flush(t);
-    wait_drained(t);
-    expect_index_equals_model(t, "after the sweep");
-    expect_dead_count(t, 0);
+    fts_test_load_flush_or_fail(t);
+    fts_test_load_wait_drained_or_fail(t, DRAIN_TIMEOUT_MS);
+    fts_test_load_expect_index_equals_model(t, "after the sweep");
+    fts_test_load_expect_dead_count(t, 0);
     assert_true(some_log_contains(t, "sweep finished"));
     /* the stale ones are gone, the others all there */
     assert_int_equal(fts_test_load_model_present(t), RESYNC_SNAPSHOT +
@@ -252,7 +174,7 @@ static void test_history_lost_sweep_removes_only_stale_documents(void **state)
 
 static void test_dropped_and_recreated_collection(void **state)
 {
-    fts_test_load_t *t = bed_new(state, "drop");
+    fts_test_load_t *t = fts_test_load_fixture_new(state, FTSYNC_BINARY, redis_url, es_url, "drop");
     fts_test_load_set(t, "FTSYNC_BULK_MAX_ACTIONS", "100");
     uint64_t v = at(0, 1);
     uint64_t deleted_at = at(1, 1);
@@ -285,15 +207,15 @@ static void test_dropped_and_recreated_collection(void **state)
         body_for(body, sizeof body, id, "new collection");
         fts_test_load_index(t, id, recreated_at, body);
     }
-    flush(t);
+    fts_test_load_flush_or_fail(t);
     /* Everything is queued before the loaders start: what precedes the drop is still in
      * flight in one loader while another takes the drop. */
-    start_loader(t);
-    start_loader(t);
-    start_loader(t);
-    wait_drained(t);
-    expect_index_equals_model(t, "after the drop and the new collection");
-    expect_dead_count(t, 0);
+    fts_test_load_start_loader_or_fail(t, NULL);
+    fts_test_load_start_loader_or_fail(t, NULL);
+    fts_test_load_start_loader_or_fail(t, NULL);
+    fts_test_load_wait_drained_or_fail(t, DRAIN_TIMEOUT_MS);
+    fts_test_load_expect_index_equals_model(t, "after the drop and the new collection");
+    fts_test_load_expect_dead_count(t, 0);
     assert_int_equal(fts_test_load_model_present(t), DROP_REUSED + DROP_NEW + DROP_IDS / 10);
     assert_true(some_log_contains(t, "drop finished"));
 }
@@ -302,7 +224,8 @@ static void test_dropped_and_recreated_collection(void **state)
 
 static void test_loader_killed_mid_sweep_leaves_it_to_the_next(void **state)
 {
-    fts_test_load_t *t = bed_new(state, "sweepkill");
+    fts_test_load_t *t =
+        fts_test_load_fixture_new(state, FTSYNC_BINARY, redis_url, es_url, "sweepkill");
     fts_test_load_set(t, "FTSYNC_SWEEP_PAGE_SIZE", "5");
     char id[32];
     char body[256];
@@ -311,9 +234,9 @@ static void test_loader_killed_mid_sweep_leaves_it_to_the_next(void **state)
         body_for(body, sizeof body, id, "v1");
         fts_test_load_index(t, id, at(0, 1), body);
     }
-    flush(t);
-    start_loader(t);
-    wait_drained(t);
+    fts_test_load_flush_or_fail(t);
+    fts_test_load_start_loader_or_fail(t, NULL);
+    fts_test_load_wait_drained_or_fail(t, DRAIN_TIMEOUT_MS);
     /* a resync that kept only the first tenth: 2700 stale documents, 540 pages of deletes */
     for (int n = 0; n < KILL_IDS / 10; n++) {
         snprintf(id, sizeof id, "k%d", n);
@@ -321,7 +244,7 @@ static void test_loader_killed_mid_sweep_leaves_it_to_the_next(void **state)
         fts_test_load_index(t, id, at(10, 1), body);
     }
     fts_test_load_sweep(t, FTS_TEST_LOAD_NS, at(10, 1));
-    flush(t);
+    fts_test_load_flush_or_fail(t);
     wait_for_log(t, "started: every entry before it is acknowledged");
     fts_test_sleep_ms(100); /* some pages deleted; hundreds to go */
     fts_test_loader_t *first = t->loaders[0];
@@ -330,21 +253,22 @@ static void test_loader_killed_mid_sweep_leaves_it_to_the_next(void **state)
     fts_error_clear(&err);
     assert_true(fts_test_load_kill9(t, first));
     if (!fts_test_load_group_state(t, &group, &err)) {
-        fail_with_logs(t, "reading the group", &err);
+        fts_test_load_fail_with_logs(t, "reading the group", &err);
     }
     /* killed mid-sweep: the sweep entry is still pending */
     assert_int_equal(group.pending, 1);
     /* another loader claims it once idle (FTSYNC_CLAIM_IDLE_MS 5 s) and sweeps again */
-    start_loader(t);
-    wait_drained(t);
-    expect_index_equals_model(t, "after the sweep was taken over");
-    expect_dead_count(t, 0);
+    fts_test_load_start_loader_or_fail(t, NULL);
+    fts_test_load_wait_drained_or_fail(t, DRAIN_TIMEOUT_MS);
+    fts_test_load_expect_index_equals_model(t, "after the sweep was taken over");
+    fts_test_load_expect_dead_count(t, 0);
     assert_int_equal(fts_test_load_model_present(t), KILL_IDS / 10);
 }
 
 static void test_sweep_without_ns_field_is_dead_lettered_and_touches_nothing(void **state)
 {
-    fts_test_load_t *t = bed_new(state, "nonsfield");
+    fts_test_load_t *t =
+        fts_test_load_fixture_new(state, FTSYNC_BINARY, redis_url, es_url, "nonsfield");
     fts_test_load_set(t, "FTSYNC_NS_FIELD", "off");
     t->ns_field[0] = '\0'; /* the loaders write no ns into documents */
     char id[32];
@@ -354,9 +278,9 @@ static void test_sweep_without_ns_field_is_dead_lettered_and_touches_nothing(voi
         body_for(body, sizeof body, id, "v1");
         fts_test_load_index(t, id, at(0, 1), body);
     }
-    flush(t);
-    start_loader(t);
-    wait_drained(t);
+    fts_test_load_flush_or_fail(t);
+    fts_test_load_start_loader_or_fail(t, NULL);
+    fts_test_load_wait_drained_or_fail(t, DRAIN_TIMEOUT_MS);
     /* Written past the model (which would apply it): the loader must not. */
     char version[32];
     snprintf(version, sizeof version, "%" PRIu64, at(9, 1));
@@ -366,9 +290,9 @@ static void test_sweep_without_ns_field_is_dead_lettered_and_touches_nothing(voi
     assert_non_null(reply);
     assert_int_equal(reply->type, REDIS_REPLY_STRING);
     freeReplyObject(reply);
-    wait_drained(t);
-    expect_dead_count(t, 1);
-    expect_index_equals_model(t, "after the refused sweep");
+    fts_test_load_wait_drained_or_fail(t, DRAIN_TIMEOUT_MS);
+    fts_test_load_expect_dead_count(t, 1);
+    fts_test_load_expect_index_equals_model(t, "after the refused sweep");
     assert_true(some_log_contains(t, "FTSYNC_NS_FIELD is off"));
 }
 
@@ -376,11 +300,13 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_history_lost_sweep_removes_only_stale_documents,
-                                  bed_teardown),
-        cmocka_unit_test_teardown(test_dropped_and_recreated_collection, bed_teardown),
-        cmocka_unit_test_teardown(test_loader_killed_mid_sweep_leaves_it_to_the_next, bed_teardown),
+                                  fts_test_load_fixture_teardown),
+        cmocka_unit_test_teardown(test_dropped_and_recreated_collection,
+                                  fts_test_load_fixture_teardown),
+        cmocka_unit_test_teardown(test_loader_killed_mid_sweep_leaves_it_to_the_next,
+                                  fts_test_load_fixture_teardown),
         cmocka_unit_test_teardown(test_sweep_without_ns_field_is_dead_lettered_and_touches_nothing,
-                                  bed_teardown),
+                                  fts_test_load_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }

@@ -40,6 +40,7 @@
 
 #include "action.h"
 #include "es_server.h"
+#include "load_fixture.h"
 #include "load_harness.h"
 #include "redis_server.h"
 #include "testbed.h"
@@ -51,9 +52,7 @@
 #define FTSYNC_SOURCE_DIR "."
 #endif
 
-/* The engine's definition of the apps index (deploy/index/apps.json, or the ES 1.x one). */
-#define DEFINITION_PATH fts_testbed_index_definition()
-#define TESTBED_SCRIPT  FTSYNC_SOURCE_DIR "/test/tools/testbed.sh"
+#define TESTBED_SCRIPT FTSYNC_SOURCE_DIR "/test/tools/testbed.sh"
 
 /* (a): entries before the outage, the outage, entries written per second during it, and the
  * bound on the lines the loader logs meanwhile. */
@@ -99,8 +98,8 @@ static int group_setup(void **state)
 
 static int fixture_setup(void **state)
 {
-    *state = calloc(1, sizeof(fixture_t));
-    return *state ? 0 : -1;
+    *state = bson_malloc0(sizeof(fixture_t));
+    return 0;
 }
 
 static int fixture_teardown(void **state)
@@ -109,62 +108,13 @@ static int fixture_teardown(void **state)
     fts_test_load_cleanup(&f->load);
     fts_test_es_server_destroy(f->es);
     fts_test_redis_server_destroy(f->redis);
-    free(f);
+    bson_free(f);
     return 0;
-}
-
-static void fail_with_logs(fts_test_load_t *t, const char *what, const fts_error_t *err)
-{
-    fts_test_load_print_logs(t, LOG_LINES);
-    fail_msg("%s: %s", what, err ? err->message : "");
-}
-
-static void bed_init(fts_test_load_t *t, const char *redis, const char *es, const char *name)
-{
-    fts_error_t err;
-    fts_error_clear(&err);
-    if (!fts_test_load_init(t, FTSYNC_BINARY, DEFINITION_PATH, redis, es, name, &err)) {
-        fail_msg("cannot set up the test bed: %s", err.message);
-    }
-}
-
-static fts_test_loader_t *start_loader(fts_test_load_t *t, const char *consumer)
-{
-    fts_error_t err;
-    fts_error_clear(&err);
-    fts_test_loader_t *loader = fts_test_load_start_loader(t, consumer, &err);
-    if (!loader) {
-        fail_with_logs(t, "cannot start ftsync load", &err);
-    }
-    return loader;
-}
-
-static void flush(fts_test_load_t *t)
-{
-    fts_error_t err;
-    fts_error_clear(&err);
-    if (!fts_test_load_flush(t, &err)) {
-        fail_with_logs(t, "writing entries", &err);
-    }
-}
-
-static void wait_drained(fts_test_load_t *t)
-{
-    fts_error_t err;
-    fts_error_clear(&err);
-    if (!fts_test_load_wait_drained(t, DRAIN_TIMEOUT_MS, &err)) {
-        fail_with_logs(t, "waiting for the loader to drain the stream", &err);
-    }
 }
 
 static void expect_final_state(fts_test_load_t *t, const char *label)
 {
-    size_t differences = fts_test_load_check_index(t, label);
-    if (differences != 0) {
-        fts_test_load_print_logs(t, LOG_LINES);
-        fail_msg("%s: the index differs from the model in %zu places (first ones above)", label,
-                 differences);
-    }
+    fts_test_load_expect_index_equals_model(t, label);
     long long dead = fts_test_load_dead_count(t);
     if (dead != 0) {
         fts_test_load_print_logs(t, LOG_LINES);
@@ -176,17 +126,6 @@ static void expect_final_state(fts_test_load_t *t, const char *label)
     assert_true(fts_test_load_group_state(t, &group, &err));
     assert_int_equal(group.pending, 0);
     assert_string_equal(group.last_delivered, group.last_generated);
-}
-
-static void expect_clean_stop(fts_test_load_t *t, fts_test_loader_t *loader)
-{
-    uint64_t elapsed = 0;
-    int code = fts_test_load_stop(t, loader, STOP_TIMEOUT_MS, &elapsed);
-    if (code != 0) {
-        fts_test_loader_print_log_tail(loader, LOG_LINES);
-        fail_msg("loader %s: SIGTERM gave exit status %d after %" PRIu64 " ms (want 0)",
-                 fts_test_loader_consumer(loader), code, elapsed);
-    }
 }
 
 /* count entries over ids "<prefix><n>" (n below ids), each an index at the next version. */
@@ -205,7 +144,7 @@ static void write_entries(fts_test_load_t *t, const char *prefix, size_t count, 
                  n, *seq, *seq);
         fts_test_load_index(t, id, base_version + *seq, body);
     }
-    flush(t);
+    fts_test_load_flush_or_fail(t);
 }
 
 /* ---- tests -------------------------------------------------------------------------------- */
@@ -220,12 +159,13 @@ static void test_elasticsearch_outage(void **state)
         fail_msg("cannot start a private Elasticsearch: %s", err.message);
     }
     fts_test_load_t *t = &f->load;
-    bed_init(t, redis_url, fts_test_es_server_url(f->es), "esoutage");
-    fts_test_loader_t *loader = start_loader(t, NULL);
+    fts_test_load_init_or_fail(t, FTSYNC_BINARY, redis_url, fts_test_es_server_url(f->es),
+                               "esoutage");
+    fts_test_loader_t *loader = fts_test_load_start_loader_or_fail(t, NULL);
 
     size_t seq = 0;
     write_entries(t, "e", ES_WARMUP_ENTRIES, ES_IDS, &seq);
-    wait_drained(t);
+    fts_test_load_wait_drained_or_fail(t, DRAIN_TIMEOUT_MS);
     /* In flight when the node goes: a backlog written just before. */
     write_entries(t, "e", ES_WARMUP_ENTRIES / 2, ES_IDS, &seq);
 
@@ -239,7 +179,7 @@ static void test_elasticsearch_outage(void **state)
         write_entries(t, "e", ES_OUTAGE_PER_SECOND / 10, ES_IDS, &seq);
         fts_test_sleep_ms(100);
         if (!fts_test_load_check_loaders(t, &err)) {
-            fail_with_logs(t, "the loader died during the outage", &err);
+            fts_test_load_fail_with_logs(t, "the loader died during the outage", &err);
         }
     }
     long log_after = fts_test_loader_log_size(loader);
@@ -272,11 +212,11 @@ static void test_elasticsearch_outage(void **state)
     assert_true(lines > 0); /* the outage was noticed and said so */
 
     uint64_t drain_started = fts_test_monotonic_ms();
-    wait_drained(t);
+    fts_test_load_wait_drained_or_fail(t, DRAIN_TIMEOUT_MS);
     fprintf(stderr, "[esoutage] backlog drained %.1f s after Elasticsearch came back\n",
             (double)(fts_test_monotonic_ms() - drain_started) / 1000.0);
     expect_final_state(t, "esoutage");
-    expect_clean_stop(t, loader);
+    fts_test_load_expect_clean_stop(t, loader, STOP_TIMEOUT_MS);
 }
 
 static void test_redis_restart(void **state)
@@ -289,8 +229,9 @@ static void test_redis_restart(void **state)
         fail_msg("cannot start a private redis-server: %s", err.message);
     }
     fts_test_load_t *t = &f->load;
-    bed_init(t, fts_test_redis_server_url(f->redis), es_url, "redisrestart");
-    fts_test_loader_t *loader = start_loader(t, NULL);
+    fts_test_load_init_or_fail(t, FTSYNC_BINARY, fts_test_redis_server_url(f->redis), es_url,
+                               "redisrestart");
+    fts_test_loader_t *loader = fts_test_load_start_loader_or_fail(t, NULL);
 
     size_t seq = 0;
     write_entries(t, "r", REDIS_ENTRIES, REDIS_ENTRIES / 2, &seq);
@@ -299,12 +240,12 @@ static void test_redis_restart(void **state)
     uint64_t deadline = fts_test_monotonic_ms() + BUSY_WAIT_MS;
     while (!(group.exists && group.pending > 0) && fts_test_monotonic_ms() < deadline) {
         if (!fts_test_load_group_state(t, &group, &err)) {
-            fail_with_logs(t, "reading the group", &err);
+            fts_test_load_fail_with_logs(t, "reading the group", &err);
         }
         fts_test_sleep_ms(2);
     }
     if (group.pending == 0) {
-        fail_with_logs(t, "the loader took no entry within 60 s", NULL);
+        fts_test_load_fail_with_logs(t, "the loader took no entry within 60 s", NULL);
     }
     fprintf(stderr, "[redisrestart] stopping redis-server: %lld pending, last delivered %s of %s\n",
             group.pending, group.last_delivered, group.last_generated);
@@ -323,12 +264,12 @@ static void test_redis_restart(void **state)
             group.length, group.pending);
     assert_int_equal(group.length, (long long)REDIS_ENTRIES); /* the AOF kept every entry */
     write_entries(t, "r", REDIS_ENTRIES / 3, REDIS_ENTRIES / 2, &seq);
-    wait_drained(t);
+    fts_test_load_wait_drained_or_fail(t, DRAIN_TIMEOUT_MS);
     expect_final_state(t, "redisrestart");
     if (!fts_test_load_check_loaders(t, &err)) {
-        fail_with_logs(t, "the loader died", &err);
+        fts_test_load_fail_with_logs(t, "the loader died", &err);
     }
-    expect_clean_stop(t, loader);
+    fts_test_load_expect_clean_stop(t, loader, STOP_TIMEOUT_MS);
 }
 
 static void test_sigterm_with_requests_in_flight(void **state)
@@ -337,7 +278,7 @@ static void test_sigterm_with_requests_in_flight(void **state)
     fts_error_t err;
     fts_error_clear(&err);
     fts_test_load_t *t = &f->load;
-    bed_init(t, redis_url, es_url, "sigterm");
+    fts_test_load_init_or_fail(t, FTSYNC_BINARY, redis_url, es_url, "sigterm");
     char stop_timeout[32];
     snprintf(stop_timeout, sizeof stop_timeout, "%d", TERM_STOP_MS);
     fts_test_load_set(t, "FTSYNC_STOP_TIMEOUT_MS", stop_timeout);
@@ -345,25 +286,25 @@ static void test_sigterm_with_requests_in_flight(void **state)
 
     size_t seq = 0;
     write_entries(t, "s", TERM_ENTRIES, TERM_ENTRIES / 3, &seq);
-    fts_test_loader_t *loader = start_loader(t, "sigterm-pod-0");
+    fts_test_loader_t *loader = fts_test_load_start_loader_or_fail(t, "sigterm-pod-0");
 
     /* SIGTERM once entries are delivered and not yet acknowledged (bulks on their way). */
     fts_test_group_state_t group = {0};
     uint64_t deadline = fts_test_monotonic_ms() + TERM_PENDING_WAIT;
     while (fts_test_monotonic_ms() < deadline) {
         if (!fts_test_load_group_state(t, &group, &err)) {
-            fail_with_logs(t, "reading the group", &err);
+            fts_test_load_fail_with_logs(t, "reading the group", &err);
         }
         if (group.exists && group.pending > 0 && strcmp(group.last_delivered, "0-0") != 0) {
             break;
         }
         if (!fts_test_load_check_loaders(t, &err)) {
-            fail_with_logs(t, "the loader died", &err);
+            fts_test_load_fail_with_logs(t, "the loader died", &err);
         }
         fts_test_sleep_ms(5);
     }
     if (group.pending == 0) {
-        fail_with_logs(t, "the loader took no entry within 60 s", NULL);
+        fts_test_load_fail_with_logs(t, "the loader took no entry within 60 s", NULL);
     }
     fts_test_sleep_ms(300); /* well into the work */
     fts_test_load_group_state(t, &group, &err);
@@ -382,10 +323,10 @@ static void test_sigterm_with_requests_in_flight(void **state)
     fprintf(stderr, "[sigterm] after the stop: %lld pending, last delivered %s of %s\n",
             group.pending, group.last_delivered, group.last_generated);
 
-    fts_test_loader_t *again = start_loader(t, "sigterm-pod-0");
-    wait_drained(t);
+    fts_test_loader_t *again = fts_test_load_start_loader_or_fail(t, "sigterm-pod-0");
+    fts_test_load_wait_drained_or_fail(t, DRAIN_TIMEOUT_MS);
     expect_final_state(t, "sigterm");
-    expect_clean_stop(t, again);
+    fts_test_load_expect_clean_stop(t, again, STOP_TIMEOUT_MS);
 }
 
 int main(void)

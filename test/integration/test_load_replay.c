@@ -44,6 +44,7 @@
 
 #include "action.h"
 #include "extract_harness.h"
+#include "load_fixture.h"
 #include "load_harness.h"
 #include "testbed.h"
 
@@ -53,9 +54,6 @@
 #ifndef FTSYNC_SOURCE_DIR
 #define FTSYNC_SOURCE_DIR "."
 #endif
-
-/* The engine's definition of the apps index (deploy/index/apps.json, or the ES 1.x one). */
-#define DEFINITION_PATH fts_testbed_index_definition()
 
 /* The replay: ids, and the ranges updated, deleted and re-indexed (ids are "d<n>"). */
 #define REPLAY_IDS          50000
@@ -86,98 +84,6 @@ static int group_setup(void **state)
     return 0;
 }
 
-static int bed_teardown(void **state)
-{
-    fts_test_load_t *t = *state;
-    if (t) {
-        fts_test_load_cleanup(t);
-        free(t);
-    }
-    return 0;
-}
-
-static fts_test_load_t *bed_new(void **state, const char *name)
-{
-    fts_test_load_t *t = calloc(1, sizeof *t);
-    *state = t;
-    fts_error_t err;
-    fts_error_clear(&err);
-    if (!fts_test_load_init(t, FTSYNC_BINARY, DEFINITION_PATH, redis_url, es_url, name, &err)) {
-        fail_msg("cannot set up the test bed: %s", err.message);
-    }
-    return t;
-}
-
-/* Fails the test after printing every loader's log tail. */
-static void fail_with_logs(fts_test_load_t *t, const char *what, const fts_error_t *err)
-{
-    fts_test_load_print_logs(t, LOG_LINES);
-    fail_msg("%s: %s", what, err ? err->message : "");
-}
-
-static fts_test_loader_t *start_loader(fts_test_load_t *t, const char *consumer)
-{
-    fts_error_t err;
-    fts_error_clear(&err);
-    fts_test_loader_t *loader = fts_test_load_start_loader(t, consumer, &err);
-    if (!loader) {
-        fail_with_logs(t, "cannot start ftsync load", &err);
-    }
-    return loader;
-}
-
-static void flush(fts_test_load_t *t)
-{
-    fts_error_t err;
-    fts_error_clear(&err);
-    if (!fts_test_load_flush(t, &err)) {
-        fail_with_logs(t, "writing entries", &err);
-    }
-}
-
-static void wait_drained(fts_test_load_t *t)
-{
-    fts_error_t err;
-    fts_error_clear(&err);
-    if (!fts_test_load_wait_drained(t, DRAIN_TIMEOUT_MS, &err)) {
-        fail_with_logs(t, "waiting for the loaders to drain the stream", &err);
-    }
-}
-
-static void expect_index_equals_model(fts_test_load_t *t, const char *label)
-{
-    size_t differences = fts_test_load_check_index(t, label);
-    if (differences != 0) {
-        fts_test_load_print_logs(t, LOG_LINES);
-        if (differences == (size_t)-1) {
-            fail_msg("%s: Elasticsearch could not be read (see above)", label);
-        }
-        fail_msg("%s: the index differs from the model in %zu places (first ones above)", label,
-                 differences);
-    }
-}
-
-static void expect_dead_count(fts_test_load_t *t, long long expected)
-{
-    long long dead = fts_test_load_dead_count(t);
-    if (dead != expected) {
-        fts_test_load_print_logs(t, LOG_LINES);
-        fail_msg("dead-letter stream %s holds %lld entries, expected %lld", t->dead_key, dead,
-                 expected);
-    }
-}
-
-static void expect_clean_stop(fts_test_load_t *t, fts_test_loader_t *loader)
-{
-    uint64_t elapsed = 0;
-    int code = fts_test_load_stop(t, loader, STOP_TIMEOUT_MS, &elapsed);
-    if (code != 0) {
-        fts_test_loader_print_log_tail(loader, LOG_LINES);
-        fail_msg("loader %s: SIGTERM gave exit status %d after %" PRIu64 " ms (want 0)",
-                 fts_test_loader_consumer(loader), code, elapsed);
-    }
-}
-
 static void body_for(char *out, size_t size, const char *id, int revision)
 {
     snprintf(out, size,
@@ -193,8 +99,9 @@ static void body_for(char *out, size_t size, const char *id, int revision)
 
 static void test_replay_100k(void **state)
 {
-    fts_test_load_t *t = bed_new(state, "replay100k");
-    fts_test_loader_t *loader = start_loader(t, NULL);
+    fts_test_load_t *t =
+        fts_test_load_fixture_new(state, FTSYNC_BINARY, redis_url, es_url, "replay100k");
+    fts_test_loader_t *loader = fts_test_load_start_loader_or_fail(t, NULL);
     uint64_t started = fts_test_monotonic_ms();
 
     char id[32];
@@ -226,10 +133,10 @@ static void test_replay_100k(void **state)
             }
         }
         if (block % 5 == 4) {
-            flush(t); /* the loader reads while the rest is written */
+            fts_test_load_flush_or_fail(t); /* the loader reads while the rest is written */
         }
     }
-    flush(t);
+    fts_test_load_flush_or_fail(t);
     assert_int_equal(fts_test_load_written_count(t), REPLAY_ENTRIES);
     fprintf(stderr, "[replay100k] %d entries written in %.1f s; model: %zu ids, %zu present\n",
             REPLAY_ENTRIES, (double)(fts_test_monotonic_ms() - started) / 1000.0,
@@ -237,11 +144,11 @@ static void test_replay_100k(void **state)
     /* d0..19999 at revision 2, d30000..34999 at revision 4, d35000..49999 at revision 1. */
     assert_int_equal(fts_test_load_model_present(t), 40000);
 
-    wait_drained(t);
+    fts_test_load_wait_drained_or_fail(t, DRAIN_TIMEOUT_MS);
     fprintf(stderr, "[replay100k] loaded in %.1f s after the start of the writes\n",
             (double)(fts_test_monotonic_ms() - started) / 1000.0);
-    expect_index_equals_model(t, "replay100k");
-    expect_dead_count(t, 0);
+    fts_test_load_expect_index_equals_model(t, "replay100k");
+    fts_test_load_expect_dead_count(t, 0);
     fts_test_group_state_t group;
     fts_error_t err;
     fts_error_clear(&err);
@@ -249,12 +156,13 @@ static void test_replay_100k(void **state)
     assert_int_equal(group.pending, 0);
     assert_int_equal(group.length, REPLAY_ENTRIES);
     assert_string_equal(group.last_delivered, group.last_generated);
-    expect_clean_stop(t, loader);
+    fts_test_load_expect_clean_stop(t, loader, STOP_TIMEOUT_MS);
 }
 
 static void test_out_of_order_keeps_higher_version(void **state)
 {
-    fts_test_load_t *t = bed_new(state, "outoforder");
+    fts_test_load_t *t =
+        fts_test_load_fixture_new(state, FTSYNC_BINARY, redis_url, es_url, "outoforder");
     char id[32];
     char body[512];
     /* Written before the loader starts, so that both versions of an id can land in one bulk
@@ -283,13 +191,13 @@ static void test_out_of_order_keeps_higher_version(void **state)
         fts_test_load_index(t, id, base_version + 7, body);
         fts_test_load_index(t, id, base_version + 7, body);
     }
-    flush(t);
+    fts_test_load_flush_or_fail(t);
     assert_int_equal(fts_test_load_model_present(t), 300);
 
-    fts_test_loader_t *loader = start_loader(t, NULL);
-    wait_drained(t);
-    expect_index_equals_model(t, "outoforder");
-    expect_dead_count(t, 0);
+    fts_test_loader_t *loader = fts_test_load_start_loader_or_fail(t, NULL);
+    fts_test_load_wait_drained_or_fail(t, DRAIN_TIMEOUT_MS);
+    fts_test_load_expect_index_equals_model(t, "outoforder");
+    fts_test_load_expect_dead_count(t, 0);
 
     /* Later, in a second pass, stale versions of everything arrive again. */
     for (int n = 0; n < 200; n++) {
@@ -302,16 +210,17 @@ static void test_out_of_order_keeps_higher_version(void **state)
         body_for(body, sizeof body, id, 29);
         fts_test_load_index(t, id, base_version + 29, body);
     }
-    flush(t);
-    wait_drained(t);
-    expect_index_equals_model(t, "outoforder-stale-again");
-    expect_dead_count(t, 0);
-    expect_clean_stop(t, loader);
+    fts_test_load_flush_or_fail(t);
+    fts_test_load_wait_drained_or_fail(t, DRAIN_TIMEOUT_MS);
+    fts_test_load_expect_index_equals_model(t, "outoforder-stale-again");
+    fts_test_load_expect_dead_count(t, 0);
+    fts_test_load_expect_clean_stop(t, loader, STOP_TIMEOUT_MS);
 }
 
 static void test_mapping_rejection_dead_letters_one_item(void **state)
 {
-    fts_test_load_t *t = bed_new(state, "rejected");
+    fts_test_load_t *t =
+        fts_test_load_fixture_new(state, FTSYNC_BINARY, redis_url, es_url, "rejected");
     /* One bulk: wait long enough for every entry of the first read to be in it. */
     fts_test_load_set(t, "FTSYNC_BULK_MAX_WAIT_MS", "1000");
     char id[32];
@@ -330,19 +239,19 @@ static void test_mapping_rejection_dead_letters_one_item(void **state)
             fts_test_load_delete(t, "never-there", base_version + 1);
         }
     }
-    flush(t);
+    fts_test_load_flush_or_fail(t);
     const char *bad_stream_id = fts_test_load_stream_id(t, bad_seq);
 
-    fts_test_loader_t *loader = start_loader(t, NULL);
-    wait_drained(t);
-    expect_index_equals_model(t, "rejected");
-    expect_dead_count(t, 1);
+    fts_test_loader_t *loader = fts_test_load_start_loader_or_fail(t, NULL);
+    fts_test_load_wait_drained_or_fail(t, DRAIN_TIMEOUT_MS);
+    fts_test_load_expect_index_equals_model(t, "rejected");
+    fts_test_load_expect_dead_count(t, 1);
 
     fts_test_raw_entries_t dead = {0};
     fts_error_t err;
     fts_error_clear(&err);
     if (!fts_test_stream_read_raw(t->redis, t->dead_key, &dead, &err)) {
-        fail_with_logs(t, "reading the dead-letter stream", &err);
+        fts_test_load_fail_with_logs(t, "reading the dead-letter stream", &err);
     }
     assert_int_equal(dead.count, 1);
     /* The original fields first, in their order, then what the loader adds. */
@@ -386,14 +295,15 @@ static void test_mapping_rejection_dead_letters_one_item(void **state)
     fprintf(stderr, "[rejected] dead letter %s: reason=%s deliveries=%s\n", dead.ids[0],
             fts_test_raw_field(&dead, 0, "reason"), deliveries_text);
     fts_test_raw_entries_cleanup(&dead);
-    expect_clean_stop(t, loader);
+    fts_test_load_expect_clean_stop(t, loader, STOP_TIMEOUT_MS);
 }
 
 static void test_bad_setting_exits_2_naming_it(void **state)
 {
-    fts_test_load_t *t = bed_new(state, "badsetting");
+    fts_test_load_t *t =
+        fts_test_load_fixture_new(state, FTSYNC_BINARY, redis_url, es_url, "badsetting");
     fts_test_load_set(t, "FTSYNC_CLAIM_IDLE_MS", "500"); /* below the minimum, 1000 */
-    fts_test_loader_t *loader = start_loader(t, NULL);
+    fts_test_loader_t *loader = fts_test_load_start_loader_or_fail(t, NULL);
     int code = fts_test_loader_wait(loader, STOP_TIMEOUT_MS);
     char *log = fts_test_loader_log(loader);
     if (code != 2 || !strstr(log, "FTSYNC_CLAIM_IDLE_MS")) {
@@ -419,11 +329,12 @@ static void test_bad_setting_exits_2_naming_it(void **state)
 
 static void test_doc_type_must_fit_the_engine(void **state)
 {
-    fts_test_load_t *t = bed_new(state, "doctype");
+    fts_test_load_t *t =
+        fts_test_load_fixture_new(state, FTSYNC_BINARY, redis_url, es_url, "doctype");
     bool es1 = fts_testbed_engine() == FTS_TEST_ENGINE_ES1;
     /* The opposite of what the engine needs; an empty value counts as unset. */
     fts_test_load_set(t, "FTSYNC_ES_DOC_TYPE", es1 ? "" : "doc");
-    fts_test_loader_t *loader = start_loader(t, NULL);
+    fts_test_loader_t *loader = fts_test_load_start_loader_or_fail(t, NULL);
     int code = fts_test_loader_wait(loader, STOP_TIMEOUT_MS);
     char *log = fts_test_loader_log(loader);
     const char *want = es1 ? "needs a document type" : "has no document types";
@@ -447,11 +358,15 @@ static void test_doc_type_must_fit_the_engine(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_replay_100k, bed_teardown),
-        cmocka_unit_test_teardown(test_out_of_order_keeps_higher_version, bed_teardown),
-        cmocka_unit_test_teardown(test_mapping_rejection_dead_letters_one_item, bed_teardown),
-        cmocka_unit_test_teardown(test_bad_setting_exits_2_naming_it, bed_teardown),
-        cmocka_unit_test_teardown(test_doc_type_must_fit_the_engine, bed_teardown),
+        cmocka_unit_test_teardown(test_replay_100k, fts_test_load_fixture_teardown),
+        cmocka_unit_test_teardown(test_out_of_order_keeps_higher_version,
+                                  fts_test_load_fixture_teardown),
+        cmocka_unit_test_teardown(test_mapping_rejection_dead_letters_one_item,
+                                  fts_test_load_fixture_teardown),
+        cmocka_unit_test_teardown(test_bad_setting_exits_2_naming_it,
+                                  fts_test_load_fixture_teardown),
+        cmocka_unit_test_teardown(test_doc_type_must_fit_the_engine,
+                                  fts_test_load_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }

@@ -4,14 +4,13 @@
  *
  * The script is run with fork + exec (never a shell string), its output going to the test's
  * stderr, so that "elasticsearch ready ... after 2.1 s" and any failure's log tail show in the
- * test's output. Every server not yet destroyed is in a small registry so that the atexit
- * handler can kill the nodes a failing test left behind (cmocka leaves a test function at its
- * first failed assertion).
+ * test's output. Every server not yet destroyed is registered with test_cleanup.h so that the
+ * atexit handler can kill the nodes a failing test left behind (cmocka leaves a test function at
+ * its first failed assertion).
  */
 #include "es_server.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,11 +24,10 @@
 
 #include "log_tail.h"
 #include "redis_server.h"
+#include "test_cleanup.h"
 #include "test_time.h"
 #include "testbed.h"
 
-/* Nodes alive at once in one test program; tests use one. */
-#define MAX_SERVERS 4
 /* Ports tried for the first start when another process takes the one picked. */
 #define PORT_ATTEMPTS 3
 /* Lines of the node's log printed on failure. */
@@ -45,18 +43,6 @@ struct fts_test_es_server {
     char log_path[1100];
     char pid_path[1100];
 };
-
-static fts_test_es_server_t *registry[MAX_SERVERS];
-static bool atexit_installed = false;
-
-static int remove_entry(const char *path, const struct stat *info, int flag, struct FTW *walk)
-{
-    (void)info;
-    (void)flag;
-    (void)walk;
-    remove(path);
-    return 0;
-}
 
 /* The node's pid from the script's pid file, or 0. */
 static pid_t node_pid(const fts_test_es_server_t *server)
@@ -100,42 +86,12 @@ static bool is_node(pid_t pid)
            strstr(buffer, "OpenSearchLauncher") != NULL;
 }
 
-static void kill_leftovers(void)
+/* The atexit clean-up of a node a failing test left running (test_cleanup.h). */
+static void kill_leftover(void *object)
 {
-    for (size_t i = 0; i < MAX_SERVERS; i++) {
-        fts_test_es_server_t *server = registry[i];
-        if (!server) {
-            continue;
-        }
-        pid_t pid = node_pid(server);
-        if (is_node(pid)) {
-            kill(pid, SIGKILL);
-        }
-        registry[i] = NULL;
-    }
-}
-
-static bool registry_add(fts_test_es_server_t *server)
-{
-    if (!atexit_installed) {
-        atexit(kill_leftovers);
-        atexit_installed = true;
-    }
-    for (size_t i = 0; i < MAX_SERVERS; i++) {
-        if (!registry[i]) {
-            registry[i] = server;
-            return true;
-        }
-    }
-    return false;
-}
-
-static void registry_remove(fts_test_es_server_t *server)
-{
-    for (size_t i = 0; i < MAX_SERVERS; i++) {
-        if (registry[i] == server) {
-            registry[i] = NULL;
-        }
+    pid_t pid = node_pid(object);
+    if (is_node(pid)) {
+        kill(pid, SIGKILL);
     }
 }
 
@@ -229,9 +185,9 @@ fts_test_es_server_t *fts_test_es_server_start(const char *testbed_script, fts_e
     }
     snprintf(server->log_path, sizeof server->log_path, "%s/es/node.log", server->dir);
     snprintf(server->pid_path, sizeof server->pid_path, "%s/es/node.pid", server->dir);
-    if (!registry_add(server)) {
+    if (!fts_test_cleanup_at_exit(kill_leftover, server)) {
         fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
-                      "more than %d test search engine nodes at once", MAX_SERVERS);
+                      "more than %d test servers at once", FTS_TEST_CLEANUP_MAX);
         goto fail;
     }
     for (int attempt = 1; attempt <= PORT_ATTEMPTS; attempt++) {
@@ -317,9 +273,9 @@ void fts_test_es_server_destroy(fts_test_es_server_t *server)
         }
         const char *keep = getenv("FTSYNC_TEST_KEEP_LOGS");
         if (!(keep && *keep)) {
-            nftw(server->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+            fts_test_remove_tree(server->dir);
         }
     }
-    registry_remove(server);
+    fts_test_cleanup_forget(server);
     bson_free(server);
 }

@@ -11,7 +11,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -28,12 +27,9 @@
 #include "log_tail.h"
 #include "mongo_double.h"
 #include "projection.h"
+#include "test_cleanup.h"
+#include "test_process.h"
 #include "testbed.h"
-
-/* Most environment entries a started process gets from the caller. */
-#define EXTRACT_ENV_MAX 64
-/* Extract processes the atexit handler knows about. */
-#define EXTRACT_LIVE_MAX 64
 
 struct fts_test_extract {
     pid_t pid;
@@ -41,118 +37,17 @@ struct fts_test_extract {
     char *log_path;
 };
 
-static pid_t live_pids[EXTRACT_LIVE_MAX];
-static bool atexit_installed;
-
-static void kill_live(void)
-{
-    for (size_t i = 0; i < EXTRACT_LIVE_MAX; i++) {
-        if (live_pids[i] > 0) {
-            kill(live_pids[i], SIGKILL);
-            waitpid(live_pids[i], NULL, 0);
-            live_pids[i] = 0;
-        }
-    }
-}
-
-static void remember_pid(pid_t pid)
-{
-    if (!atexit_installed) {
-        atexit(kill_live);
-        atexit_installed = true;
-    }
-    for (size_t i = 0; i < EXTRACT_LIVE_MAX; i++) {
-        if (live_pids[i] == 0) {
-            live_pids[i] = pid;
-            return;
-        }
-    }
-}
-
-static void forget_pid(pid_t pid)
-{
-    for (size_t i = 0; i < EXTRACT_LIVE_MAX; i++) {
-        if (live_pids[i] == pid) {
-            live_pids[i] = 0;
-        }
-    }
-}
-
 /* ---- processes ---------------------------------------------------------------------------- */
-
-static bool env_overridden(const char *entry, const char *const *overrides)
-{
-    const char *equals = strchr(entry, '=');
-    size_t name_len = equals ? (size_t)(equals - entry) : strlen(entry);
-    for (size_t i = 0; overrides && overrides[i]; i++) {
-        if (strncmp(overrides[i], entry, name_len) == 0 && overrides[i][name_len] == '=') {
-            return true;
-        }
-    }
-    return false;
-}
 
 fts_test_extract_t *fts_test_extract_start(const char *binary, const char *const *env,
                                            const char *log_path, fts_error_t *err)
 {
     static const char *const defaults[] = {"FTSYNC_ADMIN_ADDR=off", "FTSYNC_ENV_FILE=/dev/null",
                                            "FTSYNC_LOG_LEVEL=info", NULL};
-    /* The child's environment: inherited minus FTSYNC_* (but the testbed dir), defaults not
-     * given by the caller, the caller's list. Built before fork: no allocation in the child. */
-    size_t inherited = 0;
-    while (environ[inherited]) {
-        inherited++;
-    }
-    const char **envp = calloc(inherited + EXTRACT_ENV_MAX + 8, sizeof *envp);
-    size_t n = 0;
-    for (size_t i = 0; i < inherited; i++) {
-        if (strncmp(environ[i], "FTSYNC_", 7) != 0 ||
-            strncmp(environ[i], "FTSYNC_TESTBED_DIR=", 19) == 0) {
-            envp[n++] = environ[i];
-        }
-    }
-    for (size_t i = 0; defaults[i]; i++) {
-        if (!env_overridden(defaults[i], env)) {
-            envp[n++] = defaults[i];
-        }
-    }
-    for (size_t i = 0; env && env[i] && i < EXTRACT_ENV_MAX; i++) {
-        envp[n++] = env[i];
-    }
-    envp[n] = NULL;
-
-    int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (log_fd < 0) {
-        fts_error_set(err, FTS_ERROR_SYSTEM, errno, "cannot open %s: %s", log_path,
-                      strerror(errno));
-        free(envp);
-        return NULL;
-    }
-    pid_t parent = getpid();
-    pid_t pid = fork();
+    pid_t pid = fts_test_process_start(binary, "extract", defaults, env, log_path, err);
     if (pid < 0) {
-        fts_error_set(err, FTS_ERROR_SYSTEM, errno, "fork: %s", strerror(errno));
-        close(log_fd);
-        free(envp);
         return NULL;
     }
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent) {
-            _exit(127);
-        }
-        int null_fd = open("/dev/null", O_RDONLY);
-        dup2(null_fd, 0);
-        dup2(log_fd, 1);
-        dup2(log_fd, 2);
-        char *const argv[] = {(char *)binary, (char *)"extract", NULL};
-        execve(binary, argv, (char *const *)envp);
-        dprintf(2, "cannot run %s: %s\n", binary, strerror(errno));
-        _exit(127);
-    }
-    close(log_fd);
-    free(envp);
-    remember_pid(pid);
     fts_test_extract_t *extract = calloc(1, sizeof *extract);
     extract->pid = pid;
     extract->log_path = strdup(log_path);
@@ -255,7 +150,7 @@ bool fts_test_extract_running(fts_test_extract_t *extract)
     int status = 0;
     pid_t done = waitpid(extract->pid, &status, WNOHANG);
     if (done == extract->pid) {
-        forget_pid(extract->pid);
+        fts_test_process_forget(extract->pid);
         extract->pid = 0;
         return false;
     }
@@ -276,7 +171,7 @@ bool fts_test_extract_kill(fts_test_extract_t *extract, int sig)
     }
     if (sig == SIGKILL) {
         waitpid(extract->pid, NULL, 0);
-        forget_pid(extract->pid);
+        fts_test_process_forget(extract->pid);
         extract->pid = 0;
         /* The orphaned worker should notice its parent is gone; if it has not within 5 s it
          * is killed so that it cannot write behind the next extractor's back forever. */
@@ -305,7 +200,7 @@ bool fts_test_extract_stop(fts_test_extract_t *extract, unsigned timeout_ms, int
     do {
         pid_t done = waitpid(extract->pid, status, WNOHANG);
         if (done == extract->pid) {
-            forget_pid(extract->pid);
+            fts_test_process_forget(extract->pid);
             extract->pid = 0;
             return true;
         }
@@ -391,7 +286,7 @@ pid_t fts_test_spawn(const char *program, const char *const *argv, const char *l
     }
     free(full);
     if (pid > 0) {
-        remember_pid(pid);
+        fts_test_process_remember(pid);
     }
     return pid;
 }
@@ -403,7 +298,7 @@ int fts_test_wait_pid(pid_t pid, unsigned timeout_ms)
     for (;;) {
         pid_t done = waitpid(pid, &status, WNOHANG);
         if (done == pid) {
-            forget_pid(pid);
+            fts_test_process_forget(pid);
             if (WIFEXITED(status)) {
                 return WEXITSTATUS(status);
             }
@@ -412,7 +307,7 @@ int fts_test_wait_pid(pid_t pid, unsigned timeout_ms)
         if (done < 0 || fts_test_monotonic_ms() >= deadline) {
             kill(pid, SIGKILL);
             waitpid(pid, NULL, 0);
-            forget_pid(pid);
+            fts_test_process_forget(pid);
             return -1;
         }
         fts_test_sleep_ms(20);
@@ -1253,18 +1148,10 @@ cleanup:
     return differ;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 void fts_test_pipeline_cleanup(fts_test_pipeline_t *p)
 {
     if (p->dir[0] && !getenv("FTSYNC_TEST_KEEP_LOGS")) {
-        nftw(p->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        fts_test_remove_tree(p->dir);
     }
     fts_test_entries_cleanup(&p->entries);
     mongoc_collection_destroy(p->coll);

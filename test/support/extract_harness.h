@@ -180,8 +180,6 @@ pid_t fts_test_spawn(const char *program, const char *const *argv, const char *l
  * killed). */
 int fts_test_wait_pid(pid_t pid, unsigned timeout_ms);
 
-#endif
-
 /* ---- following the stream and checking changes -------------------------------------------- */
 
 /* Reads the entries appended since the last call into entries (whose last item marks where
@@ -283,3 +281,5 @@ size_t fts_test_pipeline_check_final(fts_test_pipeline_t *p, const char *label);
 /* Closes the connections and removes the scratch directory (kept when FTSYNC_TEST_KEEP_LOGS
  * is set; a failing test has printed its logs' tails already). */
 void fts_test_pipeline_cleanup(fts_test_pipeline_t *p);
+
+#endif

@@ -10,15 +10,12 @@
 #include "load_harness.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,12 +26,10 @@
 #include "action.h"
 #include "log_tail.h"
 #include "sorted_bson.h"
+#include "test_cleanup.h"
+#include "test_process.h"
 #include "testbed.h"
 
-/* Loader processes the atexit handler knows about. */
-#define LIVE_MAX 128
-/* Environment entries copied from the test process, at most. */
-#define INHERITED_ENV_MAX 4096
 /* Logs and responses are read whole; they stay far below this. */
 #define READ_MAX_BYTES (256u * 1024u * 1024u)
 /* The namespace written into every entry (ns) unless the test names another; loaders write it
@@ -111,119 +106,13 @@ struct fts_test_loader {
     char consumer[128];
 };
 
-static pid_t live_pids[LIVE_MAX];
-static bool atexit_installed;
-
-static void kill_live(void)
-{
-    for (size_t i = 0; i < LIVE_MAX; i++) {
-        if (live_pids[i] > 0) {
-            kill(live_pids[i], SIGKILL);
-            waitpid(live_pids[i], NULL, 0);
-            live_pids[i] = 0;
-        }
-    }
-}
-
-static void remember_pid(pid_t pid)
-{
-    if (!atexit_installed) {
-        atexit(kill_live);
-        atexit_installed = true;
-    }
-    for (size_t i = 0; i < LIVE_MAX; i++) {
-        if (live_pids[i] == 0) {
-            live_pids[i] = pid;
-            return;
-        }
-    }
-}
-
-static void forget_pid(pid_t pid)
-{
-    for (size_t i = 0; i < LIVE_MAX; i++) {
-        if (live_pids[i] == pid) {
-            live_pids[i] = 0;
-        }
-    }
-}
-
-static bool env_overridden(const char *entry, const char *const *overrides)
-{
-    const char *equals = strchr(entry, '=');
-    size_t name_len = equals ? (size_t)(equals - entry) : strlen(entry);
-    for (size_t i = 0; overrides && overrides[i]; i++) {
-        if (strncmp(overrides[i], entry, name_len) == 0 && overrides[i][name_len] == '=') {
-            return true;
-        }
-    }
-    return false;
-}
-
 fts_test_loader_t *fts_test_loader_start(const char *binary, const char *const *env,
                                          const char *log_path, fts_error_t *err)
 {
-    /* The child's environment: inherited minus FTSYNC_* (but the testbed dir), then the
-     * caller's list. Built before fork: no allocation in the child. */
-    size_t inherited = 0;
-    while (environ[inherited] && inherited < INHERITED_ENV_MAX) {
-        inherited++;
-    }
-    size_t given = 0;
-    while (env && env[given]) {
-        given++;
-    }
-    const char **envp = bson_malloc0((inherited + given + 1) * sizeof *envp);
-    size_t n = 0;
-    for (size_t i = 0; i < inherited; i++) {
-        bool ours = strncmp(environ[i], "FTSYNC_", 7) == 0 &&
-                    strncmp(environ[i], "FTSYNC_TESTBED_DIR=", 19) != 0;
-        if (!ours && !env_overridden(environ[i], env)) {
-            envp[n++] = environ[i];
-        }
-    }
-    for (size_t i = 0; i < given; i++) {
-        envp[n++] = env[i];
-    }
-    envp[n] = NULL;
-
-    int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (log_fd < 0) {
-        fts_error_set(err, FTS_ERROR_SYSTEM, errno, "cannot open %s: %s", log_path,
-                      strerror(errno));
-        bson_free(envp);
-        return NULL;
-    }
-    pid_t parent = getpid();
-    fflush(NULL);
-    pid_t pid = fork();
+    pid_t pid = fts_test_process_start(binary, "load", NULL, env, log_path, err);
     if (pid < 0) {
-        fts_error_set(err, FTS_ERROR_SYSTEM, errno, "fork: %s", strerror(errno));
-        close(log_fd);
-        bson_free(envp);
         return NULL;
     }
-    if (pid == 0) {
-        /* Should the test die (a crash, a CTest timeout's SIGKILL), the loader goes with it. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent) {
-            _exit(127);
-        }
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        int null_fd = open("/dev/null", O_RDONLY);
-        dup2(null_fd, STDIN_FILENO);
-        dup2(log_fd, STDOUT_FILENO);
-        dup2(log_fd, STDERR_FILENO);
-        char *const argv[] = {(char *)binary, (char *)"load", NULL};
-        execve(binary, argv, (char *const *)envp);
-        dprintf(STDERR_FILENO, "cannot run %s: %s\n", binary, strerror(errno));
-        _exit(127);
-    }
-    close(log_fd);
-    bson_free(envp);
-    remember_pid(pid);
     fts_test_loader_t *loader = calloc(1, sizeof *loader);
     loader->pid = pid;
     loader->log_path = strdup(log_path);
@@ -259,7 +148,7 @@ static bool reap(fts_test_loader_t *loader, bool block)
     if (done == 0) {
         return false;
     }
-    forget_pid(loader->pid);
+    fts_test_process_forget(loader->pid);
     loader->pid = 0;
     loader->wait_status = done > 0 ? status : 0; /* ECHILD: reaped elsewhere, status unknown */
     return true;
@@ -1302,15 +1191,6 @@ void fts_test_load_print_logs(fts_test_load_t *t, unsigned lines)
     }
 }
 
-static int remove_entry(const char *path, const struct stat *info, int flag, struct FTW *walk)
-{
-    (void)info;
-    (void)flag;
-    (void)walk;
-    remove(path);
-    return 0;
-}
-
 void fts_test_load_cleanup(fts_test_load_t *t)
 {
     for (size_t i = 0; i < t->loader_count; i++) {
@@ -1345,7 +1225,7 @@ void fts_test_load_cleanup(fts_test_load_t *t)
     t->model = NULL;
     const char *keep = getenv("FTSYNC_TEST_KEEP_LOGS");
     if (t->dir[0] && !(keep && *keep)) {
-        nftw(t->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        fts_test_remove_tree(t->dir);
     } else if (t->dir[0]) {
         fprintf(stderr, "[%s] logs kept in %s\n", t->name, t->dir);
     }

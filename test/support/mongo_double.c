@@ -6,15 +6,14 @@
  * that line the pipe stays open (the double may print nothing more, but a closed pipe would turn
  * a stray write into SIGPIPE) and is drained and closed at stop. Its stderr goes to a file, so a
  * chatty --verbose double can never block on a full pipe and its log survives for the tail we
- * print on failure. Every running double is in a small registry so the atexit handler can end
- * those a failing test (cmocka aborts the test function at the first failed assertion) left
+ * print on failure. Every running double is registered with test_cleanup.h so the atexit handler
+ * can end those a failing test (cmocka aborts the test function at the first failed assertion) left
  * behind.
  */
 #include "mongo_double.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -28,6 +27,7 @@
 #include <unistd.h>
 
 #include "log_tail.h"
+#include "test_cleanup.h"
 #include "test_time.h"
 #include "testbed.h"
 
@@ -36,8 +36,6 @@
 #define FTSYNC_MONGO_DOUBLE "ftsync-mongo-double"
 #endif
 
-/* Doubles alive at once in one test program; tests use one or two. */
-#define MAX_DOUBLES 16
 /* Extra command-line arguments a test may pass. */
 #define MAX_EXTRA_ARGS 32
 /* Lines of the log printed on failure. */
@@ -57,40 +55,14 @@ struct fts_test_mongo_double {
     char uri[1024];
 };
 
-static fts_test_mongo_double_t *registry[MAX_DOUBLES];
-static bool atexit_installed = false;
-
-static void kill_leftovers(void)
+/* The atexit clean-up of a double a failing test left running (test_cleanup.h). */
+static void kill_leftover(void *object)
 {
-    for (size_t i = 0; i < MAX_DOUBLES; i++) {
-        if (registry[i] && registry[i]->pid > 0) {
-            kill(registry[i]->pid, SIGKILL);
-            waitpid(registry[i]->pid, NULL, 0);
-            registry[i]->pid = 0;
-        }
-    }
-}
-
-static void registry_add(fts_test_mongo_double_t *server)
-{
-    if (!atexit_installed) {
-        atexit(kill_leftovers);
-        atexit_installed = true;
-    }
-    for (size_t i = 0; i < MAX_DOUBLES; i++) {
-        if (!registry[i]) {
-            registry[i] = server;
-            return;
-        }
-    }
-}
-
-static void registry_remove(fts_test_mongo_double_t *server)
-{
-    for (size_t i = 0; i < MAX_DOUBLES; i++) {
-        if (registry[i] == server) {
-            registry[i] = NULL;
-        }
+    fts_test_mongo_double_t *server = object;
+    if (server->pid > 0) {
+        kill(server->pid, SIGKILL);
+        waitpid(server->pid, NULL, 0);
+        server->pid = 0;
     }
 }
 
@@ -248,7 +220,7 @@ static bool spawn_and_wait(fts_test_mongo_double_t *server, const char *const *e
     close(pipe_fds[1]);
     server->stdout_fd = pipe_fds[0];
     server->pid = pid;
-    registry_add(server);
+    fts_test_cleanup_at_exit(kill_leftover, server);
 
     char problem[256];
     server->port = wait_for_ready_line(server, problem, sizeof problem);
@@ -256,7 +228,7 @@ static bool spawn_and_wait(fts_test_mongo_double_t *server, const char *const *e
         int status = 0;
         if (waitpid(pid, &status, WNOHANG) == pid) {
             server->pid = 0;
-            registry_remove(server);
+            fts_test_cleanup_forget(server);
             size_t used = strlen(problem);
             snprintf(problem + used, sizeof problem - used, "; it exited (%s %d)",
                      WIFEXITED(status) ? "status" : "signal",
@@ -367,7 +339,7 @@ bool fts_test_mongo_double_stop(fts_test_mongo_double_t *server, fts_error_t *er
     /* Died on its own before we asked: that is a failure of the double worth showing. */
     if (waitpid(pid, &status, WNOHANG) == pid) {
         server->pid = 0;
-        registry_remove(server);
+        fts_test_cleanup_forget(server);
         close_stdout(server);
         char problem[128];
         snprintf(problem, sizeof problem, "had exited (%s %d) before it was stopped",
@@ -382,7 +354,7 @@ bool fts_test_mongo_double_stop(fts_test_mongo_double_t *server, fts_error_t *er
         fts_test_sleep_ms(5);
     }
     server->pid = 0;
-    registry_remove(server);
+    fts_test_cleanup_forget(server);
     close_stdout(server);
     if (ended == pid) {
         if (WIFSIGNALED(status) && WTERMSIG(status) != SIGTERM) {
@@ -403,24 +375,15 @@ bool fts_test_mongo_double_stop(fts_test_mongo_double_t *server, fts_error_t *er
     return fail_with_log(server, err, "did not stop within 10 s of SIGTERM; killed");
 }
 
-static int remove_entry(const char *path, const struct stat *info, int flag, struct FTW *walk)
-{
-    (void)info;
-    (void)flag;
-    (void)walk;
-    remove(path);
-    return 0;
-}
-
 void fts_test_mongo_double_destroy(fts_test_mongo_double_t *server)
 {
     if (!server) {
         return;
     }
     fts_test_mongo_double_stop(server, NULL);
-    registry_remove(server);
+    fts_test_cleanup_forget(server);
     if (server->dir[0]) {
-        nftw(server->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        fts_test_remove_tree(server->dir);
     }
     free(server);
 }

@@ -2,8 +2,8 @@
  * redis_server.c - spawning, watching and ending private redis-servers (see redis_server.h).
  *
  * fork + exec, never a shell, so arguments (passwords with spaces, ">pw") arrive as given.
- * Every server not yet destroyed is in a small registry so that the atexit handler can end
- * the processes and remove the directories a failing test left behind (cmocka leaves a test
+ * Every server not yet destroyed is registered with test_cleanup.h so that the atexit handler
+ * can end the processes and remove the directories a failing test left behind (cmocka leaves a test
  * function at its first failed assertion, before any clean-up at its end).
  */
 #include "redis_server.h"
@@ -11,7 +11,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,11 +26,10 @@
 
 #include "buffer.h"
 #include "log_tail.h"
+#include "test_cleanup.h"
 #include "test_time.h"
 #include "testbed.h"
 
-/* Servers alive at once in one test program; tests use one or two. */
-#define MAX_SERVERS 16
 /* Extra command-line arguments kept for restarts. */
 #define MAX_EXTRA_ARGS 32
 /* Ports tried when another process takes the one picked between picking and binding. */
@@ -48,58 +46,18 @@ struct fts_test_redis_server {
     char *extra[MAX_EXTRA_ARGS + 1]; /* owned copies, NULL-terminated */
 };
 
-static fts_test_redis_server_t *registry[MAX_SERVERS];
-static bool atexit_installed = false;
-
-static int remove_entry(const char *path, const struct stat *info, int flag, struct FTW *walk)
+/* The atexit clean-up of a server a failing test left running (test_cleanup.h). */
+static void kill_leftover(void *object)
 {
-    (void)info;
-    (void)flag;
-    (void)walk;
-    remove(path);
-    return 0;
-}
-
-static void kill_leftovers(void)
-{
-    for (size_t i = 0; i < MAX_SERVERS; i++) {
-        fts_test_redis_server_t *server = registry[i];
-        if (!server) {
-            continue;
-        }
-        if (server->pid > 0) {
-            kill(server->pid, SIGKILL);
-            waitpid(server->pid, NULL, 0);
-            server->pid = 0;
-        }
-        if (server->dir[0]) {
-            nftw(server->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-            server->dir[0] = '\0';
-        }
+    fts_test_redis_server_t *server = object;
+    if (server->pid > 0) {
+        kill(server->pid, SIGKILL);
+        waitpid(server->pid, NULL, 0);
+        server->pid = 0;
     }
-}
-
-static bool registry_add(fts_test_redis_server_t *server)
-{
-    if (!atexit_installed) {
-        atexit(kill_leftovers);
-        atexit_installed = true;
-    }
-    for (size_t i = 0; i < MAX_SERVERS; i++) {
-        if (!registry[i]) {
-            registry[i] = server;
-            return true;
-        }
-    }
-    return false;
-}
-
-static void registry_remove(fts_test_redis_server_t *server)
-{
-    for (size_t i = 0; i < MAX_SERVERS; i++) {
-        if (registry[i] == server) {
-            registry[i] = NULL;
-        }
+    if (server->dir[0]) {
+        fts_test_remove_tree(server->dir);
+        server->dir[0] = '\0';
     }
 }
 
@@ -313,9 +271,9 @@ fts_test_redis_server_t *fts_test_redis_server_start(const char *const *extra_ar
         server->dir[0] = '\0';
         goto cleanup;
     }
-    if (!registry_add(server)) {
+    if (!fts_test_cleanup_at_exit(kill_leftover, server)) {
         fts_error_set(err, FTS_ERROR_INTERNAL, FTS_ERROR_CODE_INVALID,
-                      "more than %d test redis-servers at once", MAX_SERVERS);
+                      "more than %d test servers at once", FTS_TEST_CLEANUP_MAX);
         goto cleanup;
     }
     snprintf(server->log_path, sizeof server->log_path, "%s/redis.log", server->dir);
@@ -394,9 +352,9 @@ void fts_test_redis_server_destroy(fts_test_redis_server_t *server)
         return;
     }
     fts_test_redis_server_stop(server, NULL);
-    registry_remove(server);
+    fts_test_cleanup_forget(server);
     if (server->dir[0]) {
-        nftw(server->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        fts_test_remove_tree(server->dir);
     }
     for (size_t i = 0; server->extra[i]; i++) {
         free(server->extra[i]);
