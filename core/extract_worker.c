@@ -14,7 +14,11 @@
  *   7. with the id map on (README.md, Extract: the id map), a delete the event cannot name is
  *      named by the map, and one the map does not know either is dead-lettered with a reason
  *      naming its _id (counted; never guessed, never a stop); an update that changed the id
- *      field's value deletes the old index id before indexing the new one.
+ *      field's value deletes the old index id before indexing the new one. Where two documents
+ *      can map to one index id (fts_transform_owners), every action goes to the queue with
+ *      the _id of its document, and the queue dead-letters, in the append itself, an action
+ *      whose index id another document holds (README.md, Extract: index ids): the check needs
+ *      the owners as they are when the entries are written, which only the queue has.
  * The map is resolved when a batch is flushed: one id_map_get (HMGET) for every event of the
  * batch that reads it, then the batch is walked in order over an overlay of the map as the
  * batch changes it (an insert and a delete of one document can be in one batch), and the
@@ -58,6 +62,8 @@ typedef struct {
     fts_id_map_need_t need;
     char *event_json; /* LOOKUP only: the event, for a dead letter when the map does not know
                        * the document; owned */
+    char *owner;      /* with owners on: the _id of the document the action is about
+                       * (canonical extended JSON), NULL for a drop or sweep; owned */
 } item_t;
 
 typedef struct {
@@ -68,6 +74,8 @@ typedef struct {
     size_t count;
     pending_position_t position;
     uint64_t unknown_deletes; /* events dead-lettered because no index id could be named */
+    uint64_t collisions;      /* actions dead-lettered because another document holds their
+                               * index id */
 } worker_t;
 
 /* ---- The overlay: the id map as the batch so far changes it ---- */
@@ -156,11 +164,14 @@ static void item_clear(item_t *item)
     fts_id_map_need_cleanup(&item->need);
     bson_free(item->event_json);
     item->event_json = NULL;
+    bson_free(item->owner);
+    item->owner = NULL;
 }
 
 /* What one flush sends, built from the items. */
 typedef struct {
     fts_action_t **actions; /* in stream order; borrowed from items or extra */
+    const char **owners;    /* owners[i]: the _id of actions[i]'s document; borrowed */
     size_t count;
     fts_action_t *extra; /* the deletes of ids an update replaced; owned */
     size_t extra_count;
@@ -183,6 +194,7 @@ static void plan_cleanup(flush_plan_t *plan)
         bson_free(plan->reasons[i]);
     }
     bson_free(plan->actions);
+    bson_free(plan->owners);
     bson_free(plan->extra);
     bson_free(plan->dead);
     bson_free(plan->dead_items);
@@ -236,6 +248,7 @@ static bool plan_build(worker_t *worker, flush_plan_t *plan, fts_error_t *err)
     fts_error_t invalid;
     memset(plan, 0, sizeof *plan);
     plan->actions = bson_malloc0((2 * worker->count + 1) * sizeof *plan->actions);
+    plan->owners = bson_malloc0((2 * worker->count + 1) * sizeof *plan->owners);
     plan->extra = bson_malloc0((worker->count + 1) * sizeof *plan->extra);
     plan->dead = bson_malloc0((worker->count + 1) * sizeof *plan->dead);
     plan->dead_items = bson_malloc0((2 * worker->count + 1) * sizeof *plan->dead_items);
@@ -287,6 +300,8 @@ static bool plan_build(worker_t *worker, flush_plan_t *plan, fts_error_t *err)
                 /* The id field changed: the old index document goes first (invariant 7). */
                 fts_action_t *extra = plan_extra_delete(plan, action, prior, prior_len);
                 if (fts_action_validate(extra, &invalid)) {
+                    /* Same document: it releases the old index id, the index claims the new. */
+                    plan->owners[plan->count] = item->owner;
                     plan->actions[plan->count++] = extra;
                 } else {
                     plan_dead_letter(worker, plan, item,
@@ -336,6 +351,7 @@ static bool plan_build(worker_t *worker, flush_plan_t *plan, fts_error_t *err)
             }
             break;
         }
+        plan->owners[plan->count] = item->owner;
         plan->actions[plan->count++] = action;
     }
     for (size_t i = 0; i < overlay.size; i++) {
@@ -392,6 +408,7 @@ static bool flush(worker_t *worker, fts_error_t *err)
     }
     fts_checkpoint_t checkpoint;
     position_to_checkpoint(&worker->position, &checkpoint);
+    size_t collisions = 0;
     fts_queue_batch_t batch = {
         .actions = argv,
         .count = encoded,
@@ -399,12 +416,23 @@ static bool flush(worker_t *worker, fts_error_t *err)
         .dead_count = plan.dead_count,
         .map = plan.map,
         .map_count = plan.map_count,
+        .owners = fts_transform_owners(worker->transform) ? plan.owners : NULL,
+        .collisions = &collisions,
     };
     ok = worker->queue->ops->append(worker->queue->context, &batch,
                                     worker->position.set ? &checkpoint : NULL, err);
     if (ok) { /* counted into the parent's shared block (core/metrics.h) */
         for (size_t i = 0; i < encoded; i++) {
             fts_metric_add(FTS_METRIC_ACTIONS_QUEUED, (unsigned)plan.actions[i]->op - 1, 1);
+        }
+        if (collisions > 0) {
+            /* Dead-lettered by the queue instead of queued (the queue logged each reason). */
+            worker->collisions += collisions;
+            fts_metric_add(FTS_METRIC_DEAD_LETTERS, FTS_STAGE_TRANSFORM, collisions);
+            fts_log(FTS_LOG_WARN, COMPONENT,
+                    "%zu action(s) dead-lettered: another document holds their index id "
+                    "id_collision_total=%llu",
+                    collisions, (unsigned long long)worker->collisions);
         }
     }
 
@@ -569,6 +597,12 @@ static int handle_frame(worker_t *worker, const bson_t *frame)
             }
             return -1;
         }
+    }
+    if (produced && fts_transform_owners(worker->transform) &&
+        (action->op == FTS_ACTION_INDEX || action->op == FTS_ACTION_DELETE)) {
+        item->owner = message.kind == FTS_WORKER_MESSAGE_SNAPSHOT
+                          ? fts_transform_source_id(NULL, payload)
+                          : fts_transform_source_id(payload, NULL);
     }
     if (produced) {
         worker->count++;
