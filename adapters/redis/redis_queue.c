@@ -1263,17 +1263,42 @@ cleanup:
     return ok;
 }
 
+/* Two servers: deletes the owners of the index ids on the queue server, before the position
+ * is cleared on the state server (one server: the caller deletes them with the position). The
+ * snapshot that follows a cleared position claims every live document's index id again, so
+ * owners of documents deleted while nobody watched (a lost history) do not outlive it and
+ * refuse a new document its index id. Cleared first: a crash between the two steps leaves the
+ * old position with no owners, which the resync (or clear) run again rebuilds. */
+static bool owners_clear_apart(fts_redis_queue_t *queue, fts_error_t *err)
+{
+    if (queue->atomic) {
+        return true;
+    }
+    const char *argv[] = {"DEL", queue->keys.owners};
+    redisReply *reply = fts_redis_command_argv(queue->queue, 2, argv, NULL, err);
+    if (!reply) {
+        return fts_error_prefix(err, "cannot delete the owners of the index ids %s",
+                                queue->keys.owners);
+    }
+    freeReplyObject(reply);
+    return true;
+}
+
 bool fts_redis_queue_clear_for_resync(fts_redis_queue_t *queue, fts_error_t *err)
 {
     /* One MULTI: a crash leaves either the old position or the cleared one with the flag,
      * never a cleared position without it (the sweep would be lost). The snapshot's
      * checkpoints only HSET their fields into this hash, so the flag stays until the first
-     * token checkpoint deletes the hash. */
+     * token checkpoint deletes the hash. One server: the owners go in the same DEL. */
+    if (!owners_clear_apart(queue, err)) {
+        return fts_error_prefix(err, "cannot clear for a resync");
+    }
     const char *multi[] = {"MULTI"};
-    const char *del[] = {"DEL", queue->keys.token, queue->keys.snapshot};
+    const char *del[] = {"DEL", queue->keys.token, queue->keys.snapshot, queue->keys.owners};
     const char *hset[] = {"HSET", queue->keys.snapshot, "sweep", "1"};
     const char *exec[] = {"EXEC"};
-    fts_redis_cmd_t cmds[] = {{1, multi, NULL}, {3, del, NULL}, {4, hset, NULL}, {1, exec, NULL}};
+    fts_redis_cmd_t cmds[] = {
+        {1, multi, NULL}, {queue->atomic ? 4 : 3, del, NULL}, {4, hset, NULL}, {1, exec, NULL}};
     redisReply *replies[4] = {NULL};
     const redisReply *results = NULL;
     bool ok = fts_redis_pipeline(queue->state, cmds, 4, replies, err) &&
@@ -1285,22 +1310,26 @@ bool fts_redis_queue_clear_for_resync(fts_redis_queue_t *queue, fts_error_t *err
                                 queue->keys.token, queue->keys.snapshot);
     }
     fts_log(FTS_LOG_INFO, LOG_COMPONENT,
-            "cleared the saved position (%s, %s) for a resync: its snapshot ends with a sweep "
-            "(%s field sweep=1)",
-            queue->keys.token, queue->keys.snapshot, queue->keys.snapshot);
+            "cleared the saved position (%s, %s) and %s for a resync: its snapshot ends with a "
+            "sweep (%s field sweep=1)",
+            queue->keys.token, queue->keys.snapshot, queue->keys.owners, queue->keys.snapshot);
     return true;
 }
 
 bool fts_redis_queue_clear_position(fts_redis_queue_t *queue, fts_error_t *err)
 {
-    const char *argv[] = {"DEL", queue->keys.token, queue->keys.snapshot};
-    redisReply *reply = fts_redis_command_argv(queue->state, 3, argv, NULL, err);
+    if (!owners_clear_apart(queue, err)) {
+        return fts_error_prefix(err, "cannot clear the saved position");
+    }
+    const char *argv[] = {"DEL", queue->keys.token, queue->keys.snapshot, queue->keys.owners};
+    redisReply *reply =
+        fts_redis_command_argv(queue->state, queue->atomic ? 4 : 3, argv, NULL, err);
     if (!reply) {
         return fts_error_prefix(err, "cannot clear the saved position (%s, %s)", queue->keys.token,
                                 queue->keys.snapshot);
     }
-    fts_log(FTS_LOG_INFO, LOG_COMPONENT, "cleared the saved position (%s, %s)", queue->keys.token,
-            queue->keys.snapshot);
+    fts_log(FTS_LOG_INFO, LOG_COMPONENT, "cleared the saved position (%s, %s) and %s",
+            queue->keys.token, queue->keys.snapshot, queue->keys.owners);
     freeReplyObject(reply);
     return true;
 }

@@ -201,12 +201,14 @@ bool fts_redis_queue_read_position(fts_redis_queue_t *queue, fts_position_t *pos
                                    fts_error_t *err);
 
 /* Deletes token and snapshot hashes in one command (`reset-token --clear`): the next start
- * snapshots the collection again. */
+ * snapshots the collection again. The owners of the index ids go too (in the same command on
+ * one server, just before on two): the snapshot claims them again. */
 bool fts_redis_queue_clear_position(fts_redis_queue_t *queue, fts_error_t *err);
 
 /* Deletes token and snapshot hashes and writes the snapshot hash's field sweep=1, in one
  * MULTI (the extract's resync): the next snapshot, even one started by a new process after a
- * crash, ends with a sweep (fts_position_t.sweep). */
+ * crash, ends with a sweep (fts_position_t.sweep). The owners of the index ids are deleted as
+ * in fts_redis_queue_clear_position. */
 bool fts_redis_queue_clear_for_resync(fts_redis_queue_t *queue, fts_error_t *err);
 
 /* The loaders' backlog, from one MULTI of XLEN and XINFO GROUPS. No stream: all zero. With

@@ -998,6 +998,46 @@ static void test_owners_dead_letter_collisions(void **state)
     fts_redis_destroy(redis);
 }
 
+/* Clearing the position (reset-token --clear, a resync) deletes the owners of the index ids
+ * too, where they live (the queue server): the snapshot that follows claims them again. */
+static void test_clears_delete_owners(void **state)
+{
+    (void)state;
+    char pipeline[64];
+    unique_pipeline(pipeline, sizeof pipeline, "ownclear");
+    fts_redis_t *redis = connect_ok(fts_test_redis_server_url(shared_server));
+    fts_redis_queue_t *queue = queue_ok(redis, NULL, pipeline);
+    const fts_redis_keys_t *keys = fts_redis_queue_keys(queue);
+    fts_error_t err;
+    fts_error_clear(&err);
+    freeReplyObject(run(redis, "HSET %s 424242 x", keys->owners));
+    assert_true(fts_redis_queue_clear_position(queue, &err));
+    assert_false(exists(redis, keys->owners));
+    freeReplyObject(run(redis, "HSET %s 424242 x", keys->owners));
+    assert_true(fts_redis_queue_clear_for_resync(queue, &err));
+    assert_false(exists(redis, keys->owners));
+    assert_true(exists(redis, keys->snapshot)); /* the sweep flag */
+    fts_redis_queue_destroy(queue);
+
+    fts_test_redis_server_t *queue_server = start_server();
+    fts_redis_t *queue_redis = connect_ok(fts_test_redis_server_url(queue_server));
+    unique_pipeline(pipeline, sizeof pipeline, "ownclear");
+    queue = queue_ok(redis, queue_redis, pipeline);
+    keys = fts_redis_queue_keys(queue);
+    assert_false(fts_redis_queue_is_atomic(queue));
+    freeReplyObject(run(queue_redis, "HSET %s 424242 x", keys->owners));
+    assert_true(fts_redis_queue_clear_for_resync(queue, &err));
+    assert_false(exists(queue_redis, keys->owners));
+    freeReplyObject(run(queue_redis, "HSET %s 424242 x", keys->owners));
+    assert_true(fts_redis_queue_clear_position(queue, &err));
+    assert_false(exists(queue_redis, keys->owners));
+    assert_false(exists(redis, keys->snapshot));
+    fts_redis_queue_destroy(queue);
+    fts_redis_destroy(queue_redis);
+    fts_test_redis_server_destroy(queue_server);
+    fts_redis_destroy(redis);
+}
+
 static void test_token_only_checkpoint(void **state)
 {
     (void)state;
@@ -1794,6 +1834,7 @@ int main(void)
         cmocka_unit_test(test_failed_xadd_leaves_the_token),
         cmocka_unit_test(test_id_map_append_and_read),
         cmocka_unit_test(test_owners_dead_letter_collisions),
+        cmocka_unit_test(test_clears_delete_owners),
         cmocka_unit_test(test_token_only_checkpoint),
         cmocka_unit_test(test_snapshot_progress),
         cmocka_unit_test(test_position_malformed_and_clear),
