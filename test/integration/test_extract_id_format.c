@@ -9,9 +9,10 @@
  * others. With plain, the default, the pairs share one index id each: the first document to
  * claim an index id keeps it (the owners hash ftsync:{P}:owners), the other's index action and
  * then its delete are dead-lettered with a reason naming both _ids, and the first document's
- * index document survives both. The same with FTSYNC_ID_FIELD=id and two documents sharing an
- * id value. (Before the owners hash, the index silently held one document for two, and
- * deleting either removed it.)
+ * index document survives both (and `ftsync dlq replay`, which would undo that, leaves the dead
+ * letters in place). The same with FTSYNC_ID_FIELD=id and two documents sharing an id value.
+ * (Before the owners hash, the index silently held one document for two, and deleting either
+ * removed it.)
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -290,6 +293,49 @@ static void assert_collision_letter(fixture_t *f, size_t i, const char *op, cons
     fts_test_raw_entries_cleanup(&dead);
 }
 
+/* Runs `ftsync dlq replay` with the pipeline's settings; returns its exit status and its output
+ * in out (size bytes). */
+static int dlq_replay(fixture_t *f, char *out, size_t size)
+{
+    const char *envp[FTS_TEST_PIPELINE_ENV_MAX + 256] = {0};
+    size_t n = 0;
+    for (size_t i = 0; environ[i] && n < 200; i++) {
+        if (strncmp(environ[i], "FTSYNC_", 7) != 0) {
+            envp[n++] = environ[i];
+        }
+    }
+    envp[n++] = "FTSYNC_ENV_FILE=/dev/null";
+    for (size_t i = 0; f->p.envp[i]; i++) {
+        envp[n++] = f->p.envp[i];
+    }
+    int pipe_fds[2];
+    assert_int_equal(pipe(pipe_fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(pipe_fds[1], 1);
+        dup2(pipe_fds[1], 2);
+        close(pipe_fds[0]);
+        char *const argv[] = {(char *)FTSYNC_BINARY, (char *)"dlq", (char *)"replay", NULL};
+        execve(FTSYNC_BINARY, argv, (char *const *)envp);
+        _exit(127);
+    }
+    close(pipe_fds[1]);
+    size_t len = 0;
+    ssize_t got;
+    while ((got = read(pipe_fds[0], out + len, size - 1 - len)) > 0) {
+        len += (size_t)got;
+        if (len == size - 1) {
+            break;
+        }
+    }
+    out[len] = '\0';
+    close(pipe_fds[0]);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 static void delete_ok(fixture_t *f, bson_t *filter)
 {
     bson_error_t error;
@@ -343,6 +389,16 @@ static void test_plain_collisions_are_dead_lettered(void **state)
     assert_int_equal(fts_test_redis_xlen(f->p.redis, f->p.dead_key), 3);
     assert_collision_letter(f, 2, "delete", "424242", "{ \"$numberInt\" : \"424242\" }",
                             "\"424242\"");
+
+    /* A replay would do what the check refused: the dead letters stay. */
+    char output[8192];
+    int status = dlq_replay(f, output, sizeof output);
+    if (status != 1 || !strstr(output, "replaying it would overwrite or delete")) {
+        fail_msg("dlq replay exited %d: %s", status, output);
+    }
+    assert_int_equal(fts_test_redis_xlen(f->p.redis, f->p.dead_key), 3);
+    refresh_and_drain(f);
+    assert_index_name(f, "424242", "the integer");
 
     /* The integer's own delete goes through; then the string can take the id. */
     delete_ok(f, BCON_NEW("_id", BCON_INT32(424242)));
