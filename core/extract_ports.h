@@ -181,7 +181,8 @@ typedef struct {
  * and in their order: an index action whose index id another document holds, and a delete of
  * such an index id, are not queued but dead-lettered (stage "extract") with a reason naming
  * both _ids; an index action otherwise claims its index id, a delete releases it, a drop
- * releases every one. *collisions (not NULL) gets how many actions were dead-lettered so.
+ * releases every one. collided (not NULL; count of them) says which actions were dead-lettered
+ * so (all false when the append fails).
  * Borrowed for the duration of the call. */
 typedef struct {
     const fts_action_argv_t *actions;
@@ -191,7 +192,7 @@ typedef struct {
     const fts_id_map_change_t *map;
     size_t map_count;
     const char *const *owners;
-    size_t *collisions; /* out; may be NULL */
+    bool *collided; /* out; may be NULL */
 } fts_queue_batch_t;
 
 /* How far the loaders are behind. The loop compares only entries with its maximum; the rest

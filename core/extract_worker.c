@@ -391,6 +391,7 @@ static bool flush(worker_t *worker, fts_error_t *err)
     bool ok = false;
     flush_plan_t plan;
     fts_action_argv_t *argv = NULL;
+    bool *collided = NULL; /* which actions the queue dead-lettered for a collision */
     if (!plan_build(worker, &plan, err)) {
         goto cleanup;
     }
@@ -408,7 +409,7 @@ static bool flush(worker_t *worker, fts_error_t *err)
     }
     fts_checkpoint_t checkpoint;
     position_to_checkpoint(&worker->position, &checkpoint);
-    size_t collisions = 0;
+    collided = bson_malloc0((plan.count + 1) * sizeof *collided);
     fts_queue_batch_t batch = {
         .actions = argv,
         .count = encoded,
@@ -417,13 +418,18 @@ static bool flush(worker_t *worker, fts_error_t *err)
         .map = plan.map,
         .map_count = plan.map_count,
         .owners = fts_transform_owners(worker->transform) ? plan.owners : NULL,
-        .collisions = &collisions,
+        .collided = collided,
     };
     ok = worker->queue->ops->append(worker->queue->context, &batch,
                                     worker->position.set ? &checkpoint : NULL, err);
     if (ok) { /* counted into the parent's shared block (core/metrics.h) */
+        size_t collisions = 0;
         for (size_t i = 0; i < encoded; i++) {
-            fts_metric_add(FTS_METRIC_ACTIONS_QUEUED, (unsigned)plan.actions[i]->op - 1, 1);
+            if (collided[i]) {
+                collisions++;
+            } else {
+                fts_metric_add(FTS_METRIC_ACTIONS_QUEUED, (unsigned)plan.actions[i]->op - 1, 1);
+            }
         }
         if (collisions > 0) {
             /* Dead-lettered by the queue instead of queued (the queue logged each reason). */
@@ -442,6 +448,7 @@ cleanup:
         overlay_cleanup(&overlay);
     }
     plan_cleanup(&plan);
+    bson_free(collided);
     bson_free(argv);
     for (size_t i = 0; i < worker->count; i++) {
         item_clear(&worker->items[i]);

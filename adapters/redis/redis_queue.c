@@ -2,7 +2,8 @@
  * redis_queue.c - the action stream, dead letters, saved position, backlog and trimming of one
  * pipeline (see redis_queue.h for the keys and the promises).
  *
- * Appends (entries, dead letters, id map changes, checkpoint) go out as one EVAL of
+ * Appends (entries checked against the owners of their index ids, dead letters, id map changes,
+ * checkpoint) go out as one EVAL of
  * APPEND_SCRIPT on the queue server. When stream and state share a server the checkpoint is
  * written by the same script after the last XADD, so the entries, the map and the checkpoint
  * reach the AOF together, and a failing XADD (the stream's ID space exhausted, out of memory)
@@ -52,7 +53,8 @@
  *   S, then S pairs: source id, index id          (HSET of the id map)
  *   D, then D source ids                          (HDEL of the id map)
  *   <0: no checkpoint | 1>, then <1: DEL 4 first | 0>, P, then P field/value pairs (HSET 4)
- * and returns {N, the reason of each entry dead-lettered for a collision...}.
+ * and returns {N, then for each entry dead-lettered for a collision: its number (1..N), its
+ * reason}.
  *
  * Why the checkpoint can never pass an entry that is not in (invariant 1): the script runs
  * alone (no other client's command interleaves), it first checks that no key it writes holds
@@ -132,6 +134,7 @@
     "    for _, v in ipairs({'source_id', source, 'owner_id', owner, 'reason', reason,\n"          \
     "        'stage', 'extract', 'failed_at', now}) do items[#items + 1] = v end\n"                \
     "    redis.call('XADD', KEYS[2], '*', unpack(items))\n"                                        \
+    "    result[#result + 1] = e\n"                                                                \
     "    result[#result + 1] = reason\n"                                                           \
     "  else\n"                                                                                     \
     "    redis.call('XADD', KEYS[kind == 2 and 2 or 1], '*', unpack(items))\n"                     \
@@ -841,12 +844,12 @@ static size_t cmd_arg_len(const fts_redis_cmd_t *cmd, int i)
 }
 
 /* The owners of what one script writes: owners[i] is the source _id of xadds[i] for i below
- * count (NULL: a drop or sweep), the rest are dead letters; collisions counts the actions the
- * script dead-lettered instead. */
+ * count (NULL: a drop or sweep), the rest are dead letters; collided[i] (count of them, false
+ * before the script) is set for each action the script dead-lettered instead. */
 typedef struct {
     const char *const *owners;
     size_t count;
-    size_t collisions;
+    bool *collided;
 } owned_t;
 
 /* Builds EVAL APPEND_SCRIPT 7 <stream> <dead> <ids> <self> <other> <epoch> <owners> <ARGV...>
@@ -954,13 +957,16 @@ static bool append_script_run(fts_redis_queue_t *queue, fts_redis_t *server,
     bool ok = reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 &&
               reply->element[0]->type == REDIS_REPLY_INTEGER &&
               reply->element[0]->integer == (long long)count;
-    for (size_t i = 1; ok && i < reply->elements; i++) {
+    for (size_t i = 1; ok && i < reply->elements; i += 2) {
         /* An action dead-lettered for an index id collision: written, so logged. */
-        ok = owned && reply_is_text(reply->element[i]);
+        const redisReply *number = reply->element[i];
+        ok = owned && i + 1 < reply->elements && number->type == REDIS_REPLY_INTEGER &&
+             number->integer >= 1 && (unsigned long long)number->integer <= owned->count &&
+             reply_is_text(reply->element[i + 1]);
         if (ok) {
-            owned->collisions++;
+            owned->collided[number->integer - 1] = true;
             fts_log(FTS_LOG_WARN, LOG_COMPONENT, "dead-lettered an entry to %s (stage extract): %s",
-                    queue->keys.dead, reply->element[i]->str);
+                    queue->keys.dead, reply->element[i + 1]->str);
         }
     }
     freeReplyObject(reply);
@@ -1095,12 +1101,15 @@ bool fts_redis_queue_append_batch(fts_redis_queue_t *queue, const fts_queue_batc
         }
         xadds[batch->count + i] = dead[i].xadd;
     }
-    owned_t owned = {.owners = batch->owners, .count = batch->count};
+    owned_t owned = {.owners = batch->owners,
+                     .count = batch->count,
+                     .collided = batch->count ? bson_malloc0(batch->count * sizeof(bool)) : NULL};
     ok = write_entries(queue, xadds, total, batch->owners ? &owned : NULL, batch->map,
                        batch->map_count, checkpoint, what, err);
-    if (batch->collisions) {
-        *batch->collisions = ok ? owned.collisions : 0;
+    for (size_t i = 0; batch->collided && i < batch->count; i++) {
+        batch->collided[i] = ok && owned.collided[i];
     }
+    bson_free(owned.collided);
     if (ok) {
         for (size_t i = 0; i < batch->dead_count; i++) {
             fts_log(FTS_LOG_WARN, LOG_COMPONENT, "dead-lettered an entry to %s (stage %s): %s",
