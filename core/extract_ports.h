@@ -15,6 +15,8 @@
  *      its entry;
  *   4. backlog reports what the loaders have not acknowledged; trim removes only what every
  *      consumer acknowledged;
+ *   7. append, given the owners of its actions, never lets two documents share an index id in
+ *      silence: the colliding action is dead-lettered instead of queued (fts_queue_batch_t);
  *   one active extractor: fts_lease_ops_t.remaining_ms is a conservative local deadline.
  * Ports are borrowed by the loops for as long as they run, and used from one thread.
  */
