@@ -5,6 +5,9 @@
  * Replay rebuilds the action from what the dead letter kept:
  *   - stage load (fields of the stream entry, then entry_id, deliveries, reason...): the
  *     original entry's fields, decoded and validated as a loader would (core/action.h);
+ *   - stage extract with owner_id (an index id another document holds, README.md, Extract:
+ *     index ids): never replayed, since that would overwrite or delete the other's index
+ *     document; it stays, with the reason printed;
  *   - stage transform (field event): the transform runs again on the saved change event, with
  *     these settings (so a fixed plugin or field list applies); a saved snapshot document
  *     (no operationType) is looked up again in MongoDB by _id, because a snapshot read has no
@@ -286,6 +289,18 @@ static bool rebuild(dlq_t *dlq, const fts_redis_entry_t *entry, fts_action_t *ac
                     bool *produced, fts_error_t *err)
 {
     *produced = false;
+    const char *owner = fts_redis_entry_field(entry, "owner_id");
+    if (owner) {
+        /* Queued again it would overwrite, or delete, the index document of the _id holding
+         * its index id: what the owners check refused (README.md, Extract: index ids). */
+        const char *source = fts_redis_entry_field(entry, "source_id");
+        return fts_error_set(err, FTS_ERROR_INPUT, FTS_ERROR_CODE_INVALID,
+                             "its index id is held by _id %.200s, not by its own _id %.200s: "
+                             "replaying it would overwrite or delete the other document's index "
+                             "document; fix the collision (FTSYNC_ID_FORMAT=typed and a reindex, "
+                             "or a unique id field), then purge it",
+                             owner, source ? source : "?");
+    }
     const char *event_json = fts_redis_entry_field(entry, "event");
     if (event_json) {
         bson_error_t error;

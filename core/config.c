@@ -211,7 +211,8 @@ static const setting_t settings[] = {
      fts_id_map_names},
     {"FTSYNC_ID_FORMAT", TYPE_CHOICE, "plain", NULL, FIELD(id_format), 0, 0, 0, 0,
      "how the id value becomes the index id: plain (ObjectId as hex, numbers in decimal, strings "
-     "as they are: 424242 and \"424242\" are one index id) or typed (tagged with the value's "
+     "as they are: 424242 and \"424242\" are one index id, the second to claim it is "
+     "dead-lettered) or typed (tagged with the value's "
      "type: o:<hex>, i:<decimal>, s:<string>, never shared by different types); changing it "
      "needs a reindex",
      fts_id_format_names},

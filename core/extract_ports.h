@@ -15,6 +15,8 @@
  *      its entry;
  *   4. backlog reports what the loaders have not acknowledged; trim removes only what every
  *      consumer acknowledged;
+ *   7. append, given the owners of its actions, never lets two documents share an index id in
+ *      silence: the colliding action is dead-lettered instead of queued (fts_queue_batch_t);
  *   one active extractor: fts_lease_ops_t.remaining_ms is a conservative local deadline.
  * Ports are borrowed by the loops for as long as they run, and used from one thread.
  */
@@ -174,6 +176,15 @@ typedef struct {
 
 /* What one append writes, in this order and in one step: the actions, the dead letters found
  * while building them (an event refused inside the batch), the id map changes they imply.
+ *
+ * owners (README.md, Extract: index ids): NULL, or one entry per action, the canonical extended
+ * JSON of the _id of the document the action is about (NULL for a drop or a sweep). Given, the
+ * queue keeps the owners of the index ids beside the stream, in the same step as the actions
+ * and in their order: an index action whose index id another document holds, and a delete of
+ * such an index id, are not queued but dead-lettered (stage "extract") with a reason naming
+ * both _ids; an index action otherwise claims its index id, a delete releases it, a drop
+ * releases every one. collided (not NULL; count of them) says which actions were dead-lettered
+ * so (all false when the append fails).
  * Borrowed for the duration of the call. */
 typedef struct {
     const fts_action_argv_t *actions;
@@ -182,6 +193,8 @@ typedef struct {
     size_t dead_count;
     const fts_id_map_change_t *map;
     size_t map_count;
+    const char *const *owners;
+    bool *collided; /* out; may be NULL */
 } fts_queue_batch_t;
 
 /* How far the loaders are behind. The loop compares only entries with its maximum; the rest
@@ -208,10 +221,11 @@ typedef struct {
     const char *(*stream_key)(void *context);
     /* Creates the loaders' group if missing. */
     bool (*ensure_group)(void *context, fts_error_t *err);
-    /* Appends batch (actions, dead letters, id map changes), then (checkpoint not NULL) saves
-     * the checkpoint, never before every action and dead letter is in and the map changed
-     * (invariant 1). On failure the checkpoint and the map stay where they were (entries of
-     * the batch may be in: a re-sent batch duplicates them, harmless). */
+    /* Appends batch (actions, dead letters, id map changes, owners), then (checkpoint not NULL)
+     * saves the checkpoint, never before every action and dead letter is in and the map changed
+     * (invariant 1); an action dead-lettered for an index id collision counts as in. On failure the
+     * checkpoint and the map stay where they were (entries of the batch may be in: a re-sent batch
+     * duplicates them, harmless). */
     bool (*append)(void *context, const fts_queue_batch_t *batch,
                    const fts_checkpoint_t *checkpoint, fts_error_t *err);
     /* Reads the id map: index_ids[i] (bson_free it) is the index id saved for source_ids[i],

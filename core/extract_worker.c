@@ -15,7 +15,11 @@
  *      named by the map, and one the map does not know either is dead-lettered with a reason
  *      naming its _id (counted; never guessed, never a stop), unless the map is known complete
  *      at the delete's time (below); an update that changed the id field's value deletes the
- *      old index id before indexing the new one.
+ *      old index id before indexing the new one. Where two documents can map to one index id
+ *      (fts_transform_owners), every action goes to the queue with the _id of its document,
+ *      and the queue dead-letters, in the append itself, an action whose index id another
+ *      document holds (README.md, Extract: index ids): the check needs the owners as they are
+ *      when the entries are written, which only the queue has.
  * Every snapshot ends with a sweep at its start time V, and the sweep's append also writes
  * V into the map under ID_MAP_COMPLETE_SINCE. From V on the map knows every document the
  * snapshot or a later event indexed, so a delete at or after V of a document it does not know
@@ -70,6 +74,8 @@ typedef struct {
     fts_id_map_need_t need;
     char *event_json; /* LOOKUP only: the event, for a dead letter when the map does not know
                        * the document; owned */
+    char *owner;      /* with owners on: the _id of the document the action is about
+                       * (canonical extended JSON), NULL for a drop or sweep; owned */
 } item_t;
 
 typedef struct {
@@ -81,6 +87,8 @@ typedef struct {
     pending_position_t position;
     uint64_t unknown_deletes;     /* events dead-lettered because no index id could be named */
     uint64_t deletes_not_indexed; /* deletes of documents the snapshot never indexed */
+    uint64_t collisions;          /* actions dead-lettered because another document holds their
+                                   * index id */
 } worker_t;
 
 /* ---- The overlay: the id map as the batch so far changes it ---- */
@@ -169,11 +177,14 @@ static void item_clear(item_t *item)
     fts_id_map_need_cleanup(&item->need);
     bson_free(item->event_json);
     item->event_json = NULL;
+    bson_free(item->owner);
+    item->owner = NULL;
 }
 
 /* What one flush sends, built from the items. */
 typedef struct {
     fts_action_t **actions; /* in stream order; borrowed from items or extra */
+    const char **owners;    /* owners[i]: the _id of actions[i]'s document; borrowed */
     size_t count;
     fts_action_t *extra; /* the deletes of ids an update replaced; owned */
     size_t extra_count;
@@ -196,6 +207,7 @@ static void plan_cleanup(flush_plan_t *plan)
         bson_free(plan->reasons[i]);
     }
     bson_free(plan->actions);
+    bson_free(plan->owners);
     bson_free(plan->extra);
     bson_free(plan->dead);
     bson_free(plan->dead_items);
@@ -264,6 +276,7 @@ static bool plan_build(worker_t *worker, flush_plan_t *plan, fts_error_t *err)
     fts_error_t invalid;
     memset(plan, 0, sizeof *plan);
     plan->actions = bson_malloc0((2 * worker->count + 1) * sizeof *plan->actions);
+    plan->owners = bson_malloc0((2 * worker->count + 1) * sizeof *plan->owners);
     plan->extra = bson_malloc0((worker->count + 1) * sizeof *plan->extra);
     plan->dead = bson_malloc0((worker->count + 1) * sizeof *plan->dead);
     plan->dead_items = bson_malloc0((2 * worker->count + 1) * sizeof *plan->dead_items);
@@ -326,6 +339,8 @@ static bool plan_build(worker_t *worker, flush_plan_t *plan, fts_error_t *err)
                 /* The id field changed: the old index document goes first (invariant 7). */
                 fts_action_t *extra = plan_extra_delete(plan, action, prior, prior_len);
                 if (fts_action_validate(extra, &invalid)) {
+                    /* Same document: it releases the old index id, the index claims the new. */
+                    plan->owners[plan->count] = item->owner;
                     plan->actions[plan->count++] = extra;
                 } else {
                     plan_dead_letter(worker, plan, item,
@@ -385,6 +400,7 @@ static bool plan_build(worker_t *worker, flush_plan_t *plan, fts_error_t *err)
             }
             break;
         }
+        plan->owners[plan->count] = item->owner;
         plan->actions[plan->count++] = action;
     }
     for (size_t i = 0; i < overlay.size; i++) {
@@ -424,6 +440,7 @@ static bool flush(worker_t *worker, fts_error_t *err)
     bool ok = false;
     flush_plan_t plan;
     fts_action_argv_t *argv = NULL;
+    bool *collided = NULL; /* which actions the queue dead-lettered for a collision */
     if (!plan_build(worker, &plan, err)) {
         goto cleanup;
     }
@@ -441,6 +458,7 @@ static bool flush(worker_t *worker, fts_error_t *err)
     }
     fts_checkpoint_t checkpoint;
     position_to_checkpoint(&worker->position, &checkpoint);
+    collided = bson_malloc0((plan.count + 1) * sizeof *collided);
     fts_queue_batch_t batch = {
         .actions = argv,
         .count = encoded,
@@ -448,12 +466,28 @@ static bool flush(worker_t *worker, fts_error_t *err)
         .dead_count = plan.dead_count,
         .map = plan.map,
         .map_count = plan.map_count,
+        .owners = fts_transform_owners(worker->transform) ? plan.owners : NULL,
+        .collided = collided,
     };
     ok = worker->queue->ops->append(worker->queue->context, &batch,
                                     worker->position.set ? &checkpoint : NULL, err);
     if (ok) { /* counted into the parent's shared block (core/metrics.h) */
+        size_t collisions = 0;
         for (size_t i = 0; i < encoded; i++) {
-            fts_metric_add(FTS_METRIC_ACTIONS_QUEUED, (unsigned)plan.actions[i]->op - 1, 1);
+            if (collided[i]) {
+                collisions++;
+            } else {
+                fts_metric_add(FTS_METRIC_ACTIONS_QUEUED, (unsigned)plan.actions[i]->op - 1, 1);
+            }
+        }
+        if (collisions > 0) {
+            /* Dead-lettered by the queue instead of queued (the queue logged each reason). */
+            worker->collisions += collisions;
+            fts_metric_add(FTS_METRIC_DEAD_LETTERS, FTS_STAGE_TRANSFORM, collisions);
+            fts_log(FTS_LOG_WARN, COMPONENT,
+                    "%zu action(s) dead-lettered: another document holds their index id "
+                    "id_collision_total=%llu",
+                    collisions, (unsigned long long)worker->collisions);
         }
     }
 
@@ -463,6 +497,7 @@ cleanup:
         overlay_cleanup(&overlay);
     }
     plan_cleanup(&plan);
+    bson_free(collided);
     bson_free(argv);
     for (size_t i = 0; i < worker->count; i++) {
         item_clear(&worker->items[i]);
@@ -618,6 +653,12 @@ static int handle_frame(worker_t *worker, const bson_t *frame)
             }
             return -1;
         }
+    }
+    if (produced && fts_transform_owners(worker->transform) &&
+        (action->op == FTS_ACTION_INDEX || action->op == FTS_ACTION_DELETE)) {
+        item->owner = message.kind == FTS_WORKER_MESSAGE_SNAPSHOT
+                          ? fts_transform_source_id(NULL, payload)
+                          : fts_transform_source_id(payload, NULL);
     }
     if (produced) {
         worker->count++;

@@ -27,6 +27,7 @@ struct fts_transform {
     fts_plugin_t *plugin; /* NULL without a plugin */
     fts_on_drop_t on_drop;
     bool id_map;
+    bool owners; /* fts_transform_owners */
 };
 
 /* Where an action comes from, gathered before it is built. */
@@ -59,6 +60,8 @@ fts_transform_t *fts_transform_new(const fts_transform_options_t *options, fts_e
     fts_transform_t *transform = bson_malloc0(sizeof *transform);
     transform->on_drop = options->on_drop;
     transform->id_map = options->id_map;
+    transform->owners =
+        !options->id_typed || (options->id_field && strcmp(options->id_field, "_id") != 0);
     transform->projection = fts_projection_new(options->id_field, options->fields, err);
     if (!transform->projection) {
         goto fail;
@@ -119,6 +122,11 @@ char *fts_transform_value_json(const bson_value_t *value)
 bool fts_transform_id_map(const fts_transform_t *transform)
 {
     return transform->id_map;
+}
+
+bool fts_transform_owners(const fts_transform_t *transform)
+{
+    return transform->owners;
 }
 
 /* The _id of the document an event is about, as map key: documentKey._id, else the
@@ -562,4 +570,9 @@ bool fts_transform_snapshot_mapped(fts_transform_t *transform, const bson_t *doc
     }
     *produced = true;
     return true;
+}
+
+char *fts_transform_source_id(const bson_t *event, const bson_t *document)
+{
+    return source_id_json(event, document);
 }

@@ -113,6 +113,17 @@ char *fts_transform_value_json(const bson_value_t *value);
 /* Whether the transform was built with the id map on. */
 bool fts_transform_id_map(const fts_transform_t *transform);
 
+/* Whether two documents can map to one index id with these options, so the queue must keep
+ * the owners of the index ids (README.md, Extract: index ids): a plain id format (an int32
+ * 424242 and a string "424242", an ObjectId and its hex string), or an id field other than
+ * _id (two documents with one value). Only _id with the typed format cannot collide. */
+bool fts_transform_owners(const fts_transform_t *transform);
+
+/* The _id of the document a change event (event) or snapshot document (document, with event
+ * NULL) is about, as canonical extended JSON (fts_transform_value_json; bson_free it):
+ * documentKey._id, else the document's own _id. NULL when there is none (a drop). */
+char *fts_transform_source_id(const bson_t *event, const bson_t *document);
+
 /* "delete" / "ignore". */
 bool fts_on_drop_parse(const char *text, fts_on_drop_t *on_drop);
 const char *fts_on_drop_name(fts_on_drop_t on_drop);

@@ -2,7 +2,8 @@
  * redis_queue.c - the action stream, dead letters, saved position, backlog and trimming of one
  * pipeline (see redis_queue.h for the keys and the promises).
  *
- * Appends (entries, dead letters, id map changes, checkpoint) go out as one EVAL of
+ * Appends (entries checked against the owners of their index ids, dead letters, id map changes,
+ * checkpoint) go out as one EVAL of
  * APPEND_SCRIPT on the queue server. When stream and state share a server the checkpoint is
  * written by the same script after the last XADD, so the entries, the map and the checkpoint
  * reach the AOF together, and a failing XADD (the stream's ID space exhausted, out of memory)
@@ -44,13 +45,16 @@
 
 /* Appends a batch in one atomic step; KEYS: 1 the stream, 2 the dead-letter stream, 3 the id
  * map, 4 the position hash the checkpoint writes, 5 the other one (deleted with it), 6 the
- * epoch marker. ARGV:
+ * epoch marker, 7 the owners of the index ids. ARGV:
  *   E: the epoch marker's expected value, or "" not to check it (no checkpoint)
- *   N, then N entries: <1 stream | 2 dead>, <item count>, field, value, ...
+ *   T: the time of a dead letter written here (ms since the epoch)
+ *   N, then N entries: <1 stream | 2 dead | 3 stream, owner checked>, [3: the source _id, or ""
+ *      for a drop or sweep], <item count>, field, value, ...
  *   S, then S pairs: source id, index id          (HSET of the id map)
  *   D, then D source ids                          (HDEL of the id map)
  *   <0: no checkpoint | 1>, then <1: DEL 4 first | 0>, P, then P field/value pairs (HSET 4)
- * and returns N.
+ * and returns {N, then for each entry dead-lettered for a collision: its number (1..N), its
+ * reason}.
  *
  * Why the checkpoint can never pass an entry that is not in (invariant 1): the script runs
  * alone (no other client's command interleaves), it first checks that no key it writes holds
@@ -59,6 +63,17 @@
  * when every XADD succeeded. A script is not rolled back: the entries before a failing one stay
  * (a re-sent batch duplicates them, which is harmless, invariant 3). Unlike MULTI/EXEC, which
  * runs the commands after a failed one, including the checkpoint.
+ *
+ * Why two documents never silently share an index id (invariant 7; README.md, Extract: index
+ * ids): an entry of kind 3 is an action whose op and id are its items 2 and 4 (the order of
+ * core/action.h). The owners hash maps each index id to the _id (canonical extended JSON) of
+ * the document holding it. An index or delete whose index id another _id holds is not added to
+ * the stream: its items go to the dead-letter stream with source_id, owner_id and a reason
+ * naming both _ids (stage extract), and the batch goes on, the position with it (the dead
+ * letter is the record). Otherwise an index claims the id and a delete releases it, each after
+ * its XADD, so a failing XADD leaves the owner as it was, or claimed by the document whose
+ * re-sent action claims it again. A drop releases every id (the collection is gone). Checked
+ * in the order of the batch, so two colliding documents in one batch are caught too.
  *
  * Why a position is never written back over lost data (README.md, Reliability): a marker that
  * is not the expected one stops the script before anything is written, with an error starting
@@ -77,22 +92,62 @@
     "      .. ': Redis lost its data; nothing was written')\n"                                     \
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
-    "local kinds = {'stream', 'stream', 'hash', 'hash', 'hash'}\n"                                 \
-    "for k = 1, 5 do\n"                                                                            \
+    "local now = take()\n"                                                                         \
+    "local kinds = {'stream', 'stream', 'hash', 'hash', 'hash', 'string', 'hash'}\n"               \
+    "for k = 1, 7 do\n"                                                                            \
     "  local t = redis.call('TYPE', KEYS[k])['ok']\n"                                              \
-    "  if t ~= 'none' and t ~= kinds[k] then\n"                                                    \
+    "  if k ~= 6 and t ~= 'none' and t ~= kinds[k] then\n"                                         \
     "    return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' holds a ' .. t .. ', not a ' ..\n"  \
     "      kinds[k] .. '; nothing was written')\n"                                                 \
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
+    "local result = {0}\n"                                                                         \
     "local n = tonumber(take())\n"                                                                 \
     "for e = 1, n do\n"                                                                            \
-    "  local key = KEYS[tonumber(take())]\n"                                                       \
+    "  local kind = tonumber(take())\n"                                                            \
+    "  local source = nil\n"                                                                       \
+    "  if kind == 3 then source = take() end\n"                                                    \
     "  local count = tonumber(take())\n"                                                           \
     "  local items = {}\n"                                                                         \
     "  for j = 1, count do items[j] = take() end\n"                                                \
-    "  redis.call('XADD', key, '*', unpack(items))\n"                                              \
+    "  local op, id = items[2], items[4]\n"                                                        \
+    "  local owner = nil\n"                                                                        \
+    "  if source and source ~= '' and (op == 'index' or op == 'delete') then\n"                    \
+    "    owner = redis.call('HGET', KEYS[7], id)\n"                                                \
+    "  end\n"                                                                                      \
+    "  if owner and owner ~= source then\n"                                                        \
+    "    local reason\n"                                                                           \
+    "    if op == 'index' then\n"                                                                  \
+    "      reason = 'index id ' .. id .. ' is held by _id ' .. owner .. '; this document\\'s "     \
+    "_id ' ..\n"                                                                                   \
+    "        source .. ' maps to the same index id, so it is not indexed (the other keeps the "    \
+    "index document): ' ..\n"                                                                      \
+    "        'use FTSYNC_ID_FORMAT=typed (_ids of different types) or make the id field "          \
+    "unique, then re-snapshot'\n"                                                                  \
+    "    else\n"                                                                                   \
+    "      reason = 'delete of _id ' .. source .. ' not queued: its index id ' .. id .. ' is "     \
+    "held by _id ' ..\n"                                                                           \
+    "        owner .. ', whose index document it would remove (the two map to the same index "     \
+    "id; ' ..\n"                                                                                   \
+    "        'use FTSYNC_ID_FORMAT=typed or make the id field unique)'\n"                          \
+    "    end\n"                                                                                    \
+    "    for _, v in ipairs({'source_id', source, 'owner_id', owner, 'reason', reason,\n"          \
+    "        'stage', 'extract', 'failed_at', now}) do items[#items + 1] = v end\n"                \
+    "    redis.call('XADD', KEYS[2], '*', unpack(items))\n"                                        \
+    "    result[#result + 1] = e\n"                                                                \
+    "    result[#result + 1] = reason\n"                                                           \
+    "  else\n"                                                                                     \
+    "    redis.call('XADD', KEYS[kind == 2 and 2 or 1], '*', unpack(items))\n"                     \
+    "    if kind == 3 and op == 'drop' then\n"                                                     \
+    "      redis.call('DEL', KEYS[7])\n"                                                           \
+    "    elseif source and source ~= '' and op == 'index' and owner ~= source then\n"              \
+    "      redis.call('HSET', KEYS[7], id, source)\n"                                              \
+    "    elseif source and source ~= '' and op == 'delete' and owner then\n"                       \
+    "      redis.call('HDEL', KEYS[7], id)\n"                                                      \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
     "end\n"                                                                                        \
+    "result[1] = n\n"                                                                              \
     "for e = 1, tonumber(take()) do\n"                                                             \
     "  local source = take()\n"                                                                    \
     "  local index = take()\n"                                                                     \
@@ -107,7 +162,7 @@
     "  redis.call('HSET', KEYS[4], unpack(fields))\n"                                              \
     "  redis.call('DEL', KEYS[5])\n"                                                               \
     "end\n"                                                                                        \
-    "return n\n"
+    "return result\n"
 
 /* Trims the stream down to what every consumer group acknowledged; KEYS[1] is the stream.
  * Returns {removed, threshold}, or {-1, ""} when there is no stream or no group.
@@ -218,6 +273,7 @@ bool fts_redis_keys_init(fts_redis_keys_t *keys, const char *pipeline, fts_error
     snprintf(keys->lease, sizeof keys->lease, "ftsync:{%s}:lease", pipeline);
     snprintf(keys->ids, sizeof keys->ids, "ftsync:{%s}:ids", pipeline);
     snprintf(keys->epoch, sizeof keys->epoch, "ftsync:{%s}:epoch", pipeline);
+    snprintf(keys->owners, sizeof keys->owners, "ftsync:{%s}:owners", pipeline);
     return true;
 }
 
@@ -794,35 +850,54 @@ static size_t cmd_arg_len(const fts_redis_cmd_t *cmd, int i)
     return cmd->argvlen ? cmd->argvlen[i] : strlen(cmd->argv[i]);
 }
 
-/* Builds EVAL APPEND_SCRIPT 6 <stream> <dead> <ids> <self> <other> <epoch> <ARGV...> (layout:
- * see APPEND_SCRIPT) for the XADDs xadds[0..count) (each addressed to the stream or the
- * dead-letter stream), the id map changes and the checkpoint commands saved (NULL: none), the
- * marker expected to hold epoch ("": not checked). */
+/* The owners of what one script writes: owners[i] is the source _id of xadds[i] for i below
+ * count (NULL: a drop or sweep), the rest are dead letters; collided[i] (count of them, false
+ * before the script) is set for each action the script dead-lettered instead. */
+typedef struct {
+    const char *const *owners;
+    size_t count;
+    bool *collided;
+} owned_t;
+
+/* Builds EVAL APPEND_SCRIPT 7 <stream> <dead> <ids> <self> <other> <epoch> <owners> <ARGV...>
+ * (layout: see APPEND_SCRIPT) for the XADDs xadds[0..count) (each addressed to the stream or
+ * the dead-letter stream; the first owned->count with their owners, owned may be NULL), the id
+ * map changes and the checkpoint commands saved (NULL: none), the marker expected to hold epoch
+ * ("": not checked). */
 static void append_script_build(const fts_redis_queue_t *queue, const fts_redis_cmd_t *xadds,
-                                size_t count, const fts_id_map_change_t *map, size_t map_count,
-                                const fts_checkpoint_t *checkpoint, const checkpoint_cmds_t *saved,
-                                const char *epoch, script_args_t *args)
+                                size_t count, const owned_t *owned, const fts_id_map_change_t *map,
+                                size_t map_count, const fts_checkpoint_t *checkpoint,
+                                const checkpoint_cmds_t *saved, const char *epoch,
+                                script_args_t *args)
 {
     memset(args, 0, sizeof *args);
-    args->numbers_cap = 2 * count + 8;
+    args->numbers_cap = 2 * count + 9;
     args->numbers = bson_malloc0(args->numbers_cap * sizeof *args->numbers);
     bool token = !checkpoint || checkpoint->kind == FTS_CHECKPOINT_TOKEN;
     script_args_push_str(args, "EVAL");
     script_args_push_str(args, APPEND_SCRIPT);
-    script_args_push_str(args, "6");
+    script_args_push_str(args, "7");
     script_args_push_str(args, queue->keys.stream);
     script_args_push_str(args, queue->keys.dead);
     script_args_push_str(args, queue->keys.ids);
     script_args_push_str(args, token ? queue->keys.token : queue->keys.snapshot);
     script_args_push_str(args, token ? queue->keys.snapshot : queue->keys.token);
     script_args_push_str(args, queue->keys.epoch);
+    script_args_push_str(args, queue->keys.owners);
     script_args_push_str(args, epoch);
+    script_args_push_number(args, fts_clock_wall_ms());
 
     script_args_push_number(args, count);
     for (size_t i = 0; i < count; i++) {
         const fts_redis_cmd_t *xadd = &xadds[i];
         bool dead = strcmp(xadd->argv[1], queue->keys.dead) == 0;
-        script_args_push_number(args, dead ? 2 : 1);
+        if (owned && i < owned->count) {
+            assert(!dead);
+            script_args_push_number(args, 3);
+            script_args_push_str(args, owned->owners[i] ? owned->owners[i] : "");
+        } else {
+            script_args_push_number(args, dead ? 2 : 1);
+        }
         script_args_push_number(args, (uint64_t)(xadd->argc - 3));
         for (int j = 3; j < xadd->argc; j++) {
             script_args_push(args, xadd->argv[j], cmd_arg_len(xadd, j));
@@ -862,13 +937,14 @@ static void append_script_build(const fts_redis_queue_t *queue, const fts_redis_
 /* Runs APPEND_SCRIPT on server (the queue server; the state server for a checkpoint alone);
  * see write_entries. A refusal for a lost epoch marker comes back as FTS_QUEUE_DATA_LOST. */
 static bool append_script_run(fts_redis_queue_t *queue, fts_redis_t *server,
-                              const fts_redis_cmd_t *xadds, size_t count,
+                              const fts_redis_cmd_t *xadds, size_t count, owned_t *owned,
                               const fts_id_map_change_t *map, size_t map_count,
                               const fts_checkpoint_t *checkpoint, const checkpoint_cmds_t *saved,
                               const char *epoch, fts_error_t *err)
 {
     script_args_t args;
-    append_script_build(queue, xadds, count, map, map_count, checkpoint, saved, epoch, &args);
+    append_script_build(queue, xadds, count, owned, map, map_count, checkpoint, saved, epoch,
+                        &args);
     redisReply *reply =
         fts_redis_command_argv(server, (int)args.argc, args.argv, args.argvlen, err);
     script_args_cleanup(&args);
@@ -885,7 +961,21 @@ static bool append_script_run(fts_redis_queue_t *queue, fts_redis_t *server,
         return fts_error_prefix(err, "%s; the checkpoint was not saved",
                                 saved ? "the append script stopped" : "the entries script stopped");
     }
-    bool ok = reply->type == REDIS_REPLY_INTEGER && reply->integer == (long long)count;
+    bool ok = reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 &&
+              reply->element[0]->type == REDIS_REPLY_INTEGER &&
+              reply->element[0]->integer == (long long)count;
+    for (size_t i = 1; ok && i < reply->elements; i += 2) {
+        /* An action dead-lettered for an index id collision: written, so logged. */
+        const redisReply *number = reply->element[i];
+        ok = owned && i + 1 < reply->elements && number->type == REDIS_REPLY_INTEGER &&
+             number->integer >= 1 && (unsigned long long)number->integer <= owned->count &&
+             reply_is_text(reply->element[i + 1]);
+        if (ok) {
+            owned->collided[number->integer - 1] = true;
+            fts_log(FTS_LOG_WARN, LOG_COMPONENT, "dead-lettered an entry to %s (stage extract): %s",
+                    queue->keys.dead, reply->element[i + 1]->str);
+        }
+    }
     freeReplyObject(reply);
     if (!ok) {
         return fts_error_set(err, FTS_ERROR_REDIS, FTS_ERROR_CODE_PROTOCOL,
@@ -931,7 +1021,7 @@ static bool epoch_for_write(fts_redis_queue_t *queue, fts_error_t *err)
  * it writes to, in the script that writes (fts_redis_queue_check_epoch). what names the
  * operation for messages. */
 static bool write_entries(fts_redis_queue_t *queue, const fts_redis_cmd_t *xadds, size_t count,
-                          const fts_id_map_change_t *map, size_t map_count,
+                          owned_t *owned, const fts_id_map_change_t *map, size_t map_count,
                           const fts_checkpoint_t *checkpoint, const char *what, fts_error_t *err)
 {
     bool ok = false;
@@ -955,7 +1045,7 @@ static bool write_entries(fts_redis_queue_t *queue, const fts_redis_cmd_t *xadds
     if (count > 0 || map_count > 0) {
         /* One script on the queue server: entries, map and (one server) the checkpoint. */
         bool with_checkpoint = queue->atomic && saved.count > 0;
-        if (!append_script_run(queue, queue->queue, xadds, count, map, map_count, checkpoint,
+        if (!append_script_run(queue, queue->queue, xadds, count, owned, map, map_count, checkpoint,
                                with_checkpoint ? &saved : NULL, epoch, err)) {
             goto cleanup;
         }
@@ -968,7 +1058,8 @@ static bool write_entries(fts_redis_queue_t *queue, const fts_redis_cmd_t *xadds
     /* The checkpoint alone on the state server (two servers: only now that the script said
      * every entry is in), by the same script with no entries, so that it checks the marker
      * there too. */
-    if (!append_script_run(queue, queue->state, NULL, 0, NULL, 0, checkpoint, &saved, epoch, err)) {
+    if (!append_script_run(queue, queue->state, NULL, 0, NULL, NULL, 0, checkpoint, &saved, epoch,
+                           err)) {
         fts_error_prefix(err, count ? "the entries are queued, the checkpoint was not saved"
                                     : "the checkpoint was not saved");
         goto cleanup;
@@ -1017,7 +1108,15 @@ bool fts_redis_queue_append_batch(fts_redis_queue_t *queue, const fts_queue_batc
         }
         xadds[batch->count + i] = dead[i].xadd;
     }
-    ok = write_entries(queue, xadds, total, batch->map, batch->map_count, checkpoint, what, err);
+    owned_t owned = {.owners = batch->owners,
+                     .count = batch->count,
+                     .collided = batch->count ? bson_malloc0(batch->count * sizeof(bool)) : NULL};
+    ok = write_entries(queue, xadds, total, batch->owners ? &owned : NULL, batch->map,
+                       batch->map_count, checkpoint, what, err);
+    for (size_t i = 0; batch->collided && i < batch->count; i++) {
+        batch->collided[i] = ok && owned.collided[i];
+    }
+    bson_free(owned.collided);
     if (ok) {
         for (size_t i = 0; i < batch->dead_count; i++) {
             fts_log(FTS_LOG_WARN, LOG_COMPONENT, "dead-lettered an entry to %s (stage %s): %s",
@@ -1052,7 +1151,7 @@ bool fts_redis_queue_checkpoint(fts_redis_queue_t *queue, const fts_checkpoint_t
     snprintf(what, sizeof what, "cannot save the position in %s",
              checkpoint->kind == FTS_CHECKPOINT_SNAPSHOT ? queue->keys.snapshot
                                                          : queue->keys.token);
-    return write_entries(queue, NULL, 0, NULL, 0, checkpoint, what, err);
+    return write_entries(queue, NULL, 0, NULL, NULL, 0, checkpoint, what, err);
 }
 
 bool fts_redis_queue_dead_letter(fts_redis_queue_t *queue, const fts_dead_letter_t *dead,
@@ -1064,7 +1163,7 @@ bool fts_redis_queue_dead_letter(fts_redis_queue_t *queue, const fts_dead_letter
     if (!dead_letter_cmd_build(queue, dead, &cmd, err)) {
         return fts_error_prefix(err, "%s", what);
     }
-    bool ok = write_entries(queue, &cmd.xadd, 1, NULL, 0, checkpoint, what, err);
+    bool ok = write_entries(queue, &cmd.xadd, 1, NULL, NULL, 0, checkpoint, what, err);
     if (ok) {
         fts_log(FTS_LOG_WARN, LOG_COMPONENT, "dead-lettered an entry to %s (stage %s): %s",
                 queue->keys.dead, dead->stage, dead->reason);
@@ -1180,17 +1279,42 @@ cleanup:
     return ok;
 }
 
+/* Two servers: deletes the owners of the index ids on the queue server, before the position
+ * is cleared on the state server (one server: the caller deletes them with the position). The
+ * snapshot that follows a cleared position claims every live document's index id again, so
+ * owners of documents deleted while nobody watched (a lost history) do not outlive it and
+ * refuse a new document its index id. Cleared first: a crash between the two steps leaves the
+ * old position with no owners, which the resync (or clear) run again rebuilds. */
+static bool owners_clear_apart(fts_redis_queue_t *queue, fts_error_t *err)
+{
+    if (queue->atomic) {
+        return true;
+    }
+    const char *argv[] = {"DEL", queue->keys.owners};
+    redisReply *reply = fts_redis_command_argv(queue->queue, 2, argv, NULL, err);
+    if (!reply) {
+        return fts_error_prefix(err, "cannot delete the owners of the index ids %s",
+                                queue->keys.owners);
+    }
+    freeReplyObject(reply);
+    return true;
+}
+
 bool fts_redis_queue_clear_for_resync(fts_redis_queue_t *queue, fts_error_t *err)
 {
     /* One MULTI: a crash leaves either the old position or the cleared one with the flag,
      * never a cleared position without it (the sweep would be lost). The snapshot's
      * checkpoints only HSET their fields into this hash, so the flag stays until the first
-     * token checkpoint deletes the hash. */
+     * token checkpoint deletes the hash. One server: the owners go in the same DEL. */
+    if (!owners_clear_apart(queue, err)) {
+        return fts_error_prefix(err, "cannot clear for a resync");
+    }
     const char *multi[] = {"MULTI"};
-    const char *del[] = {"DEL", queue->keys.token, queue->keys.snapshot};
+    const char *del[] = {"DEL", queue->keys.token, queue->keys.snapshot, queue->keys.owners};
     const char *hset[] = {"HSET", queue->keys.snapshot, "sweep", "1"};
     const char *exec[] = {"EXEC"};
-    fts_redis_cmd_t cmds[] = {{1, multi, NULL}, {3, del, NULL}, {4, hset, NULL}, {1, exec, NULL}};
+    fts_redis_cmd_t cmds[] = {
+        {1, multi, NULL}, {queue->atomic ? 4 : 3, del, NULL}, {4, hset, NULL}, {1, exec, NULL}};
     redisReply *replies[4] = {NULL};
     const redisReply *results = NULL;
     bool ok = fts_redis_pipeline(queue->state, cmds, 4, replies, err) &&
@@ -1202,22 +1326,26 @@ bool fts_redis_queue_clear_for_resync(fts_redis_queue_t *queue, fts_error_t *err
                                 queue->keys.token, queue->keys.snapshot);
     }
     fts_log(FTS_LOG_INFO, LOG_COMPONENT,
-            "cleared the saved position (%s, %s) for a resync: its snapshot ends with a sweep "
-            "(%s field sweep=1)",
-            queue->keys.token, queue->keys.snapshot, queue->keys.snapshot);
+            "cleared the saved position (%s, %s) and %s for a resync: its snapshot ends with a "
+            "sweep (%s field sweep=1)",
+            queue->keys.token, queue->keys.snapshot, queue->keys.owners, queue->keys.snapshot);
     return true;
 }
 
 bool fts_redis_queue_clear_position(fts_redis_queue_t *queue, fts_error_t *err)
 {
-    const char *argv[] = {"DEL", queue->keys.token, queue->keys.snapshot};
-    redisReply *reply = fts_redis_command_argv(queue->state, 3, argv, NULL, err);
+    if (!owners_clear_apart(queue, err)) {
+        return fts_error_prefix(err, "cannot clear the saved position");
+    }
+    const char *argv[] = {"DEL", queue->keys.token, queue->keys.snapshot, queue->keys.owners};
+    redisReply *reply =
+        fts_redis_command_argv(queue->state, queue->atomic ? 4 : 3, argv, NULL, err);
     if (!reply) {
         return fts_error_prefix(err, "cannot clear the saved position (%s, %s)", queue->keys.token,
                                 queue->keys.snapshot);
     }
-    fts_log(FTS_LOG_INFO, LOG_COMPONENT, "cleared the saved position (%s, %s)", queue->keys.token,
-            queue->keys.snapshot);
+    fts_log(FTS_LOG_INFO, LOG_COMPONENT, "cleared the saved position (%s, %s) and %s",
+            queue->keys.token, queue->keys.snapshot, queue->keys.owners);
     freeReplyObject(reply);
     return true;
 }

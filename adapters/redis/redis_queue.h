@@ -19,8 +19,13 @@
  *   ftsync:{P}:ids       hash, the id map (FTSYNC_ID_MAP): field = canonical extended JSON of
  *                        a source document's _id, value = its index id; written only by the
  *                        append script, with the entries it belongs to
- * The streams and the id map live on the queue server, the position hashes and the lease on
- * the state server; they may be one server (the default).
+ *   ftsync:{P}:owners    hash, the owners of the index ids (when the batch gives them: a plain
+ *                        id format or an id field other than _id): field = index id, value =
+ *                        canonical extended JSON of the _id of the document that holds it;
+ *                        written only by the append script, which dead-letters an action
+ *                        whose index id another document holds (README.md, Extract: index ids)
+ * The streams, the id map and the owners live on the queue server, the position hashes and the
+ * lease on the state server; they may be one server (the default).
  *
  * The saved position is exactly one of: nothing (start with a snapshot), a snapshot in
  * progress, or a token. Every checkpoint writes one of the two hashes and deletes the other in
@@ -95,6 +100,7 @@ typedef struct {
     char lease[FTS_REDIS_KEY_SIZE];
     char ids[FTS_REDIS_KEY_SIZE];
     char epoch[FTS_REDIS_KEY_SIZE]; /* on the state server and on the queue server */
+    char owners[FTS_REDIS_KEY_SIZE];
 } fts_redis_keys_t;
 
 /* Room for an epoch marker's value: 24 hex digits of an ObjectId and a NUL. */
@@ -141,7 +147,9 @@ bool fts_redis_queue_ensure_group(fts_redis_queue_t *queue, fts_error_t *err);
 bool fts_redis_queue_check_epoch(fts_redis_queue_t *queue, unsigned *lost, fts_error_t *err);
 
 /* Appends a batch: its actions (each "XADD <stream> * field value...", as fts_action_encode
- * builds them with fts_redis_queue_keys()->stream), then its dead letters (as
+ * builds them with fts_redis_queue_keys()->stream; with batch->owners, each checked against
+ * and then claiming or releasing ftsync:{P}:owners, or dead-lettered with stage extract when
+ * another document holds its index id: see fts_queue_batch_t), then its dead letters (as
  * fts_redis_queue_dead_letter writes them), then its id map changes (HSET/HDEL of
  * ftsync:{P}:ids), and then, if checkpoint is not NULL, saves it:
  *   - one server: one EVAL of a Lua script doing all of it in that order (see APPEND_SCRIPT in
@@ -193,12 +201,14 @@ bool fts_redis_queue_read_position(fts_redis_queue_t *queue, fts_position_t *pos
                                    fts_error_t *err);
 
 /* Deletes token and snapshot hashes in one command (`reset-token --clear`): the next start
- * snapshots the collection again. */
+ * snapshots the collection again. The owners of the index ids go too (in the same command on
+ * one server, just before on two): the snapshot claims them again. */
 bool fts_redis_queue_clear_position(fts_redis_queue_t *queue, fts_error_t *err);
 
 /* Deletes token and snapshot hashes and writes the snapshot hash's field sweep=1, in one
  * MULTI (the extract's resync): the next snapshot, even one started by a new process after a
- * crash, ends with a sweep (fts_position_t.sweep). */
+ * crash, ends with a sweep (fts_position_t.sweep). The owners of the index ids are deleted as
+ * in fts_redis_queue_clear_position. */
 bool fts_redis_queue_clear_for_resync(fts_redis_queue_t *queue, fts_error_t *err);
 
 /* The loaders' backlog, from one MULTI of XLEN and XINFO GROUPS. No stream: all zero. With

@@ -819,6 +819,228 @@ static void test_id_map_append_and_read(void **state)
     fts_redis_destroy(redis);
 }
 
+/* A batch of the given ops and index ids (a drop: id NULL), each re-encoded after batch_new. */
+static batch_t *batch_of(const fts_redis_queue_t *queue, size_t count, const fts_action_op_t *ops,
+                         const char *const *ids)
+{
+    batch_t *batch = batch_new(queue, 0, count, false);
+    for (size_t k = 0; k < count; k++) {
+        fts_action_t *action = &batch->actions[k];
+        free(action->id);
+        free(action->body);
+        action->id = NULL;
+        action->body = NULL;
+        action->id_len = action->body_len = 0;
+        action->op = ops[k];
+        if (ids[k]) {
+            action->id = strdup(ids[k]);
+            action->id_len = strlen(ids[k]);
+        }
+        if (ops[k] == FTS_ACTION_INDEX) {
+            action->body = strdup("{\"name\":\"x\"}");
+            action->body_len = strlen(action->body);
+        }
+        fts_error_t err;
+        fts_error_clear(&err);
+        if (!fts_action_encode(action, fts_redis_queue_keys(queue)->stream, &batch->argv[k],
+                               &err)) {
+            fail_msg("cannot encode action %zu: %s", k, err.message);
+        }
+    }
+    return batch;
+}
+
+/* The owner of index id in the owners hash; NULL when it has none (free it). */
+static char *owner_of(fts_redis_t *redis, const fts_redis_keys_t *keys, const char *id)
+{
+    fts_error_t err;
+    fts_error_clear(&err);
+    redisReply *reply = fts_redis_command(redis, &err, "HGET %s %s", keys->owners, id);
+    assert_non_null(reply);
+    char *owner = reply->type == REDIS_REPLY_STRING ? strdup(reply->str) : NULL;
+    freeReplyObject(reply);
+    return owner;
+}
+
+static void assert_owner(fts_redis_t *redis, const fts_redis_keys_t *keys, const char *id,
+                         const char *expected)
+{
+    char *owner = owner_of(redis, keys, id);
+    if (!expected) {
+        if (owner) {
+            fail_msg("index id %s is held by %s; expected no owner", id, owner);
+        }
+        return;
+    }
+    if (!owner) {
+        fail_msg("index id %s has no owner; expected %s", id, expected);
+    }
+    assert_string_equal(owner, expected);
+    free(owner);
+}
+
+/* The owners of the index ids (README.md, Extract: index ids), checked by the append script
+ * itself: two documents mapping to one index id within one batch, a delete of the index id
+ * another document holds, releases, a drop, the check off, a key of the wrong type. */
+static void test_owners_dead_letter_collisions(void **state)
+{
+    (void)state;
+    char pipeline[64];
+    unique_pipeline(pipeline, sizeof pipeline, "owners");
+    fts_redis_t *redis = connect_ok(fts_test_redis_server_url(shared_server));
+    fts_redis_queue_t *queue = queue_ok(redis, NULL, pipeline);
+    const fts_redis_keys_t *keys = fts_redis_queue_keys(queue);
+    ensure_group_ok(queue);
+    char expected[FTS_REDIS_KEY_SIZE];
+    snprintf(expected, sizeof expected, "ftsync:{%s}:owners", pipeline);
+    assert_string_equal(keys->owners, expected);
+    const char *number = "{ \"$numberInt\" : \"424242\" }";
+    const char *text = "\"424242\"";
+    fts_error_t err;
+    fts_error_clear(&err);
+
+    /* One batch: the number claims 424242, the string's index and delete collide, the
+     * number's own second index goes through. */
+    const fts_action_op_t ops1[] = {FTS_ACTION_INDEX, FTS_ACTION_INDEX, FTS_ACTION_INDEX,
+                                    FTS_ACTION_DELETE};
+    const char *ids1[] = {"424242", "424242", "424242", "424242"};
+    const char *owners1[] = {number, text, number, text};
+    batch_t *batch = batch_of(queue, 4, ops1, ids1);
+    bool collided[4] = {true, false, true, false};
+    fts_queue_batch_t first = {
+        .actions = batch->argv, .count = 4, .owners = owners1, .collided = collided};
+    fts_checkpoint_t checkpoint = token_checkpoint(TOKEN_TEXT(1), BASE_SECONDS + 1);
+    long long eval = calls_of(redis, "eval");
+    if (!fts_redis_queue_append_batch(queue, &first, &checkpoint, &err)) {
+        fail_msg("append: %s", err.message);
+    }
+    assert_int_equal(calls_of(redis, "eval") - eval, 1);
+    assert_false(collided[0]);
+    assert_true(collided[1]);
+    assert_false(collided[2]);
+    assert_true(collided[3]);
+    assert_int_equal(xlen(redis, keys->stream), 2);
+    assert_int_equal(xlen(redis, keys->dead), 2);
+    assert_saved_token(redis, queue, TOKEN_TEXT(1)); /* the dead letters are the record */
+    assert_owner(redis, keys, "424242", number);
+    redisReply *dead = run(redis, "XRANGE %s - +", keys->dead);
+    assert_int_equal(dead->elements, 2);
+    const char *dead_ops[] = {"index", "delete"};
+    for (size_t i = 0; i < 2; i++) {
+        const redisReply *fields = dead->element[i]->element[1];
+        assert_field(fields, "op", dead_ops[i]);
+        assert_field(fields, "id", "424242");
+        assert_field(fields, "source_id", text);
+        assert_field(fields, "owner_id", number);
+        assert_field(fields, "stage", "extract");
+        const redisReply *reason = field_of(fields, "reason");
+        assert_non_null(reason);
+        assert_contains(reason->str, number);
+        assert_contains(reason->str, text);
+        assert_contains(reason->str, "FTSYNC_ID_FORMAT=typed");
+        assert_non_null(field_of(fields, "failed_at"));
+    }
+    freeReplyObject(dead);
+    batch_free(batch);
+
+    /* The number's delete releases the id; the string can then claim it. */
+    const fts_action_op_t ops2[] = {FTS_ACTION_DELETE, FTS_ACTION_INDEX};
+    const char *ids2[] = {"424242", "424242"};
+    const char *owners2[] = {number, text};
+    batch = batch_of(queue, 2, ops2, ids2);
+    fts_queue_batch_t second = {
+        .actions = batch->argv, .count = 2, .owners = owners2, .collided = collided};
+    checkpoint = token_checkpoint(TOKEN_TEXT(2), BASE_SECONDS + 2);
+    assert_true(fts_redis_queue_append_batch(queue, &second, &checkpoint, &err));
+    assert_false(collided[0] || collided[1] || collided[2]);
+    assert_int_equal(xlen(redis, keys->stream), 4);
+    assert_int_equal(xlen(redis, keys->dead), 2);
+    assert_owner(redis, keys, "424242", text);
+    batch_free(batch);
+
+    /* A drop releases every id; what follows it in the batch claims afresh. */
+    const fts_action_op_t ops3[] = {FTS_ACTION_INDEX, FTS_ACTION_DROP, FTS_ACTION_INDEX};
+    const char *ids3[] = {"7", NULL, "8"};
+    const char *owners3[] = {"{ \"$numberInt\" : \"7\" }", NULL, "{ \"$numberInt\" : \"8\" }"};
+    batch = batch_of(queue, 3, ops3, ids3);
+    fts_queue_batch_t third = {
+        .actions = batch->argv, .count = 3, .owners = owners3, .collided = collided};
+    assert_true(fts_redis_queue_append_batch(queue, &third, NULL, &err));
+    assert_false(collided[0] || collided[1] || collided[2]);
+    assert_owner(redis, keys, "424242", NULL);
+    assert_owner(redis, keys, "7", NULL);
+    assert_owner(redis, keys, "8", "{ \"$numberInt\" : \"8\" }");
+    batch_free(batch);
+
+    /* Without owners (typed ids of _id) nothing is checked or kept. */
+    const fts_action_op_t ops4[] = {FTS_ACTION_INDEX};
+    const char *ids4[] = {"8"};
+    batch = batch_of(queue, 1, ops4, ids4);
+    fts_queue_batch_t fourth = {.actions = batch->argv, .count = 1, .collided = collided};
+    long long length = xlen(redis, keys->stream);
+    assert_true(fts_redis_queue_append_batch(queue, &fourth, NULL, &err));
+    assert_false(collided[0] || collided[1] || collided[2]);
+    assert_int_equal(xlen(redis, keys->stream), length + 1);
+    assert_owner(redis, keys, "8", "{ \"$numberInt\" : \"8\" }");
+
+    /* An owners key of the wrong type: nothing written, the token stays. */
+    freeReplyObject(run(redis, "DEL %s", keys->owners));
+    freeReplyObject(run(redis, "SET %s oops", keys->owners));
+    const char *owners4[] = {"{ \"$numberInt\" : \"9\" }"};
+    fourth.owners = owners4;
+    checkpoint = token_checkpoint(TOKEN_TEXT(3), BASE_SECONDS + 3);
+    fts_error_clear(&err);
+    assert_false(fts_redis_queue_append_batch(queue, &fourth, &checkpoint, &err));
+    assert_contains(err.message, "WRONGTYPE");
+    assert_contains(err.message, keys->owners);
+    assert_int_equal(xlen(redis, keys->stream), length + 1);
+    assert_saved_token(redis, queue, TOKEN_TEXT(2));
+    batch_free(batch);
+
+    fts_redis_queue_destroy(queue);
+    fts_redis_destroy(redis);
+}
+
+/* Clearing the position (reset-token --clear, a resync) deletes the owners of the index ids
+ * too, where they live (the queue server): the snapshot that follows claims them again. */
+static void test_clears_delete_owners(void **state)
+{
+    (void)state;
+    char pipeline[64];
+    unique_pipeline(pipeline, sizeof pipeline, "ownclear");
+    fts_redis_t *redis = connect_ok(fts_test_redis_server_url(shared_server));
+    fts_redis_queue_t *queue = queue_ok(redis, NULL, pipeline);
+    const fts_redis_keys_t *keys = fts_redis_queue_keys(queue);
+    fts_error_t err;
+    fts_error_clear(&err);
+    freeReplyObject(run(redis, "HSET %s 424242 x", keys->owners));
+    assert_true(fts_redis_queue_clear_position(queue, &err));
+    assert_false(exists(redis, keys->owners));
+    freeReplyObject(run(redis, "HSET %s 424242 x", keys->owners));
+    assert_true(fts_redis_queue_clear_for_resync(queue, &err));
+    assert_false(exists(redis, keys->owners));
+    assert_true(exists(redis, keys->snapshot)); /* the sweep flag */
+    fts_redis_queue_destroy(queue);
+
+    fts_test_redis_server_t *queue_server = start_server();
+    fts_redis_t *queue_redis = connect_ok(fts_test_redis_server_url(queue_server));
+    unique_pipeline(pipeline, sizeof pipeline, "ownclear");
+    queue = queue_ok(redis, queue_redis, pipeline);
+    keys = fts_redis_queue_keys(queue);
+    assert_false(fts_redis_queue_is_atomic(queue));
+    freeReplyObject(run(queue_redis, "HSET %s 424242 x", keys->owners));
+    assert_true(fts_redis_queue_clear_for_resync(queue, &err));
+    assert_false(exists(queue_redis, keys->owners));
+    freeReplyObject(run(queue_redis, "HSET %s 424242 x", keys->owners));
+    assert_true(fts_redis_queue_clear_position(queue, &err));
+    assert_false(exists(queue_redis, keys->owners));
+    assert_false(exists(redis, keys->snapshot));
+    fts_redis_queue_destroy(queue);
+    fts_redis_destroy(queue_redis);
+    fts_test_redis_server_destroy(queue_server);
+    fts_redis_destroy(redis);
+}
+
 static void test_token_only_checkpoint(void **state)
 {
     (void)state;
@@ -1614,6 +1836,8 @@ int main(void)
         cmocka_unit_test(test_failure_inside_the_transaction),
         cmocka_unit_test(test_failed_xadd_leaves_the_token),
         cmocka_unit_test(test_id_map_append_and_read),
+        cmocka_unit_test(test_owners_dead_letter_collisions),
+        cmocka_unit_test(test_clears_delete_owners),
         cmocka_unit_test(test_token_only_checkpoint),
         cmocka_unit_test(test_snapshot_progress),
         cmocka_unit_test(test_position_malformed_and_clear),

@@ -44,6 +44,8 @@ typedef struct {
     char last_id[64];
     uint64_t queued;
     char reason[256]; /* dead letters */
+    bool has_owners;  /* the append gave the owners of its actions */
+    char owners[MAX_ACTIONS][64];
 } record_t;
 
 #define MAX_MAP 64
@@ -189,7 +191,15 @@ static bool fq_append(void *context, const fts_queue_batch_t *batch,
         }
         map_put(queue, change->source_id, value);
     }
-    return fq_append_actions(context, batch->actions, batch->count, checkpoint, err);
+    bool ok = fq_append_actions(context, batch->actions, batch->count, checkpoint, err);
+    record_t *record = &queue->appends[queue->append_count - 1];
+    record->has_owners = batch->owners != NULL;
+    for (size_t i = 0; batch->owners && i < batch->count; i++) {
+        snprintf(record->owners[i], sizeof record->owners[i], "%s",
+                 batch->owners[i] ? batch->owners[i] : "(none)");
+    }
+    /* batch->collided: left false, the Redis adapter's script decides (test_redis_queue). */
+    return ok;
 }
 
 static bool fq_checkpoint(void *context, const fts_checkpoint_t *checkpoint, fts_error_t *err)
@@ -373,11 +383,13 @@ static bson_t *token_frame(const char *token, const char *kind, uint32_t increme
     return frame;
 }
 
-/* Runs the worker loop over the frames with a default transform. */
-static int run_worker(fake_queue_t *queue, fake_channel_t *channel, size_t batch_size)
+/* Runs the worker loop over the frames with a default transform, or with typed ids. */
+static int run_worker_typed(fake_queue_t *queue, fake_channel_t *channel, size_t batch_size,
+                            bool typed)
 {
     fts_string_list_t fields = {0};
-    fts_transform_options_t options = {.fields = &fields, .on_drop = FTS_ON_DROP_DELETE};
+    fts_transform_options_t options = {
+        .fields = &fields, .on_drop = FTS_ON_DROP_DELETE, .id_typed = typed};
     fts_error_t err;
     fts_transform_t *transform = fts_transform_new(&options, &err);
     if (!transform) {
@@ -389,6 +401,11 @@ static int run_worker(fake_queue_t *queue, fake_channel_t *channel, size_t batch
     int status = fts_extract_worker_loop(transform, batch_size, &qport, &cport);
     fts_transform_destroy(transform);
     return status;
+}
+
+static int run_worker(fake_queue_t *queue, fake_channel_t *channel, size_t batch_size)
+{
+    return run_worker_typed(queue, channel, batch_size, false);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -810,6 +827,60 @@ static void test_idmap_bad_entry_dead_lettered(void **state)
     assert_contains(queue.dead[1].reason, "former index id");
     assert_string_equal(map_value(&queue, key_of(4)), "204");
     channel_cleanup(&channel);
+}
+
+/* Where two documents can map to one index id (plain ids; an id field other than _id), every
+ * action reaches the queue with its document's _id, for the queue's owners check (README.md,
+ * Extract: index ids); with typed ids of _id, none. */
+static void test_owners_given_with_every_action(void **state)
+{
+    (void)state;
+    fake_queue_t queue = {0};
+    fake_channel_t channel = {0};
+    channel_add(&channel, event_frame(1, 1, true, "{\"_data\":\"01\"}", false), false);
+    channel_add(&channel, event_frame(2, 2, true, "{\"_data\":\"02\"}", false), true);
+    assert_int_equal(run_worker(&queue, &channel, 100), FTS_WORKER_EXIT_OK);
+    assert_int_equal(queue.append_count, 1);
+    assert_true(queue.appends[0].has_owners);
+    assert_string_equal(queue.appends[0].owners[0], "{ \"$numberInt\" : \"1\" }");
+    assert_string_equal(queue.appends[0].owners[1], "{ \"$numberInt\" : \"2\" }");
+
+    fake_queue_t typed = {0};
+    channel.next = 0;
+    channel.again_given = false;
+    assert_int_equal(run_worker_typed(&typed, &channel, 100, true), FTS_WORKER_EXIT_OK);
+    assert_int_equal(typed.append_count, 1);
+    assert_int_equal(typed.appends[0].count, 2);
+    assert_false(typed.appends[0].has_owners);
+    channel_cleanup(&channel);
+
+    /* With the id field: a snapshot document, an id change (the old id's delete and the new
+     * index are both the document's), a delete named by the map. */
+    fake_queue_t mapped = {0};
+    fake_channel_t frames = {0};
+    map_put(&mapped, key_of(5), "105");
+    map_put(&mapped, key_of(7), "107");
+    channel_add(&frames, mapped_snapshot_frame(3, 103, 1), true);
+    channel_add(&frames, mapped_frame("update", 5, 205, -1, 1, false), false);
+    channel_add(&frames, mapped_frame("delete", 7, -1, -1, 2, false), true);
+    assert_int_equal(run_mapped_worker(&mapped, &frames, 100, true), FTS_WORKER_EXIT_OK);
+    assert_int_equal(mapped.append_count, 2);
+    assert_true(mapped.appends[0].has_owners);
+    assert_string_equal(mapped.appends[0].ids[0], "103");
+    assert_string_equal(mapped.appends[0].owners[0], key_of(3));
+    record_t *append = &mapped.appends[1];
+    assert_true(append->has_owners);
+    assert_int_equal(append->count, 3);
+    assert_string_equal(append->ops[0], "delete");
+    assert_string_equal(append->ids[0], "105");
+    assert_string_equal(append->owners[0], key_of(5));
+    assert_string_equal(append->ops[1], "index");
+    assert_string_equal(append->ids[1], "205");
+    assert_string_equal(append->owners[1], key_of(5));
+    assert_string_equal(append->ops[2], "delete");
+    assert_string_equal(append->ids[2], "107");
+    assert_string_equal(append->owners[2], key_of(7));
+    channel_cleanup(&frames);
 }
 
 static void test_idmap_off_needs_pre_images(void **state)
@@ -1484,6 +1555,7 @@ int main(void)
         cmocka_unit_test(test_idmap_snapshot_fills_the_map),
         cmocka_unit_test(test_idmap_bad_entry_dead_lettered),
         cmocka_unit_test(test_idmap_off_needs_pre_images),
+        cmocka_unit_test(test_owners_given_with_every_action),
         cmocka_unit_test(test_parent_backpressure_stops_reading),
         cmocka_unit_test(test_parent_reads_below_max),
         cmocka_unit_test(test_parent_start_at_time),
