@@ -598,9 +598,9 @@ class Chaos:
         return {
             "Redis data loss seen": text.count("Redis lost its data"),
             "history-lost resyncs": text.count("change stream history lost: resyncing"),
-            # the first one, then a Redis emptied while no extractor ran, or a resync's clearing
-            # found by the next extract: each ends with a sweep
-            "snapshots from nothing saved": text.count("no saved position: snapshot"),
+            # the first, each resync's, and one after a Redis emptied while no extractor ran:
+            # every one ends with a sweep
+            "snapshots": text.count("no saved position: snapshot"),
             "group recreated": text.count("the queue Redis lost the consumer group: recreated"),
             "worker restarts": text.count("transform worker ended; restarting it")
             + text.count("transform worker killed from outside")
