@@ -108,15 +108,8 @@ test_run_serves_metrics_prometheus_reads_them_and_a_stall_turns_healthz_red(void
     setenv("FTSYNC_HEALTH_STALL_MS", "3000", 1);
     char log_path[1200];
     snprintf(log_path, sizeof log_path, "%s/run.log", dir);
-    const char *const run_args[] = {"run", NULL};
-    pid_t run = fts_test_spawn(FTSYNC_BINARY, run_args, log_path);
-    assert_true(run > 0);
-
-    int port = fts_test_admin_port_from_log(log_path, 20000);
-    if (port <= 0) {
-        fts_test_log_print_tail(log_path);
-        fail_msg("ftsync run did not say where its admin endpoint listens");
-    }
+    int port;
+    pid_t run = fts_test_admin_start(FTSYNC_BINARY, "run", log_path, &port);
     char base[64];
     snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
     char url[128];
@@ -341,14 +334,8 @@ static void test_load_healthz_turns_red_while_elasticsearch_answers_503(void **s
     setenv("FTSYNC_BULK_MAX_WAIT_MS", "10", 1);
     char log_path[1200];
     snprintf(log_path, sizeof log_path, "%s/load.log", dir);
-    const char *const load_args[] = {"load", NULL};
-    pid_t load = fts_test_spawn(FTSYNC_BINARY, load_args, log_path);
-    assert_true(load > 0);
-    int port = fts_test_admin_port_from_log(log_path, 20000);
-    if (port <= 0) {
-        fts_test_log_print_tail(log_path);
-        fail_msg("ftsync load did not say where its admin endpoint listens");
-    }
+    int port;
+    pid_t load = fts_test_admin_start(FTSYNC_BINARY, "load", log_path, &port);
     char url[128];
     char *body = NULL;
     snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", port);
@@ -428,11 +415,9 @@ static void test_extract_healthz_turns_red_while_the_worker_restarts_in_a_loop(v
     setenv("FTSYNC_WORKER_CRASH_LIMIT", "6", 1);
     char log_path[1200];
     snprintf(log_path, sizeof log_path, "%s/extract.log", dir);
-    const char *const extract_args[] = {"extract", NULL};
-    pid_t extract = fts_test_spawn(FTSYNC_BINARY, extract_args, log_path);
-    assert_true(extract > 0);
-    int port = fts_test_admin_port_from_log(log_path, 20000);
-    if (port <= 0 || !fts_test_log_wait_for(log_path, "following the change stream", 30000)) {
+    int port;
+    pid_t extract = fts_test_admin_start(FTSYNC_BINARY, "extract", log_path, &port);
+    if (!fts_test_log_wait_for(log_path, "following the change stream", 30000)) {
         fts_test_log_print_tail(log_path);
         fail_msg("extract did not start following the change stream");
     }

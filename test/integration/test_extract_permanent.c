@@ -136,14 +136,7 @@ static void case_start(extract_case_t *c, const char *const *redis_args, const c
 static void case_extract_start(extract_case_t *c, const char *mongo_uri, const char *redis_url)
 {
     extract_env(c->name, mongo_uri, redis_url);
-    const char *const args[] = {"extract", NULL};
-    c->extract = fts_test_spawn(FTSYNC_BINARY, args, c->log_path);
-    assert_true(c->extract > 0);
-    c->port = fts_test_admin_port_from_log(c->log_path, 20000);
-    if (c->port <= 0) {
-        fts_test_log_print_tail(c->log_path);
-        fail_msg("ftsync extract did not say where its admin endpoint listens");
-    }
+    c->extract = fts_test_admin_start(FTSYNC_BINARY, "extract", c->log_path, &c->port);
 }
 
 /* /readyz answers 503 with needles, /metrics counts server/reason and shows the gauge at 1,

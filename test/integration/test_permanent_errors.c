@@ -81,19 +81,6 @@ static void common_env(const char *name, const char *redis_url, const char *es_u
     setenv("FTSYNC_BULK_MAX_WAIT_MS", "10", 1);
 }
 
-static pid_t start_load(const char *log_path, int *port)
-{
-    const char *const args[] = {"load", NULL};
-    pid_t load = fts_test_spawn(FTSYNC_BINARY, args, log_path);
-    assert_true(load > 0);
-    *port = fts_test_admin_port_from_log(log_path, 20000);
-    if (*port <= 0) {
-        fts_test_log_print_tail(log_path);
-        fail_msg("ftsync load did not say where its admin endpoint listens");
-    }
-    return load;
-}
-
 static void assert_running(pid_t pid)
 {
     assert_int_equal(kill(pid, 0), 0);
@@ -120,7 +107,7 @@ static void test_elasticsearch_permanent_errors_are_reported_until_fixed(void **
     char log_path[1200];
     snprintf(log_path, sizeof log_path, "%s/load.log", dir);
     int port;
-    pid_t load = start_load(log_path, &port);
+    pid_t load = fts_test_admin_start(FTSYNC_BINARY, "load", log_path, &port);
 
     const char *const auth[] = {"permanent", "auth", "FTSYNC_ES_API_KEY", NULL};
     fts_test_admin_expect(port, "/readyz", 503, auth, EXPECT_MS, log_path);
@@ -218,7 +205,7 @@ static void test_a_refused_certificate_is_permanent(void **state)
     char log_path[1200];
     snprintf(log_path, sizeof log_path, "%s/load.log", dir);
     int port;
-    pid_t load = start_load(log_path, &port);
+    pid_t load = fts_test_admin_start(FTSYNC_BINARY, "load", log_path, &port);
     const char *const tls[] = {"permanent (tls)", "FTSYNC_ES_CA_FILE", NULL};
     fts_test_admin_expect(port, "/readyz", 503, tls, EXPECT_MS, log_path);
     char *text = fts_test_admin_metrics(port);
@@ -265,7 +252,7 @@ static void test_redis_wrong_password_is_reported_until_fixed(void **state)
     char log_path[1200];
     snprintf(log_path, sizeof log_path, "%s/load.log", dir);
     int port;
-    pid_t load = start_load(log_path, &port);
+    pid_t load = fts_test_admin_start(FTSYNC_BINARY, "load", log_path, &port);
 
     const char *const redis_auth[] = {"permanent", "auth", "FTSYNC_STATE_REDIS_URL", NULL};
     fts_test_admin_expect(port, "/readyz", 503, redis_auth, EXPECT_MS, log_path);
@@ -381,7 +368,7 @@ static void test_loader_recreates_a_vanished_group(void **state)
     char log_path[1200];
     snprintf(log_path, sizeof log_path, "%s/load.log", dir);
     int port;
-    pid_t load = start_load(log_path, &port);
+    pid_t load = fts_test_admin_start(FTSYNC_BINARY, "load", log_path, &port);
     assert_true(bulk_seen(es, "a1", 20000));
     const char *const ready[] = {"\"ready\"", NULL};
     fts_test_admin_expect(port, "/readyz", 200, ready, EXPECT_MS, log_path);

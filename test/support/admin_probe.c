@@ -20,6 +20,7 @@
 #include <bson/bson.h>
 
 #include "buffer.h"
+#include "extract_harness.h"
 #include "load_harness.h"
 #include "log_tail.h"
 #include "test_cleanup.h"
@@ -107,6 +108,39 @@ double fts_test_metrics_sample(const char *text, const char *series)
 
 /* ---- a process's admin endpoint ----------------------------------------------------------- */
 
+/* Waits for the "admin endpoint listening on ... port=N" line in log_path; returns N, or -1
+ * when no such line with a port above 0 came within timeout_ms. */
+static int admin_port_from_log(const char *log_path, unsigned timeout_ms)
+{
+    uint64_t deadline = fts_test_monotonic_ms() + timeout_ms;
+    while (fts_test_monotonic_ms() < deadline) {
+        char *log = fts_test_log_read(log_path);
+        const char *found = strstr(log, "admin endpoint listening on");
+        const char *port = found ? strstr(found, "port=") : NULL;
+        int value = port ? atoi(port + 5) : -1;
+        bson_free(log);
+        if (value > 0) {
+            return value;
+        }
+        fts_test_sleep_ms(LOG_POLL_MS);
+    }
+    return -1;
+}
+
+pid_t fts_test_admin_start(const char *binary, const char *subcommand, const char *log_path,
+                           int *port)
+{
+    const char *const args[] = {subcommand, NULL};
+    pid_t pid = fts_test_spawn(binary, args, log_path);
+    assert_true(pid > 0);
+    *port = admin_port_from_log(log_path, FTS_TEST_ADMIN_PORT_MS);
+    if (*port <= 0) {
+        fts_test_log_print_tail(log_path);
+        fail_msg("ftsync %s did not say where its admin endpoint listens", subcommand);
+    }
+    return pid;
+}
+
 void fts_test_admin_expect(int port, const char *path, long want, const char *const *needles,
                            unsigned timeout_ms, const char *log_path)
 {
@@ -128,23 +162,6 @@ char *fts_test_admin_metrics(int port)
     char *body = NULL;
     assert_int_equal(fts_test_http_status(NULL, url, &body), 200);
     return body;
-}
-
-int fts_test_admin_port_from_log(const char *log_path, unsigned timeout_ms)
-{
-    uint64_t deadline = fts_test_monotonic_ms() + timeout_ms;
-    while (fts_test_monotonic_ms() < deadline) {
-        char *log = fts_test_log_read(log_path);
-        const char *found = strstr(log, "admin endpoint listening on");
-        const char *port = found ? strstr(found, "port=") : NULL;
-        int value = port ? atoi(port + 5) : -1;
-        bson_free(log);
-        if (value > 0) {
-            return value;
-        }
-        fts_test_sleep_ms(LOG_POLL_MS);
-    }
-    return -1;
 }
 
 /* ---- logs --------------------------------------------------------------------------------- */

@@ -1,31 +1,34 @@
 /*
  * admin_probe.h - what an integration test uses to watch an `ftsync` process it started from
- * the outside: its admin endpoint (HTTP status and body, Prometheus samples, polling a path
- * until it answers as expected), its log (read whole, waited on, the admin port it announces)
- * and the scratch directory the test keeps the log in.
+ * the outside: starting it and learning the port of its admin endpoint from its log, that
+ * endpoint (HTTP status and body, Prometheus samples, polling a path until it answers as
+ * expected), its log (read whole, waited on, its tail printed) and the scratch directory the
+ * test keeps the log in.
  *
  * Invariants:
  *   - every body and log handed out is NUL-terminated and never NULL (an unreadable log or an
  *     unanswered request gives ""): the caller frees it with bson_free;
  *   - a poll ends at its deadline: it never sleeps past it by more than one pause (100 ms for
  *     a log, 200 ms for HTTP) plus one request;
- *   - the fts_test_admin_expect* and fts_test_scratch_dir_new functions fail the current
- *     cmocka test themselves (with the log's tail where there is a log), so the test reads as
- *     the things that must happen.
+ *   - fts_test_admin_start, fts_test_admin_expect, fts_test_admin_metrics and
+ *     fts_test_scratch_dir_new fail the current cmocka test themselves (with the log's tail
+ *     where there is a log), so a test reads as the things that must happen.
  * Tests only; single-threaded.
  */
 #ifndef FTS_TEST_ADMIN_PROBE_H
 #define FTS_TEST_ADMIN_PROBE_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 /* Lines of a process's log a failing expectation prints. */
 #define FTS_TEST_ADMIN_LOG_LINES 40
 
 /* ---- HTTP --------------------------------------------------------------------------------- */
 
-/* method url (method NULL: GET), no request body. Returns the HTTP status, 0 when no answer
- * came; *body (if body is not NULL) is the answer's body. */
+/* method url (method NULL: GET), no request body, through fts_test_http (load_harness.h: one
+ * reused connection, 30 s timeout). Returns the HTTP status, 0 when no answer came; *body (if
+ * body is not NULL) is the answer's body. */
 long fts_test_http_status(const char *method, const char *url, char **body);
 
 /* GETs url until it answers want and the body contains each of needles (NULL-terminated; NULL:
@@ -46,6 +49,15 @@ double fts_test_metrics_sample(const char *text, const char *series);
 
 /* ---- a process's admin endpoint ----------------------------------------------------------- */
 
+/* How long a started process may take to announce its admin endpoint in its log. */
+#define FTS_TEST_ADMIN_PORT_MS 20000
+
+/* Starts `binary subcommand` (fts_test_spawn: output appended to log_path) and waits for the
+ * port of its admin endpoint, which goes to *port; fails the test (with the log's tail) when
+ * it cannot start or announces no port within FTS_TEST_ADMIN_PORT_MS. Returns its pid. */
+pid_t fts_test_admin_start(const char *binary, const char *subcommand, const char *log_path,
+                           int *port);
+
 /* Polls http://127.0.0.1:port<path> as fts_test_http_poll does; fails the test with the last
  * status and body and the tail of log_path when timeout_ms pass first. */
 void fts_test_admin_expect(int port, const char *path, long want, const char *const *needles,
@@ -53,10 +65,6 @@ void fts_test_admin_expect(int port, const char *path, long want, const char *co
 
 /* GETs http://127.0.0.1:port/metrics, asserting it answers 200: the scrape (bson_free). */
 char *fts_test_admin_metrics(int port);
-
-/* Waits for the "admin endpoint listening on ... port=N" line in log_path; returns N, or -1
- * when no such line with a port above 0 came within timeout_ms. */
-int fts_test_admin_port_from_log(const char *log_path, unsigned timeout_ms);
 
 /* ---- logs --------------------------------------------------------------------------------- */
 
