@@ -162,10 +162,9 @@ test_run_serves_metrics_prometheus_reads_them_and_a_stall_turns_healthz_red(void
     }
 
     /* The counters reach what was written, and stay there. */
-    snprintf(url, sizeof url, "%s/metrics", base);
     uint64_t deadline = fts_test_monotonic_ms() + 60000;
     for (;;) {
-        assert_int_equal(fts_test_http_status(NULL, url, &body), 200);
+        body = fts_test_admin_metrics(port);
         /* With two bulks in flight a document's delete can reach the index before its insert,
          * which then meets the newer tombstone: a conflict, and just as settled. */
         double applied = fts_test_metrics_sample(body, "ftsync_items_total{result=\"indexed\"}") +
@@ -347,8 +346,7 @@ static void test_load_healthz_turns_red_while_elasticsearch_answers_503(void **s
     snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", port);
     assert_true(
         fts_test_http_wait_for(url, 503, "Elasticsearch gives no usable answer", 5000, NULL));
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
-    assert_int_equal(fts_test_http_status(NULL, url, &body), 200);
+    body = fts_test_admin_metrics(port);
     assert_true(fts_test_metrics_sample(body, "ftsync_bulk_requests_total{outcome=\"failed\"}") >=
                 1);
     assert_int_equal(fts_test_metrics_sample(body, "ftsync_items_total{result=\"indexed\"}"), 0);
@@ -371,8 +369,7 @@ static void test_load_healthz_turns_red_while_elasticsearch_answers_503(void **s
     bson_free(body);
     snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", port);
     assert_true(fts_test_http_wait_for(url, 200, "\"ready\"", 5000, NULL));
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
-    assert_int_equal(fts_test_http_status(NULL, url, &body), 200);
+    body = fts_test_admin_metrics(port);
     assert_int_equal(fts_test_metrics_sample(body, "ftsync_items_total{result=\"indexed\"}"), 1);
     assert_int_equal(
         fts_test_metrics_sample(body, "ftsync_bulk_requests_total{outcome=\"answered\"}"), 1);
@@ -448,8 +445,7 @@ static void test_extract_healthz_turns_red_while_the_worker_restarts_in_a_loop(v
         fail_msg("/healthz did not recover once the poison event was dead-lettered: %s", body);
     }
     bson_free(body);
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
-    assert_int_equal(fts_test_http_status(NULL, url, &body), 200);
+    body = fts_test_admin_metrics(port);
     assert_int_equal(fts_test_metrics_sample(body, "ftsync_worker_restarts_total"), 6);
     assert_int_equal(
         fts_test_metrics_sample(body, "ftsync_dead_letters_total{stage=\"transform\"}"), 1);
