@@ -18,14 +18,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <bson/bson.h>
@@ -33,158 +29,18 @@
 #include <hiredis/hiredis.h>
 #include <mongoc/mongoc.h>
 
-#include "buffer.h"
+#include "admin_probe.h"
 #include "extract_harness.h"
 #include "http_capture.h"
 #include "mongo_double.h"
+#include "redis_server.h"
+#include "test_time.h"
 #include "testbed.h"
 
 #define DOCS    50
 #define DELETES 10
 
 /* ---- small helpers ------------------------------------------------------------------------ */
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static size_t on_body(char *data, size_t size, size_t count, void *arg)
-{
-    fts_buffer_t *body = arg;
-    fts_buffer_append(body, data, size * count);
-    return size * count;
-}
-
-/* method NULL: GET. Returns the HTTP status (0: no answer) and *body (bson_free) if asked. */
-static long http(const char *method, const char *url, char **body)
-{
-    CURL *curl = curl_easy_init();
-    assert_non_null(curl);
-    fts_buffer_t buffer = {0};
-    fts_buffer_append_str(&buffer, "");
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &buffer);
-    if (method) {
-        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
-    }
-    long status = 0;
-    if (curl_easy_perform(curl) == CURLE_OK) {
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    }
-    curl_easy_cleanup(curl);
-    if (body) {
-        *body = fts_buffer_steal(&buffer);
-    } else {
-        fts_buffer_destroy(&buffer);
-    }
-    return status;
-}
-
-/* Polls url until it answers want (and, if given, the body contains needle). */
-static bool wait_for(const char *url, long want, const char *needle, unsigned timeout_ms,
-                     char **last)
-{
-    uint64_t deadline = now_ms() + timeout_ms;
-    for (;;) {
-        char *body = NULL;
-        long status = http(NULL, url, &body);
-        bool ok = status == want && (!needle || strstr(body, needle));
-        if (ok || now_ms() >= deadline) {
-            if (last) {
-                *last = body;
-            } else {
-                bson_free(body);
-            }
-            return ok;
-        }
-        bson_free(body);
-        sleep_ms(200);
-    }
-}
-
-/* The value of the sample line that starts with series followed by a space; -1 if none. */
-static double sample(const char *text, const char *series)
-{
-    size_t len = strlen(series);
-    for (const char *line = text; line && *line;
-         line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
-        if (strncmp(line, series, len) == 0 && line[len] == ' ') {
-            return strtod(line + len + 1, NULL);
-        }
-    }
-    return -1;
-}
-
-/* Waits for "admin endpoint listening on ... port=N" in a log; returns N or -1. */
-static int admin_port_from_log(const char *log_path, unsigned timeout_ms)
-{
-    uint64_t deadline = now_ms() + timeout_ms;
-    while (now_ms() < deadline) {
-        fts_buffer_t log = {0};
-        fts_error_t err;
-        if (fts_buffer_read_file(&log, log_path, 16 * 1024 * 1024, &err) && log.data) {
-            const char *found = strstr(log.data, "admin endpoint listening on");
-            const char *port = found ? strstr(found, "port=") : NULL;
-            if (port) {
-                int value = atoi(port + 5);
-                fts_buffer_destroy(&log);
-                return value;
-            }
-        }
-        fts_buffer_destroy(&log);
-        sleep_ms(100);
-    }
-    return -1;
-}
-
-static bool log_contains(const char *log_path, const char *needle, unsigned timeout_ms)
-{
-    uint64_t deadline = now_ms() + timeout_ms;
-    do {
-        fts_buffer_t log = {0};
-        fts_error_t err;
-        bool found = fts_buffer_read_file(&log, log_path, 16 * 1024 * 1024, &err) && log.data &&
-                     strstr(log.data, needle);
-        fts_buffer_destroy(&log);
-        if (found) {
-            return true;
-        }
-        sleep_ms(100);
-    } while (now_ms() < deadline);
-    return false;
-}
-
-static void print_log_tail(const char *log_path)
-{
-    char command[1200];
-    snprintf(command, sizeof command, "tail -n 40 '%s' >&2", log_path);
-    if (system(command) != 0) {
-        fprintf(stderr, "(cannot print %s)\n", log_path);
-    }
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = 0};
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof address;
-    assert_int_equal(bind(fd, (struct sockaddr *)&address, sizeof address), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&address, &len), 0);
-    close(fd);
-    return ntohs(address.sin_port);
-}
 
 /* promtool (Debian's prometheus package) lints a scrape; fails the test with its complaint. */
 static void assert_promtool_accepts(const char *dir, const char *text)
@@ -200,25 +56,6 @@ static void assert_promtool_accepts(const char *dir, const char *text)
     if (system(command) != 0) {
         fail_msg("promtool check metrics refused the scrape:\n%s", text);
     }
-}
-
-static char *make_dir(const char *prefix)
-{
-    char *dir = bson_strdup_printf("%s/%s-XXXXXX", fts_testbed_dir(), prefix);
-    assert_non_null(mkdtemp(dir));
-    return dir;
-}
-
-static void remove_dir(char *dir)
-{
-    if (!getenv("FTSYNC_TEST_KEEP_LOGS")) {
-        char *command = bson_strdup_printf("rm -rf '%s'", dir);
-        if (system(command) != 0) {
-            fprintf(stderr, "cannot remove %s\n", dir);
-        }
-        bson_free(command);
-    }
-    bson_free(dir);
 }
 
 static void mongo_command(mongoc_client_t *client, const char *json)
@@ -247,7 +84,7 @@ test_run_serves_metrics_prometheus_reads_them_and_a_stall_turns_healthz_red(void
     }
     const char *redis_url = fts_testbed_require("FTSYNC_TEST_REDIS_URL");
     const char *es_url = fts_testbed_es_url();
-    char *dir = make_dir("admin-run");
+    char *dir = fts_test_scratch_dir_new("admin-run");
     char name[64];
     snprintf(name, sizeof name, "admin%ld", (long)getpid());
 
@@ -271,15 +108,8 @@ test_run_serves_metrics_prometheus_reads_them_and_a_stall_turns_healthz_red(void
     setenv("FTSYNC_HEALTH_STALL_MS", "3000", 1);
     char log_path[1200];
     snprintf(log_path, sizeof log_path, "%s/run.log", dir);
-    const char *const run_args[] = {"run", NULL};
-    pid_t run = fts_test_spawn(FTSYNC_BINARY, run_args, log_path);
-    assert_true(run > 0);
-
-    int port = admin_port_from_log(log_path, 20000);
-    if (port <= 0) {
-        print_log_tail(log_path);
-        fail_msg("ftsync run did not say where its admin endpoint listens");
-    }
+    int port;
+    pid_t run = fts_test_admin_start(FTSYNC_BINARY, "run", log_path, &port);
     char base[64];
     snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
     char url[128];
@@ -287,25 +117,25 @@ test_run_serves_metrics_prometheus_reads_them_and_a_stall_turns_healthz_red(void
 
     /* Read-only. */
     snprintf(url, sizeof url, "%s/metrics", base);
-    assert_int_equal(http("POST", url, NULL), 405);
-    assert_int_equal(http("DELETE", url, NULL), 405);
+    assert_int_equal(fts_test_http_status("POST", url, NULL), 405);
+    assert_int_equal(fts_test_http_status("DELETE", url, NULL), 405);
     snprintf(url, sizeof url, "%s/status", base);
     /* 200 when every server answered, 503 with what could be read otherwise: either way the
      * report of `ftsync status --json`, naming this pipeline. */
-    long status_code = http(NULL, url, &body);
+    long status_code = fts_test_http_status(NULL, url, &body);
     assert_true(status_code == 200 || status_code == 503);
     assert_non_null(strstr(body, "\"pipeline\""));
     assert_non_null(strstr(body, "\"versions\""));
     assert_null(strstr(body, "not built in this branch"));
     bson_free(body);
     snprintf(url, sizeof url, "%s/nothing", base);
-    assert_int_equal(http(NULL, url, NULL), 404);
+    assert_int_equal(fts_test_http_status(NULL, url, NULL), 404);
 
     /* Ready once extract follows the stream and load has Elasticsearch and Redis. */
     snprintf(url, sizeof url, "%s/readyz", base);
-    if (!wait_for(url, 200, "\"ready\"", 90000, &body) ||
-        !log_contains(log_path, "following the change stream", 30000)) {
-        print_log_tail(log_path);
+    if (!fts_test_http_wait_for(url, 200, "\"ready\"", 90000, &body) ||
+        !fts_test_log_wait_for(log_path, "following the change stream", 30000)) {
+        fts_test_log_print_tail(log_path);
         fail_msg("the tree did not become ready: %s", body);
     }
     bson_free(body);
@@ -332,55 +162,62 @@ test_run_serves_metrics_prometheus_reads_them_and_a_stall_turns_healthz_red(void
     }
 
     /* The counters reach what was written, and stay there. */
-    snprintf(url, sizeof url, "%s/metrics", base);
-    uint64_t deadline = now_ms() + 60000;
+    uint64_t deadline = fts_test_monotonic_ms() + 60000;
     for (;;) {
-        assert_int_equal(http(NULL, url, &body), 200);
+        body = fts_test_admin_metrics(port);
         /* With two bulks in flight a document's delete can reach the index before its insert,
          * which then meets the newer tombstone: a conflict, and just as settled. */
-        double applied = sample(body, "ftsync_items_total{result=\"indexed\"}") +
-                         sample(body, "ftsync_items_total{result=\"deleted\"}") +
-                         sample(body, "ftsync_items_total{result=\"not_found\"}") +
-                         sample(body, "ftsync_items_total{result=\"conflict\"}");
-        if (applied >= DOCS + DELETES && sample(body, "ftsync_pending_entries") == 0) {
+        double applied = fts_test_metrics_sample(body, "ftsync_items_total{result=\"indexed\"}") +
+                         fts_test_metrics_sample(body, "ftsync_items_total{result=\"deleted\"}") +
+                         fts_test_metrics_sample(body, "ftsync_items_total{result=\"not_found\"}") +
+                         fts_test_metrics_sample(body, "ftsync_items_total{result=\"conflict\"}");
+        if (applied >= DOCS + DELETES &&
+            fts_test_metrics_sample(body, "ftsync_pending_entries") == 0) {
             break;
         }
-        if (now_ms() >= deadline) {
-            print_log_tail(log_path);
+        if (fts_test_monotonic_ms() >= deadline) {
+            fts_test_log_print_tail(log_path);
             fail_msg("the loader did not apply %d actions in 60 s:\n%s", DOCS + DELETES, body);
         }
         bson_free(body);
-        sleep_ms(250);
+        fts_test_sleep_ms(250);
     }
     assert_promtool_accepts(dir, body);
-    assert_int_equal(sample(body, "ftsync_events_read_total"), DOCS + DELETES);
-    assert_int_equal(sample(body, "ftsync_snapshot_documents_read_total"), 0);
-    assert_int_equal(sample(body, "ftsync_actions_queued_total{op=\"index\"}"), DOCS);
-    assert_int_equal(sample(body, "ftsync_actions_queued_total{op=\"delete\"}"), DELETES);
+    assert_int_equal(fts_test_metrics_sample(body, "ftsync_events_read_total"), DOCS + DELETES);
+    assert_int_equal(fts_test_metrics_sample(body, "ftsync_snapshot_documents_read_total"), 0);
+    assert_int_equal(fts_test_metrics_sample(body, "ftsync_actions_queued_total{op=\"index\"}"),
+                     DOCS);
+    assert_int_equal(fts_test_metrics_sample(body, "ftsync_actions_queued_total{op=\"delete\"}"),
+                     DELETES);
     /* Each index action is indexed, or met its own document's newer delete (a conflict);
      * each delete deleted it, or found it not there yet. */
-    assert_int_equal(sample(body, "ftsync_items_total{result=\"indexed\"}") +
-                         sample(body, "ftsync_items_total{result=\"conflict\"}"),
+    assert_int_equal(fts_test_metrics_sample(body, "ftsync_items_total{result=\"indexed\"}") +
+                         fts_test_metrics_sample(body, "ftsync_items_total{result=\"conflict\"}"),
                      DOCS);
-    assert_int_equal(sample(body, "ftsync_items_total{result=\"deleted\"}") +
-                         sample(body, "ftsync_items_total{result=\"not_found\"}"),
+    assert_int_equal(fts_test_metrics_sample(body, "ftsync_items_total{result=\"deleted\"}") +
+                         fts_test_metrics_sample(body, "ftsync_items_total{result=\"not_found\"}"),
                      DELETES);
-    assert_int_equal(sample(body, "ftsync_items_total{result=\"dead_lettered\"}"), 0);
-    assert_int_equal(sample(body, "ftsync_dead_letters_total{stage=\"transform\"}"), 0);
-    assert_int_equal(sample(body, "ftsync_dead_letters_total{stage=\"load\"}"), 0);
-    assert_int_equal(sample(body, "ftsync_worker_restarts_total"), 0);
-    assert_int_equal(sample(body, "ftsync_history_lost_total"), 0);
-    assert_int_equal(sample(body, "ftsync_lease_held"), 1);
-    assert_int_equal(sample(body, "ftsync_replication_lag_seconds"), 0); /* caught up */
-    assert_true(sample(body, "ftsync_bulk_requests_total{outcome=\"answered\"}") >= 1);
-    assert_true(sample(body, "ftsync_bulk_duration_seconds_count") >= 1);
+    assert_int_equal(fts_test_metrics_sample(body, "ftsync_items_total{result=\"dead_lettered\"}"),
+                     0);
+    assert_int_equal(
+        fts_test_metrics_sample(body, "ftsync_dead_letters_total{stage=\"transform\"}"), 0);
+    assert_int_equal(fts_test_metrics_sample(body, "ftsync_dead_letters_total{stage=\"load\"}"), 0);
+    assert_int_equal(fts_test_metrics_sample(body, "ftsync_worker_restarts_total"), 0);
+    assert_int_equal(fts_test_metrics_sample(body, "ftsync_history_lost_total"), 0);
+    assert_int_equal(fts_test_metrics_sample(body, "ftsync_lease_held"), 1);
+    assert_int_equal(fts_test_metrics_sample(body, "ftsync_replication_lag_seconds"),
+                     0); /* caught up */
+    assert_true(fts_test_metrics_sample(body, "ftsync_bulk_requests_total{outcome=\"answered\"}") >=
+                1);
+    assert_true(fts_test_metrics_sample(body, "ftsync_bulk_duration_seconds_count") >= 1);
     assert_non_null(strstr(body, "ftsync_build_info{version=\"" FTSYNC_VERSION "\"} 1\n"));
     bson_free(body);
     snprintf(url, sizeof url, "%s/healthz", base);
-    assert_true(wait_for(url, 200, "\"ok\"", 5000, NULL));
+    assert_true(fts_test_http_wait_for(url, 200, "\"ok\"", 5000, NULL));
 
     /* A real Prometheus scrapes the tree every second; the lag comes back through its API. */
-    int prometheus_port = free_port();
+    int prometheus_port = fts_test_free_port();
+    assert_true(prometheus_port > 0);
     char config_path[1200];
     snprintf(config_path, sizeof config_path, "%s/prometheus.yml", dir);
     FILE *config = fopen(config_path, "w");
@@ -402,8 +239,9 @@ test_run_serves_metrics_prometheus_reads_them_and_a_stall_turns_healthz_red(void
     snprintf(url, sizeof url,
              "http://127.0.0.1:%d/api/v1/query?query=ftsync_replication_lag_seconds",
              prometheus_port);
-    if (!wait_for(url, 200, "\"__name__\":\"ftsync_replication_lag_seconds\"", 60000, &body)) {
-        print_log_tail(prometheus_log);
+    if (!fts_test_http_wait_for(url, 200, "\"__name__\":\"ftsync_replication_lag_seconds\"", 60000,
+                                &body)) {
+        fts_test_log_print_tail(prometheus_log);
         fail_msg("Prometheus did not return the lag: %s", body);
     }
     assert_non_null(strstr(body, "\"status\":\"success\""));
@@ -414,7 +252,7 @@ test_run_serves_metrics_prometheus_reads_them_and_a_stall_turns_healthz_red(void
              "http://127.0.0.1:%d/api/v1/"
              "query?query=ftsync_items_total%%7Bresult%%3D%%22indexed%%22%%7D",
              prometheus_port);
-    assert_true(wait_for(url, 200, "\"50\"]", 10000, NULL));
+    assert_true(fts_test_http_wait_for(url, 200, "\"50\"]", 10000, NULL));
     kill(prometheus, SIGTERM);
     assert_int_equal(fts_test_wait_pid(prometheus, 30000), 0);
 
@@ -423,15 +261,15 @@ test_run_serves_metrics_prometheus_reads_them_and_a_stall_turns_healthz_red(void
                           "\"data\": {\"failCommands\": [\"getMore\"], \"blockConnection\": true, "
                           "\"blockTimeMS\": 8000}}");
     snprintf(url, sizeof url, "%s/healthz", base);
-    if (!wait_for(url, 503, "MongoDB returned nothing", 15000, &body)) {
-        print_log_tail(log_path);
+    if (!fts_test_http_wait_for(url, 503, "MongoDB returned nothing", 15000, &body)) {
+        fts_test_log_print_tail(log_path);
         fail_msg("a stalled change stream left /healthz at: %s", body);
     }
     assert_non_null(strstr(body, "\"status\":\"unhealthy\""));
     bson_free(body);
     mongo_command(client, "{\"configureFailPoint\": \"failCommand\", \"mode\": \"off\"}");
-    if (!wait_for(url, 200, "\"ok\"", 20000, &body)) {
-        print_log_tail(log_path);
+    if (!fts_test_http_wait_for(url, 200, "\"ok\"", 20000, &body)) {
+        fts_test_log_print_tail(log_path);
         fail_msg("/healthz did not recover after the stall: %s", body);
     }
     bson_free(body);
@@ -441,7 +279,7 @@ test_run_serves_metrics_prometheus_reads_them_and_a_stall_turns_healthz_red(void
     mongoc_collection_destroy(coll);
     mongoc_client_destroy(client);
     fts_test_mongo_double_destroy(mongo);
-    remove_dir(dir);
+    fts_test_scratch_dir_destroy(dir);
 }
 
 /* ---- load: an Elasticsearch that answers every bulk with 503 -------------------------------- */
@@ -466,7 +304,7 @@ static void test_load_healthz_turns_red_while_elasticsearch_answers_503(void **s
     fts_http_capture_set_reply(es, 503, "application/json",
                                "{\"error\":\"unavailable\",\"status\":503}");
 
-    char *dir = make_dir("admin-load");
+    char *dir = fts_test_scratch_dir_new("admin-load");
     char name[64];
     snprintf(name, sizeof name, "adminload%ld", (long)getpid());
     redisContext *redis = fts_test_redis_connect(redis_url, &err);
@@ -495,30 +333,26 @@ static void test_load_healthz_turns_red_while_elasticsearch_answers_503(void **s
     setenv("FTSYNC_BULK_MAX_WAIT_MS", "10", 1);
     char log_path[1200];
     snprintf(log_path, sizeof log_path, "%s/load.log", dir);
-    const char *const load_args[] = {"load", NULL};
-    pid_t load = fts_test_spawn(FTSYNC_BINARY, load_args, log_path);
-    assert_true(load > 0);
-    int port = admin_port_from_log(log_path, 20000);
-    if (port <= 0) {
-        print_log_tail(log_path);
-        fail_msg("ftsync load did not say where its admin endpoint listens");
-    }
+    int port;
+    pid_t load = fts_test_admin_start(FTSYNC_BINARY, "load", log_path, &port);
     char url[128];
     char *body = NULL;
     snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", port);
-    if (!wait_for(url, 503, "load: 1 entries held and none settled", 20000, &body)) {
-        print_log_tail(log_path);
+    if (!fts_test_http_wait_for(url, 503, "load: 1 entries held and none settled", 20000, &body)) {
+        fts_test_log_print_tail(log_path);
         fail_msg("bulks answered 503 left /healthz at: %s", body);
     }
     bson_free(body);
     snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", port);
-    assert_true(wait_for(url, 503, "Elasticsearch gives no usable answer", 5000, NULL));
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
-    assert_int_equal(http(NULL, url, &body), 200);
-    assert_true(sample(body, "ftsync_bulk_requests_total{outcome=\"failed\"}") >= 1);
-    assert_int_equal(sample(body, "ftsync_items_total{result=\"indexed\"}"), 0);
-    assert_int_equal(sample(body, "ftsync_pending_entries"), 1);
-    assert_true(sample(body, "ftsync_replication_lag_seconds") > 1000000); /* ts 1.1: 1970 */
+    assert_true(
+        fts_test_http_wait_for(url, 503, "Elasticsearch gives no usable answer", 5000, NULL));
+    body = fts_test_admin_metrics(port);
+    assert_true(fts_test_metrics_sample(body, "ftsync_bulk_requests_total{outcome=\"failed\"}") >=
+                1);
+    assert_int_equal(fts_test_metrics_sample(body, "ftsync_items_total{result=\"indexed\"}"), 0);
+    assert_int_equal(fts_test_metrics_sample(body, "ftsync_pending_entries"), 1);
+    assert_true(fts_test_metrics_sample(body, "ftsync_replication_lag_seconds") >
+                1000000); /* ts 1.1: 1970 */
     assert_promtool_accepts(dir, body);
     bson_free(body);
 
@@ -528,26 +362,26 @@ static void test_load_healthz_turns_red_while_elasticsearch_answers_503(void **s
                                "\"x\",\"_id\":\"a1\",\"_version\":4294967297,\"result\":"
                                "\"created\",\"status\":201}}]}");
     snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", port);
-    if (!wait_for(url, 200, "\"ok\"", 20000, &body)) {
-        print_log_tail(log_path);
+    if (!fts_test_http_wait_for(url, 200, "\"ok\"", 20000, &body)) {
+        fts_test_log_print_tail(log_path);
         fail_msg("/healthz did not recover once Elasticsearch answered: %s", body);
     }
     bson_free(body);
     snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", port);
-    assert_true(wait_for(url, 200, "\"ready\"", 5000, NULL));
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
-    assert_int_equal(http(NULL, url, &body), 200);
-    assert_int_equal(sample(body, "ftsync_items_total{result=\"indexed\"}"), 1);
-    assert_int_equal(sample(body, "ftsync_bulk_requests_total{outcome=\"answered\"}"), 1);
-    assert_int_equal(sample(body, "ftsync_pending_entries"), 0);
-    assert_int_equal(sample(body, "ftsync_replication_lag_seconds"), 0);
+    assert_true(fts_test_http_wait_for(url, 200, "\"ready\"", 5000, NULL));
+    body = fts_test_admin_metrics(port);
+    assert_int_equal(fts_test_metrics_sample(body, "ftsync_items_total{result=\"indexed\"}"), 1);
+    assert_int_equal(
+        fts_test_metrics_sample(body, "ftsync_bulk_requests_total{outcome=\"answered\"}"), 1);
+    assert_int_equal(fts_test_metrics_sample(body, "ftsync_pending_entries"), 0);
+    assert_int_equal(fts_test_metrics_sample(body, "ftsync_replication_lag_seconds"), 0);
     bson_free(body);
 
     kill(load, SIGTERM);
     assert_int_equal(fts_test_wait_pid(load, 30000), 0);
     redisFree(redis);
     fts_http_capture_destroy(es);
-    remove_dir(dir);
+    fts_test_scratch_dir_destroy(dir);
 }
 
 /* ---- extract: a transform worker that keeps crashing -------------------------------------- */
@@ -561,7 +395,7 @@ static void test_extract_healthz_turns_red_while_the_worker_restarts_in_a_loop(v
         fail_msg("cannot start the MongoDB double: %s", err.message);
     }
     const char *redis_url = fts_testbed_require("FTSYNC_TEST_REDIS_URL");
-    char *dir = make_dir("admin-extract");
+    char *dir = fts_test_scratch_dir_new("admin-extract");
     char name[64];
     snprintf(name, sizeof name, "adminpoison%ld", (long)getpid());
     setenv("FTSYNC_ENV_FILE", "/dev/null", 1);
@@ -578,20 +412,18 @@ static void test_extract_healthz_turns_red_while_the_worker_restarts_in_a_loop(v
     setenv("FTSYNC_WORKER_CRASH_LIMIT", "6", 1);
     char log_path[1200];
     snprintf(log_path, sizeof log_path, "%s/extract.log", dir);
-    const char *const extract_args[] = {"extract", NULL};
-    pid_t extract = fts_test_spawn(FTSYNC_BINARY, extract_args, log_path);
-    assert_true(extract > 0);
-    int port = admin_port_from_log(log_path, 20000);
-    if (port <= 0 || !log_contains(log_path, "following the change stream", 30000)) {
-        print_log_tail(log_path);
+    int port;
+    pid_t extract = fts_test_admin_start(FTSYNC_BINARY, "extract", log_path, &port);
+    if (!fts_test_log_wait_for(log_path, "following the change stream", 30000)) {
+        fts_test_log_print_tail(log_path);
         fail_msg("extract did not start following the change stream");
     }
     char url[128];
     char *body = NULL;
     snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", port);
-    assert_true(wait_for(url, 200, "\"ok\"", 5000, NULL));
+    assert_true(fts_test_http_wait_for(url, 200, "\"ok\"", 5000, NULL));
     snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", port);
-    assert_true(wait_for(url, 200, "\"ready\"", 10000, NULL));
+    assert_true(fts_test_http_wait_for(url, 200, "\"ready\"", 10000, NULL));
 
     /* A document the plugin crashes on: the worker dies on it until the crash limit
      * dead-letters it. */
@@ -602,23 +434,23 @@ static void test_extract_healthz_turns_red_while_the_worker_restarts_in_a_loop(v
     assert_true(mongoc_collection_insert_one(coll, doc, NULL, NULL, &error));
     bson_destroy(doc);
     snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", port);
-    if (!wait_for(url, 503, "restarting in a loop", 40000, &body)) {
-        print_log_tail(log_path);
+    if (!fts_test_http_wait_for(url, 503, "restarting in a loop", 40000, &body)) {
+        fts_test_log_print_tail(log_path);
         fail_msg("a worker crashing again and again left /healthz at: %s", body);
     }
     bson_free(body);
     /* Dead-lettered, then a worker that keeps running ends the loop. */
-    if (!wait_for(url, 200, "\"ok\"", 40000, &body)) {
-        print_log_tail(log_path);
+    if (!fts_test_http_wait_for(url, 200, "\"ok\"", 40000, &body)) {
+        fts_test_log_print_tail(log_path);
         fail_msg("/healthz did not recover once the poison event was dead-lettered: %s", body);
     }
     bson_free(body);
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
-    assert_int_equal(http(NULL, url, &body), 200);
-    assert_int_equal(sample(body, "ftsync_worker_restarts_total"), 6);
-    assert_int_equal(sample(body, "ftsync_dead_letters_total{stage=\"transform\"}"), 1);
-    assert_int_equal(sample(body, "ftsync_actions_queued_total{op=\"index\"}"), 0);
-    assert_int_equal(sample(body, "ftsync_lease_held"), 1);
+    body = fts_test_admin_metrics(port);
+    assert_int_equal(fts_test_metrics_sample(body, "ftsync_worker_restarts_total"), 6);
+    assert_int_equal(
+        fts_test_metrics_sample(body, "ftsync_dead_letters_total{stage=\"transform\"}"), 1);
+    assert_int_equal(fts_test_metrics_sample(body, "ftsync_actions_queued_total{op=\"index\"}"), 0);
+    assert_int_equal(fts_test_metrics_sample(body, "ftsync_lease_held"), 1);
     assert_null(strstr(body, "ftsync_items_total")); /* extract serves its own role's metrics */
     assert_promtool_accepts(dir, body);
     bson_free(body);
@@ -630,7 +462,7 @@ static void test_extract_healthz_turns_red_while_the_worker_restarts_in_a_loop(v
     mongoc_collection_destroy(coll);
     mongoc_client_destroy(client);
     fts_test_mongo_double_destroy(mongo);
-    remove_dir(dir);
+    fts_test_scratch_dir_destroy(dir);
 }
 
 int main(void)

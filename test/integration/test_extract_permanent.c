@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <bson/bson.h>
@@ -31,7 +30,7 @@
 #include <hiredis/hiredis.h>
 #include <mongoc/mongoc.h>
 
-#include "buffer.h"
+#include "admin_probe.h"
 #include "extract_harness.h"
 #include "mongo_double.h"
 #include "redis_server.h"
@@ -39,163 +38,34 @@
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
+/* How long /readyz may take to tell a permanent failure, or its end. */
+#define EXPECT_MS 30000
 
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static size_t on_body(char *data, size_t size, size_t count, void *arg)
-{
-    fts_buffer_append(arg, data, size * count);
-    return size * count;
-}
-
-/* GET url: the HTTP status (0: no answer) and *body (bson_free). */
-static long http_get(const char *url, char **body)
-{
-    CURL *curl = curl_easy_init();
-    assert_non_null(curl);
-    fts_buffer_t buffer = {0};
-    fts_buffer_append_str(&buffer, "");
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &buffer);
-    long status = 0;
-    if (curl_easy_perform(curl) == CURLE_OK) {
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    }
-    curl_easy_cleanup(curl);
-    *body = fts_buffer_steal(&buffer);
-    return status;
-}
-
-/* The value of the sample line that starts with series followed by a space; -1 if none. */
-static double sample(const char *text, const char *series)
-{
-    size_t len = strlen(series);
-    for (const char *line = text; line && *line;
-         line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
-        if (strncmp(line, series, len) == 0 && line[len] == ' ') {
-            return strtod(line + len + 1, NULL);
-        }
-    }
-    return -1;
-}
-
-static char *read_log(const char *log_path)
-{
-    fts_buffer_t log = {0};
-    fts_error_t err;
-    fts_buffer_append_str(&log, "");
-    (void)fts_buffer_read_file(&log, log_path, 16 * 1024 * 1024, &err);
-    return fts_buffer_steal(&log);
-}
-
-static void print_log_tail(const char *log_path)
-{
-    char command[1200];
-    snprintf(command, sizeof command, "tail -n 40 '%s' >&2", log_path);
-    if (system(command) != 0) {
-        fprintf(stderr, "(cannot print %s)\n", log_path);
-    }
-}
-
-static int admin_port_from_log(const char *log_path, unsigned timeout_ms)
-{
-    uint64_t deadline = now_ms() + timeout_ms;
-    while (now_ms() < deadline) {
-        char *log = read_log(log_path);
-        const char *found = strstr(log, "admin endpoint listening on");
-        const char *port = found ? strstr(found, "port=") : NULL;
-        int value = port ? atoi(port + 5) : -1;
-        bson_free(log);
-        if (value > 0) {
-            return value;
-        }
-        sleep_ms(100);
-    }
-    return -1;
-}
-
-/* Polls http://127.0.0.1:port/path until it answers want and each needle (NULL-ended) is in the
- * body; fails the test with the last body and the log's tail otherwise. */
-static void expect(int port, const char *path, long want, const char *const *needles,
-                   const char *log_path)
-{
-    char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-    uint64_t deadline = now_ms() + 30000;
-    for (;;) {
-        char *body = NULL;
-        long status = http_get(url, &body);
-        bool ok = status == want;
-        for (size_t i = 0; ok && needles && needles[i]; i++) {
-            ok = strstr(body, needles[i]) != NULL;
-        }
-        if (ok) {
-            bson_free(body);
-            return;
-        }
-        if (now_ms() >= deadline) {
-            print_log_tail(log_path);
-            fail_msg("%s answered %ld, not %ld with what was expected: %s", path, status, want,
-                     body);
-        }
-        bson_free(body);
-        sleep_ms(200);
-    }
-}
-
-static char *metrics(int port)
-{
-    char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
-    char *body = NULL;
-    assert_int_equal(http_get(url, &body), 200);
-    return body;
-}
+/* One case: a private Redis and MongoDB double, `ftsync extract` started against them, and the
+ * scratch directory holding its log. */
+typedef struct {
+    fts_test_redis_server_t *redis;
+    fts_test_mongo_double_t *mongo;
+    char *dir;
+    char name[64]; /* the pipeline, unique to the case and this run */
+    char log_path[1200];
+    pid_t extract;
+    int port; /* of extract's admin endpoint */
+} extract_case_t;
 
 /* Asserts the counter of server/reason is at least 1 and the gauge of server is want_gauge. */
 static void expect_metrics(int port, const char *server, const char *reason, int want_gauge)
 {
     char series[160];
-    char *text = metrics(port);
+    char *text = fts_test_admin_metrics(port);
     snprintf(series, sizeof series, "ftsync_permanent_errors_total{server=\"%s\",reason=\"%s\"}",
              server, reason);
-    if (sample(text, series) < 1) {
+    if (fts_test_metrics_sample(text, series) < 1) {
         fail_msg("%s is not counted: %s", series, text);
     }
     snprintf(series, sizeof series, "ftsync_permanent_error{server=\"%s\"}", server);
-    assert_int_equal(sample(text, series), want_gauge);
+    assert_int_equal(fts_test_metrics_sample(text, series), want_gauge);
     bson_free(text);
-}
-
-static char *make_dir(const char *prefix)
-{
-    char *dir = bson_strdup_printf("%s/%s-XXXXXX", fts_testbed_dir(), prefix);
-    assert_non_null(mkdtemp(dir));
-    return dir;
-}
-
-static void remove_dir(char *dir)
-{
-    if (!getenv("FTSYNC_TEST_KEEP_LOGS")) {
-        char *command = bson_strdup_printf("rm -rf '%s'", dir);
-        if (system(command) != 0) {
-            fprintf(stderr, "cannot remove %s\n", dir);
-        }
-        bson_free(command);
-    }
-    bson_free(dir);
 }
 
 static void extract_env(const char *pipeline, const char *mongo_uri, const char *redis_url)
@@ -214,34 +84,11 @@ static void extract_env(const char *pipeline, const char *mongo_uri, const char 
     setenv("FTSYNC_RETRY_MAX_MS", "300", 1);
 }
 
-static pid_t start_extract(const char *log_path, int *port)
-{
-    const char *const args[] = {"extract", NULL};
-    pid_t extract = fts_test_spawn(FTSYNC_BINARY, args, log_path);
-    assert_true(extract > 0);
-    *port = admin_port_from_log(log_path, 20000);
-    if (*port <= 0) {
-        print_log_tail(log_path);
-        fail_msg("ftsync extract did not say where its admin endpoint listens");
-    }
-    return extract;
-}
-
 static void assert_running(pid_t pid)
 {
     assert_int_equal(kill(pid, 0), 0);
     int status;
     assert_int_equal(waitpid(pid, &status, WNOHANG), 0);
-}
-
-static void stop_extract(pid_t extract, const char *log_path)
-{
-    kill(extract, SIGTERM);
-    int status = fts_test_wait_pid(extract, 30000);
-    if (status != 0) {
-        print_log_tail(log_path);
-        fail_msg("ftsync extract stopped with status %d", status);
-    }
 }
 
 static void redis_admin(int port, const char *password, const char *command)
@@ -261,92 +108,122 @@ static void redis_admin(int port, const char *password, const char *command)
     redisFree(admin);
 }
 
+/* Starts the case's servers (redis_args: redis-server's extra arguments, NULL for none) and
+ * names its pipeline and directory after label. */
+static void case_start(extract_case_t *c, const char *const *redis_args, const char *label)
+{
+    fts_error_t err;
+    memset(c, 0, sizeof *c);
+    c->redis = fts_test_redis_server_start(redis_args, &err);
+    assert_non_null(c->redis);
+    c->mongo = fts_test_mongo_double_start(NULL, &err);
+    assert_non_null(c->mongo);
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "extract-permanent-%s", label);
+    c->dir = fts_test_scratch_dir_new(prefix);
+    size_t used = (size_t)snprintf(c->name, sizeof c->name, "xperm");
+    for (const char *p = label; *p && used + 1 < sizeof c->name; p++) {
+        if (*p != '-') { /* the pipeline name: letters and digits */
+            c->name[used++] = *p;
+        }
+    }
+    snprintf(c->name + used, sizeof c->name - used, "%ld", (long)getpid());
+    snprintf(c->log_path, sizeof c->log_path, "%s/extract.log", c->dir);
+}
+
+/* Starts `ftsync extract` for the case against mongo_uri and redis_url and waits for the port
+ * of its admin endpoint. */
+static void case_extract_start(extract_case_t *c, const char *mongo_uri, const char *redis_url)
+{
+    extract_env(c->name, mongo_uri, redis_url);
+    c->extract = fts_test_admin_start(FTSYNC_BINARY, "extract", c->log_path, &c->port);
+}
+
+/* /readyz answers 503 with needles, /metrics counts server/reason and shows the gauge at 1,
+ * and extract keeps running. */
+static void expect_permanent(const extract_case_t *c, const char *const *needles,
+                             const char *server, const char *reason)
+{
+    fts_test_admin_expect(c->port, "/readyz", 503, needles, EXPECT_MS, c->log_path);
+    expect_metrics(c->port, server, reason, 1);
+    assert_running(c->extract);
+}
+
+/* The log names the failure with line and never shows secret. */
+static void expect_logged_without(const extract_case_t *c, const char *line, const char *secret)
+{
+    char *log = fts_test_log_read(c->log_path);
+    assert_non_null(strstr(log, line));
+    assert_null(strstr(log, secret));
+    bson_free(log);
+}
+
+/* Once fixed: /readyz is 200 and the gauge of server is back to 0, the counter kept. */
+static void expect_recovered(const extract_case_t *c, const char *server, const char *reason)
+{
+    const char *const ready[] = {"\"ready\"", NULL};
+    fts_test_admin_expect(c->port, "/readyz", 200, ready, EXPECT_MS, c->log_path);
+    expect_metrics(c->port, server, reason, 0);
+}
+
+/* Stops extract (it must exit 0 on SIGTERM), the servers, and removes the directory. */
+static void case_finish(extract_case_t *c)
+{
+    kill(c->extract, SIGTERM);
+    int status = fts_test_wait_pid(c->extract, 30000);
+    if (status != 0) {
+        fts_test_log_print_tail(c->log_path);
+        fail_msg("ftsync extract stopped with status %d", status);
+    }
+    fts_test_mongo_double_destroy(c->mongo);
+    fts_test_redis_server_destroy(c->redis);
+    fts_test_scratch_dir_destroy(c->dir);
+}
+
 /* ---- Redis --------------------------------------------------------------------------------- */
 
 static void test_redis_wrong_password_is_reported_until_fixed(void **state)
 {
     (void)state;
-    fts_error_t err;
+    extract_case_t c;
     const char *const args[] = {"--requirepass", "right-password", NULL};
-    fts_test_redis_server_t *redis = fts_test_redis_server_start(args, &err);
-    assert_non_null(redis);
-    fts_test_mongo_double_t *mongo = fts_test_mongo_double_start(NULL, &err);
-    assert_non_null(mongo);
-
-    char *dir = make_dir("extract-permanent-redis");
-    char name[64];
-    snprintf(name, sizeof name, "xpermredis%ld", (long)getpid());
+    case_start(&c, args, "redis");
     char url[160];
     snprintf(url, sizeof url, "redis://:wrong-password@127.0.0.1:%d/0",
-             fts_test_redis_server_port(redis));
-    extract_env(name, fts_test_mongo_double_uri(mongo), url);
-    char log_path[1200];
-    snprintf(log_path, sizeof log_path, "%s/extract.log", dir);
-    int port;
-    pid_t extract = start_extract(log_path, &port);
+             fts_test_redis_server_port(c.redis));
+    case_extract_start(&c, fts_test_mongo_double_uri(c.mongo), url);
 
     const char *const redis_auth[] = {"extract: permanent (auth)", "FTSYNC_STATE_REDIS_URL", NULL};
-    expect(port, "/readyz", 503, redis_auth, log_path);
-    expect_metrics(port, "redis", "auth", 1);
-    assert_running(extract);
-    char *log = read_log(log_path);
-    assert_non_null(strstr(log, "permanent (auth): "));
-    assert_null(strstr(log, "wrong-password"));
-    bson_free(log);
+    expect_permanent(&c, redis_auth, "redis", "auth");
+    expect_logged_without(&c, "permanent (auth): ", "wrong-password");
 
     /* Fixed: the server now wants the password ftsync has. */
-    redis_admin(fts_test_redis_server_port(redis), "right-password",
+    redis_admin(fts_test_redis_server_port(c.redis), "right-password",
                 "CONFIG SET requirepass wrong-password");
-    const char *const ready[] = {"\"ready\"", NULL};
-    expect(port, "/readyz", 200, ready, log_path);
-    expect_metrics(port, "redis", "auth", 0);
-
-    stop_extract(extract, log_path);
-    fts_test_mongo_double_destroy(mongo);
-    fts_test_redis_server_destroy(redis);
-    remove_dir(dir);
+    expect_recovered(&c, "redis", "auth");
+    case_finish(&c);
 }
 
 static void test_redis_wrong_type_is_reported_until_fixed(void **state)
 {
     (void)state;
-    fts_error_t err;
-    fts_test_redis_server_t *redis = fts_test_redis_server_start(NULL, &err);
-    assert_non_null(redis);
-    fts_test_mongo_double_t *mongo = fts_test_mongo_double_start(NULL, &err);
-    assert_non_null(mongo);
-
-    char *dir = make_dir("extract-permanent-wrongtype");
-    char name[64];
-    snprintf(name, sizeof name, "xpermtype%ld", (long)getpid());
+    extract_case_t c;
+    case_start(&c, NULL, "wrongtype");
     /* Someone else's list where ftsync keeps its saved token (a hash). */
     char key[160];
-    fts_test_key(name, "token", key, sizeof key);
+    fts_test_key(c.name, "token", key, sizeof key);
     char command[256];
     snprintf(command, sizeof command, "RPUSH %s not-a-hash", key);
-    redis_admin(fts_test_redis_server_port(redis), NULL, command);
-
-    extract_env(name, fts_test_mongo_double_uri(mongo), fts_test_redis_server_url(redis));
-    char log_path[1200];
-    snprintf(log_path, sizeof log_path, "%s/extract.log", dir);
-    int port;
-    pid_t extract = start_extract(log_path, &port);
+    redis_admin(fts_test_redis_server_port(c.redis), NULL, command);
+    case_extract_start(&c, fts_test_mongo_double_uri(c.mongo), fts_test_redis_server_url(c.redis));
 
     const char *const wrong_type[] = {"extract: permanent (wrong_type)", "FTSYNC_PIPELINE", NULL};
-    expect(port, "/readyz", 503, wrong_type, log_path);
-    expect_metrics(port, "redis", "wrong_type", 1);
-    assert_running(extract);
+    expect_permanent(&c, wrong_type, "redis", "wrong_type");
 
     snprintf(command, sizeof command, "DEL %s", key);
-    redis_admin(fts_test_redis_server_port(redis), NULL, command);
-    const char *const ready[] = {"\"ready\"", NULL};
-    expect(port, "/readyz", 200, ready, log_path);
-    expect_metrics(port, "redis", "wrong_type", 0);
-
-    stop_extract(extract, log_path);
-    fts_test_mongo_double_destroy(mongo);
-    fts_test_redis_server_destroy(redis);
-    remove_dir(dir);
+    redis_admin(fts_test_redis_server_port(c.redis), NULL, command);
+    expect_recovered(&c, "redis", "wrong_type");
+    case_finish(&c);
 }
 
 /* ---- MongoDB ------------------------------------------------------------------------------- */
@@ -354,39 +231,20 @@ static void test_redis_wrong_type_is_reported_until_fixed(void **state)
 static void test_mongo_refused_credentials_are_reported(void **state)
 {
     (void)state;
-    fts_error_t err;
-    fts_test_redis_server_t *redis = fts_test_redis_server_start(NULL, &err);
-    assert_non_null(redis);
-    fts_test_mongo_double_t *mongo = fts_test_mongo_double_start(NULL, &err);
-    assert_non_null(mongo);
-
-    char *dir = make_dir("extract-permanent-mongo-auth");
-    char name[64];
-    snprintf(name, sizeof name, "xpermmongoauth%ld", (long)getpid());
+    extract_case_t c;
+    case_start(&c, NULL, "mongo-auth");
     /* A user the server does not have (the double has none; a real one has no such user). */
-    const char *uri = fts_test_mongo_double_uri(mongo);
+    const char *uri = fts_test_mongo_double_uri(c.mongo);
     assert_int_equal(strncmp(uri, "mongodb://", 10), 0);
     char *with_user = bson_strdup_printf("mongodb://ftsync-nobody:wrong-secret@%s", uri + 10);
-    extract_env(name, with_user, fts_test_redis_server_url(redis));
-    char log_path[1200];
-    snprintf(log_path, sizeof log_path, "%s/extract.log", dir);
-    int port;
-    pid_t extract = start_extract(log_path, &port);
+    case_extract_start(&c, with_user, fts_test_redis_server_url(c.redis));
 
     const char *const mongo_auth[] = {"extract: permanent (auth)", "FTSYNC_MONGO_URI", NULL};
-    expect(port, "/readyz", 503, mongo_auth, log_path);
-    expect_metrics(port, "mongodb", "auth", 1);
-    assert_running(extract);
-    char *log = read_log(log_path);
-    assert_non_null(strstr(log, "permanent (auth): MongoDB refused the credentials"));
-    assert_null(strstr(log, "wrong-secret"));
-    bson_free(log);
+    expect_permanent(&c, mongo_auth, "mongodb", "auth");
+    expect_logged_without(&c, "permanent (auth): MongoDB refused the credentials", "wrong-secret");
 
-    stop_extract(extract, log_path);
+    case_finish(&c);
     bson_free(with_user);
-    fts_test_mongo_double_destroy(mongo);
-    fts_test_redis_server_destroy(redis);
-    remove_dir(dir);
 }
 
 static void fail_point(const char *uri, bson_t *command)
@@ -405,41 +263,22 @@ static void fail_point(const char *uri, bson_t *command)
 static void test_mongo_not_replica_set_is_reported_until_fixed(void **state)
 {
     (void)state;
-    fts_error_t err;
-    fts_test_redis_server_t *redis = fts_test_redis_server_start(NULL, &err);
-    assert_non_null(redis);
-    fts_test_mongo_double_t *mongo = fts_test_mongo_double_start(NULL, &err);
-    assert_non_null(mongo);
-    const char *uri = fts_test_mongo_double_uri(mongo);
+    extract_case_t c;
+    case_start(&c, NULL, "mongo-rs");
+    const char *uri = fts_test_mongo_double_uri(c.mongo);
     /* What a standalone mongod answers a $changeStream (40573); on the double and on a real
      * replica set alike, through the failCommand fail point. */
     fail_point(uri, BCON_NEW("configureFailPoint", "failCommand", "mode", "alwaysOn", "data", "{",
                              "failCommands", "[", BCON_UTF8("aggregate"), "]", "errorCode",
                              BCON_INT32(40573), "}"));
-
-    char *dir = make_dir("extract-permanent-mongo-rs");
-    char name[64];
-    snprintf(name, sizeof name, "xpermmongors%ld", (long)getpid());
-    extract_env(name, uri, fts_test_redis_server_url(redis));
-    char log_path[1200];
-    snprintf(log_path, sizeof log_path, "%s/extract.log", dir);
-    int port;
-    pid_t extract = start_extract(log_path, &port);
+    case_extract_start(&c, uri, fts_test_redis_server_url(c.redis));
 
     const char *const not_rs[] = {"extract: permanent (not_replica_set)", "FTSYNC_MONGO_URI", NULL};
-    expect(port, "/readyz", 503, not_rs, log_path);
-    expect_metrics(port, "mongodb", "not_replica_set", 1);
-    assert_running(extract);
+    expect_permanent(&c, not_rs, "mongodb", "not_replica_set");
 
     fail_point(uri, BCON_NEW("configureFailPoint", "failCommand", "mode", "off"));
-    const char *const ready[] = {"\"ready\"", NULL};
-    expect(port, "/readyz", 200, ready, log_path);
-    expect_metrics(port, "mongodb", "not_replica_set", 0);
-
-    stop_extract(extract, log_path);
-    fts_test_mongo_double_destroy(mongo);
-    fts_test_redis_server_destroy(redis);
-    remove_dir(dir);
+    expect_recovered(&c, "mongodb", "not_replica_set");
+    case_finish(&c);
 }
 
 int main(void)

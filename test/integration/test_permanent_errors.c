@@ -25,17 +25,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <bson/bson.h>
 #include <curl/curl.h>
 #include <hiredis/hiredis.h>
 
-#include "buffer.h"
+#include "admin_probe.h"
 #include "extract_harness.h"
 #include "http_capture.h"
 #include "redis_server.h"
+#include "test_time.h"
 #include "testbed.h"
 
 #define SERVER_INFO                                                                                \
@@ -48,145 +48,8 @@
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static size_t on_body(char *data, size_t size, size_t count, void *arg)
-{
-    fts_buffer_append(arg, data, size * count);
-    return size * count;
-}
-
-/* GET url: the HTTP status (0: no answer) and *body (bson_free). */
-static long http_get(const char *url, char **body)
-{
-    CURL *curl = curl_easy_init();
-    assert_non_null(curl);
-    fts_buffer_t buffer = {0};
-    fts_buffer_append_str(&buffer, "");
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &buffer);
-    long status = 0;
-    if (curl_easy_perform(curl) == CURLE_OK) {
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    }
-    curl_easy_cleanup(curl);
-    *body = fts_buffer_steal(&buffer);
-    return status;
-}
-
-/* The value of the sample line that starts with series followed by a space; -1 if none. */
-static double sample(const char *text, const char *series)
-{
-    size_t len = strlen(series);
-    for (const char *line = text; line && *line;
-         line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
-        if (strncmp(line, series, len) == 0 && line[len] == ' ') {
-            return strtod(line + len + 1, NULL);
-        }
-    }
-    return -1;
-}
-
-static char *read_log(const char *log_path)
-{
-    fts_buffer_t log = {0};
-    fts_error_t err;
-    fts_buffer_append_str(&log, "");
-    (void)fts_buffer_read_file(&log, log_path, 16 * 1024 * 1024, &err);
-    return fts_buffer_steal(&log);
-}
-
-static bool log_contains(const char *log_path, const char *needle, unsigned timeout_ms)
-{
-    uint64_t deadline = now_ms() + timeout_ms;
-    do {
-        char *log = read_log(log_path);
-        bool found = strstr(log, needle) != NULL;
-        bson_free(log);
-        if (found) {
-            return true;
-        }
-        sleep_ms(100);
-    } while (now_ms() < deadline);
-    return false;
-}
-
-static void print_log_tail(const char *log_path)
-{
-    char command[1200];
-    snprintf(command, sizeof command, "tail -n 40 '%s' >&2", log_path);
-    if (system(command) != 0) {
-        fprintf(stderr, "(cannot print %s)\n", log_path);
-    }
-}
-
-static int admin_port_from_log(const char *log_path, unsigned timeout_ms)
-{
-    uint64_t deadline = now_ms() + timeout_ms;
-    while (now_ms() < deadline) {
-        char *log = read_log(log_path);
-        const char *found = strstr(log, "admin endpoint listening on");
-        const char *port = found ? strstr(found, "port=") : NULL;
-        int value = port ? atoi(port + 5) : -1;
-        bson_free(log);
-        if (value > 0) {
-            return value;
-        }
-        sleep_ms(100);
-    }
-    return -1;
-}
-
-/* Polls http://127.0.0.1:port/path until it answers want and each needle (NULL-ended) is in the
- * body; fails the test with the last body and the log's tail otherwise. */
-static void expect(int port, const char *path, long want, const char *const *needles,
-                   const char *log_path)
-{
-    char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-    uint64_t deadline = now_ms() + 20000;
-    for (;;) {
-        char *body = NULL;
-        long status = http_get(url, &body);
-        bool ok = status == want;
-        for (size_t i = 0; ok && needles && needles[i]; i++) {
-            ok = strstr(body, needles[i]) != NULL;
-        }
-        if (ok) {
-            bson_free(body);
-            return;
-        }
-        if (now_ms() >= deadline) {
-            print_log_tail(log_path);
-            fail_msg("%s answered %ld, not %ld with what was expected: %s", path, status, want,
-                     body);
-        }
-        bson_free(body);
-        sleep_ms(200);
-    }
-}
-
-static char *metrics(int port)
-{
-    char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
-    char *body = NULL;
-    assert_int_equal(http_get(url, &body), 200);
-    return body;
-}
+/* How long /readyz may take to tell a permanent failure, or its end. */
+#define EXPECT_MS 20000
 
 /* Runs `ftsync check` with the current environment: its exit status, *output its output. */
 static int run_check(const char *dir, char **output)
@@ -198,27 +61,8 @@ static int run_check(const char *dir, char **output)
     pid_t check = fts_test_spawn(FTSYNC_BINARY, args, log_path);
     assert_true(check > 0);
     int status = fts_test_wait_pid(check, 60000);
-    *output = read_log(log_path);
+    *output = fts_test_log_read(log_path);
     return status;
-}
-
-static char *make_dir(const char *prefix)
-{
-    char *dir = bson_strdup_printf("%s/%s-XXXXXX", fts_testbed_dir(), prefix);
-    assert_non_null(mkdtemp(dir));
-    return dir;
-}
-
-static void remove_dir(char *dir)
-{
-    if (!getenv("FTSYNC_TEST_KEEP_LOGS")) {
-        char *command = bson_strdup_printf("rm -rf '%s'", dir);
-        if (system(command) != 0) {
-            fprintf(stderr, "cannot remove %s\n", dir);
-        }
-        bson_free(command);
-    }
-    bson_free(dir);
 }
 
 static void common_env(const char *name, const char *redis_url, const char *es_url)
@@ -235,19 +79,6 @@ static void common_env(const char *name, const char *redis_url, const char *es_u
     setenv("FTSYNC_RETRY_BASE_MS", "100", 1);
     setenv("FTSYNC_RETRY_MAX_MS", "300", 1);
     setenv("FTSYNC_BULK_MAX_WAIT_MS", "10", 1);
-}
-
-static pid_t start_load(const char *log_path, int *port)
-{
-    const char *const args[] = {"load", NULL};
-    pid_t load = fts_test_spawn(FTSYNC_BINARY, args, log_path);
-    assert_true(load > 0);
-    *port = admin_port_from_log(log_path, 20000);
-    if (*port <= 0) {
-        print_log_tail(log_path);
-        fail_msg("ftsync load did not say where its admin endpoint listens");
-    }
-    return load;
 }
 
 static void assert_running(pid_t pid)
@@ -269,24 +100,26 @@ static void test_elasticsearch_permanent_errors_are_reported_until_fixed(void **
     assert_non_null(es);
     fts_http_capture_set_reply(es, 401, "application/json", UNAUTHORIZED);
 
-    char *dir = make_dir("permanent-es");
+    char *dir = fts_test_scratch_dir_new("permanent-es");
     char name[64];
     snprintf(name, sizeof name, "permes%ld", (long)getpid());
     common_env(name, fts_test_redis_server_url(redis), fts_http_capture_url(es));
     char log_path[1200];
     snprintf(log_path, sizeof log_path, "%s/load.log", dir);
     int port;
-    pid_t load = start_load(log_path, &port);
+    pid_t load = fts_test_admin_start(FTSYNC_BINARY, "load", log_path, &port);
 
     const char *const auth[] = {"permanent", "auth", "FTSYNC_ES_API_KEY", NULL};
-    expect(port, "/readyz", 503, auth, log_path);
-    char *text = metrics(port);
-    assert_true(sample(text, "ftsync_permanent_errors_total{server=\"elasticsearch\",reason="
-                             "\"auth\"}") >= 1);
-    assert_int_equal(sample(text, "ftsync_permanent_error{server=\"elasticsearch\"}"), 1);
-    assert_int_equal(sample(text, "ftsync_permanent_error{server=\"redis\"}"), 0);
+    fts_test_admin_expect(port, "/readyz", 503, auth, EXPECT_MS, log_path);
+    char *text = fts_test_admin_metrics(port);
+    assert_true(fts_test_metrics_sample(
+                    text, "ftsync_permanent_errors_total{server=\"elasticsearch\",reason="
+                          "\"auth\"}") >= 1);
+    assert_int_equal(
+        fts_test_metrics_sample(text, "ftsync_permanent_error{server=\"elasticsearch\"}"), 1);
+    assert_int_equal(fts_test_metrics_sample(text, "ftsync_permanent_error{server=\"redis\"}"), 0);
     bson_free(text);
-    assert_true(log_contains(log_path, "permanent (auth): ", 5000));
+    assert_true(fts_test_log_wait_for(log_path, "permanent (auth): ", 5000));
     char *output = NULL;
     assert_int_equal(run_check(dir, &output), 1);
     if (!strstr(output, "permanent (auth)")) {
@@ -298,16 +131,17 @@ static void test_elasticsearch_permanent_errors_are_reported_until_fixed(void **
     fts_http_capture_set_reply(es, 200, "text/html",
                                "<html><body><h1>Welcome to nginx!</h1></body></html>");
     const char *const html[] = {"permanent", "not_elasticsearch", "FTSYNC_ES_URL", NULL};
-    expect(port, "/readyz", 503, html, log_path);
+    fts_test_admin_expect(port, "/readyz", 503, html, EXPECT_MS, log_path);
     /* The change of state is logged, though the last error line is only a second old. */
-    assert_true(log_contains(log_path, "permanent (not_elasticsearch): ", 5000));
+    assert_true(fts_test_log_wait_for(log_path, "permanent (not_elasticsearch): ", 5000));
     assert_running(load);
     fts_http_capture_set_reply(es, 200, "application/json", "{\"status\":\"ok\",\"items\":[]}");
-    sleep_ms(1000);
-    expect(port, "/readyz", 503, html, log_path);
-    text = metrics(port);
-    assert_true(sample(text, "ftsync_permanent_errors_total{server=\"elasticsearch\",reason="
-                             "\"not_elasticsearch\"}") >= 2);
+    fts_test_sleep_ms(1000);
+    fts_test_admin_expect(port, "/readyz", 503, html, EXPECT_MS, log_path);
+    text = fts_test_admin_metrics(port);
+    assert_true(fts_test_metrics_sample(
+                    text, "ftsync_permanent_errors_total{server=\"elasticsearch\",reason="
+                          "\"not_elasticsearch\"}") >= 2);
     bson_free(text);
     assert_int_equal(run_check(dir, &output), 1);
     if (!strstr(output, "permanent (not_elasticsearch)")) {
@@ -319,16 +153,17 @@ static void test_elasticsearch_permanent_errors_are_reported_until_fixed(void **
     /* Fixed: the stand-in answers as Elasticsearch (GET / and HEAD of the index). */
     fts_http_capture_set_reply(es, 200, "application/json", SERVER_INFO);
     const char *const ready[] = {"\"ready\"", NULL};
-    expect(port, "/readyz", 200, ready, log_path);
-    text = metrics(port);
-    assert_int_equal(sample(text, "ftsync_permanent_error{server=\"elasticsearch\"}"), 0);
+    fts_test_admin_expect(port, "/readyz", 200, ready, EXPECT_MS, log_path);
+    text = fts_test_admin_metrics(port);
+    assert_int_equal(
+        fts_test_metrics_sample(text, "ftsync_permanent_error{server=\"elasticsearch\"}"), 0);
     bson_free(text);
 
     kill(load, SIGTERM);
     assert_int_equal(fts_test_wait_pid(load, 30000), 0);
     fts_http_capture_destroy(es);
     fts_test_redis_server_destroy(redis);
-    remove_dir(dir);
+    fts_test_scratch_dir_destroy(dir);
 }
 
 /* ---- Elasticsearch behind a certificate nobody vouches for -------------------------------- */
@@ -339,7 +174,7 @@ static void test_a_refused_certificate_is_permanent(void **state)
     fts_error_t err;
     fts_test_redis_server_t *redis = fts_test_redis_server_start(NULL, &err);
     assert_non_null(redis);
-    char *dir = make_dir("permanent-tls");
+    char *dir = fts_test_scratch_dir_new("permanent-tls");
     char command[2600];
     snprintf(command, sizeof command,
              "openssl req -x509 -newkey rsa:2048 -nodes -keyout '%s/key.pem' -out '%s/cert.pem' "
@@ -370,12 +205,13 @@ static void test_a_refused_certificate_is_permanent(void **state)
     char log_path[1200];
     snprintf(log_path, sizeof log_path, "%s/load.log", dir);
     int port;
-    pid_t load = start_load(log_path, &port);
+    pid_t load = fts_test_admin_start(FTSYNC_BINARY, "load", log_path, &port);
     const char *const tls[] = {"permanent (tls)", "FTSYNC_ES_CA_FILE", NULL};
-    expect(port, "/readyz", 503, tls, log_path);
-    char *text = metrics(port);
-    assert_true(sample(text, "ftsync_permanent_errors_total{server=\"elasticsearch\",reason="
-                             "\"tls\"}") >= 1);
+    fts_test_admin_expect(port, "/readyz", 503, tls, EXPECT_MS, log_path);
+    char *text = fts_test_admin_metrics(port);
+    assert_true(fts_test_metrics_sample(
+                    text, "ftsync_permanent_errors_total{server=\"elasticsearch\",reason="
+                          "\"tls\"}") >= 1);
     bson_free(text);
     char *output = NULL;
     assert_int_equal(run_check(dir, &output), 1);
@@ -390,7 +226,7 @@ static void test_a_refused_certificate_is_permanent(void **state)
     kill(server, SIGTERM);
     (void)fts_test_wait_pid(server, 10000);
     fts_test_redis_server_destroy(redis);
-    remove_dir(dir);
+    fts_test_scratch_dir_destroy(dir);
 }
 
 /* ---- Redis: a wrong password ------------------------------------------------------------- */
@@ -406,7 +242,7 @@ static void test_redis_wrong_password_is_reported_until_fixed(void **state)
     assert_non_null(es);
     fts_http_capture_set_reply(es, 200, "application/json", SERVER_INFO);
 
-    char *dir = make_dir("permanent-redis");
+    char *dir = fts_test_scratch_dir_new("permanent-redis");
     char name[64];
     snprintf(name, sizeof name, "permredis%ld", (long)getpid());
     char url[160];
@@ -416,16 +252,16 @@ static void test_redis_wrong_password_is_reported_until_fixed(void **state)
     char log_path[1200];
     snprintf(log_path, sizeof log_path, "%s/load.log", dir);
     int port;
-    pid_t load = start_load(log_path, &port);
+    pid_t load = fts_test_admin_start(FTSYNC_BINARY, "load", log_path, &port);
 
     const char *const redis_auth[] = {"permanent", "auth", "FTSYNC_STATE_REDIS_URL", NULL};
-    expect(port, "/readyz", 503, redis_auth, log_path);
-    char *text = metrics(port);
-    assert_true(sample(text, "ftsync_permanent_errors_total{server=\"redis\",reason=\"auth\"}") >=
-                1);
-    assert_int_equal(sample(text, "ftsync_permanent_error{server=\"redis\"}"), 1);
+    fts_test_admin_expect(port, "/readyz", 503, redis_auth, EXPECT_MS, log_path);
+    char *text = fts_test_admin_metrics(port);
+    assert_true(fts_test_metrics_sample(
+                    text, "ftsync_permanent_errors_total{server=\"redis\",reason=\"auth\"}") >= 1);
+    assert_int_equal(fts_test_metrics_sample(text, "ftsync_permanent_error{server=\"redis\"}"), 1);
     bson_free(text);
-    assert_true(log_contains(log_path, "permanent (auth): ", 5000));
+    assert_true(fts_test_log_wait_for(log_path, "permanent (auth): ", 5000));
     char *output = NULL;
     assert_int_equal(run_check(dir, &output), 1);
     if (!strstr(output, "permanent (auth)") || strstr(output, "wrong-password")) {
@@ -447,16 +283,16 @@ static void test_redis_wrong_password_is_reported_until_fixed(void **state)
     freeReplyObject(reply);
     redisFree(admin);
     const char *const ready[] = {"\"ready\"", NULL};
-    expect(port, "/readyz", 200, ready, log_path);
-    text = metrics(port);
-    assert_int_equal(sample(text, "ftsync_permanent_error{server=\"redis\"}"), 0);
+    fts_test_admin_expect(port, "/readyz", 200, ready, EXPECT_MS, log_path);
+    text = fts_test_admin_metrics(port);
+    assert_int_equal(fts_test_metrics_sample(text, "ftsync_permanent_error{server=\"redis\"}"), 0);
     bson_free(text);
 
     kill(load, SIGTERM);
     assert_int_equal(fts_test_wait_pid(load, 30000), 0);
     fts_http_capture_destroy(es);
     fts_test_redis_server_destroy(redis);
-    remove_dir(dir);
+    fts_test_scratch_dir_destroy(dir);
 }
 
 /* ---- the consumer group vanishes --------------------------------------------------------- */
@@ -487,7 +323,7 @@ static bool bulk_seen(fts_http_capture_t *es, const char *id, unsigned timeout_m
 {
     char needle[64];
     snprintf(needle, sizeof needle, "\"_id\":\"%s\"", id);
-    uint64_t deadline = now_ms() + timeout_ms;
+    uint64_t deadline = fts_test_monotonic_ms() + timeout_ms;
     do {
         size_t count = fts_http_capture_count(es);
         for (size_t i = 0; i < count; i++) {
@@ -496,8 +332,8 @@ static bool bulk_seen(fts_http_capture_t *es, const char *id, unsigned timeout_m
                 return true;
             }
         }
-        sleep_ms(100);
-    } while (now_ms() < deadline);
+        fts_test_sleep_ms(100);
+    } while (fts_test_monotonic_ms() < deadline);
     return false;
 }
 
@@ -519,7 +355,7 @@ static void test_loader_recreates_a_vanished_group(void **state)
         "{\"stand-in\":{\"mappings\":{\"_meta\":{\"ftsync\":{\"version_scheme\":2}}}}}");
     set_bulk_reply(es, "a1");
 
-    char *dir = make_dir("permanent-group");
+    char *dir = fts_test_scratch_dir_new("permanent-group");
     char name[64];
     snprintf(name, sizeof name, "permgroup%ld", (long)getpid());
     common_env(name, fts_test_redis_server_url(redis), fts_http_capture_url(es));
@@ -532,25 +368,26 @@ static void test_loader_recreates_a_vanished_group(void **state)
     char log_path[1200];
     snprintf(log_path, sizeof log_path, "%s/load.log", dir);
     int port;
-    pid_t load = start_load(log_path, &port);
+    pid_t load = fts_test_admin_start(FTSYNC_BINARY, "load", log_path, &port);
     assert_true(bulk_seen(es, "a1", 20000));
     const char *const ready[] = {"\"ready\"", NULL};
-    expect(port, "/readyz", 200, ready, log_path);
+    fts_test_admin_expect(port, "/readyz", 200, ready, EXPECT_MS, log_path);
 
     /* Redis loses everything: the stream and its group. */
     redisReply *reply = redisCommand(client, "FLUSHALL");
     assert_non_null(reply);
     freeReplyObject(reply);
-    sleep_ms(500);
+    fts_test_sleep_ms(500);
     set_bulk_reply(es, "b1");
     xadd(client, stream, "b1");
     if (!bulk_seen(es, "b1", 20000)) {
-        print_log_tail(log_path);
+        fts_test_log_print_tail(log_path);
         fail_msg("the loader read nothing after the group vanished");
     }
-    assert_true(log_contains(log_path, "lost the consumer group", 5000));
-    char *text = metrics(port);
-    assert_int_equal(sample(text, "ftsync_queue_data_lost_total{what=\"group\"}"), 1);
+    assert_true(fts_test_log_wait_for(log_path, "lost the consumer group", 5000));
+    char *text = fts_test_admin_metrics(port);
+    assert_int_equal(fts_test_metrics_sample(text, "ftsync_queue_data_lost_total{what=\"group\"}"),
+                     1);
     bson_free(text);
     assert_running(load);
 
@@ -566,11 +403,12 @@ static void test_loader_recreates_a_vanished_group(void **state)
     set_bulk_reply(es, "c1");
     xadd(client, stream, "c1");
     if (!bulk_seen(es, "c1", 20000)) {
-        print_log_tail(log_path);
+        fts_test_log_print_tail(log_path);
         fail_msg("the loader read nothing after a restart without persistence");
     }
-    text = metrics(port);
-    assert_int_equal(sample(text, "ftsync_queue_data_lost_total{what=\"group\"}"), 2);
+    text = fts_test_admin_metrics(port);
+    assert_int_equal(fts_test_metrics_sample(text, "ftsync_queue_data_lost_total{what=\"group\"}"),
+                     2);
     bson_free(text);
     assert_running(load);
 
@@ -579,7 +417,7 @@ static void test_loader_recreates_a_vanished_group(void **state)
     redisFree(client);
     fts_http_capture_destroy(es);
     fts_test_redis_server_destroy(redis);
-    remove_dir(dir);
+    fts_test_scratch_dir_destroy(dir);
 }
 
 int main(void)
