@@ -3,11 +3,12 @@
  * (issue 13, item 8): against a private MongoDB double it says ok (exit 0) for the deployment,
  * the collection and a change stream; with credentials the double refuses it exits 1 with
  * "permanent (auth)" and never prints the password; against a closed port it exits 1 within
- * seconds; when aggregate answers 40573 (what a standalone answers a $changeStream, set through
- * the failCommand fail point) it exits 1 with "permanent (not_replica_set)". Without
- * FTSYNC_MONGO_URI there is no MongoDB line, and a URI without FTSYNC_MONGO_DB is bad
- * configuration (exit 2). Redis is a private redis-server, Elasticsearch a stand-in that
- * answers every request with one JSON object good for GET /, the cluster health and HEAD.
+ * seconds, and so against a server that accepts and never answers; when aggregate answers 40573
+ * (what a standalone answers a $changeStream, set through the failCommand fail point) it exits 1
+ * with "permanent (not_replica_set)". Without FTSYNC_MONGO_URI there is no MongoDB line, and a URI
+ * without FTSYNC_MONGO_DB is bad configuration (exit 2). Redis is a private redis-server,
+ * Elasticsearch a stand-in that answers every request with one JSON object good for GET /, the
+ * cluster health and HEAD.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -272,6 +273,33 @@ static void test_a_closed_port_fails_within_seconds(void **state)
     bson_free(output);
 }
 
+static void test_a_server_that_never_answers_fails_within_seconds(void **state)
+{
+    bed_t *bed = *state;
+    /* Accepts the connection, reads, never answers: neither refused nor a MongoDB. */
+    fts_error_t err;
+    fts_http_capture_t *silent = fts_http_capture_new(&err);
+    assert_non_null(silent);
+    fts_http_capture_set_stall(silent, true);
+    const char *url = fts_http_capture_url(silent);
+    assert_int_equal(strncmp(url, "http://", 7), 0);
+    char uri[200];
+    snprintf(uri, sizeof uri, "mongodb://%.*s/?replicaSet=rs0", (int)strcspn(url + 7, "/"),
+             url + 7);
+    setenv("FTSYNC_MONGO_URI", uri, 1);
+    char *output = NULL;
+    uint64_t elapsed = 0;
+    int status = run_check(bed, &output, &elapsed);
+    fts_http_capture_destroy(silent);
+    if (status != 1 || !has_line(output, "FAIL", "mongodb", NULL)) {
+        fail_msg("ftsync check (exit %d) did not fail on a silent server:\n%s", status, output);
+    }
+    if (elapsed > CHECK_MAX_MS) {
+        fail_msg("ftsync check took %llu ms on a silent server", (unsigned long long)elapsed);
+    }
+    bson_free(output);
+}
+
 static void test_change_streams_refused_are_permanent(void **state)
 {
     bed_t *bed = *state;
@@ -320,6 +348,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_refused_credentials_are_permanent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_closed_port_fails_within_seconds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_server_that_never_answers_fails_within_seconds,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_change_streams_refused_are_permanent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_an_unreadable_collection_is_permanent, setup,
                                         teardown),
