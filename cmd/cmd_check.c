@@ -152,6 +152,9 @@ static bool check_mongo(const fts_config_t *config)
     const char *collections[] = {config->mongo_collection, NULL};
     fts_cmd_mongo_source_options(config, &options, collections);
     options.call_timeout_ms = CHECK_MONGO_TIMEOUT_MS;
+    /* The source raises the call timeout to the await time + 1 s so that an idle getMore is not
+     * cut off; check sends no getMore, and its bound must stay 5 s. */
+    options.max_await_time_ms = 1000;
     source = fts_mongo_source_new(
         config->mongo_uri, config->mongo_db,
         config->mongo_scope == FTS_SCOPE_DATABASE ? NULL : config->mongo_collection, &options,
@@ -220,14 +223,20 @@ int fts_cmd_check(int argc, char **argv)
         fts_config_cleanup(&config);
         return FTS_EXIT_USAGE;
     }
-    /* FTSYNC_MONGO_URI says extract runs with this configuration: then its settings are
-     * required too, as `ftsync extract` would require them. */
-    if (config.mongo_uri) {
-        fts_config_cleanup(&config);
-        if (!fts_cmd_load_config(&config, FTS_ROLE_ALL)) {
-            fts_config_cleanup(&config);
-            return FTS_EXIT_USAGE;
+    /* FTSYNC_MONGO_URI says extract runs with this configuration: then the other settings
+     * extract requires are required too (invariant 6). Checked here rather than by loading
+     * again for both roles, which would log every warning of loading twice. */
+    if (config.mongo_uri && (!config.mongo_db || !config.mongo_collection)) {
+        fprintf(stderr, "ftsync: configuration is not valid:\n");
+        if (!config.mongo_db) {
+            fprintf(stderr, "  FTSYNC_MONGO_DB: required when FTSYNC_MONGO_URI is set\n");
         }
+        if (!config.mongo_collection) {
+            fprintf(stderr, "  FTSYNC_MONGO_COLLECTION: required when FTSYNC_MONGO_URI is set\n");
+        }
+        fprintf(stderr, "(ftsync config --help lists every setting)\n");
+        fts_config_cleanup(&config);
+        return FTS_EXIT_USAGE;
     }
     bool ok = check_redis("state redis", config.state_redis_url, &config);
     if (strcmp(config.queue_redis_url, config.state_redis_url) != 0) {

@@ -222,7 +222,8 @@ static void test_a_uri_without_database_is_bad_configuration(void **state)
     unsetenv("FTSYNC_MONGO_DB");
     char *output = NULL;
     int status = run_check(bed, &output, NULL);
-    if (status != 2 || !strstr(output, "FTSYNC_MONGO_DB")) {
+    if (status != 2 || !strstr(output, "FTSYNC_MONGO_DB: required") ||
+        strstr(output, "FTSYNC_MONGO_COLLECTION")) {
         fail_msg("ftsync check (exit %d) did not refuse the configuration:\n%s", status, output);
     }
     bson_free(output);
