@@ -18,6 +18,7 @@
 #include "config.h"
 #include "es_client.h"
 #include "extract.h"
+#include "mongo_source.h"
 #include "redis_conn.h"
 
 #define FTS_EXIT_OK      0
@@ -57,6 +58,12 @@ void fts_cmd_es_options(const fts_config_t *config, fts_es_options_t *options);
 
 /* What the extract loops need from the configuration (strings borrowed from it). */
 void fts_cmd_extract_options(const fts_config_t *config, fts_extract_options_t *options);
+
+/* The MongoDB source's options, from the settings, as extract uses them (`ftsync check` then
+ * shortens call_timeout_ms). collections is {FTSYNC_MONGO_COLLECTION, NULL}, borrowed for the
+ * database scope's filter. */
+void fts_cmd_mongo_source_options(const fts_config_t *config, fts_mongo_source_options_t *options,
+                                  const char **collections);
 
 /* This loader's consumer name: FTSYNC_CONSUMER_NAME, else the pod name inside Kubernetes
  * ($HOSTNAME), else <host>-<pid>. */

@@ -1,9 +1,13 @@
 /*
  * cmd_check.c - `ftsync check`: a preflight an operator (or a readiness script) runs to learn
  * whether every server ftsync needs answers: the state and queue Redis, the Elasticsearch
- * cluster and its health, and the index. One line per check; exit 1 if any failed. A failure
- * that needs an operator (permanent.h: credentials refused, not Elasticsearch, a refused
- * certificate) says so: "permanent (<reason>): <what to fix>: <the server's answer>".
+ * cluster and its health, and the index; and, when FTSYNC_MONGO_URI is set (the setting that
+ * says extract runs with this configuration), extract's MongoDB: a replica set or sharded
+ * cluster that accepts the credentials, lets the collection be read and opens a change stream
+ * on it. One line per check; exit 1 if any failed. A failure that needs an operator
+ * (permanent.h: credentials refused, not Elasticsearch, a refused certificate, not a replica
+ * set) says so: "permanent (<reason>): <what to fix>: <the server's answer>". Every line goes
+ * through the logger's secret filter, which knows the URLs' passwords.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +17,8 @@
 
 #include "cmd.h"
 #include "log.h"
+#include "mongo_source.h"
+#include "mongo_uri.h"
 #include "permanent.h"
 #include "redis_conn.h"
 #include "redis_url.h"
@@ -119,12 +125,90 @@ cleanup:
     return ok;
 }
 
+/* How long check waits for MongoDB to answer a call: server selection, connecting and each
+ * reply (timeouts written in the URI win). A preflight must say "unreachable" within seconds. */
+#define CHECK_MONGO_TIMEOUT_MS 5000
+
+/* Extract's MongoDB, as extract would use it (its source, with a shorter timeout): hello says
+ * a replica set or a mongos, which also connects and authenticates; a one-document majority
+ * read of the collection (the read behind a snapshot's start time, which also needs an
+ * operationTime in the answer); a change stream opened from now and closed. Stops at the first
+ * failure: the later ones would only repeat it. */
+static bool check_mongo(const fts_config_t *config)
+{
+    fts_error_t err;
+    bool ok = false;
+    char detail[FTS_ERROR_MESSAGE_SIZE + 128];
+    char *masked = NULL;
+    fts_mongo_source_t *source = NULL;
+
+    fts_mongo_init();
+    /* Registers the URI's password with the logger's secret filter (report() applies it). */
+    if (!fts_mongo_uri_check(config->mongo_uri, &masked, &err)) {
+        report(false, "mongodb", err.message);
+        goto cleanup;
+    }
+    fts_mongo_source_options_t options;
+    const char *collections[] = {config->mongo_collection, NULL};
+    fts_cmd_mongo_source_options(config, &options, collections);
+    options.call_timeout_ms = CHECK_MONGO_TIMEOUT_MS;
+    /* The source raises the call timeout to the await time + 1 s so that an idle getMore is not
+     * cut off; check sends no getMore, and its bound must stay 5 s. */
+    options.max_await_time_ms = 1000;
+    source = fts_mongo_source_new(
+        config->mongo_uri, config->mongo_db,
+        config->mongo_scope == FTS_SCOPE_DATABASE ? NULL : config->mongo_collection, &options,
+        &err);
+    if (!source) {
+        report(false, "mongodb", err.message);
+        goto cleanup;
+    }
+
+    char topology[128];
+    if (!fts_mongo_source_topology(source, topology, sizeof topology, &err)) {
+        report_failure("mongodb", FTS_SERVER_MONGODB, &err);
+        goto cleanup;
+    }
+    snprintf(detail, sizeof detail, "%s at %s", topology, masked);
+    report(true, "mongodb", detail);
+
+    fts_timestamp_t now;
+    if (!fts_mongo_source_cluster_time(source, &now, &err)) {
+        report_failure("collection", FTS_SERVER_MONGODB, &err);
+        goto cleanup;
+    }
+    snprintf(detail, sizeof detail, "%s.%s readable (majority read at %u:%u)", config->mongo_db,
+             config->mongo_collection, now.seconds, now.increment);
+    report(true, "collection", detail);
+
+    if (!fts_mongo_source_open(source, NULL, &err)) {
+        report_failure("change stream", FTS_SERVER_MONGODB, &err);
+        goto cleanup;
+    }
+    fts_mongo_source_close(source);
+    snprintf(detail, sizeof detail, "opened and closed on %s.%s%s", config->mongo_db,
+             config->mongo_collection,
+             config->mongo_scope == FTS_SCOPE_DATABASE ? " (database scope)" : "");
+    report(true, "change stream", detail);
+    ok = true;
+
+cleanup:
+    fts_mongo_source_destroy(source);
+    bson_free(masked);
+    return ok;
+}
+
 static const char check_help[] =
     "usage: ftsync check\n\n"
     "Checks that the state and queue Redis answer PING, that Elasticsearch\n"
     "answers with a cluster that is not red, and that the index (or alias)\n"
-    "exists. A failure that needs an operator (credentials refused, a server\n"
-    "that is not Elasticsearch, a refused certificate) is marked\n"
+    "exists. When FTSYNC_MONGO_URI is set (extract runs with this\n"
+    "configuration; FTSYNC_MONGO_DB and FTSYNC_MONGO_COLLECTION are then\n"
+    "required), also that MongoDB answers within 5 s, accepts the credentials,\n"
+    "is a replica set or sharded cluster, lets the collection be read (a\n"
+    "majority read) and opens a change stream on it. A failure that needs an\n"
+    "operator (credentials refused, a server that is not Elasticsearch, a\n"
+    "refused certificate, a MongoDB that is not a replica set) is marked\n"
     "\"permanent (<reason>)\" with the setting to fix.\n"
     "Exit status: 0 all good, 1 a check failed, 2 bad configuration.\n";
 
@@ -139,11 +223,29 @@ int fts_cmd_check(int argc, char **argv)
         fts_config_cleanup(&config);
         return FTS_EXIT_USAGE;
     }
+    /* FTSYNC_MONGO_URI says extract runs with this configuration: then the other settings
+     * extract requires are required too (invariant 6). Checked here rather than by loading
+     * again for both roles, which would log every warning of loading twice. */
+    if (config.mongo_uri && (!config.mongo_db || !config.mongo_collection)) {
+        fprintf(stderr, "ftsync: configuration is not valid:\n");
+        if (!config.mongo_db) {
+            fprintf(stderr, "  FTSYNC_MONGO_DB: required when FTSYNC_MONGO_URI is set\n");
+        }
+        if (!config.mongo_collection) {
+            fprintf(stderr, "  FTSYNC_MONGO_COLLECTION: required when FTSYNC_MONGO_URI is set\n");
+        }
+        fprintf(stderr, "(ftsync config --help lists every setting)\n");
+        fts_config_cleanup(&config);
+        return FTS_EXIT_USAGE;
+    }
     bool ok = check_redis("state redis", config.state_redis_url, &config);
     if (strcmp(config.queue_redis_url, config.state_redis_url) != 0) {
         ok = check_redis("queue redis", config.queue_redis_url, &config) && ok;
     }
     ok = check_elasticsearch(&config) && ok;
+    if (config.mongo_uri) {
+        ok = check_mongo(&config) && ok;
+    }
     fts_config_cleanup(&config);
     return ok ? FTS_EXIT_OK : FTS_EXIT_FAILURE;
 }

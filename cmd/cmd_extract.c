@@ -90,24 +90,6 @@ static fts_redis_t *connect_redis(const fts_config_t *config, const char *url, f
     }
 }
 
-/* The MongoDB source's options, from the settings (the enums are the same). */
-static void mongo_source_options(const fts_config_t *config, fts_mongo_source_options_t *options,
-                                 const char **collections)
-{
-    fts_mongo_source_options_init(options);
-    options->scope = config->mongo_scope;
-    if (config->mongo_scope == FTS_SCOPE_DATABASE) {
-        options->collections = collections;
-    }
-    options->full_document = config->mongo_full_document;
-    options->full_document_before_change = config->mongo_pre_images;
-    options->batch_size = (int32_t)config->batch_size;
-    options->max_await_time_ms = config->mongo_max_await_ms;
-    options->scan_batch_size = (int32_t)config->batch_size;
-    /* A call must fail before the lease (renewed every TTL / 3) expires: half the TTL. */
-    options->call_timeout_ms = (int32_t)(config->lease_ttl_ms / 2);
-}
-
 int fts_cmd_extract(int argc, char **argv)
 {
     /* The one argument accepted is --help (or -h); anything else is refused. */
@@ -187,7 +169,7 @@ int fts_cmd_extract(int argc, char **argv)
     fts_mongo_init();
     fts_mongo_source_options_t options;
     const char *collections[] = {config.mongo_collection, NULL};
-    mongo_source_options(&config, &options, collections);
+    fts_cmd_mongo_source_options(&config, &options, collections);
     source = fts_mongo_source_new(
         config.mongo_uri, config.mongo_db,
         config.mongo_scope == FTS_SCOPE_DATABASE ? NULL : config.mongo_collection, &options, &err);

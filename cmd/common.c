@@ -85,6 +85,24 @@ bool fts_cmd_load_config(fts_config_t *config, unsigned roles)
     return ok;
 }
 
+/* The enums of the settings are the source's own. */
+void fts_cmd_mongo_source_options(const fts_config_t *config, fts_mongo_source_options_t *options,
+                                  const char **collections)
+{
+    fts_mongo_source_options_init(options);
+    options->scope = config->mongo_scope;
+    if (config->mongo_scope == FTS_SCOPE_DATABASE) {
+        options->collections = collections;
+    }
+    options->full_document = config->mongo_full_document;
+    options->full_document_before_change = config->mongo_pre_images;
+    options->batch_size = (int32_t)config->batch_size;
+    options->max_await_time_ms = config->mongo_max_await_ms;
+    options->scan_batch_size = (int32_t)config->batch_size;
+    /* A call must fail before the lease (renewed every TTL / 3) expires: half the TTL. */
+    options->call_timeout_ms = (int32_t)(config->lease_ttl_ms / 2);
+}
+
 void fts_cmd_es_options(const fts_config_t *config, fts_es_options_t *options)
 {
     *options = (fts_es_options_t){

@@ -1255,6 +1255,67 @@ cleanup:
     return ok;
 }
 
+/* --- topology --- */
+
+fts_mongo_topology_t fts_mongo_hello_topology(const bson_t *hello, const char **set_name)
+{
+    bson_iter_t iter;
+    if (set_name) {
+        *set_name = NULL;
+    }
+    if (bson_iter_init_find(&iter, hello, "setName") && BSON_ITER_HOLDS_UTF8(&iter)) {
+        if (set_name) {
+            *set_name = bson_iter_utf8(&iter, NULL);
+        }
+        return FTS_MONGO_REPLICA_SET;
+    }
+    /* mongos says so in msg (the manual's hello page: "isdbgrid"); it has no setName. */
+    if (bson_iter_init_find(&iter, hello, "msg") && BSON_ITER_HOLDS_UTF8(&iter) &&
+        strcmp(bson_iter_utf8(&iter, NULL), "isdbgrid") == 0) {
+        return FTS_MONGO_SHARDED;
+    }
+    return FTS_MONGO_STANDALONE;
+}
+
+bool fts_mongo_source_topology(fts_mongo_source_t *source, char *description, size_t size,
+                               fts_error_t *err)
+{
+    bool ok = false;
+    bson_t command = BSON_INITIALIZER;
+    bson_t reply;
+    bson_error_t error;
+
+    source->server_code = 0;
+    BSON_APPEND_INT32(&command, "hello", 1);
+    if (!mongoc_client_read_command_with_opts(source->client, "admin", &command, NULL, NULL, &reply,
+                                              &error)) {
+        fail_from_mongoc(source, "hello", source->ns, &error, &reply, POSITION_NONE, err);
+        goto cleanup;
+    }
+    const char *set_name = NULL;
+    switch (fts_mongo_hello_topology(&reply, &set_name)) {
+    case FTS_MONGO_REPLICA_SET:
+        snprintf(description, size, "replica set %s", set_name);
+        ok = true;
+        break;
+    case FTS_MONGO_SHARDED:
+        snprintf(description, size, "sharded cluster (mongos)");
+        ok = true;
+        break;
+    case FTS_MONGO_STANDALONE:
+        fts_error_set(err, FTS_ERROR_MONGO, FTS_ERROR_CODE_NOT_REPLICA_SET,
+                      "hello on %s (%s): a standalone server (no setName, not a mongos): change "
+                      "streams need a replica set or a sharded cluster",
+                      source->ns, source->masked_uri);
+        break;
+    }
+
+cleanup:
+    bson_destroy(&reply);
+    bson_destroy(&command);
+    return ok;
+}
+
 /* --- snapshot scan --- */
 
 /* mongod's sort order of BSON types ("canonical types"), with the $type number of each. */

@@ -182,6 +182,25 @@ int fts_mongo_source_server_code(const fts_mongo_source_t *source);
 bool fts_mongo_source_cluster_time(fts_mongo_source_t *source, fts_timestamp_t *now,
                                    fts_error_t *err);
 
+/* What a deployment is, by its answer to hello. */
+typedef enum {
+    FTS_MONGO_STANDALONE = 0, /* neither: change streams are refused (40573) */
+    FTS_MONGO_REPLICA_SET,    /* hello has setName */
+    FTS_MONGO_SHARDED         /* hello's msg is "isdbgrid": a mongos */
+} fts_mongo_topology_t;
+
+/* Reads hello's answer; *set_name (may be NULL) is the replica set's name, borrowed from hello,
+ * for FTS_MONGO_REPLICA_SET, else NULL. */
+fts_mongo_topology_t fts_mongo_hello_topology(const bson_t *hello, const char **set_name);
+
+/* Sends hello to the deployment (the first command also connects and authenticates) and
+ * writes what it is to description ("replica set rs0", "sharded cluster (mongos)"), for
+ * `ftsync check`. Errors are classified as for the other calls (FTS_ERROR_CODE_AUTH,
+ * FTS_MONGO_RETRYABLE for an unreachable server...); a standalone fails with
+ * FTS_ERROR_CODE_NOT_REPLICA_SET, as its refusal of a change stream would. */
+bool fts_mongo_source_topology(fts_mongo_source_t *source, char *description, size_t size,
+                               fts_error_t *err);
+
 /* Parses a token saved as extended JSON (what fts_mongo_source_resume_token_json() gave); the
  * caller frees it with bson_destroy(). A text that is not a JSON object fails (NULL) with
  * FTS_ERROR_INPUT. Whether it is a resume token the server accepts is for open to find out. */
