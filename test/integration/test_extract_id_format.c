@@ -31,6 +31,7 @@
 #include <mongoc/mongoc.h>
 
 #include "extract_harness.h"
+#include "extract_fixture.h"
 #include "load_harness.h"
 #include "mongo_double.h"
 #include "redis_server.h"
@@ -211,8 +212,7 @@ static void test_typed_ids_keep_type_different_ids_apart(void **state)
         fail_msg("cannot start ftsync load: %s", err.message);
     }
     /* The last insert is queued: everything before it is. */
-    assert_true(fts_test_stream_wait_for(f->p.redis, f->p.stream_key, &f->p.entries, "s:" OID_HEX,
-                                         0, 0, 90000) >= 0);
+    fts_test_pipeline_wait_entry(&f->p, f->extract, "s:" OID_HEX, 0, 0, 90000);
     refresh_and_drain(f);
     assert_index_name(f, "i:424242", "the integer");
     assert_index_name(f, "s:424242", "the string");
@@ -225,8 +225,7 @@ static void test_typed_ids_keep_type_different_ids_apart(void **state)
     bson_error_t error;
     assert_true(mongoc_collection_delete_one(f->p.coll, filter, NULL, NULL, &error));
     bson_destroy(filter);
-    assert_true(fts_test_stream_wait_for(f->p.redis, f->p.stream_key, &f->p.entries, "s:424242",
-                                         FTS_ACTION_DELETE, 0, 90000) >= 0);
+    fts_test_pipeline_wait_entry(&f->p, f->extract, "s:424242", FTS_ACTION_DELETE, 0, 90000);
     refresh_and_drain(f);
     assert_index_name(f, "s:424242", NULL);
     assert_index_name(f, "i:424242", "the integer");
@@ -262,11 +261,7 @@ static void start_both(fixture_t *f)
 static void pass_marker(fixture_t *f, int32_t marker, const char *marker_id)
 {
     insert_ok(f, BCON_NEW("_id", BCON_INT32(marker), "name", BCON_UTF8("marker")));
-    if (fts_test_stream_wait_for(f->p.redis, f->p.stream_key, &f->p.entries, marker_id,
-                                 FTS_ACTION_INDEX, 0, 90000) < 0) {
-        fts_test_extract_print_log_tail(f->extract, 40);
-        fail_msg("the marker %s was not queued", marker_id);
-    }
+    fts_test_pipeline_wait_entry(&f->p, f->extract, marker_id, FTS_ACTION_INDEX, 0, 90000);
 }
 
 /* Dead letter i of the pipeline: stage extract, its op and index id, and a reason holding
@@ -364,11 +359,8 @@ static void test_plain_collisions_are_dead_lettered(void **state)
     start_both(f);
     /* The snapshot is queued (its time is behind us), so the strings come as changes, later:
      * the documents already indexed hold their index ids. */
-    if (fts_test_stream_wait_for(f->p.redis, f->p.stream_key, &f->p.entries, OID_HEX,
-                                 FTS_ACTION_INDEX, FTS_ACTION_FROM_SNAPSHOT, 90000) < 0) {
-        fts_test_extract_print_log_tail(f->extract, 40);
-        fail_msg("the snapshot was not queued");
-    }
+    fts_test_pipeline_wait_entry(&f->p, f->extract, OID_HEX, FTS_ACTION_INDEX,
+                                 FTS_ACTION_FROM_SNAPSHOT, 90000);
     insert_ok(f, BCON_NEW("_id", BCON_UTF8("424242"), "name", BCON_UTF8("the string")));
     insert_ok(f, BCON_NEW("_id", BCON_UTF8(OID_HEX), "name", BCON_UTF8("the hex string")));
     pass_marker(f, 1, "1");
@@ -426,11 +418,7 @@ static void test_id_field_duplicates_are_dead_lettered(void **state)
     insert_ok(f, BCON_NEW("_id", BCON_INT32(1), "id", BCON_INT32(5), "name", BCON_UTF8("first")));
     insert_ok(f, BCON_NEW("_id", BCON_INT32(2), "id", BCON_INT32(5), "name", BCON_UTF8("second")));
     insert_ok(f, BCON_NEW("_id", BCON_INT32(3), "id", BCON_INT32(6), "name", BCON_UTF8("marker")));
-    if (fts_test_stream_wait_for(f->p.redis, f->p.stream_key, &f->p.entries, "6", FTS_ACTION_INDEX,
-                                 0, 90000) < 0) {
-        fts_test_extract_print_log_tail(f->extract, 40);
-        fail_msg("the marker was not queued");
-    }
+    fts_test_pipeline_wait_entry(&f->p, f->extract, "6", FTS_ACTION_INDEX, 0, 90000);
     refresh_and_drain(f);
     assert_index_name(f, "5", "first");
     assert_int_equal(fts_test_redis_xlen(f->p.redis, f->p.dead_key), 1);
@@ -440,11 +428,7 @@ static void test_id_field_duplicates_are_dead_lettered(void **state)
     /* The second's delete (its id from the id map) must leave the first's document. */
     delete_ok(f, BCON_NEW("_id", BCON_INT32(2)));
     insert_ok(f, BCON_NEW("_id", BCON_INT32(4), "id", BCON_INT32(7), "name", BCON_UTF8("marker")));
-    if (fts_test_stream_wait_for(f->p.redis, f->p.stream_key, &f->p.entries, "7", FTS_ACTION_INDEX,
-                                 0, 90000) < 0) {
-        fts_test_extract_print_log_tail(f->extract, 40);
-        fail_msg("the second marker was not queued");
-    }
+    fts_test_pipeline_wait_entry(&f->p, f->extract, "7", FTS_ACTION_INDEX, 0, 90000);
     refresh_and_drain(f);
     assert_index_name(f, "5", "first");
     assert_int_equal(fts_test_redis_xlen(f->p.redis, f->p.dead_key), 2);
@@ -453,11 +437,7 @@ static void test_id_field_duplicates_are_dead_lettered(void **state)
 
     /* The first's delete removes it. */
     delete_ok(f, BCON_NEW("_id", BCON_INT32(1)));
-    if (fts_test_stream_wait_for(f->p.redis, f->p.stream_key, &f->p.entries, "5", FTS_ACTION_DELETE,
-                                 0, 90000) < 0) {
-        fts_test_extract_print_log_tail(f->extract, 40);
-        fail_msg("the first's delete was not queued");
-    }
+    fts_test_pipeline_wait_entry(&f->p, f->extract, "5", FTS_ACTION_DELETE, 0, 90000);
     refresh_and_drain(f);
     assert_index_name(f, "5", NULL);
     assert_int_equal(fts_test_redis_xlen(f->p.redis, f->p.dead_key), 2);
