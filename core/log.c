@@ -28,7 +28,9 @@ typedef struct {
     fts_log_level_t level;
     uint64_t window_start_ms;
     uint64_t suppressed;
-    char last_message[256]; /* the latest repeat held back, redacted, for the summary line */
+    /* The latest repeat held back, redacted, for the summary line: whole, as a line would
+     * have printed it (a message and its "...(truncated N bytes)" note). */
+    char last_message[FTS_LOG_MAX_MESSAGE + 64];
 } repeat_slot_t;
 
 static struct {

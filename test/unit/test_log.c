@@ -121,6 +121,25 @@ static void test_repeats_rate_limited(void **state)
     assert_int_equal(count_lines(capture->data), 8);
 }
 
+/* A held-back repeat is reported whole on flush, however long (a summary once cut it at 255
+ * bytes, losing the end of a message such as "... re-read by _id (found)"). */
+static void test_held_back_repeat_reported_whole(void **state)
+{
+    capture_t *capture = *state;
+    char tail[600];
+    memset(tail, 'x', sizeof tail - 1);
+    tail[sizeof tail - 1] = '\0';
+    fts_log(FTS_LOG_WARN, "mongo", "large event %d: %s (found)", 1, tail);
+    fake_now += 10;
+    fts_log(FTS_LOG_WARN, "mongo", "large event %d: %s (found)", 2, tail);
+    fts_log_flush_repeats();
+    fflush(capture->stream);
+    assert_int_equal(count_lines(capture->data), 2);
+    const char *second = strstr(capture->data, "large event 2: ");
+    assert_non_null(second);
+    assert_non_null(strstr(second, "xxx (found)\" suppressed=1"));
+}
+
 static void test_secrets_scrubbed(void **state)
 {
     capture_t *capture = *state;
@@ -209,6 +228,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_json_line_escapes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_level_filter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repeats_rate_limited, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_held_back_repeat_reported_whole, setup, teardown),
         cmocka_unit_test_setup_teardown(test_secrets_scrubbed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_message_truncated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_secret_at_cut_masked, setup, teardown),
