@@ -103,6 +103,23 @@ static int teardown(void **state)
     return 0;
 }
 
+/* A fixture with its own pipeline (prefix names it) on the group's servers, set in *state
+ * for the teardown. */
+static fixture_t *fixture_new(void **state, const char *prefix)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    *state = f;
+    fts_error_t err;
+    fts_error_clear(&err);
+    if (!fts_test_pipeline_init(&f->p, FTSYNC_BINARY, FTSYNC_WORKLOAD,
+                                fts_test_mongo_double_uri(group.mongo),
+                                fts_test_redis_server_url(group.redis), prefix, &err)) {
+        fail_msg("cannot set the pipeline up: %s", err.message);
+    }
+    return f;
+}
+
 static void insert_ok(fixture_t *f, bson_t *doc)
 {
     bson_error_t error;
@@ -176,15 +193,9 @@ static void refresh_and_drain(fixture_t *f)
 
 static void test_typed_ids_keep_type_different_ids_apart(void **state)
 {
-    fixture_t *f = *state = calloc(1, sizeof *f);
-    assert_non_null(f);
+    fixture_t *f = fixture_new(state, "idformat");
     fts_error_t err;
     fts_error_clear(&err);
-    if (!fts_test_pipeline_init(&f->p, FTSYNC_BINARY, FTSYNC_WORKLOAD,
-                                fts_test_mongo_double_uri(group.mongo),
-                                fts_test_redis_server_url(group.redis), "idformat", &err)) {
-        fail_msg("cannot set the pipeline up: %s", err.message);
-    }
     fts_test_pipeline_set(&f->p, "FTSYNC_ID_FORMAT", "typed");
     bson_oid_t oid;
     bson_oid_init_from_string(&oid, OID_HEX);
@@ -342,15 +353,7 @@ static void delete_ok(fixture_t *f, bson_t *filter)
 
 static void test_plain_collisions_are_dead_lettered(void **state)
 {
-    fixture_t *f = *state = calloc(1, sizeof *f);
-    assert_non_null(f);
-    fts_error_t err;
-    fts_error_clear(&err);
-    if (!fts_test_pipeline_init(&f->p, FTSYNC_BINARY, FTSYNC_WORKLOAD,
-                                fts_test_mongo_double_uri(group.mongo),
-                                fts_test_redis_server_url(group.redis), "idplain", &err)) {
-        fail_msg("cannot set the pipeline up: %s", err.message);
-    }
+    fixture_t *f = fixture_new(state, "idplain");
     bson_oid_t oid;
     bson_oid_init_from_string(&oid, OID_HEX);
     /* The integer and the ObjectId through the snapshot, the strings as change events. */
@@ -403,15 +406,7 @@ static void test_plain_collisions_are_dead_lettered(void **state)
 
 static void test_id_field_duplicates_are_dead_lettered(void **state)
 {
-    fixture_t *f = *state = calloc(1, sizeof *f);
-    assert_non_null(f);
-    fts_error_t err;
-    fts_error_clear(&err);
-    if (!fts_test_pipeline_init(&f->p, FTSYNC_BINARY, FTSYNC_WORKLOAD,
-                                fts_test_mongo_double_uri(group.mongo),
-                                fts_test_redis_server_url(group.redis), "idfield", &err)) {
-        fail_msg("cannot set the pipeline up: %s", err.message);
-    }
+    fixture_t *f = fixture_new(state, "idfield");
     fts_test_pipeline_set(&f->p, "FTSYNC_ID_FIELD", "id");
     start_both(f);
     /* Two documents with one id value, most likely in one batch of the worker. */
