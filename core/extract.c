@@ -98,7 +98,7 @@ typedef struct {
     fts_timestamp_t snap_time;
     bson_value_t last_id; /* POS_SNAPSHOT; value_type 0 (EOD) before the first document */
     uint64_t snap_queued;
-    bool resync; /* queue a sweep at the end of this snapshot (every snapshot has one) */
+    bool resync; /* queue a sweep at the end of this snapshot (all do unless ns_field is off) */
     fts_timestamp_t cluster_time; /* of the last event sent */
     bool streaming;               /* the change stream is open (else the scan, if any) */
 

@@ -20,8 +20,10 @@
  *      and the queue dead-letters, in the append itself, an action whose index id another
  *      document holds (README.md, Extract: index ids): the check needs the owners as they are
  *      when the entries are written, which only the queue has.
- * Every snapshot ends with a sweep at its start time V, and the sweep's append also writes
- * V into the map under ID_MAP_COMPLETE_SINCE. From V on the map knows every document the
+ * A snapshot ends with a sweep at its start time V, and the sweep's append writes V into the
+ * map under ID_MAP_COMPLETE_SINCE too. (With FTSYNC_NS_FIELD=off only a resync has a sweep,
+ * which load dead-letters asking for the documents below V to be removed by hand: that covers
+ * the deletes below as well.) From V on the map knows every document the
  * snapshot or a later event indexed, so a delete at or after V of a document it does not know
  * was deleted before the scan reached it: this snapshot never indexed it, and the sweep
  * removes any older copy (its version is below V). Such a delete is counted and logged, not
